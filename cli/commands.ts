@@ -1,0 +1,4 @@
+import type { Command } from './command.ts';
+
+/** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
+export const commands: readonly Command[] = [];

@@ -1,0 +1,42 @@
+/**
+ * The etcd key layout: the one contract between nodes (which announce themselves), the overlord (which
+ * deploys them) and `corekube status`. Everything of a cluster lives under `/corekube/<cluster>/`;
+ * flannel's own keys live under its own prefix (`/coreos.com/network/` by default, per cluster here).
+ *
+ *   <prefix>/machines/<id>      machine record, written by the node under a lease it keeps alive (JSON, MachineRecord)
+ *   <prefix>/ledger/<id>        deploy state of a machine, written only by the leading overlord (JSON, LedgerEntry)
+ *   <prefix>/hostkeys/<id>      SSH host key accepted on first use, when the record carried none
+ *   <prefix>/leader             leader election (etcd3 Election)
+ *   <prefix>/ssh/overlord.pub   the overlord's SSH public key (nodes read it)
+ *   <prefix>/network/...        flannel's config and subnet reservations (flannel's own key format)
+ */
+export const SCHEMA_VERSION = 1;
+
+export interface ClusterKeys {
+  readonly prefix: string;
+  readonly machines: string;
+  readonly ledger: string;
+  readonly hostkeys: string;
+  readonly leader: string;
+  readonly overlordSshKey: string;
+  readonly network: string;
+  machine(id: string): string;
+  ledgerOf(id: string): string;
+  hostkeyOf(id: string): string;
+}
+
+export function clusterKeys(cluster: string): ClusterKeys {
+  const prefix = `/corekube/${cluster}/`;
+  return Object.freeze({
+    prefix,
+    machines: `${prefix}machines/`,
+    ledger: `${prefix}ledger/`,
+    hostkeys: `${prefix}hostkeys/`,
+    leader: `${prefix}leader`,
+    overlordSshKey: `${prefix}ssh/overlord.pub`,
+    network: `${prefix}network/`,
+    machine: (id: string) => `${prefix}machines/${id}`,
+    ledgerOf: (id: string) => `${prefix}ledger/${id}`,
+    hostkeyOf: (id: string) => `${prefix}hostkeys/${id}`,
+  });
+}

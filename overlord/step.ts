@@ -1,0 +1,22 @@
+/**
+ * A step: the small typed value the planner emits and the executor runs. The executor knows nothing of
+ * roles or Kubernetes; the planner knows nothing of SSH.
+ */
+export interface RemoteFile {
+  /** absolute path on the machine */
+  readonly path: string;
+  readonly content: string;
+  /** octal string, e.g. "0644"; secrets are "0600" */
+  readonly mode: string;
+}
+
+export type Step =
+  | { readonly kind: 'write-units'; readonly id: 'write-units'; readonly files: readonly RemoteFile[]; readonly hash: string }
+  | { readonly kind: 'daemon-reload'; readonly id: 'daemon-reload' }
+  /**
+   * Start a unit and wait: `exited` = a oneshot that must finish successfully (the download);
+   * `active` = a service that must be running. A unit that reaches `failed` fails the step at once.
+   */
+  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: 'exited' | 'active' };
+
+export type StepId = Step['id'];
