@@ -213,10 +213,11 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
   const priv = cidrs.get('network.privateCidr');
   const machines = (masters ?? 1) + (minions ?? 0);
   if (priv) {
-    if (priv.prefix > 29) bad('network.privateCidr', 'is too small for a cluster', 'use a /24 or larger');
     // Addresses .1–.31 are reserved (gateway, discovery, overlord); machines get the rest from DHCP.
     const room = cidrSize(priv) - RESERVED_HOSTS - 1;
-    if (room < machines + 2) {
+    if (priv.prefix > 26) {
+      bad('network.privateCidr', 'is too small for a cluster', 'use a /24 or larger');
+    } else if (room < machines + 2) {
       bad('network.privateCidr', `holds ${Math.max(room, 0)} machine addresses, fewer than the ${machines} machines plus overlord and discovery`, 'use a larger block, e.g. a /22 for 500 machines');
     }
   }
