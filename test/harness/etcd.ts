@@ -1,0 +1,257 @@
+/**
+ * A real etcd (Debian `etcd-server`, v3.4) for tests: one member on 127.0.0.1 (plus, optionally, addresses
+ * on a harness bridge so machines can reach it), free ports, a temporary data dir, optional TLS with
+ * client-cert auth. It can be stopped, killed and started again on the same ports with the same data.
+ * Everything it starts is removed on `destroy()` or, failing that, when the process exits.
+ */
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { openSync, closeSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import type { IOptions } from 'etcd3';
+import { onExit } from './cleanup.ts';
+import { freePort } from './ports.ts';
+
+const run = promisify(execFile);
+
+/** PEM material of a TLS etcd: the CA, and a client cert/key (CN `root` unless issued otherwise). */
+export interface EtcdTls {
+  readonly dir: string;
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface StartEtcdOptions {
+  /** addresses to listen on besides 127.0.0.1, e.g. a harness bridge's `.1` so machines can reach etcd */
+  readonly listenOn?: readonly string[];
+  /** serve https with client-cert auth; the server cert's SANs cover 127.0.0.1, localhost and `listenOn` */
+  readonly tls?: boolean;
+  /** how long to wait for /health (default 15 s) */
+  readonly readyTimeoutMs?: number;
+}
+
+export interface EtcdServer {
+  readonly name: string;
+  readonly dir: string;
+  readonly clientPort: number;
+  readonly peerPort: number;
+  /** client URLs, 127.0.0.1 first */
+  readonly endpoints: readonly string[];
+  readonly tls: EtcdTls | undefined;
+  /** pid of the running etcd, undefined while stopped */
+  readonly pid: number | undefined;
+  /** options for the `etcd3` client (hosts + credentials) */
+  clientOptions(): IOptions;
+  /** issues another client certificate (for etcd users authenticated by CN) signed by this etcd's CA */
+  issueClientCert(commonName: string): Promise<{ cert: string; key: string; certFile: string; keyFile: string }>;
+  /** SIGTERM, waits for the exit; data kept */
+  stop(): Promise<void>;
+  /** SIGKILL, waits for the exit; data kept */
+  kill(): Promise<void>;
+  /** starts again on the same ports with the same data and waits until healthy */
+  start(): Promise<void>;
+  restart(): Promise<void>;
+  /** kills etcd and deletes its directory */
+  destroy(): Promise<void>;
+}
+
+/** Why etcd cannot run here, or undefined when it can. */
+export function etcdMissing(): string | undefined {
+  const r = spawnSync('etcd', ['--version'], { stdio: 'ignore' });
+  return r.status === 0 ? undefined : 'etcd is not installed (Debian package etcd-server)';
+}
+
+export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdServer> {
+  const hosts = ['127.0.0.1', ...(options.listenOn ?? [])];
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-etcd-'));
+  const name = `ck-${randomBytes(4).toString('hex')}`;
+  const tls = options.tls ? await makeTls(dir, hosts) : undefined;
+  const scheme = tls ? 'https' : 'http';
+  const readyTimeoutMs = options.readyTimeoutMs ?? 15_000;
+
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let clientPort = 0;
+  let peerPort = 0;
+  const unregister = onExit(`etcd ${name}`, () => {
+    if (child?.pid && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const spawnEtcd = () => {
+    const urls = (port: number) => hosts.map((h) => `${scheme}://${h}:${port}`).join(',');
+    const args = [
+      '--name', name,
+      '--data-dir', path.join(dir, 'data'),
+      '--listen-client-urls', urls(clientPort),
+      '--advertise-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
+      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
+      '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+      '--initial-cluster', `${name}=http://127.0.0.1:${peerPort}`,
+      '--initial-cluster-state', 'new',
+      '--log-level', 'warn',
+      '--logger', 'zap',
+      ...(tls ? ['--cert-file', path.join(tls.dir, 'server.pem'), '--key-file', path.join(tls.dir, 'server-key.pem'),
+        '--client-cert-auth', '--trusted-ca-file', tls.caFile] : []),
+    ];
+    const log = openSync(path.join(dir, 'etcd.log'), 'a');
+    const proc = spawn('etcd', args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    child = proc;
+    exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    return proc;
+  };
+
+  const waitHealthy = async (proc: ChildProcess) => {
+    const deadline = Date.now() + readyTimeoutMs;
+    for (;;) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        throw new Error(`etcd exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${await tail(path.join(dir, 'etcd.log'))}`);
+      }
+      const health = await request(scheme, clientPort, 'GET', '/health', undefined, tls).catch(() => undefined);
+      if (health && /"health":\s*"true"/.test(health)) {
+        // the port could belong to another etcd that answers for us: check the member is ours
+        const members = await request(scheme, clientPort, 'POST', '/v3/cluster/member/list', '{}', tls).catch(() => '');
+        if (members.includes(`"name":"${name}"`)) return;
+        throw new Error(`port ${clientPort} is answered by another etcd`);
+      }
+      if (Date.now() > deadline) throw new Error(`etcd not healthy within ${readyTimeoutMs} ms:\n${await tail(path.join(dir, 'etcd.log'))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  const start = async () => {
+    await waitHealthy(spawnEtcd());
+  };
+
+  const signal = async (sig: NodeJS.Signals) => {
+    const proc = child;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(sig);
+      await exited;
+    }
+    child = undefined;
+  };
+
+  // The first start picks ports; a lost race for a port (etcd dies on a busy port) picks new ones.
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    clientPort = await freePort(hosts);
+    peerPort = await freePort(['127.0.0.1'], [clientPort]);
+    try {
+      await start();
+      lastError = undefined;
+      break;
+    } catch (err) {
+      lastError = err;
+      await signal('SIGKILL');
+      await rm(path.join(dir, 'data'), { recursive: true, force: true });
+    }
+  }
+  if (lastError) {
+    unregister();
+    await rm(dir, { recursive: true, force: true });
+    throw lastError;
+  }
+
+  const server: EtcdServer = {
+    name,
+    dir,
+    get clientPort() {
+      return clientPort;
+    },
+    get peerPort() {
+      return peerPort;
+    },
+    endpoints: hosts.map((h) => `${scheme}://${h}:${clientPort}`),
+    tls,
+    get pid() {
+      return child?.pid;
+    },
+    clientOptions: () => ({
+      hosts: [`${scheme}://127.0.0.1:${clientPort}`],
+      ...(tls
+        ? { credentials: { rootCertificate: Buffer.from(tls.ca), privateKey: Buffer.from(tls.key), certChain: Buffer.from(tls.cert) } }
+        : {}),
+    }),
+    issueClientCert: async (cn: string) => {
+      if (!tls) throw new Error('issueClientCert needs an etcd started with tls: true');
+      return issueCert(tls.dir, `client-${cn.replace(/[^A-Za-z0-9_.-]/g, '_')}`, cn, 'extendedKeyUsage=clientAuth\n');
+    },
+    stop: () => signal('SIGTERM'),
+    kill: () => signal('SIGKILL'),
+    start: async () => {
+      if (child) return;
+      await start();
+    },
+    restart: async () => {
+      await signal('SIGTERM');
+      await start();
+    },
+    destroy: async () => {
+      await signal('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+      unregister();
+    },
+  };
+  return server;
+}
+
+function request(scheme: 'http' | 'https', port: number, method: string, urlPath: string, body: string | undefined, tls: EtcdTls | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const opts = { host: '127.0.0.1', port, method, path: urlPath, timeout: 1000, ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key } : {}) };
+    const req = (scheme === 'https' ? https : http).request(opts, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve(text));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function tail(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').slice(-20).join('\n');
+}
+
+async function makeTls(dir: string, hosts: readonly string[]): Promise<EtcdTls> {
+  const tlsDir = path.join(dir, 'tls');
+  await mkdir(tlsDir, { mode: 0o700 });
+  const caFile = path.join(tlsDir, 'ca.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', path.join(tlsDir, 'ca-key.pem'), '-out', caFile, '-days', '2', '-subj', '/CN=corekube-test-etcd-ca']);
+  const sans = ['DNS:localhost', ...hosts.map((h) => `IP:${h}`)].join(',');
+  await issueCert(tlsDir, 'server', 'etcd-server', `subjectAltName=${sans}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  const client = await issueCert(tlsDir, 'client', 'root', 'extendedKeyUsage=clientAuth\n');
+  return { dir: tlsDir, caFile, certFile: client.certFile, keyFile: client.keyFile, ca: await readFile(caFile, 'utf8'), cert: client.cert, key: client.key };
+}
+
+async function issueCert(tlsDir: string, base: string, cn: string, ext: string) {
+  const keyFile = path.join(tlsDir, `${base}-key.pem`);
+  const certFile = path.join(tlsDir, `${base}.pem`);
+  const csr = path.join(tlsDir, `${base}.csr`);
+  const extFile = path.join(tlsDir, `${base}.ext`);
+  await writeFile(extFile, ext);
+  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', csr, '-subj', `/CN=${cn}`]);
+  await run('openssl', ['x509', '-req', '-in', csr, '-CA', path.join(tlsDir, 'ca.pem'), '-CAkey', path.join(tlsDir, 'ca-key.pem'),
+    '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', extFile]);
+  return { cert: await readFile(certFile, 'utf8'), key: await readFile(keyFile, 'utf8'), certFile, keyFile };
+}
