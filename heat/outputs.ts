@@ -1,0 +1,52 @@
+import { ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
+import { getAttr, getResource, strReplace, type Output } from './hot.ts';
+import { PRIVATE_NET, PRIVATE_SUBNET } from './network.ts';
+import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, PORTS } from './security.ts';
+import { DISCOVERY_PORT, firstMemberIp, groupIps, MASTERS, MINIONS, OVERLORD_FLOATING_IP, OVERLORD_PORT, portIp } from './servers.ts';
+
+/**
+ * What `openstack stack output show` tells a person. Addresses and how to follow progress only: no output
+ * carries the join token, a wait-condition token or any key. The network and security group IDs are what
+ * `corekube heat node` asks for when booting one more node by hand.
+ */
+export const OVERLORD_SSH_USER = 'corekube';
+
+export function clusterOutputs(): Record<string, Output> {
+  const overlordPublicIp = getAttr(OVERLORD_FLOATING_IP, 'floating_ip_address');
+  return {
+    discovery_endpoint: {
+      description: 'Client URL of the discovery etcd (TLS, client certificates only).',
+      value: strReplace(`https://HOST:${ETCD_CLIENT_PORT}`, { HOST: portIp(DISCOVERY_PORT) }),
+    },
+    discovery_ip: { description: 'Private IP of the discovery server.', value: portIp(DISCOVERY_PORT) },
+    overlord_ip: { description: 'Private IP of the overlord server.', value: portIp(OVERLORD_PORT) },
+    overlord_public_ip: { description: 'Floating IP of the overlord server (SSH from admin_cidr).', value: overlordPublicIp },
+    master_ips: { description: 'Private IPs of the masters, in index order.', value: groupIps(MASTERS) },
+    minion_ips: { description: 'Private IPs of the minions, in index order.', value: groupIps(MINIONS) },
+    api_endpoint: {
+      description: 'Kubernetes API of the first master (private address: reach it from admin_cidr or through the overlord, see api_tunnel).',
+      value: strReplace(`https://HOST:${PORTS.apiserver}`, { HOST: firstMemberIp(MASTERS) }),
+    },
+    api_tunnel: {
+      description: 'Forwards the Kubernetes API to localhost:6443 through the overlord.',
+      value: strReplace(`ssh -N -L ${PORTS.apiserver}:MASTER:${PORTS.apiserver} ${OVERLORD_SSH_USER}@OVERLORD`, {
+        MASTER: firstMemberIp(MASTERS),
+        OVERLORD: overlordPublicIp,
+      }),
+    },
+    follow_progress: {
+      description: 'Follows the overlord deploying the cluster.',
+      value: strReplace(`ssh ${OVERLORD_SSH_USER}@HOST docker logs -f overlord`, { HOST: overlordPublicIp }),
+    },
+    private_network: { description: 'ID of the private network (for `corekube heat node`).', value: getResource(PRIVATE_NET) },
+    private_subnet: { description: 'ID of the private subnet (for `corekube heat node`).', value: getResource(PRIVATE_SUBNET) },
+    master_security_groups: {
+      description: 'Security groups of a master (for `corekube heat node --role master`).',
+      value: [getResource(CLUSTER_SECGROUP), getResource(MASTER_SECGROUP)],
+    },
+    minion_security_groups: {
+      description: 'Security groups of a minion (for `corekube heat node`).',
+      value: [getResource(CLUSTER_SECGROUP), getResource(MINION_SECGROUP)],
+    },
+  };
+}

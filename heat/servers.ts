@@ -1,0 +1,144 @@
+import { CorekubeError } from '../core/errors.ts';
+import type { PlaceholderName } from '../cloud-config/placeholders.ts';
+import type { AddressPlan } from '../spec/address-plan.ts';
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { getAttr, getParam, getResource, type HeatValue, type Resource } from './hot.ts';
+import { joinTokenValue } from './join-token.ts';
+import { PRIVATE_NET, PRIVATE_SUBNET, ROUTER_INTERFACE } from './network.ts';
+import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, OVERLORD_SECGROUP } from './security.ts';
+import { userDataProperty, type PlaceholderValues, type RenderUserData, type Role } from './user-data.ts';
+import { CLUSTER_READY, DISCOVERY_READY, OVERLORD_READY, overlordReadyPart, signalToken, signalUrl } from './wait-conditions.ts';
+
+/**
+ * The cluster's servers. discovery and overlord sit on Neutron ports with the address plan's fixed IPs;
+ * the overlord also gets a floating IP so an admin can SSH in and follow `docker logs overlord`. Masters
+ * and minions are ResourceGroups whose user_data never depends on a count nor on %index%, so changing a
+ * count adds or removes servers and never replaces one.
+ *
+ * Boot order follows the data: the overlord boots first; discovery, masters and minions need its SSH key
+ * and the discovery CA from overlord_ready's data; masters and minions also wait for discovery_ready.
+ */
+export const DISCOVERY_PORT = 'discovery_port';
+export const DISCOVERY = 'discovery';
+export const OVERLORD_PORT = 'overlord_port';
+export const OVERLORD = 'overlord';
+export const OVERLORD_FLOATING_IP = 'overlord_floating_ip';
+export const MASTERS = 'masters';
+export const MINIONS = 'minions';
+
+/** Placeholders whose value would make a server's user_data change with a count: replaced servers. */
+const COUNTS: readonly PlaceholderName[] = ['masterCount', 'minionCount'];
+
+const fromOverlord: PlaceholderValues = {
+  overlordSshKey: overlordReadyPart('sshKey'),
+  discoveryCa: overlordReadyPart('discoveryCa'),
+};
+
+function serverProperties(spec: ClusterSpec, role: Role, name: string, network: HeatValue, userData: HeatValue, securityGroups?: HeatValue[]) {
+  return {
+    name,
+    image: getParam('image'),
+    flavor: getParam(`${role}_flavor`),
+    key_name: getParam('key_name'),
+    networks: [network],
+    ...(securityGroups ? { security_groups: securityGroups } : {}),
+    metadata: { corekube_cluster: spec.name, corekube_role: role },
+    user_data_format: 'RAW',
+    user_data: userData,
+  };
+}
+
+function fixedPort(spec: ClusterSpec, role: Role, ip: string, groups: string[]): Resource {
+  return {
+    type: 'OS::Neutron::Port',
+    properties: {
+      name: `${spec.name}-${role}`,
+      network: getResource(PRIVATE_NET),
+      fixed_ips: [{ subnet: getResource(PRIVATE_SUBNET), ip_address: ip }],
+      security_groups: groups.map(getResource),
+    },
+  };
+}
+
+function nodeGroup(spec: ClusterSpec, role: 'master' | 'minion', count: string, roleGroup: string, render: RenderUserData): Resource {
+  const text = render(role, spec);
+  if (text.includes('%index%')) {
+    throw new CorekubeError('E_INTERNAL', `the ${role} user_data contains %index%, which ResourceGroup would replace per server`, {
+      hint: 'cloud-config/ must not emit %index%: a machine finds its identity at boot',
+    });
+  }
+  const userData = userDataProperty(role, text, { joinToken: joinTokenValue, ...fromOverlord }, COUNTS);
+  return {
+    type: 'OS::Heat::ResourceGroup',
+    depends_on: [DISCOVERY_READY],
+    properties: {
+      count: getParam(count),
+      resource_def: {
+        type: 'OS::Nova::Server',
+        properties: serverProperties(
+          spec,
+          role,
+          `${spec.name}-${role}-%index%`,
+          { network: getResource(PRIVATE_NET), subnet: getResource(PRIVATE_SUBNET) },
+          userData,
+          [getResource(CLUSTER_SECGROUP), getResource(roleGroup)],
+        ),
+      },
+    },
+  };
+}
+
+export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: RenderUserData): Record<string, Resource> {
+  const overlordUserData = userDataProperty(
+    'overlord',
+    render('overlord', spec),
+    {
+      joinToken: joinTokenValue,
+      readyUrl: signalUrl(OVERLORD_READY),
+      readyToken: signalToken(OVERLORD_READY),
+      clusterReadyUrl: signalUrl(CLUSTER_READY),
+      clusterReadyToken: signalToken(CLUSTER_READY),
+      masterCount: getParam('master_count'),
+      minionCount: getParam('minion_count'),
+    },
+    // the overlord makes these itself; taking them from overlord_ready would wait on its own signal
+    ['overlordSshKey', 'discoveryCa'],
+  );
+  const discoveryUserData = userDataProperty(
+    'discovery',
+    render('discovery', spec),
+    { joinToken: joinTokenValue, ...fromOverlord, readyUrl: signalUrl(DISCOVERY_READY), readyToken: signalToken(DISCOVERY_READY) },
+    COUNTS,
+  );
+  return {
+    [OVERLORD_PORT]: fixedPort(spec, 'overlord', plan.overlord, [CLUSTER_SECGROUP, OVERLORD_SECGROUP]),
+    [OVERLORD_FLOATING_IP]: {
+      type: 'OS::Neutron::FloatingIP',
+      depends_on: [ROUTER_INTERFACE],
+      properties: { floating_network: getParam('external_network'), port_id: getResource(OVERLORD_PORT) },
+    },
+    [OVERLORD]: {
+      type: 'OS::Nova::Server',
+      // it pulls its container image at boot: the router must be up
+      depends_on: [ROUTER_INTERFACE],
+      properties: {
+        ...serverProperties(spec, 'overlord', `${spec.name}-overlord`, { port: getResource(OVERLORD_PORT) }, overlordUserData),
+        // its user_data carries the initial counts: a scale-up must not replace the overlord
+        user_data_update_policy: 'IGNORE',
+      },
+    },
+    [DISCOVERY_PORT]: fixedPort(spec, 'discovery', plan.discovery, [CLUSTER_SECGROUP]),
+    [DISCOVERY]: {
+      type: 'OS::Nova::Server',
+      depends_on: [ROUTER_INTERFACE],
+      properties: serverProperties(spec, 'discovery', `${spec.name}-discovery`, { port: getResource(DISCOVERY_PORT) }, discoveryUserData),
+    },
+    [MASTERS]: nodeGroup(spec, 'master', 'master_count', MASTER_SECGROUP, render),
+    [MINIONS]: nodeGroup(spec, 'minion', 'minion_count', MINION_SECGROUP, render),
+  };
+}
+
+/** The private IP of a fixed-port server, and the private IPs of a group's members (a list). */
+export const portIp = (port: string): HeatValue => getAttr(port, 'fixed_ips', 0, 'ip_address');
+export const groupIps = (group: string): HeatValue => getAttr(group, 'networks', getResource(PRIVATE_NET), 0);
+export const firstMemberIp = (group: string): HeatValue => getAttr(group, 'resource.0', 'networks', getResource(PRIVATE_NET), 0);
