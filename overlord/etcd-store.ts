@@ -1,0 +1,177 @@
+import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, type IOptions, type Watcher } from 'etcd3';
+import { CorekubeError } from '../core/errors.ts';
+import type { Fence, KeyValue, Listing, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from './store.ts';
+
+/**
+ * The etcd3 adapter of Store: the only module that imports etcd3. Every error the library throws is
+ * converted here, once (see toEtcdError); nothing above sees an etcd3 or gRPC error class.
+ */
+export interface EtcdStoreOptions {
+  /** `https://10.240.0.10:2379`, `http://127.0.0.1:2379` */
+  readonly endpoints: readonly string[];
+  /** PEM contents (the CLI reads --etcd-ca/--etcd-cert/--etcd-key files); all three for client-cert auth */
+  readonly tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** deadline of one unary call; a watch stream has none */
+  readonly callTimeoutMs?: number;
+}
+
+export function createEtcdStore(options: EtcdStoreOptions): Store {
+  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
+  const endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
+  if (endpoints.length === 0) {
+    throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
+  }
+  const etcdOptions: IOptions = {
+    hosts: endpoints,
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    ...(options.tls
+      ? {
+          credentials: {
+            rootCertificate: options.tls.ca,
+            ...(options.tls.key ? { privateKey: options.tls.key } : {}),
+            ...(options.tls.cert ? { certChain: options.tls.cert } : {}),
+          },
+        }
+      : {}),
+  };
+  return new EtcdStore(new Etcd3(etcdOptions), endpoints);
+}
+
+class EtcdStore implements Store {
+  private readonly watchers = new Set<Watcher>();
+  private closed = false;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly endpoints: readonly string[],
+  ) {}
+
+  async get(key: string): Promise<KeyValue | null> {
+    const res = await this.call(`get ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    return kv ? toKeyValue(kv) : null;
+  }
+
+  async list(prefix: string): Promise<Listing> {
+    const res = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).exec());
+    return { revision: String(res.header.revision), kvs: res.kvs.map(toKeyValue) };
+  }
+
+  async watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle> {
+    // `.watcher()` attaches without waiting for etcd to confirm: a watch on an etcd that is down connects
+    // when etcd is back (etcd3 reconnects and resumes from the last revision it delivered).
+    const watcher = this.client.watch().prefix(prefix).startRevision(fromRevision).watcher();
+    this.watchers.add(watcher);
+    let lost = false;
+    watcher.on('data', (res) => {
+      if (lost) return;
+      const events: WatchEvent[] = res.events.map((ev) =>
+        ev.type === 'Put'
+          ? { type: 'put', kv: toKeyValue(ev.kv) }
+          : { type: 'delete', key: ev.kv.key.toString(), modRevision: String(ev.kv.mod_revision) },
+      );
+      if (events.length > 0) listener.onEvents(events);
+    });
+    // etcd cancelled the watch (compaction past fromRevision, or another reason): it will not resume.
+    watcher.on('error', (err) => {
+      if (lost) return;
+      lost = true;
+      this.watchers.delete(watcher);
+      void watcher.cancel().catch(() => undefined);
+      listener.onLost(err.message);
+    });
+    return {
+      cancel: async () => {
+        lost = true;
+        this.watchers.delete(watcher);
+        await watcher.cancel().catch(() => undefined);
+      },
+    };
+  }
+
+  async put(key: string, value: string, options: PutOptions = {}): Promise<string> {
+    if (options.expectModRevision === undefined && options.fence === undefined) {
+      const res = await this.call(`put ${key}`, () => this.client.put(key).value(value).exec());
+      return String(res.header.revision);
+    }
+    return this.txn(key, options, this.client.put(key).value(value));
+  }
+
+  async delete(key: string, options: PutOptions = {}): Promise<void> {
+    if (options.expectModRevision === undefined && options.fence === undefined) {
+      await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
+      return;
+    }
+    await this.txn(key, options, this.client.delete().key(key));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.watchers].map((w) => w.cancel().catch(() => undefined)));
+    this.watchers.clear();
+    this.client.close();
+  }
+
+  /** One transaction: compare mod revision and/or fence, then the operation; the failure branch reads the fence. */
+  private async txn(key: string, options: PutOptions, op: Parameters<ReturnType<Etcd3['if']>['then']>[0]): Promise<string> {
+    const compares: [string, 'Mod' | 'Create', string][] = [];
+    if (options.expectModRevision !== undefined) compares.push([key, 'Mod', options.expectModRevision]);
+    if (options.fence) compares.push([options.fence.key, 'Create', options.fence.createRevision]);
+    const [first, ...rest] = compares;
+    let builder = this.client.if(first![0], first![1], '==', first![2]);
+    for (const c of rest) builder = builder.and(c[0], c[1], '==', c[2]);
+    builder = builder.then(op);
+    if (options.fence) builder = builder.else(this.client.get(options.fence.key));
+    const res = await this.call(`transaction on ${key}`, () => builder.commit());
+    if (res.succeeded) return String(res.header.revision);
+    if (options.fence && !fenceHeld(options.fence, res.responses[0]?.response_range?.kvs?.[0]?.create_revision)) {
+      throw new CorekubeError('E_NOT_LEADER', `write to ${key} refused: this overlord no longer holds the leader key ${options.fence.key}`, {
+        hint: 'another overlord leads now; this one stops writing and follows',
+      });
+    }
+    throw new CorekubeError('E_ETCD_CONFLICT', `${key} changed since it was read (expected mod revision ${options.expectModRevision})`, {
+      hint: 're-read the key and plan again',
+      retryable: true,
+    });
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new CorekubeError('E_ETCD', `${what}: the etcd client is closed`, { hint: 'a stopped overlord makes no more requests' });
+    try {
+      return await fn();
+    } catch (err) {
+      throw toEtcdError(what, err, this.endpoints);
+    }
+  }
+}
+
+function fenceHeld(fence: Fence, createRevision: string | undefined): boolean {
+  return createRevision !== undefined && String(createRevision) === fence.createRevision;
+}
+
+function toKeyValue(kv: { key: Buffer; value: Buffer; mod_revision: string; create_revision: string }): KeyValue {
+  return {
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    modRevision: String(kv.mod_revision),
+    createRevision: String(kv.create_revision),
+  };
+}
+
+/** The one conversion of etcd3/gRPC errors. Credentials problems are terminal; everything else is retryable. */
+export function toEtcdError(what: string, err: unknown, endpoints: readonly string[]): CorekubeError {
+  if (err instanceof CorekubeError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError || err instanceof EtcdInvalidAuthTokenError) {
+    return new CorekubeError('E_ETCD', `${what}: etcd refused the request (${message})`, {
+      hint: 'check --etcd-cert/--etcd-key: the overlord needs a client certificate with full access to the cluster prefix',
+      cause: err,
+    });
+  }
+  return new CorekubeError('E_ETCD', `${what}: etcd at ${endpoints.join(',')} did not answer (${message})`, {
+    hint: 'check that etcd is running and reachable, and --etcd-endpoints/--etcd-ca; the overlord retries with backoff',
+    retryable: true,
+    cause: err,
+  });
+}

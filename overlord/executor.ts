@@ -1,0 +1,160 @@
+import { CorekubeError } from '../core/errors.ts';
+import type { HostRunner, HostTarget } from './host-runner.ts';
+import type { Until } from './planner.ts';
+import * as remote from './remote-commands.ts';
+import type { Step } from './step.ts';
+
+/**
+ * The executor: runs ONE attempt of one step on one machine through HostRunner and the argv builders of
+ * remote-commands.ts. It knows nothing of roles, the ledger or retries — it throws a CorekubeError marked
+ * retryable or terminal, and the reconciler (the loop) decides what happens next.
+ *
+ * A `start` step is idempotent by construction: it reads the unit's state first and does nothing when the
+ * unit is already where the step wants it (this is how a step left in flight by a stopped overlord is
+ * "checked before it is redone", and why a reboot's re-check does not restart running units). Otherwise
+ * it clears a stale `failed`, queues the start (`--no-block`) and waits for the machine by reading the
+ * unit's state at a growing interval until the target state, `failed` (at once: E_UNIT_FAILED with the
+ * unit's last journal lines), or the step's timeout (E_STEP_TIMEOUT).
+ */
+export interface Clock {
+  now(): number;
+  /** resolves after `ms`, rejects with the signal's reason when it aborts */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export interface ExecutorOptions {
+  readonly remote: remote.RemoteContext;
+  /** how long a start step may wait for its unit, per target state */
+  readonly startTimeoutMs: Readonly<Record<Until, number>>;
+  /** unit state reads: first after `initialMs`, then ×`factor`, at most `maxMs` apart */
+  readonly poll: { readonly initialMs: number; readonly factor: number; readonly maxMs: number };
+  /** one remote command (not the wait) */
+  readonly commandTimeoutMs: number;
+}
+
+export const DEFAULT_EXECUTOR_OPTIONS: Omit<ExecutorOptions, 'remote'> = Object.freeze({
+  // the download fetches every release binary of the role: give it time on a slow mirror
+  startTimeoutMs: Object.freeze({ exited: 15 * 60_000, active: 3 * 60_000 }),
+  poll: Object.freeze({ initialMs: 200, factor: 1.5, maxMs: 2_000 }),
+  commandTimeoutMs: 60_000,
+});
+
+export interface StepResult {
+  /** false when a start step found its unit already in the target state and did nothing */
+  readonly changed: boolean;
+}
+
+export interface ExecutorPorts {
+  readonly hosts: HostRunner;
+  readonly clock: Clock;
+}
+
+export async function runStep(ports: ExecutorPorts, target: HostTarget, step: Step, options: ExecutorOptions, signal?: AbortSignal): Promise<StepResult> {
+  const run = async (argv: readonly string[], stdin?: string) => {
+    const res = await ports.hosts.exec(target, argv, { timeoutMs: options.commandTimeoutMs, ...(stdin === undefined ? {} : { stdin }), ...(signal ? { signal } : {}) });
+    return res;
+  };
+  const mustSucceed = async (what: string, argv: readonly string[], stdin?: string) => {
+    const res = await run(argv, stdin);
+    if (res.code !== 0) {
+      throw new CorekubeError('E_COMMAND_FAILED', `${what} on ${target.ip} exited ${res.code}: ${excerpt(res.stderr || res.stdout)}`, {
+        hint: `run '${argv.join(' ')}' on ${target.ip} to see why`,
+        retryable: true,
+      });
+    }
+    return res;
+  };
+
+  switch (step.kind) {
+    case 'write-units': {
+      for (const { argv, stdin } of remote.writeFiles(options.remote, step.files)) {
+        // argv names the path and mode only; the content goes on stdin and is never logged
+        await mustSucceed(`writing ${argv.at(-2)}`, argv, stdin);
+      }
+      return { changed: true };
+    }
+    case 'daemon-reload':
+      await mustSucceed('systemctl daemon-reload', remote.daemonReload(options.remote));
+      return { changed: true };
+    case 'start':
+      return startAndWait(ports, target, step.unit, step.until, options, run, mustSucceed, signal);
+  }
+}
+
+type Run = (argv: readonly string[], stdin?: string) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+async function startAndWait(
+  ports: ExecutorPorts,
+  target: HostTarget,
+  unit: string,
+  until: Until,
+  options: ExecutorOptions,
+  run: Run,
+  mustSucceed: (what: string, argv: readonly string[]) => Promise<unknown>,
+  signal: AbortSignal | undefined,
+): Promise<StepResult> {
+  const read = async () => remote.parseUnitState(((await mustSucceed(`reading the state of ${unit}`, remote.unitState(options.remote, unit))) as { stdout: string }).stdout);
+  const before = await read();
+  if (reached(before, until, null)) return { changed: false };
+  if (before.activeState === 'failed') await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));
+  await mustSucceed(`systemctl start ${unit}`, remote.startUnit(options.remote, unit));
+
+  const deadline = ports.clock.now() + options.startTimeoutMs[until];
+  let delay = options.poll.initialMs;
+  for (;;) {
+    await ports.clock.sleep(Math.min(delay, Math.max(0, deadline - ports.clock.now())), signal);
+    delay = Math.min(options.poll.maxMs, delay * options.poll.factor);
+    const state = await read();
+    if (reached(state, until, before.invocationId)) return { changed: true };
+    if (hasFailed(state)) {
+      const journal = await journalOf(run, options, unit);
+      throw new CorekubeError('E_UNIT_FAILED', `${unit} failed on ${target.ip} (${describe(state)})${journal}`, {
+        hint: `run 'journalctl -u ${unit}' on ${target.ip}`,
+        retryable: true,
+      });
+    }
+    if (ports.clock.now() >= deadline) {
+      const journal = await journalOf(run, options, unit);
+      throw new CorekubeError('E_STEP_TIMEOUT', `${unit} on ${target.ip} did not become ${until} within ${Math.round(options.startTimeoutMs[until] / 1000)} s (${describe(state)})${journal}`, {
+        hint: `run 'systemctl status ${unit}' and 'journalctl -u ${unit}' on ${target.ip}`,
+        retryable: true,
+      });
+    }
+  }
+}
+
+/**
+ * Has the unit reached the step's target? `exited`: a oneshot that finished successfully — `active/exited`
+ * with RemainAfterExit, or `inactive` with result `success` from a run of this boot (an invocation id, and
+ * a new one when we started it: `before` is the id seen before our start, null when only checking).
+ */
+export function reached(state: remote.UnitState, until: Until, before: string | null): boolean {
+  if (until === 'active') return state.activeState === 'active' || state.activeState === 'reloading';
+  if (state.activeState === 'active' && state.subState === 'exited') return true;
+  return state.activeState === 'inactive' && state.result === 'success' && state.invocationId !== '' && state.invocationId !== before;
+}
+
+/** `failed`, or a service systemd is restarting after it exited unsuccessfully (a crash loop). */
+export function hasFailed(state: remote.UnitState): boolean {
+  return state.activeState === 'failed' || (state.subState === 'auto-restart' && state.result !== 'success' && state.result !== '');
+}
+
+function describe(s: remote.UnitState): string {
+  return `ActiveState=${s.activeState} SubState=${s.subState} Result=${s.result}`;
+}
+
+async function journalOf(run: Run, options: ExecutorOptions, unit: string): Promise<string> {
+  try {
+    const res = await run(remote.journalExcerpt(options.remote, unit));
+    const text = res.stdout.trimEnd();
+    if (res.code !== 0) return `\n(journal unavailable: exit ${res.code} ${excerpt(res.stderr)})`;
+    return text === '' ? '\n(journal is empty)' : `\nlast journal lines of ${unit}:\n${text}`;
+  } catch (err) {
+    return `\n(journal unavailable: ${err instanceof Error ? err.message : String(err)})`;
+  }
+}
+
+function excerpt(text: string, max = 500): string {
+  const t = text.trim();
+  return t.length <= max ? t || '(no output)' : `…${t.slice(-max)}`;
+}

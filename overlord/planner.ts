@@ -1,0 +1,119 @@
+import type { LedgerEntry } from './ledger.ts';
+import type { MachineRecord, Role } from './machine-record.ts';
+import type { RemoteFile, Step, StepId } from './step.ts';
+
+/**
+ * The planner: PURE. `plan(desired, observed)` says, for every announced machine, what is left to do —
+ * deterministic, and safe to apply twice (every step is idempotent; a start step checks the unit first).
+ *
+ * Rules, in order of precedence (each is a test in test/unit/overlord/planner.test.ts):
+ * 1. Steps of a machine: write-units → daemon-reload → start each unit in the order units/ gives
+ *    (the download oneshot first, `until: exited`, then services `until: active`).
+ * 2. Units that do not render: the machine fails (terminal) with the reason; nothing runs.
+ * 3. No ledger entry, or a different units hash (templates changed): every step, from the start.
+ * 4. A new boot (bootId differs from the ledger's): the steps not done plus every start step again —
+ *    files and unit definitions survive a reboot, but only enabled units come back by themselves, and each
+ *    start step checks the unit before starting it, so units that did come back are not touched.
+ * 5. Failed, same boot, same hash: retryable failures (SSH, etcd) are planned again (the reconciler adds
+ *    the backoff); terminal ones stay failed until rule 3 or 4 applies or an operator deletes the entry.
+ * 6. Deploying, same boot, same hash (an overlord stopped mid-deploy): the steps not done, in order; the
+ *    step that was in flight is redone (start steps check first).
+ * 7. Deployed, same boot, same hash: nothing.
+ * Gates (a machine with work to do waits instead):
+ * 8. Masters wait until `expectedMasters` master records have announced (their etcd members form one
+ *    initial cluster, rendered from every master's address).
+ * 9. Minions wait until at least one master is deployed (its API is up).
+ * Order: masters first, then minions, each by id.
+ */
+export type Until = 'exited' | 'active';
+
+/** What units/ renders for one machine (units/index.ts `renderUnits`). */
+export interface RenderedUnits {
+  readonly files: readonly RemoteFile[];
+  readonly start: readonly { readonly unit: string; readonly until: Until }[];
+  /** hash of everything rendered: a change redeploys the machine */
+  readonly hash: string;
+}
+
+export type DesiredMachine =
+  | { readonly record: MachineRecord; readonly units: RenderedUnits }
+  | { readonly record: MachineRecord; readonly renderError: string };
+
+export interface Desired {
+  readonly machines: readonly DesiredMachine[];
+  /** masters of the initial cluster: masters deploy once this many have announced */
+  readonly expectedMasters: number;
+}
+
+export interface Observed {
+  readonly ledger: ReadonlyMap<string, LedgerEntry>;
+}
+
+export type DeployReason = 'new' | 'units-changed' | 'reboot' | 'retry' | 'resume';
+
+interface PlanBase {
+  readonly id: string;
+  readonly role: Role;
+}
+
+export type MachinePlan =
+  | (PlanBase & {
+      readonly action: 'deploy';
+      readonly reason: DeployReason;
+      /** what is left, in order */
+      readonly steps: readonly Step[];
+      /** every step of the machine's units, in order (the ledger's `plan`) */
+      readonly stepIds: readonly StepId[];
+      readonly unitsHash: string;
+    })
+  | (PlanBase & { readonly action: 'wait'; readonly reason: string })
+  | (PlanBase & { readonly action: 'fail'; readonly reason: string })
+  | (PlanBase & { readonly action: 'none'; readonly state: 'deployed' | 'failed' });
+
+/** The steps of one machine's units, in order. */
+export function stepsOf(units: RenderedUnits): Step[] {
+  return [
+    { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
+    { kind: 'daemon-reload', id: 'daemon-reload' },
+    ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until })),
+  ];
+}
+
+export function plan(desired: Desired, observed: Observed): MachinePlan[] {
+  const machines = [...desired.machines].sort((a, b) => rank(a.record) - rank(b.record) || (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0));
+  const announcedMasters = machines.filter((m) => m.record.role === 'master').length;
+  const masterDeployed = machines.some((m) => m.record.role === 'master' && observed.ledger.get(m.record.id)?.state === 'deployed');
+  return machines.map((m) => {
+    const own = planOne(m, observed.ledger.get(m.record.id) ?? null);
+    if (own.action !== 'deploy') return own;
+    if (m.record.role === 'master' && announcedMasters < desired.expectedMasters) {
+      return { id: own.id, role: own.role, action: 'wait', reason: `waiting for ${desired.expectedMasters} masters to announce (${announcedMasters} so far)` };
+    }
+    if (m.record.role === 'minion' && !masterDeployed) {
+      return { id: own.id, role: own.role, action: 'wait', reason: 'waiting for a master to be deployed' };
+    }
+    return own;
+  });
+}
+
+function rank(r: MachineRecord): number {
+  return r.role === 'master' ? 0 : 1;
+}
+
+function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
+  const base = { id: m.record.id, role: m.record.role };
+  if ('renderError' in m) {
+    const recorded = entry?.state === 'failed' && entry.error === m.renderError && entry.bootId === m.record.bootId;
+    return recorded ? { ...base, action: 'none', state: 'failed' } : { ...base, action: 'fail', reason: m.renderError };
+  }
+  const steps = stepsOf(m.units);
+  const stepIds = steps.map((s) => s.id);
+  const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash });
+  if (entry === null) return deploy('new', steps);
+  if (entry.unitsHash !== m.units.hash) return deploy('units-changed', steps);
+  const notDone = (s: Step) => entry.steps[s.id]?.state !== 'done';
+  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start'));
+  if (entry.state === 'failed') return entry.retryable ? deploy('retry', steps.filter(notDone)) : { ...base, action: 'none', state: 'failed' };
+  if (entry.state === 'deployed') return { ...base, action: 'none', state: 'deployed' };
+  return deploy('resume', steps.filter(notDone));
+}

@@ -1,0 +1,74 @@
+/**
+ * The overlord's narrow view of etcd: the only operations the core needs, in our own types. The etcd3
+ * adapter (etcd-store.ts) implements it and converts every library error, once, into CorekubeError
+ * E_ETCD (retryable: etcd unreachable, timed out) or E_ETCD_CONFLICT (a compare failed: re-read and re-plan)
+ * or E_NOT_LEADER (the fence failed: this overlord no longer leads and must stop writing).
+ *
+ * Revisions are decimal strings (etcd's int64 does not fit a JS number in general).
+ */
+export interface KeyValue {
+  readonly key: string;
+  readonly value: string;
+  /** revision of the last write to this key */
+  readonly modRevision: string;
+  /** revision that created this key (changes when the key is deleted and created again) */
+  readonly createRevision: string;
+}
+
+export interface Listing {
+  /** the store's revision the listing was read at; watch from `revision + 1` to miss nothing */
+  readonly revision: string;
+  readonly kvs: readonly KeyValue[];
+}
+
+export type WatchEvent =
+  | { readonly type: 'put'; readonly kv: KeyValue }
+  | { readonly type: 'delete'; readonly key: string; readonly modRevision: string };
+
+export interface WatchListener {
+  /** a batch of events in revision order */
+  onEvents(events: readonly WatchEvent[]): void;
+  /**
+   * The watch ended and will not deliver more events: history was compacted past the revision asked for,
+   * or etcd cancelled it. The consumer re-lists and watches again from the new listing's revision.
+   */
+  onLost(reason: string): void;
+}
+
+export interface WatchHandle {
+  cancel(): Promise<void>;
+}
+
+/**
+ * Leader fencing (issue 5): a write succeeds only while `key` still exists with this create revision —
+ * the election key of the leader that holds it. A failed fence throws E_NOT_LEADER.
+ */
+export interface Fence {
+  readonly key: string;
+  readonly createRevision: string;
+}
+
+export interface PutOptions {
+  /**
+   * Compare-and-swap on the key's mod revision as read: a string revision = the key must still be at it;
+   * `'0'` = the key must not exist; absent = unconditional. A failed compare throws E_ETCD_CONFLICT.
+   */
+  readonly expectModRevision?: string;
+  readonly fence?: Fence;
+}
+
+export interface Store {
+  get(key: string): Promise<KeyValue | null>;
+  list(prefix: string): Promise<Listing>;
+  /** Watches every key under the prefix from `fromRevision` (inclusive). */
+  watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle>;
+  /** Returns the key's new mod revision. */
+  put(key: string, value: string, options?: PutOptions): Promise<string>;
+  delete(key: string, options?: PutOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** `revision + 1` on decimal strings (revisions may exceed 2^53). */
+export function nextRevision(revision: string): string {
+  return (BigInt(revision) + 1n).toString();
+}
