@@ -1,0 +1,158 @@
+import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
+import type { Role } from '../overlord/machine-record.ts';
+import { ROLES } from '../overlord/machine-record.ts';
+import { clusterKeys } from '../overlord/keys.ts';
+import { addressPlan } from '../spec/address-plan.ts';
+import { parseIpv4 } from '../spec/cidr.ts';
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { CLUSTER_DOMAIN, LAYOUT, PORTS, TIMEOUTS, type Layout } from './layout.ts';
+import type { PkiPaths } from './pki-paths.ts';
+import { artifactsFor, type ReleaseArtifact } from './release.ts';
+
+/**
+ * Everything the unit templates of one machine read, computed once from the spec, the machine's record
+ * and the cluster's deployed masters. Templates only print these values (no logic beyond `#if role`),
+ * so what a unit says is decided and tested here.
+ */
+export interface UnitMachine {
+  /** machine id (32 hex) */
+  readonly id: string;
+  readonly role: Role;
+  readonly ip: string;
+  readonly hostname: string;
+}
+
+export interface UnitClusterView {
+  /** private IPs of the deployed masters (sorted numerically and deduplicated here) */
+  readonly masterIps: readonly string[];
+}
+
+export interface UnitContext {
+  readonly cluster: string;
+  readonly role: Role;
+  readonly isMaster: boolean;
+  readonly machine: UnitMachine;
+  readonly versions: ClusterSpec['versions'];
+  readonly paths: Layout;
+  readonly pki: PkiPaths;
+  readonly timeouts: typeof TIMEOUTS;
+  /** the artifacts this machine downloads */
+  readonly artifacts: readonly ReleaseArtifact[];
+  readonly network: {
+    readonly podCidr: string;
+    readonly serviceCidr: string;
+    readonly kubernetesServiceIp: string;
+    readonly clusterDnsIp: string;
+    readonly clusterDomain: string;
+  };
+  readonly masterIps: readonly string[];
+  readonly etcd: {
+    /** member name, derived from the IP so every master computes the same initial cluster */
+    readonly name: string;
+    readonly listenClientUrls: string;
+    readonly advertiseClientUrl: string;
+    readonly peerUrl: string;
+    /** `name=https://ip:2380,…` over masterIps */
+    readonly initialCluster: string;
+    readonly initialClusterToken: string;
+    /** `https://ip:2379,…` over masterIps: what the API server and flanneld connect to */
+    readonly servers: string;
+  };
+  readonly apiServer: {
+    readonly port: number;
+    /** the URL this machine's clients use: 127.0.0.1 on masters, the first deployed master on minions */
+    readonly url: string;
+    readonly serviceAccountIssuer: string;
+  };
+  readonly flannel: {
+    readonly etcdEndpoints: string;
+    /** `/corekube/<cluster>/network`: flannel reads `<prefix>/config` and leases `<prefix>/subnets/` */
+    readonly etcdPrefix: string;
+    readonly iface: string;
+    readonly healthzPort: number;
+  };
+  readonly kubeProxy: { readonly mode: 'iptables' | 'nftables' };
+}
+
+const MACHINE_ID = /^[0-9a-f]{32}$/;
+const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/;
+
+/** etcd member name of a master: `etcd-10-240-0-32`. */
+export function etcdMemberName(ip: string): string {
+  return `etcd-${ip.replace(/\./g, '-')}`;
+}
+
+/**
+ * Builds and validates the context of one machine. Throws InvalidInputError (E_RECORD_INVALID) listing every
+ * problem: a bad id/IP/hostname, no deployed master, or a master missing from masterIps (its etcd must be
+ * part of the initial cluster it starts with).
+ */
+export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluster: UnitClusterView, pki: PkiPaths): UnitContext {
+  const problems: FieldProblem[] = [];
+  const bad = (field: string, value: unknown, message: string, fix: string) => problems.push({ field, value, message, fix });
+  if (!MACHINE_ID.test(machine.id)) bad('machine.id', machine.id, 'is not a 32-hex machine id', 'pass the id of the machine record');
+  if (!(ROLES as readonly string[]).includes(machine.role)) bad('machine.role', machine.role, `is not one of ${ROLES.join(', ')}`, 'pass master or minion');
+  if (parseIpv4(machine.ip) === undefined) bad('machine.ip', machine.ip, 'is not an IPv4 address', 'pass the private IP of the machine record');
+  if (!HOSTNAME.test(machine.hostname)) bad('machine.hostname', machine.hostname, 'is not a valid host name', 'pass the hostname of the machine record');
+  const invalid = cluster.masterIps.filter((ip) => parseIpv4(ip) === undefined);
+  if (invalid.length > 0) bad('cluster.masterIps', invalid, 'contains entries that are not IPv4 addresses', 'pass the private IPs of the deployed masters');
+  const masterIps = [...new Set(cluster.masterIps.filter((ip) => parseIpv4(ip) !== undefined))].sort((a, b) => parseIpv4(a)! - parseIpv4(b)!);
+  if (masterIps.length === 0) bad('cluster.masterIps', cluster.masterIps, 'is empty: every machine needs a master (etcd, API server)', 'render units once at least one master is known');
+  if (machine.role === 'master' && masterIps.length > 0 && !masterIps.includes(machine.ip)) {
+    bad('cluster.masterIps', cluster.masterIps, `does not contain this master's own IP ${machine.ip}`, "include every master being deployed, this one too: its etcd member is part of the initial cluster");
+  }
+  if (problems.length > 0) throw new InvalidInputError(`units of machine ${machine.id}`, problems, 'E_RECORD_INVALID');
+
+  const plan = addressPlan(spec);
+  const isMaster = machine.role === 'master';
+  const etcdServers = masterIps.map((ip) => `https://${ip}:${PORTS.etcdClient}`).join(',');
+  const ctx: UnitContext = {
+    cluster: spec.name,
+    role: machine.role,
+    isMaster,
+    machine: { id: machine.id, role: machine.role, ip: machine.ip, hostname: machine.hostname },
+    versions: spec.versions,
+    paths: LAYOUT,
+    pki,
+    timeouts: TIMEOUTS,
+    artifacts: artifactsFor(spec, machine.role),
+    network: {
+      podCidr: spec.network.podCidr,
+      serviceCidr: spec.network.serviceCidr,
+      kubernetesServiceIp: plan.kubernetesServiceIp,
+      clusterDnsIp: plan.clusterDnsIp,
+      clusterDomain: CLUSTER_DOMAIN,
+    },
+    masterIps,
+    etcd: {
+      name: etcdMemberName(machine.ip),
+      listenClientUrls: `https://${machine.ip}:${PORTS.etcdClient},https://127.0.0.1:${PORTS.etcdClient}`,
+      advertiseClientUrl: `https://${machine.ip}:${PORTS.etcdClient}`,
+      peerUrl: `https://${machine.ip}:${PORTS.etcdPeer}`,
+      initialCluster: masterIps.map((ip) => `${etcdMemberName(ip)}=https://${ip}:${PORTS.etcdPeer}`).join(','),
+      initialClusterToken: `corekube-${spec.name}`,
+      servers: etcdServers,
+    },
+    apiServer: {
+      port: PORTS.apiServer,
+      url: isMaster ? `https://127.0.0.1:${PORTS.apiServer}` : `https://${masterIps[0]}:${PORTS.apiServer}`,
+      serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
+    },
+    flannel: {
+      etcdEndpoints: etcdServers,
+      etcdPrefix: clusterKeys(spec.name).network.replace(/\/$/, ''),
+      iface: machine.ip,
+      healthzPort: PORTS.flannelHealthz,
+    },
+    kubeProxy: { mode: 'iptables' },
+  };
+  return deepFreeze(ctx);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,74 @@
+import type { Role } from '../overlord/machine-record.ts';
+
+/**
+ * Where each TLS file sits on a machine. The units only name these paths; the PKI room issues the
+ * certificates and delivers each file (keys mode 0600) to the machines that need it, listed in
+ * PKI_FILES_BY_ROLE. Two CAs: the cluster CA (Kubernetes API, kubelets) and the etcd CA (masters' etcd
+ * and its clients). No CA private key is ever on a machine: kube-controller-manager runs without a
+ * cluster-signing key, so certificates are issued only by the overlord.
+ */
+export interface KeyPair {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface PkiPaths {
+  readonly dir: string;
+  /** cluster CA certificate: trusted by the API server for client certs, by kubelets, and by every kubeconfig */
+  readonly ca: string;
+  /** etcd CA certificate: trusted by etcd (clients and peers) and by its clients */
+  readonly etcdCa: string;
+  /** API server serving cert (SANs: kubernetes.default…, first service IP, master IPs, 127.0.0.1) */
+  readonly apiServer: KeyPair;
+  /** API server → kubelet client cert (CN kube-apiserver-kubelet-client, O system:masters) */
+  readonly apiServerKubeletClient: KeyPair;
+  /** API server → etcd client cert (etcd CA) */
+  readonly apiServerEtcdClient: KeyPair;
+  /** service-account token signing key pair (PEM public and private key) */
+  readonly serviceAccount: { readonly publicKey: string; readonly privateKey: string };
+  /** CN system:kube-controller-manager */
+  readonly controllerManager: KeyPair;
+  /** CN system:kube-scheduler */
+  readonly scheduler: KeyPair;
+  /**
+   * one per node: CN system:node:<hostname>, O system:nodes; also the kubelet's serving cert, so it needs
+   * both clientAuth and serverAuth and SANs for the node's hostname and IP
+   */
+  readonly kubelet: KeyPair;
+  /** CN system:kube-proxy */
+  readonly kubeProxy: KeyPair;
+  /** etcd member serving cert (etcd CA; SANs: the master's IP, 127.0.0.1, localhost) */
+  readonly etcdServer: KeyPair;
+  /** etcd peer cert (etcd CA; SAN: the master's IP; clientAuth + serverAuth) */
+  readonly etcdPeer: KeyPair;
+  /** flanneld → masters' etcd client cert (etcd CA), on masters and minions */
+  readonly flannelEtcdClient: KeyPair;
+}
+
+export const PKI_DIR = '/etc/corekube/pki';
+
+const pair = (name: string): KeyPair => Object.freeze({ cert: `${PKI_DIR}/${name}.crt`, key: `${PKI_DIR}/${name}.key` });
+
+/** The fixed layout under /etc/corekube/pki. */
+export const PKI_PATHS: PkiPaths = Object.freeze({
+  dir: PKI_DIR,
+  ca: `${PKI_DIR}/ca.crt`,
+  etcdCa: `${PKI_DIR}/etcd-ca.crt`,
+  apiServer: pair('apiserver'),
+  apiServerKubeletClient: pair('apiserver-kubelet-client'),
+  apiServerEtcdClient: pair('apiserver-etcd-client'),
+  serviceAccount: Object.freeze({ publicKey: `${PKI_DIR}/service-account.pub`, privateKey: `${PKI_DIR}/service-account.key` }),
+  controllerManager: pair('kube-controller-manager'),
+  scheduler: pair('kube-scheduler'),
+  kubelet: pair('kubelet'),
+  kubeProxy: pair('kube-proxy'),
+  etcdServer: pair('etcd-server'),
+  etcdPeer: pair('etcd-peer'),
+  flannelEtcdClient: pair('flannel-etcd-client'),
+});
+
+/** Which PKI entries each role's units read: what the PKI room must deliver to a machine of that role. */
+export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPaths, 'dir'>)[]>> = Object.freeze({
+  master: ['ca', 'etcdCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer', 'flannelEtcdClient'],
+  minion: ['ca', 'etcdCa', 'kubelet', 'kubeProxy', 'flannelEtcdClient'],
+});

@@ -1,0 +1,186 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { renderTemplate } from '../core/template.ts';
+import { toYaml } from '../core/yaml.ts';
+import type { Role } from '../overlord/machine-record.ts';
+import type { RemoteFile } from '../overlord/step.ts';
+import type { UnitContext } from './context.ts';
+import { LAYOUT } from './layout.ts';
+import { releaseManifest } from './release.ts';
+
+/**
+ * Renders every file one machine gets — unit files, their config files and helper scripts — from its
+ * UnitContext. Pure: same context, same files, same hash. The overlord writes `files`, reloads systemd and
+ * starts `start` in order; `hash` changing is the only reason to touch a deployed machine again.
+ */
+export interface RenderedUnits {
+  readonly files: readonly RemoteFile[];
+  /** start in this order, waiting for each: the download must have exited successfully, services be active */
+  readonly start: readonly { readonly unit: string; readonly until: 'exited' | 'active' }[];
+  /** sha256 (hex) over every file's path, mode and content, in path order */
+  readonly hash: string;
+}
+
+interface UnitDef {
+  readonly unit: string;
+  readonly roles: readonly Role[];
+  readonly until: 'exited' | 'active';
+}
+
+/** Every unit, in start order (dependency order within each role). */
+export const UNITS: readonly UnitDef[] = [
+  { unit: 'corekube-download.service', roles: ['master', 'minion'], until: 'exited' },
+  { unit: 'corekube-etcd.service', roles: ['master'], until: 'active' },
+  { unit: 'kube-apiserver.service', roles: ['master'], until: 'active' },
+  { unit: 'kube-controller-manager.service', roles: ['master'], until: 'active' },
+  { unit: 'kube-scheduler.service', roles: ['master'], until: 'active' },
+  { unit: 'flanneld.service', roles: ['master', 'minion'], until: 'active' },
+  { unit: 'corekube-containerd.service', roles: ['minion'], until: 'active' },
+  { unit: 'kubelet.service', roles: ['minion'], until: 'active' },
+  { unit: 'kube-proxy.service', roles: ['minion'], until: 'active' },
+];
+
+/** Helper scripts installed into LAYOUT.libexecDir, per role. */
+const SCRIPTS: readonly { readonly name: string; readonly roles: readonly Role[] }[] = [
+  { name: 'corekube-download', roles: ['master', 'minion'] },
+  { name: 'corekube-wait-file', roles: ['minion'] },
+  { name: 'corekube-kernel-setup', roles: ['minion'] },
+];
+
+/** Kernel settings Kubernetes networking needs on minions (applied by corekube-kernel-setup, and at boot). */
+export const KERNEL_MODULES = ['overlay', 'br_netfilter'] as const;
+export const KERNEL_SYSCTLS: Readonly<Record<string, string>> = {
+  'net.ipv4.ip_forward': '1',
+  'net.bridge.bridge-nf-call-iptables': '1',
+  'net.bridge.bridge-nf-call-ip6tables': '1',
+};
+
+const templateDir = new URL('./templates/', import.meta.url);
+const scriptDir = new URL('./scripts/', import.meta.url);
+const sources = new Map<string, string>();
+function source(dir: URL, name: string): string {
+  const key = `${dir.href}${name}`;
+  let s = sources.get(key);
+  if (s === undefined) {
+    s = readFileSync(new URL(name, dir), 'utf8');
+    sources.set(key, s);
+  }
+  return s;
+}
+
+const HEADER = (ctx: UnitContext) => `Rendered by corekube for ${ctx.machine.hostname} (${ctx.role}). The overlord rewrites this file: do not edit.`;
+
+export function renderUnits(ctx: UnitContext): RenderedUnits {
+  const files: RemoteFile[] = [];
+  const add = (path: string, content: string, mode = '0644') => files.push(Object.freeze({ path, content, mode }));
+  const template = (name: string) => renderTemplate(source(templateDir, `${name}.hbs`), ctx, `units/templates/${name}.hbs`);
+
+  const units = UNITS.filter((u) => u.roles.includes(ctx.role));
+  for (const u of units) add(`${LAYOUT.unitDir}/${u.unit}`, template(u.unit));
+  for (const s of SCRIPTS.filter((x) => x.roles.includes(ctx.role))) add(`${LAYOUT.libexecDir}/${s.name}`, source(scriptDir, s.name), '0755');
+  add(LAYOUT.releaseManifest, releaseManifest(ctx.artifacts));
+
+  const yamlHeader = `# ${HEADER(ctx)}`;
+  const kubeconfig = (component: string, user: string, pair: { cert: string; key: string }) =>
+    add(`${LAYOUT.kubeconfigDir}/${component}.kubeconfig`, toYaml(kubeconfigObject(ctx, user, pair), { header: yamlHeader }));
+
+  if (ctx.role === 'master') {
+    kubeconfig('kube-controller-manager', 'system:kube-controller-manager', ctx.pki.controllerManager);
+    kubeconfig('kube-scheduler', 'system:kube-scheduler', ctx.pki.scheduler);
+  } else {
+    kubeconfig('kubelet', `system:node:${ctx.machine.hostname}`, ctx.pki.kubelet);
+    kubeconfig('kube-proxy', 'system:kube-proxy', ctx.pki.kubeProxy);
+    add(`${LAYOUT.configDir}/kubelet/config.yaml`, toYaml(kubeletConfig(ctx), { header: yamlHeader }));
+    add(`${LAYOUT.configDir}/kube-proxy/config.yaml`, toYaml(kubeProxyConfig(ctx), { header: yamlHeader }));
+    add(`${LAYOUT.configDir}/containerd/config.toml`, template('containerd-config.toml'));
+    add(`${LAYOUT.cniConfDir}/10-flannel.conflist`, `${JSON.stringify(cniConfig(ctx), null, 2)}\n`);
+    add('/etc/modules-load.d/corekube.conf', `# ${HEADER(ctx)}\n${KERNEL_MODULES.join('\n')}\n`);
+    add('/etc/sysctl.d/90-corekube.conf', `# ${HEADER(ctx)}\n${Object.entries(KERNEL_SYSCTLS).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
+  }
+
+  return Object.freeze({
+    files: Object.freeze(files),
+    start: Object.freeze(units.map((u) => Object.freeze({ unit: u.unit, until: u.until }))),
+    hash: hashFiles(files),
+  });
+}
+
+/** sha256 over (path, mode, length, content) of every file in path order: independent of render order. */
+export function hashFiles(files: readonly RemoteFile[]): string {
+  const h = createHash('sha256');
+  for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
+    h.update(`${f.path}\0${f.mode}\0${Buffer.byteLength(f.content)}\0`);
+    h.update(f.content);
+  }
+  return h.digest('hex');
+}
+
+/** A kubeconfig that names certificate files (never embeds key material): the PKI room delivers the files. */
+function kubeconfigObject(ctx: UnitContext, user: string, pair: { cert: string; key: string }) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: ctx.cluster, cluster: { server: ctx.apiServer.url, 'certificate-authority': ctx.pki.ca } }],
+    users: [{ name: user, user: { 'client-certificate': pair.cert, 'client-key': pair.key } }],
+    contexts: [{ name: 'default', context: { cluster: ctx.cluster, user } }],
+    'current-context': 'default',
+    preferences: {},
+  };
+}
+
+function kubeletConfig(ctx: UnitContext) {
+  return {
+    apiVersion: 'kubelet.config.k8s.io/v1beta1',
+    kind: 'KubeletConfiguration',
+    authentication: {
+      anonymous: { enabled: false },
+      webhook: { enabled: true },
+      x509: { clientCAFile: ctx.pki.ca },
+    },
+    authorization: { mode: 'Webhook' },
+    cgroupDriver: 'systemd',
+    containerRuntimeEndpoint: `unix://${ctx.paths.containerdSocket}`,
+    clusterDomain: ctx.network.clusterDomain,
+    clusterDNS: [ctx.network.clusterDnsIp],
+    readOnlyPort: 0,
+    tlsCertFile: ctx.pki.kubelet.cert,
+    tlsPrivateKeyFile: ctx.pki.kubelet.key,
+    tlsMinVersion: 'VersionTLS12',
+    rotateCertificates: false,
+    serverTLSBootstrap: false,
+    // systemd-resolved's upstream list: its 127.0.0.53 stub in /etc/resolv.conf would loop inside pods
+    resolvConf: '/run/systemd/resolve/resolv.conf',
+    failSwapOn: true,
+    protectKernelDefaults: false,
+  };
+}
+
+function kubeProxyConfig(ctx: UnitContext) {
+  return {
+    apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+    kind: 'KubeProxyConfiguration',
+    clientConnection: { kubeconfig: `${ctx.paths.kubeconfigDir}/kube-proxy.kubeconfig` },
+    mode: ctx.kubeProxy.mode,
+    clusterCIDR: ctx.network.podCidr,
+    hostnameOverride: ctx.machine.hostname,
+    healthzBindAddress: `${ctx.machine.ip}:10256`,
+    metricsBindAddress: '127.0.0.1:10249',
+  };
+}
+
+/** flannel CNI plugin delegating to bridge (host-local IPAM from flannel's subnet file), then portmap. */
+function cniConfig(ctx: UnitContext) {
+  return {
+    name: 'corekube',
+    cniVersion: '1.0.0',
+    plugins: [
+      {
+        type: 'flannel',
+        subnetFile: ctx.paths.flannelSubnetFile,
+        dataDir: '/var/lib/cni/flannel',
+        delegate: { type: 'bridge', hairpinMode: true, isDefaultGateway: true },
+      },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  };
+}
