@@ -1,0 +1,239 @@
+import { describe, expect, it } from 'vitest';
+import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
+import { renderUserData } from './fake-render.ts';
+import { parseYaml } from '../../../core/yaml.ts';
+import { clusterTemplate, renderClusterTemplate } from '../../../heat/cluster-template.ts';
+import type { HeatValue, Resource, Template } from '../../../heat/hot.ts';
+import { userDataProperty } from '../../../heat/user-data.ts';
+import { addressPlan } from '../../../spec/address-plan.ts';
+import { parseIpv4 } from '../../../spec/cidr.ts';
+import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+
+const spec = (flags: Record<string, string> = {}) => parseClusterSpec({ flags });
+const generate = (flags: Record<string, string> = {}) => clusterTemplate(spec(flags), renderUserData);
+
+/** Every value nested anywhere in a Heat value, depth first. */
+function* walk(v: unknown): Generator<unknown> {
+  yield v;
+  if (Array.isArray(v)) for (const x of v) yield* walk(x);
+  else if (v !== null && typeof v === 'object') for (const x of Object.values(v)) yield* walk(x);
+}
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Every security group rule, including both branches of an `if`. */
+function rules(t: Template): Record<string, unknown>[] {
+  return Object.values(t.resources)
+    .filter((r) => r.type === 'OS::Neutron::SecurityGroup')
+    .flatMap((r) => [...walk(r.properties!.rules)].filter((x): x is Record<string, unknown> => isObject(x) && 'direction' in x));
+}
+
+const strReplaceOf = (userData: HeatValue) => (userData as { str_replace: { template: string; params: Record<string, HeatValue> } }).str_replace;
+const groupServer = (t: Template, group: string) => (t.resources[group]!.properties!.resource_def as { properties: Record<string, HeatValue> }).properties;
+
+describe('cluster template parameters', () => {
+  it('leaves exactly key_name, image and external_network without a default', () => {
+    const t = generate();
+    const required = Object.entries(t.parameters).filter(([, p]) => p.default === undefined).map(([name]) => name);
+    expect(required.sort()).toEqual(['external_network', 'image', 'key_name']);
+  });
+
+  it('takes defaults for key_name, image and external_network from the spec when it gives them', () => {
+    const t = generate({ 'key-name': 'ops', image: 'flatcar-stable', 'external-network': 'public' });
+    expect(Object.values(t.parameters).every((p) => p.default !== undefined)).toBe(true);
+    expect(t.parameters.key_name!.default).toBe('ops');
+  });
+
+  it('gives every parameter a label and a description, and constrains the counts', () => {
+    const t = generate({ masters: '3', minions: '42' });
+    for (const p of Object.values(t.parameters)) {
+      expect(p.label).not.toBe('');
+      expect(p.description).not.toBe('');
+    }
+    expect(t.parameters.master_count).toMatchObject({ default: 3, constraints: [{ allowed_values: [1, 3, 5] }] });
+    expect(t.parameters.minion_count).toMatchObject({ default: 42, constraints: [{ range: { min: 0, max: 500 } }] });
+    expect(t.parameters.cluster_ready_timeout!.default).toBe(3600);
+  });
+
+  it('matches admin_cidr only against IPv4 CIDRs other than /0, and node_port_cidr against empty or a CIDR', () => {
+    const t = generate();
+    const full = (p: string) => new RegExp(`^(?:${p})$`);
+    const admin = full(t.parameters.admin_cidr!.constraints![0]!.allowed_pattern!);
+    expect(['10.240.0.0/16', '203.0.113.7/32', '0.0.0.0/1'].every((v) => admin.test(v))).toBe(true);
+    expect(['0.0.0.0/0', '', '10.0.0.0', '10.0.0.0/33'].some((v) => admin.test(v))).toBe(false);
+    const nodePort = full(t.parameters.node_port_cidr!.constraints![0]!.allowed_pattern!);
+    expect(['', '0.0.0.0/0', '192.0.2.0/24'].every((v) => nodePort.test(v))).toBe(true);
+    expect(t.parameters.node_port_cidr!.default).toBe('');
+  });
+});
+
+describe('cluster template security groups', () => {
+  it('opens nothing to 0.0.0.0/0 and starts every port range at 1 or more', () => {
+    const all = rules(generate({ 'admin-cidr': '198.51.100.0/24', 'node-port-cidr': '198.51.100.0/24' }));
+    expect(all.length).toBeGreaterThan(5);
+    for (const r of all) {
+      expect(r.remote_ip_prefix).not.toBe('0.0.0.0/0');
+      if ('port_range_min' in r) expect(r.port_range_min).toBeGreaterThanOrEqual(1);
+      expect(r.remote_mode === 'remote_group_id' || isObject(r.remote_ip_prefix)).toBe(true);
+    }
+  });
+
+  it('lets only cluster members reach etcd, flannel, kubelet and the API, and only the overlord SSH in', () => {
+    const t = generate();
+    const cluster = t.resources.cluster_secgroup!.properties!.rules as Record<string, unknown>[];
+    expect(cluster.every((r) => r.remote_mode === 'remote_group_id')).toBe(true);
+    const ports = cluster.map((r) => `${r.protocol}:${r.port_range_min ?? '*'}-${r.port_range_max ?? '*'}`);
+    expect(ports.sort()).toEqual(['icmp:*-*', 'tcp:10250-10250', 'tcp:22-22', 'tcp:2379-2380', 'tcp:6443-6443', 'udp:8472-8472']);
+    const ssh = cluster.find((r) => r.port_range_min === 22)!;
+    expect(ssh.remote_group_id).toEqual({ get_resource: 'overlord_secgroup' });
+  });
+
+  it('opens NodePorts on minions only under the node_ports_open condition', () => {
+    const t = generate();
+    expect(t.conditions).toEqual({ node_ports_open: { not: { equals: [{ get_param: 'node_port_cidr' }, ''] } } });
+    const minionRules = t.resources.minion_secgroup!.properties!.rules as { if: [string, Record<string, unknown>[], unknown[]] };
+    expect(minionRules.if[0]).toBe('node_ports_open');
+    expect(minionRules.if[1].map((r) => `${r.protocol}:${r.port_range_min}-${r.port_range_max}`)).toEqual(['tcp:30000-32767', 'udp:30000-32767']);
+    expect(minionRules.if[2]).toEqual([]);
+  });
+
+  it('puts masters and minions in the cluster group plus their role group', () => {
+    const t = generate();
+    expect(groupServer(t, 'masters').security_groups).toEqual([{ get_resource: 'cluster_secgroup' }, { get_resource: 'master_secgroup' }]);
+    expect(groupServer(t, 'minions').security_groups).toEqual([{ get_resource: 'cluster_secgroup' }, { get_resource: 'minion_secgroup' }]);
+  });
+});
+
+describe('cluster template scaling', () => {
+  it('keeps master and minion user_data identical whatever the counts, so a stack update never replaces a server', () => {
+    const a = generate({ masters: '1', minions: '0' });
+    const b = generate({ masters: '5', minions: '500' });
+    for (const group of ['masters', 'minions']) {
+      expect(groupServer(b, group).user_data).toEqual(groupServer(a, group).user_data);
+      expect(JSON.stringify(groupServer(a, group).user_data)).not.toContain('%index%');
+    }
+    expect(b.resources.discovery).toEqual(a.resources.discovery);
+  });
+
+  it('differs for 5 and 500 minions only in the minion_count default, so its size does not grow', () => {
+    const five = renderClusterTemplate(spec({ minions: '5' }), renderUserData);
+    const many = renderClusterTemplate(spec({ minions: '500' }), renderUserData);
+    expect(many.length - five.length).toBe('500'.length - '5'.length);
+    expect(many.replace(/(minion_count:[\s\S]*?default: )500/, '$15')).toBe(five);
+  });
+
+  it('sizes the groups by the count parameters and lets the overlord ignore user_data updates', () => {
+    const t = generate();
+    expect(t.resources.masters!.properties!.count).toEqual({ get_param: 'master_count' });
+    expect(t.resources.minions!.properties!.count).toEqual({ get_param: 'minion_count' });
+    expect(t.resources.overlord!.properties!.user_data_update_policy).toBe('IGNORE');
+  });
+});
+
+describe('cluster template boot order and user_data', () => {
+  const t = generate();
+  const paramsOf = (userData: HeatValue) => strReplaceOf(userData).params;
+
+  it('fills every placeholder in every user_data, leaving no token for the machine to see', () => {
+    for (const [name, r] of Object.entries(t.resources) as [string, Resource][]) {
+      const props = r.type === 'OS::Heat::ResourceGroup' ? groupServer(t, name) : r.properties;
+      if (r.type !== 'OS::Heat::ResourceGroup' && r.type !== 'OS::Nova::Server') continue;
+      const { template, params } = strReplaceOf(props!.user_data!);
+      for (const token of Object.values(PLACEHOLDERS)) {
+        if (template.includes(token)) expect(params, `${name} ${token}`).toHaveProperty([token]);
+      }
+      expect(Object.keys(params).every((k) => template.includes(k))).toBe(true);
+    }
+  });
+
+  it('gives discovery, masters and minions the overlord key and CA from overlord_ready data, split as the design says', () => {
+    const key = { str_split: [':', { str_split: ['"', { get_attr: ['overlord_ready', 'data'] }, 3] }, 0] };
+    const ca = { str_split: [':', { str_split: ['"', { get_attr: ['overlord_ready', 'data'] }, 3] }, 1] };
+    for (const userData of [t.resources.discovery!.properties!.user_data!, groupServer(t, 'masters').user_data!, groupServer(t, 'minions').user_data!]) {
+      const params = paramsOf(userData);
+      if (PLACEHOLDERS.overlordSshKey in params) expect(params[PLACEHOLDERS.overlordSshKey]).toEqual(key);
+      if (PLACEHOLDERS.discoveryCa in params) expect(params[PLACEHOLDERS.discoveryCa]).toEqual(ca);
+    }
+    expect(paramsOf(groupServer(t, 'minions').user_data!)).toHaveProperty([PLACEHOLDERS.overlordSshKey]);
+    expect(paramsOf(groupServer(t, 'minions').user_data!)).toHaveProperty([PLACEHOLDERS.joinToken], { get_attr: ['join_token', 'value'] });
+  });
+
+  it('gives the overlord its wait conditions, the counts and the join token, and nothing from its own signal', () => {
+    const params = paramsOf(t.resources.overlord!.properties!.user_data!);
+    expect(params[PLACEHOLDERS.readyUrl]).toEqual({ get_attr: ['overlord_ready_handle', 'endpoint'] });
+    expect(params[PLACEHOLDERS.readyToken]).toEqual({ get_attr: ['overlord_ready_handle', 'token'] });
+    if (PLACEHOLDERS.clusterReadyUrl in params) expect(params[PLACEHOLDERS.clusterReadyUrl]).toEqual({ get_attr: ['cluster_ready_handle', 'endpoint'] });
+    if (PLACEHOLDERS.minionCount in params) expect(params[PLACEHOLDERS.minionCount]).toEqual({ get_param: 'minion_count' });
+    expect(JSON.stringify(params)).not.toContain('overlord_ready"');
+    expect(JSON.stringify(params)).not.toContain('"data"');
+  });
+
+  it('starts masters and minions after discovery_ready, and times cluster_ready from when they exist', () => {
+    expect(t.resources.masters!.depends_on).toEqual(['discovery_ready']);
+    expect(t.resources.minions!.depends_on).toEqual(['discovery_ready']);
+    expect(t.resources.cluster_ready).toMatchObject({ depends_on: ['masters', 'minions'], properties: { timeout: { get_param: 'cluster_ready_timeout' }, count: 1 } });
+    expect(t.resources.discovery_ready!.properties).toMatchObject({ handle: { get_resource: 'discovery_ready_handle' }, count: 1 });
+  });
+
+  it('makes the join token a long RandomString of letters and digits', () => {
+    const props = t.resources.join_token!.properties!;
+    expect(t.resources.join_token!.type).toBe('OS::Heat::RandomString');
+    expect(props.length).toBeGreaterThanOrEqual(32);
+    expect(props.character_classes).toEqual([{ class: 'lettersdigits', min: 1 }]);
+  });
+
+  it('fails generation when cloud-config puts a count into a minion user_data', () => {
+    expect(() => userDataProperty('minion', `x ${PLACEHOLDERS.minionCount}`, {}, ['minionCount'])).toThrow(/must not receive/);
+  });
+});
+
+describe('cluster template network and outputs', () => {
+  it('keeps the fixed addresses of discovery and overlord out of the DHCP pool', () => {
+    const s = spec({ 'private-cidr': '10.50.0.0/22' });
+    const t = clusterTemplate(s, renderUserData);
+    const plan = addressPlan(s);
+    const [pool] = t.resources.private_subnet!.properties!.allocation_pools as { start: string; end: string }[];
+    expect(pool).toEqual({ start: '10.50.0.32', end: '10.50.3.254' });
+    for (const ip of [plan.gateway, plan.discovery, plan.overlord]) expect(parseIpv4(ip)!).toBeLessThan(parseIpv4(pool!.start)!);
+    expect(t.resources.discovery_port!.properties!.fixed_ips).toEqual([{ subnet: { get_resource: 'private_subnet' }, ip_address: '10.50.0.10' }]);
+    expect(t.resources.overlord_port!.properties!.fixed_ips).toEqual([{ subnet: { get_resource: 'private_subnet' }, ip_address: '10.50.0.11' }]);
+    expect(t.resources.router!.properties!.external_gateway_info).toEqual({ network: { get_param: 'external_network' } });
+  });
+
+  it('gives the overlord a floating IP on the external network', () => {
+    const t = generate();
+    expect(t.resources.overlord_floating_ip).toMatchObject({
+      type: 'OS::Neutron::FloatingIP',
+      properties: { floating_network: { get_param: 'external_network' }, port_id: { get_resource: 'overlord_port' } },
+    });
+  });
+
+  it('outputs addresses and how to follow progress, never a token, a key or wait-condition data', () => {
+    const t = generate();
+    expect(Object.keys(t.outputs)).toEqual(expect.arrayContaining([
+      'discovery_endpoint', 'discovery_ip', 'overlord_ip', 'master_ips', 'minion_ips', 'api_endpoint', 'follow_progress',
+    ]));
+    const attrs = [...walk(t.outputs)].filter((v): v is { get_attr: unknown[] } => isObject(v) && 'get_attr' in v).map((v) => v.get_attr[0]);
+    for (const forbidden of ['join_token', 'overlord_ready', 'overlord_ready_handle', 'discovery_ready_handle', 'cluster_ready_handle']) {
+      expect(attrs).not.toContain(forbidden);
+    }
+    expect(t.outputs.minion_ips!.value).toEqual({ get_attr: ['minions', 'networks', { get_resource: 'private_net' }, 0] });
+    expect(t.outputs.follow_progress!.value).toEqual({
+      str_replace: { template: 'ssh corekube@HOST docker logs -f overlord', params: { HOST: { get_attr: ['overlord_floating_ip', 'floating_ip_address'] } } },
+    });
+  });
+});
+
+describe('cluster template files', () => {
+  it('serialises to YAML that parses back to the same template', () => {
+    const s = spec();
+    expect(parseYaml(renderClusterTemplate(s, renderUserData))).toEqual(JSON.parse(JSON.stringify(clusterTemplate(s, renderUserData))));
+  });
+
+  it('renders 1 master, 3 minions on flatcar', async () => {
+    await expect(renderClusterTemplate(spec({ masters: '1', minions: '3', os: 'flatcar' }), renderUserData)).toMatchFileSnapshot('__snapshots__/cluster-1-master-3-minions-flatcar.yaml');
+  });
+
+  it('renders 3 masters, 0 minions on ubuntu', async () => {
+    await expect(renderClusterTemplate(spec({ masters: '3', minions: '0', os: 'ubuntu' }), renderUserData)).toMatchFileSnapshot('__snapshots__/cluster-3-masters-0-minions-ubuntu.yaml');
+  });
+});
