@@ -1,4 +1,7 @@
 import type { Command } from './command.ts';
+import { unitsRenderCommand } from './units.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
-export const commands: readonly Command[] = [];
+export const commands: readonly Command[] = [
+  unitsRenderCommand,
+];
