@@ -1,0 +1,51 @@
+/**
+ * Where cloud-config puts things on a machine: the contract with the overlord (which reads the overlord's
+ * files, and pushes discovery's TLS files over SSH), with the Heat template (placeholders land in these
+ * files) and with the scripts below (which take every path from here). Config under /etc/corekube, helper
+ * scripts under /opt/corekube/bin (/usr is read-only on Flatcar), state under /var/lib.
+ */
+export const CONFIG_DIR = '/etc/corekube';
+
+/** Files under CONFIG_DIR, relative to it (scripts accept COREKUBE_CONFIG_DIR to move the whole tree). */
+export const CONFIG_FILES = Object.freeze({
+  /** the join token (password of discovery's `joiner` etcd user), one line, mode 0600 */
+  joinToken: 'secrets/join-token',
+  /** the discovery etcd CA PEM (decoded from the discoveryCa placeholder) */
+  discoveryCa: 'pki/discovery-ca.crt',
+  /** the overlord's SSH public key line (decoded from the overlordSshKey placeholder) */
+  overlordSshKey: 'ssh/overlord.pub',
+  /** discovery only: the directory the overlord installs ca.crt, server.crt and server.key into */
+  discoveryPkiDir: 'pki/discovery',
+  /** Heat wait-condition signal of this machine: endpoint URL (one line, '' = none) and `X-Auth-Token: …` (0600) */
+  readyUrl: 'heat/ready.url',
+  readyHeader: 'heat/ready.header',
+  /** overlord only: cluster_ready signal, same format */
+  clusterReadyUrl: 'heat/cluster-ready.url',
+  clusterReadyHeader: 'heat/cluster-ready.header',
+  /** overlord only: the overlord's configuration (cloud-config/overlord-config.ts) */
+  overlordConfig: 'overlord.yaml',
+});
+
+export type ConfigFile = keyof typeof CONFIG_FILES;
+
+/** Absolute path of a file under CONFIG_DIR. */
+export const configPath = (file: ConfigFile): string => `${CONFIG_DIR}/${CONFIG_FILES[file]}`;
+
+/** The three files the overlord pushes to discovery before its etcd may start. */
+export const DISCOVERY_TLS_FILES = Object.freeze({ ca: 'ca.crt', cert: 'server.crt', key: 'server.key' });
+
+export const MACHINE_PATHS = Object.freeze({
+  /** helper scripts cloud-config writes, and the etcd binary discovery downloads */
+  binDir: '/opt/corekube/bin',
+  unitDir: '/etc/systemd/system',
+  sudoers: '/etc/sudoers.d/corekube',
+  /** the overlord container's state (SSH key pair, CA keys): mounted read-write into the container */
+  overlordState: '/var/lib/corekube',
+  /** discovery etcd's data directory */
+  discoveryEtcdData: '/var/lib/etcd',
+});
+
+/** The user the overlord logs in as on every machine (passwordless sudo, the overlord's key authorized). */
+export const COREKUBE_USER = 'corekube';
+/** discovery's etcd user that nodes authenticate as with the join token (created by the overlord) */
+export const JOINER_USER = 'joiner';
