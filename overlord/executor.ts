@@ -1,4 +1,5 @@
 import { CorekubeError } from '../core/errors.ts';
+import type { Clock } from './clock.ts';
 import type { HostRunner, HostTarget } from './host-runner.ts';
 import type { Until } from './planner.ts';
 import * as remote from './remote-commands.ts';
@@ -16,12 +17,6 @@ import type { Step } from './step.ts';
  * unit's state at a growing interval until the target state, `failed` (at once: E_UNIT_FAILED with the
  * unit's last journal lines), or the step's timeout (E_STEP_TIMEOUT).
  */
-export interface Clock {
-  now(): number;
-  /** resolves after `ms`, rejects with the signal's reason when it aborts */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
 export interface ExecutorOptions {
   readonly remote: remote.RemoteContext;
   /** how long a start step may wait for its unit, per target state */

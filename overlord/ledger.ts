@@ -53,6 +53,11 @@ export interface LedgerEntry {
   readonly retryable: boolean;
   readonly startedAt: string;
   readonly finishedAt: string | null;
+  /**
+   * when the machine was first deployed, kept through later redeploys, reboots and failures: a master with
+   * it set has served the API (minions render against such masters, see reconciler.ts ClusterView)
+   */
+  readonly deployedAt: string | null;
   readonly updatedAt: string;
 }
 
@@ -106,6 +111,7 @@ export function beginDeployment(
     retryable: false,
     startedAt: now,
     finishedAt: first === undefined ? now : null,
+    deployedAt: prev?.deployedAt ?? (first === undefined ? now : null),
     updatedAt: now,
   });
 }
@@ -119,7 +125,7 @@ export function stepDone(entry: LedgerEntry, step: StepId, now: string, options:
   let next = withStep(entry, step, { ...old, state: 'done', finishedAt: now, lastError: null }, now);
   const following = next.plan.find((id) => next.steps[id]?.state !== 'done');
   if (following === undefined) {
-    return freeze({ ...next, state: 'deployed', error: null, retryable: false, finishedAt: now });
+    return freeze({ ...next, state: 'deployed', error: null, retryable: false, finishedAt: now, deployedAt: next.deployedAt ?? now });
   }
   if (options.startNext) {
     next = withStep(next, following, { state: 'in-flight', attempts: 1, startedAt: now, finishedAt: null, lastError: null }, now);
@@ -157,6 +163,7 @@ export function machineFailed(prev: LedgerEntry | null, record: MachineRecord, u
     retryable: false,
     startedAt: prev?.startedAt ?? now,
     finishedAt: now,
+    deployedAt: prev?.deployedAt ?? null,
     updatedAt: now,
   });
 }
@@ -195,7 +202,7 @@ export function parseLedgerEntry(text: string): LedgerEntry | null {
   const strOrNull = (x: unknown) => x === null || typeof x === 'string';
   if (!str(v.id) || !str(v.ip) || !str(v.hostname) || !str(v.bootId) || !str(v.unitsHash) || !str(v.startedAt) || !str(v.updatedAt)) return null;
   if (v.role !== 'master' && v.role !== 'minion') return null;
-  if (!MACHINE_STATES.includes(v.state as string) || !strOrNull(v.error) || !strOrNull(v.finishedAt) || typeof v.retryable !== 'boolean') return null;
+  if (!MACHINE_STATES.includes(v.state as string) || !strOrNull(v.error) || !strOrNull(v.finishedAt) || !strOrNull(v.deployedAt) || typeof v.retryable !== 'boolean') return null;
   if (!Array.isArray(v.plan) || !v.plan.every(str) || !isObject(v.steps)) return null;
   for (const s of Object.values(v.steps)) {
     if (!isObject(s) || !STEP_STATES.includes(s.state as string) || typeof s.attempts !== 'number') return null;

@@ -19,10 +19,12 @@ import type { RemoteFile, Step, StepId } from './step.ts';
  * 6. Deploying, same boot, same hash (an overlord stopped mid-deploy): the steps not done, in order; the
  *    step that was in flight is redone (start steps check first).
  * 7. Deployed, same boot, same hash: nothing.
- * Gates (a machine with work to do waits instead):
+ * Gates (a machine with work to do — or units that do not render yet — waits instead):
  * 8. Masters wait until `expectedMasters` master records have announced (their etcd members form one
  *    initial cluster, rendered from every master's address).
- * 9. Minions wait until at least one master is deployed (its API is up).
+ * 9. Minions wait until at least one master has been deployed (its API is up) and no master is being
+ *    deployed (new, rebooted or changed): a minion renders against the deployed masters, so starting it
+ *    while the second of three masters deploys would redeploy it when that master is done.
  * Order: masters first, then minions, each by id.
  */
 export type Until = 'exited' | 'active';
@@ -38,6 +40,20 @@ export interface RenderedUnits {
 export type DesiredMachine =
   | { readonly record: MachineRecord; readonly units: RenderedUnits }
   | { readonly record: MachineRecord; readonly renderError: string };
+
+/** What units/ needs to know of the cluster beyond the machine itself. */
+export interface ClusterView {
+  /** every announced master with a valid record, by id: a master's etcd initial cluster */
+  readonly masters: readonly MachineRecord[];
+  /** the announced masters that have been deployed (ledger `deployedAt`), by id: what minions talk to */
+  readonly deployedMasters: readonly MachineRecord[];
+}
+
+/** PURE: the view every machine's units are rendered against. */
+export function clusterView(records: Iterable<MachineRecord>, ledger: ReadonlyMap<string, LedgerEntry>): ClusterView {
+  const masters = [...records].filter((r) => r.role === 'master').sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { masters, deployedMasters: masters.filter((m) => (ledger.get(m.id)?.deployedAt ?? null) !== null) };
+}
 
 export interface Desired {
   readonly machines: readonly DesiredMachine[];
@@ -81,18 +97,19 @@ export function stepsOf(units: RenderedUnits): Step[] {
 
 export function plan(desired: Desired, observed: Observed): MachinePlan[] {
   const machines = [...desired.machines].sort((a, b) => rank(a.record) - rank(b.record) || (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0));
-  const announcedMasters = machines.filter((m) => m.record.role === 'master').length;
-  const masterDeployed = machines.some((m) => m.record.role === 'master' && observed.ledger.get(m.record.id)?.state === 'deployed');
-  return machines.map((m) => {
-    const own = planOne(m, observed.ledger.get(m.record.id) ?? null);
-    if (own.action !== 'deploy') return own;
-    if (m.record.role === 'master' && announcedMasters < desired.expectedMasters) {
-      return { id: own.id, role: own.role, action: 'wait', reason: `waiting for ${desired.expectedMasters} masters to announce (${announcedMasters} so far)` };
+  const own = machines.map((m) => planOne(m, observed.ledger.get(m.record.id) ?? null));
+  const masters = own.filter((p) => p.role === 'master');
+  const announcedMasters = masters.length;
+  const masterDeployed = masters.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null);
+  const mastersBusy = masters.some((p) => p.action === 'deploy' && p.reason !== 'retry');
+  return own.map((p) => {
+    if (p.action !== 'deploy' && p.action !== 'fail') return p;
+    if (p.role === 'master' && announcedMasters < desired.expectedMasters) {
+      return { id: p.id, role: p.role, action: 'wait', reason: `waiting for ${desired.expectedMasters} masters to announce (${announcedMasters} so far)` };
     }
-    if (m.record.role === 'minion' && !masterDeployed) {
-      return { id: own.id, role: own.role, action: 'wait', reason: 'waiting for a master to be deployed' };
-    }
-    return own;
+    if (p.role === 'minion' && !masterDeployed) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for a master to be deployed' };
+    if (p.role === 'minion' && mastersBusy) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for the masters being deployed' };
+    return p;
   });
 }
 

@@ -1,0 +1,158 @@
+import { asCorekubeError } from '../core/errors.ts';
+import type { Clock } from './clock.ts';
+import type { ClusterKeys } from './keys.ts';
+import type { Logger } from './log.ts';
+import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
+import { nextRevision, type KeyValue, type Store, type WatchEvent, type WatchHandle } from './store.ts';
+
+/**
+ * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`. It lists
+ * them, then watches from the listing's next revision (no polling); when the watch is lost (history
+ * compacted, etcd cancelled it) it lists again and watches again. Its view is a cache kept current by
+ * the watch; every change only calls `onChange` — the reconciler then reads the whole view and plans
+ * (level-based: a change is a reason to look, never a delta to apply).
+ *
+ * A record that does not parse (malformed JSON, unknown role, …) is kept aside in `invalid`, reported once
+ * per distinct reason (a warning and `corekube status`), and never planned.
+ */
+export interface InvalidRecord {
+  readonly id: string;
+  readonly reason: string;
+  /** role and ip as given, when they are strings (for status) */
+  readonly role: string | null;
+  readonly ip: string | null;
+}
+
+export interface DiscoverySnapshot {
+  readonly records: ReadonlyMap<string, MachineRecord>;
+  readonly invalid: ReadonlyMap<string, InvalidRecord>;
+}
+
+export interface DiscoveryOptions {
+  readonly store: Store;
+  readonly keys: ClusterKeys;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly onChange: () => void;
+  /** wait between failed re-lists while etcd is unreachable */
+  readonly relistBackoffMs?: { readonly initial: number; readonly max: number };
+}
+
+export class Discovery {
+  private records = new Map<string, MachineRecord>();
+  private invalid = new Map<string, InvalidRecord>();
+  private readonly reported = new Set<string>();
+  private watch: WatchHandle | null = null;
+  private readonly stopping = new AbortController();
+  private relisting: Promise<void> | null = null;
+  /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
+  lists = 0;
+
+  constructor(private readonly options: DiscoveryOptions) {}
+
+  /** Lists and starts watching. Throws E_ETCD when etcd cannot be read at all. */
+  async start(): Promise<void> {
+    await this.listAndWatch();
+  }
+
+  snapshot(): DiscoverySnapshot {
+    return { records: new Map(this.records), invalid: new Map(this.invalid) };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort(new Error('discovery stopped'));
+    const w = this.watch;
+    this.watch = null;
+    await w?.cancel();
+    await this.relisting?.catch(() => undefined);
+  }
+
+  private async listAndWatch(): Promise<void> {
+    const { store, keys } = this.options;
+    const listing = await store.list(keys.machines);
+    if (this.stopping.signal.aborted) return;
+    this.lists++;
+    const before = this.records;
+    this.records = new Map();
+    this.invalid = new Map();
+    for (const kv of listing.kvs) this.apply({ type: 'put', kv }, before);
+    for (const id of before.keys()) if (!this.records.has(id)) this.options.log.info({ event: 'machine.gone', machine: id }, 'machine record gone');
+    this.watch = await store.watch(keys.machines, nextRevision(listing.revision), {
+      onEvents: (events) => {
+        for (const ev of events) this.apply(ev, this.records);
+        this.options.onChange();
+      },
+      onLost: (reason) => {
+        this.watch = null;
+        if (this.stopping.signal.aborted) return;
+        this.options.log.warn({ event: 'discovery.watch-lost', reason }, 'watch on machine records lost: listing them again');
+        this.relisting = this.relist();
+      },
+    });
+    this.options.onChange();
+  }
+
+  /** Lists again until it works (etcd may be down), then watches from there. */
+  private async relist(): Promise<void> {
+    const backoff = this.options.relistBackoffMs ?? { initial: 500, max: 15_000 };
+    let delay = backoff.initial;
+    while (!this.stopping.signal.aborted) {
+      try {
+        await this.listAndWatch();
+        return;
+      } catch (err) {
+        const e = asCorekubeError(err, 'E_ETCD');
+        this.options.log.warn({ event: 'discovery.relist-failed', code: e.code, reason: e.message, nextRetryMs: delay }, 'listing machine records failed');
+        try {
+          await this.options.clock.sleep(delay, this.stopping.signal);
+        } catch {
+          return;
+        }
+        delay = Math.min(backoff.max, delay * 2);
+      }
+    }
+  }
+
+  private apply(ev: WatchEvent, known: ReadonlyMap<string, MachineRecord>): void {
+    const { keys, log } = this.options;
+    const key = ev.type === 'put' ? ev.kv.key : ev.key;
+    const id = key.slice(keys.machines.length);
+    if (ev.type === 'delete') {
+      const had = this.records.delete(id);
+      this.invalid.delete(id);
+      if (had) log.info({ event: 'machine.gone', machine: id }, 'machine record gone (lease expired or deleted)');
+      return;
+    }
+    const parsed = parseMachineRecord(id, ev.kv.value);
+    if (parsed.ok) {
+      this.invalid.delete(id);
+      const old = known.get(id);
+      this.records.set(id, parsed.record);
+      if (!old) {
+        log.info({ event: 'machine.discovered', machine: id, role: parsed.record.role, ip: parsed.record.ip, hostname: parsed.record.hostname }, 'machine discovered');
+      } else if (old.bootId !== parsed.record.bootId) {
+        log.info({ event: 'machine.rebooted', machine: id, role: parsed.record.role }, 'machine announced a new boot');
+      }
+      return;
+    }
+    this.records.delete(id);
+    const invalid = { id, reason: `record ${parsed.reason}`, ...loose(ev.kv) };
+    this.invalid.set(id, invalid);
+    const once = `${id}\0${invalid.reason}`;
+    if (!this.reported.has(once)) {
+      this.reported.add(once);
+      log.warn({ event: 'machine.invalid', machine: id, reason: invalid.reason }, 'machine record skipped: it is not a valid record');
+    }
+  }
+}
+
+/** role and ip of a record that failed to parse, if they are at least strings (never the whole value). */
+function loose(kv: KeyValue): { role: string | null; ip: string | null } {
+  try {
+    const v = JSON.parse(kv.value) as Record<string, unknown>;
+    const short = (x: unknown) => (typeof x === 'string' && x.length <= 64 ? x : null);
+    return { role: short(v?.role), ip: short(v?.ip) };
+  } catch {
+    return { role: null, ip: null };
+  }
+}

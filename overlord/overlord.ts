@@ -1,0 +1,180 @@
+import { asCorekubeError, CorekubeError } from '../core/errors.ts';
+import type { Clock } from './clock.ts';
+import { Discovery } from './discovery.ts';
+import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './executor.ts';
+import type { HostRunner } from './host-runner.ts';
+import { clusterKeys } from './keys.ts';
+import { Ledger } from './ledger.ts';
+import { errorFields, type Logger } from './log.ts';
+import type { MachineRecord } from './machine-record.ts';
+import type { ClusterView, RenderedUnits } from './planner.ts';
+import { Reconciler, type RetryPolicy, type Summary } from './reconciler.ts';
+import type { Fence, Store } from './store.ts';
+
+/**
+ * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
+ * `corekube overlord`, the e2e tests and the benchmark all call it).
+ *
+ *   const overlord = await runOverlord(
+ *     { store, hosts, clock: systemClock, log },          // Ports: etcd (Store), SSH (HostRunner), time, pino
+ *     {
+ *       cluster: 'demo',                                   // key prefix /corekube/demo/
+ *       sshUser: 'corekube',                               // 'root' = no `sudo -n`
+ *       unitsFor: (record, view) => renderUnits(buildUnitContext(spec, record, view, pki)),
+ *       expected: { masters: spec.masters, minions: spec.minions },  // masters gate + cluster-ready
+ *       concurrency: 10,
+ *       signal,                                            // abort = stop (like SIGTERM)
+ *       onClusterReady: () => signalHeat(),                // once, when every expected machine is deployed
+ *       // optional: executor (timeouts, poll), retry (per step), requeue (per machine), fence (issue 5)
+ *     },
+ *   );
+ *   await overlord.clusterReady;      // or: await overlord.idle() — nothing running or queued
+ *   overlord.summary().text;          // "3/4 machines deployed, 1 failed: …"
+ *   await overlord.stop();            // = abort the signal; resolves once workers stopped and SSH closed
+ *   await overlord.done;              // resolves on stop; rejects with E_NOT_LEADER if the lead was lost
+ *
+ * runOverlord resolves once the ledger is loaded and discovery lists and watches (both retried with
+ * backoff while etcd is unreachable — startup never crash-loops). The caller owns the ports: it closes
+ * the store after `done`; the overlord closes the hosts' connections when it stops.
+ */
+export interface Ports {
+  readonly store: Store;
+  readonly hosts: HostRunner;
+  readonly clock: Clock;
+  readonly log: Logger;
+}
+
+export interface OverlordOptions {
+  readonly cluster: string;
+  readonly sshUser: string;
+  /** renders one machine's units (units/index.ts); a throw fails that machine with the reason */
+  readonly unitsFor: (record: MachineRecord, cluster: ClusterView) => RenderedUnits;
+  readonly expected: { readonly masters: number; readonly minions: number };
+  /** machines deployed at once; default 10 */
+  readonly concurrency?: number;
+  readonly executor?: Partial<Omit<ExecutorOptions, 'remote'>>;
+  readonly retry?: RetryPolicy;
+  readonly requeue?: RetryPolicy;
+  readonly signal?: AbortSignal;
+  readonly fence?: () => Fence | undefined;
+  readonly onClusterReady?: () => void | Promise<void>;
+  /** backoff of the startup reads while etcd is unreachable */
+  readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
+}
+
+export interface Overlord {
+  readonly done: Promise<void>;
+  readonly clusterReady: Promise<void>;
+  stop(): Promise<void>;
+  idle(): Promise<void>;
+  summary(): Summary;
+  /** discovery re-lists so far (1 after start) */
+  readonly discovery: Pick<Discovery, 'lists' | 'snapshot'>;
+  readonly reconciler: Pick<Reconciler, 'passes' | 'lastPlans' | 'trigger'>;
+}
+
+export const DEFAULT_CONCURRENCY = 10;
+
+export async function runOverlord(ports: Ports, options: OverlordOptions): Promise<Overlord> {
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new CorekubeError('E_USAGE', `concurrency must be a positive whole number, got ${concurrency}`, { hint: 'use --concurrency 10' });
+  }
+  const keys = clusterKeys(options.cluster);
+  const log = ports.log;
+  const ledger = new Ledger(ports.store, keys, options.fence);
+
+  let reconciler: Reconciler | undefined;
+  let resolveReady!: () => void;
+  const clusterReady = new Promise<void>((r) => (resolveReady = r));
+  let resolveDone!: () => void;
+  let rejectDone!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  done.catch(() => undefined);
+  let fatal: CorekubeError | undefined;
+
+  const startup = new AbortController();
+  const onAbort = () => startup.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => reconciler?.trigger() });
+
+  log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
+  try {
+    await untilItWorks('loading the ledger', () => ledger.load(), ports, startup.signal, options.startupBackoffMs);
+    await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
+  } catch (err) {
+    await discovery.stop();
+    options.signal?.removeEventListener('abort', onAbort);
+    throw err;
+  }
+
+  reconciler = new Reconciler(
+    { hosts: ports.hosts, clock: ports.clock, log, discovery, ledger },
+    {
+      unitsFor: options.unitsFor,
+      expected: options.expected,
+      concurrency,
+      executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
+      ...(options.retry ? { retry: options.retry } : {}),
+      ...(options.requeue ? { requeue: options.requeue } : {}),
+      onClusterReady: async () => {
+        resolveReady();
+        await options.onClusterReady?.();
+      },
+      onFatal: (err) => {
+        fatal = err;
+        void stop();
+      },
+    },
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ event: 'overlord.stopping' }, 'overlord stopping: no new work; steps in flight stay recorded');
+      options.signal?.removeEventListener('abort', stopOnAbort);
+      await discovery.stop();
+      await reconciler!.stop();
+      log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');
+      if (fatal) rejectDone(fatal);
+      else resolveDone();
+    })();
+    return stopping;
+  };
+  const stopOnAbort = () => void stop();
+  options.signal?.removeEventListener('abort', onAbort);
+  if (options.signal?.aborted) void stop();
+  else options.signal?.addEventListener('abort', stopOnAbort, { once: true });
+
+  reconciler.trigger();
+  const r = reconciler;
+  return {
+    done,
+    clusterReady,
+    stop,
+    idle: () => r.idle(),
+    summary: () => r.summary(),
+    discovery,
+    reconciler: r,
+  };
+}
+
+async function untilItWorks(what: string, fn: () => Promise<void>, ports: Ports, signal: AbortSignal, backoff = { initial: 500, max: 15_000 }): Promise<void> {
+  let delay = backoff.initial;
+  for (;;) {
+    try {
+      await fn();
+      return;
+    } catch (err) {
+      const e = asCorekubeError(err, 'E_ETCD');
+      if (!e.retryable || signal.aborted) throw e;
+      ports.log.warn({ event: 'overlord.startup-retry', what, nextRetryMs: delay, ...errorFields(e) }, `${what} failed; retrying`);
+      await ports.clock.sleep(delay, signal);
+      delay = Math.min(backoff.max, delay * 2);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+import type { ClusterKeys } from './keys.ts';
+import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
+import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
+import type { Store } from './store.ts';
+
+/**
+ * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
+ * works from anywhere that reaches etcd and needs no running overlord. The shape is an interface that
+ * scripts rely on (`corekube status --json`, `corekube demo --json`):
+ *
+ *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet"}…]}
+ *
+ * - pending: announced, nothing done yet (or waiting for a master); deploying: a deployment is under way
+ *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
+ *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
+ *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
+ * - `subnet` is null until the network issue gives machines their flannel subnets.
+ */
+export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
+
+export interface MachineStatus {
+  readonly id: string;
+  readonly role: string | null;
+  readonly ip: string | null;
+  readonly state: MachineState;
+  readonly step: string | null;
+  readonly error: string | null;
+  readonly subnet: string | null;
+}
+
+export interface StatusReport {
+  readonly machines: readonly MachineStatus[];
+}
+
+export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
+
+/** PURE: records and ledger entries → one row per machine, masters first, then by id. */
+export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>): StatusReport {
+  const rows = new Map<string, MachineStatus>();
+  for (const r of records) {
+    if ('invalid' in r) {
+      rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'failed', step: null, error: `skipped: ${r.invalid}`, subnet: null });
+      continue;
+    }
+    rows.set(r.id, rowOf(r.record.id, r.record.role, r.record.ip, ledger.get(r.id) ?? null, r.record.bootId));
+  }
+  for (const [id, entry] of ledger) {
+    if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
+  }
+  const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
+  const machines = [...rows.values()].sort((a, b) => rank(a.role) - rank(b.role) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { machines };
+}
+
+function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, bootId: string): MachineStatus {
+  if (!entry) return { id, role, ip, state: 'pending', step: null, error: null, subnet: null };
+  const step = currentStep(entry);
+  if (entry.state === 'failed') return { id, role, ip, state: 'failed', step, error: entry.error, subnet: null };
+  // deployed in an earlier boot: the start steps are checked again in this one
+  if (entry.state === 'deployed') return { id, role, ip, state: entry.bootId === bootId ? 'deployed' : 'deploying', step: null, error: null, subnet: null };
+  const retrying = step ? entry.steps[step]?.lastError ?? null : null;
+  return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
+}
+
+/** The edge: reads records and ledger from etcd (two range reads) and builds the report. */
+export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
+  const [machines, ledger] = await Promise.all([store.list(keys.machines), store.list(keys.ledger)]);
+  const records: RecordInput[] = machines.kvs.map((kv) => {
+    const id = kv.key.slice(keys.machines.length);
+    const parsed = parseMachineRecord(id, kv.value);
+    if (parsed.ok) return { id, record: parsed.record };
+    let role: string | null = null;
+    let ip: string | null = null;
+    try {
+      const v = JSON.parse(kv.value) as Record<string, unknown>;
+      role = typeof v?.role === 'string' && v.role.length <= 64 ? v.role : null;
+      ip = typeof v?.ip === 'string' && v.ip.length <= 64 ? v.ip : null;
+    } catch {
+      // not JSON: role and ip unknown
+    }
+    return { id, invalid: `record ${parsed.reason}`, role, ip };
+  });
+  const entries = new Map<string, LedgerEntry>();
+  for (const kv of ledger.kvs) {
+    const entry = parseLedgerEntry(kv.value);
+    if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
+  }
+  return machineStatuses(records, entries);
+}
+
+/** The table `corekube status` prints without --json. */
+export function formatStatusTable(report: StatusReport): string {
+  if (report.machines.length === 0) return 'no machines have announced themselves yet\n';
+  const header = ['ID', 'ROLE', 'IP', 'STATE', 'STEP', 'ERROR'];
+  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.state, m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : '-']);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
+  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n`;
+}
