@@ -1,7 +1,9 @@
 import type { Command } from './command.ts';
 import { unitsRenderCommand } from './units.ts';
+import { kubeconfigCommand } from './kubeconfig.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
   unitsRenderCommand,
+  kubeconfigCommand,
 ];
