@@ -1,0 +1,54 @@
+import YAML from 'yaml';
+import { BOOT_ROLES, type BootRole } from '../../../cloud-config/index.ts';
+import type { PlaceholderName } from '../../../cloud-config/placeholders.ts';
+import { parseClusterSpec, type ClusterSpec, type OsProfile } from '../../../spec/cluster-spec.ts';
+
+export const OSES: readonly OsProfile[] = ['flatcar', 'ubuntu'];
+export const CASES: readonly { role: BootRole; os: OsProfile }[] = BOOT_ROLES.flatMap((role) => OSES.map((os) => ({ role, os })));
+
+export function specFor(os: OsProfile, flags: Record<string, string> = {}): ClusterSpec {
+  return parseClusterSpec({ flags: { name: 'demo', os, ...flags } });
+}
+
+/** The user_data parsed as a YAML 1.2 document (what the yaml library wrote). */
+export function parse12(text: string): Record<string, unknown> {
+  return YAML.parse(text, { strict: true, uniqueKeys: true }) as Record<string, unknown>;
+}
+
+/** The same text read as YAML 1.1 — what PyYAML (cloud-init) and go-yaml (coreos-cloudinit) see. */
+export function parse11(text: string): Record<string, unknown> {
+  return YAML.parse(text, { version: '1.1', strict: true, uniqueKeys: true }) as Record<string, unknown>;
+}
+
+export interface WrittenFile {
+  path: string;
+  permissions: string;
+  owner?: string;
+  encoding?: string;
+  content: string;
+}
+
+export function writeFilesOf(doc: Record<string, unknown>): WrittenFile[] {
+  return doc.write_files as WrittenFile[];
+}
+
+export function fileAt(doc: Record<string, unknown>, path: string): WrittenFile {
+  const f = writeFilesOf(doc).find((x) => x.path === path);
+  if (!f) throw new Error(`no write_files entry for ${path}`);
+  return f;
+}
+
+/** Realistic values, shaped as Heat fills them: base64 with + / =, a Heat signal URL, a Fernet-like token. */
+export const SSH_KEY_LINE = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb+Zz/9Tq0c2mW6rYV1x8b0Qh5x3cYb2lq9H3Pp4w7k overlord@demo';
+export const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIBfake+/test==\n-----END CERTIFICATE-----\n';
+export const FILLED: Record<PlaceholderName, string> = {
+  joinToken: 'Ab3dEfGh1jKlMn0pQrStUvWxYz0123456789abcdefABCDEF',
+  overlordSshKey: Buffer.from(SSH_KEY_LINE).toString('base64'),
+  discoveryCa: Buffer.from(CA_PEM).toString('base64'),
+  readyUrl: 'http://heat.example:8000/v1/signal/arn%3Aopenstack%3Aheat%3A%3A1234%3Astacks/demo/5678/resources/overlord_ready_handle?Timestamp=2025-01-01T00%3A00%3A00Z&SignatureMethod=HmacSHA256#frag',
+  readyToken: 'gAAAAABn-fake_Fernet-token_with-dashes_and_underscores==',
+  clusterReadyUrl: 'https://heat.example:8004/v1/abc/stacks/demo/5678/resources/cluster_ready_handle/signal',
+  clusterReadyToken: 'gAAAAABn-other_token==',
+  masterCount: '3',
+  minionCount: '50',
+};

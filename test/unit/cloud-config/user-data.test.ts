@@ -1,0 +1,232 @@
+import { describe, expect, it } from 'vitest';
+import { bootPlan, BOOT_ROLES, fillPlaceholders, placeholdersIn, renderUserData, type BootRole } from '../../../cloud-config/index.ts';
+import { CONFIG_DIR, configPath, MACHINE_PATHS } from '../../../cloud-config/machine-paths.ts';
+import { PLACEHOLDERS, type PlaceholderName } from '../../../cloud-config/placeholders.ts';
+import { UBUNTU_TOP_LEVEL_KEYS } from '../../../cloud-config/ubuntu.ts';
+import { parseYaml } from '../../../core/yaml.ts';
+import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { CA_PEM, CASES, fileAt, FILLED, OSES, parse11, parse12, specFor, SSH_KEY_LINE, writeFilesOf } from './fixtures.ts';
+
+/** Which placeholders each role's user_data carries: the contract the Heat template's str_replace follows. */
+const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
+  discovery: ['overlordSshKey', 'readyUrl', 'readyToken'],
+  overlord: ['joinToken', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'masterCount', 'minionCount'],
+  master: ['joinToken', 'overlordSshKey', 'discoveryCa'],
+  minion: ['joinToken', 'overlordSshKey', 'discoveryCa'],
+};
+
+const UNIT_DIR = `${MACHINE_PATHS.unitDir}/`;
+
+describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
+  const spec = specFor(os);
+  const text = renderUserData(role, spec);
+  const doc = parse12(text);
+
+  it('is a #cloud-config document that YAML 1.1 readers (cloud-init, coreos-cloudinit) read the same way', () => {
+    expect(text.startsWith('#cloud-config\n')).toBe(true);
+    expect(() => parseYaml(text)).not.toThrow();
+    expect(parse11(text)).toEqual(doc);
+  });
+
+  it('matches its snapshot', async () => {
+    await expect(text).toMatchFileSnapshot(`__snapshots__/${role}-${os}.yaml`);
+  });
+
+  it('carries exactly the placeholders of its role, each token alone on a block-scalar line', () => {
+    expect(placeholdersIn(text)).toEqual(EXPECTED_PLACEHOLDERS[role]);
+    for (const name of placeholdersIn(text)) {
+      for (const line of text.split('\n').filter((l) => l.includes(PLACEHOLDERS[name]))) {
+        // alone on a line of a block scalar, after a fixed header prefix, or in quotes inside overlord.yaml
+        expect(line).toMatch(/^\s+(X-Auth-Token: )?%%COREKUBE_[A-Z_]+%%$|^\s+\w+: "%%COREKUBE_[A-Z_]+%%"$/);
+      }
+    }
+  });
+
+  it('holds no credential other than placeholders, and secrets only in 0600 files', () => {
+    expect(text).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|ssh-(ed25519|rsa) AAAA|X-Auth-Token: [^%<]/);
+    for (const f of writeFilesOf(doc)) {
+      const secret = [PLACEHOLDERS.joinToken, PLACEHOLDERS.readyToken, PLACEHOLDERS.clusterReadyToken].some((t) => f.content.includes(t));
+      if (secret) expect(f.permissions, f.path).toBe('0600');
+    }
+  });
+
+  it('gives user corekube passwordless sudo', () => {
+    expect(fileAt(doc, MACHINE_PATHS.sudoers)).toMatchObject({ permissions: '0440', content: 'corekube ALL=(ALL) NOPASSWD:ALL\n' });
+    expect(JSON.stringify(doc.users)).toContain('"name":"corekube"');
+  });
+
+  it('is well under the Nova user_data limit', () => {
+    expect(Buffer.byteLength(text)).toBeLessThan(32 * 1024);
+  });
+
+  it('writes every script its units run (etcd itself is downloaded by corekube-install-etcd)', () => {
+    const units = bootPlan(role, spec).units;
+    const written = new Set(bootPlan(role, spec).files.map((f) => f.path));
+    for (const u of units) {
+      for (const m of u.content.matchAll(/^Exec\w+=-?(\/opt\/corekube\/bin\/[\w-]+)/gm)) {
+        const bin = m[1]!;
+        if (bin === `${MACHINE_PATHS.binDir}/etcd`) expect(written.has(`${MACHINE_PATHS.binDir}/corekube-install-etcd`)).toBe(true);
+        else expect(written.has(bin), `${u.name} runs ${bin}`).toBe(true);
+      }
+    }
+  });
+
+  if (os === 'flatcar') {
+    it('uses only coreos-cloudinit keys, snake_case, no runcmd; every unit enabled and started', () => {
+      expect(Object.keys(doc).sort()).toEqual(['coreos', 'users', 'write_files']);
+      const keys: string[] = [];
+      const walk = (v: unknown) => {
+        if (Array.isArray(v)) v.forEach(walk);
+        else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) (keys.push(k), walk(x));
+      };
+      walk(doc);
+      expect(keys.filter((k) => k.includes('-'))).toEqual([]);
+      const coreos = doc.coreos as { update: unknown; units: { name: string; enable: unknown; command: unknown; content: string }[] };
+      expect(coreos.update).toEqual({ reboot_strategy: 'off' });
+      expect(coreos.units.map((u) => u.name)).toEqual(bootPlan(role, spec).units.map((u) => u.name));
+      for (const u of coreos.units) expect(u).toMatchObject({ enable: true, command: 'start' });
+      expect(writeFilesOf(doc).some((f) => f.path.startsWith(UNIT_DIR))).toBe(false);
+    });
+  } else {
+    it('uses only cloud-init keys of its known set; writes units and starts them without blocking cloud-init', () => {
+      expect(Object.keys(doc).every((k) => (UBUNTU_TOP_LEVEL_KEYS as readonly string[]).includes(k))).toBe(true);
+      expect(doc).not.toHaveProperty('coreos');
+      const unitNames = writeFilesOf(doc).filter((f) => f.path.startsWith(UNIT_DIR)).map((f) => f.path.slice(UNIT_DIR.length));
+      expect(unitNames).toEqual(bootPlan(role, spec).units.map((u) => u.name));
+      expect(doc.runcmd).toEqual([
+        ['systemctl', 'daemon-reload'],
+        ['systemctl', 'enable', ...unitNames],
+        ['systemctl', 'start', '--no-block', ...unitNames],
+      ]);
+      expect((doc.users as unknown[])[0]).toBe('default');
+      if (role === 'overlord') expect(doc.packages).toEqual(['docker.io']);
+      else expect(doc).not.toHaveProperty('packages');
+    });
+  }
+});
+
+describe('filling the placeholders', () => {
+  it.each(CASES)('keeps the $role user_data on $os valid YAML with every value intact', ({ role, os }) => {
+    const doc = parse12(fillPlaceholders(renderUserData(role, specFor(os)), FILLED));
+    expect(parse11(fillPlaceholders(renderUserData(role, specFor(os)), FILLED))).toEqual(doc);
+    const files = writeFilesOf(doc);
+    for (const f of files) expect(f.content).not.toContain('%%COREKUBE_');
+    const b64 = (path: string) => {
+      const f = fileAt(doc, path);
+      expect(f.encoding).toBe('b64');
+      return Buffer.from(f.content, 'base64').toString('utf8');
+    };
+    if (role !== 'overlord') {
+      expect(b64(configPath('overlordSshKey'))).toBe(SSH_KEY_LINE);
+    }
+    if (role === 'master' || role === 'minion') {
+      expect(b64(configPath('discoveryCa'))).toBe(CA_PEM);
+      expect(fileAt(doc, configPath('joinToken')).content).toBe(`${FILLED.joinToken}\n`);
+    }
+    if (role === 'discovery' || role === 'overlord') {
+      expect(fileAt(doc, configPath('readyUrl')).content).toBe(`${FILLED.readyUrl}\n`);
+      expect(fileAt(doc, configPath('readyHeader')).content).toBe(`X-Auth-Token: ${FILLED.readyToken}\n`);
+    }
+    if (role === 'overlord') {
+      expect(fileAt(doc, configPath('clusterReadyHeader')).content).toBe(`X-Auth-Token: ${FILLED.clusterReadyToken}\n`);
+      const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as { initialCounts: unknown };
+      expect(config.initialCounts).toEqual({ masters: '3', minions: '50' });
+    }
+  });
+});
+
+describe('user_data and the counts', () => {
+  it.each(BOOT_ROLES)('the %s user_data does not change when only the master or minion count changes', (role) => {
+    for (const os of OSES) {
+      const small = renderUserData(role, specFor(os, { masters: '1', minions: '0' }));
+      const large = renderUserData(role, specFor(os, { masters: '5', minions: '500' }));
+      expect(large).toBe(small);
+      expect(small).not.toContain('%index%');
+    }
+  });
+});
+
+describe('the overlord configuration file', () => {
+  const spec = specFor('ubuntu', { 'admin-cidr': '203.0.113.0/24', 'dns-nameservers': '1.1.1.1,9.9.9.9', masters: '3', minions: '7' });
+  const doc = parse12(renderUserData('overlord', spec));
+  const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as {
+    schema: number;
+    spec: unknown;
+    initialCounts: { masters: string; minions: string };
+    addresses: { discovery: string; overlord: string; discoveryEndpoint: string };
+    files: Record<string, unknown>;
+  };
+
+  it('gives the spec back to parseClusterSpec, the counts coming from the placeholders', () => {
+    expect(config.schema).toBe(1);
+    expect(config.initialCounts).toEqual({ masters: PLACEHOLDERS.masterCount, minions: PLACEHOLDERS.minionCount });
+    expect(JSON.stringify(config.spec)).not.toMatch(/"masters"|"minions"/);
+    const again = parseClusterSpec({ file: config.spec, flags: { masters: '3', minions: '7' } });
+    expect(again).toEqual(spec);
+  });
+
+  it('holds the fixed addresses and where the secrets are, but no secret', () => {
+    expect(config.addresses).toMatchObject({ discovery: '10.240.0.10', overlord: '10.240.0.11', discoveryEndpoint: 'https://10.240.0.10:2379' });
+    expect(config.files).toMatchObject({
+      joinToken: `${CONFIG_DIR}/secrets/join-token`,
+      readySignal: { url: `${CONFIG_DIR}/heat/ready.url`, header: `${CONFIG_DIR}/heat/ready.header` },
+      clusterReadySignal: { url: `${CONFIG_DIR}/heat/cluster-ready.url`, header: `${CONFIG_DIR}/heat/cluster-ready.header` },
+      stateDir: '/var/lib/corekube',
+    });
+    expect(fileAt(doc, configPath('overlordConfig')).content).not.toContain(PLACEHOLDERS.joinToken);
+  });
+
+  it('runs the spec image as the overlord container with docker, restarting it forever', () => {
+    const unit = bootPlan('overlord', spec).units.find((u) => u.name === 'overlord.service')!.content;
+    expect(unit).toContain('ExecStart=/usr/bin/docker run --name overlord --rm --network host');
+    expect(unit).toContain(`${spec.overlord.image} overlord --config /etc/corekube/overlord.yaml`);
+    expect(unit).toContain('-v /etc/corekube:/etc/corekube:ro');
+    expect(unit).toMatch(/^ExecStartPre=-\/usr\/bin\/docker rm --force overlord$/m);
+    expect(unit).toMatch(/^Restart=always$/m);
+  });
+});
+
+describe('the announce script', () => {
+  const script = (role: 'master' | 'minion') => bootPlan(role, specFor('flatcar')).files.find((f) => f.path.endsWith('/corekube-announce'))!.content;
+
+  it('announces under the cluster prefix, as its role, to discovery over https with a 60 s lease renewed every 20 s', () => {
+    const s = script('minion');
+    expect(s).toContain("role='minion'");
+    expect(s).toContain("machines_prefix='/corekube/demo/machines/'");
+    expect(s).toContain("default_discovery_ip='10.240.0.10'");
+    expect(s).toContain("default_discovery_port='2379'");
+    expect(s).toContain("default_lease_ttl='60'");
+    expect(s).toContain("default_keepalive_interval='20'");
+    expect(script('master')).toContain("role='master'");
+  });
+
+  it('never passes the join token or the auth token in argv', () => {
+    const s = script('master');
+    expect(s).toMatch(/--data-binary @-/);
+    expect(s).toMatch(/-H "@\$auth_header"/);
+    expect(s).not.toMatch(/curl[^\n]*\$join_token/);
+  });
+});
+
+describe('the discovery etcd', () => {
+  const plan = bootPlan('discovery', specFor('ubuntu', { 'etcd-version': 'v3.6.6' }));
+  const unit = plan.units.find((u) => u.name === 'discovery-etcd.service')!.content;
+
+  it('serves TLS on the discovery IP, peers on loopback only, data in /var/lib/etcd', () => {
+    expect(unit).toContain('--listen-client-urls=https://10.240.0.10:2379');
+    expect(unit).toContain('--advertise-client-urls=https://10.240.0.10:2379');
+    expect(unit).toContain('--listen-peer-urls=http://127.0.0.1:2380');
+    expect(unit).toContain('--cert-file=/etc/corekube/pki/discovery/server.crt');
+    expect(unit).toContain('--key-file=/etc/corekube/pki/discovery/server.key');
+    expect(unit).toContain('--data-dir=/var/lib/etcd');
+    expect(unit).toMatch(/^Type=notify$/m);
+  });
+
+  it('starts only once the overlord has installed its certificate, retrying a half-written set', () => {
+    const path = plan.units.find((u) => u.name === 'discovery-etcd.path')!.content;
+    expect(path).toMatch(/^PathExists=\/etc\/corekube\/pki\/discovery\/server\.key$/m);
+    expect(unit).toMatch(/^ExecStartPre=\/usr\/bin\/test -s \/etc\/corekube\/pki\/discovery\/ca\.crt -a -s \S+server\.crt -a -s \S+server\.key$/m);
+    expect(unit).toMatch(/^Restart=on-failure$/m);
+    expect(unit).toMatch(/^StartLimitIntervalSec=0$/m);
+  });
+});
