@@ -49,7 +49,7 @@ export function standinExecutable(binary: string): string {
     if (!LIB_LINE.test(script)) throw new Error(`stand-in ${binary} does not source lib.bash`);
     return script.replace(LIB_LINE, () => `# ---- inlined from test/standins/lib.bash ----\n${lib}# ---- end of lib.bash ----\n`);
   }
-  return readFileSync(path.join(STANDIN_DIR, 'generic'), 'utf8').replace('the program it is installed as', binary);
+  return readFileSync(path.join(STANDIN_DIR, 'generic'), 'utf8').replace('program it is installed as', binary);
 }
 
 export interface MirrorFile {

@@ -52,9 +52,11 @@ config_has() { grep -Eq -- "$2" "${flag[$1]}" || fail "--$1 ${flag[$1]}: $3"; }
 standin_run() {
   mkdir -p "$standin_state" || fail "cannot create $standin_state"
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) pid=$$" >> "$standin_state/$standin_name.starts"
-  echo "STAND-IN $standin_name: flags accepted, running (pid $$)"
+  # the trap is set before "running" is announced, so a SIGTERM right after it still exits 0
+  standin_child=
+  trap '[ -n "$standin_child" ] && kill "$standin_child" 2>/dev/null; exit 0' TERM INT
   sleep infinity &
   standin_child=$!
-  trap 'kill "$standin_child" 2>/dev/null; exit 0' TERM INT
+  echo "STAND-IN $standin_name: flags accepted, running (pid $$)"
   wait "$standin_child"
 }
