@@ -268,6 +268,7 @@ export function cleanupNet(k: number): void {
   for (const i of tracesOf(k)) reapMachine(k, i);
   sh(['ip', 'link', 'del', bridgeOf(k)], true);
   rmSync(path.join(WORK_ROOT, `ck${k}`), { recursive: true, force: true });
+  if (inotifyUsers === 0) restoreInotify(true);
 }
 
 /** Net indexes with traces on this host (bridges ckbr<k>, work dirs). */
@@ -286,25 +287,29 @@ export function netsInUse(): number[] {
 
 // ---------------------------------------------------------------------------------------------------------
 // inotify: every container's systemd, journald, logind and dbus use inotify instances of uid 0; the default
-// 128 runs out at ~15-20 machines. Raised while any fleet is up, restored after the last one.
+// 128 runs out at ~15-20 machines. Raised while any fleet is up; the original value is kept in a file so the
+// last fleet to go — in this process, or `scripts/machines down` after a killed run — puts it back.
 
 const INOTIFY = '/proc/sys/fs/inotify/max_user_instances';
+const INOTIFY_SAVED = path.join(WORK_ROOT, 'inotify-max-user-instances.orig');
 let inotifyUsers = 0;
-let inotifySaved: string | undefined;
 
 function raiseInotify(): void {
   if (inotifyUsers++ > 0) return;
   const current = readFileSync(INOTIFY, 'utf8').trim();
   if (Number(current) < 1024) {
-    inotifySaved = current;
+    mkdirSync(WORK_ROOT, { recursive: true });
+    if (!existsSync(INOTIFY_SAVED)) writeFileSync(INOTIFY_SAVED, current);
     writeFileSync(INOTIFY, '1024');
   }
 }
 
-function restoreInotify(): void {
-  if (--inotifyUsers > 0 || inotifySaved === undefined) return;
-  writeFileSync(INOTIFY, inotifySaved);
-  inotifySaved = undefined;
+/** Puts the saved value back once no net of this harness has machines left. */
+function restoreInotify(force = false): void {
+  if (!force && --inotifyUsers > 0) return;
+  if (!existsSync(INOTIFY_SAVED) || netsInUse().length > 0) return;
+  writeFileSync(INOTIFY, readFileSync(INOTIFY_SAVED, 'utf8').trim());
+  rmSync(INOTIFY_SAVED, { force: true });
 }
 
 // ---------------------------------------------------------------------------------------------------------
