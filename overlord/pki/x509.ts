@@ -15,6 +15,12 @@ const crypto = webcrypto as unknown as Crypto;
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
+/** PEM as files carry it: LF line ends and a final newline (so bundles can be concatenated). */
+function pemText(pem: string): string {
+  const lf = pem.replace(/\r\n/g, '\n');
+  return lf.endsWith('\n') ? lf : `${lf}\n`;
+}
+
 export interface KeyPairHandle {
   readonly privateKey: CryptoKey;
   readonly publicKey: CryptoKey;
@@ -27,12 +33,12 @@ export async function generateKeyPair(): Promise<KeyPairHandle> {
 
 /** PKCS#8 `PRIVATE KEY` PEM: read by kube-apiserver, etcd, flanneld, kubectl and openssl alike. */
 export async function privateKeyPem(key: KeyPairHandle): Promise<string> {
-  return x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', key.privateKey), 'PRIVATE KEY');
+  return pemText(x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', key.privateKey), 'PRIVATE KEY'));
 }
 
 /** SubjectPublicKeyInfo `PUBLIC KEY` PEM (the service-account public key file). */
 export async function publicKeyPem(key: KeyPairHandle): Promise<string> {
-  return x509.PemConverter.encode(await crypto.subtle.exportKey('spki', key.publicKey), 'PUBLIC KEY');
+  return pemText(x509.PemConverter.encode(await crypto.subtle.exportKey('spki', key.publicKey), 'PUBLIC KEY'));
 }
 
 /** Hex of the SubjectPublicKeyInfo: compares a key with a certificate's public key. */
@@ -91,7 +97,7 @@ export async function createCaCertificate(key: KeyPairHandle, commonName: string
     },
     crypto,
   );
-  return cert.toString('pem');
+  return pemText(cert.toString('pem'));
 }
 
 export interface Signer {
@@ -140,7 +146,7 @@ export async function signCertificate(profile: CertProfile, publicKey: CryptoKey
     },
     crypto,
   );
-  return cert.toString('pem');
+  return pemText(cert.toString('pem'));
 }
 
 export interface CertificateInfo extends CertFacts {
