@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import pRetry from 'p-retry';
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Discovery } from './discovery.ts';
@@ -99,6 +100,8 @@ export class Reconciler {
     private readonly options: ReconcilerOptions,
   ) {
     this.semaphore = new Semaphore(options.concurrency);
+    // every queued machine and every wait listens to this one signal: thousands at once are expected
+    setMaxListeners(0, this.abort.signal);
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.requeuePolicy = options.requeue ?? DEFAULT_REQUEUE;
   }

@@ -1,0 +1,176 @@
+import { describe, expect, it } from 'vitest';
+import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../overlord/ledger.ts';
+import type { MachineRecord } from '../../../overlord/machine-record.ts';
+import { clusterView, plan, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/planner.ts';
+import { fakeUnits, makeRecord } from './fakes.ts';
+
+const NOW = '2026-01-01T00:00:00.000Z';
+const units = fakeUnits('v1');
+const desired = (r: MachineRecord, render = units): DesiredMachine => ({ record: r, units: render(r) });
+const ids = (p: MachinePlan | undefined) => (p?.action === 'deploy' ? p.steps.map((s) => s.id) : []);
+const find = (plans: MachinePlan[], r: MachineRecord) => plans.find((p) => p.id === r.id);
+
+/** The ledger entry of a machine whose first `n` steps are done (all of them when n is omitted). */
+function ledgerOf(r: MachineRecord, n?: number, render = units): LedgerEntry {
+  const steps = stepsOf(render(r));
+  let e = beginDeployment(null, r, { hash: render(r).hash, stepIds: steps.map((s) => s.id) }, steps.map((s) => s.id), NOW);
+  for (const s of steps.slice(0, n ?? steps.length)) e = stepDone(e, s.id, NOW, { startNext: true });
+  return e;
+}
+
+const master = makeRecord(1, 'master');
+const master2 = makeRecord(2, 'master');
+const minion = makeRecord(10, 'minion');
+const minion2 = makeRecord(11, 'minion');
+
+describe('plan: the steps of a machine', () => {
+  it('writes units, reloads systemd, then starts the download until exited and each service until active, in the units order', () => {
+    const plans = plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map() });
+    const p = find(plans, master)!;
+    expect(p.action).toBe('deploy');
+    if (p.action !== 'deploy') return;
+    expect(p.reason).toBe('new');
+    expect(p.steps.map((s) => (s.kind === 'start' ? `${s.id}/${s.until}` : s.id))).toEqual([
+      'write-units',
+      'daemon-reload',
+      'start:corekube-download.service/exited',
+      'start:etcd.service/active',
+      'start:kube-apiserver.service/active',
+    ]);
+  });
+
+  it('plans nothing for a machine deployed in this boot with these units', () => {
+    const plans = plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master)]]) });
+    expect(find(plans, master)).toMatchObject({ action: 'none', state: 'deployed' });
+  });
+
+  it('is deterministic: masters first, then minions, each by id, whatever the input order', () => {
+    const machines = [desired(minion2), desired(master2), desired(minion), desired(master)];
+    const ledger = new Map([[master.id, ledgerOf(master)]]);
+    const a = plan({ machines, expectedMasters: 2 }, { ledger });
+    const b = plan({ machines: [...machines].reverse(), expectedMasters: 2 }, { ledger });
+    expect(a).toEqual(b);
+    expect(a.map((p) => p.id)).toEqual([master.id, master2.id, minion.id, minion2.id]);
+  });
+});
+
+describe('plan: resuming after an interruption', () => {
+  const all = stepsOf(units(master)).map((s) => s.id);
+
+  it.each([1, 2, 3, 4])('after %i steps were done, plans exactly the rest, the interrupted step first', (n) => {
+    const plans = plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master, n)]]) });
+    const p = find(plans, master)!;
+    expect(p).toMatchObject({ action: 'deploy', reason: 'resume' });
+    expect(ids(p)).toEqual(all.slice(n));
+  });
+
+  it('redoes the step that was in flight when the overlord stopped (the executor checks a start step first)', () => {
+    const entry = ledgerOf(master, 2); // write-units, daemon-reload done; the download recorded in flight
+    expect(entry.steps['start:corekube-download.service']!.state).toBe('in-flight');
+    const p = find(plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, entry]]) }), master);
+    expect(ids(p)[0]).toBe('start:corekube-download.service');
+  });
+
+  it('after a new boot, checks every start step again but does not rewrite files', () => {
+    const rebooted = makeRecord(1, 'master', { bootId: 'feedfacefeedfacefeedfacefeedface' });
+    const p = find(plan({ machines: [desired(rebooted)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master)]]) }), rebooted);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'reboot' });
+    expect(ids(p)).toEqual(all.filter((id) => id.startsWith('start:')));
+  });
+
+  it('after a new boot mid-deploy, plans the steps not done plus the start steps done before the reboot', () => {
+    const rebooted = makeRecord(1, 'master', { bootId: 'feedfacefeedfacefeedfacefeedface' });
+    const p = find(plan({ machines: [desired(rebooted)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master, 1)]]) }), rebooted);
+    expect(ids(p)).toEqual(all.slice(1));
+  });
+});
+
+describe('plan: changed templates', () => {
+  it('redeploys a deployed machine from the first step when the units hash changes', () => {
+    const v2 = fakeUnits('v2');
+    const p = find(plan({ machines: [desired(master, v2)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master)]]) }), master);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'units-changed' });
+    expect(ids(p)).toEqual(stepsOf(v2(master)).map((s) => s.id));
+  });
+
+  it('redeploys a failed machine when the units change', () => {
+    const failed = stepFailed(ledgerOf(master, 2), 'start:corekube-download.service', 'E_UNIT_FAILED: boom', false, NOW);
+    const p = find(plan({ machines: [desired(master, fakeUnits('v2'))], expectedMasters: 1 }, { ledger: new Map([[master.id, failed]]) }), master);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'units-changed' });
+  });
+});
+
+describe('plan: failures', () => {
+  it('leaves a terminally failed machine alone in the same boot with the same units', () => {
+    const failed = stepFailed(ledgerOf(master, 2), 'start:corekube-download.service', 'E_UNIT_FAILED: boom', false, NOW);
+    expect(find(plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, failed]]) }), master)).toMatchObject({ action: 'none', state: 'failed' });
+  });
+
+  it('plans a machine that failed for a retryable reason again, from the failed step', () => {
+    const failed = stepFailed(ledgerOf(master, 2), 'start:corekube-download.service', 'E_SSH: unreachable', true, NOW);
+    const p = find(plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, failed]]) }), master);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'retry' });
+    expect(ids(p)[0]).toBe('start:corekube-download.service');
+  });
+
+  it('retries a terminally failed machine after it rebooted', () => {
+    const failed = stepFailed(ledgerOf(master, 2), 'start:corekube-download.service', 'E_UNIT_FAILED: boom', false, NOW);
+    const rebooted = makeRecord(1, 'master', { bootId: 'feedfacefeedfacefeedfacefeedface' });
+    expect(find(plan({ machines: [desired(rebooted)], expectedMasters: 1 }, { ledger: new Map([[master.id, failed]]) }), rebooted)).toMatchObject({ action: 'deploy', reason: 'reboot' });
+  });
+
+  it('fails a machine whose units do not render, once', () => {
+    const broken: DesiredMachine = { record: master, renderError: 'E_TEMPLATE: rendering failed' };
+    expect(find(plan({ machines: [broken], expectedMasters: 1 }, { ledger: new Map() }), master)).toMatchObject({ action: 'fail', reason: 'E_TEMPLATE: rendering failed' });
+  });
+});
+
+describe('plan: gates', () => {
+  it('keeps masters waiting until the expected number of masters announced', () => {
+    const plans = plan({ machines: [desired(master), desired(master2)], expectedMasters: 3 }, { ledger: new Map() });
+    expect(plans.every((p) => p.action === 'wait')).toBe(true);
+    expect(find(plans, master)).toMatchObject({ reason: 'waiting for 3 masters to announce (2 so far)' });
+  });
+
+  it('keeps minions waiting until a master is deployed', () => {
+    const plans = plan({ machines: [desired(master), desired(minion)], expectedMasters: 1 }, { ledger: new Map() });
+    expect(find(plans, master)).toMatchObject({ action: 'deploy' });
+    expect(find(plans, minion)).toMatchObject({ action: 'wait', reason: 'waiting for a master to be deployed' });
+  });
+
+  it('keeps minions waiting while another master is still deploying, then lets them go', () => {
+    const ledger = new Map([[master.id, ledgerOf(master)]]);
+    const busy = plan({ machines: [desired(master), desired(master2), desired(minion)], expectedMasters: 2 }, { ledger });
+    expect(find(busy, minion)).toMatchObject({ action: 'wait', reason: 'waiting for the masters being deployed' });
+    ledger.set(master2.id, ledgerOf(master2));
+    const free = plan({ machines: [desired(master), desired(master2), desired(minion)], expectedMasters: 2 }, { ledger });
+    expect(find(free, minion)).toMatchObject({ action: 'deploy', reason: 'new' });
+  });
+
+  it('lets minions go when the only other master failed terminally', () => {
+    const ledger = new Map([
+      [master.id, ledgerOf(master)],
+      [master2.id, stepFailed(ledgerOf(master2, 2), 'start:corekube-download.service', 'boom', false, NOW)],
+    ]);
+    expect(find(plan({ machines: [desired(master), desired(master2), desired(minion)], expectedMasters: 2 }, { ledger }), minion)).toMatchObject({ action: 'deploy' });
+  });
+
+  it('holds a minion whose units cannot render yet (no deployed master) as waiting, not failed', () => {
+    const broken: DesiredMachine = { record: minion, renderError: 'no deployed master' };
+    expect(find(plan({ machines: [desired(master), broken], expectedMasters: 1 }, { ledger: new Map() }), minion)).toMatchObject({ action: 'wait' });
+  });
+
+  it('gives units the announced masters, and the deployed ones apart', () => {
+    const view = clusterView([minion, master2, master], new Map([[master2.id, ledgerOf(master2)]]));
+    expect(view.masters.map((m) => m.id)).toEqual([master.id, master2.id]);
+    expect(view.deployedMasters.map((m) => m.id)).toEqual([master2.id]);
+  });
+});
+
+describe('plan: applying twice does no harm', () => {
+  it('a plan recomputed from the same state is the same plan', () => {
+    const ledger = new Map([[master.id, ledgerOf(master, 3)]]);
+    const input = { machines: [desired(master), desired(minion)], expectedMasters: 1 };
+    expect(plan(input, { ledger })).toEqual(plan(input, { ledger }));
+  });
+});
