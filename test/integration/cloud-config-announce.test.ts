@@ -1,0 +1,237 @@
+/**
+ * The rendered corekube-announce script against a real etcd (Debian etcd-server) set up the way discovery
+ * is: https on the client port (certificates made with openssl here), auth enabled, a `root` user, and the
+ * `joiner` user whose password is the join token with readwrite on the cluster's machines/ prefix only.
+ * The script runs on this host with its file paths and discovery address overridden through the
+ * environment; 127.0.0.1 plays the discovery IP. Short TTLs keep the test quick.
+ */
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, closeSync, openSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootPlan } from '../../cloud-config/index.ts';
+import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import { parseMachineRecord } from '../../overlord/machine-record.ts';
+import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { onExit } from '../harness/cleanup.ts';
+import { freePort } from '../harness/ports.ts';
+import { missingParts } from '../harness/requirements.ts';
+
+const run = promisify(execFile);
+const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const skip = missingParts(...['etcd', 'etcdctl', 'openssl', 'curl', 'ip', 'bash'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
+
+const CLUSTER = 'announce-it';
+const JOIN_TOKEN = randomBytes(24).toString('hex');
+const ROOT_PASSWORD = randomBytes(24).toString('hex');
+const LEASE_TTL = 3;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth', () => {
+  let dir = '';
+  let etcd: ChildProcess | undefined;
+  let clientPort = 0;
+  let client: Etcd3 | undefined;
+  let script = '';
+  const scripts = new Set<ChildProcess>();
+  const keys = clusterKeys(CLUSTER);
+
+  const killGroup = (p: ChildProcess) => {
+    if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) {
+      try {
+        process.kill(-p.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  };
+  const teardown = () => {
+    for (const p of scripts) killGroup(p);
+    if (etcd?.pid !== undefined && etcd.exitCode === null) etcd.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
+  let unregister = () => {};
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-announce-'));
+    unregister = onExit('announce test', teardown);
+    const tls = path.join(dir, 'tls');
+    await mkdir(tls, { mode: 0o700 });
+    const f = (n: string) => path.join(tls, n);
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '1', '-subj', '/CN=announce-test-discovery-ca']);
+    await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=discovery']);
+    await writeFile(f('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+    await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
+      '-out', f('server.crt'), '-days', '1', '-extfile', f('server.ext')]);
+    const ca = await readFile(f('ca.crt'));
+
+    // discovery's flags: TLS server, no client certificates (nodes hold none), auth by etcd users
+    clientPort = await freePort();
+    const peerPort = await freePort(['127.0.0.1'], [clientPort]);
+    const log = openSync(path.join(dir, 'etcd.log'), 'a');
+    etcd = spawn('etcd', [
+      '--name', 'discovery', '--data-dir', path.join(dir, 'data'),
+      '--listen-client-urls', `https://127.0.0.1:${clientPort}`, '--advertise-client-urls', `https://127.0.0.1:${clientPort}`,
+      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
+      '--cert-file', f('server.crt'), '--key-file', f('server.key'), '--log-level', 'warn', '--logger', 'zap',
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+    await waitHealthy(clientPort, ca, etcd);
+
+    const etcdctl = (...args: string[]) => run('etcdctl', [`--endpoints=https://127.0.0.1:${clientPort}`, `--cacert=${f('ca.crt')}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+    await etcdctl('user', 'add', 'root', `--new-user-password=${ROOT_PASSWORD}`);
+    await etcdctl('role', 'add', 'joiner');
+    await etcdctl('role', 'grant-permission', 'joiner', 'readwrite', keys.machines, '--prefix=true');
+    await etcdctl('user', 'add', 'joiner', `--new-user-password=${JOIN_TOKEN}`);
+    await etcdctl('user', 'grant-role', 'joiner', 'joiner');
+    await etcdctl('auth', 'enable');
+    client = new Etcd3({ hosts: `https://127.0.0.1:${clientPort}`, credentials: { rootCertificate: ca }, auth: { username: 'root', password: ROOT_PASSWORD } });
+
+    // the machine: config dir as cloud-config writes it, identity files, and the rendered script
+    const config = path.join(dir, 'etc-corekube');
+    await mkdir(path.join(config, path.dirname(CONFIG_FILES.discoveryCa)), { recursive: true });
+    await mkdir(path.join(config, path.dirname(CONFIG_FILES.joinToken)), { recursive: true });
+    await writeFile(path.join(config, CONFIG_FILES.discoveryCa), ca);
+    await writeFile(path.join(config, CONFIG_FILES.joinToken), `${JOIN_TOKEN}\n`, { mode: 0o600 });
+    const spec = parseClusterSpec({ flags: { name: CLUSTER } });
+    script = path.join(dir, 'corekube-announce');
+    await writeFile(script, bootPlan('minion', spec).files.find((x) => x.path.endsWith('/corekube-announce'))!.content);
+    chmodSync(script, 0o755);
+  });
+
+  afterAll(async () => {
+    client?.close();
+    teardown();
+    unregister();
+  });
+
+  /** A machine: its own id files, then the script running in its own process group (like a unit's cgroup). */
+  async function startMachine(opts: { token?: string } = {}) {
+    const id = randomBytes(16).toString('hex');
+    const m = path.join(dir, `machine-${id}`);
+    await mkdir(m);
+    const bootId = randomUUID();
+    await writeFile(path.join(m, 'machine-id'), `${id}\n`);
+    await writeFile(path.join(m, 'boot_id'), `${bootId}\n`);
+    await writeFile(path.join(m, 'hostname'), 'minion-7\n');
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'root@minion-7', '-f', path.join(m, 'host_key')]).catch(async () => {
+      await writeFile(path.join(m, 'host_key.pub'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly0000000000000000000000 root@minion-7\n');
+    });
+    let config = path.join(dir, 'etc-corekube');
+    if (opts.token !== undefined) {
+      config = path.join(m, 'etc-corekube');
+      await mkdir(path.join(config, 'secrets'), { recursive: true });
+      await mkdir(path.join(config, 'pki'), { recursive: true });
+      await writeFile(path.join(config, CONFIG_FILES.discoveryCa), await readFile(path.join(dir, 'tls', 'ca.crt')));
+      await writeFile(path.join(config, CONFIG_FILES.joinToken), `${opts.token}\n`, { mode: 0o600 });
+    }
+    const proc = spawn('bash', [script], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: {
+        PATH: process.env.PATH,
+        COREKUBE_CONFIG_DIR: config,
+        COREKUBE_DISCOVERY_IP: '127.0.0.1',
+        COREKUBE_DISCOVERY_PORT: String(clientPort),
+        COREKUBE_LEASE_TTL: String(LEASE_TTL),
+        COREKUBE_KEEPALIVE_INTERVAL: '1',
+        COREKUBE_STATE_DIR: path.join(m, 'run'),
+        COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
+        COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
+        COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
+        COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
+        COREKUBE_HOST_KEY_WAIT: '0',
+        COREKUBE_BACKOFF_BASE: '0',
+        TMPDIR: m,
+      },
+    });
+    scripts.add(proc);
+    let stderr = '';
+    proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    const hostKey = (await readFile(path.join(m, 'host_key.pub'), 'utf8')).split(' ').slice(0, 2).join(' ');
+    return { id, bootId, hostKey, proc, exited, stderr: () => stderr, key: keys.machine(id) };
+  }
+
+  async function read(key: string) {
+    const res = await client!.get(key).exec();
+    const kv = res.kvs[0];
+    return kv ? { value: kv.value.toString(), lease: kv.lease.toString() } : undefined;
+  }
+
+  async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await probe();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await sleep(100);
+    }
+  }
+
+  it('puts the machine record under a lease, keeps it alive, and the record expires once the machine dies', async () => {
+    const m = await startMachine();
+    const first = await until('the record', 15_000, () => read(m.key));
+    const parsed = parseMachineRecord(m.id, first.value);
+    expect(parsed).toMatchObject({ ok: true, record: { schema: 1, id: m.id, role: 'minion', ip: '127.0.0.1', hostname: 'minion-7', bootId: m.bootId, sshHostKey: m.hostKey } });
+    expect(first.lease).not.toBe('0');
+
+    // well past the TTL, the record is still there under the same lease: the keepalives work
+    await sleep((LEASE_TTL + 2) * 1000);
+    expect(await read(m.key)).toEqual(first);
+
+    // the machine dies (no chance to revoke): the lease expires and takes the record with it
+    process.kill(-m.proc.pid!, 'SIGKILL');
+    const killedAt = Date.now();
+    await until('the record to expire', (LEASE_TTL + 5) * 1000, async () => ((await read(m.key)) === undefined ? true : undefined));
+    expect(Date.now() - killedAt).toBeGreaterThan(500);
+    expect(m.stderr()).not.toContain(JOIN_TOKEN);
+  });
+
+  it('revokes its lease on SIGTERM (a clean shutdown), so the record goes at once', async () => {
+    const m = await startMachine();
+    await until('the record', 15_000, () => read(m.key));
+    process.kill(m.proc.pid!, 'SIGTERM');
+    expect(await m.exited).toBe(0);
+    expect(await read(m.key)).toBeUndefined();
+    expect(m.stderr()).toContain('revoked lease');
+  });
+
+  it('exits non-zero and writes nothing when discovery refuses its join token', async () => {
+    const m = await startMachine({ token: 'WrongTokenWrongToken0123456789' });
+    expect(await m.exited).toBe(1);
+    expect(await read(m.key)).toBeUndefined();
+    expect(m.stderr()).toMatch(/cannot authenticate to discovery/);
+    expect(m.stderr()).not.toContain('WrongTokenWrongToken0123456789');
+  });
+});
+
+async function waitHealthy(port: number, ca: Buffer, proc: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`etcd exited with ${proc.exitCode}`);
+    const body = await new Promise<string>((resolve) => {
+      const req = https.request({ host: '127.0.0.1', port, path: '/health', ca, timeout: 1000 }, (res) => {
+        let t = '';
+        res.on('data', (c: Buffer) => (t += c.toString()));
+        res.on('end', () => resolve(t));
+      });
+      req.on('error', () => resolve(''));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
+    if (/"health":\s*"true"/.test(body)) return;
+    if (Date.now() > deadline) throw new Error('etcd did not become healthy within 15 s');
+    await sleep(50);
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * What cloud-config writes, checked by real tools as shipped (taken from the rendered user_data of every
+ * role on both OS profiles): `systemd-analyze verify` on every unit, under --root with the role's files
+ * written and stand-ins for the binaries the OS provides (docker, test) or a script downloads (etcd),
+ * failing on ANY output since warnings exit 0; `bash -n` and shellcheck on every script.
+ */
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BOOT_ROLES, renderUserData } from '../../cloud-config/index.ts';
+import { MACHINE_PATHS } from '../../cloud-config/machine-paths.ts';
+import { parseClusterSpec, type OsProfile } from '../../spec/cluster-spec.ts';
+import { missingParts } from '../harness/requirements.ts';
+import YAML from 'yaml';
+
+const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const SYSTEM_UNIT_DIR = ['/usr/lib/systemd/system', '/lib/systemd/system'].find((d) => existsSync(path.join(d, 'multi-user.target')));
+
+interface Shipped {
+  units: { name: string; content: string }[];
+  files: { path: string; content: string; permissions: string }[];
+}
+
+/** The units and files exactly as the user_data carries them, per OS dialect. */
+function shipped(role: (typeof BOOT_ROLES)[number], os: OsProfile): Shipped {
+  const doc = YAML.parse(renderUserData(role, parseClusterSpec({ flags: { name: 'verify', os } }))) as {
+    coreos?: { units: { name: string; content: string }[] };
+    write_files: { path: string; content: string; permissions: string }[];
+  };
+  const unitDir = `${MACHINE_PATHS.unitDir}/`;
+  const units = os === 'flatcar'
+    ? doc.coreos!.units.map((u) => ({ name: u.name, content: u.content }))
+    : doc.write_files.filter((f) => f.path.startsWith(unitDir)).map((f) => ({ name: f.path.slice(unitDir.length), content: f.content }));
+  return { units, files: doc.write_files.filter((f) => !f.path.startsWith(unitDir)) };
+}
+
+const CASES = BOOT_ROLES.flatMap((role) => (['flatcar', 'ubuntu'] as const).map((os) => ({ role, os })));
+
+const dirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+function runFile(file: string, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, out: `${stdout}${stderr}`.trim() });
+    });
+  });
+}
+
+const STUB = '#!/bin/sh\n# stand-in for a binary the OS provides or a script downloads\nexit 0\n';
+
+const verifySkip = missingParts(
+  has('systemd-analyze') ? undefined : 'systemd-analyze is not installed (Debian package systemd)',
+  SYSTEM_UNIT_DIR ? undefined : 'no systemd unit directory with multi-user.target',
+);
+
+describe.skipIf(verifySkip)('systemd-analyze verify on every unit cloud-config writes', () => {
+  it.each(CASES)('$role on $os: every unit verifies without a single line of output', async ({ role, os: profile }) => {
+    const root = await mkdtemp(path.join(os.tmpdir(), `corekube-ccverify-${role}-`));
+    dirs.push(root);
+    await cp(SYSTEM_UNIT_DIR!, path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
+    const { units, files } = shipped(role, profile);
+    for (const f of files) {
+      const target = path.join(root, f.path);
+      await mkdir(path.dirname(target), { recursive: true });
+      await writeFile(target, f.content);
+      await chmod(target, parseInt(f.permissions, 8));
+    }
+    // what the OS images ship (docker on the overlord; coreutils' test) and what corekube-install-etcd fetches
+    for (const bin of ['/usr/bin/docker', '/usr/bin/test', `${MACHINE_PATHS.binDir}/etcd`]) {
+      await mkdir(path.join(root, path.dirname(bin)), { recursive: true });
+      await writeFile(path.join(root, bin), STUB, { mode: 0o755 });
+    }
+    await mkdir(path.join(root, 'usr/lib/systemd/system'), { recursive: true });
+    await writeFile(path.join(root, 'usr/lib/systemd/system/docker.service'), '[Unit]\nDescription=stand-in for the OS docker.service\n\n[Service]\nExecStart=/usr/bin/docker\n');
+    await mkdir(path.join(root, 'etc/systemd/system'), { recursive: true });
+    for (const u of units) await writeFile(path.join(root, 'etc/systemd/system', u.name), u.content);
+
+    expect(units.length).toBeGreaterThan(0);
+    for (const u of units) {
+      const r = await runFile('systemd-analyze', ['verify', '--man=no', `--root=${root}`, `/etc/systemd/system/${u.name}`]);
+      expect(`${u.name}: ${r.out}${r.code ? ` (exit ${r.code})` : ''}`).toBe(`${u.name}: `);
+    }
+  });
+});
+
+const shellSkip = missingParts(
+  has('bash') ? undefined : 'bash is not installed',
+  has('shellcheck') ? undefined : 'shellcheck is not installed (Debian package shellcheck)',
+);
+
+describe.skipIf(shellSkip)('the scripts cloud-config writes', () => {
+  it.each(CASES)('$role on $os: every script parses (bash -n) and shellcheck finds nothing', async ({ role, os: profile }) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), `corekube-ccscripts-${role}-`));
+    dirs.push(dir);
+    const scripts = shipped(role, profile).files.filter((f) => f.permissions === '0755');
+    if (role !== 'overlord') expect(scripts.length).toBeGreaterThan(0);
+    for (const s of scripts) {
+      const file = path.join(dir, path.basename(s.path));
+      await writeFile(file, s.content, { mode: 0o755 });
+      expect(s.content.startsWith('#!/bin/bash\n'), s.path).toBe(true);
+      expect(await runFile('bash', ['-n', file]), s.path).toEqual({ code: 0, out: '' });
+      expect(await runFile('shellcheck', ['--shell=bash', '--severity=info', file]), s.path).toEqual({ code: 0, out: '' });
+    }
+  });
+});
