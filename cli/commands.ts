@@ -1,9 +1,15 @@
 import type { Command } from './command.ts';
+import { cloudConfigRenderCommand } from './cloud-config.ts';
+import { overlordCommand } from './overlord.ts';
+import { statusCommand } from './status.ts';
 import { unitsRenderCommand } from './units.ts';
 import { kubeconfigCommand } from './kubeconfig.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
+  overlordCommand,
+  statusCommand,
   unitsRenderCommand,
   kubeconfigCommand,
+  cloudConfigRenderCommand,
 ];

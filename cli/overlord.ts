@@ -1,0 +1,130 @@
+import { readFileSync } from 'node:fs';
+import { CorekubeError } from '../core/errors.ts';
+import { systemClock } from '../overlord/clock.ts';
+import { etcdHostKeys } from '../overlord/hostkeys.ts';
+import { clusterKeys } from '../overlord/keys.ts';
+import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
+import type { MachineRecord } from '../overlord/machine-record.ts';
+import { DEFAULT_CONCURRENCY, runOverlord } from '../overlord/overlord.ts';
+import type { ClusterView, RenderedUnits } from '../overlord/planner.ts';
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
+import type { Command } from './command.ts';
+import { parseSpecArgs, specUsage } from './spec-options.ts';
+import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+
+const usage = `Usage: corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
+                        --ssh-user USER --ssh-key FILE [--concurrency N] [--cluster NAME]
+                        [-c overlord.yaml] [--log-format json|pretty] [spec options]
+
+Runs the overlord: watches the machines announced in the discovery etcd, deploys each role's units over
+SSH in parallel, records every step in etcd (ledger) and resumes where it stopped after a restart.
+SIGTERM/SIGINT stop it cleanly. Logs go to stdout: JSON, or pretty on a terminal.
+
+${ETCD_USAGE}
+  --ssh-user USER        user the overlord logs in as on every machine (privileged commands use sudo -n
+                         unless it is root) (default corekube)
+  --ssh-key FILE         the overlord's SSH private key (required)
+  --ssh-port N           SSH port of the machines (default 22)
+  --concurrency N        machines deployed at once (default ${DEFAULT_CONCURRENCY})
+  --cluster NAME         etcd key prefix /corekube/NAME/ (default: the spec's name)
+  --log-format FORMAT    json (default unless stdout is a terminal) or pretty
+  --log-level LEVEL      info (default), debug, warn, error
+
+The cluster spec (the file the overlord server's cloud-config writes, given with -c) says how many masters
+and minions the initial cluster has (cluster-ready) and what every machine's units contain.
+
+${specUsage()}`;
+
+export const overlordCommand: Command = {
+  path: ['overlord'],
+  summary: 'run the overlord: deploy every announced machine over SSH, record progress in etcd',
+  usage,
+  async run(argv) {
+    const { spec, values } = parseSpecArgs(
+      argv,
+      {
+        ...ETCD_OPTIONS,
+        'ssh-user': { type: 'string' },
+        'ssh-key': { type: 'string' },
+        'ssh-port': { type: 'string' },
+        concurrency: { type: 'string' },
+        cluster: { type: 'string' },
+        'log-format': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+      usage,
+    );
+    const sshUser = values['ssh-user'] ?? 'corekube';
+    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) throw new CorekubeError('E_USAGE', `--ssh-user ${JSON.stringify(sshUser)} is not a user name`, { hint: 'for example --ssh-user corekube' });
+    if (values['ssh-key'] === undefined) throw new CorekubeError('E_USAGE', '--ssh-key is required', { hint: 'give the overlord\'s SSH private key file, e.g. --ssh-key /var/lib/corekube/ssh/id_ed25519' });
+    const concurrency = positiveInt('concurrency', values.concurrency, DEFAULT_CONCURRENCY);
+    const sshPort = positiveInt('ssh-port', values['ssh-port'], 22);
+    const format = parseLogFormat(values['log-format']);
+    const cluster = values.cluster ?? spec.name;
+    let privateKey: string;
+    try {
+      privateKey = readFileSync(values['ssh-key'], 'utf8');
+    } catch (err) {
+      throw new CorekubeError('E_USAGE', `--ssh-key ${values['ssh-key']} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { hint: 'give the path of the overlord\'s SSH private key' });
+    }
+
+    const log = createLogger({ ...(format ? { format } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    const store = openEtcdStore(values);
+    // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
+    const { createSshRunner } = await import('../overlord/ssh-runner.ts');
+    const hosts = createSshRunner({ user: sshUser, privateKey, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster)) });
+
+    const stop = new AbortController();
+    const onSignal = (sig: NodeJS.Signals) => {
+      log.info({ event: 'overlord.signal', signal: sig }, `received ${sig}`);
+      stop.abort(new CorekubeError('E_INTERNAL', `stopped by ${sig}`));
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    try {
+      const overlord = await runOverlord(
+        { store, hosts, clock: systemClock, log },
+        {
+          cluster,
+          sshUser,
+          unitsFor: unitsForSpec(spec),
+          expected: { masters: spec.masters, minions: spec.minions },
+          concurrency,
+          signal: stop.signal,
+        },
+      );
+      await overlord.done;
+      return 0;
+    } catch (err) {
+      if (stop.signal.aborted && !(err instanceof CorekubeError && err.code === 'E_NOT_LEADER')) return 0;
+      log.fatal({ event: 'overlord.fatal', ...errorFields(err) }, 'overlord stopped on an error');
+      throw err;
+    } finally {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      await hosts.close().catch(() => undefined);
+      await store.close();
+    }
+  },
+};
+
+/**
+ * units/ wiring: a master's units name every announced master (its etcd initial cluster); a minion's the
+ * deployed masters (the API it joins). The TLS files sit at PKI_PATHS; the PKI room delivers them.
+ */
+export function unitsForSpec(spec: ClusterSpec): (record: MachineRecord, view: ClusterView) => RenderedUnits {
+  return (record, view) => {
+    const masters = record.role === 'master' ? view.masters : view.deployedMasters;
+    return renderUnits(
+      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
+    );
+  };
+}
+
+function positiveInt(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new CorekubeError('E_USAGE', `--${flag} must be a positive whole number (got ${JSON.stringify(value)})`, { hint: `for example --${flag} ${fallback}` });
+  return n;
+}

@@ -1,0 +1,71 @@
+import { readFileSync } from 'node:fs';
+import { CorekubeError } from '../core/errors.ts';
+import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { clusterKeys } from '../overlord/keys.ts';
+import { formatStatusTable, readStatus } from '../overlord/status.ts';
+import type { Store } from '../overlord/store.ts';
+import { parseOptions, type Command } from './command.ts';
+
+/** The etcd connection flags `corekube status` and `corekube overlord` share. */
+export const ETCD_OPTIONS = {
+  'etcd-endpoints': { type: 'string' },
+  'etcd-ca': { type: 'string' },
+  'etcd-cert': { type: 'string' },
+  'etcd-key': { type: 'string' },
+} as const;
+
+export const ETCD_USAGE = `  --etcd-endpoints URLS  discovery etcd client URLs, comma-separated (https://10.240.0.10:2379) (required)
+  --etcd-ca FILE         CA certificate (PEM) that signed etcd's serving certificate
+  --etcd-cert FILE       client certificate (PEM) for etcd's client-cert auth
+  --etcd-key FILE        its private key (PEM)`;
+
+/** Opens the etcd store the flags describe; reads the TLS files here, at the edge. */
+export function openEtcdStore(values: { 'etcd-endpoints'?: string; 'etcd-ca'?: string; 'etcd-cert'?: string; 'etcd-key'?: string }): Store {
+  const endpoints = (values['etcd-endpoints'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (endpoints.length === 0) throw new CorekubeError('E_USAGE', '--etcd-endpoints is required', { hint: 'for example --etcd-endpoints https://10.240.0.10:2379' });
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(e)) throw new CorekubeError('E_USAGE', `--etcd-endpoints: ${JSON.stringify(e)} is not an http(s)://HOST:PORT URL`, { hint: 'for example https://10.240.0.10:2379' });
+  }
+  const read = (flag: string, path: string | undefined) => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new CorekubeError('E_USAGE', `--${flag} ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { hint: `give the path of a readable PEM file to --${flag}` });
+    }
+  };
+  const ca = read('etcd-ca', values['etcd-ca']);
+  const cert = read('etcd-cert', values['etcd-cert']);
+  const key = read('etcd-key', values['etcd-key']);
+  if ((cert === undefined) !== (key === undefined)) throw new CorekubeError('E_USAGE', '--etcd-cert and --etcd-key go together', { hint: 'give both, or neither' });
+  if (cert !== undefined && ca === undefined) throw new CorekubeError('E_USAGE', '--etcd-cert needs --etcd-ca', { hint: 'give the CA that signed etcd\'s certificate with --etcd-ca' });
+  return createEtcdStore({ endpoints, ...(ca ? { tls: { ca, ...(cert ? { cert } : {}), ...(key ? { key } : {}) } } : {}) });
+}
+
+const usage = `Usage: corekube status --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--cluster NAME] [--json]
+
+Shows every machine of a cluster — role, IP, state (pending, deploying, deployed, failed), the current
+step and the last error — read from the discovery etcd (machine records and the overlord's ledger).
+
+${ETCD_USAGE}
+  --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
+  --json                 print one JSON object: {"machines":[{"id","role","ip","state","step","error","subnet"}…]}`;
+
+export const statusCommand: Command = {
+  path: ['status'],
+  summary: 'show every machine of a cluster: role, IP, state, current step, last error',
+  usage,
+  async run(argv) {
+    const { values } = parseOptions(argv, { ...ETCD_OPTIONS, cluster: { type: 'string' }, json: { type: 'boolean' } }, usage);
+    const cluster = values.cluster ?? 'corekube';
+    if (!/^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/.test(cluster)) throw new CorekubeError('E_USAGE', `--cluster ${JSON.stringify(cluster)} is not a cluster name`, { hint: 'the name given to corekube heat generate --name' });
+    const store = openEtcdStore(values);
+    try {
+      const report = await readStatus(store, clusterKeys(cluster));
+      process.stdout.write(values.json ? `${JSON.stringify(report)}\n` : formatStatusTable(report));
+      return 0;
+    } finally {
+      await store.close();
+    }
+  },
+};
