@@ -78,7 +78,10 @@ class EtcdStore implements Store {
       lost = true;
       this.watchers.delete(watcher);
       void watcher.cancel().catch(() => undefined);
-      listener.onLost(err.message);
+      // etcd cancels a watch behind a compaction with compact_revision set and no reason text; etcd3 keeps
+      // only the text, so an empty reason is read as what it is in practice: a compaction
+      const reason = err.message.replace(/^Watcher canceled:\s*/, '');
+      listener.onLost(reason === '' ? 'etcd cancelled the watch: the revision it started from was compacted' : `etcd cancelled the watch: ${reason}`);
     });
     return {
       cancel: async () => {
