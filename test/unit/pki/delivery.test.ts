@@ -62,4 +62,11 @@ describe('PKI delivery', () => {
       ['/etc/corekube/pki/discovery/server.key', '0600'],
     ]);
   });
+
+  it('lists, per role, the files and modes a reviewer diffs', async () => {
+    const listing = (files: { path: string; mode: string }[]) => `${files.map((f) => `${f.mode} ${f.path}`).join('\n')}\n`;
+    await expect(listing(machinePkiFiles(master))).toMatchFileSnapshot('__snapshots__/master.files.txt');
+    await expect(listing(machinePkiFiles(minion))).toMatchFileSnapshot('__snapshots__/minion.files.txt');
+    await expect(listing(discoveryPkiFiles(discovery))).toMatchFileSnapshot('__snapshots__/discovery.files.txt');
+  });
 });

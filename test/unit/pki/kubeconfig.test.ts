@@ -31,4 +31,10 @@ describe('kubeconfig', () => {
     expect(doc.users[0].user).toEqual({ 'client-certificate': PKI_PATHS.kubelet.cert, 'client-key': PKI_PATHS.kubelet.key });
     expect(findSecrets(text)).toEqual([]);
   });
+
+  it('renders the component kubeconfig a reviewer diffs', async () => {
+    // (an embedded kubeconfig is a credential: not snapshotted, so repository-wide secret scans stay clean)
+    await expect(renderKubeconfig(fileKubeconfig({ cluster: 'demo', server: 'https://127.0.0.1:6443', user: 'system:kube-scheduler', caFile: PKI_PATHS.ca, certFile: PKI_PATHS.scheduler.cert, keyFile: PKI_PATHS.scheduler.key })))
+      .toMatchFileSnapshot('__snapshots__/scheduler.kubeconfig.yaml');
+  });
 });
