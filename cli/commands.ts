@@ -1,5 +1,6 @@
 import type { Command } from './command.ts';
 import { cloudConfigRenderCommand } from './cloud-config.ts';
+import { heatGenerateCommand, heatNodeCommand } from './heat.ts';
 import { overlordCommand } from './overlord.ts';
 import { statusCommand } from './status.ts';
 import { unitsRenderCommand } from './units.ts';
@@ -7,6 +8,8 @@ import { kubeconfigCommand } from './kubeconfig.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
+  heatGenerateCommand,
+  heatNodeCommand,
   overlordCommand,
   statusCommand,
   unitsRenderCommand,

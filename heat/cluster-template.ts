@@ -34,7 +34,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
       ...waitConditionResources({ clusterReadyAfter: [MASTERS, MINIONS] }),
       ...serverResources(spec, plan, render),
     },
-    outputs: clusterOutputs(),
+    outputs: clusterOutputs(spec),
   };
 }
 

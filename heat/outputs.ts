@@ -1,4 +1,5 @@
 import { ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
+import type { ClusterSpec, OsProfile } from '../spec/cluster-spec.ts';
 import { getAttr, getResource, strReplace, type Output } from './hot.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, PORTS } from './security.ts';
@@ -9,9 +10,15 @@ import { DISCOVERY_PORT, firstMemberIp, groupIps, MASTERS, MINIONS, OVERLORD_FLO
  * carries the join token, a wait-condition token or any key. The network and security group IDs are what
  * `corekube heat node` asks for when booting one more node by hand.
  */
-export const OVERLORD_SSH_USER = 'corekube';
+/**
+ * The key_name key pair lands in the image's default user (Flatcar `core`, Ubuntu `ubuntu`), who has
+ * passwordless sudo; the `corekube` user holds only the overlord's own key, so an admin logs in as the
+ * default user and reads the container's logs with sudo.
+ */
+export const ADMIN_SSH_USER: Readonly<Record<OsProfile, string>> = { flatcar: 'core', ubuntu: 'ubuntu' };
 
-export function clusterOutputs(): Record<string, Output> {
+export function clusterOutputs(spec: ClusterSpec): Record<string, Output> {
+  const user = ADMIN_SSH_USER[spec.os];
   const overlordPublicIp = getAttr(OVERLORD_FLOATING_IP, 'floating_ip_address');
   return {
     discovery_endpoint: {
@@ -29,14 +36,14 @@ export function clusterOutputs(): Record<string, Output> {
     },
     api_tunnel: {
       description: 'Forwards the Kubernetes API to localhost:6443 through the overlord.',
-      value: strReplace(`ssh -N -L ${PORTS.apiserver}:MASTER:${PORTS.apiserver} ${OVERLORD_SSH_USER}@OVERLORD`, {
+      value: strReplace(`ssh -N -L ${PORTS.apiserver}:MASTER:${PORTS.apiserver} ${user}@OVERLORD`, {
         MASTER: firstMemberIp(MASTERS),
         OVERLORD: overlordPublicIp,
       }),
     },
     follow_progress: {
-      description: 'Follows the overlord deploying the cluster.',
-      value: strReplace(`ssh ${OVERLORD_SSH_USER}@HOST docker logs -f overlord`, { HOST: overlordPublicIp }),
+      description: 'Follows the overlord deploying the cluster (log in with the key_name key).',
+      value: strReplace(`ssh ${user}@HOST sudo docker logs -f overlord`, { HOST: overlordPublicIp }),
     },
     private_network: { description: 'ID of the private network (for `corekube heat node`).', value: getResource(PRIVATE_NET) },
     private_subnet: { description: 'ID of the private subnet (for `corekube heat node`).', value: getResource(PRIVATE_SUBNET) },

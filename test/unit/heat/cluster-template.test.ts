@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
-import { renderUserData } from './fake-render.ts';
+import { renderUserData } from '../../../cloud-config/index.ts';
 import { parseYaml } from '../../../core/yaml.ts';
 import { clusterTemplate, renderClusterTemplate } from '../../../heat/cluster-template.ts';
 import type { HeatValue, Resource, Template } from '../../../heat/hot.ts';
@@ -181,6 +181,16 @@ describe('cluster template boot order and user_data', () => {
     expect(props.character_classes).toEqual([{ class: 'lettersdigits', min: 1 }]);
   });
 
+  it('keeps every user_data under Nova\'s 64 KiB limit once base64-encoded, with room for the filled values', () => {
+    const NOVA_MAX_RAW = (65535 / 4) * 3;
+    const FILLED_VALUES_MARGIN = 8192; // CA PEM in base64, key, handle URLs and tokens
+    for (const os of ['flatcar', 'ubuntu']) {
+      for (const role of ['discovery', 'overlord', 'master', 'minion'] as const) {
+        expect(Buffer.byteLength(renderUserData(role, spec({ os, masters: '5', minions: '500' }))) + FILLED_VALUES_MARGIN, `${os} ${role}`).toBeLessThan(NOVA_MAX_RAW);
+      }
+    }
+  });
+
   it('fails generation when cloud-config puts a count into a minion user_data', () => {
     expect(() => userDataProperty('minion', `x ${PLACEHOLDERS.minionCount}`, {}, ['minionCount'])).toThrow(/must not receive/);
   });
@@ -218,8 +228,9 @@ describe('cluster template network and outputs', () => {
     }
     expect(t.outputs.minion_ips!.value).toEqual({ get_attr: ['minions', 'networks', { get_resource: 'private_net' }, 0] });
     expect(t.outputs.follow_progress!.value).toEqual({
-      str_replace: { template: 'ssh corekube@HOST docker logs -f overlord', params: { HOST: { get_attr: ['overlord_floating_ip', 'floating_ip_address'] } } },
+      str_replace: { template: 'ssh core@HOST sudo docker logs -f overlord', params: { HOST: { get_attr: ['overlord_floating_ip', 'floating_ip_address'] } } },
     });
+    expect(JSON.stringify(generate({ os: 'ubuntu' }).outputs.follow_progress)).toContain('ssh ubuntu@HOST sudo docker logs -f overlord');
   });
 });
 

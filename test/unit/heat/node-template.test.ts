@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { renderUserData } from './fake-render.ts';
+import { renderUserData } from '../../../cloud-config/index.ts';
 import type { HeatValue } from '../../../heat/hot.ts';
 import { nodeTemplate, renderNodeTemplate } from '../../../heat/node-template.ts';
 import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
