@@ -4,8 +4,8 @@ import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';
 
 /**
- * What one machine gets at first boot, independent of the OS: files, systemd units (each enabled and
- * started without blocking boot), whether it needs Docker. The per-OS envelopes (flatcar.ts, ubuntu.ts)
+ * What one machine gets at first boot, independent of the OS: files, systemd units (enabled and started
+ * without blocking boot, unless another unit starts them), whether it needs Docker. The per-OS envelopes (flatcar.ts, ubuntu.ts)
  * only translate a BootPlan into their cloud-config dialect; every decision is made here and in the
  * role modules (discovery.ts, overlord.ts, node.ts).
  */
@@ -26,6 +26,11 @@ export interface BootUnit {
   /** file name under /etc/systemd/system, e.g. `overlord.service` */
   readonly name: string;
   readonly content: string;
+  /**
+   * true (default): enabled (its [Install] section) and started at first boot without blocking it;
+   * false: only written, another unit starts it (discovery-etcd.service, started by its .path unit)
+   */
+  readonly atBoot?: boolean;
 }
 
 export interface BootPlan {
@@ -35,6 +40,9 @@ export interface BootPlan {
   readonly units: readonly BootUnit[];
   readonly needsDocker: boolean;
 }
+
+/** The units enabled and started at first boot, in plan order. */
+export const bootUnits = (plan: BootPlan): BootUnit[] => plan.units.filter((u) => u.atBoot !== false);
 
 /** What every machine gets: user `corekube` with passwordless sudo (the overlord runs `sudo -n`). */
 export function commonFiles(): BootFile[] {

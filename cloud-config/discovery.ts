@@ -50,6 +50,8 @@ export function discoveryPlan(spec: ClusterSpec): BootPlan {
           clientUrl,
           peerUrl: DISCOVERY_ETCD_PEER_URL,
         }),
+        // started by discovery-etcd.path only: started directly it would fail until the certificate is there
+        atBoot: false,
       },
       { name: 'discovery-etcd.path', content: renderCloudTemplate('discovery-etcd.path', { keyFile: tls.keyFile }) },
       { name: 'corekube-discovery-ready.service', content: renderCloudTemplate('corekube-discovery-ready.service', { binDir: bin }) },

@@ -4,7 +4,8 @@ import type { BootPlan } from './boot-plan.ts';
 
 /**
  * The `flatcar` envelope: Flatcar Container Linux's coreos-cloudinit dialect. Units go into `coreos.units`
- * (written to /etc/systemd/system, enabled, started), files into `write_files`, the user into `users`.
+ * (written to /etc/systemd/system; enabled and started unless another unit starts them), files into
+ * `write_files`, the user into `users`.
  * coreos-cloudinit knows no runcmd, reads snake_case keys only (`reboot_strategy`; a dashed key is
  * silently dropped) and parses YAML 1.1. Docker ships with Flatcar.
  *
@@ -19,7 +20,7 @@ export function flatcarCloudConfig(plan: BootPlan): string {
     {
       coreos: {
         update: { reboot_strategy: off },
-        units: plan.units.map((u) => ({ name: u.name, enable: true, command: 'start', content: u.content })),
+        units: plan.units.map((u) => (u.atBoot === false ? { name: u.name, content: u.content } : { name: u.name, enable: true, command: 'start', content: u.content })),
       },
       users: [{ name: plan.user.name, gecos: plan.user.gecos }],
       write_files: plan.files.map((f) => ({

@@ -11,7 +11,7 @@ import { ubuntuCloudConfig } from './ubuntu.ts';
  * and spec give the same text, with the PLACEHOLDERS tokens left verbatim for Heat's str_replace (or for
  * fillPlaceholders). What each placeholder must hold and the files each role gets: cloud-config/README.md.
  */
-export { BOOT_ROLES, type BootPlan, type BootRole } from './boot-plan.ts';
+export { BOOT_ROLES, bootUnits, type BootPlan, type BootRole } from './boot-plan.ts';
 export { fillPlaceholders, placeholdersIn } from './fill-placeholders.ts';
 export { PLACEHOLDERS, type PlaceholderName } from './placeholders.ts';
 

@@ -1,5 +1,5 @@
 import { toYaml } from '../core/yaml.ts';
-import type { BootPlan } from './boot-plan.ts';
+import { bootUnits, type BootPlan } from './boot-plan.ts';
 import { MACHINE_PATHS } from './machine-paths.ts';
 
 /**
@@ -11,7 +11,7 @@ import { MACHINE_PATHS } from './machine-paths.ts';
 export const UBUNTU_TOP_LEVEL_KEYS = ['package_update', 'packages', 'users', 'write_files', 'runcmd'] as const;
 
 export function ubuntuCloudConfig(plan: BootPlan): string {
-  const units = plan.units.map((u) => u.name);
+  const units = bootUnits(plan).map((u) => u.name);
   return toYaml(
     {
       ...(plan.needsDocker ? { package_update: true, packages: ['docker.io'] } : {}),

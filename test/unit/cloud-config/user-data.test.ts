@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bootPlan, BOOT_ROLES, fillPlaceholders, placeholdersIn, renderUserData, type BootRole } from '../../../cloud-config/index.ts';
+import { bootPlan, BOOT_ROLES, bootUnits, fillPlaceholders, placeholdersIn, renderUserData, type BootRole } from '../../../cloud-config/index.ts';
 import { CONFIG_DIR, configPath, MACHINE_PATHS } from '../../../cloud-config/machine-paths.ts';
 import { PLACEHOLDERS, type PlaceholderName } from '../../../cloud-config/placeholders.ts';
 import { UBUNTU_TOP_LEVEL_KEYS } from '../../../cloud-config/ubuntu.ts';
@@ -84,7 +84,11 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
       const coreos = doc.coreos as { update: unknown; units: { name: string; enable: unknown; command: unknown; content: string }[] };
       expect(coreos.update).toEqual({ reboot_strategy: 'off' });
       expect(coreos.units.map((u) => u.name)).toEqual(bootPlan(role, spec).units.map((u) => u.name));
-      for (const u of coreos.units) expect(u).toMatchObject({ enable: true, command: 'start' });
+      const atBoot = bootUnits(bootPlan(role, spec)).map((u) => u.name);
+      for (const u of coreos.units) {
+        if (atBoot.includes(u.name)) expect(u).toMatchObject({ enable: true, command: 'start' });
+        else expect(Object.keys(u).sort()).toEqual(['content', 'name']);
+      }
       expect(writeFilesOf(doc).some((f) => f.path.startsWith(UNIT_DIR))).toBe(false);
     });
   } else {
@@ -93,10 +97,11 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
       expect(doc).not.toHaveProperty('coreos');
       const unitNames = writeFilesOf(doc).filter((f) => f.path.startsWith(UNIT_DIR)).map((f) => f.path.slice(UNIT_DIR.length));
       expect(unitNames).toEqual(bootPlan(role, spec).units.map((u) => u.name));
+      const atBoot = bootUnits(bootPlan(role, spec)).map((u) => u.name);
       expect(doc.runcmd).toEqual([
         ['systemctl', 'daemon-reload'],
-        ['systemctl', 'enable', ...unitNames],
-        ['systemctl', 'start', '--no-block', ...unitNames],
+        ['systemctl', 'enable', ...atBoot],
+        ['systemctl', 'start', '--no-block', ...atBoot],
       ]);
       expect((doc.users as unknown[])[0]).toBe('default');
       if (role === 'overlord') expect(doc.packages).toEqual(['docker.io']);
@@ -224,6 +229,9 @@ describe('the discovery etcd', () => {
 
   it('starts only once the overlord has installed its certificate, retrying a half-written set', () => {
     const path = plan.units.find((u) => u.name === 'discovery-etcd.path')!.content;
+    expect(bootUnits(plan).map((u) => u.name)).not.toContain('discovery-etcd.service');
+    expect(bootUnits(plan).map((u) => u.name)).toContain('discovery-etcd.path');
+    expect(unit).not.toContain('[Install]');
     expect(path).toMatch(/^PathExists=\/etc\/corekube\/pki\/discovery\/server\.key$/m);
     expect(unit).toMatch(/^ExecStartPre=\/usr\/bin\/test -s \/etc\/corekube\/pki\/discovery\/ca\.crt -a -s \S+server\.crt -a -s \S+server\.key$/m);
     expect(unit).toMatch(/^Restart=on-failure$/m);
