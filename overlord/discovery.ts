@@ -76,7 +76,7 @@ export class Discovery {
     this.records = new Map();
     this.invalid = new Map();
     for (const kv of listing.kvs) this.apply({ type: 'put', kv }, before);
-    for (const id of before.keys()) if (!this.records.has(id)) this.options.log.info({ event: 'machine.gone', machine: id }, 'machine record gone');
+    for (const [id, r] of before) if (!this.records.has(id)) this.options.log.info({ event: 'machine.gone', machine: id, role: r.role, hostname: r.hostname }, 'machine record gone');
     this.watch = await store.watch(keys.machines, nextRevision(listing.revision), {
       onEvents: (events) => {
         for (const ev of events) this.apply(ev, this.records);
@@ -118,9 +118,10 @@ export class Discovery {
     const key = ev.type === 'put' ? ev.kv.key : ev.key;
     const id = key.slice(keys.machines.length);
     if (ev.type === 'delete') {
-      const had = this.records.delete(id);
+      const had = this.records.get(id);
+      this.records.delete(id);
       this.invalid.delete(id);
-      if (had) log.info({ event: 'machine.gone', machine: id }, 'machine record gone (lease expired or deleted)');
+      if (had) log.info({ event: 'machine.gone', machine: id, role: had.role, hostname: had.hostname }, 'machine record gone (lease expired or deleted)');
       return;
     }
     const parsed = parseMachineRecord(id, ev.kv.value);
@@ -131,7 +132,7 @@ export class Discovery {
       if (!old) {
         log.info({ event: 'machine.discovered', machine: id, role: parsed.record.role, ip: parsed.record.ip, hostname: parsed.record.hostname }, 'machine discovered');
       } else if (old.bootId !== parsed.record.bootId) {
-        log.info({ event: 'machine.rebooted', machine: id, role: parsed.record.role }, 'machine announced a new boot');
+        log.info({ event: 'machine.rebooted', machine: id, role: parsed.record.role, hostname: parsed.record.hostname }, 'machine announced a new boot');
       }
       return;
     }
@@ -141,7 +142,7 @@ export class Discovery {
     const once = `${id}\0${invalid.reason}`;
     if (!this.reported.has(once)) {
       this.reported.add(once);
-      log.warn({ event: 'machine.invalid', machine: id, reason: invalid.reason }, 'machine record skipped: it is not a valid record');
+      log.warn({ event: 'machine.invalid', machine: id, reason: invalid.reason }, `machine record ${id} skipped: ${invalid.reason}`);
     }
   }
 }

@@ -44,9 +44,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       destination: destination as unknown as DestinationStream,
       colorize: destination.isTTY === true,
       sync: true,
-      ignore: 'pid,hostname,name',
+      // one line an event: "12:00:01.234 INFO: minion-3 [start:kubelet.service] … done  durationMs: 812"
+      singleLine: true,
+      ignore: 'pid,name,event,machine,role,hostname,step,steps',
       translateTime: 'SYS:HH:MM:ss.l',
-      messageFormat: '{if machine}{machine} {end}{if step}[{step}] {end}{msg}',
+      messageFormat: '{if hostname}{hostname} {end}{if step}[{step}] {end}{msg}',
     });
     return pino(base, stream);
   }

@@ -186,11 +186,11 @@ export class Reconciler {
         const record = snapshot.records.get(p.id)!;
         const unitsHash = '';
         await this.writeLedger(machineFailed(ledger.get(p.id), record, unitsHash, p.reason, new Date(now).toISOString()));
-        log.error({ event: 'machine.failed', machine: p.id, role: p.role, reason: p.reason }, 'machine failed: its units do not render');
+        log.error({ event: 'machine.failed', machine: p.id, role: p.role, hostname: record.hostname, reason: p.reason }, `machine failed: its units do not render: ${firstLine(p.reason)}`);
       } else if (p.action === 'wait') {
         if (this.waitingReported.get(p.id) !== p.reason) {
           this.waitingReported.set(p.id, p.reason);
-          log.info({ event: 'machine.waiting', machine: p.id, role: p.role, reason: p.reason }, p.reason);
+          log.info({ event: 'machine.waiting', machine: p.id, role: p.role, hostname: snapshot.records.get(p.id)?.hostname, reason: p.reason }, p.reason);
         }
       } else if (p.action === 'deploy' && !this.running.has(p.id)) {
         // a machine that failed for a reason outside it waits out its backoff, unless it changed since
@@ -229,9 +229,9 @@ export class Reconciler {
         if (!this.abort.signal.aborted && !this.handleFatal(err)) {
           const e = asCorekubeError(err);
           if (e.code === 'E_ETCD_CONFLICT') {
-            this.deps.log.warn({ event: 'ledger.conflict', machine: id, reason: e.message }, 'the ledger entry changed under us: planning again');
+            this.deps.log.warn({ event: 'ledger.conflict', machine: id, hostname: this.hostnameOf(id), reason: e.message }, 'the ledger entry changed under us: planning again');
           } else {
-            this.deps.log.error({ event: 'worker.failed', machine: id, ...errorFields(e) }, 'deploying the machine stopped');
+            this.deps.log.error({ event: 'worker.failed', machine: id, hostname: this.hostnameOf(id), ...errorFields(e) }, 'deploying the machine stopped');
             this.scheduleRequeue(id);
           }
         }
@@ -278,7 +278,7 @@ export class Reconciler {
         return;
       }
       const slog = log.child({ step: step.id });
-      slog.info({ event: 'step.start' }, `${step.id} started`);
+      slog.info({ event: 'step.start' }, 'step started');
       const ts = clock.now();
       let result;
       try {
@@ -296,7 +296,7 @@ export class Reconciler {
               const e = asCorekubeError(error);
               if (signal.aborted || !e.retryable || retriesLeft === 0) return;
               const nextRetryMs = this.delay(this.retry, attemptNumber);
-              slog.warn({ event: 'step.retry', attempt: attemptNumber, retriesLeft, nextRetryMs, ...errorFields(e) }, `${step.id} failed, retrying in ${Math.round(nextRetryMs / 1000)} s: ${firstLine(e.message)}`);
+              slog.warn({ event: 'step.retry', attempt: attemptNumber, retriesLeft, nextRetryMs, ...errorFields(e) }, `step failed, retrying in ${formatMs(nextRetryMs)}: ${firstLine(e.message)}`);
               entry = stepRetrying(entry, step.id, e.describe(), iso());
               await this.writeLedger(entry);
             },
@@ -313,7 +313,7 @@ export class Reconciler {
         if (requeue) this.scheduleRequeue(p.id);
         return;
       }
-      slog.info({ event: 'step.done', durationMs: clock.now() - ts, changed: result.changed }, `${step.id} done${result.changed ? '' : ' (already done on the machine)'}`);
+      slog.info({ event: 'step.done', durationMs: clock.now() - ts, changed: result.changed }, result.changed ? 'step done' : 'step done (already so on the machine)');
       entry = stepDone(entry, step.id, iso(), { startNext: !signal.aborted });
       await this.writeLedger(entry);
     }
@@ -344,7 +344,7 @@ export class Reconciler {
         if (!e.retryable || this.abort.signal.aborted) throw e;
         failures++;
         const delay = this.delay(this.retry, failures);
-        this.deps.log.warn({ event: 'ledger.write-failed', machine: entry.id, nextRetryMs: delay, ...errorFields(e) }, 'writing the ledger failed; retrying');
+        this.deps.log.warn({ event: 'ledger.write-failed', machine: entry.id, hostname: entry.hostname, nextRetryMs: delay, ...errorFields(e) }, 'writing the ledger failed; retrying');
         await this.deps.clock.sleep(delay, this.abort.signal);
       }
     }
@@ -355,8 +355,12 @@ export class Reconciler {
     const failures = (prev?.failures ?? 0) + 1;
     const delay = this.delay(this.requeuePolicy, failures);
     this.requeue.set(id, { failures, notBefore: this.deps.clock.now() + delay });
-    this.deps.log.info({ event: 'machine.requeued', machine: id, nextRetryMs: delay }, `machine will be tried again in ${Math.round(delay / 1000)} s`);
+    this.deps.log.info({ event: 'machine.requeued', machine: id, hostname: this.hostnameOf(id), nextRetryMs: delay }, `machine will be tried again in ${formatMs(delay)}`);
     this.after(delay);
+  }
+
+  private hostnameOf(id: string): string | undefined {
+    return this.deps.discovery.snapshot().records.get(id)?.hostname;
   }
 
   private after(ms: number): void {
@@ -435,6 +439,10 @@ export class Reconciler {
         .catch((err) => this.deps.log.error({ event: 'cluster.ready-hook-failed', ...errorFields(err) }, 'the cluster-ready hook failed'));
     }
   }
+}
+
+function formatMs(ms: number): string {
+  return ms < 1_000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 }
 
 function firstLine(text: string): string {
