@@ -57,7 +57,7 @@ describe('corekube heat generate', () => {
     expect(stderr).toMatch(/minionz/);
   });
 
-  it('keeps the previous file when the output directory cannot be written', async () => {
+  it('fails with E_IO when the output directory does not exist', async () => {
     expect(await main(['heat', 'generate', '-o', join(dir, 'no-such-dir', 't.yaml')])).toBe(1);
     expect(stderr).toMatch(/E_IO/);
   });
