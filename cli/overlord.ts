@@ -4,14 +4,14 @@ import { systemClock } from '../overlord/clock.ts';
 import { etcdHostKeys } from '../overlord/hostkeys.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
-import type { MachineRecord } from '../overlord/machine-record.ts';
 import { DEFAULT_CONCURRENCY, runOverlord } from '../overlord/overlord.ts';
-import type { ClusterView, RenderedUnits } from '../overlord/planner.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
-import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
+import { unitsForSpec } from '../overlord/units.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+
+/** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
+export { unitsForSpec };
 
 const usage = `Usage: corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
                         --ssh-user USER --ssh-key FILE [--concurrency N] [--cluster NAME]
@@ -108,19 +108,6 @@ export const overlordCommand: Command = {
     }
   },
 };
-
-/**
- * units/ wiring: a master's units name every announced master (its etcd initial cluster); a minion's the
- * deployed masters (the API it joins). The TLS files sit at PKI_PATHS; the PKI room delivers them.
- */
-export function unitsForSpec(spec: ClusterSpec): (record: MachineRecord, view: ClusterView) => RenderedUnits {
-  return (record, view) => {
-    const masters = record.role === 'master' ? view.masters : view.deployedMasters;
-    return renderUnits(
-      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
-    );
-  };
-}
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;

@@ -20,7 +20,7 @@ import type { Fence, Store } from './store.ts';
  *     {
  *       cluster: 'demo',                                   // key prefix /corekube/demo/
  *       sshUser: 'corekube',                               // 'root' = no `sudo -n`
- *       unitsFor: (record, view) => renderUnits(buildUnitContext(spec, record, view, pki)),
+ *       unitsFor: unitsForSpec(spec),                      // overlord/units.ts: units/ for this spec
  *       expected: { masters: spec.masters, minions: spec.minions },  // masters gate + cluster-ready
  *       concurrency: 10,
  *       signal,                                            // abort = stop (like SIGTERM)

@@ -1,0 +1,20 @@
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
+import type { MachineRecord } from './machine-record.ts';
+import type { ClusterView, RenderedUnits } from './planner.ts';
+
+/**
+ * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's
+ * units name every announced master (its etcd member joins one initial cluster); a minion's name the
+ * deployed masters (the API it joins — the planner holds minions until one exists). TLS files sit at
+ * PKI_PATHS; the PKI room delivers them. A throw (e.g. no deployed master yet) fails only that machine,
+ * and only once the planner's gates let it run.
+ */
+export function unitsForSpec(spec: ClusterSpec): (record: MachineRecord, view: ClusterView) => RenderedUnits {
+  return (record, view) => {
+    const masters = record.role === 'master' ? view.masters : view.deployedMasters;
+    return renderUnits(
+      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
+    );
+  };
+}
