@@ -546,17 +546,21 @@ class MachineImpl implements Machine {
     if (!pid) return Promise.reject(new Error(`${this.hostname} is not running`));
     return new Promise((resolve, reject) => {
       const child = spawn('nsenter', ['--target', String(pid), '--all', '--', ...argv], {
-        stdio: ['pipe', 'pipe', 'pipe'],
+        stdio: [options.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
         env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
         ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
       });
       let stdout = '';
       let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       child.on('error', reject);
       child.on('close', (code, signal) => resolve({ code: code ?? 128 + (signal === 'SIGKILL' ? 9 : 15), stdout, stderr }));
-      child.stdin.end(options.stdin ?? '');
+      if (child.stdin) {
+        // a command that exits without reading its stdin closes the pipe: not an error of ours
+        child.stdin.on('error', () => undefined);
+        child.stdin.end(options.stdin);
+      }
     });
   }
 
