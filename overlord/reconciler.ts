@@ -85,6 +85,9 @@ export class Reconciler {
   private readonly rendered = new Map<string, { key: string; desired: DesiredMachine }>();
   private readonly waitingReported = new Map<string, string>();
   private passRunning = false;
+  private passScheduled = false;
+  /** records are frozen and replaced when they change: their render key is computed once */
+  private readonly recordKeys = new WeakMap<MachineRecord, string>();
   private dirty = false;
   private idleWaiters: (() => void)[] = [];
   private lastSummary = '';
@@ -114,7 +117,14 @@ export class Reconciler {
   trigger(): void {
     if (this.abort.signal.aborted) return;
     this.dirty = true;
-    if (!this.passRunning) void this.runPasses();
+    if (this.passRunning || this.passScheduled) return;
+    // one pass for every trigger of this turn of the event loop (a burst of watch responses, many
+    // workers finishing): the pass reads everything anyway
+    this.passScheduled = true;
+    setImmediate(() => {
+      this.passScheduled = false;
+      if (!this.passRunning) void this.runPasses();
+    });
   }
 
   /** Resolves once no pass is running or pending and no machine is being worked on. */
@@ -141,7 +151,7 @@ export class Reconciler {
   }
 
   private isIdle(): boolean {
-    return !this.passRunning && !this.dirty && this.running.size === 0;
+    return !this.passRunning && !this.passScheduled && !this.dirty && this.running.size === 0;
   }
 
   private notifyIdle(): void {
@@ -204,7 +214,12 @@ export class Reconciler {
   }
 
   private desired(record: MachineRecord, view: ClusterView): DesiredMachine {
-    const key = JSON.stringify([record, view.masters.map((m) => m.ip), view.deployedMasters.map((m) => m.ip)]);
+    let recordKey = this.recordKeys.get(record);
+    if (recordKey === undefined) {
+      recordKey = JSON.stringify(record);
+      this.recordKeys.set(record, recordKey);
+    }
+    const key = `${recordKey}|${viewKey(view)}`;
     const hit = this.rendered.get(record.id);
     if (hit && hit.key === key) return hit.desired;
     let desired: DesiredMachine;
@@ -439,6 +454,16 @@ export class Reconciler {
         .catch((err) => this.deps.log.error({ event: 'cluster.ready-hook-failed', ...errorFields(err) }, 'the cluster-ready hook failed'));
     }
   }
+}
+
+const viewKeys = new WeakMap<ClusterView, string>();
+function viewKey(view: ClusterView): string {
+  let key = viewKeys.get(view);
+  if (key === undefined) {
+    key = `${view.masters.map((m) => m.ip).join(',')}|${view.deployedMasters.map((m) => m.ip).join(',')}`;
+    viewKeys.set(view, key);
+  }
+  return key;
 }
 
 function formatMs(ms: number): string {
