@@ -53,7 +53,7 @@ export interface MachineSpec {
 }
 
 export interface FleetOptions {
-  /** net index k (1..254): bridge ckbr<k>, subnet 10.200.<k>.0/24. Default: $COREKUBE_TEST_NET or 40 */
+  /** net index k (1..254): bridge ckbr<k>, subnet 10.200.<k>.0/24. Default: netFromEnv() */
   readonly net?: number;
   /** authorized key line for user `corekube` (and the user is created); omit to create no user */
   readonly authorizedKey?: string;
@@ -111,9 +111,16 @@ export function machinesMissing(): string | undefined {
   return rootfsMissing();
 }
 
-export function netFromEnv(fallback = DEFAULT_NET): number {
-  const v = process.env.COREKUBE_TEST_NET;
-  return v === undefined || v === '' ? fallback : Number(v);
+/**
+ * The net index of a test file: its own constant `k` (each file picks a distinct one, so files never share
+ * a bridge), shifted by $COREKUBE_TEST_NET_OFFSET (default 0) when a host already uses that range.
+ */
+export function netFromEnv(k = DEFAULT_NET): number {
+  const raw = process.env.COREKUBE_TEST_NET_OFFSET ?? '0';
+  const offset = /^\d{1,3}$/.test(raw) ? Number(raw) : NaN;
+  const net = k + offset;
+  if (!Number.isInteger(net) || net < 1 || net > 254) throw new Error(`net index ${k} + COREKUBE_TEST_NET_OFFSET=${raw} is not in 1..254`);
+  return net;
 }
 
 // ---------------------------------------------------------------------------------------------------------
