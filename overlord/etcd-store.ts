@@ -1,6 +1,6 @@
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, type IOptions, type Watcher } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
-import type { Fence, KeyValue, Listing, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from './store.ts';
+import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from './store.ts';
 
 /**
  * The etcd3 adapter of Store: the only module that imports etcd3. Every error the library throws is
@@ -97,7 +97,18 @@ class EtcdStore implements Store {
       const res = await this.call(`put ${key}`, () => this.client.put(key).value(value).exec());
       return String(res.header.revision);
     }
-    return this.txn(key, options, this.client.put(key).value(value));
+    return this.txn(key, [[key, options.expectModRevision]], options.fence, [this.client.put(key).value(value)]);
+  }
+
+  async putAll(entries: readonly PutEntry[], options: { readonly fence?: Fence } = {}): Promise<string> {
+    if (entries.length === 0) throw new CorekubeError('E_INTERNAL', 'putAll needs at least one entry');
+    const what = entries.map((e) => e.key).join(', ');
+    return this.txn(
+      what,
+      entries.map((e) => [e.key, e.expectModRevision] as const),
+      options.fence,
+      entries.map((e) => this.client.put(e.key).value(e.value)),
+    );
   }
 
   async delete(key: string, options: PutOptions = {}): Promise<void> {
@@ -105,7 +116,7 @@ class EtcdStore implements Store {
       await this.call(`delete ${key}`, () => this.client.delete().key(key).exec());
       return;
     }
-    await this.txn(key, options, this.client.delete().key(key));
+    await this.txn(key, [[key, options.expectModRevision]], options.fence, [this.client.delete().key(key)]);
   }
 
   async close(): Promise<void> {
@@ -116,24 +127,37 @@ class EtcdStore implements Store {
     this.client.close();
   }
 
-  /** One transaction: compare mod revision and/or fence, then the operation; the failure branch reads the fence. */
-  private async txn(key: string, options: PutOptions, op: Parameters<ReturnType<Etcd3['if']>['then']>[0]): Promise<string> {
+  /**
+   * One transaction: compare each key's mod revision (where one is expected) and the fence, then the
+   * operations; the failure branch reads the fence to tell "not leader" from "changed since read".
+   */
+  private async txn(
+    what: string,
+    expects: readonly (readonly [string, string | undefined])[],
+    fence: Fence | undefined,
+    ops: Parameters<ReturnType<Etcd3['if']>['then']>,
+  ): Promise<string> {
     const compares: [string, 'Mod' | 'Create', string][] = [];
-    if (options.expectModRevision !== undefined) compares.push([key, 'Mod', options.expectModRevision]);
-    if (options.fence) compares.push([options.fence.key, 'Create', options.fence.createRevision]);
+    for (const [key, rev] of expects) if (rev !== undefined) compares.push([key, 'Mod', rev]);
+    if (fence) compares.push([fence.key, 'Create', fence.createRevision]);
+    if (compares.length === 0) {
+      // `version > -1` holds for every key, existing or not: a transaction that always applies
+      const res = await this.call(`transaction on ${what}`, () => this.client.if(expects[0]![0], 'Version', '>', -1).then(...ops).commit());
+      return String(res.header.revision);
+    }
     const [first, ...rest] = compares;
     let builder = this.client.if(first![0], first![1], '==', first![2]);
     for (const c of rest) builder = builder.and(c[0], c[1], '==', c[2]);
-    builder = builder.then(op);
-    if (options.fence) builder = builder.else(this.client.get(options.fence.key));
-    const res = await this.call(`transaction on ${key}`, () => builder.commit());
+    builder = builder.then(...ops);
+    if (fence) builder = builder.else(this.client.get(fence.key));
+    const res = await this.call(`transaction on ${what}`, () => builder.commit());
     if (res.succeeded) return String(res.header.revision);
-    if (options.fence && !fenceHeld(options.fence, res.responses[0]?.response_range?.kvs?.[0]?.create_revision)) {
-      throw new CorekubeError('E_NOT_LEADER', `write to ${key} refused: this overlord no longer holds the leader key ${options.fence.key}`, {
+    if (fence && !fenceHeld(fence, res.responses[0]?.response_range?.kvs?.[0]?.create_revision)) {
+      throw new CorekubeError('E_NOT_LEADER', `write to ${what} refused: this overlord no longer holds the leader key ${fence.key}`, {
         hint: 'another overlord leads now; this one stops writing and follows',
       });
     }
-    throw new CorekubeError('E_ETCD_CONFLICT', `${key} changed since it was read (expected mod revision ${options.expectModRevision})`, {
+    throw new CorekubeError('E_ETCD_CONFLICT', `${what} changed since it was read (expected ${expects.filter(([, r]) => r !== undefined).map(([k, r]) => `${k}@${r}`).join(', ')})`, {
       hint: 're-read the key and plan again',
       retryable: true,
     });

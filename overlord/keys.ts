@@ -8,7 +8,9 @@
  *   <prefix>/hostkeys/<id>      SSH host key accepted on first use, when the record carried none
  *   <prefix>/leader             leader election (etcd3 Election)
  *   <prefix>/ssh/overlord.pub   the overlord's SSH public key (nodes read it)
- *   <prefix>/network/...        flannel's config and subnet reservations (flannel's own key format)
+ *   <prefix>/network/config     flannel's network config (flanneld --etcd-prefix=<prefix>/network)
+ *   <prefix>/network/subnets/…  flannel's subnet leases; the overlord writes one reservation (no TTL) a machine
+ *   <prefix>/subnets/<id>       which subnet a machine holds: the allocation index, written with its reservation
  */
 export const SCHEMA_VERSION = 1;
 
@@ -20,9 +22,11 @@ export interface ClusterKeys {
   readonly leader: string;
   readonly overlordSshKey: string;
   readonly network: string;
+  readonly subnets: string;
   machine(id: string): string;
   ledgerOf(id: string): string;
   hostkeyOf(id: string): string;
+  subnetOf(id: string): string;
 }
 
 export function clusterKeys(cluster: string): ClusterKeys {
@@ -35,8 +39,10 @@ export function clusterKeys(cluster: string): ClusterKeys {
     leader: `${prefix}leader`,
     overlordSshKey: `${prefix}ssh/overlord.pub`,
     network: `${prefix}network/`,
+    subnets: `${prefix}subnets/`,
     machine: (id: string) => `${prefix}machines/${id}`,
     ledgerOf: (id: string) => `${prefix}ledger/${id}`,
     hostkeyOf: (id: string) => `${prefix}hostkeys/${id}`,
+    subnetOf: (id: string) => `${prefix}subnets/${id}`,
   });
 }

@@ -57,6 +57,12 @@ export interface PutOptions {
   readonly fence?: Fence;
 }
 
+export interface PutEntry {
+  readonly key: string;
+  readonly value: string;
+  readonly expectModRevision?: string;
+}
+
 export interface Store {
   get(key: string): Promise<KeyValue | null>;
   list(prefix: string): Promise<Listing>;
@@ -65,6 +71,12 @@ export interface Store {
   /** Returns the key's new mod revision. */
   put(key: string, value: string, options?: PutOptions): Promise<string>;
   delete(key: string, options?: PutOptions): Promise<void>;
+  /**
+   * Writes several keys in one transaction: all or none. Each entry may carry its own expected mod
+   * revision (`'0'` = must not exist); one failed compare throws E_ETCD_CONFLICT and nothing is written.
+   * Returns the revision of the write.
+   */
+  putAll(entries: readonly PutEntry[], options?: { readonly fence?: Fence }): Promise<string>;
   close(): Promise<void>;
 }
 

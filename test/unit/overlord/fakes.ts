@@ -11,7 +11,7 @@ import type { Clock } from '../../../overlord/clock.ts';
 import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../../../overlord/host-runner.ts';
 import { parseMachineRecord, type MachineRecord, type Role } from '../../../overlord/machine-record.ts';
 import type { RenderedUnits } from '../../../overlord/planner.ts';
-import type { KeyValue, Listing, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from '../../../overlord/store.ts';
+import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from '../../../overlord/store.ts';
 
 export const flush = async (rounds = 5) => {
   for (let i = 0; i < rounds; i++) await new Promise<void>((r) => setImmediate(r));
@@ -171,6 +171,20 @@ export class MemoryStore implements Store {
     const rev = ++this.revision;
     this.data.delete(key);
     this.emit(rev, { type: 'delete', key, modRevision: String(rev) });
+  }
+
+  async putAll(entries: readonly PutEntry[], options: { readonly fence?: Fence } = {}): Promise<string> {
+    this.requests.put++;
+    this.check();
+    entries.forEach((e, i) => this.compare(e.key, { ...(i === 0 && options.fence ? { fence: options.fence } : {}), ...(e.expectModRevision === undefined ? {} : { expectModRevision: e.expectModRevision }) }));
+    const rev = ++this.revision;
+    for (const e of entries) {
+      const old = this.data.get(e.key);
+      const s = { value: e.value, modRevision: rev, createRevision: old?.createRevision ?? rev };
+      this.data.set(e.key, s);
+      this.emit(rev, { type: 'put', kv: this.kv(e.key, s) });
+    }
+    return String(rev);
   }
 
   async close(): Promise<void> {
