@@ -9,6 +9,7 @@ import { unitsForSpec } from '../overlord/units.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+import { flannelConfig } from '../overlord/subnets.ts';
 
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
 export { unitsForSpec };
@@ -91,6 +92,7 @@ export const overlordCommand: Command = {
           unitsFor: unitsForSpec(spec),
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
+          podNetwork: flannelConfig(spec),
           signal: stop.signal,
         },
       );

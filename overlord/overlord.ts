@@ -10,6 +10,7 @@ import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
 import { Reconciler, type RetryPolicy, type Summary } from './reconciler.ts';
 import type { Fence, Store } from './store.ts';
+import { ensureNetworkConfig, reserveSubnet, type FlannelConfig } from './subnets.ts';
 
 /**
  * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
@@ -58,6 +59,12 @@ export interface OverlordOptions {
   readonly signal?: AbortSignal;
   readonly fence?: () => Fence | undefined;
   readonly onClusterReady?: () => void | Promise<void>;
+  /**
+   * flannel's network (overlord/subnets.ts flannelConfig(spec)): written at start if absent (a different
+   * one already there stops the overlord: E_NETWORK_CONFIG_CHANGED), and a subnet reserved for every
+   * machine before its steps run. Absent = the overlord leaves flannel's keys alone.
+   */
+  readonly podNetwork?: FlannelConfig;
   /** backoff of the startup reads while etcd is unreachable */
   readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
 }
@@ -105,6 +112,10 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
   try {
     await untilItWorks('loading the ledger', () => ledger.load(), ports, startup.signal, options.startupBackoffMs);
+    const podNetwork = options.podNetwork;
+    if (podNetwork) {
+      await untilItWorks('writing flannel network config', () => ensureNetworkConfig(ports.store, keys, podNetwork, options.fence?.()).then(() => undefined), ports, startup.signal, options.startupBackoffMs);
+    }
     await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
   } catch (err) {
     await discovery.stop();
@@ -121,6 +132,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
       ...(options.retry ? { retry: options.retry } : {}),
       ...(options.requeue ? { requeue: options.requeue } : {}),
+      ...(options.podNetwork ? { prepare: reservePodSubnet(ports, keys, options.podNetwork, options.fence) } : {}),
       onClusterReady: async () => {
         resolveReady();
         await options.onClusterReady?.();
@@ -160,6 +172,13 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     summary: () => r.summary(),
     discovery,
     reconciler: r,
+  };
+}
+
+function reservePodSubnet(ports: Ports, keys: ReturnType<typeof clusterKeys>, config: FlannelConfig, fence: OverlordOptions['fence']) {
+  return async (record: MachineRecord) => {
+    const subnet = await reserveSubnet(ports.store, keys, config, record, fence?.());
+    ports.log.debug({ event: 'subnet.reserved', machine: record.id, hostname: record.hostname, subnet }, `pod subnet ${subnet}`);
   };
 }
 

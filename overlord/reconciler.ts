@@ -62,6 +62,11 @@ export interface ReconcilerOptions {
   readonly retry?: RetryPolicy;
   readonly requeue?: RetryPolicy;
   readonly onClusterReady?: () => void | Promise<void>;
+  /**
+   * Runs before a machine's steps each time it is deployed (reserving its pod subnet); idempotent. A
+   * retryable failure requeues the machine; any other fails it with the reason.
+   */
+  readonly prepare?: (record: MachineRecord, signal: AbortSignal) => Promise<void>;
   /** a fatal error (E_NOT_LEADER): the overlord must stop */
   readonly onFatal?: (err: CorekubeError) => void;
 }
@@ -284,6 +289,19 @@ export class Reconciler {
     await this.writeLedger(entry);
     log.info({ event: 'machine.deploying', reason: p.reason, steps: p.steps.map((s) => s.id) }, `deploying (${p.reason}): ${p.steps.length} steps`);
     const t0 = clock.now();
+
+    if (this.options.prepare) {
+      try {
+        await this.options.prepare(record, signal);
+      } catch (err) {
+        const e = asCorekubeError(err);
+        if (signal.aborted || e.retryable || e.code === 'E_NOT_LEADER') throw e;
+        entry = machineFailed(entry, record, p.unitsHash, e.describe(), iso());
+        await this.writeLedger(entry);
+        log.error({ event: 'machine.failed', ...errorFields(e), willRetry: false }, `machine failed before its first step: ${e.message}`);
+        return;
+      }
+    }
 
     for (const step of p.steps) {
       if (signal.aborted) return;

@@ -2,6 +2,7 @@ import type { ClusterKeys } from './keys.ts';
 import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
 import type { Store } from './store.ts';
+import { subnetsByMachine } from './subnets.ts';
 
 /**
  * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
@@ -14,7 +15,7 @@ import type { Store } from './store.ts';
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
- * - `subnet` is null until the network issue gives machines their flannel subnets.
+ * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
 
@@ -35,7 +36,7 @@ export interface StatusReport {
 export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
 
 /** PURE: records and ledger entries → one row per machine, masters first, then by id. */
-export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>): StatusReport {
+export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map()): StatusReport {
   const rows = new Map<string, MachineStatus>();
   for (const r of records) {
     if ('invalid' in r) {
@@ -47,6 +48,7 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
   for (const [id, entry] of ledger) {
     if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
   }
+  for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null });
   const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
   const machines = [...rows.values()].sort((a, b) => rank(a.role) - rank(b.role) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return { machines };
@@ -62,9 +64,9 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
   return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
 }
 
-/** The edge: reads records and ledger from etcd (two range reads) and builds the report. */
+/** The edge: reads records, ledger and subnets from etcd (three range reads) and builds the report. */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, ledger] = await Promise.all([store.list(keys.machines), store.list(keys.ledger)]);
+  const [machines, ledger, subnets] = await Promise.all([store.list(keys.machines), store.list(keys.ledger), subnetsByMachine(store, keys)]);
   const records: RecordInput[] = machines.kvs.map((kv) => {
     const id = kv.key.slice(keys.machines.length);
     const parsed = parseMachineRecord(id, kv.value);
@@ -85,14 +87,14 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     const entry = parseLedgerEntry(kv.value);
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
-  return machineStatuses(records, entries);
+  return machineStatuses(records, entries, subnets);
 }
 
 /** The table `corekube status` prints without --json. */
 export function formatStatusTable(report: StatusReport): string {
   if (report.machines.length === 0) return 'no machines have announced themselves yet\n';
-  const header = ['ID', 'ROLE', 'IP', 'STATE', 'STEP', 'ERROR'];
-  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.state, m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : '-']);
+  const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'STEP', 'ERROR'];
+  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');

@@ -83,8 +83,7 @@ function publicIpOf(value: string): string | undefined {
  * Writes flannel's network config if absent; if present, checks it says the same. Returns the config in
  * force. A changed pod network on an existing cluster is E_NETWORK_CONFIG_CHANGED (terminal).
  */
-export async function ensureNetworkConfig(store: Store, keys: ClusterKeys, spec: ClusterSpec, fence?: Fence): Promise<FlannelConfig> {
-  const want = flannelConfig(spec);
+export async function ensureNetworkConfig(store: Store, keys: ClusterKeys, want: FlannelConfig, fence?: Fence): Promise<FlannelConfig> {
   const key = `${keys.network}config`;
   for (let attempt = 0; attempt < 5; attempt++) {
     const have = await store.get(key);

@@ -6,7 +6,7 @@ import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import type { Store } from '../../overlord/store.ts';
-import { ensureNetworkConfig, reserveSubnet, subnetsByMachine, type FlannelConfig } from '../../overlord/subnets.ts';
+import { ensureNetworkConfig, flannelConfig, reserveSubnet, subnetsByMachine, type FlannelConfig } from '../../overlord/subnets.ts';
 
 const skip = missingParts(etcdMissing());
 
@@ -35,14 +35,14 @@ describe.skipIf(skip)('flannel subnets in a real etcd with TLS and client-cert a
     const store = connect();
     const keys = clusterKeys('cfg');
     const spec = parseClusterSpec({ flags: { name: 'cfg' } });
-    const first = await ensureNetworkConfig(store, keys, spec);
+    const first = await ensureNetworkConfig(store, keys, flannelConfig(spec));
     const stored = await store.get(`${keys.network}config`);
     expect(JSON.parse(stored!.value)).toEqual({ Network: '10.244.0.0/14', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
-    expect(await ensureNetworkConfig(connect(), keys, spec)).toEqual(first);
+    expect(await ensureNetworkConfig(connect(), keys, flannelConfig(spec))).toEqual(first);
     expect((await store.get(`${keys.network}config`))!.modRevision).toBe(stored!.modRevision);
 
     const changed = parseClusterSpec({ flags: { name: 'cfg', 'pod-cidr': '10.32.0.0/16' } });
-    const err = await ensureNetworkConfig(store, keys, changed).catch((e: unknown) => e);
+    const err = await ensureNetworkConfig(store, keys, flannelConfig(changed)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorekubeError);
     expect((err as CorekubeError).code).toBe('E_NETWORK_CONFIG_CHANGED');
     expect((err as CorekubeError).message).toContain('10.244.0.0/14');
@@ -54,7 +54,7 @@ describe.skipIf(skip)('flannel subnets in a real etcd with TLS and client-cert a
     const keys = clusterKeys('race');
     const spec = parseClusterSpec({ flags: { name: 'race', 'pod-cidr': '10.32.0.0/16', minions: '199' } });
     const [a, b] = [connect(), connect()];
-    const config = await ensureNetworkConfig(a, keys, spec);
+    const config = await ensureNetworkConfig(a, keys, flannelConfig(spec));
     const machines = Array.from({ length: 200 }, (_, i) => ({ id: machineId(i), ip: machineIp(i) }));
     // every machine is allocated by both allocators at once: both must agree on one subnet
     const results = await Promise.all(machines.flatMap((m) => [reserveSubnet(a, keys, config, m), reserveSubnet(b, keys, config, m)]));
@@ -72,7 +72,7 @@ describe.skipIf(skip)('flannel subnets in a real etcd with TLS and client-cert a
   it('gives a machine that comes back its subnet again, without writing, and follows a new IP', async () => {
     const store = connect();
     const keys = clusterKeys('back');
-    const config: FlannelConfig = await ensureNetworkConfig(store, keys, parseClusterSpec({ flags: { name: 'back' } }));
+    const config: FlannelConfig = await ensureNetworkConfig(store, keys, flannelConfig(parseClusterSpec({ flags: { name: 'back' } })));
     const m = { id: machineId(7), ip: '10.240.0.77' };
     const first = await reserveSubnet(store, keys, config, m);
     const before = (await store.list(keys.prefix)).revision;

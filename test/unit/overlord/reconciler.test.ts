@@ -270,3 +270,38 @@ describe('reconciler', () => {
     await started!.stop();
   });
 });
+
+describe('pod subnets', () => {
+  const network = { Network: '10.244.0.0/23', SubnetLen: 24, Backend: { Type: 'vxlan' as const, VNI: 1, Port: 8472 } };
+
+  it('reserves a subnet for every machine before deploying it and shows it in status', async () => {
+    const w = world(10);
+    for (const r of [master, minions[0]!]) await announce(w.store, r);
+    const o = await w.start({ podNetwork: network, expected: { masters: 1, minions: 1 } });
+    await settle(w, o);
+    const status = await readStatus(w.store, keys);
+    expect(status.machines.map((m) => m.state)).toEqual(['deployed', 'deployed']);
+    expect(new Set(status.machines.map((m) => m.subnet))).toEqual(new Set(['10.244.0.0/24', '10.244.1.0/24']));
+    expect(JSON.parse(w.store.data.get(`${keys.network}config`)!.value)).toEqual(network);
+    await o.stop();
+  });
+
+  it('fails a machine for which no subnet is left, naming the network, and deploys the others', async () => {
+    const w = world(10);
+    for (const r of [master, ...minions]) await announce(w.store, r);
+    const o = await w.start({ podNetwork: network, expected: { masters: 1, minions: 3 } });
+    await settle(w, o);
+    const status = await readStatus(w.store, keys);
+    expect(status.machines.filter((m) => m.state === 'deployed')).toHaveLength(2);
+    const failed = status.machines.filter((m) => m.state === 'failed');
+    expect(failed).toHaveLength(2);
+    for (const f of failed) expect(f.error).toContain('E_SUBNET_EXHAUSTED: the pod network 10.244.0.0/23 has no free /24 subnet: all 2 are reserved');
+    await o.stop();
+  });
+
+  it('refuses to start when the cluster already has a different pod network', async () => {
+    const w = world();
+    await w.store.put(`${keys.network}config`, JSON.stringify({ ...network, Network: '10.32.0.0/16' }));
+    await expect(w.start({ podNetwork: network })).rejects.toMatchObject({ code: 'E_NETWORK_CONFIG_CHANGED' });
+  });
+});
