@@ -134,8 +134,8 @@ describe('filling the placeholders', () => {
     }
     if (role === 'overlord') {
       expect(fileAt(doc, configPath('clusterReadyHeader')).content).toBe(`X-Auth-Token: ${FILLED.clusterReadyToken}\n`);
-      const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as { initialCounts: unknown };
-      expect(config.initialCounts).toEqual({ masters: '3', minions: '50' });
+      const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as Record<string, unknown>;
+      expect([config.masters, config.minions]).toEqual(['3', '50']);
     }
   });
 });
@@ -154,31 +154,24 @@ describe('user_data and the counts', () => {
 describe('the overlord configuration file', () => {
   const spec = specFor('ubuntu', { 'admin-cidr': '203.0.113.0/24', 'dns-nameservers': '1.1.1.1,9.9.9.9', masters: '3', minions: '7' });
   const doc = parse12(renderUserData('overlord', spec));
-  const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as {
-    schema: number;
-    spec: unknown;
-    initialCounts: { masters: string; minions: string };
-    addresses: { discovery: string; overlord: string; discoveryEndpoint: string };
-    files: Record<string, unknown>;
-  };
+  const text = fileAt(doc, configPath('overlordConfig')).content;
 
-  it('gives the spec back to parseClusterSpec, the counts coming from the placeholders', () => {
-    expect(config.schema).toBe(1);
-    expect(config.initialCounts).toEqual({ masters: PLACEHOLDERS.masterCount, minions: PLACEHOLDERS.minionCount });
-    expect(JSON.stringify(config.spec)).not.toMatch(/"masters"|"minions"/);
-    const again = parseClusterSpec({ file: config.spec, flags: { masters: '3', minions: '7' } });
-    expect(again).toEqual(spec);
+  it('is the cluster spec in -c format, with the initial counts as placeholders', () => {
+    const config = parseYaml(text) as Record<string, unknown>;
+    expect(config.masters).toBe(PLACEHOLDERS.masterCount);
+    expect(config.minions).toBe(PLACEHOLDERS.minionCount);
+    expect(config.name).toBe('demo');
   });
 
-  it('holds the fixed addresses and where the secrets are, but no secret', () => {
-    expect(config.addresses).toMatchObject({ discovery: '10.240.0.10', overlord: '10.240.0.11', discoveryEndpoint: 'https://10.240.0.10:2379' });
-    expect(config.files).toMatchObject({
-      joinToken: `${CONFIG_DIR}/secrets/join-token`,
-      readySignal: { url: `${CONFIG_DIR}/heat/ready.url`, header: `${CONFIG_DIR}/heat/ready.header` },
-      clusterReadySignal: { url: `${CONFIG_DIR}/heat/cluster-ready.url`, header: `${CONFIG_DIR}/heat/cluster-ready.header` },
-      stateDir: '/var/lib/corekube',
-    });
-    expect(fileAt(doc, configPath('overlordConfig')).content).not.toContain(PLACEHOLDERS.joinToken);
+  it('gives the same spec back to parseClusterSpec once Heat filled the counts', () => {
+    const filled = parseYaml(fillPlaceholders(text, { masterCount: '3', minionCount: '7' }));
+    expect(parseClusterSpec({ file: filled })).toEqual(spec);
+  });
+
+  it('names the addresses and where the secrets are, but holds no secret', () => {
+    expect(text).toContain('# discovery https://10.240.0.10:2379');
+    expect(text).toContain(`${CONFIG_DIR}/secrets/join-token`);
+    expect(text).not.toContain(PLACEHOLDERS.joinToken);
   });
 
   it('runs the spec image as the overlord container with docker, restarting it forever', () => {
