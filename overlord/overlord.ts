@@ -149,8 +149,11 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     stopping ??= (async () => {
       log.info({ event: 'overlord.stopping' }, 'overlord stopping: no new work; steps in flight stay recorded');
       options.signal?.removeEventListener('abort', stopOnAbort);
+      // the reconciler first, synchronously: no new step may start while the watch is being cancelled
+      // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
+      const reconcilerStopped = reconciler!.stop();
       await discovery.stop();
-      await reconciler!.stop();
+      await reconcilerStopped;
       log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');
       if (fatal) rejectDone(fatal);
       else resolveDone();

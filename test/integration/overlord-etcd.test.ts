@@ -6,7 +6,6 @@
  * run the same overlord over real SSH into real machines).
  */
 import { execFile } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
@@ -22,6 +21,7 @@ import type { Store, WatchEvent } from '../../overlord/store.ts';
 import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { startTcpProxy } from '../harness/tcp-proxy.ts';
 import { FakeMachines, fakeUnits, makeRecord } from '../unit/overlord/fakes.ts';
 
 const run = promisify(execFile);
@@ -35,35 +35,6 @@ async function eventually(what: string, check: () => boolean | Promise<boolean>,
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-}
-
-/** A TCP relay between the overlord and etcd that can cut every connection and refuse new ones. */
-async function relay(targetPort: number) {
-  const port = await freePort();
-  const sockets = new Set<net.Socket>();
-  let open = true;
-  const server = net.createServer((client) => {
-    if (!open) return client.destroy();
-    const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    cut() {
-      open = false;
-      for (const s of sockets) s.destroy();
-    },
-    restore() {
-      open = true;
-    },
-    close: () => new Promise<void>((r) => (server.close(() => r()), [...sockets].forEach((s) => s.destroy()))),
-  };
 }
 
 describe.skipIf(skip)('overlord against a real etcd', () => {
@@ -198,7 +169,7 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
     it('lists the machines again after its watch was lost to a compaction, and deploys what joined meanwhile', async () => {
       const c = cluster();
       const hosts = new FakeMachines();
-      const proxy = await relay(etcd.clientPort);
+      const proxy = await startTcpProxy(etcd.clientPort);
       const own = createEtcdStore({ endpoints: [proxy.endpoint], callTimeoutMs: 2_000 });
       const master = makeRecord(1, 'master');
       const minion = makeRecord(10, 'minion');
