@@ -121,6 +121,8 @@ interface Connection {
 
 interface Slot {
   readonly ip: string;
+  /** the pin it was opened with: a record that pins another key (or none) gets a new connection */
+  readonly hostKey: string | undefined;
   /** resolves once connected and the host key accepted */
   readonly ready: Promise<Connection>;
   connection: Connection | undefined;
@@ -209,10 +211,11 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
 
   function connectionFor(target: HostTarget): Promise<Connection> {
     const existing = slots.get(target.id);
-    if (existing && existing.ip === target.ip && !existing.connection?.lost) return existing.ready;
+    if (existing && existing.ip === target.ip && existing.hostKey === target.hostKey && !existing.connection?.lost) return existing.ready;
     if (existing) drop(target.id, existing);
     const slot: Slot = {
       ip: target.ip,
+      hostKey: target.hostKey,
       connection: undefined,
       ready: undefined as unknown as Promise<Connection>,
     };

@@ -129,6 +129,7 @@ describe.skipIf(skip)('ssh runner on a real machine', () => {
   it('refuses a machine whose host key is not the pinned one (terminal, names the machine, no key text)', async () => {
     const other = sshKeyPair(dir, 'not-the-host').publicKey.split(' ').slice(0, 2).join(' ');
     const r = runner(memoryHostKeys().policy);
+    expect((await r.exec(target, ['true'])).code).toBe(0); // an open connection is not reused for another pin
     const err = await rejection(r.exec({ ...target, hostKey: other }, ['touch', '/tmp/should-not-run']));
     expect(err.code).toBe('E_SSH_HOSTKEY');
     expect(err.retryable).toBe(false);
