@@ -13,6 +13,8 @@ export interface EtcdStoreOptions {
   readonly tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
   /** deadline of one unary call; a watch stream has none */
   readonly callTimeoutMs?: number;
+  /** etcd user and password (the discovery etcd's `root`, overlord/discovery-auth.ts); never logged */
+  readonly auth?: { readonly username: string; readonly password: string };
 }
 
 export function createEtcdStore(options: EtcdStoreOptions): Store {
@@ -33,6 +35,7 @@ export function createEtcdStore(options: EtcdStoreOptions): Store {
           },
         }
       : {}),
+    ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
   };
   return new EtcdStore(new Etcd3(etcdOptions), endpoints);
 }

@@ -5,6 +5,7 @@ import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './executor.ts';
 import type { HostRunner } from './host-runner.ts';
 import { clusterKeys } from './keys.ts';
 import { Ledger } from './ledger.ts';
+import { PreparedDiscovery } from './prepared-discovery.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
@@ -65,6 +66,12 @@ export interface OverlordOptions {
    * machine before its steps run. Absent = the overlord leaves flannel's keys alone.
    */
   readonly podNetwork?: FlannelConfig;
+  /**
+   * Makes what each machine's units need and cannot be made while rendering them (its certificates:
+   * overlord/machine-pki.ts), for every announced machine, each time the machines change — before the
+   * reconciler sees the change (overlord/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
+   */
+  readonly prepareMachines?: (records: readonly MachineRecord[]) => Promise<void>;
   /** backoff of the startup reads while etcd is unreachable */
   readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
 }
@@ -107,7 +114,11 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   const onAbort = () => startup.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
-  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => reconciler?.trigger() });
+  let prepared: PreparedDiscovery | undefined;
+  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => (prepared ? void prepared.refresh() : reconciler?.trigger()) });
+  if (options.prepareMachines) {
+    prepared = new PreparedDiscovery({ source: discovery, prepare: options.prepareMachines, onChange: () => reconciler?.trigger(), clock: ports.clock, log });
+  }
 
   log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
   try {
@@ -117,14 +128,16 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       await untilItWorks('writing flannel network config', () => ensureNetworkConfig(ports.store, keys, podNetwork, options.fence?.()).then(() => undefined), ports, startup.signal, options.startupBackoffMs);
     }
     await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
+    await prepared?.refresh();
   } catch (err) {
+    prepared?.stop();
     await discovery.stop();
     options.signal?.removeEventListener('abort', onAbort);
     throw err;
   }
 
   reconciler = new Reconciler(
-    { hosts: ports.hosts, clock: ports.clock, log, discovery, ledger },
+    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? discovery, ledger },
     {
       unitsFor: options.unitsFor,
       expected: options.expected,
@@ -152,6 +165,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       // the reconciler first, synchronously: no new step may start while the watch is being cancelled
       // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
       const reconcilerStopped = reconciler!.stop();
+      prepared?.stop();
       await discovery.stop();
       await reconcilerStopped;
       log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');

@@ -1,7 +1,8 @@
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
-import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
+import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../units/index.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
+import type { RemoteFile } from './step.ts';
 
 /**
  * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's
@@ -9,12 +10,23 @@ import type { ClusterView, RenderedUnits } from './planner.ts';
  * deployed masters (the API it joins — the planner holds minions until one exists). TLS files sit at
  * PKI_PATHS; the PKI room delivers them. A throw (e.g. no deployed master yet) fails only that machine,
  * and only once the planner's gates let it run.
+ *
+ * `machineFiles` adds files of the machine's own to its write-units step — its certificates and keys
+ * (overlord/machine-pki.ts MachinePkiFiles.filesFor). They are part of the hash, so re-issued certificates
+ * redeploy the machine like changed units do.
  */
-export function unitsForSpec(spec: ClusterSpec): (record: MachineRecord, view: ClusterView) => RenderedUnits {
+export interface UnitsWiring {
+  readonly machineFiles?: (record: MachineRecord, view: ClusterView) => readonly RemoteFile[];
+}
+
+export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
   return (record, view) => {
     const masters = record.role === 'master' ? view.masters : view.deployedMasters;
-    return renderUnits(
+    const units = renderUnits(
       buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
     );
+    if (!wiring.machineFiles) return units;
+    const files = [...units.files, ...wiring.machineFiles(record, view)];
+    return { ...units, files, hash: hashFiles(files) };
   };
 }

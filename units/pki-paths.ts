@@ -72,3 +72,20 @@ export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPa
   master: ['ca', 'etcdCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer', 'flannelEtcdClient'],
   minion: ['ca', 'etcdCa', 'kubelet', 'kubeProxy', 'flannelEtcdClient'],
 });
+
+/**
+ * flanneld's access to the DISCOVERY etcd, on every master and minion (the overlord keeps flannel's network
+ * config and subnet reservations there, under `<prefix>network/`: flanneld --etcd-prefix=<prefix>network).
+ * Both files are written by the overlord in each machine's write-units step:
+ * - `ca`: the discovery CA certificate (the same file, same content, as cloud-config writes from user_data),
+ *   for flanneld's --etcd-cafile;
+ * - `flannelEnv` (mode 0600): an EnvironmentFile with FLANNELD_ETCD_USERNAME=flannel and
+ *   FLANNELD_ETCD_PASSWORD=<hex>, which flanneld reads as --etcd-username/--etcd-password (so the password is
+ *   in no command line). Discovery's etcd authenticates clients by etcd user, not by certificate: it serves
+ *   announcing nodes that hold none, and etcd cannot make client certificates optional. The `flannel`
+ *   user's role may read and write `<prefix>network/` only (overlord/discovery-auth.ts).
+ */
+export const DISCOVERY_CLIENT_PATHS = Object.freeze({
+  ca: `${PKI_DIR}/discovery-ca.crt`,
+  flannelEnv: `${PKI_DIR}/flannel-discovery.env`,
+});
