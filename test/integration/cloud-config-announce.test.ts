@@ -116,7 +116,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
   });
 
   /** A machine: its own id files, then the script running in its own process group (like a unit's cgroup). */
-  async function startMachine(opts: { token?: string } = {}) {
+  async function startMachine(opts: { token?: string; leaseTtl?: number; requestTimeout?: number } = {}) {
     const id = randomBytes(16).toString('hex');
     const m = path.join(dir, `machine-${id}`);
     await mkdir(m);
@@ -143,7 +143,8 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
         COREKUBE_CONFIG_DIR: config,
         COREKUBE_DISCOVERY_IP: '127.0.0.1',
         COREKUBE_DISCOVERY_PORT: String(clientPort),
-        COREKUBE_LEASE_TTL: String(LEASE_TTL),
+        COREKUBE_LEASE_TTL: String(opts.leaseTtl ?? LEASE_TTL),
+        COREKUBE_REQUEST_TIMEOUT: String(opts.requestTimeout ?? 10),
         COREKUBE_KEEPALIVE_INTERVAL: '1',
         COREKUBE_STATE_DIR: path.join(m, 'run'),
         COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
@@ -205,6 +206,21 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     expect(await m.exited).toBe(0);
     expect(await read(m.key)).toBeUndefined();
     expect(m.stderr()).toContain('revoked lease');
+  });
+
+  it('rides out discovery pausing for less than the lease TTL, keeping its record and lease', async () => {
+    const m = await startMachine({ leaseTtl: 8, requestTimeout: 1 });
+    const before = await until('the record', 15_000, () => read(m.key));
+    etcd!.kill('SIGSTOP');
+    try {
+      await until('a failed renewal', 10_000, async () => (m.stderr().includes('could not renew') ? true : undefined));
+    } finally {
+      etcd!.kill('SIGCONT');
+    }
+    await sleep(2500);
+    expect(await read(m.key)).toEqual(before);
+    expect(m.proc.exitCode).toBeNull();
+    process.kill(-m.proc.pid!, 'SIGKILL');
   });
 
   it('exits non-zero and writes nothing when discovery refuses its join token', async () => {
