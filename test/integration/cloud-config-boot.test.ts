@@ -6,7 +6,7 @@
  * machines did — the overlord can log in and sudo, discovery's etcd starts only once its certificate is
  * there and then signals, the minion's record appears in discovery, and it goes when the minion powers off.
  *
- * Net: 10.200.<k>.0/24 with k = $COREKUBE_TEST_NET or 46; discovery's address-plan IP (.10) is added to the
+ * Net: 10.200.<k>.0/24 with k = 46 (+ $COREKUBE_TEST_NET_OFFSET); discovery's address-plan IP (.10) is added to the
  * discovery machine (the harness numbers machines from .101).
  */
 import { execFile, spawnSync } from 'node:child_process';
