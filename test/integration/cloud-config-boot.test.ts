@@ -144,7 +144,7 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
   const out = async (m: Machine, argv: string[]) => (await m.exec(argv)).stdout.trim();
   const ssh = (m: Machine, command: string) =>
     run('ssh', ['-i', f('overlord'), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes',
-      '-o', 'LogLevel=ERROR', `corekube@${m.ip}`, command]);
+      '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=10', `corekube@${m.ip}`, command], { timeout: 30_000 });
 
   it('runs cloud-init to the end without an error on both machines', async () => {
     for (const m of [discovery, minion]) {
@@ -198,7 +198,8 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
   });
 
   it('announces the minion in discovery once the overlord has made the joiner user; stopping the unit removes the record', async () => {
-    const etcdctl = (...args: string[]) => run('etcdctl', [`--endpoints=https://${discoveryIp}:2379`, `--cacert=${f('ca.crt')}`, ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+    const etcdctl = (...args: string[]) =>
+      run('etcdctl', [`--endpoints=https://${discoveryIp}:2379`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 30_000 });
     const machines = clusterKeys(spec.name).machines;
     await etcdctl('user', 'add', 'root', `--new-user-password=${rootPassword}`);
     await etcdctl('role', 'add', 'joiner');
