@@ -4,11 +4,15 @@ import { systemClock } from '../overlord/clock.ts';
 import { etcdHostKeys } from '../overlord/hostkeys.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
-import { DEFAULT_CONCURRENCY, runOverlord } from '../overlord/overlord.ts';
+import { DEFAULT_CONCURRENCY } from '../overlord/overlord.ts';
+import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { EtcdHealth, observedStore } from '../overlord/health.ts';
+import type { Leadership } from '../overlord/leader.ts';
 import { unitsForSpec } from '../overlord/units.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
-import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+import { ETCD_OPTIONS, ETCD_USAGE, etcdStoreOptions } from './status.ts';
+import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags, startLeaderService } from './leader-options.ts';
 import { flannelConfig } from '../overlord/subnets.ts';
 
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
@@ -16,11 +20,14 @@ export { unitsForSpec };
 
 const usage = `Usage: corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
                         --ssh-user USER --ssh-key FILE [--concurrency N] [--cluster NAME]
-                        [-c overlord.yaml] [--log-format json|pretty] [spec options]
+                        [--id ID] [--lease-ttl S] [--health-port N] [-c overlord.yaml]
+                        [--log-format json|pretty] [spec options]
 
 Runs the overlord: watches the machines announced in the discovery etcd, deploys each role's units over
 SSH in parallel, records every step in etcd (ledger) and resumes where it stopped after a restart.
-SIGTERM/SIGINT stop it cleanly. Logs go to stdout: JSON, or pretty on a terminal.
+Any number of overlords may run: they elect a leader in etcd, which deploys; the others stand by and
+take over within the lease TTL. SIGTERM/SIGINT stop it cleanly (a leader resigns at once). Logs go to
+stdout: JSON, or pretty on a terminal.
 
 ${ETCD_USAGE}
   --ssh-user USER        user the overlord logs in as on every machine (privileged commands use sudo -n
@@ -31,6 +38,7 @@ ${ETCD_USAGE}
   --cluster NAME         etcd key prefix /corekube/NAME/ (default: the spec's name)
   --log-format FORMAT    json (default unless stdout is a terminal) or pretty
   --log-level LEVEL      info (default), debug, warn, error
+${LEADER_USAGE}
 
 The cluster spec (the file the overlord server's cloud-config writes, given with -c) says how many masters
 and minions the initial cluster has (cluster-ready) and what every machine's units contain.
@@ -46,6 +54,7 @@ export const overlordCommand: Command = {
       argv,
       {
         ...ETCD_OPTIONS,
+        ...LEADER_OPTIONS,
         'ssh-user': { type: 'string' },
         'ssh-key': { type: 'string' },
         'ssh-port': { type: 'string' },
@@ -63,6 +72,7 @@ export const overlordCommand: Command = {
     const sshPort = positiveInt('ssh-port', values['ssh-port'], 22);
     const format = parseLogFormat(values['log-format']);
     const cluster = values.cluster ?? spec.name;
+    const leaderFlags = parseLeaderFlags(values);
     let privateKey: string;
     try {
       privateKey = readFileSync(values['ssh-key'], 'utf8');
@@ -71,10 +81,14 @@ export const overlordCommand: Command = {
     }
 
     const log = createLogger({ ...(format ? { format } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
-    const store = openEtcdStore(values);
+    const etcd = etcdStoreOptions(values);
+    // every etcd answer and failure feeds the health (/healthz, the etcd.unreachable error)
+    const health = new EtcdHealth(systemClock, log, leaderFlags.etcdBudgetMs);
+    const store = observedStore(createEtcdStore(etcd), health);
+    let leadership: Leadership | undefined;
     // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
     const { createSshRunner } = await import('../overlord/ssh-runner.ts');
-    const hosts = createSshRunner({ user: sshUser, privateKey, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster)) });
+    const hosts = createSshRunner({ user: sshUser, privateKey, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
 
     const stop = new AbortController();
     const onSignal = (sig: NodeJS.Signals) => {
@@ -83,28 +97,35 @@ export const overlordCommand: Command = {
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
     try {
-      const overlord = await runOverlord(
-        { store, hosts, clock: systemClock, log },
-        {
+      // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/leader.ts
+      service = await startLeaderService({
+        flags: leaderFlags,
+        etcd,
+        keys: clusterKeys(cluster),
+        health,
+        ports: { store, hosts, clock: systemClock, log },
+        overlord: {
           cluster,
           sshUser,
           unitsFor: unitsForSpec(spec),
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
-          signal: stop.signal,
         },
-      );
-      await overlord.done;
+        signal: stop.signal,
+      });
+      leadership = service.leadership;
+      await leadership.done;
       return 0;
     } catch (err) {
-      if (stop.signal.aborted && !(err instanceof CorekubeError && err.code === 'E_NOT_LEADER')) return 0;
       log.fatal({ event: 'overlord.fatal', ...errorFields(err) }, 'overlord stopped on an error');
       throw err;
     } finally {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      await service?.close();
       await hosts.close().catch(() => undefined);
       await store.close();
     }

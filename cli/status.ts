@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
-import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { createEtcdStore, type EtcdStoreOptions } from '../overlord/etcd-store.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { formatStatusTable, readStatus } from '../overlord/status.ts';
 import type { Store } from '../overlord/store.ts';
@@ -19,8 +19,15 @@ export const ETCD_USAGE = `  --etcd-endpoints URLS  discovery etcd client URLs, 
   --etcd-cert FILE       client certificate (PEM) for etcd's client-cert auth
   --etcd-key FILE        its private key (PEM)`;
 
-/** Opens the etcd store the flags describe; reads the TLS files here, at the edge. */
-export function openEtcdStore(values: { 'etcd-endpoints'?: string; 'etcd-ca'?: string; 'etcd-cert'?: string; 'etcd-key'?: string }): Store {
+type EtcdFlags = { 'etcd-endpoints'?: string; 'etcd-ca'?: string; 'etcd-cert'?: string; 'etcd-key'?: string };
+
+/** Opens the etcd store the flags describe. */
+export function openEtcdStore(values: EtcdFlags): Store {
+  return createEtcdStore(etcdStoreOptions(values));
+}
+
+/** The etcd connection the flags describe (the store's and the election's); reads the TLS files here, at the edge. */
+export function etcdStoreOptions(values: EtcdFlags): EtcdStoreOptions {
   const endpoints = (values['etcd-endpoints'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (endpoints.length === 0) throw new CorekubeError('E_USAGE', '--etcd-endpoints is required', { hint: 'for example --etcd-endpoints https://10.240.0.10:2379' });
   for (const e of endpoints) {
@@ -39,17 +46,19 @@ export function openEtcdStore(values: { 'etcd-endpoints'?: string; 'etcd-ca'?: s
   const key = read('etcd-key', values['etcd-key']);
   if ((cert === undefined) !== (key === undefined)) throw new CorekubeError('E_USAGE', '--etcd-cert and --etcd-key go together', { hint: 'give both, or neither' });
   if (cert !== undefined && ca === undefined) throw new CorekubeError('E_USAGE', '--etcd-cert needs --etcd-ca', { hint: 'give the CA that signed etcd\'s certificate with --etcd-ca' });
-  return createEtcdStore({ endpoints, ...(ca ? { tls: { ca, ...(cert ? { cert } : {}), ...(key ? { key } : {}) } } : {}) });
+  return { endpoints, ...(ca ? { tls: { ca, ...(cert ? { cert } : {}), ...(key ? { key } : {}) } } : {}) };
 }
 
 const usage = `Usage: corekube status --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--cluster NAME] [--json]
 
 Shows every machine of a cluster — role, IP, state (pending, deploying, deployed, failed), the current
-step and the last error — read from the discovery etcd (machine records and the overlord's ledger).
+step and the last error — read from the discovery etcd (machine records and the overlord's ledger),
+and which overlord leads.
 
 ${ETCD_USAGE}
   --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
-  --json                 print one JSON object: {"machines":[{"id","role","ip","state","step","error","subnet"}…]}`;
+  --json                 print one JSON object: {"machines":[{"id","role","ip","state","step","error","subnet"}…],"leader":"ID"}
+                         ("leader" is absent while no overlord leads)`;
 
 export const statusCommand: Command = {
   path: ['status'],

@@ -6,7 +6,10 @@
  *   <prefix>/machines/<id>      machine record, written by the node under a lease it keeps alive (JSON, MachineRecord)
  *   <prefix>/ledger/<id>        deploy state of a machine, written only by the leading overlord (JSON, LedgerEntry)
  *   <prefix>/hostkeys/<id>      SSH host key accepted on first use, when the record carried none
- *   <prefix>/leader             leader election (etcd3 Election)
+ *   <prefix>/leader/election/overlord/<lease>
+ *                               leader election (etcd3 Election, overlord/leader.ts): one key a running
+ *                               overlord, under its lease, value = its id; the oldest (lowest create
+ *                               revision) leads; every ledger write is fenced on the leader's key
  *   <prefix>/ssh/overlord.pub   the overlord's SSH public key (nodes read it)
  *   <prefix>/network/config     flannel's network config (flanneld --etcd-prefix=<prefix>/network)
  *   <prefix>/network/subnets/…  flannel's subnet leases; the overlord writes one reservation (no TTL) a machine
@@ -20,6 +23,8 @@ export interface ClusterKeys {
   readonly ledger: string;
   readonly hostkeys: string;
   readonly leader: string;
+  /** the election's candidate keys (etcd3 Election `overlord` under `<prefix>leader/`) */
+  readonly leaderCandidates: string;
   readonly overlordSshKey: string;
   readonly network: string;
   readonly subnets: string;
@@ -37,6 +42,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     ledger: `${prefix}ledger/`,
     hostkeys: `${prefix}hostkeys/`,
     leader: `${prefix}leader`,
+    leaderCandidates: `${prefix}leader/election/overlord/`,
     overlordSshKey: `${prefix}ssh/overlord.pub`,
     network: `${prefix}network/`,
     subnets: `${prefix}subnets/`,

@@ -1,7 +1,7 @@
 import type { ClusterKeys } from './keys.ts';
 import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
-import type { Store } from './store.ts';
+import type { KeyValue, Store } from './store.ts';
 import { subnetsByMachine } from './subnets.ts';
 
 /**
@@ -9,13 +9,14 @@ import { subnetsByMachine } from './subnets.ts';
  * works from anywhere that reaches etcd and needs no running overlord. The shape is an interface that
  * scripts rely on (`corekube status --json`, `corekube demo --json`):
  *
- *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet"}…]}
+ *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet"}…],"leader":"<id>"}
  *
  * - pending: announced, nothing done yet (or waiting for a master); deploying: a deployment is under way
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
+ * - `leader`: the id of the overlord that leads (overlord/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
 
@@ -31,6 +32,15 @@ export interface MachineStatus {
 
 export interface StatusReport {
   readonly machines: readonly MachineStatus[];
+  /** the id of the overlord that leads (oldest election key), present only while one does */
+  readonly leader?: string;
+}
+
+/** PURE: the leader among the election's candidate keys: the oldest (etcd3 Election's rule). */
+export function leaderOf(candidates: readonly KeyValue[]): string | undefined {
+  let oldest: KeyValue | undefined;
+  for (const kv of candidates) if (!oldest || BigInt(kv.createRevision) < BigInt(oldest.createRevision)) oldest = kv;
+  return oldest?.value;
 }
 
 export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
@@ -64,9 +74,14 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
   return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
 }
 
-/** The edge: reads records, ledger and subnets from etcd (three range reads) and builds the report. */
+/** The edge: reads records, ledger, subnets and the leader from etcd (four range reads) and builds the report. */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, ledger, subnets] = await Promise.all([store.list(keys.machines), store.list(keys.ledger), subnetsByMachine(store, keys)]);
+  const [machines, ledger, subnets, candidates] = await Promise.all([
+    store.list(keys.machines),
+    store.list(keys.ledger),
+    subnetsByMachine(store, keys),
+    store.list(keys.leaderCandidates),
+  ]);
   const records: RecordInput[] = machines.kvs.map((kv) => {
     const id = kv.key.slice(keys.machines.length);
     const parsed = parseMachineRecord(id, kv.value);
@@ -87,16 +102,18 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     const entry = parseLedgerEntry(kv.value);
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
-  return machineStatuses(records, entries, subnets);
+  const leader = leaderOf(candidates.kvs);
+  return { ...machineStatuses(records, entries, subnets), ...(leader === undefined ? {} : { leader }) };
 }
 
 /** The table `corekube status` prints without --json. */
 export function formatStatusTable(report: StatusReport): string {
-  if (report.machines.length === 0) return 'no machines have announced themselves yet\n';
+  const leader = `leader: ${report.leader ?? 'none (no overlord is running, or none has been elected yet)'}\n`;
+  if (report.machines.length === 0) return `no machines have announced themselves yet\n${leader}`;
   const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'STEP', 'ERROR'];
   const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
-  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n`;
+  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${leader}`;
 }

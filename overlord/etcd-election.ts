@@ -1,0 +1,195 @@
+import { Etcd3, Lease, type Campaign, type IOptions } from 'etcd3';
+import { CorekubeError } from '../core/errors.ts';
+import type { Clock } from './clock.ts';
+import type { EtcdStoreOptions } from './etcd-store.ts';
+import { toEtcdError } from './etcd-store.ts';
+import type { ClusterKeys } from './keys.ts';
+import type { LeaderElection, Term } from './leader.ts';
+
+/**
+ * The etcd3 adapter of LeaderElection: etcd3's Election (1.1.2, which has the two-leaders fix) named
+ * `overlord` in the namespace `<prefix>leader/`, so every candidate is a key
+ * `keys.leaderCandidates + <lease id>` under its own lease, and the oldest key leads. Besides etcd-store.ts,
+ * the only module that imports etcd3; it has its own client (its own connection) and converts every
+ * library error with etcd-store.ts's toEtcdError.
+ *
+ * etcd3 reports a lease lost only after 2 TTLs without a keepalive, far too late for a leader to stop
+ * acting before a successor is elected. So this adapter also follows the lease's keepalives: `renewedAt()`
+ * is when the request etcd last answered was SENT (a lower bound of etcd's renewal), from which leader.ts
+ * decides when to step down. etcd3's Campaign keeps its lease private; the adapter reads it by name, and
+ * refuses to run (E_INTERNAL) should a future etcd3 keep it elsewhere.
+ */
+export interface EtcdElectionOptions extends EtcdStoreOptions {
+  readonly keys: ClusterKeys;
+  readonly clock: Clock;
+  /** told of every answer (lease granted or renewed) and every failure to reach etcd (health) */
+  readonly observer?: { answered(): void; failed(err: CorekubeError): void };
+}
+
+const ELECTION = 'overlord';
+
+export function createEtcdElection(options: EtcdElectionOptions): LeaderElection {
+  const endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
+  if (endpoints.length === 0) throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
+  const client = new Etcd3(clientOptions(options, endpoints));
+  const namespace = client.namespace(`${options.keys.leader}/`);
+  const { clock, observer } = options;
+  const failed = (what: string, err: unknown): CorekubeError => {
+    const e = toEtcdError(what, err, endpoints);
+    observer?.failed(e);
+    return e;
+  };
+  const call = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      const res = await fn();
+      observer?.answered();
+      return res;
+    } catch (err) {
+      throw failed(what, err);
+    }
+  };
+
+  return {
+    async campaign(candidate: string, ttlSeconds: number, signal: AbortSignal): Promise<Term> {
+      if (signal.aborted) throw signal.reason;
+      // the lease grant goes out as the campaign is made: its send time is the first renewal's lower bound
+      const grantSentAt = clock.now();
+      const campaign = namespace.election(ELECTION, ttlSeconds).campaign(candidate);
+      const lease = leaseOf(campaign);
+      const renewals = followRenewals(lease, grantSentAt, clock, observer, (err) => failed('renewing the leader lease', err));
+      let resolveLost!: (reason: string) => void;
+      const lost = new Promise<string>((r) => (resolveLost = r));
+      // etcd3 emits 'error' when the lease is lost or the campaign fails; an unheard 'error' would crash
+      campaign.on('error', (err: Error) => resolveLost(err.message || 'the lease is gone'));
+
+      let onAbort: (() => void) | undefined;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          campaign.once('elected', () => resolve());
+          campaign.once('error', (err: Error) => reject(failed(`campaigning for the lead as ${candidate}`, err)));
+          onAbort = () => reject(signal.reason);
+          signal.addEventListener('abort', onAbort, { once: true });
+        });
+      } catch (err) {
+        renewals.stop();
+        await campaign.resign().catch(() => undefined);
+        throw err;
+      } finally {
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+      }
+
+      let fence: Term['fence'];
+      try {
+        const key = await campaign.getCampaignKey();
+        const res = await call(`reading the leader key ${key}`, () => client.get(key).exec());
+        const kv = res.kvs[0];
+        if (!kv) throw new CorekubeError('E_ETCD', `elected, but the leader key ${key} is already gone (its lease expired)`, { retryable: true, hint: 'campaigning again' });
+        fence = Object.freeze({ key, createRevision: String(kv.create_revision) });
+      } catch (err) {
+        renewals.stop();
+        await campaign.resign().catch(() => undefined);
+        throw err;
+      }
+
+      let resigned = false;
+      return {
+        fence,
+        renewedAt: () => renewals.renewedAt(),
+        lost,
+        resign: async () => {
+          renewals.stop();
+          // Campaign.resign revokes once; a revoke that failed (etcd away) is retried on the lease itself
+          if (!resigned) {
+            resigned = true;
+            await call('revoking the leader lease', () => campaign.resign());
+          } else {
+            await call('revoking the leader lease', () => lease.revoke());
+          }
+        },
+      };
+    },
+
+    async leader(): Promise<string | null> {
+      const value = await call('reading the leader', () => namespace.election(ELECTION).leader());
+      return value ?? null;
+    },
+
+    async close(): Promise<void> {
+      client.close();
+    },
+  };
+}
+
+/** etcd3's Campaign holds its lease in a private field: read it, and check it is what we expect. */
+function leaseOf(campaign: Campaign): Lease {
+  const lease = (campaign as unknown as { lease?: unknown }).lease;
+  if (!(lease instanceof Lease)) {
+    throw new CorekubeError('E_INTERNAL', 'etcd3 Campaign no longer exposes its lease as `lease`', {
+      hint: 'etcd3 is pinned to 1.1.2 in package.json; adapt overlord/etcd-election.ts before upgrading it',
+    });
+  }
+  return lease;
+}
+
+/**
+ * Follows a lease's keepalives: each request's send time is queued; an answer (in order, on one stream)
+ * confirms the oldest; a failed or new stream drops what is queued (those requests are lost).
+ */
+function followRenewals(
+  lease: Lease,
+  grantSentAt: number,
+  clock: Clock,
+  observer: EtcdElectionOptions['observer'],
+  onFailure: (err: unknown) => void,
+): { renewedAt(): number; stop(): void } {
+  let renewedAt = Number.NEGATIVE_INFINITY;
+  let stopped = false;
+  const sent: number[] = [];
+  lease.grant().then(
+    () => {
+      if (stopped) return;
+      renewedAt = Math.max(renewedAt, grantSentAt);
+      observer?.answered();
+    },
+    () => undefined, // reported by the campaign's error
+  );
+  const listeners = {
+    keepaliveEstablished: () => (sent.length = 0),
+    keepaliveFired: () => sent.push(clock.now()),
+    keepaliveSucceeded: () => {
+      const at = sent.shift();
+      if (at !== undefined) renewedAt = Math.max(renewedAt, at);
+      observer?.answered();
+    },
+    keepaliveFailed: (err: unknown) => {
+      sent.length = 0;
+      if (!stopped) onFailure(err);
+    },
+  };
+  for (const [event, fn] of Object.entries(listeners)) lease.on(event as 'keepaliveFired', fn as () => void);
+  return {
+    renewedAt: () => renewedAt,
+    stop: () => {
+      stopped = true;
+      for (const [event, fn] of Object.entries(listeners)) lease.off(event, fn as () => void);
+    },
+  };
+}
+
+/** The etcd3 client options of EtcdStoreOptions (the same as etcd-store.ts builds for the store's client). */
+function clientOptions(options: EtcdStoreOptions, endpoints: readonly string[]): IOptions {
+  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
+  return {
+    hosts: [...endpoints],
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    ...(options.tls
+      ? {
+          credentials: {
+            rootCertificate: options.tls.ca,
+            ...(options.tls.key ? { privateKey: options.tls.key } : {}),
+            ...(options.tls.cert ? { certChain: options.tls.cert } : {}),
+          },
+        }
+      : {}),
+  };
+}
