@@ -148,6 +148,16 @@ export function discoveryClientOptions(conn: DiscoveryConnection, auth?: { usern
   };
 }
 
+/** One Status call over TLS (needs no etcd user): resolves when discovery's etcd answers; E_ETCD otherwise. */
+export async function pingDiscovery(conn: DiscoveryConnection): Promise<void> {
+  const client = new Etcd3(discoveryClientOptions(conn));
+  try {
+    await etcdCall('asking for its status', () => client.maintenance.status(), conn);
+  } finally {
+    client.close();
+  }
+}
+
 /**
  * One attempt, no waiting: reads the auth state and brings roles, users, passwords and grants to
  * `rbac`, then enables auth. A transient etcd failure is E_ETCD retryable (the caller retries the whole

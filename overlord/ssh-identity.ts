@@ -129,7 +129,7 @@ export function parseOpensshPrivateKey(text: string, what: string): { seed: Buff
   if (outer.str().toString() !== 'none' || outer.str().toString() !== 'none') throw bad('encrypted');
   outer.str(); // kdf options
   if (outer.take(4).readUInt32BE(0) !== 1) throw bad('not exactly one key');
-  outer.str(); // public key blob (repeated in the private section)
+  const outerPublic = Buffer.from(outer.str());
   const inner = reader(outer.str(), bad);
   if (!inner.take(4).equals(inner.take(4))) throw bad('check words differ');
   if (inner.str().toString() !== KEY_TYPE) throw bad('not an ed25519 key');
@@ -137,6 +137,7 @@ export function parseOpensshPrivateKey(text: string, what: string): { seed: Buff
   const secret = inner.str();
   if (publicKey.length !== 32 || secret.length !== 64 || !secret.subarray(32).equals(publicKey)) throw bad('malformed ed25519 key');
   const seed = Buffer.from(secret.subarray(0, 32));
+  if (!outerPublic.equals(publicKeyBlob(publicKey))) throw bad('its two copies of the public key differ');
   // the seed must derive the stored public key
   const derived = createPublicKey(createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d: seed.toString('base64url'), x: publicKey.toString('base64url') }, format: 'jwk' }))
     .export({ format: 'jwk' });

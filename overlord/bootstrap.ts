@@ -1,0 +1,275 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { CONFIG_FILES } from '../cloud-config/machine-paths.ts';
+import { asCorekubeError, CorekubeError } from '../core/errors.ts';
+import { addressPlan } from '../spec/address-plan.ts';
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { Clock } from './clock.ts';
+import { discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from './discovery-auth.ts';
+import { derOf, fileHostKeys, pushDiscoveryFiles, servedCertificate } from './discovery-push.ts';
+import { createEtcdStore, type EtcdStoreOptions } from './etcd-store.ts';
+import { readHeatHandle, sendHeatSignal, type SignalFiles } from './heat-signal.ts';
+import type { HostRunner } from './host-runner.ts';
+import { clusterKeys, type ClusterKeys } from './keys.ts';
+import { errorFields, type Logger } from './log.ts';
+import { MachinePkiFiles } from './machine-pki.ts';
+import { CertificateAuthority, type DiscoveryPki } from './pki/authority.ts';
+import { discoveryPkiFiles } from './pki/delivery.ts';
+import { DirectoryPkiStore, writeFileAtomic } from './pki/store.ts';
+import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
+import type { MachineRecord } from './machine-record.ts';
+import type { UnitsWiring } from './units.ts';
+
+/**
+ * The overlord's boot sequence ("overlord first", issue 4 point 3 and issue 2's trust bootstrap): what the
+ * overlord container does, in order, before it deploys anything. Every step is idempotent, so a restarted
+ * overlord runs the whole sequence again and only does what is missing:
+ *
+ * 1. SSH identity: its own ed25519 key pair in `<stateDir>/ssh/` (made at first boot, reused after).
+ * 2. PKI in `<stateDir>/pki/` (overlord/pki): the discovery CA, discovery's server cert (SAN: the discovery
+ *    IP) and the overlord's root client cert; the cluster and etcd CAs; the service-account key; the
+ *    passwords of discovery's `root` and `flannel` etcd users.
+ * 3. overlord_ready: signals the Heat wait condition with data "<base64 public key line>:<base64 discovery
+ *    CA PEM>" (once: a marker in `<stateDir>/heat/` remembers it). Heat then creates discovery, masters and
+ *    minions with both in their user_data. No URL (booted by hand): nothing to signal.
+ * 4. Discovery TLS: unless discovery's etcd already serves the current server cert, logs in to discovery as
+ *    `corekube` (its host key trusted on first use, pinned in `<stateDir>/ssh/discovery.host-key`) and
+ *    writes `/etc/corekube/pki/discovery/{ca.crt,server.crt,server.key}`; discovery's path unit starts
+ *    etcd. Retried with backoff while discovery boots.
+ * 5. Waits until discovery's etcd answers over TLS (verified against the discovery CA).
+ * 6. Discovery auth (overlord/discovery-auth.ts): users root, joiner (password = the join token from
+ *    `<configDir>/secrets/join-token`) and flannel, their roles, then `auth enable`. Idempotent.
+ * 7. Publishes its public key at `<prefix>ssh/overlord.pub`, as `root` over TLS.
+ * Then the caller runs the overlord with what this returns: `etcd` (discovery as root: the store and the
+ * leader election), the SSH key, `units` + `prepareMachines` (each machine's PKI in its write-units step),
+ * and `signalClusterReady` for onClusterReady (cluster_ready, once).
+ *
+ * Nothing secret is logged: keys, passwords and tokens are named, never printed.
+ */
+export interface BootInputs {
+  readonly spec: ClusterSpec;
+  /** etcd key prefix /corekube/<cluster>/ (default: the spec's name) */
+  readonly cluster?: string;
+  /** the overlord's state (SSH key, PKI, markers), read-write, mode 0700 */
+  readonly stateDir: string;
+  /** where cloud-config wrote the join token and the Heat signal files (CONFIG_FILES, relative) */
+  readonly configDir: string;
+  /** default: the address plan's discovery endpoint (https://<discovery IP>:2379) */
+  readonly discoveryEndpoint?: string;
+  /** the user the overlord logs in as on discovery (default corekube); root = no sudo */
+  readonly sshUser?: string;
+  readonly sshPort?: number;
+}
+
+export interface BootDeps {
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** aborts the sequence (SIGTERM while booting) */
+  readonly signal?: AbortSignal;
+  /** for tests: the HTTP client of the Heat signals */
+  readonly fetch?: typeof fetch;
+  /** backoff of every retried step (default 1 s doubling to 30 s) */
+  readonly backoffMs?: { readonly initial: number; readonly max: number };
+}
+
+export interface Booted {
+  readonly cluster: string;
+  readonly keys: ClusterKeys;
+  readonly identity: SshIdentity;
+  readonly authority: CertificateAuthority;
+  readonly discovery: DiscoveryPki;
+  readonly discoveryEndpoint: string;
+  /** discovery's etcd as `root` over TLS (CA, root client cert, password): for createEtcdStore and the election */
+  readonly etcd: EtcdStoreOptions;
+  /** each machine's PKI files */
+  readonly machineFiles: MachinePkiFiles;
+  /** unitsForSpec(spec, units): the machine's PKI files in its write-units step */
+  readonly units: UnitsWiring;
+  /** runOverlord's prepareMachines: issues the machines' PKI before the reconciler sees them */
+  readonly prepareMachines: (records: readonly MachineRecord[]) => Promise<void>;
+  /** signals cluster_ready once (nothing to do when booted by hand or already signalled) */
+  signalClusterReady(summary: string): Promise<void>;
+}
+
+/** Heat signal marker files under the state dir: what was sent, so a restart does not send it again. */
+export const MARKERS = Object.freeze({ overlordReady: 'heat/overlord-ready.sent', clusterReady: 'heat/cluster-ready.sent' });
+/** the id of the overlord's signals: the key of `data` in the wait condition's data attribute */
+export const SIGNAL_ID = 'overlord';
+
+const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
+
+export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<Booted> {
+  const { spec, stateDir, configDir } = inputs;
+  const cluster = inputs.cluster ?? spec.name;
+  const keys = clusterKeys(cluster);
+  const log = deps.log.child({ phase: 'boot' });
+  const endpoint = inputs.discoveryEndpoint ?? addressPlan(spec).discoveryEndpoint;
+  const { host, port } = parseEndpoint(endpoint);
+  const sshUser = inputs.sshUser ?? 'corekube';
+  const retry = <T>(what: string, fn: () => Promise<T>) => untilItWorks(what, fn, log, deps);
+  log.info({ event: 'boot.start', cluster, stateDir, discovery: endpoint }, `overlord boot: cluster ${cluster}, discovery ${endpoint}`);
+
+  // 1. SSH identity
+  const identity = await ensureSshIdentity(stateDir, `corekube-overlord@${cluster}`);
+  log.info({ event: 'boot.ssh-key', fingerprint: identity.fingerprint, created: identity.created }, `SSH key ${identity.fingerprint} ${identity.created ? 'made' : 'reused'}`);
+
+  // 2. PKI and discovery passwords (before anything leaves this machine)
+  const pkiStore = new DirectoryPkiStore(path.join(stateDir, 'pki'));
+  const authority = new CertificateAuthority({ store: pkiStore, clock: deps.clock, cluster, log });
+  const discovery = await authority.ensureDiscovery(spec);
+  await authority.ensureCa('cluster');
+  await authority.ensureCa('etcd');
+  await authority.ensureServiceAccountKey();
+  const passwords = await ensureDiscoveryPasswords(pkiStore);
+  const joinToken = await readJoinToken(path.join(configDir, CONFIG_FILES.joinToken));
+  log.info({ event: 'boot.pki', issued: discovery.issued.map((i) => i.name) }, 'PKI ready (discovery, cluster and etcd CAs)');
+
+  // 3. overlord_ready
+  const ready = signalFiles(configDir, 'readyUrl', 'readyHeader');
+  const data = `${Buffer.from(identity.publicKey).toString('base64')}:${Buffer.from(discovery.ca).toString('base64')}`;
+  await signalOnce(ready, MARKERS.overlordReady, { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, stateDir, deps, log);
+
+  // 4. discovery's TLS files
+  const served = await servedCertificate(host, port, discovery.ca);
+  if (served?.equals(derOf(discovery.server.cert))) {
+    log.info({ event: 'boot.discovery-tls', ip: host, installed: false }, 'discovery already serves the current certificate');
+  } else {
+    const { createSshRunner } = await import('./ssh-runner.ts');
+    const hosts: HostRunner = createSshRunner({ user: sshUser, privateKey: identity.privateKey, port: inputs.sshPort ?? 22, connectTimeoutMs: 20_000, hostKeys: fileHostKeys(stateDir) });
+    try {
+      await pushDiscoveryFiles(hosts, { id: 'discovery', ip: host }, discoveryPkiFiles(discovery), {
+        user: sshUser,
+        clock: deps.clock,
+        log,
+        ...(deps.signal ? { signal: deps.signal } : {}),
+        ...(deps.backoffMs ? { backoffMs: deps.backoffMs } : {}),
+      });
+    } finally {
+      await hosts.close().catch(() => undefined);
+    }
+  }
+
+  // 5. discovery's etcd answers over TLS
+  const conn: DiscoveryConnection = { endpoints: [endpoint], ca: discovery.ca, cert: discovery.overlordClient.cert, key: discovery.overlordClient.key };
+  await retry('waiting for the discovery etcd', () => pingDiscovery(conn));
+  log.info({ event: 'boot.discovery-up', discovery: endpoint }, 'discovery etcd answers over TLS');
+
+  // 6. discovery auth
+  const rbac = discoveryRbac(keys, { root: passwords.root, joiner: joinToken, flannel: passwords.flannel });
+  const auth = await retry('setting up discovery auth', () => ensureDiscoveryAuth(conn, rbac));
+  log.info({ event: 'boot.discovery-auth', changes: auth.changes, wasEnabled: auth.wasEnabled }, auth.changes.length === 0 ? 'discovery auth already in place' : `discovery auth: ${auth.changes.join('; ')}`);
+
+  // 7. the overlord's public key for the nodes, written as root
+  const etcd: EtcdStoreOptions = Object.freeze({
+    endpoints: [endpoint],
+    tls: { ca: Buffer.from(discovery.ca), cert: Buffer.from(discovery.overlordClient.cert), key: Buffer.from(discovery.overlordClient.key) },
+    auth: { username: ROOT_USER, password: passwords.root },
+  });
+  const store = createEtcdStore(etcd);
+  try {
+    await retry('publishing the overlord\'s public key', async () => {
+      const kv = await store.get(keys.overlordSshKey);
+      if (kv?.value !== identity.publicKey) await store.put(keys.overlordSshKey, identity.publicKey);
+    });
+  } finally {
+    await store.close();
+  }
+  log.info({ event: 'boot.done', fingerprint: identity.fingerprint }, 'overlord boot done');
+
+  const machineFiles = new MachinePkiFiles({ authority, spec, discoveryCa: discovery.ca, flannelPassword: passwords.flannel, log: deps.log });
+  const clusterReadyFiles = signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader');
+  return Object.freeze({
+    cluster,
+    keys,
+    identity,
+    authority,
+    discovery,
+    discoveryEndpoint: endpoint,
+    etcd,
+    machineFiles,
+    units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
+    prepareMachines: (records: readonly MachineRecord[]) => machineFiles.prepare(records),
+    signalClusterReady: (summary: string) =>
+      signalOnce(clusterReadyFiles, MARKERS.clusterReady, { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, stateDir, deps, deps.log),
+  });
+}
+
+function signalFiles(configDir: string, url: 'readyUrl' | 'clusterReadyUrl', header: 'readyHeader' | 'clusterReadyHeader'): SignalFiles {
+  return { url: path.join(configDir, CONFIG_FILES[url]), header: path.join(configDir, CONFIG_FILES[header]) };
+}
+
+/**
+ * Sends a signal unless the marker says this very signal (same handle URL, same data) was sent before.
+ * The marker is written after Heat accepted it: a crash in between sends it again, which Heat takes as the
+ * same signal (same id).
+ */
+async function signalOnce(
+  files: SignalFiles,
+  marker: string,
+  s: { status: 'SUCCESS'; reason: string; id: string; data: string },
+  stateDir: string,
+  deps: BootDeps,
+  log: Logger,
+): Promise<void> {
+  const handle = await readHeatHandle(files);
+  if (handle === undefined) {
+    log.info({ event: 'heat.no-handle', file: files.url }, 'no wait-condition URL (booted by hand): nothing to signal');
+    return;
+  }
+  const fingerprint = createHash('sha256').update(`${handle.url}\0${s.id}\0${s.data}`).digest('hex');
+  const markerFile = path.join(stateDir, marker);
+  const sent = await readFile(markerFile, 'utf8').catch(() => '');
+  if (sent.trim() === fingerprint) {
+    log.info({ event: 'heat.already-signalled', marker }, 'this wait condition was signalled before');
+    return;
+  }
+  await sendHeatSignal(handle, s, {
+    clock: deps.clock,
+    log,
+    ...(deps.signal ? { signal: deps.signal } : {}),
+    ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    ...(deps.backoffMs ? { backoffMs: deps.backoffMs } : {}),
+  });
+  await writeFileAtomic(markerFile, `${fingerprint}\n`, { root: stateDir });
+}
+
+async function readJoinToken(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CorekubeError('E_IO', `cannot read the join token ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {
+      hint: 'the overlord server\'s cloud-config writes it from the stack\'s join token; mount /etc/corekube into the container',
+    });
+  }
+  const token = text.trim();
+  if (!JOIN_TOKEN.test(token)) {
+    throw new CorekubeError('E_USAGE', `${file} does not hold a join token (16-256 characters of A-Za-z0-9._~+/=-)`, {
+      hint: 'write the join token the machines were given into it, on one line',
+    });
+  }
+  return token;
+}
+
+function parseEndpoint(endpoint: string): { host: string; port: number } {
+  const m = /^https:\/\/((?:\d{1,3}\.){3}\d{1,3}):(\d{1,5})\/?$/.exec(endpoint);
+  if (!m) throw new CorekubeError('E_USAGE', `the discovery endpoint ${JSON.stringify(endpoint)} is not https://<IPv4>:<port>`, { hint: 'for example https://10.240.0.10:2379' });
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+async function untilItWorks<T>(what: string, fn: () => Promise<T>, log: Logger, deps: BootDeps): Promise<T> {
+  const backoff = deps.backoffMs ?? { initial: 1_000, max: 30_000 };
+  let delay = backoff.initial;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = asCorekubeError(err, 'E_ETCD');
+      if (!e.retryable || deps.signal?.aborted) throw e;
+      log.warn({ event: 'boot.retry', what, attempt, nextRetryMs: delay, ...errorFields(e) }, `${what}: not yet; retrying`);
+      await deps.clock.sleep(delay, deps.signal);
+      delay = Math.min(backoff.max, delay * 2);
+    }
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Each machine's PKI rides in its write-units step (overlord/machine-pki.ts + runOverlord's prepareMachines +
+ * unitsForSpec's machineFiles): issued before the reconciler sees the machine, part of the units hash, so a
+ * re-issued certificate redeploys the machine. Real units/ and real certificate issuance (in memory); the
+ * machines and etcd are the in-memory fakes.
+ */
+import { describe, expect, it } from 'vitest';
+import { CorekubeError } from '../../../core/errors.ts';
+import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../../units/pki-paths.ts';
+import { clusterKeys } from '../../../overlord/keys.ts';
+import { parseLedgerEntry } from '../../../overlord/ledger.ts';
+import { silentLogger } from '../../../overlord/log.ts';
+import { MachinePkiFiles } from '../../../overlord/machine-pki.ts';
+import type { MachineRecord } from '../../../overlord/machine-record.ts';
+import { runOverlord, type Overlord } from '../../../overlord/overlord.ts';
+import { CertificateAuthority } from '../../../overlord/pki/authority.ts';
+import { CA_NAMES } from '../../../overlord/pki/catalog.ts';
+import { MemoryPkiStore, type PkiStore } from '../../../overlord/pki/store.ts';
+import { readCertificate } from '../../../overlord/pki/x509.ts';
+import { PreparedDiscovery } from '../../../overlord/prepared-discovery.ts';
+import { unitsForSpec } from '../../../overlord/units.ts';
+import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
+
+const spec = parseClusterSpec({ flags: { name: 't', masters: '1', minions: '1' } });
+const keys = clusterKeys('t');
+const FLANNEL_PASSWORD = 'ab'.repeat(32);
+const DISCOVERY_CA = '-----BEGIN CERTIFICATE-----\nZGlzY292ZXJ5IENB\n-----END CERTIFICATE-----\n';
+
+/** A cluster under test: fake etcd and machines, a real CA in memory, and a way to wait for the overlord. */
+function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore()) {
+  const clock = new FakeClock();
+  const hosts = new FakeMachines({ clock, ms: 10 });
+  const authority = new CertificateAuthority({ store: pkiStore, clock, cluster: 't' });
+  const files = new MachinePkiFiles({ authority, spec, discoveryCa: DISCOVERY_CA, flannelPassword: FLANNEL_PASSWORD, log: silentLogger() });
+  // issuing runs on real crypto, outside the fake clock: the tests wait for it explicitly
+  const inflight = new Set<Promise<void>>();
+  const prepareMachines = (records: readonly MachineRecord[]) => {
+    const p = files.prepare(records);
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+    return p;
+  };
+  const start = () =>
+    runOverlord(
+      { store: etcd, hosts, clock, log: silentLogger() },
+      {
+        cluster: 't',
+        sshUser: 'corekube',
+        unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v) }),
+        expected: { masters: 1, minions: 1 },
+        prepareMachines,
+        retry: { retries: 1, minMs: 1_000, factor: 2, maxMs: 1_000 },
+      },
+    );
+  /** runs the fake clock and the issuing until nothing is deploying, waiting or being issued */
+  const settle = async (o: Overlord) => {
+    for (let i = 0; i < 10_000; i++) {
+      await flush();
+      if (inflight.size > 0) {
+        await Promise.all([...inflight]);
+        continue;
+      }
+      const s = o.summary();
+      if (s.total > 0 && s.deploying === 0 && s.waiting === 0 && s.deployed + s.failed.length === s.total) {
+        await o.idle();
+        if (inflight.size === 0) return;
+        continue;
+      }
+      if (!(await clock.next())) {
+        await flush();
+        if (inflight.size === 0 && clock.pending === 0) throw new Error(`nothing left to run: ${o.summary().text}`);
+      }
+    }
+    throw new Error('settle: too many rounds');
+  };
+  const announce = (r: MachineRecord) => etcd.put(keys.machine(r.id), JSON.stringify(r));
+  const ledger = (id: string) => parseLedgerEntry(etcd.data.get(keys.ledgerOf(id))!.value)!;
+  return { clock, hosts, etcd, pkiStore, authority, files, start, settle, announce, ledger };
+}
+
+const master1 = makeRecord(1, 'master');
+const master2 = makeRecord(2, 'master');
+const minion = makeRecord(10, 'minion');
+
+describe('machine PKI in the write-units step', () => {
+  it('delivers each machine its own pairs (keys 0600), the CA certificates and the discovery credentials, and never a CA key', async () => {
+    const w = world();
+    await w.announce(master1);
+    await w.announce(minion);
+    const o = await w.start();
+    await w.settle(o);
+    expect(o.summary().text).toBe('2/2 machines deployed');
+
+    const m = w.hosts.machine(master1.id).files;
+    const n = w.hosts.machine(minion.id).files;
+    for (const [path, role] of [[PKI_PATHS.apiServer.key, m], [PKI_PATHS.etcdServer.key, m], [PKI_PATHS.serviceAccount.privateKey, m], [PKI_PATHS.kubelet.key, n], [PKI_PATHS.kubeProxy.key, n]] as const) {
+      expect(role.get(path)?.mode, path).toBe('0600');
+      expect(role.get(path)?.content).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    }
+    expect(m.get(PKI_PATHS.ca)).toMatchObject({ mode: '0644' });
+    expect(readCertificate(m.get(PKI_PATHS.apiServer.cert)!.content, 'api').ipAddresses).toContain(master1.ip);
+    expect(readCertificate(n.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet').commonName).toBe(`system:node:${minion.hostname}`);
+    // a minion holds no master material
+    expect(n.has(PKI_PATHS.apiServer.key)).toBe(false);
+    expect(n.has(PKI_PATHS.serviceAccount.privateKey)).toBe(false);
+    for (const files of [m, n]) {
+      expect(files.get(DISCOVERY_CLIENT_PATHS.ca)).toEqual({ content: DISCOVERY_CA, mode: '0644' });
+      expect(files.get(DISCOVERY_CLIENT_PATHS.flannelEnv)).toEqual({ content: `FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=${FLANNEL_PASSWORD}\n`, mode: '0600' });
+      // every file holding a private key is 0600
+      for (const [path, f] of files) if (/PRIVATE KEY|PASSWORD=/.test(f.content)) expect(f.mode, path).toBe('0600');
+    }
+    // no CA key on any machine
+    const caKeys = (await Promise.all(Object.values(CA_NAMES).map((ca) => w.pkiStore.read(`${ca}.key`)))).filter((k) => k !== undefined);
+    expect(caKeys).toHaveLength(2); // cluster and etcd (the discovery CA is the bootstrap's)
+    for (const caKey of caKeys) {
+      const body = caKey.split('\n')[1]!;
+      for (const files of [m, n]) for (const f of files.values()) expect(f.content).not.toContain(body);
+    }
+    await o.stop();
+  });
+
+  it('redeploys a master whose API server certificate a new master changed; a restarted overlord issues and redeploys nothing', async () => {
+    const pkiStore = new MemoryPkiStore();
+    const w = world(pkiStore);
+    await w.announce(master1);
+    await w.announce(minion);
+    const o = await w.start();
+    await w.settle(o);
+    const firstHash = w.ledger(master1.id).unitsHash;
+    const kubeletCert = w.hosts.machine(minion.id).files.get(PKI_PATHS.kubelet.cert)!.content;
+
+    await w.announce(master2);
+    await w.settle(o);
+    expect(o.summary().text).toBe('3/3 machines deployed');
+    // master 1 got a new API server cert naming master 2, and was deployed again for it
+    const api = readCertificate(w.hosts.machine(master1.id).files.get(PKI_PATHS.apiServer.cert)!.content, 'api');
+    expect(api.ipAddresses).toEqual(expect.arrayContaining([master1.ip, master2.ip]));
+    expect(w.ledger(master1.id).unitsHash).not.toBe(firstHash);
+    // the minion's own certificate did not change
+    expect(w.hosts.machine(minion.id).files.get(PKI_PATHS.kubelet.cert)!.content).toBe(kubeletCert);
+    await o.stop();
+
+    // a new overlord (same PKI store, same etcd): same certificates, same hashes, nothing to deploy
+    const hashes = [master1, master2, minion].map((r) => w.ledger(r.id).unitsHash);
+    const reloads = [master1, master2, minion].map((r) => w.hosts.machine(r.id).reloads);
+    const again = world(pkiStore, w.etcd);
+    const o2 = await again.start();
+    await again.settle(o2);
+    expect([master1, master2, minion].map((r) => again.ledger(r.id).unitsHash)).toEqual(hashes);
+    expect([master1, master2, minion].map((r) => again.hosts.machine(r.id).reloads)).toEqual([0, 0, 0]);
+    expect(reloads.every((n) => n > 0)).toBe(true);
+    await o2.stop();
+  });
+
+  it('fails only the machine whose certificates cannot be issued, with the reason', async () => {
+    const inner = new MemoryPkiStore();
+    const broken: PkiStore = {
+      read: (name) => inner.read(name),
+      write: async (name, content) => {
+        if (name.startsWith(`machines/${minion.id}/`)) throw new CorekubeError('E_IO', `cannot write ${name} (ENOSPC)`, { hint: 'free some space' });
+        await inner.write(name, content);
+      },
+    };
+    const w = world(broken);
+    await w.announce(master1);
+    await w.announce(minion);
+    const o = await w.start();
+    await w.settle(o);
+    expect(w.ledger(master1.id).state).toBe('deployed');
+    expect(w.ledger(minion.id)).toMatchObject({ state: 'failed' });
+    expect(w.ledger(minion.id).error).toContain('ENOSPC');
+    expect(w.hosts.machine(minion.id).files.size).toBe(0);
+    await o.stop();
+  });
+
+  it('refuses to hand out files that were not prepared for the machine as it is now', async () => {
+    const w = world();
+    await w.files.prepare([master1]);
+    expect(() => w.files.filesFor(minion, { masters: [master1], deployedMasters: [] })).toThrow(/not prepared/);
+    // master 1's certificate names only itself: with a second master in the view it must be prepared again
+    expect(() => w.files.filesFor(master1, { masters: [master1, master2], deployedMasters: [] })).toThrow(/not prepared/);
+    expect(w.files.filesFor(master1, { masters: [master1], deployedMasters: [] }).length).toBeGreaterThan(10);
+  });
+});
+
+describe('prepared discovery', () => {
+  it('shows the reconciler a change of the machines only once it is prepared, coalescing changes that arrive meanwhile', async () => {
+    let records: MachineRecord[] = [master1];
+    const prepared: string[][] = [];
+    let release!: () => void;
+    let gate = new Promise<void>((r) => (release = r));
+    let changes = 0;
+    const view = new PreparedDiscovery({
+      source: { snapshot: () => ({ records: new Map(records.map((r) => [r.id, r])), invalid: new Map() }) },
+      prepare: async (rs) => {
+        prepared.push(rs.map((r) => r.hostname));
+        await gate;
+      },
+      onChange: () => void changes++,
+      clock: new FakeClock(),
+      log: silentLogger(),
+    });
+    const first = view.refresh();
+    await flush();
+    expect(view.snapshot().records.size).toBe(0); // not prepared yet: nothing shown
+    records = [master1, minion];
+    void view.refresh();
+    records = [master1, minion, master2];
+    void view.refresh();
+    release();
+    gate = Promise.resolve();
+    await first;
+    expect(prepared).toEqual([['master-1'], ['master-1', 'minion-10', 'master-2']]);
+    expect([...view.snapshot().records.values()].map((r) => r.hostname)).toEqual(['master-1', 'minion-10', 'master-2']);
+    expect(changes).toBe(2);
+  });
+});
