@@ -266,8 +266,9 @@ function permissionKey(permission: string, range: Range): string {
 }
 
 function describeResult(p: IPermissionResult): string {
-  const end = p.range.end.length === 0 ? '' : `..${p.range.end.toString()}`;
-  return `${p.permission.toLowerCase()} on ${p.range.start.toString()}${end}`;
+  const start = p.range.start.toString();
+  const end = p.range.end.length === 0 ? '' : Range.prefix(p.range.start).end.equals(p.range.end) ? '*' : `..${p.range.end.toString()}`;
+  return `${p.permission.toLowerCase()} on ${start}${end}`;
 }
 
 async function etcdCall<T>(what: string, fn: () => Promise<T>, conn: DiscoveryConnection): Promise<T> {

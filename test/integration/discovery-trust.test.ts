@@ -1,0 +1,325 @@
+/**
+ * Discovery's trust against a real etcd (Debian etcd-server) run with the TLS flags of the rendered
+ * discovery-etcd.service, on certificates from the overlord's own PKI (CertificateAuthority.ensureDiscovery):
+ * the auth the overlord sets up (overlord/discovery-auth.ts) gives root everything, lets a node holding the
+ * join token register its record — over TLS with curl through etcd's JSON gateway, as the announce script
+ * does, and with the real announce script — but read nothing and write nowhere else, lets flanneld's user
+ * at network/ only, and running it again changes nothing (tokens issued before stay valid).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, closeSync, openSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Etcd3, Range } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootPlan } from '../../cloud-config/index.ts';
+import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
+import { CorekubeError } from '../../core/errors.ts';
+import { findSecrets } from '../../core/secrets.ts';
+import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import {
+  discoveryClientOptions,
+  discoveryRbac,
+  ensureDiscoveryAuth,
+  ensureDiscoveryPasswords,
+  pingDiscovery,
+  type DiscoveryConnection,
+  type DiscoveryRbac,
+} from '../../overlord/discovery-auth.ts';
+import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
+import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
+import { onExit } from '../harness/cleanup.ts';
+import { freePort } from '../harness/ports.ts';
+import { missingParts } from '../harness/requirements.ts';
+
+const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const skip = missingParts(...['etcd', 'curl', 'ip', 'bash', 'ssh-keygen'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
+
+const CLUSTER = 'trust-it';
+const spec = parseClusterSpec({ flags: { name: CLUSTER } });
+const keys = clusterKeys(CLUSTER);
+const JOIN_TOKEN = randomBytes(24).toString('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The TLS-related flags of the discovery-etcd.service cloud-config renders (its ExecStart), with the
+ * files it names moved to `dir`: the test's etcd authenticates clients exactly as discovery's will.
+ */
+function discoveryTlsFlags(dir: string): string[] {
+  const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
+  const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
+  const tlsFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file)(=|$)/;
+  return exec
+    .split(/\s+/)
+    .filter((a) => tlsFlag.test(a))
+    .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(dir, path.basename(file))}`));
+}
+
+describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flags', () => {
+  let dir = '';
+  let etcd: ChildProcess | undefined;
+  let endpoint = '';
+  let port = 0;
+  let pki: DiscoveryPki;
+  let conn: DiscoveryConnection;
+  let rbac: DiscoveryRbac;
+  let passwords: { root: string; flannel: string };
+  let tlsFlags: string[] = [];
+  const clients: Etcd3[] = [];
+  let unregister = () => {};
+
+  const teardown = () => {
+    if (etcd?.pid !== undefined && etcd.exitCode === null) etcd.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-trust-'));
+    unregister = onExit('discovery trust test', teardown);
+    const authority = new CertificateAuthority({ store: new DirectoryPkiStore(path.join(dir, 'state', 'pki')), clock: { now: () => Date.now() }, cluster: CLUSTER });
+    pki = await authority.ensureDiscovery(spec);
+    passwords = await ensureDiscoveryPasswords(new DirectoryPkiStore(path.join(dir, 'state', 'pki')));
+
+    // the files the overlord pushes to discovery, where discovery-etcd.service reads them
+    const tls = path.join(dir, 'tls');
+    await mkdir(tls, { mode: 0o700 });
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
+    tlsFlags = discoveryTlsFlags(tls);
+
+    port = await freePort();
+    const peerPort = await freePort(['127.0.0.1'], [port]);
+    endpoint = `https://127.0.0.1:${port}`;
+    const log = openSync(path.join(dir, 'etcd.log'), 'a');
+    etcd = spawn('etcd', [
+      '--name', 'discovery', '--data-dir', path.join(dir, 'data'),
+      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
+      '--log-level', 'warn', '--logger', 'zap', ...tlsFlags,
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+
+    conn = { endpoints: [endpoint], ca: pki.ca, cert: pki.overlordClient.cert, key: pki.overlordClient.key, callTimeoutMs: 3_000 };
+    rbac = discoveryRbac(keys, { root: passwords.root, joiner: JOIN_TOKEN, flannel: passwords.flannel });
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (etcd.exitCode !== null) throw new Error(`etcd exited: ${await readFile(path.join(dir, 'etcd.log'), 'utf8')}`);
+      try {
+        await pingDiscovery(conn);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await sleep(100);
+      }
+    }
+  });
+
+  afterAll(() => {
+    for (const c of clients) c.close();
+    teardown();
+    unregister();
+  });
+
+  const client = (auth?: { username: string; password: string }) => {
+    const c = new Etcd3(discoveryClientOptions(conn, auth));
+    clients.push(c);
+    return c;
+  };
+  const root = () => client({ username: 'root', password: passwords.root });
+
+  /** etcd's JSON gateway through curl, TLS verified with the discovery CA, as corekube-announce talks to it. */
+  async function gateway(urlPath: string, body: object, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+    const caFile = path.join(dir, 'tls', DISCOVERY_TLS_FILES.ca);
+    const args = ['--silent', '--show-error', '--max-time', '10', '--cacert', caFile, '-H', 'Content-Type: application/json', '--data-binary', '@-', '-w', '\n%{http_code}'];
+    if (token !== undefined) {
+      const header = path.join(dir, `auth-header-${randomUUID()}`);
+      await writeFile(header, `Authorization: ${token}\n`, { mode: 0o600 });
+      args.push('-H', `@${header}`);
+    }
+    const r = spawnSync('curl', [...args, `${endpoint}${urlPath}`], { input: JSON.stringify(body), encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`curl failed: ${r.stderr}`);
+    const at = r.stdout.lastIndexOf('\n');
+    return { status: Number(r.stdout.slice(at + 1)), json: JSON.parse(r.stdout.slice(0, at) || '{}') as Record<string, unknown> };
+  }
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  async function joinerToken(password = JOIN_TOKEN): Promise<string> {
+    const res = await gateway('/v3/auth/authenticate', { name: 'joiner', password });
+    expect(res.status).toBe(200);
+    return res.json.token as string;
+  }
+
+  it('runs etcd the way discovery-etcd.service does: TLS with the pushed server cert, no client certificate required', () => {
+    expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file']);
+  });
+
+  it('sets up auth on first run; then root (the overlord) can do anything and an anonymous client nothing', async () => {
+    const first = await ensureDiscoveryAuth(conn, rbac);
+    expect(first.wasEnabled).toBe(false);
+    expect(first.changes).toEqual(expect.arrayContaining(['created role joiner', 'created role flannel', 'created user root', 'created user joiner', 'created user flannel', 'enabled auth']));
+
+    // the overlord's own store, as bootstrap.ts opens it
+    const store = createEtcdStore({ endpoints: [endpoint], tls: { ca: Buffer.from(pki.ca), cert: Buffer.from(pki.overlordClient.cert), key: Buffer.from(pki.overlordClient.key) }, auth: { username: 'root', password: passwords.root } });
+    try {
+      for (const key of [keys.ledgerOf('a'.repeat(32)), `${keys.network}config`, keys.hostkeyOf('a'.repeat(32)), keys.machine('b'.repeat(32)), keys.overlordSshKey, '/elsewhere/x']) {
+        await store.put(key, 'v');
+        expect((await store.get(key))?.value).toBe('v');
+      }
+      expect((await store.list(keys.machines)).kvs.length).toBe(1);
+      await store.delete(keys.machine('b'.repeat(32)));
+      await store.put(keys.overlordSshKey, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOverlordKeyForTheTrustTest00000000000000000 corekube-overlord@trust-it');
+    } finally {
+      await store.close();
+    }
+    const anonymous = client();
+    await expect(anonymous.get(keys.overlordSshKey).string()).rejects.toThrow(/user name is empty/);
+    const refused = await gateway('/v3/kv/range', { key: b64(keys.overlordSshKey) });
+    expect(refused.status).not.toBe(200);
+  });
+
+  it('lets a joiner register a record under machines/ under its lease, and nothing else: no reads of records, ledger, network, PKI; no writes elsewhere', async () => {
+    const token = await joinerToken();
+    const lease = await gateway('/v3/lease/grant', { TTL: '30' }, token);
+    expect(lease.status).toBe(200);
+    const leaseId = lease.json.ID as string;
+    const mine = keys.machine('c'.repeat(32));
+    const put = await gateway('/v3/kv/put', { key: b64(mine), value: b64('{"schema":1}'), lease: leaseId }, token);
+    expect(put.status).toBe(200);
+    expect((await root().get(mine).string())).toBe('{"schema":1}');
+    // the one key it may read: the overlord's public key
+    const pub = await gateway('/v3/kv/range', { key: b64(keys.overlordSshKey) }, token);
+    expect(pub.status).toBe(200);
+    expect(Buffer.from((pub.json.kvs as { value: string }[])[0]!.value, 'base64').toString()).toMatch(/^ssh-ed25519 /);
+
+    const refusedReads = [
+      { key: b64(mine) }, // not even its own record
+      { key: b64(keys.machines), range_end: b64(`${keys.machines.slice(0, -1)}0`) }, // others' records
+      { key: b64(keys.ledgerOf('a'.repeat(32))) },
+      { key: b64(keys.ledger), range_end: b64(`${keys.ledger.slice(0, -1)}0`) },
+      { key: b64(`${keys.network}config`) },
+      { key: b64(keys.hostkeyOf('a'.repeat(32))) },
+      { key: b64('/'), range_end: b64('\0') }, // everything (where any PKI would be)
+    ];
+    for (const body of refusedReads) {
+      const r = await gateway('/v3/kv/range', body, token);
+      expect(r.status, JSON.stringify(body)).not.toBe(200);
+      expect(String(r.json.message ?? r.json.error)).toMatch(/permission denied/);
+    }
+    const refusedWrites = [keys.ledgerOf('c'.repeat(32)), `${keys.network}config`, keys.hostkeyOf('c'.repeat(32)), keys.overlordSshKey, clusterKeys('other').machine('c'.repeat(32)), `${keys.prefix}machines`];
+    for (const key of refusedWrites) {
+      const r = await gateway('/v3/kv/put', { key: b64(key), value: b64('x') }, token);
+      expect(r.status, key).not.toBe(200);
+    }
+    expect(await root().get(keys.ledgerOf('c'.repeat(32))).string()).toBeNull();
+    const revoke = await gateway('/v3/lease/revoke', { ID: leaseId }, token);
+    expect(revoke.status).toBe(200);
+    expect(await root().get(mine).string()).toBeNull();
+    // a wrong token is refused
+    expect((await gateway('/v3/auth/authenticate', { name: 'joiner', password: 'not-the-join-token-0123' })).status).not.toBe(200);
+  });
+
+  it('lets the real announce script register a machine with the join token, keep it alive and revoke it on SIGTERM', async () => {
+    const m = path.join(dir, 'machine');
+    const config = path.join(m, 'etc-corekube');
+    await mkdir(path.join(config, path.dirname(CONFIG_FILES.discoveryCa)), { recursive: true });
+    await mkdir(path.join(config, path.dirname(CONFIG_FILES.joinToken)), { recursive: true });
+    await writeFile(path.join(config, CONFIG_FILES.discoveryCa), pki.ca);
+    await writeFile(path.join(config, CONFIG_FILES.joinToken), `${JOIN_TOKEN}\n`, { mode: 0o600 });
+    const id = randomBytes(16).toString('hex');
+    await writeFile(path.join(m, 'machine-id'), `${id}\n`);
+    await writeFile(path.join(m, 'boot_id'), `${randomUUID()}\n`);
+    await writeFile(path.join(m, 'hostname'), 'minion-7\n');
+    spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'root@minion-7', '-f', path.join(m, 'host_key')]);
+    const script = path.join(m, 'corekube-announce');
+    await writeFile(script, bootPlan('minion', spec).files.find((x) => x.path.endsWith('/corekube-announce'))!.content);
+    chmodSync(script, 0o755);
+    const proc = spawn('bash', [script], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: {
+        PATH: process.env.PATH,
+        COREKUBE_CONFIG_DIR: config,
+        COREKUBE_DISCOVERY_IP: '127.0.0.1',
+        COREKUBE_DISCOVERY_PORT: String(port),
+        COREKUBE_LEASE_TTL: '3',
+        COREKUBE_KEEPALIVE_INTERVAL: '1',
+        COREKUBE_STATE_DIR: path.join(m, 'run'),
+        COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
+        COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
+        COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
+        COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
+        COREKUBE_HOST_KEY_WAIT: '0',
+        COREKUBE_BACKOFF_BASE: '0',
+        TMPDIR: m,
+      },
+    });
+    let stderr = '';
+    proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    try {
+      const r = root();
+      const deadline = Date.now() + 15_000;
+      let record: string | null = null;
+      while (record === null && Date.now() < deadline) {
+        record = await r.get(keys.machine(id)).string();
+        if (record === null) await sleep(100);
+      }
+      expect(record, stderr).toContain(`"id":"${id}"`);
+      // past the lease TTL the record is still there: keepalives work with write-only rights
+      await sleep(4_500);
+      expect(await r.get(keys.machine(id)).string()).toBe(record);
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(await r.get(keys.machine(id)).string()).toBeNull();
+      expect(stderr).toContain('revoked lease');
+      expect(findSecrets(stderr, { values: [JOIN_TOKEN] })).toEqual([]);
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    }
+  });
+
+  it('lets flanneld\'s user read and write network/ and nothing else', async () => {
+    const flannel = client({ username: 'flannel', password: passwords.flannel });
+    await flannel.put(`${keys.network}subnets/10.244.1.0-24`).value('{"PublicIP":"10.240.0.33"}');
+    expect(await flannel.get(`${keys.network}config`).string()).toBe('v');
+    expect(Object.keys(await flannel.getAll().prefix(keys.network).strings())).toHaveLength(2);
+    await expect(flannel.get(keys.machine('b'.repeat(32))).string()).rejects.toThrow(/permission denied/);
+    await expect(flannel.getAll().prefix(keys.machines).keys()).rejects.toThrow(/permission denied/);
+    await expect(flannel.get(keys.overlordSshKey).string()).rejects.toThrow(/permission denied/);
+    await expect(flannel.put(keys.ledgerOf('a'.repeat(32))).value('x')).rejects.toThrow(/permission denied/);
+    await expect(flannel.put(`${keys.prefix}networkx`).value('x')).rejects.toThrow(/permission denied/);
+  });
+
+  it('changes nothing when run again: same answer, and a joiner token from before stays valid', async () => {
+    const before = await joinerToken();
+    const again = await ensureDiscoveryAuth(conn, rbac);
+    expect(again).toEqual({ changes: [], wasEnabled: true });
+    const lease = await gateway('/v3/lease/grant', { TTL: '30' }, before);
+    expect(lease.status).toBe(200); // etcd invalidates every token on any auth change: there was none
+    await gateway('/v3/lease/revoke', { ID: lease.json.ID }, before);
+  });
+
+  it('puts back what was changed by hand: an extra grant is revoked, a changed password is reset', async () => {
+    const r = root();
+    await r.role('joiner').grant({ permission: 'Read', range: Range.prefix(keys.ledger) });
+    await r.user('joiner').setPassword('changed-by-hand-0123456789');
+    const fixed = await ensureDiscoveryAuth(conn, rbac);
+    expect(fixed.changes).toEqual(['revoked read on /corekube/trust-it/ledger/* from role joiner', 'set the password of user joiner']);
+    const token = await joinerToken();
+    expect((await gateway('/v3/kv/range', { key: b64(keys.ledgerOf('a'.repeat(32))) }, token)).status).not.toBe(200);
+    expect(await ensureDiscoveryAuth(conn, rbac)).toEqual({ changes: [], wasEnabled: true });
+  });
+
+  it('refuses to go on with a root password etcd does not take, and does not print it', async () => {
+    const wrong = discoveryRbac(keys, { root: 'f0'.repeat(32), joiner: JOIN_TOKEN, flannel: passwords.flannel });
+    const err = (await ensureDiscoveryAuth(conn, wrong).catch((e: unknown) => e)) as CorekubeError;
+    expect(err).toBeInstanceOf(CorekubeError);
+    expect(err).toMatchObject({ code: 'E_ETCD', retryable: false });
+    expect(err.message).toMatch(/refuses the overlord's root password/);
+    expect(findSecrets(`${err.message} ${err.hint}`, { values: ['f0'.repeat(32), passwords.root, JOIN_TOKEN] })).toEqual([]);
+  });
+});
