@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
+import { bootOverlord, type Booted } from '../overlord/bootstrap.ts';
 import { systemClock } from '../overlord/clock.ts';
 import { etcdHostKeys } from '../overlord/hostkeys.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
 import { DEFAULT_CONCURRENCY } from '../overlord/overlord.ts';
 import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { MACHINE_PATHS, CONFIG_DIR } from '../cloud-config/machine-paths.ts';
 import { EtcdHealth, observedStore } from '../overlord/health.ts';
 import type { Leadership } from '../overlord/leader.ts';
 import { unitsForSpec } from '../overlord/units.ts';
@@ -18,10 +20,23 @@ import { flannelConfig } from '../overlord/subnets.ts';
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
 export { unitsForSpec };
 
-const usage = `Usage: corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
-                        --ssh-user USER --ssh-key FILE [--concurrency N] [--cluster NAME]
-                        [--id ID] [--lease-ttl S] [--health-port N] [-c overlord.yaml]
-                        [--log-format json|pretty] [spec options]
+/*
+ * `corekube overlord -c /etc/corekube/overlord.yaml` (no --etcd-endpoints: what overlord.service runs in the
+ * overlord container) boots the cluster's trust first — overlord/bootstrap.ts, in order: its own SSH key
+ * (<state-dir>/ssh), the PKI (<state-dir>/pki: discovery CA + discovery server cert + its root client cert,
+ * cluster and etcd CAs), overlord_ready signalled once to Heat (<config-dir>/heat/ready.{url,header}; no
+ * URL = booted by hand), discovery's TLS files installed over SSH as corekube (unless discovery already
+ * serves them), discovery's etcd awaited over TLS, its users and roles set up (root, joiner = the join token
+ * from <config-dir>/secrets/join-token, flannel) and auth enabled, the public key published at
+ * <prefix>ssh/overlord.pub — then runs the overlord against discovery as root, each machine's PKI in its
+ * write-units step, and signals cluster_ready once when the initial masters and minions are deployed.
+ * With --etcd-endpoints it only runs the overlord, on the etcd and SSH key the flags give.
+ */
+const usage = `Usage: corekube overlord -c overlord.yaml [--state-dir DIR] [--config-dir DIR] [options]
+       corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
+                        --ssh-key FILE [options] [spec options]
+Options: [--ssh-user USER] [--concurrency N] [--cluster NAME] [--id ID] [--lease-ttl S]
+         [--health-port N] [--log-format json|pretty]
 
 Runs the overlord: watches the machines announced in the discovery etcd, deploys each role's units over
 SSH in parallel, records every step in etcd (ledger) and resumes where it stopped after a restart.
@@ -29,10 +44,18 @@ Any number of overlords may run: they elect a leader in etcd, which deploys; the
 take over within the lease TTL. SIGTERM/SIGINT stop it cleanly (a leader resigns at once). Logs go to
 stdout: JSON, or pretty on a terminal.
 
+Without --etcd-endpoints the overlord boots the cluster first (what the overlord server runs): makes its
+SSH key and CAs, signals overlord_ready to Heat, installs discovery's certificate over SSH, sets up the
+discovery etcd's users (root, joiner, flannel) and enables auth, then deploys with each machine's
+certificates; it signals cluster_ready once the initial machines are deployed. Every step is idempotent:
+a restart reuses its key and CAs.
+  --state-dir DIR        the overlord's state: SSH key, PKI, markers (default ${MACHINE_PATHS.overlordState})
+  --config-dir DIR       where the join token and the Heat signal files are (default ${CONFIG_DIR})
+
 ${ETCD_USAGE}
   --ssh-user USER        user the overlord logs in as on every machine (privileged commands use sudo -n
                          unless it is root) (default corekube)
-  --ssh-key FILE         the overlord's SSH private key (required)
+  --ssh-key FILE         the overlord's SSH private key (required with --etcd-endpoints)
   --ssh-port N           SSH port of the machines (default 22)
   --concurrency N        machines deployed at once (default ${DEFAULT_CONCURRENCY})
   --cluster NAME         etcd key prefix /corekube/NAME/ (default: the spec's name)
@@ -62,34 +85,38 @@ export const overlordCommand: Command = {
         cluster: { type: 'string' },
         'log-format': { type: 'string' },
         'log-level': { type: 'string' },
+        'state-dir': { type: 'string' },
+        'config-dir': { type: 'string' },
       },
       usage,
     );
+    const booting = values['etcd-endpoints'] === undefined;
+    const misplaced = booting
+      ? (['ssh-key', 'etcd-ca', 'etcd-cert', 'etcd-key'] as const).filter((f) => values[f] !== undefined)
+      : (['state-dir', 'config-dir'] as const).filter((f) => values[f] !== undefined);
+    if (misplaced.length > 0) {
+      throw new CorekubeError('E_USAGE', `${misplaced.map((f) => `--${f}`).join(', ')} ${misplaced.length === 1 ? 'is' : 'are'} ${booting ? 'only for use with --etcd-endpoints' : 'for booting (without --etcd-endpoints)'}`, {
+        hint: booting ? 'booting, the overlord makes its own SSH key and etcd credentials' : 'drop them, or drop --etcd-endpoints to boot the cluster',
+      });
+    }
     const sshUser = values['ssh-user'] ?? 'corekube';
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(sshUser)) throw new CorekubeError('E_USAGE', `--ssh-user ${JSON.stringify(sshUser)} is not a user name`, { hint: 'for example --ssh-user corekube' });
-    if (values['ssh-key'] === undefined) throw new CorekubeError('E_USAGE', '--ssh-key is required', { hint: 'give the overlord\'s SSH private key file, e.g. --ssh-key /var/lib/corekube/ssh/id_ed25519' });
+    if (!booting && values['ssh-key'] === undefined) throw new CorekubeError('E_USAGE', '--ssh-key is required', { hint: 'give the overlord\'s SSH private key file, e.g. --ssh-key /var/lib/corekube/ssh/id_ed25519' });
     const concurrency = positiveInt('concurrency', values.concurrency, DEFAULT_CONCURRENCY);
     const sshPort = positiveInt('ssh-port', values['ssh-port'], 22);
     const format = parseLogFormat(values['log-format']);
     const cluster = values.cluster ?? spec.name;
     const leaderFlags = parseLeaderFlags(values);
-    let privateKey: string;
-    try {
-      privateKey = readFileSync(values['ssh-key'], 'utf8');
-    } catch (err) {
-      throw new CorekubeError('E_USAGE', `--ssh-key ${values['ssh-key']} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { hint: 'give the path of the overlord\'s SSH private key' });
+    let privateKey: string | undefined;
+    if (values['ssh-key'] !== undefined) {
+      try {
+        privateKey = readFileSync(values['ssh-key'], 'utf8');
+      } catch (err) {
+        throw new CorekubeError('E_USAGE', `--ssh-key ${values['ssh-key']} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { hint: 'give the path of the overlord\'s SSH private key' });
+      }
     }
 
     const log = createLogger({ ...(format ? { format } : {}), ...(values['log-level'] ? { level: values['log-level'] } : {}) });
-    const etcd = etcdStoreOptions(values);
-    // every etcd answer and failure feeds the health (/healthz, the etcd.unreachable error)
-    const health = new EtcdHealth(systemClock, log, leaderFlags.etcdBudgetMs);
-    const store = observedStore(createEtcdStore(etcd), health);
-    let leadership: Leadership | undefined;
-    // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
-    const { createSshRunner } = await import('../overlord/ssh-runner.ts');
-    const hosts = createSshRunner({ user: sshUser, privateKey, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
-
     const stop = new AbortController();
     const onSignal = (sig: NodeJS.Signals) => {
       log.info({ event: 'overlord.signal', signal: sig }, `received ${sig}`);
@@ -97,6 +124,31 @@ export const overlordCommand: Command = {
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    let booted: Booted | undefined;
+    if (booting) {
+      try {
+        booted = await bootOverlord(
+          { spec, cluster, stateDir: values['state-dir'] ?? MACHINE_PATHS.overlordState, configDir: values['config-dir'] ?? CONFIG_DIR, sshUser, sshPort },
+          { log, clock: systemClock, signal: stop.signal },
+        );
+      } catch (err) {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+        if (stop.signal.aborted) return 0;
+        log.fatal({ event: 'overlord.fatal', ...errorFields(err) }, 'overlord boot failed');
+        throw err;
+      }
+      privateKey = booted.identity.privateKey;
+    }
+    const etcd = booted?.etcd ?? etcdStoreOptions(values);
+    // every etcd answer and failure feeds the health (/healthz, the etcd.unreachable error)
+    const health = new EtcdHealth(systemClock, log, leaderFlags.etcdBudgetMs);
+    const store = observedStore(createEtcdStore(etcd), health);
+    let leadership: Leadership | undefined;
+    // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
+    const { createSshRunner } = await import('../overlord/ssh-runner.ts');
+    const hosts = createSshRunner({ user: sshUser, privateKey: privateKey!, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
+
     let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
     try {
       // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/leader.ts
@@ -109,10 +161,11 @@ export const overlordCommand: Command = {
         overlord: {
           cluster,
           sshUser,
-          unitsFor: unitsForSpec(spec),
+          unitsFor: unitsForSpec(spec, booted?.units),
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
+          ...(booted ? { prepareMachines: booted.prepareMachines, onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed`) } : {}),
         },
         signal: stop.signal,
       });

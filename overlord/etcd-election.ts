@@ -191,5 +191,6 @@ function clientOptions(options: EtcdStoreOptions, endpoints: readonly string[]):
           },
         }
       : {}),
+    ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
   };
 }
