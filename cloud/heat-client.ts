@@ -143,13 +143,15 @@ export class HeatClient {
   }
 
   /**
-   * GET a stack by name, id or ref, with outputs resolved. `GET /stacks/<name>` answers 302 to
+   * GET a stack by name, id or ref, with outputs resolved (unless `outputs: false`). `GET /stacks/<name>` answers 302 to
    * `/stacks/<name>/<id>`; the redirect's path is followed on our own endpoint (a proxy in front of Heat may
    * put an internal host into Location).
    */
-  async showStack(stack: string | StackRef): Promise<Stack> {
+  async showStack(stack: string | StackRef, options: { outputs?: boolean } = {}): Promise<Stack> {
     const ref = typeof stack === 'string' ? await this.resolve(stack) : stack;
-    const body = await this.call<{ stack: Record<string, any> }>('GET', stackPath(ref), { hints: notFoundHint(ref.name) });
+    // Without outputs Heat answers faster, and also for a deleted stack (whose outputs no longer resolve).
+    const q = options.outputs === false ? '?resolve_outputs=False' : '';
+    const body = await this.call<{ stack: Record<string, any> }>('GET', `${stackPath(ref)}${q}`, { hints: notFoundHint(ref.name) });
     return toStack(body.stack);
   }
 
@@ -266,12 +268,16 @@ export class HeatClient {
           if (e.status.startsWith(`${action}_`) || e.status.startsWith('ROLLBACK_')) sawAction = true;
           options.onEvent?.(e);
         }
-        stack = await this.showStack(ref);
+        stack = await this.showStack(ref, { outputs: false });
       } catch (err) {
         if (action === 'DELETE' && err instanceof OpenStackError && err.status === 404) return deletedStack(ref);
         throw err;
       }
-      if (sawAction && isTerminalFor(stack.status, action)) return stack;
+      if (sawAction && isTerminalFor(stack.status, action)) {
+        // Events that landed between the last events read and the status read.
+        for (const e of await this.events(ref, { marker })) options.onEvent?.(e);
+        return action === 'DELETE' ? stack : this.showStack(ref);
+      }
       if (Date.now() + delay > deadline) {
         throw new CorekubeError('E_HEAT', `stack ${ref.name} is still ${stack.status} after ${Math.round((options.timeoutMs ?? 0) / 1000)} s`, {
           hint: `Heat keeps working on it: follow with corekube stack status --stack ${ref.name}`,

@@ -43,6 +43,18 @@ export async function reportBooted(heat: HeatClient, server: Pick<LocalServer, '
   await heat.signal(server.stack, BOOT_HANDLE, { status: 'SUCCESS', reason: 'machine booted', id: '1', data: `${address}@${server.network}` });
 }
 
+/**
+ * Tells Heat the machines of every pending server will not come (like Nova reporting ERROR): their
+ * stand-ins fail at once. Do this before deleting a stack that is still being created — Heat's legacy
+ * engine does not cancel a nested stack's waiting wait condition, so the delete would otherwise wait for
+ * the boot timeout.
+ */
+export async function failPendingServers(heat: HeatClient, stack: StackRef, reason = 'the local cloud is shutting down'): Promise<number> {
+  const pending = await pendingServers(heat, stack).catch(() => []);
+  await Promise.all(pending.map((s) => heat.signal(s.stack, BOOT_HANDLE, { status: 'FAILURE', reason, id: '1', data: '' }).catch(() => undefined)));
+  return pending.length;
+}
+
 async function describeServer(heat: HeatClient, r: StackResource, all: readonly StackResource[]): Promise<LocalServer> {
   const nested = r.nested!;
   const outputs = await heat.outputs(nested);

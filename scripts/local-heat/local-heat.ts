@@ -262,6 +262,26 @@ export async function stopLocalHeat(stateDir: string): Promise<void> {
   }));
 }
 
+/**
+ * Last resort, synchronous (for a process 'exit' handler): SIGKILL the recorded processes of `stateDir` at
+ * once. No orderly shutdown; the databases are throw-away.
+ */
+export function killLocalHeatNow(stateDir: string): void {
+  const runDir = join(stateDir, 'run');
+  if (!existsSync(runDir)) return;
+  for (const file of readdirSync(runDir).filter((f) => f.endsWith('.pid'))) {
+    const pgid = Number(readFileSync(join(runDir, file), 'utf8').trim());
+    if (!Number.isInteger(pgid) || pgid <= 1) continue;
+    for (const pid of groupMembers(pgid, stateDir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+  }
+}
+
 async function stopGroup(pgid: number, marker: string): Promise<void> {
   const signalAll = (sig: NodeJS.Signals) => {
     const members = groupMembers(pgid, marker);

@@ -1,0 +1,336 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderUserData } from '../../cloud-config/index.ts';
+import { parseAuthConfig } from '../../cloud/auth-config.ts';
+import { OpenStackError } from '../../cloud/errors.ts';
+import { HeatClient, signalWaitConditionHandle, type StackEvent } from '../../cloud/heat-client.ts';
+import { fetchTransport } from '../../cloud/http.ts';
+import { KeystoneSession } from '../../cloud/keystone.ts';
+import { downCommand, stackStatusCommand, upCommand, type CloudIo } from '../../cli/cloud.ts';
+import { clusterTemplate } from '../../heat/cluster-template.ts';
+import { listServers, pendingServers, reportBooted, type LocalServer } from '../../scripts/local-heat/local-cloud.ts';
+import { startLocalHeat } from '../../scripts/local-heat/local-heat.ts';
+import { localCloudEnvironment, withoutCloudLookups } from '../../scripts/local-heat/providers/environment.ts';
+import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local-heat.ts';
+import { missingParts } from '../harness/requirements.ts';
+
+/**
+ * corekube's Keystone + Heat client against a real Keystone and a real Heat (Debian's Zed packages) run by
+ * scripts/local-heat, started once for this file. Nova and Neutron are the local cloud's stand-ins
+ * (scripts/local-heat/providers), mapped in through the environment; Heat resolves every function itself.
+ * Prints the service's start time and each call's latency.
+ */
+const skip = missingParts(localHeatMissing());
+const latency: Record<string, number[]> = {};
+
+async function timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const t = performance.now();
+  try {
+    return await fn();
+  } finally {
+    (latency[name] ??= []).push(performance.now() - t);
+  }
+}
+
+/** A small stack: a random secret, a wait condition, and a server on a port through the stand-ins. */
+function smallTemplate() {
+  const NET = '10.200.90';
+  return {
+    heat_template_version: '2021-04-16',
+    parameters: { label: { type: 'string', default: 'hello' } },
+    resources: {
+      secret: { type: 'OS::Heat::RandomString', properties: { length: 16, character_classes: [{ class: 'lettersdigits' }] } },
+      value: { type: 'OS::Heat::Value', properties: { value: { list_join: ['-', [{ get_param: 'label' }, { get_attr: ['secret', 'value'] }]] } } },
+      net: { type: 'OS::Neutron::Net', properties: { name: 'test-net' } },
+      subnet: {
+        type: 'OS::Neutron::Subnet',
+        properties: { network: { get_resource: 'net' }, cidr: `${NET}.0/24`, gateway_ip: `${NET}.1`, allocation_pools: [{ start: `${NET}.32`, end: `${NET}.254` }] },
+      },
+      port: {
+        type: 'OS::Neutron::Port',
+        properties: { network: { get_resource: 'net' }, fixed_ips: [{ subnet: { get_resource: 'subnet' }, ip_address: `${NET}.10` }] },
+      },
+      ready_handle: { type: 'OS::Heat::WaitConditionHandle' },
+      ready: { type: 'OS::Heat::WaitCondition', properties: { handle: { get_resource: 'ready_handle' }, count: 1, timeout: 300 } },
+      machine_handle: { type: 'OS::Heat::WaitConditionHandle' },
+      machine: { type: 'OS::Heat::WaitCondition', properties: { handle: { get_resource: 'machine_handle' }, count: 1, timeout: 300 } },
+      server: {
+        type: 'OS::Nova::Server',
+        properties: {
+          name: 'test-server',
+          image: 'any',
+          flavor: 'm1.small',
+          networks: [{ port: { get_resource: 'port' } }],
+          metadata: { role: 'probe' },
+          user_data_format: 'RAW',
+          user_data: {
+            str_replace: {
+              template: '#cloud-config\n# label=LABEL secret=SECRET ip=IP\n',
+              params: { LABEL: { get_param: 'label' }, SECRET: { get_attr: ['secret', 'value'] }, IP: { get_attr: ['port', 'fixed_ips', 0, 'ip_address'] } },
+            },
+          },
+        },
+      },
+    },
+    outputs: {
+      joined: { value: { get_attr: ['value', 'value'] } },
+      secret: { value: { get_attr: ['secret', 'value'] } },
+      server_ip: { value: { get_attr: ['server', 'first_address'] } },
+      server_networks: { value: { get_attr: ['server', 'networks'] } },
+      server_user_data: { value: { get_attr: ['server', 'user_data'] } },
+      port_ip: { value: { get_attr: ['port', 'fixed_ips', 0, 'ip_address'] } },
+      net_id: { value: { get_resource: 'net' } },
+      ready_data: { value: { get_attr: ['ready', 'data'] } },
+      machine_data: { value: { get_attr: ['machine', 'data'] } },
+      machine_endpoint: { value: { get_attr: ['machine_handle', 'endpoint'] } },
+      machine_token: { value: { get_attr: ['machine_handle', 'token'] } },
+    },
+  };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => {
+  let service: TestHeat;
+  let heat: HeatClient;
+
+  beforeAll(async () => {
+    service = await startTestHeat();
+    process.stderr.write(`local Heat started in ${(service.timings.total! / 1000).toFixed(1)} s: ${JSON.stringify(service.timings)}\n`);
+    heat = await timed('auth (password)', async () => new HeatClient(await KeystoneSession.open(service.authConfig)));
+  });
+
+  afterAll(async () => {
+    await service?.teardown();
+    const rows = Object.entries(latency).map(([k, v]) => `  ${k.padEnd(28)} n=${v.length} median ${median(v).toFixed(0)} ms  max ${Math.max(...v).toFixed(0)} ms`);
+    process.stderr.write(`heat client latency:\n${rows.join('\n')}\n`);
+  });
+
+  it('authenticates with a password and takes the orchestration endpoint and project from the catalog', async () => {
+    const s = await timed('auth (password)', () => KeystoneSession.open(service.authConfig));
+    expect(s.facts.projectName).toBe('admin');
+    expect(s.endpoint('orchestration')).toBe(`${service.heatBaseUrl}/${s.facts.projectId}`);
+    expect(s.facts.expiresAt.getTime()).toBeGreaterThan(Date.now());
+  });
+
+  it('authenticates with an application credential created through Keystone\'s API', async () => {
+    const admin = await KeystoneSession.open(service.authConfig);
+    const created = await admin.identity<{ application_credential: { id: string; secret: string } }>(
+      'POST', `/users/${admin.facts.userId}/application_credentials`,
+      { application_credential: { name: `corekube-test-${Date.now()}`, description: 'heat-client integration test' } },
+    );
+    const config = parseAuthConfig({
+      OS_AUTH_URL: service.authUrl,
+      OS_APPLICATION_CREDENTIAL_ID: created.application_credential.id,
+      OS_APPLICATION_CREDENTIAL_SECRET: created.application_credential.secret,
+      OS_REGION_NAME: service.region,
+    });
+    expect(JSON.stringify(config)).not.toContain(created.application_credential.secret);
+    const s = await timed('auth (app credential)', () => KeystoneSession.open(config));
+    expect(s.facts.projectId).toBe(admin.facts.projectId);
+    const appHeat = new HeatClient(s);
+    await expect(appHeat.validate({ template: { heat_template_version: '2021-04-16', resources: {} } })).resolves.toBeDefined();
+    expect(await appHeat.call<{ stacks: unknown[] }>('GET', '/stacks')).toHaveProperty('stacks');
+  });
+
+  it('refuses a wrong password with E_HEAT 401, a credentials hint, and no password in the message', async () => {
+    const wrong = parseAuthConfig({ ...service.env, OS_PASSWORD: 'not-the-password-x1' });
+    const err = await KeystoneSession.open(wrong).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenStackError);
+    const e = err as OpenStackError;
+    expect(e.code).toBe('E_HEAT');
+    expect(e.status).toBe(401);
+    expect(e.hint).toMatch(/OS_USERNAME\/OS_PASSWORD/);
+    expect(`${e.message} ${e.hint}`).not.toContain('not-the-password-x1');
+  });
+
+  it('re-authenticates once when Keystone says the token is no longer valid', async () => {
+    const s = await KeystoneSession.open(service.authConfig);
+    const transport = fetchTransport('Keystone');
+    // Revoke the session's own token: Keystone answers 401 to it from now on.
+    const revoked = await s.authorized((h) => transport({ method: 'DELETE', url: `${service.authUrl}/auth/tokens`, headers: { ...h, 'X-Subject-Token': h['X-Auth-Token']! } }));
+    expect(revoked.status).toBe(204);
+    const projects = await s.identity<{ projects: { name: string }[] }>('GET', '/auth/projects');
+    expect(projects.projects.map((p) => p.name)).toContain('admin');
+  });
+
+  it('validates a good template and rejects a bad one with Heat\'s reason', async () => {
+    const ok = await timed('validate', () => heat.validate({ template: smallTemplate(), ...localCloudEnvironment() }));
+    expect(Object.keys(ok.parameters)).toEqual(['label']);
+    const err = await timed('validate (bad)', () =>
+      heat.validate({ template: { heat_template_version: '2021-04-16', resources: { x: { type: 'OS::No::Such' } } } }).catch((e: unknown) => e),
+    );
+    expect(err).toBeInstanceOf(OpenStackError);
+    expect((err as OpenStackError).status).toBe(400);
+    expect((err as OpenStackError).explanation).toContain('OS::No::Such');
+    // Without the stand-ins Heat looks for a Nova endpoint and refuses the template.
+    const noNova = await heat.validate({ template: smallTemplate() }).catch((e: unknown) => e);
+    expect((noNova as OpenStackError).explanation).toMatch(/not available|catalog/);
+  });
+
+  it('creates a stack, boots its server, takes signals, streams events, reads outputs, updates and deletes it', async () => {
+    const events: StackEvent[] = [];
+    const name = `probe-${Date.now()}`;
+    const env = localCloudEnvironment({ bootTimeoutSeconds: 120 });
+    const ref = await timed('create stack', () => heat.createStack({ name, template: smallTemplate(), ...env, timeoutMins: 10 }));
+    expect(await timed('resolve name (302)', () => heat.resolve(name))).toEqual(ref);
+
+    // Play Nova: the server stand-in waits for its machine, with the user_data Heat resolved.
+    const server = await until<LocalServer>('the server stand-in', async () => (await timed('pending servers', () => pendingServers(heat, ref)))[0]);
+    expect(server.name).toBe('test-server');
+    expect(server.requestedAddress).toBe('10.200.90.10');
+    expect(server.metadata).toEqual({ role: 'probe' });
+    expect(server.userData).toMatch(/^#cloud-config\n# label=hello secret=[A-Za-z0-9]{16} ip=10\.200\.90\.10\n$/);
+    const netId = (await heat.output(ref, 'net_id')).value as string;
+    expect(server.network).toBe(netId);
+    await timed('signal (boot)', () => reportBooted(heat, server, server.requestedAddress));
+
+    // A wait condition signalled through the client, another as a machine does: its handle's URL + token.
+    await timed('signal (resource)', () => heat.signal(ref, 'ready_handle', { status: 'SUCCESS', reason: 'test', id: '1', data: 'payload-1' }));
+    const handle = await until('the machine handle', async () => {
+      const endpoint = (await heat.output(ref, 'machine_endpoint')).value;
+      const token = (await heat.output(ref, 'machine_token')).value;
+      return typeof endpoint === 'string' && typeof token === 'string' ? { endpoint, token } : undefined;
+    });
+    expect(handle.endpoint.startsWith(service.heatBaseUrl)).toBe(true);
+    await timed('signal (handle url)', () => signalWaitConditionHandle(handle, { status: 'SUCCESS', reason: 'machine', id: 'm1', data: 'from-machine' }));
+
+    const created = await heat.waitForStack(ref, 'CREATE', { onEvent: (e) => events.push(e), timeoutMs: 60_000 });
+    expect(created.status).toBe('CREATE_COMPLETE');
+    expect(events.find((e) => e.resourceName === 'ready_handle' && e.status === 'SIGNAL_COMPLETE')).toBeDefined();
+    expect(events.at(-1)).toMatchObject({ resourceName: name, status: 'CREATE_COMPLETE' });
+    expect(new Set(events.map((e) => e.id)).size).toBe(events.length);
+
+    const outputs = await timed('outputs', () => heat.outputs(ref));
+    const secret = outputs.secret as string;
+    expect(outputs).toMatchObject({
+      joined: `hello-${secret}`,
+      server_ip: '10.200.90.10',
+      server_networks: { [netId]: ['10.200.90.10'] },
+      port_ip: '10.200.90.10',
+      server_user_data: `#cloud-config\n# label=hello secret=${secret} ip=10.200.90.10\n`,
+    });
+    expect(JSON.parse(outputs.ready_data as string)).toEqual({ 1: 'payload-1' });
+    expect(JSON.parse(outputs.machine_data as string)).toEqual({ m1: 'from-machine' });
+
+    const resources = await timed('resources (nested_depth 2)', () => heat.resources(ref, { nestedDepth: 2 }));
+    expect(resources.find((r) => r.name === 'server')).toMatchObject({ type: 'OS::Nova::Server', status: 'CREATE_COMPLETE' });
+    expect(resources.find((r) => r.name === 'boot')).toMatchObject({ parentResource: 'server', status: 'CREATE_COMPLETE' });
+    expect((await listServers(heat, ref))[0]!.booted).toBe(true);
+
+    // PATCH: only the label changes; the random secret stays; the server is updated in place.
+    const { sinceEventId } = await timed('update (PATCH)', () => heat.updateStack(ref, { parameters: { label: 'changed' } }));
+    const updated = await heat.waitForStack(ref, 'UPDATE', { sinceEventId, onEvent: (e) => events.push(e), timeoutMs: 60_000 });
+    expect(updated.status).toBe('UPDATE_COMPLETE');
+    expect(updated.parameters.label).toBe('changed');
+    const after = await heat.outputs(ref);
+    expect(after.joined).toBe(`changed-${secret}`);
+    expect(after.server_user_data).toBe(`#cloud-config\n# label=changed secret=${secret} ip=10.200.90.10\n`);
+
+    const deleted = await timed('delete', () => heat.deleteStack(ref));
+    expect(deleted.existed).toBe(true);
+    const gone = await heat.waitForStack(ref, 'DELETE', { sinceEventId: deleted.sinceEventId, timeoutMs: 60_000 });
+    expect(gone.status).toBe('DELETE_COMPLETE');
+    // By id Heat still shows a deleted stack (without outputs); deleting it again finds nothing; its name is free.
+    expect((await heat.showStack(ref, { outputs: false })).status).toBe('DELETE_COMPLETE');
+    expect((await heat.deleteStack(ref)).existed).toBe(false);
+    await until('the name to be free', () => heat.resolve(name).then(() => undefined, (e: unknown) => ((e as OpenStackError).status === 404 ? true : undefined)));
+  });
+
+  it('creates corekube\'s own cluster template through the stand-ins up to the overlord\'s boot', async () => {
+    const spec = parseClusterSpec({ flags: { os: 'ubuntu', minions: '2', 'private-cidr': '10.200.91.0/24' } });
+    const template = withoutCloudLookups(clusterTemplate(spec, renderUserData));
+    const input = { template, ...localCloudEnvironment({ bootTimeoutSeconds: 120 }), parameters: { key_name: 'k', image: 'img', external_network: 'public' } };
+    await timed('validate (cluster template)', () => heat.validate(input));
+    const ref = await timed('create stack (cluster)', () => heat.createStack({ name: `cluster-${Date.now()}`, ...input, timeoutMins: 10 }));
+    try {
+      const overlord = await until<LocalServer>('the overlord stand-in', async () => (await pendingServers(heat, ref)).find((s) => s.resourceName === 'overlord'));
+      expect(overlord.requestedAddress).toBe('10.200.91.11');
+      expect(overlord.metadata).toEqual({ corekube_cluster: 'corekube', corekube_role: 'overlord' });
+      expect(overlord.userData.startsWith('#cloud-config\n')).toBe(true);
+      expect(overlord.userData).not.toMatch(/%%COREKUBE_[A-Z_]+%%/);
+      expect(overlord.userData).toContain(`${service.heatBaseUrl}/`); // the handle URLs Heat put in
+      const stack = await heat.showStack(ref);
+      const outputs = Object.fromEntries(stack.outputs.map((o) => [o.key, o.value]));
+      expect(outputs).toMatchObject({
+        discovery_ip: '10.200.91.10',
+        overlord_ip: '10.200.91.11',
+        overlord_public_ip: '10.200.91.11',
+        discovery_endpoint: 'https://10.200.91.10:2379',
+      });
+    } finally {
+      const { sinceEventId } = await heat.deleteStack(ref);
+      expect((await heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 })).status).toBe('DELETE_COMPLETE');
+    }
+  });
+
+  it('corekube up, stack status and down drive a stack through the same client', async () => {
+    const out: string[] = [];
+    const io: CloudIo = {
+      connect: () => service.adminClient(),
+      template: () => ({
+        template: {
+          heat_template_version: '2021-04-16',
+          parameters: { label: { type: 'string' } },
+          resources: {
+            secret: { type: 'OS::Heat::RandomString', properties: { length: 8 } },
+            net: { type: 'OS::Neutron::Net', properties: { name: { get_param: 'label' } } },
+          },
+          outputs: { label: { value: { get_param: 'label' } }, net: { value: { get_attr: ['net', 'name'] } } },
+        },
+        ...localCloudEnvironment(),
+      }),
+      out: (t) => void out.push(t),
+      err: (t) => void out.push(t),
+    };
+    const name = `cli-${Date.now()}`;
+    const missing = await upCommand(io).run(['--stack', name]).catch((e: unknown) => e);
+    expect((missing as Error).message).toMatch(/label: has no default and is not given/);
+
+    expect(await timed('corekube up', () => upCommand(io).run(['--stack', name, '-P', 'label=from-cli']))).toBe(0);
+    const upText = out.join('');
+    expect(upText).toMatch(new RegExp(`${name}\\s+CREATE_COMPLETE\\s+Stack CREATE completed successfully`));
+    expect(upText).toMatch(/outputs\n\s+label\s+from-cli\n\s+net\s+from-cli\n/);
+
+    out.length = 0;
+    expect(await stackStatusCommand(io).run(['--stack', name, '--json'])).toBe(0);
+    expect(JSON.parse(out.join(''))).toMatchObject({ name, status: 'CREATE_COMPLETE', outputs: { label: 'from-cli', net: 'from-cli' } });
+
+    out.length = 0;
+    expect(await timed('corekube down', () => downCommand(io).run(['--stack', name]))).toBe(0);
+    expect(out.join('')).toContain(`stack ${name}: DELETE_COMPLETE`);
+    out.length = 0;
+    expect(await downCommand(io).run(['--stack', name])).toBe(0);
+    expect(out.join('')).toMatch(/nothing to delete/);
+  });
+
+  it('refuses a second local Heat on the same ports, naming the running one', async () => {
+    const err = await startLocalHeat({ stateDir: `${service.stateDir}-second` }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/127\.0\.0\.1:5000 is in use/);
+    expect((err as { hint?: string }).hint).toContain(service.stateDir);
+  });
+
+  it('stops exactly its own processes and frees the ports', async () => {
+    const ours = () => execFileSync('ps', ['-eo', 'stat=,args='], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(service.stateDir) && !l.startsWith('Z'));
+    expect(ours().length).toBeGreaterThan(0);
+    const t = performance.now();
+    await service.stop();
+    (latency['service stop'] ??= []).push(performance.now() - t);
+    expect(ours()).toEqual([]);
+    await service.stop(); // idempotent
+  });
+});
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
