@@ -5,11 +5,15 @@ import { overlordCommand } from './overlord.ts';
 import { statusCommand } from './status.ts';
 import { unitsRenderCommand } from './units.ts';
 import { kubeconfigCommand } from './kubeconfig.ts';
+import { downCommand, stackStatusCommand, upCommand } from './cloud.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
   heatGenerateCommand,
   heatNodeCommand,
+  upCommand(),
+  downCommand(),
+  stackStatusCommand(),
   overlordCommand,
   statusCommand,
   unitsRenderCommand,
