@@ -278,13 +278,13 @@ export class HeatClient {
         for (const e of await this.events(ref, { marker })) options.onEvent?.(e);
         return action === 'DELETE' ? stack : this.showStack(ref);
       }
+      delay = nextDelay(delay, news);
       if (Date.now() + delay > deadline) {
         throw new CorekubeError('E_HEAT', `stack ${ref.name} is still ${stack.status} after ${Math.round((options.timeoutMs ?? 0) / 1000)} s`, {
           hint: `Heat keeps working on it: follow with corekube stack status --stack ${ref.name}`,
           retryable: true,
         });
       }
-      delay = nextDelay(delay, news);
       await sleep(delay, options.signal);
     }
   }

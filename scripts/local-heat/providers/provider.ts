@@ -32,7 +32,7 @@ const TYPES: Readonly<Record<Kind, Parameter['type']>> = {
  * type); the others default to what the real type does when the property is left out.
  */
 export function param(kind: Kind, description: string, fallback?: string | number | boolean | string[] | Record<string, never>): Parameter {
-  const p: Parameter = { type: TYPES[kind], label: description.split(':')[0]!, description };
+  const p: Parameter = { type: TYPES[kind], label: description.split(/[:( ]/)[0]!, description };
   if (fallback !== undefined) (p as { default?: unknown }).default = fallback;
   return p;
 }
