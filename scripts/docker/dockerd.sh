@@ -27,6 +27,11 @@ sock=$state/docker.sock
 cgroup_parent=corekube-docker-$(printf '%s' "$state" | sha256sum | cut -c1-12)
 shared_root=${COREKUBE_DOCKER_DATA_ROOT:-${COREKUBE_CACHE:-/var/cache/corekube}/docker}
 
+# true when the NUL-separated command line on stdin has the exec root, or a path under it, as an argument
+names_exec_root() {
+  tr '\0' '\n' 2>/dev/null | awk -v root="$exec_root" '$0 == root || index($0, root "/") == 1 { found = 1 } END { exit !found }'
+}
+
 # pids of this engine's processes: dockerd, the containerd it manages and the shims, all of which name the
 # exec root on their command line (containerd's config, the shims' -address …/containerd/containerd.sock)
 engine_pids() {
@@ -34,7 +39,7 @@ engine_pids() {
   for p in /proc/[0-9]*; do
     comm=$(cat "$p/comm" 2>/dev/null) || continue
     case $comm in dockerd|containerd|containerd-shim*|docker-proxy) ;; *) continue ;; esac
-    if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qF -- "$exec_root"; then echo "${p#/proc/}"; fi
+    if names_exec_root <"$p/cmdline"; then echo "${p#/proc/}"; fi
   done
 }
 
@@ -63,7 +68,7 @@ stop_engine() {
   local pid=""
   [[ -f $state/dockerd.pid ]] && pid=$(cat "$state/dockerd.pid" 2>/dev/null || true)
   if [[ -n $pid ]] && alive "$pid" && [[ $(cat /proc/$pid/comm 2>/dev/null) == dockerd ]] &&
-     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$exec_root"; then
+     names_exec_root <"/proc/$pid/cmdline"; then
     # dockerd stops its containers (SIGTERM, then SIGKILL after --shutdown-timeout) and its containerd
     kill -TERM "$pid" 2>/dev/null || true
     wait_gone 25 "$pid" || echo "dockerd.sh: dockerd $pid did not stop within 25 s: killing it" >&2
@@ -72,11 +77,12 @@ stop_engine() {
   local pids
   pids=$(container_pids); [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
   pids=$(engine_pids); [[ -n $pids ]] && { kill -KILL $pids 2>/dev/null || true; wait_gone 10 $pids || true; }
-  # mounts the engine left: container rootfs overlays, shm, network namespaces (deepest first)
+  # mounts the engine left: container rootfs overlays, shm, network namespaces, the data root's own private
+  # bind mount (deepest first)
   local data_root; data_root=$(cat "$state/data-root" 2>/dev/null || true)
   awk '{print $5}' /proc/self/mountinfo | while read -r m; do
     m=$(printf '%b' "$m")  # mountinfo escapes spaces as \040
-    if [[ $m == "$exec_root"/* || $m == "$state"/* || ( -n $data_root && $m == "$data_root"/* ) ]]; then echo "$m"; fi
+    if [[ $m == "$state" || $m == "$state"/* || ( -n $data_root && ( $m == "$data_root" || $m == "$data_root"/* ) ) ]]; then echo "$m"; fi
   done | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # the (now empty) container cgroups, depth first
   local d

@@ -81,6 +81,9 @@ describe.skipIf(skip)('the overlord image (overlord/Dockerfile on a real Docker 
     const inside = await engine!.dockerOk(['run', '--rm', '--network', 'none', '--entrypoint', 'sh', image.tag, '-c',
       'id -u; stat -c "%u:%g %a" /var/lib/corekube; test -e /app/node_modules/vitest && echo dev-deps; test -e /app/test && echo tests; true']);
     expect(inside.trim().split('\n')).toEqual([String(IMAGE_UID), `${IMAGE_UID}:${IMAGE_UID} 700`]);
+    // the health probe needs a running overlord to ask
+    const probe = await engine!.docker(['run', '--rm', '--network', 'none', '--entrypoint', 'node', image.tag, '/app/scripts/docker/healthcheck.mjs']);
+    expect({ code: probe.code, out: probe.stdout.trim() }).toEqual({ code: 1, out: 'no `corekube overlord` process in this container' });
   });
 
   it('prints the CLI usage with `docker run --name overlord IMAGE --help`', async () => {
@@ -94,27 +97,44 @@ describe.skipIf(skip)('the overlord image (overlord/Dockerfile on a real Docker 
     expect(overlordHelp).toContain('--etcd-endpoints URLS');
   });
 
-  it('runs the overlord against etcd: discovers a machine, retries its SSH failure, turns healthy, stops cleanly on docker stop', async () => {
-    const cluster = 't';
-    const master = makeRecord(1, 'master', { ip: '127.0.0.1', hostname: 'master-image' });
-    const client = new Etcd3(etcd!.clientOptions());
-    await client.put(clusterKeys(cluster).machine(master.id)).value(JSON.stringify(master));
-    client.close();
+  /** `docker run -d --name overlord --network host IMAGE overlord …` against the test etcd; returns the health port */
+  async function runOverlord(cluster: string, extra: readonly string[] = []): Promise<number> {
     const closedSshPort = await freePort();
     const healthPort = await freePort(['127.0.0.1'], [closedSshPort]);
-
     await engine!.dockerOk([
       'run', '-d', '--name', 'overlord', '--network', 'host',
-      '--health-interval', '1s', '--health-timeout', '3s', '--health-start-period', '30s',
+      '--health-interval', '1s', '--health-timeout', '3s', '--health-retries', '1', '--health-start-period', '30s',
       '-v', `${dir}:/keys:ro`,
       image.tag, 'overlord',
       '--etcd-endpoints', `http://127.0.0.1:${etcd!.clientPort}`, '--ssh-key', '/keys/id_ed25519', '--ssh-port', String(closedSshPort),
-      '--cluster', cluster, '--masters', '1', '--minions', '0', '--log-format', 'json', '--health-port', String(healthPort),
+      '--cluster', cluster, '--masters', '1', '--minions', '0', '--log-format', 'json', '--health-port', String(healthPort), ...extra,
     ]);
-    const logs = async () => {
-      const r = await engine!.docker(['logs', 'overlord']);
-      return `${r.stdout}${r.stderr}`;
-    };
+    return healthPort;
+  }
+
+  const logs = async () => {
+    const r = await engine!.docker(['logs', 'overlord']);
+    return `${r.stdout}${r.stderr}`;
+  };
+
+  const healthState = async () =>
+    JSON.parse(await engine!.dockerOk(['inspect', '--format', '{{json .State.Health}}', 'overlord'])) as { Status: string; Log: { Output: string }[] };
+
+  const healthIs = (status: 'healthy' | 'unhealthy') =>
+    until(`the container did not turn ${status}`, async () => ((await healthState()).Status === status ? await healthState() : undefined), 30_000,
+      async () => `${JSON.stringify(await healthState())}\n${await logs()}`);
+
+  async function putMachine(cluster: string, hostname: string) {
+    const record = makeRecord(1, 'master', { ip: '127.0.0.1', hostname });
+    const client = new Etcd3(etcd!.clientOptions());
+    await client.put(clusterKeys(cluster).machine(record.id)).value(JSON.stringify(record));
+    client.close();
+    return record;
+  }
+
+  it('runs the overlord against etcd: discovers a machine, retries its SSH failure, turns healthy, stops cleanly on docker stop', async () => {
+    const master = await putMachine('t', 'master-image');
+    const healthPort = await runOverlord('t');
 
     await until(
       'no step.retry in `docker logs overlord`',
@@ -127,25 +147,17 @@ describe.skipIf(skip)('the overlord image (overlord/Dockerfile on a real Docker 
       45_000,
       logs,
     );
-    const health = await until(
-      'the container did not turn healthy',
-      async () => {
-        const state = JSON.parse(await engine!.dockerOk(['inspect', '--format', '{{json .State.Health}}', 'overlord'])) as { Status: string; Log: { Output: string }[] };
-        return state.Status === 'healthy' ? state : undefined;
-      },
-      30_000,
-      async () => `${await engine!.docker(['inspect', '--format', '{{json .State.Health}}', 'overlord']).then((r) => r.stdout)}\n${await logs()}`,
-    );
-    expect(health.Log.at(-1)?.Output).toContain(`GET /healthz on 127.0.0.1:${healthPort}: 200`);
+    expect((await healthIs('healthy')).Log.at(-1)?.Output).toContain(`GET /healthz on 127.0.0.1:${healthPort}: 200`);
 
     const stopStarted = Date.now();
     await engine!.dockerOk(['stop', '--time', '20', 'overlord']);
     const stopMs = Date.now() - stopStarted;
-    const state = JSON.parse(await engine!.dockerOk(['inspect', '--format', '{{json .State}}', 'overlord'])) as { ExitCode: number; OOMKilled: boolean };
+    const state = JSON.parse(await engine!.dockerOk(['inspect', '--format', '{{json .State}}', 'overlord'])) as { ExitCode: number };
     expect(state.ExitCode).toBe(0);
     expect(stopMs).toBeLessThan(5_000);
 
     const text = await logs();
+    await engine!.dockerOk(['rm', 'overlord']);
     const lines = parseLogs(text);
     const events = lines.map((l) => l.event);
     expect(events).toContain('overlord.start');
@@ -159,5 +171,17 @@ describe.skipIf(skip)('the overlord image (overlord/Dockerfile on a real Docker 
     const body = key.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
     expect(text).not.toContain('PRIVATE KEY');
     for (let i = 0; i + 24 <= body.length; i += 24) expect(text).not.toContain(body.slice(i, i + 24));
+  });
+
+  it('reports unhealthy once etcd has been unreachable longer than --etcd-retry-budget (its /healthz answers 503)', async () => {
+    await runOverlord('h', ['--etcd-retry-budget', '1']);
+    try {
+      await healthIs('healthy');
+      await etcd!.stop();
+      expect((await healthIs('unhealthy')).Log.at(-1)?.Output).toMatch(/GET \/healthz on 127\.0\.0\.1:\d+: 503 .*"etcd":"down"/);
+    } finally {
+      await engine!.docker(['rm', '--force', 'overlord']);
+      await etcd!.start();
+    }
   });
 });
