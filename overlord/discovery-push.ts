@@ -74,7 +74,7 @@ export async function pushDiscoveryFiles(hosts: HostRunner, target: HostTarget, 
           });
         }
       }
-      options.log.info({ event: 'discovery.tls-installed', ip: target.ip, files: files.map((f) => f.path), attempt }, `installed discovery's TLS files on ${target.ip}`);
+      options.log.info({ event: 'discovery.tls-installed', ip: target.ip, paths: files.map((f) => f.path), attempt }, `installed discovery's TLS files on ${target.ip}`);
       return;
     } catch (err) {
       if (options.signal?.aborted) throw options.signal.reason;
