@@ -153,10 +153,18 @@ export async function buildOverlordImage(engine: DockerEngine, options: { readon
   const started = Date.now();
   const r = await engine.docker(['build', '--network', 'host', '--build-arg', `VERSION=${version}`, '-f', OVERLORD_DOCKERFILE, '-t', tag, '.'], { cwd: context, timeoutMs: 600_000 });
   const buildMs = Date.now() - started;
-  if (r.code !== 0) throw new Error(`docker build -f ${OVERLORD_DOCKERFILE} failed (exit ${r.code}):\n${(r.stdout + r.stderr).split('\n').slice(-40).join('\n')}`);
+  if (r.code !== 0) throw new Error(`docker build -f ${OVERLORD_DOCKERFILE} failed (exit ${r.code}):\n${failedStep(r.stdout + r.stderr)}`);
   const inspect = (ref: string) => engine.dockerOk(['image', 'inspect', '--format', '{{.Id}} {{.Size}}', ref]).then((s) => s.trim().split(' '));
   const [id = '', size = '0'] = await inspect(tag);
   const from = readFileSync(path.join(context, OVERLORD_DOCKERFILE), 'utf8').match(/^ARG NODE_IMAGE=(\S+)/m)?.[1] ?? 'node:20-bookworm-slim';
   const [, baseSize = '0'] = await inspect(from);
   return { tag, id, buildMs, sizeBytes: Number(size), baseSizeBytes: Number(baseSize) };
+}
+
+/** The failing step of a legacy-builder log: its "Step n/m" line, the first lines of its output, the last ones. */
+function failedStep(log: string): string {
+  const lines = log.split('\n');
+  const start = lines.map((l) => l.startsWith('Step ')).lastIndexOf(true);
+  const step = lines.slice(Math.max(start, 0));
+  return step.length <= 40 ? step.join('\n') : [...step.slice(0, 25), '…', ...step.slice(-10)].join('\n');
 }
