@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CONFIG_FILES } from '../cloud-config/machine-paths.ts';
@@ -9,14 +8,14 @@ import type { Clock } from './clock.ts';
 import { discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from './discovery-auth.ts';
 import { derOf, fileHostKeys, pushDiscoveryFiles, servedCertificate } from './discovery-push.ts';
 import { createEtcdStore, type EtcdStoreOptions } from './etcd-store.ts';
-import { readHeatHandle, sendHeatSignal, type SignalFiles } from './heat-signal.ts';
+import { signalOnce, type SignalFiles } from './heat-signal.ts';
 import type { HostRunner } from './host-runner.ts';
 import { clusterKeys, type ClusterKeys } from './keys.ts';
 import { errorFields, type Logger } from './log.ts';
 import { MachinePkiFiles } from './machine-pki.ts';
 import { CertificateAuthority, type DiscoveryPki } from './pki/authority.ts';
 import { discoveryPkiFiles } from './pki/delivery.ts';
-import { DirectoryPkiStore, writeFileAtomic } from './pki/store.ts';
+import { DirectoryPkiStore } from './pki/store.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { UnitsWiring } from './units.ts';
@@ -128,7 +127,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   // 3. overlord_ready
   const ready = signalFiles(configDir, 'readyUrl', 'readyHeader');
   const data = `${Buffer.from(identity.publicKey).toString('base64')}:${Buffer.from(discovery.ca).toString('base64')}`;
-  await signalOnce(ready, MARKERS.overlordReady, { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, stateDir, deps, log);
+  await signalOnce(ready, path.join(stateDir, MARKERS.overlordReady), { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, signalDeps(stateDir, deps, log));
 
   // 4. discovery's TLS files
   const served = await servedCertificate(host, port, discovery.ca);
@@ -191,7 +190,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
     prepareMachines: (records: readonly MachineRecord[]) => machineFiles.prepare(records),
     signalClusterReady: (summary: string) =>
-      signalOnce(clusterReadyFiles, MARKERS.clusterReady, { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, stateDir, deps, deps.log),
+      signalOnce(clusterReadyFiles, path.join(stateDir, MARKERS.clusterReady), { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, signalDeps(stateDir, deps, deps.log)).then(() => undefined),
   });
 }
 
@@ -199,39 +198,15 @@ function signalFiles(configDir: string, url: 'readyUrl' | 'clusterReadyUrl', hea
   return { url: path.join(configDir, CONFIG_FILES[url]), header: path.join(configDir, CONFIG_FILES[header]) };
 }
 
-/**
- * Sends a signal unless the marker says this very signal (same handle URL, same data) was sent before.
- * The marker is written after Heat accepted it: a crash in between sends it again, which Heat takes as the
- * same signal (same id).
- */
-async function signalOnce(
-  files: SignalFiles,
-  marker: string,
-  s: { status: 'SUCCESS'; reason: string; id: string; data: string },
-  stateDir: string,
-  deps: BootDeps,
-  log: Logger,
-): Promise<void> {
-  const handle = await readHeatHandle(files);
-  if (handle === undefined) {
-    log.info({ event: 'heat.no-handle', file: files.url }, 'no wait-condition URL (booted by hand): nothing to signal');
-    return;
-  }
-  const fingerprint = createHash('sha256').update(`${handle.url}\0${s.id}\0${s.data}`).digest('hex');
-  const markerFile = path.join(stateDir, marker);
-  const sent = await readFile(markerFile, 'utf8').catch(() => '');
-  if (sent.trim() === fingerprint) {
-    log.info({ event: 'heat.already-signalled', marker }, 'this wait condition was signalled before');
-    return;
-  }
-  await sendHeatSignal(handle, s, {
+function signalDeps(stateDir: string, deps: BootDeps, log: Logger) {
+  return {
     clock: deps.clock,
     log,
+    stateDir,
     ...(deps.signal ? { signal: deps.signal } : {}),
     ...(deps.fetch ? { fetch: deps.fetch } : {}),
     ...(deps.backoffMs ? { backoffMs: deps.backoffMs } : {}),
-  });
-  await writeFileAtomic(markerFile, `${fingerprint}\n`, { root: stateDir });
+  };
 }
 
 async function readJoinToken(file: string): Promise<string> {

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { errorFields, type Logger } from './log.ts';
+import { writeFileAtomic } from './pki/store.ts';
 
 /**
  * Heat wait-condition signals from the overlord (overlord_ready, cluster_ready): the same request the
@@ -122,6 +124,29 @@ export async function sendHeatSignal(handle: HeatHandle, s: HeatSignal, deps: Si
     await deps.clock.sleep(delay, deps.signal);
     delay = Math.min(backoff.max, delay * 2);
   }
+}
+
+/**
+ * Sends a signal once: a marker file (0600, under `stateDir`) records what was sent — a hash of the handle URL,
+ * id and data — after Heat accepted it, and the same signal is not sent again (a restarted overlord, a new
+ * leader's term). A crash between Heat's answer and the marker sends it again, which Heat takes as the same
+ * signal (same id). No handle (booted by hand): nothing is sent.
+ */
+export async function signalOnce(files: SignalFiles, markerFile: string, s: HeatSignal, deps: SignalDeps & { readonly stateDir: string }): Promise<'sent' | 'already-sent' | 'no-handle'> {
+  const handle = await readHeatHandle(files);
+  if (handle === undefined) {
+    deps.log.info({ event: 'heat.no-handle', file: files.url }, 'no wait-condition URL (booted by hand): nothing to signal');
+    return 'no-handle';
+  }
+  const fingerprint = createHash('sha256').update(`${handle.url}\0${s.id}\0${s.data}`).digest('hex');
+  const sent = await readFile(markerFile, 'utf8').catch(() => '');
+  if (sent.trim() === fingerprint) {
+    deps.log.info({ event: 'heat.already-signalled', id: s.id, url: safeUrl(handle.url) }, 'this wait condition was signalled before');
+    return 'already-sent';
+  }
+  await sendHeatSignal(handle, s, deps);
+  await writeFileAtomic(markerFile, `${fingerprint}\n`, { root: deps.stateDir });
+  return 'sent';
 }
 
 /** The URL without query or credentials, for logs and errors (a signal URL may carry a signature). */

@@ -3,14 +3,14 @@
  * the request Heat expects, retries of transient failures on a fake clock, and no token in any log line
  * or error. The same client against a real local HTTP server: test/integration/discovery-trust-boot.test.ts.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
-import { readHeatHandle, sendHeatSignal, signalBody } from '../../../overlord/heat-signal.ts';
+import { readHeatHandle, sendHeatSignal, signalBody, signalOnce } from '../../../overlord/heat-signal.ts';
 import { createLogger } from '../../../overlord/log.ts';
 import { FakeClock, flush } from './fakes.ts';
 
@@ -127,5 +127,43 @@ describe('sending a Heat signal', () => {
     await flush();
     stop.abort(new Error('stopped'));
     expect(((await sending) as Error).message).toBe('stopped');
+  });
+});
+
+describe('signalling once (overlord_ready, cluster_ready)', () => {
+  const ready = { status: 'SUCCESS' as const, reason: '1 masters and 3 minions deployed', id: 'overlord', data: '1 masters and 3 minions deployed' };
+
+  it('sends a signal once: a restarted overlord, or a new leader term, finds the marker and sends nothing', async () => {
+    const signalFiles = files(URL_, `X-Auth-Token: ${TOKEN}\n`);
+    const stateDir = path.dirname(signalFiles.url);
+    const marker = path.join(stateDir, 'heat', 'cluster-ready.sent');
+    const f = fakeFetch([200, 200]);
+    const deps = { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir };
+    expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('sent');
+    expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('already-sent');
+    expect(f.requests).toHaveLength(1);
+    expect((statSync(marker).mode & 0o777).toString(8)).toBe('600');
+    // a different signal (another stack's handle, other data) is sent
+    expect(await signalOnce(signalFiles, marker, { ...ready, data: 'other' }, deps)).toBe('sent');
+    expect(f.requests).toHaveLength(2);
+  });
+
+  it('sends nothing and writes no marker when booted by hand (no URL)', async () => {
+    const signalFiles = files('', '');
+    const marker = path.join(path.dirname(signalFiles.url), 'heat', 'cluster-ready.sent');
+    const f = fakeFetch([]);
+    expect(await signalOnce(signalFiles, marker, ready, { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir: path.dirname(signalFiles.url) })).toBe('no-handle');
+    expect(f.requests).toHaveLength(0);
+    expect(() => statSync(marker)).toThrow();
+  });
+
+  it('writes no marker when Heat refused the signal, so the next start tries again', async () => {
+    const signalFiles = files(URL_, `X-Auth-Token: ${TOKEN}\n`);
+    const stateDir = path.dirname(signalFiles.url);
+    const marker = path.join(stateDir, 'heat', 'cluster-ready.sent');
+    const f = fakeFetch([403, 200]);
+    const deps = { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir };
+    await expect(signalOnce(signalFiles, marker, ready, deps)).rejects.toMatchObject({ code: 'E_HEAT' });
+    expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('sent');
   });
 });
