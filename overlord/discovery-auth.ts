@@ -148,11 +148,16 @@ export function discoveryClientOptions(conn: DiscoveryConnection, auth?: { usern
   };
 }
 
-/** One Status call over TLS (needs no etcd user): resolves when discovery's etcd answers; E_ETCD otherwise. */
+/**
+ * One Status call over TLS: resolves once discovery's etcd answers — with its status, or with a refusal (newer
+ * etcd versions may want a user for Status once auth is on: that is an answer too); E_ETCD retryable otherwise.
+ */
 export async function pingDiscovery(conn: DiscoveryConnection): Promise<void> {
   const client = new Etcd3(discoveryClientOptions(conn));
   try {
-    await etcdCall('asking for its status', () => client.maintenance.status(), conn);
+    await client.maintenance.status();
+  } catch (err) {
+    if (!etcdAnswered(err)) throw toError('asking for its status', err, conn);
   } finally {
     client.close();
   }
@@ -283,18 +288,23 @@ async function etcdCall<T>(what: string, fn: () => Promise<T>, conn: DiscoveryCo
 function toError(what: string, err: unknown, conn: DiscoveryConnection): CorekubeError {
   if (err instanceof CorekubeError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  const answered =
+  const transient = !etcdAnswered(err);
+  return new CorekubeError('E_ETCD', `discovery auth: ${what} at ${conn.endpoints.join(',')} failed: ${message}`, {
+    retryable: transient,
+    hint: transient ? 'the discovery etcd is not answering yet; the overlord retries' : 'etcd refused the change: see the message; the overlord needs its root user',
+    cause: err,
+  });
+}
+
+/** True when etcd itself answered (a refusal, a conflict); false when it could not be reached or timed out. */
+function etcdAnswered(err: unknown): boolean {
+  return (
     err instanceof Error &&
     (err.constructor.name.startsWith('Etcd') ||
       err instanceof GRPCInvalidArgumentError ||
       err instanceof GRPCFailedPreconditionError ||
       err instanceof GRPCAlreadyExistsError ||
       err instanceof GRPCNotFoundError ||
-      err instanceof GRPCUnauthenticatedError);
-  const transient = !answered;
-  return new CorekubeError('E_ETCD', `discovery auth: ${what} at ${conn.endpoints.join(',')} failed: ${message}`, {
-    retryable: transient,
-    hint: transient ? 'the discovery etcd is not answering yet; the overlord retries' : 'etcd refused the change: see the message; the overlord needs its root user',
-    cause: err,
-  });
+      err instanceof GRPCUnauthenticatedError)
+  );
 }
