@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderUserData } from '../../cloud-config/index.ts';
 import { parseAuthConfig } from '../../cloud/auth-config.ts';
@@ -8,11 +11,13 @@ import { fetchTransport } from '../../cloud/http.ts';
 import { KeystoneSession } from '../../cloud/keystone.ts';
 import { downCommand, stackStatusCommand, upCommand, type CloudIo } from '../../cli/cloud.ts';
 import { clusterTemplate } from '../../heat/cluster-template.ts';
-import { listServers, pendingServers, reportBooted, type LocalServer } from '../../scripts/local-heat/local-cloud.ts';
+import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../scripts/local-heat/local-cloud.ts';
 import { startLocalHeat } from '../../scripts/local-heat/local-heat.ts';
 import { localCloudEnvironment, withoutCloudLookups } from '../../scripts/local-heat/providers/environment.ts';
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local-heat.ts';
+import { onExit } from '../harness/cleanup.ts';
+import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 
 /**
@@ -185,7 +190,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     expect(await timed('resolve name (302)', () => heat.resolve(name))).toEqual(ref);
 
     // Play Nova: the server stand-in waits for its machine, with the user_data Heat resolved.
-    const server = await until<LocalServer>('the server stand-in', async () => (await timed('pending servers', () => pendingServers(heat, ref)))[0]);
+    const server = await timed('wait: server stand-in up', () => until<LocalServer>('the server stand-in', async () => (await timed('pending servers', () => pendingServers(heat, ref)))[0]));
     expect(server.name).toBe('test-server');
     expect(server.requestedAddress).toBe('10.200.90.10');
     expect(server.metadata).toEqual({ role: 'probe' });
@@ -204,7 +209,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     expect(handle.endpoint.startsWith(service.heatBaseUrl)).toBe(true);
     await timed('signal (handle url)', () => signalWaitConditionHandle(handle, { status: 'SUCCESS', reason: 'machine', id: 'm1', data: 'from-machine' }));
 
-    const created = await heat.waitForStack(ref, 'CREATE', { onEvent: (e) => events.push(e), timeoutMs: 60_000 });
+    const created = await timed('wait: CREATE', () => heat.waitForStack(ref, 'CREATE', { onEvent: (e) => events.push(e), timeoutMs: 60_000 }));
     expect(created.status).toBe('CREATE_COMPLETE');
     expect(events.find((e) => e.resourceName === 'ready_handle' && e.status === 'SIGNAL_COMPLETE')).toBeDefined();
     expect(events.at(-1)).toMatchObject({ resourceName: name, status: 'CREATE_COMPLETE' });
@@ -229,7 +234,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
 
     // PATCH: only the label changes; the random secret stays; the server is updated in place.
     const { sinceEventId } = await timed('update (PATCH)', () => heat.updateStack(ref, { parameters: { label: 'changed' } }));
-    const updated = await heat.waitForStack(ref, 'UPDATE', { sinceEventId, onEvent: (e) => events.push(e), timeoutMs: 60_000 });
+    const updated = await timed('wait: UPDATE', () => heat.waitForStack(ref, 'UPDATE', { sinceEventId, onEvent: (e) => events.push(e), timeoutMs: 60_000 }));
     expect(updated.status).toBe('UPDATE_COMPLETE');
     expect(updated.parameters.label).toBe('changed');
     const after = await heat.outputs(ref);
@@ -238,7 +243,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
 
     const deleted = await timed('delete', () => heat.deleteStack(ref));
     expect(deleted.existed).toBe(true);
-    const gone = await heat.waitForStack(ref, 'DELETE', { sinceEventId: deleted.sinceEventId, timeoutMs: 60_000 });
+    const gone = await timed('wait: DELETE', () => heat.waitForStack(ref, 'DELETE', { sinceEventId: deleted.sinceEventId, timeoutMs: 60_000 }));
     expect(gone.status).toBe('DELETE_COMPLETE');
     // By id Heat still shows a deleted stack (without outputs); deleting it again finds nothing; its name is free.
     expect((await heat.showStack(ref, { outputs: false })).status).toBe('DELETE_COMPLETE');
@@ -253,7 +258,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     await timed('validate (cluster template)', () => heat.validate(input));
     const ref = await timed('create stack (cluster)', () => heat.createStack({ name: `cluster-${Date.now()}`, ...input, timeoutMins: 10 }));
     try {
-      const overlord = await until<LocalServer>('the overlord stand-in', async () => (await pendingServers(heat, ref)).find((s) => s.resourceName === 'overlord'));
+      const overlord = await timed('wait: overlord stand-in up', () => until<LocalServer>('the overlord stand-in', async () => (await pendingServers(heat, ref)).find((s) => s.resourceName === 'overlord')));
       expect(overlord.requestedAddress).toBe('10.200.91.11');
       expect(overlord.metadata).toEqual({ corekube_cluster: 'corekube', corekube_role: 'overlord' });
       expect(overlord.userData.startsWith('#cloud-config\n')).toBe(true);
@@ -268,8 +273,9 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
         discovery_endpoint: 'https://10.200.91.10:2379',
       });
     } finally {
+      await failPendingServers(heat, ref);
       const { sinceEventId } = await heat.deleteStack(ref);
-      expect((await heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 })).status).toBe('DELETE_COMPLETE');
+      expect((await timed('wait: DELETE (cluster mid-create)', () => heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 }))).status).toBe('DELETE_COMPLETE');
     }
   });
 
@@ -327,6 +333,105 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     (latency['service stop'] ??= []).push(performance.now() - t);
     expect(ours()).toEqual([]);
     await service.stop(); // idempotent
+  });
+});
+
+/**
+ * Machines sit on a test bridge and cannot reach the host's 127.0.0.1: with `bindAddress`, Heat serves on
+ * the bridge address and puts it into the catalog and into every wait condition handle's URL. A network
+ * namespace on the bridge plays the machine and signals with curl, as cloud-config's signal script does.
+ */
+const NET = netFromEnv(48);
+const BRIDGE = `ckhb${NET}`;
+const NETNS = `ckhn${NET}`;
+const HOST_IP = `10.200.${NET}.1`;
+const ipMissing = (() => {
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    execFileSync('curl', ['--version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'ip (iproute2) and curl are needed for the bridge test';
+  }
+})();
+const skipBridge = missingParts(localHeatMissing(), ipMissing);
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function removeBridge(): void {
+  for (const args of [['netns', 'del', NETNS], ['link', 'del', `${BRIDGE}v`], ['link', 'del', BRIDGE]]) {
+    try {
+      ip(...args);
+    } catch {
+      /* not there */
+    }
+  }
+}
+
+describe.skipIf(skipBridge)('a local Heat bound to a test bridge', () => {
+  let service: TestHeat;
+  let unregister: () => void;
+  const dir = mkdtempSync(join(tmpdir(), 'corekube-heat-bridge-'));
+
+  beforeAll(async () => {
+    removeBridge();
+    unregister = onExit(`bridge ${BRIDGE}`, removeBridge);
+    ip('link', 'add', BRIDGE, 'type', 'bridge');
+    ip('addr', 'add', `${HOST_IP}/24`, 'dev', BRIDGE);
+    ip('link', 'set', BRIDGE, 'up');
+    ip('netns', 'add', NETNS);
+    ip('link', 'add', `${BRIDGE}v`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NETNS);
+    ip('link', 'set', `${BRIDGE}v`, 'master', BRIDGE, 'up');
+    ip('-n', NETNS, 'addr', 'add', `10.200.${NET}.2/24`, 'dev', 'eth0');
+    ip('-n', NETNS, 'link', 'set', 'eth0', 'up');
+    ip('-n', NETNS, 'link', 'set', 'lo', 'up');
+    service = await startTestHeat({ bindAddress: HOST_IP });
+    process.stderr.write(`local Heat on ${HOST_IP} started in ${(service.timings.total! / 1000).toFixed(1)} s\n`);
+  });
+
+  afterAll(async () => {
+    await service?.teardown();
+    removeBridge();
+    unregister?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes a wait condition signal from a machine on the bridge, through the handle\'s own URL and token', async () => {
+    const heat = await service.adminClient();
+    expect(heat.endpoint.startsWith(`http://${HOST_IP}:8004/v1/`)).toBe(true);
+    const ref = await heat.createStack({
+      name: `bridge-${Date.now()}`,
+      template: {
+        heat_template_version: '2021-04-16',
+        resources: {
+          handle: { type: 'OS::Heat::WaitConditionHandle' },
+          ready: { type: 'OS::Heat::WaitCondition', properties: { handle: { get_resource: 'handle' }, count: 1, timeout: 120 } },
+        },
+        outputs: {
+          endpoint: { value: { get_attr: ['handle', 'endpoint'] } },
+          token: { value: { get_attr: ['handle', 'token'] } },
+          data: { value: { get_attr: ['ready', 'data'] } },
+        },
+      },
+    });
+    const handle = await until('the handle', async () => {
+      const endpoint = (await heat.output(ref, 'endpoint')).value;
+      const token = (await heat.output(ref, 'token')).value;
+      return typeof endpoint === 'string' && typeof token === 'string' ? { endpoint, token } : undefined;
+    });
+    expect(handle.endpoint.startsWith(`http://${HOST_IP}:8004/v1/`)).toBe(true);
+    // The machine's way: the token header from a 0600 file, curl from inside the namespace.
+    const header = join(dir, 'token-header');
+    writeFileSync(header, `X-Auth-Token: ${handle.token}\n`, { mode: 0o600 });
+    execFileSync('ip', ['netns', 'exec', NETNS, 'curl', '-sf', '-X', 'POST', '-H', `@${header}`, '-H', 'Content-Type: application/json',
+      '--data', JSON.stringify({ status: 'SUCCESS', reason: 'booted', id: 'm1', data: 'from-the-bridge' }), handle.endpoint], { timeout: 30_000 });
+    const done = await heat.waitForStack(ref, 'CREATE', { timeoutMs: 60_000 });
+    expect(done.status).toBe('CREATE_COMPLETE');
+    expect(JSON.parse(done.outputs.find((o) => o.key === 'data')!.value as string)).toEqual({ m1: 'from-the-bridge' });
+    const { sinceEventId } = await heat.deleteStack(ref);
+    await heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 });
   });
 });
 
