@@ -6,7 +6,7 @@ import { addressPlan } from '../spec/address-plan.ts';
 import { parseIpv4 } from '../spec/cidr.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { CLUSTER_DOMAIN, LAYOUT, PORTS, TIMEOUTS, type Layout } from './layout.ts';
-import type { PkiPaths } from './pki-paths.ts';
+import { DISCOVERY_CLIENT_PATHS, type PkiPaths } from './pki-paths.ts';
 import { artifactsFor, type ReleaseArtifact } from './release.ts';
 
 /**
@@ -55,7 +55,7 @@ export interface UnitContext {
     /** `name=https://ip:2380,…` over masterIps */
     readonly initialCluster: string;
     readonly initialClusterToken: string;
-    /** `https://ip:2379,…` over masterIps: what the API server and flanneld connect to */
+    /** `https://ip:2379,…` over masterIps: what the API server connects to */
     readonly servers: string;
   };
   readonly apiServer: {
@@ -65,7 +65,11 @@ export interface UnitContext {
     readonly serviceAccountIssuer: string;
   };
   readonly flannel: {
+    /** the discovery etcd (https), where the overlord keeps flannel's config and reservations */
     readonly etcdEndpoints: string;
+    /** discovery's CA, and the EnvironmentFile with flanneld's etcd user and password */
+    readonly caFile: string;
+    readonly envFile: string;
     /** `/corekube/<cluster>/network`: flannel reads `<prefix>/config` and leases `<prefix>/subnets/` */
     readonly etcdPrefix: string;
     readonly iface: string;
@@ -139,7 +143,9 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
     },
     flannel: {
-      etcdEndpoints: etcdServers,
+      etcdEndpoints: plan.discoveryEndpoint,
+      caFile: DISCOVERY_CLIENT_PATHS.ca,
+      envFile: DISCOVERY_CLIENT_PATHS.flannelEnv,
       etcdPrefix: clusterKeys(spec.name).network.replace(/\/$/, ''),
       iface: machine.ip,
       healthzPort: PORTS.flannelHealthz,

@@ -41,8 +41,6 @@ export interface PkiPaths {
   readonly etcdServer: KeyPair;
   /** etcd peer cert (etcd CA; SAN: the master's IP; clientAuth + serverAuth) */
   readonly etcdPeer: KeyPair;
-  /** flanneld → masters' etcd client cert (etcd CA), on masters and minions */
-  readonly flannelEtcdClient: KeyPair;
 }
 
 export const PKI_DIR = '/etc/corekube/pki';
@@ -64,13 +62,12 @@ export const PKI_PATHS: PkiPaths = Object.freeze({
   kubeProxy: pair('kube-proxy'),
   etcdServer: pair('etcd-server'),
   etcdPeer: pair('etcd-peer'),
-  flannelEtcdClient: pair('flannel-etcd-client'),
 });
 
 /** Which PKI entries each role's units read: what the PKI room must deliver to a machine of that role. */
 export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPaths, 'dir'>)[]>> = Object.freeze({
-  master: ['ca', 'etcdCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer', 'flannelEtcdClient'],
-  minion: ['ca', 'etcdCa', 'kubelet', 'kubeProxy', 'flannelEtcdClient'],
+  master: ['ca', 'etcdCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer'],
+  minion: ['ca', 'kubelet', 'kubeProxy'],
 });
 
 /**

@@ -12,7 +12,7 @@ import type { MachineRecord, Role } from '../machine-record.ts';
  * storing and delivering them are other modules' business.
  *
  * Three CAs, never mixed: `cluster` (Kubernetes API, kubelets, kubeconfigs), `etcd` (the masters' etcd:
- * members, peers and their clients — the API server and flanneld), `discovery` (discovery's etcd only: its
+ * members, peers and their client — the API server), `discovery` (discovery's etcd only: its
  * server cert and the overlord's `root` client cert). A leaf of one CA is refused by the others' servers.
  *
  * Per-machine certificates follow the units' contract (units/pki-paths.ts PKI_FILES_BY_ROLE): a machine gets
@@ -122,7 +122,6 @@ const ENTRY_PROFILES: Readonly<Record<CertEntry, (m: MachineRecord, v: MachineVi
   // etcd's gRPC gateway dials its own server with the serving cert: it needs clientAuth too
   etcdServer: (m) => ({ ca: 'etcd', commonName: m.hostname, organizations: [], usage: 'peer', dns: [m.hostname, 'localhost'], ips: [m.ip, '127.0.0.1'] }),
   etcdPeer: (m) => ({ ca: 'etcd', commonName: m.hostname, organizations: [], usage: 'peer', dns: [m.hostname, 'localhost'], ips: [m.ip, '127.0.0.1'] }),
-  flannelEtcdClient: () => ({ ca: 'etcd', commonName: 'flanneld', organizations: [], usage: 'client' }),
 };
 
 /** The certificate entries a machine of `role` holds (its role's PkiPaths key pairs). */

@@ -6,7 +6,7 @@
  * counters, the journal) and etcd (ledger, `corekube status --json`).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -32,6 +32,7 @@ import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } f
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { buildReleaseMirror, STANDIN_STATE_DIR } from '../standins/index.ts';
+import { DISCOVERY_CLIENT_PATHS } from '../../units/pki-paths.ts';
 
 const run = promisify(execFile);
 const skip = missingParts(etcdMissing(), machinesMissing());
@@ -97,7 +98,24 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
   async function announce(cluster: string, m: Machine, role: Role, pin = true): Promise<void> {
     const bootId = (await m.exec(['cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
     const record = { schema: 1, id: m.id, role, ip: m.ip, hostname: m.hostname, bootId, announcedAt: new Date().toISOString(), ...(pin ? { sshHostKey: m.hostKey } : {}) };
+    provideDiscoveryAccess(m);
     await client.put(clusterKeys(cluster).machine(m.id)).value(JSON.stringify(record));
+  }
+
+  /**
+   * What the booting overlord delivers for flanneld and this test's overlord (run on --etcd-endpoints, with
+   * no PKI) does not: the discovery etcd credentials file its unit reads, and — since the discovery etcd of
+   * the spec is not on this test's network — the subnet flanneld's stand-in reports (flannel.env). The
+   * overlord's own reservations are tested against a real etcd in test/integration/subnets-etcd.test.ts and
+   * end to end by the local cloud.
+   */
+  function provideDiscoveryAccess(m: Machine): void {
+    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.flannelEnv)), { recursive: true });
+    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.flannelEnv), 'FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=e2e\n', { mode: 0o600 });
+    const state = path.join(m.root, STANDIN_STATE_DIR);
+    if (existsSync(state) && !statSync(state).isDirectory()) return; // the failing-unit scenario's fault
+    mkdirSync(state, { recursive: true });
+    writeFileSync(path.join(state, 'flannel.env'), `FLANNEL_NETWORK=10.244.0.0/14\nFLANNEL_SUBNET=10.244.${m.ip.split('.')[3]}.1/24\n`);
   }
 
   async function ledger(cluster: string): Promise<Map<string, LedgerEntry>> {

@@ -64,12 +64,12 @@ describe.skipIf(skip)('the PKI checked with openssl', () => {
 
   it('verifies every leaf against its own CA (strict, for its TLS purpose) and refuses it under the others', async () => {
     const cas = { cluster: await pemFile('cluster-ca.crt', master.clusterCa), etcd: await pemFile('etcd-ca.crt', master.etcdCa), discovery: await pemFile('discovery-ca.crt', discovery.ca) };
-    const etcdSigned: CertEntry[] = ['apiServerEtcdClient', 'etcdServer', 'etcdPeer', 'flannelEtcdClient'];
+    const etcdSigned: CertEntry[] = ['apiServerEtcdClient', 'etcdServer', 'etcdPeer'];
     const leaves: { name: string; pem: string; ca: keyof typeof cas; purposes: string[] }[] = [];
     const purposes = (usage: string) => (usage === 'server' ? ['sslserver'] : usage === 'client' ? ['sslclient'] : ['sslserver', 'sslclient']);
     const usageOf: Record<CertEntry, string> = {
       apiServer: 'server', apiServerKubeletClient: 'client', apiServerEtcdClient: 'client', controllerManager: 'client', scheduler: 'client',
-      kubelet: 'peer', kubeProxy: 'client', etcdServer: 'peer', etcdPeer: 'peer', flannelEtcdClient: 'client',
+      kubelet: 'peer', kubeProxy: 'client', etcdServer: 'peer', etcdPeer: 'peer',
     };
     for (const pki of [master, minion]) {
       for (const [entry, pair] of Object.entries(pki.pairs) as [CertEntry, { cert: string }][]) {
@@ -78,7 +78,7 @@ describe.skipIf(skip)('the PKI checked with openssl', () => {
     }
     leaves.push({ name: 'discovery/server', pem: discovery.server.cert, ca: 'discovery', purposes: ['sslserver', 'sslclient'] });
     leaves.push({ name: 'overlord/discovery-client', pem: discovery.overlordClient.cert, ca: 'discovery', purposes: ['sslclient'] });
-    expect(leaves.length).toBe(13);
+    expect(leaves.length).toBe(11);
 
     for (const leaf of leaves) {
       const f = await pemFile(`${leaf.name.replace('/', '-')}.crt`, leaf.pem);

@@ -47,7 +47,6 @@ describe('the certificate catalog', () => {
     expect(identity('apiServerEtcdClient')).toEqual({ ca: 'etcd', cn: 'kube-apiserver-etcd-client', o: [], usage: 'client' });
     expect(identity('controllerManager')).toEqual({ ca: 'cluster', cn: 'system:kube-controller-manager', o: [], usage: 'client' });
     expect(identity('scheduler')).toEqual({ ca: 'cluster', cn: 'system:kube-scheduler', o: [], usage: 'client' });
-    expect(identity('flannelEtcdClient')).toEqual({ ca: 'etcd', cn: 'flanneld', o: [], usage: 'client' });
     const n = machineProfiles(spec, machines, minion1);
     expect(entry(n, 'kubeProxy')).toMatchObject({ ca: 'cluster', commonName: 'system:kube-proxy', usage: 'client' });
     expect(adminProfile()).toMatchObject({ ca: 'cluster', commonName: 'admin', organizations: ['system:masters'], usage: 'client' });

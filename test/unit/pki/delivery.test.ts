@@ -23,13 +23,10 @@ describe('PKI delivery', () => {
   it("puts a minion's files at the paths its units read", () => {
     expect(machinePkiFiles(minion).map((f) => [f.path, f.mode])).toEqual([
       [PKI_PATHS.ca, '0644'],
-      [PKI_PATHS.etcdCa, '0644'],
       [PKI_PATHS.kubelet.cert, '0644'],
       [PKI_PATHS.kubelet.key, '0600'],
       [PKI_PATHS.kubeProxy.cert, '0644'],
       [PKI_PATHS.kubeProxy.key, '0600'],
-      [PKI_PATHS.flannelEtcdClient.cert, '0644'],
-      [PKI_PATHS.flannelEtcdClient.key, '0600'],
     ]);
   });
 
