@@ -1,4 +1,4 @@
-# Shared part of corekube's stand-in executables (test/standins/), inlined into each one when a release
+# Shared part of corekube's stand-in executables (localcloud/standins/), inlined into each one when a release
 # mirror is built (so an installed stand-in is one self-contained file) and sourced from here when a
 # stand-in runs straight from the source tree. Not a real program: see the STAND-IN line of each script.
 #

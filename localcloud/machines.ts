@@ -1,0 +1,614 @@
+/**
+ * Machines that run a real systemd, for tests and demos: systemd-nspawn containers booted from the shared
+ * rootfs (rootfs.ts), each on an overlayfs with a tmpfs upper layer, in its own network namespace with a
+ * veth on a bridge the harness owns. Net `k` (one per test file, so files never share a bridge):
+ *
+ *   bridge ckbr<k> 10.200.<k>.1/24 (the host) · machine i (1-based): netns ck<k>-<i>, veth ck<k>v<i>,
+ *   address 10.200.<k>.(100+i), cgroup ck<k>-<i> · work dir /tmp/corekube-machines/ck<k>/<i>
+ *
+ * Each machine gets its hostname, a random /etc/machine-id, a fresh ed25519 host key and (unless disabled)
+ * a user `corekube` with passwordless sudo and the given authorized key. Without a cloud-init seed, cloud-init
+ * is disabled in it. Everything is undone by `teardown()`, or at process exit when a test failed first;
+ * `scripts/machines down` removes what a killed test process left behind.
+ *
+ * Rules from ../shared/recipes (machines.sh): nspawn needs --register=no and --keep-unit (no systemd on the
+ * host); each nspawn starts in its own cgroup (else machines share `payload/` and break each other);
+ * fs.inotify.max_user_instances must be raised; after a SIGKILL of nspawn the machine's systemd survives,
+ * so teardown kills every pid in the machine's cgroup before unmounting.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  chownSync,
+  openSync,
+  closeSync,
+} from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { onExit } from './cleanup.ts';
+import { ensureRootfs, rootfsMissing } from './rootfs.ts';
+
+export const WORK_ROOT = '/tmp/corekube-machines';
+const DEFAULT_NET = 40;
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface MachineSpec {
+  /** host name, also nspawn's machine name (default `m<i>`) */
+  readonly hostname?: string;
+  /** NoCloud seed: when given, cloud-init runs at boot with it (and may create users itself) */
+  readonly cloudInit?: { readonly userData: string; readonly metaData: string };
+}
+
+export interface FleetOptions {
+  /** net index k (1..254): bridge ckbr<k>, subnet 10.200.<k>.0/24. Default: netFromEnv() */
+  readonly net?: number;
+  /** authorized key line for user `corekube` (and the user is created); omit to create no user */
+  readonly authorizedKey?: string;
+  /** the rootfs to boot (default: the cached build, built first if absent) */
+  readonly rootfs?: string;
+  /** per machine: until systemd is running and sshd answers (default 60 s) */
+  readonly readyTimeoutMs?: number;
+  /** accept a `degraded` system (default false: failed units fail the boot, listed in the error) */
+  readonly allowDegraded?: boolean;
+}
+
+export interface Machine {
+  /** 1-based index within its fleet (its address is .100+index) */
+  readonly index: number;
+  readonly hostname: string;
+  /** /etc/machine-id (32 hex), the id a node announces */
+  readonly id: string;
+  readonly ip: string;
+  /** `ssh-ed25519 AAAA…`, read from the machine after boot (cloud-init may replace the key we made) */
+  readonly hostKey: string;
+  /** host-side path of the machine's `/` (the overlay mount) */
+  readonly root: string;
+  /** the container's PID 1 (systemd) as seen from the host; undefined while stopped */
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  /** runs argv inside the machine (all its namespaces) via nsenter; never a shell string */
+  exec(argv: readonly string[], options?: { stdin?: string; timeoutMs?: number }): Promise<ExecResult>;
+  /** SIGTERM: clean poweroff; SIGKILL: power cut. Disk (upper layer), address and identity are kept. */
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** boots the machine again (a new boot id, same disk) and waits until it is ready */
+  boot(): Promise<void>;
+  /** the console log (nspawn's stdout) */
+  console(): string;
+}
+
+export interface Fleet {
+  readonly net: number;
+  readonly bridge: string;
+  /** the host's address on the bridge (10.200.<k>.1): serve things to machines here */
+  readonly gateway: string;
+  readonly machines: readonly Machine[];
+  /** boots more machines on the same bridge (a machine joining later); returns the new ones */
+  add(specs: readonly MachineSpec[]): Promise<Machine[]>;
+  /** powers everything off and removes every trace; idempotent */
+  teardown(): Promise<void>;
+}
+
+/** Why machines cannot run here, or undefined. */
+export function machinesMissing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'systemd-nspawn machines need root';
+  for (const [bin, pkg] of [['systemd-nspawn', 'systemd-container'], ['nsenter', 'util-linux'], ['ip', 'iproute2'], ['ssh-keygen', 'openssh-client']] as const) {
+    if (spawnSync(bin, ['--version'], { stdio: 'ignore' }).error) return `${bin} is not installed (Debian package ${pkg})`;
+  }
+  if (cgroupRoots().length === 0) return 'no usable cgroup filesystem under /sys/fs/cgroup';
+  return rootfsMissing();
+}
+
+/**
+ * The net index of a test file: its own constant `k` (each file picks a distinct one, so files never share
+ * a bridge), shifted by $COREKUBE_TEST_NET_OFFSET (default 0) when a host already uses that range.
+ */
+export function netFromEnv(k = DEFAULT_NET): number {
+  const raw = process.env.COREKUBE_TEST_NET_OFFSET ?? '0';
+  const offset = /^\d{1,3}$/.test(raw) ? Number(raw) : NaN;
+  const net = k + offset;
+  if (!Number.isInteger(net) || net < 1 || net > 254) throw new Error(`net index ${k} + COREKUBE_TEST_NET_OFFSET=${raw} is not in 1..254`);
+  return net;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// names
+
+const names = (k: number, i: number) => ({
+  netns: `ck${k}-${i}`,
+  veth: `ck${k}v${i}`,
+  cgroup: `ck${k}-${i}`,
+  dir: path.join(WORK_ROOT, `ck${k}`, String(i)),
+  ip: `10.200.${k}.${100 + i}`,
+});
+const bridgeOf = (k: number) => `ckbr${k}`;
+
+/** hybrid (v1 `systemd` + v2 `unified`) or pure v2 */
+function cgroupRoots(): string[] {
+  if (existsSync('/sys/fs/cgroup/systemd/cgroup.procs')) {
+    return ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified'].filter((d) => existsSync(path.join(d, 'cgroup.procs')));
+  }
+  return existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup'] : [];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// small synchronous helpers (also used at process exit, where nothing async runs)
+
+function sh(argv: readonly string[], allowFail = false): string {
+  const [cmd, ...args] = argv as [string, ...string[]];
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (!allowFail && (r.error || r.status !== 0)) {
+    throw new Error(`${argv.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr ?? '').trim()}`);
+  }
+  return r.stdout ?? '';
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Every pid in a cgroup tree (all hierarchies). */
+function cgroupPids(cgroup: string): number[] {
+  const pids = new Set<number>();
+  const walk = (dir: string) => {
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // vanished
+    }
+    for (const e of entries) {
+      if (e.isDirectory()) walk(path.join(dir, e.name));
+      else if (e.name === 'cgroup.procs') {
+        try {
+          for (const line of readFileSync(path.join(dir, e.name), 'utf8').split('\n')) if (line) pids.add(Number(line));
+        } catch {
+          /* vanished */
+        }
+      }
+    }
+  };
+  for (const root of cgroupRoots()) walk(path.join(root, cgroup));
+  return [...pids];
+}
+
+/** Removes a cgroup tree depth-first (a cgroup dir can only be removed once it has no children and no pids). */
+function removeCgroup(cgroup: string): void {
+  const rm = (dir: string) => {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e);
+      if (statSync(p, { throwIfNoEntry: false })?.isDirectory()) rm(p);
+    }
+    try {
+      rmdirSync(dir);
+    } catch {
+      /* busy: reported by the caller's leftovers check */
+    }
+  };
+  for (const root of cgroupRoots()) rm(path.join(root, cgroup));
+}
+
+function isMounted(dir: string): boolean {
+  return readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+}
+
+/**
+ * Kills what is left of machine i and removes its mounts, namespace, cgroups and work dir. Synchronous so
+ * the exit handler can run it; safe to run on a machine that is half set up or already gone.
+ */
+function reapMachine(k: number, i: number, keepDisk = false): void {
+  const n = names(k, i);
+  for (let round = 0; round < 20; round++) {
+    const pids = cgroupPids(n.cgroup);
+    if (pids.length === 0) break;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    sleepSync(50);
+  }
+  if (keepDisk) return;
+  for (const m of [path.join(n.dir, 'root'), path.join(n.dir, 'rw')]) {
+    if (isMounted(m)) sh(['umount', m], true);
+    if (isMounted(m)) sh(['umount', '-l', m], true);
+  }
+  if (existsSync(`/run/netns/${n.netns}`)) sh(['ip', 'netns', 'del', n.netns], true);
+  sh(['ip', 'link', 'del', n.veth], true); // normally gone with the netns
+  removeCgroup(n.cgroup);
+  rmSync(n.dir, { recursive: true, force: true });
+}
+
+/** Machine indexes that have traces on this host for net k (work dirs, netns, cgroups). */
+function tracesOf(k: number): number[] {
+  const found = new Set<number>();
+  const dir = path.join(WORK_ROOT, `ck${k}`);
+  if (existsSync(dir)) for (const e of readdirSync(dir)) if (/^\d+$/.test(e)) found.add(Number(e));
+  const re = new RegExp(`^ck${k}-(\\d+)$`);
+  for (const e of existsSync('/run/netns') ? readdirSync('/run/netns') : []) {
+    const m = re.exec(e);
+    if (m) found.add(Number(m[1]));
+  }
+  for (const root of cgroupRoots()) {
+    for (const e of readdirSync(root)) {
+      const m = re.exec(e);
+      if (m) found.add(Number(m[1]));
+    }
+  }
+  return [...found].sort((a, b) => a - b);
+}
+
+/** Removes everything of net k (machines, bridge, work dir) — for leftovers of a killed test run. */
+export function cleanupNet(k: number): void {
+  for (const i of tracesOf(k)) reapMachine(k, i);
+  sh(['ip', 'link', 'del', bridgeOf(k)], true);
+  rmSync(path.join(WORK_ROOT, `ck${k}`), { recursive: true, force: true });
+  if (inotifyUsers === 0) restoreInotify(true);
+}
+
+/** Net indexes with traces on this host (bridges ckbr<k>, work dirs). */
+export function netsInUse(): number[] {
+  const found = new Set<number>();
+  for (const e of existsSync(WORK_ROOT) ? readdirSync(WORK_ROOT) : []) {
+    const m = /^ck(\d+)$/.exec(e);
+    if (m) found.add(Number(m[1]));
+  }
+  for (const line of sh(['ip', '-o', 'link', 'show', 'type', 'bridge'], true).split('\n')) {
+    const m = /^\d+: ckbr(\d+)[:@]/.exec(line);
+    if (m) found.add(Number(m[1]));
+  }
+  return [...found].sort((a, b) => a - b);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// inotify: every container's systemd, journald, logind and dbus use inotify instances of uid 0; the default
+// 128 runs out at ~15-20 machines. Raised while any fleet is up; the original value is kept in a file so the
+// last fleet to go — in this process, or `scripts/machines down` after a killed run — puts it back.
+
+const INOTIFY = '/proc/sys/fs/inotify/max_user_instances';
+const INOTIFY_SAVED = path.join(WORK_ROOT, 'inotify-max-user-instances.orig');
+let inotifyUsers = 0;
+
+function raiseInotify(): void {
+  if (inotifyUsers++ > 0) return;
+  const current = readFileSync(INOTIFY, 'utf8').trim();
+  if (Number(current) < 1024) {
+    mkdirSync(WORK_ROOT, { recursive: true });
+    if (!existsSync(INOTIFY_SAVED)) writeFileSync(INOTIFY_SAVED, current);
+    writeFileSync(INOTIFY, '1024');
+  }
+}
+
+/** Puts the saved value back once no net of this harness has machines left. */
+function restoreInotify(force = false): void {
+  if (!force && --inotifyUsers > 0) return;
+  if (!existsSync(INOTIFY_SAVED) || netsInUse().length > 0) return;
+  writeFileSync(INOTIFY, readFileSync(INOTIFY_SAVED, 'utf8').trim());
+  rmSync(INOTIFY_SAVED, { force: true });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+/** Boots machines on net k and waits until each runs systemd and answers on SSH. */
+export async function bootMachines(specs: readonly MachineSpec[], options: FleetOptions = {}): Promise<Fleet> {
+  const k = options.net ?? netFromEnv();
+  if (!Number.isInteger(k) || k < 1 || k > 254) throw new Error(`net index must be 1..254, got ${k}`);
+  const bridge = bridgeOf(k);
+  const gateway = `10.200.${k}.1`;
+  const netDir = path.join(WORK_ROOT, `ck${k}`);
+  const ownerFile = path.join(netDir, 'owner.pid');
+
+  // one owner per net: a live owner means another test uses k; a dead one left traces to remove
+  if (existsSync(ownerFile)) {
+    const owner = Number(readFileSync(ownerFile, 'utf8'));
+    if (owner !== process.pid && alive(owner)) throw new Error(`net ${k} (${bridge}) is in use by pid ${owner}: give this test another net index`);
+    if (owner !== process.pid) cleanupNet(k);
+  } else if (tracesOf(k).length > 0 || sh(['ip', 'link', 'show', bridge], true) !== '') {
+    cleanupNet(k);
+  }
+  mkdirSync(netDir, { recursive: true });
+  writeFileSync(ownerFile, String(process.pid));
+
+  const rootfs = options.rootfs ?? (await ensureRootfs());
+  const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
+  const machines: MachineImpl[] = [];
+  let tornDown = false;
+
+  raiseInotify();
+  const unregister = onExit(`machines on ${bridge}`, () => {
+    for (const m of machines) if (m.nspawnPid) try { process.kill(m.nspawnPid, 'SIGKILL'); } catch { /* gone */ }
+    for (const m of machines) reapMachine(k, m.index);
+    sh(['ip', 'link', 'del', bridge], true);
+    rmSync(netDir, { recursive: true, force: true });
+    restoreInotify();
+  });
+
+  if (sh(['ip', 'link', 'show', bridge], true) === '') {
+    sh(['ip', 'link', 'add', bridge, 'type', 'bridge']);
+    sh(['ip', 'addr', 'add', `${gateway}/24`, 'dev', bridge]);
+    sh(['ip', 'link', 'set', bridge, 'up']);
+  }
+
+  const add = async (more: readonly MachineSpec[]): Promise<Machine[]> => {
+    const start = machines.length + 1;
+    const created = more.map((spec, j) => {
+      const m = new MachineImpl(k, start + j, spec, bridge, gateway, rootfs, options, readyTimeoutMs);
+      machines.push(m);
+      return m;
+    });
+    await Promise.all(created.map((m) => m.create()));
+    await Promise.all(created.map((m) => m.boot()));
+    return created;
+  };
+
+  const fleet: Fleet = {
+    net: k,
+    bridge,
+    gateway,
+    machines,
+    add,
+    teardown: async () => {
+      if (tornDown) return;
+      tornDown = true;
+      await Promise.all(machines.map((m) => m.stop('SIGTERM', 5000)));
+      for (const m of machines) reapMachine(k, m.index);
+      sh(['ip', 'link', 'del', bridge], true);
+      rmSync(netDir, { recursive: true, force: true });
+      unregister();
+      restoreInotify();
+      const left = tracesOf(k);
+      if (left.length > 0) throw new Error(`teardown of ${bridge} left traces of machines ${left.join(', ')}`);
+    },
+  };
+  try {
+    await add(specs);
+  } catch (err) {
+    await fleet.teardown().catch(() => undefined);
+    throw err;
+  }
+  return fleet;
+}
+
+class MachineImpl implements Machine {
+  readonly hostname: string;
+  readonly ip: string;
+  readonly root: string;
+  id = '';
+  hostKey = '';
+  nspawnPid: number | undefined;
+  private initPid: number | undefined;
+  private readonly n: ReturnType<typeof names>;
+
+  constructor(
+    readonly k: number,
+    readonly index: number,
+    private readonly spec: MachineSpec,
+    private readonly bridge: string,
+    private readonly gateway: string,
+    private readonly rootfs: string,
+    private readonly options: FleetOptions,
+    private readonly readyTimeoutMs: number,
+  ) {
+    this.n = names(k, index);
+    this.hostname = spec.hostname ?? `m${index}`;
+    this.ip = this.n.ip;
+    this.root = path.join(this.n.dir, 'root');
+  }
+
+  get pid(): number | undefined {
+    return this.running ? this.initPid : undefined;
+  }
+
+  get running(): boolean {
+    return alive(this.nspawnPid);
+  }
+
+  /** disk, identity, user and network; no processes yet */
+  async create(): Promise<void> {
+    const { dir, netns, veth } = this.n;
+    const rw = path.join(dir, 'rw');
+    mkdirSync(this.root, { recursive: true });
+    mkdirSync(rw, { recursive: true });
+    sh(['mount', '-t', 'tmpfs', '-o', 'size=1g,mode=0755', 'tmpfs', rw]);
+    mkdirSync(path.join(rw, 'upper'), { mode: 0o755 });
+    mkdirSync(path.join(rw, 'work'));
+    sh(['mount', '-t', 'overlay', 'overlay', '-o', `lowerdir=${this.rootfs},upperdir=${rw}/upper,workdir=${rw}/work`, this.root]);
+
+    const etc = (p: string) => path.join(this.root, 'etc', p);
+    this.id = randomBytes(16).toString('hex');
+    writeFileSync(etc('machine-id'), `${this.id}\n`);
+    writeFileSync(etc('hostname'), `${this.hostname}\n`);
+    // sudo resolves the host name; without this line it warns on stderr of every command
+    writeFileSync(etc('hosts'), `127.0.0.1 localhost\n127.0.1.1 ${this.hostname}\n::1 localhost ip6-localhost ip6-loopback\n`);
+    for (const f of readdirSync(etc('ssh'))) if (f.startsWith('ssh_host_')) rmSync(etc(`ssh/${f}`));
+    sh(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', `root@${this.hostname}`, '-f', etc('ssh/ssh_host_ed25519_key')]);
+
+    if (this.options.authorizedKey !== undefined) this.addUser(this.options.authorizedKey);
+    const seedDir = path.join(this.root, 'var/lib/cloud/seed/nocloud');
+    if (this.spec.cloudInit) {
+      mkdirSync(seedDir, { recursive: true });
+      writeFileSync(path.join(seedDir, 'meta-data'), this.spec.cloudInit.metaData);
+      writeFileSync(path.join(seedDir, 'user-data'), this.spec.cloudInit.userData);
+    } else if (existsSync(etc('cloud'))) {
+      writeFileSync(etc('cloud/cloud-init.disabled'), '');
+    }
+
+    sh(['ip', 'netns', 'add', netns]);
+    sh(['ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', 'host0', 'netns', netns]);
+    sh(['ip', 'link', 'set', veth, 'master', this.bridge, 'up']);
+    sh(['ip', '-n', netns, 'addr', 'add', `${this.ip}/24`, 'dev', 'host0']);
+    sh(['ip', '-n', netns, 'link', 'set', 'host0', 'up']);
+    sh(['ip', '-n', netns, 'link', 'set', 'lo', 'up']);
+    sh(['ip', '-n', netns, 'route', 'add', 'default', 'via', this.gateway]);
+    for (const root of cgroupRoots()) mkdirSync(path.join(root, this.n.cgroup), { recursive: true });
+  }
+
+  private addUser(authorizedKey: string): void {
+    sh(['chroot', this.root, 'useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'corekube']);
+    const [, , uid, gid] = readFileSync(path.join(this.root, 'etc/passwd'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('corekube:'))!
+      .split(':')
+      .map((f, j) => (j === 2 || j === 3 ? Number(f) : f)) as [string, string, number, number];
+    const ssh = path.join(this.root, 'home/corekube/.ssh');
+    mkdirSync(ssh, { mode: 0o700 });
+    writeFileSync(path.join(ssh, 'authorized_keys'), `${authorizedKey.trim()}\n`, { mode: 0o600 });
+    chownSync(ssh, uid, gid);
+    chownSync(path.join(ssh, 'authorized_keys'), uid, gid);
+    writeFileSync(path.join(this.root, 'etc/sudoers.d/corekube'), 'corekube ALL=(ALL) NOPASSWD:ALL\n', { mode: 0o440 });
+  }
+
+  async boot(): Promise<void> {
+    if (this.running) return;
+    const procsFiles = cgroupRoots().map((r) => path.join(r, this.n.cgroup, 'cgroup.procs'));
+    const log = openSync(path.join(this.n.dir, 'console.log'), 'a');
+    // the wrapper moves itself into the machine's own cgroup, then becomes nspawn (argv passed through, no shell text)
+    const child = spawn(
+      'sh',
+      ['-c', 'while [ "$1" != -- ]; do echo $$ > "$1"; shift; done; shift; exec "$@"', 'ck-nspawn', ...procsFiles, '--',
+        'systemd-nspawn', '--quiet', '--boot', `--directory=${this.root}`, `--machine=${this.hostname}`,
+        '--register=no', '--keep-unit', '--private-network', `--network-namespace-path=/run/netns/${this.n.netns}`, '--console=read-only'],
+      { detached: true, stdio: ['ignore', log, log] },
+    );
+    closeSync(log);
+    child.unref();
+    this.nspawnPid = child.pid;
+    this.initPid = undefined;
+    await this.waitReady();
+  }
+
+  private async waitReady(): Promise<void> {
+    const deadline = Date.now() + this.readyTimeoutMs;
+    const check = () => {
+      if (!this.running) throw new Error(`${this.hostname}: systemd-nspawn exited during boot:\n${this.console().split('\n').slice(-20).join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`${this.hostname}: not ready within ${this.readyTimeoutMs} ms:\n${this.console().split('\n').slice(-20).join('\n')}`);
+    };
+    // PID 1 of the container: in our cgroup, pid 1 in its own pid namespace, already exec'd into systemd
+    while (!this.initPid) {
+      check();
+      this.initPid = cgroupPids(this.n.cgroup).find((pid) => {
+        try {
+          const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+          const nspid = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+          return nspid.length >= 2 && nspid[nspid.length - 1] === '1' && /^Name:\s+systemd$/m.test(status);
+        } catch {
+          return false;
+        }
+      });
+      if (!this.initPid) await sleep(20);
+    }
+    let state = '';
+    for (;;) {
+      check();
+      const r = await this.exec(['systemctl', 'is-system-running', '--wait'], { timeoutMs: Math.max(1000, deadline - Date.now()) }).catch(() => undefined);
+      state = r?.stdout.trim() ?? '';
+      if (state === 'running' || state === 'degraded') break;
+      await sleep(100);
+    }
+    if (state === 'degraded' && !this.options.allowDegraded) {
+      const failed = await this.exec(['systemctl', '--failed', '--no-legend', '--plain']);
+      throw new Error(`${this.hostname}: system is degraded; failed units:\n${failed.stdout}`);
+    }
+    while (!(await sshBanner(this.ip))) {
+      check();
+      await sleep(50);
+    }
+    this.hostKey = readFileSync(path.join(this.root, 'etc/ssh/ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');
+  }
+
+  exec(argv: readonly string[], options: { stdin?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
+    const pid = this.pid;
+    if (!pid) return Promise.reject(new Error(`${this.hostname} is not running`));
+    return new Promise((resolve, reject) => {
+      const child = spawn('nsenter', ['--target', String(pid), '--all', '--', ...argv], {
+        stdio: [options.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+        env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+        ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code: code ?? 128 + (signal === 'SIGKILL' ? 9 : 15), stdout, stderr }));
+      if (child.stdin) {
+        // a command that exits without reading its stdin closes the pipe: not an error of ours
+        child.stdin.on('error', () => undefined);
+        child.stdin.end(options.stdin);
+      }
+    });
+  }
+
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM', graceMs = 10_000): Promise<void> {
+    const pid = this.nspawnPid;
+    if (pid && alive(pid)) {
+      process.kill(pid, signal);
+      const deadline = Date.now() + graceMs;
+      while (alive(pid) && Date.now() < deadline) await sleep(50);
+      if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+    // after a SIGKILL of nspawn the machine's systemd and everything under it survive: kill the cgroup
+    reapMachine(this.k, this.index, true);
+    this.nspawnPid = undefined;
+    this.initPid = undefined;
+  }
+
+  console(): string {
+    try {
+      return readFileSync(path.join(this.n.dir, 'console.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+}
+
+/** True when something at ip:22 sends an SSH identification line. */
+function sshBanner(ip: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: ip, port: 22 });
+    let data = '';
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.on('data', (c) => {
+      data += c.toString('latin1');
+      if (data.includes('\n')) done(data.startsWith('SSH-'));
+    });
+    socket.on('error', () => done(false));
+    socket.on('close', () => done(false));
+  });
+}
