@@ -4,7 +4,8 @@
  * veth on a bridge the harness owns. Net `k` (one per test file, so files never share a bridge):
  *
  *   bridge ckbr<k> 10.200.<k>.1/24 (the host) · machine i (1-based): netns ck<k>-<i>, veth ck<k>v<i>,
- *   address 10.200.<k>.(100+i), cgroup ck<k>-<i> · work dir /tmp/corekube-machines/ck<k>/<i>
+ *   address 10.200.<k>.(100+i) unless its spec gives one (the local cloud's fixed IPs and DHCP leases),
+ *   cgroup ck<k>-<i> · work dir /tmp/corekube-machines/ck<k>/<i>
  *
  * Each machine gets its hostname, a random /etc/machine-id, a fresh ed25519 host key and (unless disabled)
  * a user `corekube` with passwordless sudo and the given authorized key. Without a cloud-init seed, cloud-init
@@ -50,6 +51,19 @@ export interface MachineSpec {
   readonly hostname?: string;
   /** NoCloud seed: when given, cloud-init runs at boot with it (and may create users itself) */
   readonly cloudInit?: { readonly userData: string; readonly metaData: string };
+  /**
+   * its address on the bridge, 10.200.<k>.2–254 (default .100+index): a cloud's fixed IP or DHCP lease.
+   * Not the host's .1 and not another machine's.
+   */
+  readonly ip?: string;
+}
+
+export interface AddOptions {
+  /**
+   * called for each machine as soon as its systemd-nspawn runs with its network up, before the machine is
+   * ready (systemd running, sshd answering): what a cloud reports as "the server is ACTIVE"
+   */
+  readonly onStarted?: (machine: Machine) => void;
 }
 
 export interface FleetOptions {
@@ -96,7 +110,7 @@ export interface Fleet {
   readonly gateway: string;
   readonly machines: readonly Machine[];
   /** boots more machines on the same bridge (a machine joining later); returns the new ones */
-  add(specs: readonly MachineSpec[]): Promise<Machine[]>;
+  add(specs: readonly MachineSpec[], options?: AddOptions): Promise<Machine[]>;
   /** powers everything off and removes every trace; idempotent */
   teardown(): Promise<void>;
 }
@@ -361,15 +375,23 @@ export async function bootMachines(specs: readonly MachineSpec[], options: Fleet
     sh(['ip', 'link', 'set', bridge, 'up']);
   }
 
-  const add = async (more: readonly MachineSpec[]): Promise<Machine[]> => {
+  const add = async (more: readonly MachineSpec[], addOptions: AddOptions = {}): Promise<Machine[]> => {
     const start = machines.length + 1;
+    const taken = new Set(machines.map((m) => m.ip));
+    for (const [j, spec] of more.entries()) {
+      const ip = spec.ip ?? names(k, start + j).ip;
+      const host = Number(ip.split('.')[3]);
+      if (!ip.startsWith(`10.200.${k}.`) || !(host >= 2 && host <= 254) || ip.split('.').length !== 4) throw new Error(`machine address ${ip} is not in 10.200.${k}.2-254 (the bridge ${bridge} is 10.200.${k}.0/24, the host .1)`);
+      if (taken.has(ip)) throw new Error(`machine address ${ip} is already taken on ${bridge}`);
+      taken.add(ip);
+    }
     const created = more.map((spec, j) => {
       const m = new MachineImpl(k, start + j, spec, bridge, gateway, rootfs, options, readyTimeoutMs);
       machines.push(m);
       return m;
     });
     await Promise.all(created.map((m) => m.create()));
-    await Promise.all(created.map((m) => m.boot()));
+    await Promise.all(created.map((m) => m.boot(addOptions.onStarted ? () => addOptions.onStarted!(m) : undefined)));
     return created;
   };
 
@@ -423,7 +445,7 @@ class MachineImpl implements Machine {
   ) {
     this.n = names(k, index);
     this.hostname = spec.hostname ?? `m${index}`;
-    this.ip = this.n.ip;
+    this.ip = spec.ip ?? this.n.ip;
     this.root = path.join(this.n.dir, 'root');
   }
 
@@ -490,7 +512,7 @@ class MachineImpl implements Machine {
     writeFileSync(path.join(this.root, 'etc/sudoers.d/corekube'), 'corekube ALL=(ALL) NOPASSWD:ALL\n', { mode: 0o440 });
   }
 
-  async boot(): Promise<void> {
+  async boot(onStarted?: () => void): Promise<void> {
     if (this.running) return;
     const procsFiles = cgroupRoots().map((r) => path.join(r, this.n.cgroup, 'cgroup.procs'));
     const log = openSync(path.join(this.n.dir, 'console.log'), 'a');
@@ -506,6 +528,7 @@ class MachineImpl implements Machine {
     child.unref();
     this.nspawnPid = child.pid;
     this.initPid = undefined;
+    onStarted?.();
     await this.waitReady();
   }
 
