@@ -1,4 +1,4 @@
-import { Etcd3, Lease, type Campaign, type IOptions } from 'etcd3';
+import { Etcd3, Lease, type Campaign, type Election, type IOptions } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import type { EtcdStoreOptions } from './etcd-store.ts';
@@ -18,6 +18,10 @@ import type { LeaderElection, Term } from './leader.ts';
  * is when the request etcd last answered was SENT (a lower bound of etcd's renewal), from which leader.ts
  * decides when to step down. etcd3's Campaign keeps its lease private; the adapter reads it by name, and
  * refuses to run (E_INTERNAL) should a future etcd3 keep it elsewhere.
+ *
+ * A withdrawn candidacy leaves etcd3's wait for the previous candidate's key behind (a watch that etcd3
+ * would re-establish forever, even on a closed client, keeping the process alive): the adapter cancels
+ * the watches of each election it made once that election is over (see cancelWatches).
  */
 export interface EtcdElectionOptions extends EtcdStoreOptions {
   readonly keys: ClusterKeys;
@@ -34,6 +38,8 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
   const client = new Etcd3(clientOptions(options, endpoints));
   const namespace = client.namespace(`${options.keys.leader}/`);
   const { clock, observer } = options;
+  /** elections whose campaign may still hold a watch */
+  const open = new Set<Election>();
   const failed = (what: string, err: unknown): CorekubeError => {
     const e = toEtcdError(what, err, endpoints);
     observer?.failed(e);
@@ -54,7 +60,9 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
       if (signal.aborted) throw signal.reason;
       // the lease grant goes out as the campaign is made: its send time is the first renewal's lower bound
       const grantSentAt = clock.now();
-      const campaign = namespace.election(ELECTION, ttlSeconds).campaign(candidate);
+      const election = namespace.election(ELECTION, ttlSeconds);
+      open.add(election);
+      const campaign = election.campaign(candidate);
       const lease = leaseOf(campaign);
       const renewals = followRenewals(lease, grantSentAt, clock, observer, (err) => failed('renewing the leader lease', err));
       let resolveLost!: (reason: string) => void;
@@ -73,6 +81,8 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
       } catch (err) {
         renewals.stop();
         await campaign.resign().catch(() => undefined);
+        await cancelWatches(election);
+        open.delete(election);
         throw err;
       } finally {
         if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -88,6 +98,8 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
       } catch (err) {
         renewals.stop();
         await campaign.resign().catch(() => undefined);
+        await cancelWatches(election);
+        open.delete(election);
         throw err;
       }
 
@@ -105,6 +117,7 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
           } else {
             await call('revoking the leader lease', () => lease.revoke());
           }
+          open.delete(election);
         },
       };
     },
@@ -115,9 +128,27 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
     },
 
     async close(): Promise<void> {
+      await Promise.all([...open].map(cancelWatches));
+      open.clear();
       client.close();
     },
   };
+}
+
+/**
+ * Cancels every watch of an election's namespace (each etcd3 Election has its own namespace and watch
+ * manager; a campaign waiting for its predecessor's key holds one). Best effort: the fields are private.
+ */
+async function cancelWatches(election: Election): Promise<void> {
+  const manager = (election as unknown as { namespace?: { watchManager?: { watchers?: unknown } } }).namespace?.watchManager;
+  const watchers = Array.isArray(manager?.watchers) ? (manager.watchers as { cancel?: () => Promise<void> }[]) : [];
+  await Promise.all(
+    [...watchers].map((w) =>
+      typeof w.cancel === 'function'
+        ? Promise.race([w.cancel().catch(() => undefined), new Promise<void>((r) => setTimeout(r, 1_000).unref())])
+        : undefined,
+    ),
+  );
 }
 
 /** etcd3's Campaign holds its lease in a private field: read it, and check it is what we expect. */

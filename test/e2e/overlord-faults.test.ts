@@ -1,0 +1,480 @@
+/**
+ * Faults the overlord survives, on real machines (systemd-nspawn on the harness's net 47, real systemd,
+ * sshd, sudo, the stand-in release mirror) with a real etcd, the overlord run as operators run it (the
+ * CLI process, leader election on) except for the SSH case, which needs short retry backoffs:
+ *
+ * 1. the leader is killed (kill -9) mid-deploy → the standby takes over within the lease TTL and finishes;
+ * 2. the leader is cut off from etcd (a suspended TCP proxy) → it stops acting before etcd expires its
+ *    lease, the standby takes over, and once the network heals the old leader follows;
+ * 3. etcd restarts mid-deploy (data kept) → the overlord retries and converges without a restart of its
+ *    own; then etcd stays down past the retry budget → one clear error, /healthz 503, no exit, and it
+ *    deploys again once etcd is back;
+ * 4. an SSH host stops answering, another refuses the key → each is failed with the reason and retried
+ *    with backoff, the others deploy, and both deploy once fixed.
+ *
+ * Every case asserts the end state from etcd (ledger, `corekube status --json`) and from the machines
+ * (units active, stand-in start counters, download runs): nothing that completed ran twice.
+ */
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { systemClock } from '../../overlord/clock.ts';
+import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { etcdHostKeys } from '../../overlord/hostkeys.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import type { LedgerEntry } from '../../overlord/ledger.ts';
+import { createLogger } from '../../overlord/log.ts';
+import type { Role } from '../../overlord/machine-record.ts';
+import { runOverlord } from '../../overlord/overlord.ts';
+import { createSshRunner } from '../../overlord/ssh-runner.ts';
+import { unitsForSpec } from '../../overlord/units.ts';
+import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
+import { UNITS } from '../../units/index.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
+import { startMirror, type MirrorServer } from '../harness/mirror.ts';
+import { freePort } from '../harness/ports.ts';
+import { missingParts } from '../harness/requirements.ts';
+import { startTcpProxy } from '../harness/tcp-proxy.ts';
+import { buildReleaseMirror, STANDIN_STATE_DIR } from '../standins/index.ts';
+import { DISCOVERY_CLIENT_PATHS } from '../../units/pki-paths.ts';
+
+const run = promisify(execFile);
+const skip = missingParts(etcdMissing(), machinesMissing());
+const NET = netFromEnv(47);
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = path.join(REPO, 'bin/corekube.js');
+/** lease TTL of the overlords here: a leader steps down 4 s after its last confirmed renewal */
+const TTL = 6;
+
+const SERVICES: Record<Role, readonly string[]> = {
+  master: ['etcd', 'flanneld', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+  minion: ['containerd', 'flanneld', 'kube-proxy', 'kubelet'],
+};
+const unitsOf = (role: Role) => UNITS.filter((u) => u.roles.includes(role)).map((u) => u.unit);
+const stepsOf = (role: Role) => 2 + unitsOf(role).length;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface LogLine {
+  readonly event?: string;
+  readonly time: string;
+  readonly [k: string]: unknown;
+}
+
+/** A `corekube overlord` process and its JSON log. */
+interface OverlordProcess {
+  readonly id: string;
+  readonly child: ChildProcess;
+  readonly healthUrl: string;
+  lines(): LogLine[];
+  text(): string;
+  exited(): Promise<void>;
+  health(): Promise<{ status: number; body: Record<string, unknown> } | undefined>;
+}
+
+describe.skipIf(skip)('overlord survives faults (e2e)', () => {
+  let dir: string;
+  let privateKeyFile: string;
+  let etcd: EtcdServer;
+  let client: Etcd3;
+  let fleet: Fleet;
+  let mirror: MirrorServer;
+  let releaseBaseUrl: string;
+  const children: ChildProcess[] = [];
+  /** one cluster's machines: index 0 the master, the rest minions */
+  const pool: Machine[][] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'corekube-faults-'));
+    privateKeyFile = path.join(dir, 'overlord_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'corekube-overlord', '-f', privateKeyFile]);
+    // every case's machines boot at once: 4 clusters, 14 machines
+    const sizes = [3, 3, 4, 4];
+    const names = sizes.flatMap((n, c) => Array.from({ length: n }, (_, i) => ({ hostname: `f${c + 1}-${i === 0 ? 'master' : `minion-${i}`}` })));
+    const [etcdServer, machines] = await Promise.all([startEtcd(), bootMachines(names, { net: NET, authorizedKey: readFileSync(`${privateKeyFile}.pub`, 'utf8') })]);
+    etcd = etcdServer;
+    fleet = machines;
+    let i = 0;
+    for (const n of sizes) pool.push(fleet.machines.slice(i, (i += n)));
+    client = new Etcd3(etcd.clientOptions());
+    const mirrorDir = path.join(dir, 'mirror');
+    mirror = await startMirror({ root: mirrorDir, listenOn: [fleet.gateway] });
+    releaseBaseUrl = mirror.urlOn(fleet.gateway);
+    await buildReleaseMirror(specOf('mirror', 1, 1), mirrorDir);
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    client?.close();
+    await mirror?.close();
+    await fleet?.teardown();
+    await etcd?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  function specOf(name: string, masters: number, minions: number): ClusterSpec {
+    return parseClusterSpec({ flags: { name, masters: String(masters), minions: String(minions), 'release-base-url': releaseBaseUrl ?? 'http://127.0.0.1:1' } });
+  }
+
+  const roleOf = (machines: readonly Machine[], m: Machine): Role => (m === machines[0] ? 'master' : 'minion');
+
+  async function announce(cluster: string, m: Machine, role: Role): Promise<void> {
+    const bootId = (await m.exec(['cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+    const record = { schema: 1, id: m.id, role, ip: m.ip, hostname: m.hostname, bootId, announcedAt: new Date().toISOString(), sshHostKey: m.hostKey };
+    provideDiscoveryAccess(m);
+    await client.put(clusterKeys(cluster).machine(m.id)).value(JSON.stringify(record));
+  }
+
+  /**
+   * What the booting overlord delivers for flanneld and these overlords (run on --etcd-endpoints, with no
+   * PKI) do not: the discovery etcd credentials file its unit reads, and the subnet flanneld's stand-in
+   * reports (as in overlord-deploy.test.ts; the subnets themselves are tested in subnets-etcd.test.ts).
+   */
+  function provideDiscoveryAccess(m: Machine): void {
+    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.flannelEnv)), { recursive: true });
+    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.flannelEnv), 'FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=e2e\n', { mode: 0o600 });
+    mkdirSync(path.join(m.root, STANDIN_STATE_DIR), { recursive: true });
+    writeFileSync(path.join(m.root, STANDIN_STATE_DIR, 'flannel.env'), `FLANNEL_NETWORK=10.244.0.0/14\nFLANNEL_SUBNET=10.244.${m.ip.split('.')[3]}.1/24\n`);
+  }
+
+  async function ledger(cluster: string): Promise<Map<string, LedgerEntry>> {
+    const prefix = clusterKeys(cluster).ledger;
+    const kvs = await client.getAll().prefix(prefix).strings();
+    return new Map(Object.entries(kvs).map(([k, v]) => [k.slice(prefix.length), JSON.parse(v) as LedgerEntry]));
+  }
+
+  const doneSteps = (l: Map<string, LedgerEntry>) => [...l.values()].reduce((n, e) => n + Object.values(e.steps).filter((s) => s.state === 'done').length, 0);
+  const totalSteps = (machines: readonly Machine[]) => machines.reduce((n, m) => n + stepsOf(roleOf(machines, m)), 0);
+
+  async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number, explain: () => string | Promise<string> = () => ''): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await cond())) {
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}\n${await explain()}`);
+      await sleep(100);
+    }
+  }
+
+  const ledgerText = async (cluster: string) => [...(await ledger(cluster)).values()].map((e) => `${e.hostname}: ${e.state} ${e.error ?? ''}`).join('\n');
+
+  async function untilAllDeployed(cluster: string, machines: readonly Machine[], timeoutMs: number, explain: () => string = () => ''): Promise<Map<string, LedgerEntry>> {
+    await until(
+      `every machine of ${cluster} is deployed`,
+      async () => {
+        const l = await ledger(cluster);
+        return machines.every((m) => l.get(m.id)?.state === 'deployed');
+      },
+      timeoutMs,
+      async () => `${await ledgerText(cluster)}\n${explain()}`,
+    );
+    return ledger(cluster);
+  }
+
+  function starts(m: Machine): Record<string, number> {
+    const d = path.join(m.root, STANDIN_STATE_DIR);
+    return Object.fromEntries(
+      readdirSync(d)
+        .filter((f) => f.endsWith('.starts'))
+        .map((f) => [f.slice(0, -'.starts'.length), readFileSync(path.join(d, f), 'utf8').split('\n').filter(Boolean).length]),
+    );
+  }
+
+  /** Deployed, and nothing that completed ran twice: each service started once, the download ran once. */
+  async function expectDeployedOnce(m: Machine, role: Role): Promise<void> {
+    const units = unitsOf(role);
+    const states = (await m.exec(['systemctl', 'is-active', ...units])).stdout.trim().split('\n');
+    expect(Object.fromEntries(units.map((u, i) => [u, states[i]])), `units of ${m.hostname}`).toEqual(Object.fromEntries(units.map((u) => [u, 'active'])));
+    expect(starts(m), `stand-in starts on ${m.hostname}`).toEqual(Object.fromEntries(SERVICES[role].map((s) => [s, 1])));
+    const journal = (await m.exec(['journalctl', '-b', '-u', 'corekube-download.service', '-o', 'cat', '--no-pager'])).stdout;
+    expect(journal.split('\n').filter((l) => l.startsWith('Starting corekube-download.service')).length, `download runs on ${m.hostname}`).toBe(1);
+  }
+
+  /**
+   * write-units and daemon-reload, counted from sudo's log on the machine: once, plus once more for each
+   * time an overlord stopped (killed, stepped down) while that very step was in flight on that machine.
+   */
+  async function expectWritesAtMost(m: Machine, redone: { 'write-units': number; 'daemon-reload': number }): Promise<void> {
+    const ran = (await m.exec(['journalctl', '-b', '_COMM=sudo', '-o', 'cat', '--no-pager'])).stdout;
+    const perFile = [...ran.matchAll(/corekube-write-file (\S+) /g)].reduce((c, [, f]) => c.set(f!, (c.get(f!) ?? 0) + 1), new Map<string, number>());
+    const writes = Math.max(...perFile.values());
+    const reloads = ran.split('\n').filter((l) => l.endsWith('COMMAND=/usr/bin/systemctl daemon-reload')).length;
+    expect(writes, `write-units runs on ${m.hostname}`).toBeGreaterThanOrEqual(1);
+    expect(writes, `write-units runs on ${m.hostname}`).toBeLessThanOrEqual(1 + redone['write-units']);
+    expect(reloads, `daemon-reload runs on ${m.hostname}`).toBeGreaterThanOrEqual(1);
+    expect(reloads, `daemon-reload runs on ${m.hostname}`).toBeLessThanOrEqual(1 + redone['daemon-reload']);
+  }
+
+  const inFlight = (l: Map<string, LedgerEntry>) =>
+    new Map([...l.values()].flatMap((e) => Object.entries(e.steps).filter(([, s]) => s.state === 'in-flight').map(([step]) => [e.id, step] as [string, string])));
+
+  async function startOverlord(cluster: string, id: string, options: { endpoint?: string; minions: number; budgetSeconds?: number }): Promise<OverlordProcess> {
+    const healthPort = await freePort();
+    const child = spawn(
+      process.execPath,
+      [CLI, 'overlord', '--etcd-endpoints', options.endpoint ?? etcd.endpoints[0]!, '--ssh-user', 'corekube', '--ssh-key', privateKeyFile, '--concurrency', '3',
+        '--name', cluster, '--masters', '1', '--minions', String(options.minions), '--release-base-url', releaseBaseUrl, '--log-format', 'json',
+        '--id', id, '--lease-ttl', String(TTL), '--health-port', String(healthPort), '--etcd-retry-budget', String(options.budgetSeconds ?? 60)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    children.push(child);
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const healthUrl = `http://127.0.0.1:${healthPort}/healthz`;
+    return {
+      id,
+      child,
+      healthUrl,
+      text: () => out,
+      lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine),
+      exited: () => exited,
+      health: async () => {
+        try {
+          const res = await fetch(healthUrl, { signal: AbortSignal.timeout(3_000) });
+          return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+        } catch {
+          return undefined;
+        }
+      },
+    };
+  }
+
+  const events = (o: OverlordProcess, name: string) => o.lines().filter((l) => l.event === name);
+  const roleOfProcess = async (o: OverlordProcess) => (await o.health())?.body.role;
+
+  async function stopOverlord(o: OverlordProcess): Promise<void> {
+    if (o.child.exitCode !== null || o.child.signalCode !== null) return;
+    o.child.kill('SIGTERM');
+    await until(`${o.id} exits on SIGTERM`, () => o.child.exitCode !== null || o.child.signalCode !== null, 20_000, o.text);
+    expect(o.child.exitCode, `${o.id} exits 0 on SIGTERM`).toBe(0);
+  }
+
+  async function statusOf(cluster: string): Promise<{ machines: { id: string; state: string }[]; leader?: string }> {
+    const { stdout } = await run(process.execPath, [CLI, 'status', '--etcd-endpoints', etcd.endpoints[0]!, '--cluster', cluster, '--json']);
+    return JSON.parse(stdout) as { machines: { id: string; state: string }[]; leader?: string };
+  }
+
+  it('kill -9 of the leader mid-deploy: the standby takes over within the lease TTL and finishes; nothing completed runs twice', async () => {
+    const cluster = 'faults-kill';
+    const machines = pool[0]!;
+    for (const m of machines) await announce(cluster, m, roleOf(machines, m));
+    const a = await startOverlord(cluster, 'a', { minions: machines.length - 1 });
+    await until('a leads', async () => (await roleOfProcess(a)) === 'leader', 20_000, a.text);
+    const b = await startOverlord(cluster, 'b', { minions: machines.length - 1 });
+    await until('b stands by', async () => (await b.health())?.body.leader === 'a', 20_000, b.text);
+    expect((await statusOf(cluster)).leader).toBe('a');
+
+    // kill -9 once the master is done and the minions are under way
+    await until('the master is deployed', async () => doneSteps(await ledger(cluster)) >= stepsOf('master') + 1, 60_000, a.text);
+    a.child.kill('SIGKILL');
+    await a.exited();
+    const killedAt = Date.now();
+    const atKill = await ledger(cluster);
+    expect(doneSteps(atKill)).toBeLessThan(totalSteps(machines));
+
+    await until('b leads', () => events(b, 'leader.elected').length > 0, (TTL + 5) * 1000, b.text);
+    const electedAt = Date.parse(events(b, 'leader.elected')[0]!.time);
+    expect(electedAt - killedAt, 'takeover after the kill, ms').toBeLessThanOrEqual(TTL * 1000 + 1_000);
+    await untilAllDeployed(cluster, machines, 60_000, b.text);
+    expect((await statusOf(cluster)).leader).toBe('b');
+
+    const flying = inFlight(atKill);
+    for (const m of machines) {
+      await expectDeployedOnce(m, roleOf(machines, m));
+      await expectWritesAtMost(m, { 'write-units': flying.get(m.id) === 'write-units' ? 1 : 0, 'daemon-reload': flying.get(m.id) === 'daemon-reload' ? 1 : 0 });
+    }
+    await stopOverlord(b);
+  }, 150_000);
+
+  it('a leader cut off from etcd stops acting before its lease expires; the standby takes over; back, the old leader follows', async () => {
+    const cluster = 'faults-cut';
+    const keys = clusterKeys(cluster);
+    const machines = pool[1]!;
+    for (const m of machines) await announce(cluster, m, roleOf(machines, m));
+    const proxy = await startTcpProxy(etcd.clientPort);
+    try {
+      const a = await startOverlord(cluster, 'a', { endpoint: proxy.endpoint, minions: machines.length - 1 });
+      await until('a leads', async () => (await roleOfProcess(a)) === 'leader', 20_000, a.text);
+      const b = await startOverlord(cluster, 'b', { minions: machines.length - 1 });
+      await until('b stands by', async () => (await b.health())?.body.leader === 'a', 20_000, b.text);
+      const candidates = await client.getAll().prefix(keys.leaderCandidates).strings();
+      const aKey = Object.entries(candidates).find(([, v]) => v === 'a')![0];
+      const expired = new Promise<number>((resolve) => {
+        void client.watch().key(aKey).create().then((w) => w.on('delete', () => resolve(Date.now())));
+      });
+
+      await until('the master is under way', async () => doneSteps(await ledger(cluster)) >= 3, 60_000, a.text);
+      const cutAt = Date.now();
+      proxy.suspend();
+
+      await until('a steps down', () => events(a, 'leader.stepping-down').length > 0, TTL * 1000, a.text);
+      const steppedDownAt = Date.parse(events(a, 'leader.stepping-down')[0]!.time);
+      const expiredAt = await Promise.race([expired, sleep(TTL * 2000).then(() => Promise.reject(new Error(`a's lease did not expire\n${a.text()}`)))]);
+      // a stopped acting at least a second before etcd expired its lease (4 s after the cut, the lease at ≥ 6 s)
+      expect(steppedDownAt - cutAt).toBeLessThanOrEqual((TTL * 2000) / 3 + 500);
+      expect(expiredAt - steppedDownAt, 'ms between a stepping down and its lease expiring').toBeGreaterThan(1_000);
+      // …and started no step after that
+      expect(a.lines().filter((l) => l.event === 'step.start' && Date.parse(l.time) > steppedDownAt)).toEqual([]);
+      const ledgerAtStepDown = await ledger(cluster);
+
+      await until('b leads', () => events(b, 'leader.elected').length > 0, 10_000, b.text);
+      expect(Date.parse(events(b, 'leader.elected')[0]!.time)).toBeGreaterThanOrEqual(expiredAt - 50);
+      await untilAllDeployed(cluster, machines, 60_000, b.text);
+
+      // the network heals: a's writes held by the partition reach etcd late and are refused; a follows b
+      proxy.resume();
+      await until('a stands by behind b', async () => {
+        const h = await a.health();
+        return h?.body.role === 'standby' && h.body.leader === 'b' && h.body.etcd === 'ok';
+      }, 30_000, a.text);
+      expect(a.child.exitCode).toBeNull();
+      expect((await statusOf(cluster)).leader).toBe('b');
+      expect(events(a, 'leader.elected')).toHaveLength(1);
+
+      const flying = inFlight(ledgerAtStepDown);
+      for (const m of machines) {
+        await expectDeployedOnce(m, roleOf(machines, m));
+        await expectWritesAtMost(m, { 'write-units': flying.get(m.id) === 'write-units' ? 1 : 0, 'daemon-reload': flying.get(m.id) === 'daemon-reload' ? 1 : 0 });
+      }
+      await stopOverlord(a);
+      await stopOverlord(b);
+    } finally {
+      await proxy.close();
+    }
+  }, 150_000);
+
+  it('etcd restarted mid-deploy: the overlord retries and converges without restarting; etcd down past the budget: one error, 503, and it resumes', async () => {
+    const cluster = 'faults-etcd';
+    const machines = pool[2]!;
+    const [first, late] = [machines.slice(0, 3), machines[3]!];
+    for (const m of first) await announce(cluster, m, roleOf(machines, m));
+    const o = await startOverlord(cluster, 'solo', { minions: machines.length - 1, budgetSeconds: 3 });
+    await until('it leads', async () => (await roleOfProcess(o)) === 'leader', 20_000, o.text);
+
+    await until('the deployment is under way', async () => doneSteps(await ledger(cluster)) >= 4, 60_000, o.text);
+    await etcd.restart();
+    const atRestart = await ledger(cluster);
+    expect(doneSteps(atRestart)).toBeLessThan(totalSteps(first));
+    await untilAllDeployed(cluster, first, 90_000, o.text);
+    expect(o.child.exitCode).toBeNull();
+
+    // etcd away for longer than the retry budget (3 s) and the lease (6 s)
+    await etcd.stop();
+    await until('health answers 503 and it stood down', async () => {
+      const r = await o.health();
+      return r?.status === 503 && r.body.role === 'standby';
+    }, 20_000, o.text);
+    const h = (await o.health())!;
+    expect(h.body).toMatchObject({ role: 'standby', etcd: 'down', leader: null });
+    expect(String(h.body.error)).toMatch(/^etcd unreachable for \d+ s: /);
+    const unreachable = events(o, 'etcd.unreachable');
+    expect(unreachable).toHaveLength(1);
+    expect(unreachable[0]).toMatchObject({ level: 50, code: 'E_ETCD', budgetMs: 3_000 });
+    await sleep(2_000);
+    expect(o.child.exitCode).toBeNull(); // no crash loop: it waits for etcd
+    expect(events(o, 'etcd.unreachable')).toHaveLength(1);
+
+    await etcd.start();
+    await until('it leads again and etcd answers', async () => {
+      const r = await o.health();
+      return r?.status === 200 && r.body.role === 'leader' && r.body.etcd === 'ok';
+    }, 30_000, o.text);
+    expect(events(o, 'etcd.reachable').length).toBeGreaterThanOrEqual(1);
+    // working, not just alive: a machine that joins now is deployed by the same process
+    await announce(cluster, late, 'minion');
+    await untilAllDeployed(cluster, machines, 60_000, o.text);
+    const status = await statusOf(cluster);
+    expect(status.leader).toBe('solo');
+    expect(status.machines.map((m) => m.state)).toEqual(machines.map(() => 'deployed'));
+
+    const flying = inFlight(atRestart);
+    for (const m of machines) {
+      await expectDeployedOnce(m, roleOf(machines, m));
+      // a write that etcd lost in its restart is retried: the step it records may run once more
+      await expectWritesAtMost(m, { 'write-units': flying.get(m.id) === 'write-units' ? 1 : 0, 'daemon-reload': flying.get(m.id) === 'daemon-reload' ? 1 : 0 });
+    }
+    await stopOverlord(o);
+  }, 180_000);
+
+  it('an SSH host that stops answering and one that refuses the key are failed with the reason and retried with backoff; the others deploy', async () => {
+    const cluster = 'faults-ssh';
+    const machines = pool[3]!;
+    const [master, good, silent, refusing] = machines as [Machine, Machine, Machine, Machine];
+    const veth = `ck${fleet.net}v${silent.index}`;
+    const keys = path.join(refusing.root, 'home/corekube/.ssh/authorized_keys');
+    const authorized = readFileSync(keys, 'utf8');
+    // faults: the silent machine's link goes down (packets dropped, no answer at all); the other no longer
+    // lists the overlord's key
+    execFileSync('ip', ['link', 'set', veth, 'down']);
+    writeFileSync(keys, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr3OutQpKSxZjAhRJPOyqYUjqWqiOPDnJCGUdfr3RSn someone-else\n');
+    const chunks: string[] = [];
+    const sink = new Writable({ write: (c, _e, done) => (chunks.push(String(c)), done()) });
+    const lines = () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogLine);
+    const store = createEtcdStore({ endpoints: [etcd.endpoints[0]!] });
+    const spec = specOf(cluster, 1, 3);
+    const hosts = createSshRunner({ user: 'corekube', privateKey: readFileSync(privateKeyFile, 'utf8'), connectTimeoutMs: 2_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster)) });
+    try {
+      for (const m of machines) await announce(cluster, m, roleOf(machines, m));
+      const overlord = await runOverlord(
+        { store, hosts, clock: systemClock, log: createLogger({ format: 'json', destination: sink }) },
+        {
+          cluster,
+          sshUser: 'corekube',
+          unitsFor: unitsForSpec(spec),
+          expected: { masters: 1, minions: 3 },
+          concurrency: 4,
+          retry: { retries: 1, minMs: 300, factor: 2, maxMs: 1_000 },
+          requeue: { retries: Infinity, minMs: 1_500, factor: 2, maxMs: 6_000 },
+          executor: { commandTimeoutMs: 5_000 },
+        },
+      );
+      try {
+        await until(
+          'the good machines are deployed and both faulty ones failed, each retried',
+          async () => {
+            const l = await ledger(cluster);
+            const requeued = (m: Machine) => lines().filter((x) => x.event === 'machine.requeued' && x.machine === m.id).length;
+            return l.get(master.id)?.state === 'deployed' && l.get(good.id)?.state === 'deployed' && requeued(silent) >= 2 && requeued(refusing) >= 2;
+          },
+          90_000,
+          () => ledgerText(cluster),
+        );
+        const l = await ledger(cluster);
+        for (const [m, reason] of [[silent, /E_SSH: cannot connect to machine \w+ \(10\.200\.\d+\.\d+:22\): .*(Timed out|timed out|EHOSTUNREACH)/], [refusing, /E_SSH: cannot connect to machine \w+ \(10\.200\.\d+\.\d+:22\): the SSH key was refused/]] as const) {
+          const e = l.get(m.id);
+          expect(e, `ledger of ${m.hostname}`).toMatchObject({ state: 'failed', retryable: true });
+          expect(e!.error).toMatch(reason);
+          const failures = lines().filter((x) => x.event === 'machine.failed' && x.machine === m.id);
+          expect(failures.length, `failures of ${m.hostname} logged`).toBeGreaterThanOrEqual(2);
+          expect(failures[0]).toMatchObject({ code: 'E_SSH', willRetry: true });
+          // backoff: each retry waits longer than the one before
+          const waits = lines().filter((x) => x.event === 'machine.requeued' && x.machine === m.id).map((x) => Number(x.nextRetryMs));
+          expect(waits.slice(0, 3)).toEqual([...waits.slice(0, 3)].sort((x, y) => x - y));
+          expect(waits[1]!).toBeGreaterThan(waits[0]!);
+        }
+        await expectDeployedOnce(master, 'master');
+        await expectDeployedOnce(good, 'minion');
+
+        // fixed: the link is back and the key is listed again; the next retry deploys both
+        execFileSync('ip', ['link', 'set', veth, 'up']);
+        writeFileSync(keys, authorized);
+        await untilAllDeployed(cluster, machines, 60_000);
+        for (const m of machines) await expectDeployedOnce(m, roleOf(machines, m));
+        expect(overlord.summary()).toMatchObject({ deployed: 4, total: 4, failed: [] });
+      } finally {
+        await overlord.stop();
+      }
+    } finally {
+      execFileSync('ip', ['link', 'set', veth, 'up']);
+      writeFileSync(keys, authorized);
+      await hosts.close();
+      await store.close();
+    }
+  }, 150_000);
+});
