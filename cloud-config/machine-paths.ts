@@ -45,6 +45,13 @@ export const MACHINE_PATHS = Object.freeze({
   discoveryEtcdData: '/var/lib/etcd',
 });
 
+/**
+ * The overlord image's contract with its server (overlord/Dockerfile): the container runs as this uid:gid,
+ * so its state directory and the 0600 files it reads must belong to it; its /healthz listens on this port.
+ */
+export const OVERLORD_IMAGE_USER = Object.freeze({ uid: 10001, gid: 10001 });
+export const OVERLORD_HEALTH_PORT = 8740;
+
 /** The user the overlord logs in as on every machine (passwordless sudo, the overlord's key authorized). */
 export const COREKUBE_USER = 'corekube';
 /** discovery's etcd user that nodes authenticate as with the join token (created by the overlord) */

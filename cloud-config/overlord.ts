@@ -1,6 +1,6 @@
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { placeholderFile, plan, type BootPlan } from './boot-plan.ts';
-import { CONFIG_DIR, configPath, MACHINE_PATHS } from './machine-paths.ts';
+import { CONFIG_DIR, configPath, MACHINE_PATHS, OVERLORD_HEALTH_PORT, OVERLORD_IMAGE_USER } from './machine-paths.ts';
 import { renderOverlordConfig } from './overlord-config.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';
@@ -30,7 +30,11 @@ export function overlordPlan(spec: ClusterSpec): BootPlan {
           configDir: CONFIG_DIR,
           configFile: configPath('overlordConfig'),
           stateDir: MACHINE_PATHS.overlordState,
-          stateDirectory: MACHINE_PATHS.overlordState.replace(/^\/var\/lib\//, ''),
+          imageUser: `${OVERLORD_IMAGE_USER.uid}:${OVERLORD_IMAGE_USER.gid}`,
+          imageUid: OVERLORD_IMAGE_USER.uid,
+          imageGid: OVERLORD_IMAGE_USER.gid,
+          secretFiles: [configPath('joinToken'), configPath('readyHeader'), configPath('clusterReadyHeader')],
+          healthPort: OVERLORD_HEALTH_PORT,
         }),
       },
     ],

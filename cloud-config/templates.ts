@@ -82,8 +82,13 @@ export interface OverlordUnitContext {
   configDir: string;
   configFile: string;
   stateDir: string;
-  /** relative to /var/lib: StateDirectory= */
-  stateDirectory: string;
+  /** the image's user (overlord/Dockerfile): `uid:gid`, and each alone */
+  imageUser: string;
+  imageUid: number;
+  imageGid: number;
+  /** the 0600 files under configDir the container reads: given to the image's user before each start */
+  secretFiles: string[];
+  healthPort: number;
 }
 
 /** Template file name (without `.hbs`) → its context. */

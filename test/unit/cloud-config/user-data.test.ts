@@ -182,6 +182,20 @@ describe('the overlord configuration file', () => {
     expect(unit).toMatch(/^ExecStartPre=-\/usr\/bin\/docker rm --force overlord$/m);
     expect(unit).toMatch(/^Restart=always$/m);
   });
+
+  it("gives the image's user (10001) its state directory and the 0600 files it reads, and serves /healthz", () => {
+    const unit = bootPlan('overlord', spec).units.find((u) => u.name === 'overlord.service')!.content;
+    const pre = unit.split('\n').filter((l) => l.startsWith('ExecStartPre='));
+    expect(pre).toEqual([
+      'ExecStartPre=-/usr/bin/docker rm --force overlord',
+      'ExecStartPre=/usr/bin/install -d -o 10001 -g 10001 -m 0700 /var/lib/corekube',
+      'ExecStartPre=/usr/bin/chown -R 10001:10001 /var/lib/corekube',
+      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/heat/ready.header /etc/corekube/heat/cluster-ready.header',
+    ]);
+    // a StateDirectory= would hand the directory back to root at every start
+    expect(unit).not.toContain('StateDirectory');
+    expect(unit).toContain('overlord --config /etc/corekube/overlord.yaml --health-port 8740');
+  });
 });
 
 describe('the announce script', () => {
