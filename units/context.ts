@@ -57,6 +57,11 @@ export interface UnitContext {
     readonly initialClusterToken: string;
     /** `https://ip:2379,…` over masterIps: what the API server connects to */
     readonly servers: string;
+    /**
+     * whether etcd takes `--tls-min-version` (v3.6 and later). Older releases have no such flag (v3.4.23 refuses
+     * it) and a fixed minimum of TLS 1.2 — the same floor, so leaving it out changes nothing.
+     */
+    readonly tlsMinVersionFlag: boolean;
   };
   readonly apiServer: {
     readonly port: number;
@@ -80,6 +85,14 @@ export interface UnitContext {
 
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/;
+
+/** True for etcd v3.6 and later (`v3.6.6`), which take `--tls-min-version`. */
+export function etcdTakesTlsMinVersion(version: string): boolean {
+  const m = /^v?(\d+)\.(\d+)/.exec(version);
+  if (!m) return true;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 3 || (major === 3 && minor >= 6);
+}
 
 /** etcd member name of a master: `etcd-10-240-0-32`. */
 export function etcdMemberName(ip: string): string {
@@ -136,6 +149,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       initialCluster: masterIps.map((ip) => `${etcdMemberName(ip)}=https://${ip}:${PORTS.etcdPeer}`).join(','),
       initialClusterToken: `corekube-${spec.name}`,
       servers: etcdServers,
+      tlsMinVersionFlag: etcdTakesTlsMinVersion(spec.versions.etcd),
     },
     apiServer: {
       port: PORTS.apiServer,

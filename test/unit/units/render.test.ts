@@ -89,6 +89,16 @@ describe('renderUnits', () => {
     );
   });
 
+  it('sets the TLS floor with --tls-min-version only for etcd v3.6 and later (v3.4 has no such flag, and 1.2 is its fixed minimum)', () => {
+    const etcdUnit = (version: string) =>
+      renderUnits(context('master', spec({ 'etcd-version': version }))).files.find((f) => f.path.endsWith('/corekube-etcd.service'))!.content;
+    expect(etcdUnit('v3.6.6')).toMatch(/--peer-key-file=\S+ \\\n {2}--tls-min-version=TLS1\.2\n/);
+    expect(etcdUnit('v3.7.0')).toContain('--tls-min-version=TLS1.2');
+    const old = etcdUnit('v3.4.23');
+    expect(old).not.toContain('tls-min-version');
+    expect(old).toMatch(/--peer-key-file=\S+\nRestart=on-failure/);
+  });
+
   it("points flanneld at discovery's etcd over TLS as etcd user flannel, with the cluster's prefix and the machine's IP", () => {
     for (const role of ['master', 'minion'] as const) {
       const f = fileOf(role, '/etc/systemd/system/flanneld.service');
