@@ -28,6 +28,7 @@ import {
   rmSync,
   statSync,
   writeFileSync,
+  chmodSync,
   chownSync,
   openSync,
   closeSync,
@@ -56,6 +57,11 @@ export interface MachineSpec {
    * Not the host's .1 and not another machine's.
    */
   readonly ip?: string;
+  /**
+   * files of its image, written into its disk before the first boot (absolute paths inside the machine):
+   * what a cloud image would bring, e.g. its apt sources
+   */
+  readonly files?: readonly { readonly path: string; readonly content: string; readonly mode?: number }[];
 }
 
 export interface AddOptions {
@@ -477,6 +483,13 @@ class MachineImpl implements Machine {
     for (const f of readdirSync(etc('ssh'))) if (f.startsWith('ssh_host_')) rmSync(etc(`ssh/${f}`));
     sh(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', `root@${this.hostname}`, '-f', etc('ssh/ssh_host_ed25519_key')]);
 
+    for (const f of this.spec.files ?? []) {
+      const target = path.join(this.root, f.path);
+      if (!path.isAbsolute(f.path) || !target.startsWith(`${this.root}/`)) throw new Error(`${this.hostname}: image file ${f.path} is not an absolute path inside the machine`);
+      mkdirSync(path.dirname(target), { recursive: true });
+      writeFileSync(target, f.content);
+      chmodSync(target, f.mode ?? 0o644);
+    }
     if (this.options.authorizedKey !== undefined) this.addUser(this.options.authorizedKey);
     const seedDir = path.join(this.root, 'var/lib/cloud/seed/nocloud');
     if (this.spec.cloudInit) {
