@@ -33,9 +33,22 @@ export async function listServers(heat: HeatClient, stack: StackRef, nestedDepth
   return Promise.all(servers.map((r) => describeServer(heat, r, resources)));
 }
 
-/** Servers Heat is waiting for: created (their stand-in exists), not yet reported booted. */
-export async function pendingServers(heat: HeatClient, stack: StackRef): Promise<LocalServer[]> {
-  return (await listServers(heat, stack)).filter((s) => !s.booted && s.status.endsWith('_IN_PROGRESS'));
+/**
+ * Servers Heat is waiting for: created (their stand-in exists), not yet reported booted. `except`: ids of
+ * server stand-in stacks the caller already handles (booting them): not described again, which saves a
+ * few Heat calls per server on every poll.
+ */
+export async function pendingServers(heat: HeatClient, stack: StackRef, options: { except?: ReadonlySet<string> } = {}): Promise<LocalServer[]> {
+  const resources = await heat.resources(stack, { nestedDepth: 5 });
+  const waiting = resources.filter((r) =>
+    r.type === 'OS::Nova::Server' && r.nested !== undefined && r.status.endsWith('_IN_PROGRESS') && !options.except?.has(r.nested.id) && !bootDone(r, resources));
+  return Promise.all(waiting.map((r) => describeServer(heat, r, resources)));
+}
+
+/** The stand-in's boot wait condition completed: the boot was reported. */
+function bootDone(server: StackResource, all: readonly StackResource[]): boolean {
+  const boot = all.find((x) => x.name === 'boot' && x.stack?.id === server.nested?.id);
+  return boot?.status === 'CREATE_COMPLETE' || boot?.status === 'UPDATE_COMPLETE';
 }
 
 /** Tells Heat the machine for `server` is up with `address`: the server becomes CREATE_COMPLETE. */
@@ -59,13 +72,12 @@ async function describeServer(heat: HeatClient, r: StackResource, all: readonly 
   const nested = r.nested!;
   const outputs = await heat.outputs(nested);
   const requested = Array.isArray(outputs.requested_networks) ? (outputs.requested_networks as Record<string, string>[]) : [];
-  const boot = all.find((x) => x.name === 'boot' && x.stack?.id === nested.id);
   return {
     resourceName: r.name,
     parentResource: r.parentResource,
     stack: nested,
     status: r.status,
-    booted: boot?.status === 'CREATE_COMPLETE' || boot?.status === 'UPDATE_COMPLETE',
+    booted: bootDone(r, all),
     name: String(outputs.name ?? r.name),
     userData: String(outputs.user_data ?? ''),
     metadata: (outputs.metadata ?? {}) as Record<string, string>,

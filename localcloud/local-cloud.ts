@@ -1,0 +1,408 @@
+/**
+ * The local cloud: corekube's generated Heat template created by a REAL OpenStack Heat (Keystone +
+ * heat-all, scripts/local-heat) on this machine, with Nova and Neutron played here: a bridge for the
+ * cluster's private network, one systemd-nspawn machine per server (nova.ts), booted by a real cloud-init
+ * from the user_data Heat resolved. Wait conditions are signalled for real by the machines and the overlord,
+ * so CREATE_COMPLETE arrives only once the overlord has signalled cluster_ready. What `corekube demo` and
+ * the e2e test run; localcloud/README.md says what is real and what stands in.
+ *
+ *   const cloud = await openLocalCloud({ masters: 1, minions: 2 });   // bridge, Heat, mirror, image
+ *   try {
+ *     await cloud.create();                 // stack create → CREATE_COMPLETE (every machine deployed)
+ *     await cloud.scaleMinions(3);          // PATCH minion_count → UPDATE_COMPLETE; one more machine
+ *   } finally {
+ *     await cloud.teardown();               // no process, mount, netns, bridge, cgroup or container left
+ *   }
+ *
+ * Network: 10.200.<net>.0/24 (default net 60) on bridge ckbr<net>: .1 the host (Heat's endpoints, the
+ * release mirror), .10 discovery, .11 overlord, DHCP from .32 (the spec's address plan).
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { renderUserData } from '../cloud-config/index.ts';
+import { MACHINE_PATHS } from '../cloud-config/machine-paths.ts';
+import { HeatClient, type Stack, type StackEvent, type StackRef } from '../cloud/heat-client.ts';
+import { KeystoneSession } from '../cloud/keystone.ts';
+import { clusterTemplate } from '../heat/cluster-template.ts';
+import { ROOT_PASSWORD_NAME, ROOT_USER } from '../overlord/discovery-auth.ts';
+import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { clusterKeys } from '../overlord/keys.ts';
+import { parseLedgerEntry, type LedgerEntry } from '../overlord/ledger.ts';
+import { readStatus, type StatusReport } from '../overlord/status.ts';
+import type { Store } from '../overlord/store.ts';
+import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat } from '../scripts/local-heat/local-heat.ts';
+import { failPendingServers } from '../scripts/local-heat/local-cloud.ts';
+import { localCloudEnvironment, withoutCloudLookups } from '../scripts/local-heat/providers/environment.ts';
+import { addressPlan } from '../spec/address-plan.ts';
+import { parseClusterSpec, type ClusterSpec } from '../spec/cluster-spec.ts';
+import { aptImageFiles } from './apt-repo.ts';
+import { onExit } from './cleanup.ts';
+import { overlordImageTag } from './docker.ts';
+import { bootMachines, machinesMissing, type Fleet, type Machine } from './machines.ts';
+import { startMirror, type MirrorServer } from './mirror.ts';
+import { Nova, type NovaEvent } from './nova.ts';
+import { defaultOverlordMode, OverlordHost, type OverlordMode, type OverlordRunner } from './overlord-runner.ts';
+import { buildLocalCloudMirror, hostEtcdVersion, releaseMirrorMissing } from './release-mirror.ts';
+
+export const DEFAULT_NET = 60;
+
+export interface LocalCloudOptions {
+  readonly masters: number;
+  readonly minions: number;
+  /** net index k: 10.200.k.0/24 on bridge ckbr<k> (default 60) */
+  readonly net?: number;
+  /** cluster and stack name (default `demo`) */
+  readonly name?: string;
+  /** where the overlord container runs (default: docker when Debian's docker.io is installed) */
+  readonly overlord?: OverlordMode;
+  /** progress, for a person or a test (no secrets) */
+  readonly onEvent?: (event: LocalCloudEvent) => void;
+  /** each line the overlord logs (its JSON lines: what `docker logs overlord` shows) */
+  readonly onOverlordLine?: (line: string) => void;
+}
+
+export type LocalCloudEvent =
+  | { readonly kind: 'phase'; readonly name: string; readonly ms: number; readonly detail?: string }
+  | { readonly kind: 'heat'; readonly event: StackEvent }
+  | { readonly kind: 'nova'; readonly event: NovaEvent }
+  | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[] };
+
+/** One machine of the cloud: when Heat asked for it, booted it, and when the overlord deployed it. */
+export interface MachineTiming {
+  readonly name: string;
+  readonly role: string;
+  readonly ip: string;
+  /** true for a machine of the last stack update (its times count from the update request) */
+  readonly fromUpdate: boolean;
+  /** ms since the stack create (or, fromUpdate, the update) was requested: Heat asked for it */
+  readonly requestedMs: number;
+  readonly bootedMs: number | undefined;
+  readonly readyMs: number | undefined;
+  readonly deployedMs: number | undefined;
+  /** the overlord's deployment of it, first step to last (ledger) */
+  readonly deployMs: number | undefined;
+}
+
+export interface LocalCloud {
+  readonly spec: ClusterSpec;
+  readonly net: number;
+  readonly fleet: Fleet;
+  readonly heatService: LocalHeat;
+  readonly mirror: MirrorServer;
+  readonly nova: Nova;
+  /** the stack, once create() was called */
+  readonly stack: StackRef | undefined;
+  /** set once the overlord machine booted and its overlord started */
+  readonly overlord: OverlordRunner | undefined;
+  readonly overlordHost: OverlordHost;
+  /** ms of each phase (heat, mirror, image, create, scale…) */
+  readonly timings: Readonly<Record<string, number>>;
+  /** a fresh admin Heat client (corekube's own Keystone + Heat client) */
+  heat(): Promise<HeatClient>;
+  /** creates the stack and waits for CREATE_COMPLETE; throws on CREATE_FAILED */
+  create(options?: { signal?: AbortSignal }): Promise<Stack>;
+  /** PATCHes minion_count and waits for UPDATE_COMPLETE and for every machine to be deployed */
+  scaleMinions(count: number, options?: { signal?: AbortSignal }): Promise<Stack>;
+  /** the status `corekube status` shows, read from discovery's etcd as the overlord's root user */
+  status(): Promise<StatusReport>;
+  /** the overlord's ledger, by machine id */
+  ledger(): Promise<Map<string, LedgerEntry>>;
+  /** waits until `count` machines are deployed (and none pending or deploying) */
+  waitDeployed(count: number, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<StatusReport>;
+  /** boots and deploy times per machine, from Nova's records and the ledger */
+  machineTimings(): Promise<MachineTiming[]>;
+  /** the machine Heat created for a server, by its private IP */
+  machineAt(ip: string): Machine | undefined;
+  /** the discovery etcd store (root), for reading what the overlord wrote */
+  store(): Promise<Store>;
+  /** stops and removes everything; idempotent; throws listing what it could not remove */
+  teardown(): Promise<void>;
+}
+
+/** Why the local cloud cannot run here, or undefined (the Docker engine is checked by its own mode). */
+export function localCloudMissing(): string | undefined {
+  const heat = missingPrerequisites();
+  if (heat.length > 0) return `the local Heat needs ${heat.join(', ')} (scripts/setup installs keystone heat-api heat-engine)`;
+  return machinesMissing() ?? releaseMirrorMissing();
+}
+
+/** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
+export function localCloudSpec(options: { name: string; masters: number; minions: number; net: number; releaseBaseUrl: string; etcdVersion: string }): ClusterSpec {
+  return parseClusterSpec({
+    flags: {
+      name: options.name,
+      os: 'ubuntu',
+      masters: String(options.masters),
+      minions: String(options.minions),
+      'private-cidr': `10.200.${options.net}.0/24`,
+      'etcd-version': options.etcdVersion,
+      'release-base-url': options.releaseBaseUrl,
+      'overlord-image': overlordImageTag(),
+    },
+  });
+}
+
+/** Brings up the cloud's infrastructure: bridge, Heat, release mirror, the overlord's engine and image. */
+export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalCloud> {
+  const net = options.net ?? DEFAULT_NET;
+  const name = options.name ?? 'demo';
+  const mode = options.overlord ?? defaultOverlordMode();
+  const emit = options.onEvent ?? (() => undefined);
+  const timings: Record<string, number> = {};
+  const phase = async <T>(label: string, fn: () => Promise<T>, detail?: (v: T) => string): Promise<T> => {
+    const t = Date.now();
+    const v = await fn();
+    timings[label] = Date.now() - t;
+    emit({ kind: 'phase', name: label, ms: timings[label]!, ...(detail ? { detail: detail(v) } : {}) });
+    return v;
+  };
+  const missing = localCloudMissing();
+  if (missing) throw new Error(`the local cloud cannot run here: ${missing}`);
+  const etcdVersion = hostEtcdVersion()!;
+
+  const workDir = await mkdtemp(path.join(os.tmpdir(), `corekube-localcloud-${net}-`));
+  const heatDir = path.join(workDir, 'heat');
+  mkdirSync(heatDir);
+  const undoWork = onExit(`local cloud work dir ${workDir}`, () => {
+    killLocalHeatNow(heatDir);
+    rmSync(workDir, { recursive: true, force: true });
+  });
+
+  let fleet: Fleet | undefined;
+  let heatService: LocalHeat | undefined;
+  let mirror: MirrorServer | undefined;
+  let overlordHost: OverlordHost | undefined;
+  const closeAll = async () => {
+    await overlordHost?.close().catch(() => undefined);
+    await mirror?.close().catch(() => undefined);
+    await heatService?.stop().catch(() => undefined);
+    await fleet?.teardown().catch(() => undefined);
+    killLocalHeatNow(heatDir);
+    await rm(workDir, { recursive: true, force: true });
+    undoWork();
+  };
+  try {
+    // the bridge first: Heat and the mirror listen on its host address
+    fleet = await phase('bridge', () => bootMachines([], { net, readyTimeoutMs: 120_000 }), (f) => `${f.bridge} 10.200.${net}.0/24, host ${f.gateway}`);
+    const gateway = fleet.gateway;
+    const image = overlordImageTag();
+    const [heatUp, mirrorUp, host] = await Promise.all([
+      phase('heat', () => startLocalHeat({ stateDir: heatDir, bindAddress: gateway }), (h) => `Keystone + heat-all on ${gateway} (${h.heatBaseUrl})`),
+      phase('mirror', async () => {
+        const m = await startMirror({ root: path.join(workDir, 'mirror'), listenOn: [gateway] });
+        return m;
+      }, (m) => `release mirror on ${m.urlOn(gateway)}`),
+      phase('overlord image', () => OverlordHost.prepare(mode, image), (h) => (h.mode === 'docker' ? `${image} built from overlord/Dockerfile on a private Docker engine${h.image ? ` in ${(h.image.buildMs / 1000).toFixed(1)} s` : ''}` : 'the overlord runs as a process (no Docker)')),
+    ]);
+    heatService = heatUp;
+    mirror = mirrorUp;
+    overlordHost = host;
+    const spec = localCloudSpec({ name, masters: options.masters, minions: options.minions, net, releaseBaseUrl: mirror.urlOn(gateway), etcdVersion });
+    await phase('release tree', () => buildLocalCloudMirror(spec, path.join(workDir, 'mirror')), (m) => `stand-ins + the real etcd ${m.etcdVersion} + the Docker stand-in package`);
+    return new Cloud(spec, net, fleet, heatService, mirror, overlordHost, timings, emit, options.onOverlordLine, closeAll);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+class Cloud implements LocalCloud {
+  readonly nova: Nova;
+  stack: StackRef | undefined;
+  overlord: OverlordRunner | undefined;
+  #store: Store | undefined;
+  #torn = false;
+  /** epoch ms of the stack create request, and of the last update request */
+  #createdAt = 0;
+  #updatedAt = Infinity;
+  #overlordStart: Promise<void> | undefined;
+  #heat: HeatClient | undefined;
+
+  constructor(
+    readonly spec: ClusterSpec,
+    readonly net: number,
+    readonly fleet: Fleet,
+    readonly heatService: LocalHeat,
+    readonly mirror: MirrorServer,
+    readonly overlordHost: OverlordHost,
+    readonly timings: Record<string, number>,
+    private readonly emit: (e: LocalCloudEvent) => void,
+    private readonly onOverlordLine: ((line: string) => void) | undefined,
+    private readonly closeInfra: () => Promise<void>,
+  ) {
+    this.nova = new Nova({
+      fleet,
+      imageFiles: aptImageFiles(mirror.urlOn(fleet.gateway)),
+      onEvent: (event) => emit({ kind: 'nova', event }),
+    });
+  }
+
+  async heat(): Promise<HeatClient> {
+    return new HeatClient(await KeystoneSession.open(this.heatService.authConfig));
+  }
+
+  async create(options: { signal?: AbortSignal } = {}): Promise<Stack> {
+    if (this.stack) throw new Error('the stack exists already');
+    const heat = (this.#heat = await this.heat());
+    const input = {
+      template: withoutCloudLookups(clusterTemplate(this.spec, renderUserData)),
+      ...localCloudEnvironment({ bootTimeoutSeconds: 600 }),
+      parameters: { key_name: 'localcloud', image: 'debian-bookworm-nspawn', external_network: 'public' },
+    };
+    const t0 = Date.now();
+    this.#createdAt = t0;
+    const ref = await heat.createStack({ name: this.spec.name, ...input, timeoutMins: 30, disableRollback: true });
+    this.stack = ref;
+    this.nova.start(heat, ref);
+    const failed = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, failed.signal]) : failed.signal;
+    // the overlord server: once its machine runs and its overlord.service has prepared the files
+    this.#overlordStart = this.#startOverlordWhenBooted(signal).catch((err: unknown) => {
+      failed.abort(err);
+      throw err;
+    });
+    this.#overlordStart.catch(() => undefined);
+    let stack: Stack;
+    try {
+      stack = await heat.waitForStack(ref, 'CREATE', { signal, onEvent: (event) => this.emit({ kind: 'heat', event }) });
+    } catch (err) {
+      if (failed.signal.aborted) throw failed.signal.reason;
+      throw err;
+    }
+    this.timings.create = Date.now() - t0;
+    this.emit({ kind: 'phase', name: 'create', ms: this.timings.create, detail: `stack ${ref.name} ${stack.status}` });
+    if (stack.status !== 'CREATE_COMPLETE') throw new Error(`stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`);
+    return stack;
+  }
+
+  async scaleMinions(count: number, options: { signal?: AbortSignal } = {}): Promise<Stack> {
+    const heat = this.#heat ?? (await this.heat());
+    const ref = this.stack;
+    if (!ref) throw new Error('create the stack first');
+    const t0 = Date.now();
+    this.#updatedAt = t0;
+    const { sinceEventId } = await heat.updateStack(ref, { parameters: { minion_count: count } });
+    const stack = await heat.waitForStack(ref, 'UPDATE', { sinceEventId, ...(options.signal ? { signal: options.signal } : {}), onEvent: (event) => this.emit({ kind: 'heat', event }) });
+    this.timings.update = Date.now() - t0;
+    this.emit({ kind: 'phase', name: 'update', ms: this.timings.update, detail: `stack ${ref.name} ${stack.status}` });
+    if (stack.status !== 'UPDATE_COMPLETE') throw new Error(`stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`);
+    return stack;
+  }
+
+  async store(): Promise<Store> {
+    if (this.#store) return this.#store;
+    const root = this.#overlordMachine()?.root;
+    if (!root) throw new Error('the overlord server has not booted');
+    const pki = path.join(root, MACHINE_PATHS.overlordState, 'pki');
+    const ca = await readFile(path.join(pki, 'ca/discovery.crt'));
+    const password = (await readFile(path.join(pki, ROOT_PASSWORD_NAME), 'utf8')).trim();
+    this.#store = createEtcdStore({ endpoints: [addressPlan(this.spec).discoveryEndpoint], tls: { ca }, auth: { username: ROOT_USER, password } });
+    return this.#store;
+  }
+
+  async status(): Promise<StatusReport> {
+    return readStatus(await this.store(), clusterKeys(this.spec.name));
+  }
+
+  async ledger(): Promise<Map<string, LedgerEntry>> {
+    const keys = clusterKeys(this.spec.name);
+    const kvs = await (await this.store()).list(keys.ledger);
+    const out = new Map<string, LedgerEntry>();
+    for (const kv of kvs.kvs) {
+      const e = parseLedgerEntry(kv.value);
+      if (e) out.set(kv.key.slice(keys.ledger.length), e);
+    }
+    return out;
+  }
+
+  async waitDeployed(count: number, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<StatusReport> {
+    const deadline = Date.now() + (options.timeoutMs ?? 600_000);
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const report = await this.status().catch(() => undefined);
+      if (report && report.machines.filter((m) => m.state === 'deployed').length >= count && report.machines.every((m) => m.state === 'deployed')) return report;
+      const failedBoot = [...this.nova.boots.values()].find((b) => b.error);
+      if (failedBoot) throw new Error(`${failedBoot.server.name} did not boot: ${failedBoot.error}`);
+      if (Date.now() > deadline) throw new Error(`not every machine was deployed within ${Math.round((options.timeoutMs ?? 600_000) / 1000)} s: ${JSON.stringify(report?.machines ?? [])}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+
+  async machineTimings(): Promise<MachineTiming[]> {
+    const ledger = await this.ledger().catch(() => new Map<string, LedgerEntry>());
+    const byIp = new Map([...ledger.values()].map((e) => [e.ip, e]));
+    return [...this.nova.boots.values()].map((b) => {
+      const t0 = b.seenAt >= this.#updatedAt ? this.#updatedAt : this.#createdAt;
+      const e = byIp.get(b.ip);
+      const ms = (t: number | undefined) => (t === undefined ? undefined : t - t0);
+      const iso = (s: string | null | undefined) => (s ? Date.parse(s) : undefined);
+      const started = iso(e?.startedAt);
+      const finished = iso(e?.deployedAt ?? e?.finishedAt);
+      return {
+        name: b.server.name, role: b.role, ip: b.ip, fromUpdate: t0 === this.#updatedAt,
+        requestedMs: b.seenAt - t0, bootedMs: ms(b.startedAt), readyMs: ms(b.readyAt),
+        deployedMs: e?.state === 'deployed' ? ms(finished) : undefined,
+        deployMs: e?.state === 'deployed' && started !== undefined && finished !== undefined ? finished - started : undefined,
+      };
+    });
+  }
+
+  machineAt(ip: string): Machine | undefined {
+    return this.fleet.machines.find((m) => m.ip === ip);
+  }
+
+  async teardown(): Promise<void> {
+    if (this.#torn) return;
+    this.#torn = true;
+    const problems: string[] = [];
+    const step = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        problems.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    await step('Nova', () => this.nova.stop({ waitForBoots: false }));
+    // Heat first learns the machines will not come, so nothing waits on them (Heat itself is thrown away)
+    if (this.stack && this.#heat) await step('pending servers', () => failPendingServers(this.#heat!, this.stack!));
+    await step('the overlord', async () => this.overlord?.stop());
+    await step('the etcd client', async () => this.#store?.close());
+    await step('the overlord\'s engine', () => this.overlordHost.close());
+    await step('the machines', () => this.fleet.teardown());
+    await step('Heat, the mirror and the work dir', () => this.closeInfra());
+    if (problems.length > 0) throw new Error(`teardown left something behind:\n  ${problems.join('\n  ')}`);
+  }
+
+  #overlordMachine(): Machine | undefined {
+    return [...this.nova.boots.values()].find((b) => b.role === 'overlord')?.machine;
+  }
+
+  async #startOverlordWhenBooted(signal: AbortSignal): Promise<void> {
+    const boot = await this.nova.boot((b) => b.role === 'overlord', signal);
+    const machine = await boot.ready;
+    // its overlord.service has run (ExecStartPre: state dir and secrets for the image's user)
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      signal.throwIfAborted();
+      const r = await machine.exec(['systemctl', 'is-active', 'overlord.service']);
+      if (r.stdout.trim() === 'active') break;
+      if (Date.now() > deadline) {
+        const journal = await machine.exec(['journalctl', '--no-pager', '-o', 'cat', '-n', '40', '-u', 'overlord.service', '-u', 'cloud-final.service']);
+        throw new Error(`overlord.service did not become active on ${machine.hostname} (${r.stdout.trim()}):\n${journal.stdout}`);
+      }
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    const t = Date.now();
+    this.overlord = await this.overlordHost.start(machine, this.onOverlordLine ? { onLine: this.onOverlordLine } : {});
+    this.timings['overlord start'] = Date.now() - t;
+    this.emit({ kind: 'overlord.started', mode: this.overlord.mode, command: this.overlord.command });
+  }
+}
+
+/** Reads a file of a machine through its root on the host, or undefined. */
+export function machineFile(machine: Machine, file: string): string | undefined {
+  const p = path.join(machine.root, file);
+  return existsSync(p) ? readFileSync(p, 'utf8') : undefined;
+}

@@ -1,0 +1,207 @@
+/**
+ * Runs the overlord of the local cloud's overlord server. The machine boots from its user_data like every
+ * other (cloud-init writes /etc/corekube, overlord.service runs and prepares /var/lib/corekube and the
+ * secrets for the image's user), but Docker cannot run inside a systemd-nspawn machine here, so — the local
+ * cloud's one deviation, named in its logs — the container runs on the host:
+ *
+ * - `docker` (default when Debian's docker.io is installed): on a private Docker engine (docker.ts), from the
+ *   image built from overlord/Dockerfile, with exactly the `docker run` of the machine's overlord.service
+ *   (read from the machine) except that it is detached and its two volumes are the machine's own
+ *   directories: `-v <machine root>/etc/corekube:/etc/corekube:ro -v <machine root>/var/lib/corekube:…`.
+ *   Its logs are `docker logs overlord`, as on a real overlord server.
+ * - `process`: `corekube overlord` as a child process of this one, on the same two directories (no Docker).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { configPath, MACHINE_PATHS, OVERLORD_HEALTH_PORT } from '../cloud-config/machine-paths.ts';
+import { onExit } from './cleanup.ts';
+import { buildOverlordImage, dockerClient, dockerMissing, ensureNodeBaseImage, startDockerEngine, type BuiltImage, type DockerEngine } from './docker.ts';
+import type { Machine } from './machines.ts';
+import { canListen, freePort } from './ports.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const OVERLORD_CONTAINER = 'overlord';
+
+export type OverlordMode = 'docker' | 'process';
+
+/** docker when a private engine can run here, else process. */
+export function defaultOverlordMode(): OverlordMode {
+  return dockerMissing() === undefined ? 'docker' : 'process';
+}
+
+export interface OverlordRunner {
+  readonly mode: OverlordMode;
+  /** the command that runs it (docker: the host's `docker run …`; process: node … corekube overlord …) */
+  readonly command: readonly string[];
+  /** everything it logged so far: `docker logs overlord` (docker), its stdout and stderr (process) */
+  logs(): Promise<string>;
+  /** stops it (docker: `docker stop`, then the engine); idempotent */
+  stop(): Promise<void>;
+}
+
+export interface OverlordRunnerOptions {
+  readonly mode: OverlordMode;
+  /** each line it logs, as it comes (JSON lines) */
+  readonly onLine?: (line: string) => void;
+}
+
+/**
+ * What must exist before the overlord server boots: docker mode starts the engine and builds the image
+ * (tag: the spec's overlord.image) now, while Heat and the machines start.
+ */
+export class OverlordHost {
+  readonly mode: OverlordMode;
+  #engine: DockerEngine | undefined;
+  image: BuiltImage | undefined;
+
+  private constructor(mode: OverlordMode, engine: DockerEngine | undefined) {
+    this.mode = mode;
+    this.#engine = engine;
+  }
+
+  static async prepare(mode: OverlordMode, imageTag: string): Promise<OverlordHost> {
+    if (mode === 'process') return new OverlordHost(mode, undefined);
+    const missing = dockerMissing();
+    if (missing) throw new Error(`--overlord docker: ${missing} (or run with --overlord process)`);
+    const engine = await startDockerEngine();
+    const host = new OverlordHost(mode, engine);
+    try {
+      await ensureNodeBaseImage(engine);
+      host.image = await buildOverlordImage(engine, { tag: imageTag });
+    } catch (err) {
+      await host.close();
+      throw err;
+    }
+    return host;
+  }
+
+  get engine(): DockerEngine | undefined {
+    return this.#engine;
+  }
+
+  /**
+   * Starts the overlord on the overlord machine's files. The machine's overlord.service must have run
+   * (its ExecStartPre made the state directory and the secrets the image's user's).
+   */
+  async start(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'> = {}): Promise<OverlordRunner> {
+    return this.mode === 'docker' ? this.#startContainer(machine, options) : startProcess(machine, options);
+  }
+
+  /** Stops the engine (docker mode; every container with it). Idempotent. */
+  async close(): Promise<void> {
+    const engine = this.#engine;
+    this.#engine = undefined;
+    await engine?.stop();
+  }
+
+  async #startContainer(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>): Promise<OverlordRunner> {
+    const engine = this.#engine;
+    if (!engine) throw new Error('the Docker engine is stopped');
+    const unit = readFileSync(path.join(machine.root, MACHINE_PATHS.unitDir, 'overlord.service'), 'utf8');
+    const args = hostDockerRun(unit, machine.root);
+    const port = healthPortOf(args);
+    if (port !== undefined && !(await canListen('127.0.0.1', port))) {
+      throw new Error(`port ${port} (the overlord's --health-port, host network) is in use on this host: stop what listens there, or run with --overlord process`);
+    }
+    await engine.dockerOk(['rm', '--force', OVERLORD_CONTAINER]);
+    await engine.dockerOk(args, { timeoutMs: 60_000 });
+    const follower = spawn(dockerClient(), ['logs', '--follow', OVERLORD_CONTAINER], { env: engine.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const unregister = onExit('docker logs --follow overlord', () => follower.kill('SIGKILL'));
+    forEachLine(follower, (line) => options.onLine?.(line));
+    let stopped = false;
+    return {
+      mode: 'docker',
+      command: ['docker', ...args],
+      logs: async () => {
+        const r = await engine.docker(['logs', OVERLORD_CONTAINER]);
+        return r.stdout + r.stderr;
+      },
+      stop: async () => {
+        if (stopped) return;
+        stopped = true;
+        // as the machine's ExecStop does: the overlord resigns and closes its connections
+        await engine.docker(['stop', '--time', '10', OVERLORD_CONTAINER], { timeoutMs: 30_000 });
+        await engine.docker(['rm', '--force', OVERLORD_CONTAINER]);
+        follower.kill('SIGTERM');
+        unregister();
+      },
+    };
+  }
+}
+
+/**
+ * PURE: the host's `docker run` argv (without the client) for the overlord container, from the machine's
+ * overlord.service: its ExecStart's docker run, detached, with each volume's host side inside the machine's
+ * root. Throws when the unit has no `docker run`.
+ */
+export function hostDockerRun(unitText: string, machineRoot: string): string[] {
+  const joined = unitText.replace(/\\\n/g, ' ');
+  const line = joined.split('\n').find((l) => l.startsWith('ExecStart='));
+  if (!line) throw new Error('overlord.service has no ExecStart=');
+  const words = line.slice('ExecStart='.length).trim().split(/\s+/);
+  if (!/(^|\/)docker$/.test(words[0] ?? '') || words[1] !== 'run') throw new Error(`overlord.service does not run "docker run": ${line}`);
+  const out = ['run', '--detach'];
+  for (let i = 2; i < words.length; i++) {
+    const w = words[i]!;
+    if ((w === '-v' || w === '--volume') && words[i + 1] !== undefined) {
+      const [source, ...rest] = words[++i]!.split(':');
+      if (!source?.startsWith('/')) throw new Error(`overlord.service mounts a volume that is not a host path: ${words[i]}`);
+      out.push(w, [path.join(machineRoot, source), ...rest].join(':'));
+    } else {
+      out.push(w);
+    }
+  }
+  return out;
+}
+
+function healthPortOf(args: readonly string[]): number | undefined {
+  const i = args.indexOf('--health-port');
+  return i >= 0 ? Number(args[i + 1]) : undefined;
+}
+
+async function startProcess(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>): Promise<OverlordRunner> {
+  const config = path.join(machine.root, configPath('overlordConfig'));
+  if (!existsSync(config)) throw new Error(`the overlord machine has no ${configPath('overlordConfig')}: did its cloud-init run?`);
+  const port = (await canListen('127.0.0.1', OVERLORD_HEALTH_PORT)) ? OVERLORD_HEALTH_PORT : await freePort();
+  const command = [
+    process.execPath, path.join(ROOT, 'bin/corekube.js'), 'overlord', '--config', config,
+    '--config-dir', path.join(machine.root, path.dirname(configPath('overlordConfig'))),
+    '--state-dir', path.join(machine.root, MACHINE_PATHS.overlordState),
+    '--health-port', String(port), '--log-format', 'json',
+  ];
+  const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const unregister = onExit(`overlord process ${child.pid}`, () => child.kill('SIGKILL'));
+  let out = '';
+  forEachLine(child, (line) => {
+    out += `${line}\n`;
+    options.onLine?.(line);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let stopped = false;
+  return {
+    mode: 'process',
+    command,
+    logs: async () => out,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      unregister();
+    },
+  };
+}
+
+/** Calls `onLine` for each line the child writes on stdout or stderr. */
+function forEachLine(child: ChildProcess, onLine: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', onLine);
+  }
+}
