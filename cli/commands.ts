@@ -6,6 +6,7 @@ import { statusCommand } from './status.ts';
 import { unitsRenderCommand } from './units.ts';
 import { kubeconfigCommand } from './kubeconfig.ts';
 import { downCommand, stackStatusCommand, upCommand } from './cloud.ts';
+import { demoCommand } from './demo.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
@@ -19,4 +20,5 @@ export const commands: readonly Command[] = [
   unitsRenderCommand,
   kubeconfigCommand,
   cloudConfigRenderCommand,
+  demoCommand,
 ];

@@ -1,5 +1,5 @@
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
-import pretty from 'pino-pretty';
+import pretty, { prettyFactory } from 'pino-pretty';
 import { CorekubeError } from '../core/errors.ts';
 
 /**
@@ -27,6 +27,14 @@ export interface LoggerOptions {
   readonly destination?: NodeJS.WritableStream & { isTTY?: boolean };
 }
 
+/** How a person reads the events: one line each, "12:00:01.234 INFO: minion-3 [start:kubelet.service] step done  durationMs: 812". */
+const PRETTY = Object.freeze({
+  singleLine: true,
+  ignore: 'pid,name,event,machine,role,hostname,step,steps',
+  translateTime: 'SYS:HH:MM:ss.l',
+  messageFormat: '{if hostname}{hostname} {end}{if step}[{step}] {end}{msg}',
+});
+
 const REDACT = ['content', 'stdin', 'files', 'password', 'token', 'privateKey', '*.content', '*.stdin', '*.password', '*.token', '*.privateKey'];
 
 export function createLogger(options: LoggerOptions = {}): Logger {
@@ -44,15 +52,27 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       destination: destination as unknown as DestinationStream,
       colorize: destination.isTTY === true,
       sync: true,
-      // one line an event: "12:00:01.234 INFO: minion-3 [start:kubelet.service] … done  durationMs: 812"
-      singleLine: true,
-      ignore: 'pid,name,event,machine,role,hostname,step,steps',
-      translateTime: 'SYS:HH:MM:ss.l',
-      messageFormat: '{if hostname}{hostname} {end}{if step}[{step}] {end}{msg}',
+      ...PRETTY,
     });
     return pino(base, stream);
   }
   return pino(base, destination as unknown as DestinationStream);
+}
+
+/**
+ * The pretty format for JSON log lines read back (`docker logs overlord`): each line of the overlord's JSON
+ * output as `--log-format pretty` would have written it; a line that is not a log event passes unchanged.
+ */
+export function prettyLogLines(options: { colorize?: boolean } = {}): (line: string) => string {
+  const prettify = prettyFactory({ ...PRETTY, colorize: options.colorize ?? false });
+  return (line) => {
+    if (!line.startsWith('{')) return line;
+    try {
+      return prettify(line).trimEnd();
+    } catch {
+      return line;
+    }
+  };
 }
 
 /** A logger that drops everything (tests that assert state, not log lines). */
