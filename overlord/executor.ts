@@ -13,15 +13,21 @@ import type { Step } from './step.ts';
  * A `start` step is idempotent by construction: it reads the unit's state first and does nothing when the
  * unit is already where the step wants it (this is how a step left in flight by a stopped overlord is
  * "checked before it is redone", and why a reboot's re-check does not restart running units). Otherwise
- * it clears a stale `failed`, queues the start (`--no-block`) and waits for the machine by reading the
- * unit's state at a growing interval until the target state, `failed` (at once: E_UNIT_FAILED with the
- * unit's last journal lines), or the step's timeout (E_STEP_TIMEOUT).
+ * it clears a stale `failed` and starts the unit with `systemctl start`, which returns when systemd has
+ * finished the start job — the moment the machine's work is done, not the next tick of a poll (issue 5:
+ * the overlord must cost the machines no time). A service must then still be up `poll.initialMs` after
+ * its start (a service that dies at once is caught, not recorded as started). Then it reads the unit's
+ * state — at a growing interval while it is still on its way — until the target state, `failed` (at once:
+ * E_UNIT_FAILED with the unit's last journal lines), or the step's timeout (E_STEP_TIMEOUT).
  */
 export interface ExecutorOptions {
   readonly remote: remote.RemoteContext;
   /** how long a start step may wait for its unit, per target state */
   readonly startTimeoutMs: Readonly<Record<Until, number>>;
-  /** unit state reads: first after `initialMs`, then ×`factor`, at most `maxMs` apart */
+  /**
+   * a service counts as started once still up `initialMs` after its start; unit state reads while a unit
+   * is on its way: `initialMs` apart, then ×`factor`, at most `maxMs` apart
+   */
   readonly poll: { readonly initialMs: number; readonly factor: number; readonly maxMs: number };
   /** one remote command (not the wait) */
   readonly commandTimeoutMs: number;
@@ -45,8 +51,8 @@ export interface ExecutorPorts {
 }
 
 export async function runStep(ports: ExecutorPorts, target: HostTarget, step: Step, options: ExecutorOptions, signal?: AbortSignal): Promise<StepResult> {
-  const run = async (argv: readonly string[], stdin?: string) => {
-    const res = await ports.hosts.exec(target, argv, { timeoutMs: options.commandTimeoutMs, ...(stdin === undefined ? {} : { stdin }), ...(signal ? { signal } : {}) });
+  const run = async (argv: readonly string[], stdin?: string, timeoutMs = options.commandTimeoutMs) => {
+    const res = await ports.hosts.exec(target, argv, { timeoutMs, ...(stdin === undefined ? {} : { stdin }), ...(signal ? { signal } : {}) });
     return res;
   };
   const mustSucceed = async (what: string, argv: readonly string[], stdin?: string) => {
@@ -76,7 +82,7 @@ export async function runStep(ports: ExecutorPorts, target: HostTarget, step: St
   }
 }
 
-type Run = (argv: readonly string[], stdin?: string) => Promise<{ code: number; stdout: string; stderr: string }>;
+type Run = (argv: readonly string[], stdin?: string, timeoutMs?: number) => Promise<{ code: number; stdout: string; stderr: string }>;
 
 async function startAndWait(
   ports: ExecutorPorts,
@@ -92,13 +98,37 @@ async function startAndWait(
   const before = await read();
   if (reached(before, until, null)) return { changed: false };
   if (before.activeState === 'failed') await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));
-  await mustSucceed(`systemctl start ${unit}`, remote.startUnit(options.remote, unit));
 
-  const deadline = ports.clock.now() + options.startTimeoutMs[until];
+  const started = ports.clock.now();
+  const deadline = started + options.startTimeoutMs[until];
+  try {
+    const job = await run(remote.startUnit(options.remote, unit), undefined, options.startTimeoutMs[until]);
+    if (job.code !== 0) {
+      // a failed job is read below (failed, or restarting: E_UNIT_FAILED with the journal); anything else
+      // (no such unit, no privilege) is the command's own failure
+      const state = await read();
+      if (!hasFailed(state) && !reached(state, until, before.invocationId)) {
+        throw new CorekubeError('E_COMMAND_FAILED', `systemctl start ${unit} on ${target.ip} exited ${job.code}: ${excerpt(job.stderr || job.stdout)}`, {
+          hint: `run 'systemctl start ${unit}' on ${target.ip} to see why`,
+          retryable: true,
+        });
+      }
+    }
+  } catch (err) {
+    // past the deadline the job may still run: stop waiting for it and report the unit's state below
+    if (!(err instanceof CorekubeError && err.code === 'E_SSH' && ports.clock.now() >= deadline - 1_000)) throw err;
+  }
+  if (until === 'active') {
+    const settle = started + options.poll.initialMs - ports.clock.now();
+    if (settle > 0) await ports.clock.sleep(settle, signal);
+  }
+
   let delay = options.poll.initialMs;
-  for (;;) {
-    await ports.clock.sleep(Math.min(delay, Math.max(0, deadline - ports.clock.now())), signal);
-    delay = Math.min(options.poll.maxMs, delay * options.poll.factor);
+  for (let first = true; ; first = false) {
+    if (!first) {
+      await ports.clock.sleep(Math.min(delay, Math.max(0, deadline - ports.clock.now())), signal);
+      delay = Math.min(options.poll.maxMs, delay * options.poll.factor);
+    }
     const state = await read();
     if (reached(state, until, before.invocationId)) return { changed: true };
     if (hasFailed(state)) {

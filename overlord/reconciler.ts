@@ -238,6 +238,8 @@ export class Reconciler {
   }
 
   private startWorker(id: string): void {
+    // the moment a machine is planned and queued for a slot (the benchmark's reaction latency reads it)
+    this.deps.log.debug({ event: 'machine.queued', machine: id, queued: this.semaphore.waiting }, 'queued for deployment');
     const work = (async () => {
       let release: (() => void) | undefined;
       try {

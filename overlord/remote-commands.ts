@@ -71,9 +71,14 @@ export function resetFailed(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'reset-failed', checkUnitName(unit)]);
 }
 
-/** Queues the start job and returns at once; the executor then waits by reading the unit's state. */
+/**
+ * Starts the unit and returns once systemd has finished the start job: a oneshot has run, a service has
+ * been started (or, Type=notify, is ready); non-zero when the job failed (or the unit does not exist).
+ * The executor waits on this command instead of polling; if it stops waiting (timeout, stop), the job
+ * runs on in systemd, and the command itself ends with the job.
+ */
 export function startUnit(ctx: RemoteContext, unit: string): Argv {
-  return privileged(ctx, ['systemctl', 'start', '--no-block', checkUnitName(unit)]);
+  return privileged(ctx, ['systemctl', 'start', checkUnitName(unit)]);
 }
 
 export const UNIT_STATE_PROPERTIES = ['ActiveState', 'SubState', 'Result', 'InvocationID'] as const;

@@ -88,6 +88,22 @@ describe('executor: start and wait', () => {
     expect(m.unit('corekube-download.service').activeState).toBe('inactive');
   });
 
+  it('waits on the start job itself, not on a poll: a oneshot is seen done as soon as systemctl start returns', async () => {
+    const { clock, m, run } = await setup();
+    const t0 = clock.now();
+    expect((await run(download)).result).toEqual({ changed: true });
+    expect(clock.now() - t0).toBe(0);
+    expect(m.log.filter((l) => l.startsWith('systemctl show'))).toHaveLength(2); // before the start, and after it
+  });
+
+  it('counts a service as started once it is still up the settle time after its start', async () => {
+    const { clock, m, run } = await setup();
+    const t0 = clock.now();
+    expect((await run(kubelet)).result).toEqual({ changed: true });
+    expect(clock.now() - t0).toBe(options.poll.initialMs);
+    expect(m.log.filter((l) => l.startsWith('systemctl show'))).toHaveLength(2);
+  });
+
   it('starts a service and waits until it is active', async () => {
     const { m, run } = await setup();
     expect((await run(kubelet)).result).toEqual({ changed: true });

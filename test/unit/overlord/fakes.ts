@@ -305,15 +305,20 @@ export class FakeMachine {
       if (u.activeState === 'failed') Object.assign(u, { activeState: 'inactive', subState: 'dead', result: 'success' });
       return ok();
     }
-    if (a[0] === 'systemctl' && a[1] === 'start' && a[2] === '--no-block') {
-      const name = a[3]!;
+    if (a[0] === 'systemctl' && a[1] === 'start') {
+      // --no-block queues the job; without it, the start returns once the job is done: the unit settles now
+      // (a unit that hangs stays activating — the fake's job ends anyway; the executor's timeout catches it)
+      const noBlock = a[2] === '--no-block';
+      const name = a[noBlock ? 3 : 2]!;
       if (!this.loaded.has(name)) return fail(5, `Failed to start ${name}: Unit ${name} not found.`);
       const u = this.unit(name);
       if (u.activeState === 'active') return ok();
       u.starts++;
       u.invocation++;
       Object.assign(u, { activeState: 'activating', subState: 'start', result: 'success', settling: 1 });
-      return ok();
+      if (noBlock) return ok();
+      this.settle(name, u);
+      return u.activeState === 'failed' ? fail(1, `Job for ${name} failed because the control process exited with error code.`) : ok();
     }
     if (a[0] === 'systemctl' && a[1] === 'show') {
       const name = a[4]!;

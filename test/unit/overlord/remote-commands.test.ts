@@ -13,7 +13,7 @@ describe('remote commands', () => {
   it('prefixes privileged commands with sudo -n unless the user is root', () => {
     expect(daemonReload(user)).toEqual(['sudo', '-n', 'systemctl', 'daemon-reload']);
     expect(daemonReload(root)).toEqual(['systemctl', 'daemon-reload']);
-    expect(startUnit(user, 'kubelet.service')).toEqual(['sudo', '-n', 'systemctl', 'start', '--no-block', 'kubelet.service']);
+    expect(startUnit(user, 'kubelet.service')).toEqual(['sudo', '-n', 'systemctl', 'start', 'kubelet.service']);
     expect(journalExcerpt(user, 'kubelet.service')).toEqual(['sudo', '-n', 'journalctl', '-u', 'kubelet.service', '-n', '30', '--no-pager', '-o', 'cat']);
   });
 
