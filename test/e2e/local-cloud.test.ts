@@ -1,0 +1,256 @@
+/**
+ * The local cloud end to end — what `corekube demo --scale` runs (localcloud/local-cloud.ts): a real Heat
+ * (Keystone + heat-all) creates corekube's generated template; every server is a systemd-nspawn machine booted
+ * by a real cloud-init from the user_data Heat resolved; the overlord (the image built from overlord/Dockerfile,
+ * on the host's private Docker engine) makes the cluster's trust, deploys 1 master and 2 minions and signals
+ * cluster_ready; then a Heat PATCH raises minion_count and one more machine is deployed. Asserted from the
+ * machines (cloud-init, units, stand-in counters, the real etcd), from discovery's etcd (records, ledger,
+ * flannel's config and reservations), from Heat (status, events, outputs), from `docker logs overlord`, and
+ * for secrets; then the teardown leaves nothing behind.
+ *
+ * Net 10.200.<k>.0/24 with k = 61 (+ $COREKUBE_TEST_NET_OFFSET); Heat's fixed ports 5000/8004/8000.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HeatClient, Stack, StackEvent } from '../../cloud/heat-client.ts';
+import { configPath, MACHINE_PATHS, OVERLORD_IMAGE_USER } from '../../cloud-config/machine-paths.ts';
+import { findSecrets } from '../../core/secrets.ts';
+import { FLANNEL_PASSWORD_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import type { LedgerEntry } from '../../overlord/ledger.ts';
+import { parseMachineRecord, type Role } from '../../overlord/machine-record.ts';
+import { UNITS } from '../../units/index.ts';
+import { PKI_PATHS } from '../../units/pki-paths.ts';
+import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/apt-repo.ts';
+import { dockerMissing } from '../../localcloud/docker.ts';
+import { localCloudMissing, openLocalCloud, type LocalCloud, type LocalCloudEvent } from '../../localcloud/local-cloud.ts';
+import type { Machine } from '../../localcloud/machines.ts';
+import { hostEtcdVersion } from '../../localcloud/release-mirror.ts';
+import { STANDIN_STATE_DIR } from '../../localcloud/standins/index.ts';
+import { netFromEnv } from '../harness/machines.ts';
+import { missingParts } from '../harness/requirements.ts';
+
+const skip = missingParts(localCloudMissing(), process.env.CI ? dockerMissing() : undefined);
+const NET = netFromEnv(61);
+const NAME = 'lc';
+const MODE = dockerMissing() === undefined ? 'docker' : 'process';
+
+/** The stand-ins whose services each role runs (etcd on masters is the real one: no counter). */
+const STANDIN_SERVICES: Record<Role, readonly string[]> = {
+  master: ['flanneld', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+  minion: ['containerd', 'flanneld', 'kube-proxy', 'kubelet'],
+};
+const unitsOf = (role: Role) => UNITS.filter((u) => u.roles.includes(role)).map((u) => u.unit);
+
+describe.skipIf(skip)('the local cloud: a real Heat creates the generated template, the overlord deploys every machine (e2e)', () => {
+  let cloud: LocalCloud | undefined;
+  let heat: HeatClient;
+  let created: Stack;
+  let createEvents: StackEvent[] = [];
+  const events: LocalCloudEvent[] = [];
+  const overlordLines: string[] = [];
+  let tornDown = false;
+
+  const boots = () => [...cloud!.nova.boots.values()];
+  const machinesOf = (role: string): Machine[] => boots().filter((b) => b.role === role).map((b) => b.machine!).sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+  const one = (role: string): Machine => machinesOf(role)[0]!;
+  const nodes = (): { m: Machine; role: Role }[] => [...machinesOf('master').map((m) => ({ m, role: 'master' as Role })), ...machinesOf('minion').map((m) => ({ m, role: 'minion' as Role }))];
+  const run = async (m: Machine, argv: string[]) => {
+    const r = await m.exec(argv, { timeoutMs: 30_000 });
+    return { ...r, out: r.stdout.trim() };
+  };
+  const standinStarts = (m: Machine): Record<string, number> => {
+    const d = path.join(m.root, STANDIN_STATE_DIR);
+    return Object.fromEntries(
+      readdirSync(d).filter((f) => f.endsWith('.starts')).map((f) => [f.slice(0, -'.starts'.length), readFileSync(path.join(d, f), 'utf8').split('\n').filter(Boolean).length]),
+    );
+  };
+  const jsonLines = () => overlordLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  beforeAll(async () => {
+    cloud = await openLocalCloud({
+      masters: 1, minions: 2, net: NET, name: NAME, overlord: MODE,
+      onEvent: (e) => events.push(e),
+      onOverlordLine: (l) => overlordLines.push(l),
+    });
+    heat = await cloud.heat();
+    created = await cloud.create();
+    createEvents = await heat.events(cloud.stack!);
+  }, 420_000);
+
+  afterAll(async () => {
+    if (!tornDown) await cloud?.teardown();
+  }, 120_000);
+
+  it('creates the stack through Heat: CREATE_COMPLETE only after the overlord signalled cluster_ready', () => {
+    expect(created.status).toBe('CREATE_COMPLETE');
+    const at = (resource: string, status: string) => createEvents.findIndex((e) => e.resourceName === resource && e.status === status);
+    const signalled = createEvents.find((e) => e.resourceName === 'cluster_ready_handle' && e.status === 'SIGNAL_COMPLETE');
+    expect(signalled?.statusReason).toContain('1 masters and 2 minions deployed');
+    expect(at('cluster_ready', 'CREATE_COMPLETE')).toBeGreaterThan(at('cluster_ready_handle', 'SIGNAL_COMPLETE'));
+    expect(at(NAME, 'CREATE_COMPLETE')).toBeGreaterThan(at('cluster_ready', 'CREATE_COMPLETE'));
+    // the boot order of the trust bootstrap: discovery only once overlord_ready has its data
+    expect(at('discovery', 'CREATE_IN_PROGRESS')).toBeGreaterThan(at('overlord_ready', 'CREATE_COMPLETE'));
+    expect(at('masters', 'CREATE_IN_PROGRESS')).toBeGreaterThan(at('discovery_ready', 'CREATE_COMPLETE'));
+  });
+
+  it('reads the outputs back from Heat: the addresses are the machines\'', () => {
+    const outputs = Object.fromEntries(created.outputs.map((o) => [o.key, o.value]));
+    const base = `10.200.${NET}`;
+    expect(one('discovery').ip).toBe(`${base}.10`);
+    expect(one('overlord').ip).toBe(`${base}.11`);
+    expect(outputs).toMatchObject({
+      discovery_ip: one('discovery').ip,
+      discovery_endpoint: `https://${one('discovery').ip}:2379`,
+      overlord_ip: one('overlord').ip,
+      overlord_public_ip: one('overlord').ip,
+      master_ips: machinesOf('master').map((m) => m.ip),
+      api_endpoint: `https://${one('master').ip}:6443`,
+      follow_progress: `ssh ubuntu@${one('overlord').ip} sudo docker logs -f overlord`,
+    });
+    expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
+    // DHCP from the subnet's allocation pool (.32 on)
+    for (const { m } of nodes()) expect(Number(m.ip.split('.')[3])).toBeGreaterThanOrEqual(32);
+  });
+
+  it('booted every machine through cloud-init from the user_data Heat resolved, which finished cleanly', async () => {
+    expect(boots().map((b) => b.role).sort()).toEqual(['discovery', 'master', 'minion', 'minion', 'overlord']);
+    for (const b of boots()) {
+      expect(b.server.userData.startsWith('#cloud-config\n'), b.server.name).toBe(true);
+      expect(b.server.userData, b.server.name).not.toMatch(/%%COREKUBE_[A-Z_]+%%/);
+      const status = await run(b.machine!, ['cloud-init', 'status', '--long']);
+      expect(status.code, `${b.server.name}: ${status.stdout}`).toBe(0);
+      expect(status.out).toContain('status: done');
+      expect((await run(b.machine!, ['systemctl', 'is-system-running'])).out, b.server.name).toBe('running');
+    }
+  });
+
+  it('runs the overlord server\'s unit for real: docker.io installed from the local apt repository, state and secrets given to the image\'s user', async () => {
+    const overlord = one('overlord');
+    expect((await run(overlord, ['dpkg-query', '-W', '-f', '${Version}', 'docker.io'])).out).toBe(DOCKER_STANDIN_PACKAGE.version);
+    expect((await run(overlord, ['systemctl', 'is-active', 'overlord.service'])).out).toBe('active');
+    const owner = `${OVERLORD_IMAGE_USER.uid} ${OVERLORD_IMAGE_USER.gid}`;
+    expect((await run(overlord, ['stat', '-c', '%u %g %a', MACHINE_PATHS.overlordState])).out).toBe(`${owner} 700`);
+    for (const f of [configPath('joinToken'), configPath('readyHeader'), configPath('clusterReadyHeader')]) {
+      expect((await run(overlord, ['stat', '-c', '%u %g %a', f])).out, f).toBe(`${owner} 600`);
+    }
+    // the container wrote its state there, as the image's user
+    expect((await run(overlord, ['stat', '-c', '%u %a', `${MACHINE_PATHS.overlordState}/pki/ca/discovery.key`])).out).toBe(`${OVERLORD_IMAGE_USER.uid} 600`);
+  });
+
+  it('deploys every master and minion: every unit active, each stand-in started once, the masters\' etcd the real one', async () => {
+    for (const { m, role } of nodes()) {
+      const units = unitsOf(role);
+      const states = (await run(m, ['systemctl', 'is-active', ...units])).stdout.trim().split('\n');
+      expect(Object.fromEntries(units.map((u, i) => [u, states[i]])), m.hostname).toEqual(Object.fromEntries(units.map((u) => [u, 'active'])));
+      expect(standinStarts(m), m.hostname).toEqual(Object.fromEntries(STANDIN_SERVICES[role].map((s) => [s, 1])));
+    }
+    const master = one('master');
+    expect((await run(master, ['/opt/corekube/bin/etcd', '--version'])).out).toContain(`etcd Version: ${hostEtcdVersion()!.slice(1)}`);
+    const health = await run(master, [
+      '/opt/corekube/bin/etcdctl', '--endpoints', `https://${master.ip}:2379`, '--cacert', PKI_PATHS.etcdCa,
+      '--cert', PKI_PATHS.apiServerEtcdClient.cert, '--key', PKI_PATHS.apiServerEtcdClient.key, 'endpoint', 'health',
+    ]);
+    expect(health.stdout + health.stderr).toContain('is healthy');
+    expect((await run(one('discovery'), ['systemctl', 'is-active', 'discovery-etcd.service'])).out).toBe('active');
+  });
+
+  it('keeps the records, the ledger, flannel\'s config and one reservation per machine in discovery\'s etcd', async () => {
+    const store = await cloud!.store();
+    const keys = clusterKeys(NAME);
+    const ledger = await cloud!.ledger();
+    const network = await store.get(`${keys.network}config`);
+    expect(JSON.parse(network!.value)).toMatchObject({ Network: cloud!.spec.network.podCidr, Backend: { Type: 'vxlan' } });
+    const leases = (await store.list(`${keys.network}subnets/`)).kvs.map((kv) => ({ subnet: kv.key.slice(`${keys.network}subnets/`.length), publicIp: (JSON.parse(kv.value) as { PublicIP: string }).PublicIP }));
+    expect(leases.map((l) => l.publicIp).sort()).toEqual(nodes().map(({ m }) => m.ip).sort());
+    for (const { m, role } of nodes()) {
+      const record = await store.get(keys.machine(m.id));
+      expect(parseMachineRecord(m.id, record!.value)).toMatchObject({ ok: true, record: { role, ip: m.ip, hostname: m.hostname } });
+      const entry = ledger.get(m.id)!;
+      expect(entry, m.hostname).toMatchObject({ state: 'deployed', role, ip: m.ip, error: null });
+      expect(Object.values(entry.steps).every((s) => s.state === 'done'), m.hostname).toBe(true);
+      // flanneld (stand-in) read its subnet from the reservation the overlord made for this machine's IP
+      const lease = leases.find((l) => l.publicIp === m.ip)!;
+      const subnetEnv = (await run(m, ['cat', '/run/flannel/subnet.env'])).out;
+      const [net, len] = lease.subnet.split('-') as [string, string];
+      const first = net.split('.').map(Number);
+      expect(subnetEnv, m.hostname).toContain(`FLANNEL_SUBNET=${first.slice(0, 3).join('.')}.${first[3]! + 1}/${len}`);
+    }
+  });
+
+  it("tells the story in the overlord's log (docker logs overlord): machines discovered, steps, 3/3 deployed, cluster ready", async () => {
+    const logs = await cloud!.overlord!.logs();
+    if (MODE === 'docker') expect(cloud!.overlord!.command.slice(0, 6)).toEqual(['docker', 'run', '--detach', '--name', 'overlord', '--rm']);
+    const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const named = (event: string) => lines.filter((l) => l.event === event);
+    expect(named('boot.done')).toHaveLength(1);
+    expect(named('machine.discovered').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
+    expect(named('step.done').length).toBeGreaterThanOrEqual(3 * 7);
+    expect(named('machine.deployed')).toHaveLength(3);
+    expect(named('reconcile.summary').map((l) => l.msg)).toContain('3/3 machines deployed');
+    expect(named('cluster.ready')).toHaveLength(1);
+    expect(lines.filter((l) => (l.level as number) >= 50), 'no error lines').toEqual([]);
+    // what the demo streamed is the same log
+    expect(jsonLines().filter((l) => l.event === 'machine.deployed')).toHaveLength(3);
+  });
+
+  it('puts no key material or secret in the overlord\'s logs, the Heat outputs or any user_data', async () => {
+    const overlord = one('overlord');
+    const state = (f: string) => readFileSync(path.join(overlord.root, MACHINE_PATHS.overlordState, f), 'utf8');
+    const header = (m: Machine, f: string) => readFileSync(path.join(m.root, f), 'utf8').replace('X-Auth-Token:', '').trim();
+    const secrets = [
+      readFileSync(path.join(overlord.root, configPath('joinToken')), 'utf8').trim(),
+      header(overlord, configPath('readyHeader')), header(overlord, configPath('clusterReadyHeader')), header(one('discovery'), configPath('readyHeader')),
+      state(`pki/${ROOT_PASSWORD_NAME}`).trim(), state(`pki/${FLANNEL_PASSWORD_NAME}`).trim(),
+      ...state('ssh/id_ed25519').split('\n').filter((l) => l.length > 20 && !l.startsWith('-----')),
+    ];
+    expect(findSecrets(await cloud!.overlord!.logs(), { values: secrets })).toEqual([]);
+    expect(findSecrets(JSON.stringify(created.outputs), { values: secrets })).toEqual([]);
+    // user_data carries the join token and its own wait-condition token by design, never key material
+    for (const b of boots()) expect(findSecrets(b.server.userData), b.server.name).toEqual([]);
+    for (const b of boots()) expect(findSecrets(b.server.userData, { values: secrets.slice(4) }), b.server.name).toEqual([]);
+  });
+
+  it('scales up with a Heat stack update: one more minion boots and is deployed, the others are left alone', async () => {
+    const before = await cloud!.ledger();
+    const countersBefore = new Map(nodes().map(({ m }) => [m.id, standinStarts(m)]));
+    const updated = await cloud!.scaleMinions(3);
+    expect(updated.status).toBe('UPDATE_COMPLETE');
+    const report = await cloud!.waitDeployed(4, { timeoutMs: 180_000 });
+    expect(report.machines.map((m) => m.state)).toEqual(['deployed', 'deployed', 'deployed', 'deployed']);
+    const after = await cloud!.ledger();
+    for (const [id, entry] of before) expect(after.get(id), `ledger of ${entry.hostname}`).toEqual(entry);
+    for (const { m } of nodes()) if (countersBefore.has(m.id)) expect(standinStarts(m), m.hostname).toEqual(countersBefore.get(m.id));
+    const added = machinesOf('minion').find((m) => !before.has(m.id))!;
+    expect(after.get(added.id)).toMatchObject({ state: 'deployed', role: 'minion', ip: added.ip });
+    expect(standinStarts(added)).toEqual(Object.fromEntries(STANDIN_SERVICES.minion.map((s) => [s, 1])));
+    const outputs = Object.fromEntries(updated.outputs.map((o) => [o.key, o.value]));
+    expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
+    expect(jsonLines().filter((l) => l.event === 'reconcile.summary').map((l) => l.msg)).toContain('4/4 machines deployed');
+  }, 240_000);
+
+  it('tears everything down: no machine, mount, namespace, bridge, cgroup, container, Heat or engine process left', async () => {
+    const heatDir = cloud!.heatService.stateDir;
+    const engineDir = cloud!.overlordHost.engine?.stateDir;
+    const roots = cloud!.fleet.machines.map((m) => m.root);
+    await cloud!.teardown();
+    tornDown = true;
+    expect(readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => roots.some((r) => l.includes(r)) || l.includes(`/ck${NET}/`))).toEqual([]);
+    expect((existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter((n) => n.startsWith(`ck${NET}-`))).toEqual([]);
+    expect(existsSync(`/sys/class/net/ckbr${NET}`)).toBe(false);
+    const cgroupRoot = existsSync('/sys/fs/cgroup/systemd') ? '/sys/fs/cgroup/systemd' : '/sys/fs/cgroup';
+    expect(readdirSync(cgroupRoot).filter((d) => d.startsWith(`ck${NET}-`))).toEqual([]);
+    const procs = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      } catch {
+        return '';
+      }
+    });
+    expect(procs.filter((c) => c.includes(heatDir) || (engineDir && c.includes(engineDir)) || c.includes(`/ck${NET}/`))).toEqual([]);
+    expect(existsSync(heatDir)).toBe(false);
+    if (engineDir) expect(existsSync(engineDir)).toBe(false);
+    expect(roots.filter((r) => existsSync(r))).toEqual([]);
+  });
+});
