@@ -17,10 +17,11 @@
  * Network: 10.200.<net>.0/24 (default net 60) on bridge ckbr<net>: .1 the host (Heat's endpoints, the
  * release mirror), .10 discovery, .11 overlord, DHCP from .32 (the spec's address plan).
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { CorekubeError } from '../core/errors.ts';
 import { renderUserData } from '../cloud-config/index.ts';
 import { MACHINE_PATHS } from '../cloud-config/machine-paths.ts';
 import { HeatClient, type Stack, type StackEvent, type StackRef } from '../cloud/heat-client.ts';
@@ -159,7 +160,7 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
     return v;
   };
   const missing = localCloudMissing();
-  if (missing) throw new Error(`the local cloud cannot run here: ${missing}`);
+  if (missing) throw new CorekubeError('E_IO', `the local cloud cannot run here: ${missing}`, { hint: 'run bash scripts/setup as root on Debian 12' });
   const etcdVersion = hostEtcdVersion()!;
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), `corekube-localcloud-${net}-`));
@@ -273,7 +274,7 @@ class Cloud implements LocalCloud {
     }
     this.timings.create = Date.now() - t0;
     this.emit({ kind: 'phase', name: 'create', ms: this.timings.create, detail: `stack ${ref.name} ${stack.status}` });
-    if (stack.status !== 'CREATE_COMPLETE') throw new Error(`stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`);
+    if (stack.status !== 'CREATE_COMPLETE') throw new CorekubeError('E_HEAT', `stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`, { hint: 'the Heat events above name the resource that failed; the overlord\'s log says why a machine was not deployed' });
     return stack;
   }
 
@@ -287,7 +288,7 @@ class Cloud implements LocalCloud {
     const stack = await heat.waitForStack(ref, 'UPDATE', { sinceEventId, ...(options.signal ? { signal: options.signal } : {}), onEvent: (event) => this.emit({ kind: 'heat', event }) });
     this.timings.update = Date.now() - t0;
     this.emit({ kind: 'phase', name: 'update', ms: this.timings.update, detail: `stack ${ref.name} ${stack.status}` });
-    if (stack.status !== 'UPDATE_COMPLETE') throw new Error(`stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`);
+    if (stack.status !== 'UPDATE_COMPLETE') throw new CorekubeError('E_HEAT', `stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`, { hint: 'the Heat events above name the resource that failed' });
     return stack;
   }
 
@@ -324,8 +325,11 @@ class Cloud implements LocalCloud {
       const report = await this.status().catch(() => undefined);
       if (report && report.machines.filter((m) => m.state === 'deployed').length >= count && report.machines.every((m) => m.state === 'deployed')) return report;
       const failedBoot = [...this.nova.boots.values()].find((b) => b.error);
-      if (failedBoot) throw new Error(`${failedBoot.server.name} did not boot: ${failedBoot.error}`);
-      if (Date.now() > deadline) throw new Error(`not every machine was deployed within ${Math.round((options.timeoutMs ?? 600_000) / 1000)} s: ${JSON.stringify(report?.machines ?? [])}`);
+      if (failedBoot) throw new CorekubeError('E_IO', `${failedBoot.server.name} did not boot: ${failedBoot.error}`, { hint: 'its console and journal are in the error above' });
+      if (Date.now() > deadline) {
+        const left = (report?.machines ?? []).filter((m) => m.state !== 'deployed').map((m) => `${m.ip ?? m.id} ${m.state}${m.error ? `: ${m.error.split('\n')[0]}` : ''}`);
+        throw new CorekubeError('E_STEP_TIMEOUT', `not every machine was deployed within ${Math.round((options.timeoutMs ?? 600_000) / 1000)} s${left.length > 0 ? `: ${left.join('; ')}` : ''}`, { hint: 'the overlord\'s log says what it is waiting for' });
+      }
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
@@ -390,7 +394,7 @@ class Cloud implements LocalCloud {
       if (r.stdout.trim() === 'active') break;
       if (Date.now() > deadline) {
         const journal = await machine.exec(['journalctl', '--no-pager', '-o', 'cat', '-n', '40', '-u', 'overlord.service', '-u', 'cloud-final.service']);
-        throw new Error(`overlord.service did not become active on ${machine.hostname} (${r.stdout.trim()}):\n${journal.stdout}`);
+        throw new CorekubeError('E_UNIT_FAILED', `overlord.service did not become active on ${machine.hostname} (${r.stdout.trim()}):\n${journal.stdout}`, { hint: 'its journal above says why' });
       }
       await new Promise((res) => setTimeout(res, 250));
     }
@@ -399,10 +403,4 @@ class Cloud implements LocalCloud {
     this.timings['overlord start'] = Date.now() - t;
     this.emit({ kind: 'overlord.started', mode: this.overlord.mode, command: this.overlord.command });
   }
-}
-
-/** Reads a file of a machine through its root on the host, or undefined. */
-export function machineFile(machine: Machine, file: string): string | undefined {
-  const p = path.join(machine.root, file);
-  return existsSync(p) ? readFileSync(p, 'utf8') : undefined;
 }

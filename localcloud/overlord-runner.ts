@@ -16,6 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { CorekubeError } from '../core/errors.ts';
 import { configPath, MACHINE_PATHS, OVERLORD_HEALTH_PORT } from '../cloud-config/machine-paths.ts';
 import { onExit } from './cleanup.ts';
 import { buildOverlordImage, dockerClient, dockerMissing, ensureNodeBaseImage, startDockerEngine, type BuiltImage, type DockerEngine } from './docker.ts';
@@ -65,7 +66,7 @@ export class OverlordHost {
   static async prepare(mode: OverlordMode, imageTag: string): Promise<OverlordHost> {
     if (mode === 'process') return new OverlordHost(mode, undefined);
     const missing = dockerMissing();
-    if (missing) throw new Error(`--overlord docker: ${missing} (or run with --overlord process)`);
+    if (missing) throw new CorekubeError('E_IO', `the overlord cannot run in Docker here: ${missing}`, { hint: 'install docker.io (scripts/setup), or run with --overlord process' });
     const engine = await startDockerEngine();
     const host = new OverlordHost(mode, engine);
     try {
@@ -104,7 +105,7 @@ export class OverlordHost {
     const args = hostDockerRun(unit, machine.root);
     const port = healthPortOf(args);
     if (port !== undefined && !(await canListen('127.0.0.1', port))) {
-      throw new Error(`port ${port} (the overlord's --health-port, host network) is in use on this host: stop what listens there, or run with --overlord process`);
+      throw new CorekubeError('E_IO', `port ${port} (the overlord's --health-port, host network) is in use on this host`, { hint: 'stop what listens there, or run with --overlord process' });
     }
     await engine.dockerOk(['rm', '--force', OVERLORD_CONTAINER]);
     await engine.dockerOk(args, { timeoutMs: 60_000 });
@@ -164,7 +165,7 @@ function healthPortOf(args: readonly string[]): number | undefined {
 
 async function startProcess(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>): Promise<OverlordRunner> {
   const config = path.join(machine.root, configPath('overlordConfig'));
-  if (!existsSync(config)) throw new Error(`the overlord machine has no ${configPath('overlordConfig')}: did its cloud-init run?`);
+  if (!existsSync(config)) throw new CorekubeError('E_IO', `the overlord machine has no ${configPath('overlordConfig')}`, { hint: 'its cloud-init did not write it: read cloud-init\'s log on the machine' });
   const port = (await canListen('127.0.0.1', OVERLORD_HEALTH_PORT)) ? OVERLORD_HEALTH_PORT : await freePort();
   const command = [
     process.execPath, path.join(ROOT, 'bin/corekube.js'), 'overlord', '--config', config,

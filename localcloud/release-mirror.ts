@@ -15,6 +15,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { CorekubeError } from '../core/errors.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { releaseArtifacts } from '../units/release.ts';
 import { buildAptRepo } from './apt-repo.ts';
@@ -49,11 +50,11 @@ export interface LocalCloudMirror {
 /** Builds the whole tree under `dir` for `spec` (whose versions.etcd must be the host etcd's). */
 export async function buildLocalCloudMirror(spec: ClusterSpec, dir: string): Promise<LocalCloudMirror> {
   const etcdVersion = hostEtcdVersion();
-  if (etcdVersion === undefined) throw new Error(`${HOST_ETCD} does not run: install Debian's etcd-server`);
-  if (spec.versions.etcd !== etcdVersion) throw new Error(`the spec names etcd ${spec.versions.etcd}, but the real etcd here is ${etcdVersion}: give the local cloud's spec --etcd-version ${etcdVersion}`);
+  if (etcdVersion === undefined) throw new CorekubeError('E_IO', `${HOST_ETCD} does not run`, { hint: 'install Debian\'s etcd-server (scripts/setup)' });
+  if (spec.versions.etcd !== etcdVersion) throw new CorekubeError('E_USAGE', `the spec names etcd ${spec.versions.etcd}, but the real etcd here is ${etcdVersion}`, { hint: `give the local cloud's spec --etcd-version ${etcdVersion}` });
   await buildReleaseMirror(spec, dir);
   const etcd = releaseArtifacts(spec).find((a) => a.name === 'etcd');
-  if (!etcd?.archive) throw new Error('units/release.ts lists no etcd tarball');
+  if (!etcd?.archive) throw new CorekubeError('E_INTERNAL', 'units/release.ts lists no etcd tarball');
   const stage = await mkdtemp(path.join(os.tmpdir(), 'corekube-etcd-'));
   try {
     for (const m of etcd.archive) {
