@@ -216,7 +216,7 @@ export const demoCommand: Command = {
       }
     } finally {
       if (cloud) {
-        say('[cloud]     tearing down: the overlord, the machines, Heat, the mirror, the Docker engine');
+        say('[cloud]     tearing down: the overlord, the machines, Heat, the mirror');
         try {
           await cloud.teardown();
           say('[cloud]     torn down: no machine, mount, namespace, bridge, cgroup, container or service left');
