@@ -189,17 +189,18 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
     fleet = await phase('bridge', () => bootMachines([], { net, readyTimeoutMs: 120_000 }), (f) => `${f.bridge} 10.200.${net}.0/24, host ${f.gateway}`);
     const gateway = fleet.gateway;
     const image = overlordImageTag();
-    const [heatUp, mirrorUp, host] = await Promise.all([
-      phase('heat', () => startLocalHeat({ stateDir: heatDir, bindAddress: gateway }), (h) => `Keystone + heat-all on ${gateway} (${h.heatBaseUrl})`),
-      phase('mirror', async () => {
-        const m = await startMirror({ root: path.join(workDir, 'mirror'), listenOn: [gateway] });
-        return m;
-      }, (m) => `release mirror on ${m.urlOn(gateway)}`),
-      phase('overlord image', () => OverlordHost.prepare(mode, image), (h) => (h.mode === 'docker' ? `${image} built from overlord/Dockerfile on a private Docker engine${h.image ? ` in ${(h.image.buildMs / 1000).toFixed(1)} s` : ''}` : 'the overlord runs as a process (no Docker)')),
+    // in parallel; each part is kept as soon as it is up, so a failure of another still tears it down
+    const started = await Promise.allSettled([
+      phase('heat', () => startLocalHeat({ stateDir: heatDir, bindAddress: gateway }), (h) => `Keystone + heat-all on ${gateway} (${h.heatBaseUrl})`)
+        .then((h) => (heatService = h)),
+      phase('mirror', () => startMirror({ root: path.join(workDir, 'mirror'), listenOn: [gateway] }), (m) => `release mirror on ${m.urlOn(gateway)}`)
+        .then((m) => (mirror = m)),
+      phase('overlord image', () => OverlordHost.prepare(mode, image), (h) => (h.mode === 'docker' ? `${image} built from overlord/Dockerfile on a private Docker engine${h.image ? ` in ${(h.image.buildMs / 1000).toFixed(1)} s` : ''}` : 'the overlord runs as a process (no Docker)'))
+        .then((h) => (overlordHost = h)),
     ]);
-    heatService = heatUp;
-    mirror = mirrorUp;
-    overlordHost = host;
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (!heatService || !mirror || !overlordHost) throw new CorekubeError('E_INTERNAL', 'a part of the local cloud did not start');
     const spec = localCloudSpec({ name, masters: options.masters, minions: options.minions, net, releaseBaseUrl: mirror.urlOn(gateway), etcdVersion });
     await phase('release tree', () => buildLocalCloudMirror(spec, path.join(workDir, 'mirror')), (m) => `stand-ins + the real etcd ${m.etcdVersion} + the Docker stand-in package`);
     return new Cloud(spec, net, fleet, heatService, mirror, overlordHost, timings, emit, options.onOverlordLine, closeAll);

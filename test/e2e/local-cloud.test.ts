@@ -77,7 +77,7 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     heat = await cloud.heat();
     created = await cloud.create();
     createEvents = await heat.events(cloud.stack!);
-  }, 420_000);
+  }, 600_000);
 
   afterAll(async () => {
     if (!tornDown) await cloud?.teardown();
