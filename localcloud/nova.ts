@@ -140,12 +140,13 @@ export class Nova {
       .catch(async (err: unknown) => {
         const reason = err instanceof Error ? err.message : String(err);
         boot.error = reason;
+        rejectReady(new Error(`${hostname} (${ip}) did not boot: ${reason}`));
+        if (this.#stopped) return; // torn down while it booted: nothing to tell anyone
         onEvent?.({ kind: 'boot.failed', boot, reason });
         // like Nova's ERROR: Heat fails the server (a boot reported already cannot be taken back)
         if (boot.startedAt === undefined) {
           await heat.signal(server.stack, BOOT_HANDLE, { status: 'FAILURE', reason: `the machine did not boot: ${reason.split('\n')[0]}`, id: '1', data: '' }).catch(() => undefined);
         }
-        rejectReady(new Error(`${hostname} (${ip}) did not boot: ${reason}`));
       });
   }
 
