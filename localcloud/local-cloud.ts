@@ -114,8 +114,6 @@ export interface LocalCloud {
   waitDeployed(count: number, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<StatusReport>;
   /** boots and deploy times per machine, from Nova's records and the ledger */
   machineTimings(): Promise<MachineTiming[]>;
-  /** the machine Heat created for a server, by its private IP */
-  machineAt(ip: string): Machine | undefined;
   /** the discovery etcd store (root), for reading what the overlord wrote */
   store(): Promise<Store>;
   /** stops and removes everything; idempotent; throws listing what it could not remove */
@@ -219,7 +217,6 @@ class Cloud implements LocalCloud {
   /** epoch ms of the stack create request, and of the last update request */
   #createdAt = 0;
   #updatedAt = Infinity;
-  #overlordStart: Promise<void> | undefined;
   #heat: HeatClient | undefined;
 
   constructor(
@@ -261,11 +258,7 @@ class Cloud implements LocalCloud {
     const failed = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, failed.signal]) : failed.signal;
     // the overlord server: once its machine runs and its overlord.service has prepared the files
-    this.#overlordStart = this.#startOverlordWhenBooted(signal).catch((err: unknown) => {
-      failed.abort(err);
-      throw err;
-    });
-    this.#overlordStart.catch(() => undefined);
+    void this.#startOverlordWhenBooted(signal).catch((err: unknown) => failed.abort(err));
     let stack: Stack;
     try {
       stack = await heat.waitForStack(ref, 'CREATE', { signal, onEvent: (event) => this.emit({ kind: 'heat', event }) });
@@ -352,10 +345,6 @@ class Cloud implements LocalCloud {
         deployMs: e?.state === 'deployed' && started !== undefined && finished !== undefined ? finished - started : undefined,
       };
     });
-  }
-
-  machineAt(ip: string): Machine | undefined {
-    return this.fleet.machines.find((m) => m.ip === ip);
   }
 
   async teardown(): Promise<void> {
