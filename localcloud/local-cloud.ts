@@ -255,16 +255,20 @@ class Cloud implements LocalCloud {
     const ref = await heat.createStack({ name: this.spec.name, ...input, timeoutMins: 30, disableRollback: true });
     this.stack = ref;
     this.nova.start(heat, ref);
+    // the overlord server: once its machine runs and its overlord.service has prepared the files. Its
+    // failure ends the wait for the stack; the end of the wait (either way) ends it.
     const failed = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, failed.signal]) : failed.signal;
-    // the overlord server: once its machine runs and its overlord.service has prepared the files
-    void this.#startOverlordWhenBooted(signal).catch((err: unknown) => failed.abort(err));
+    const done = new AbortController();
+    const any = (...signals: (AbortSignal | undefined)[]) => AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+    void this.#startOverlordWhenBooted(any(options.signal, done.signal)).catch((err: unknown) => failed.abort(err));
     let stack: Stack;
     try {
-      stack = await heat.waitForStack(ref, 'CREATE', { signal, onEvent: (event) => this.emit({ kind: 'heat', event }) });
+      stack = await heat.waitForStack(ref, 'CREATE', { signal: any(options.signal, failed.signal), onEvent: (event) => this.emit({ kind: 'heat', event }) });
     } catch (err) {
       if (failed.signal.aborted) throw failed.signal.reason;
       throw err;
+    } finally {
+      done.abort();
     }
     this.timings.create = Date.now() - t0;
     this.emit({ kind: 'phase', name: 'create', ms: this.timings.create, detail: `stack ${ref.name} ${stack.status}` });
