@@ -10,6 +10,7 @@
  * machine.deployed) through its log stream, and counts store requests by wrapping the store: the
  * overlord's code runs unchanged.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import { systemClock } from '../overlord/clock.ts';
 import { createEtcdElection } from '../overlord/etcd-election.ts';
@@ -46,6 +47,10 @@ export interface ProcessResult {
   readonly cpuSeconds: number;
   readonly peakRssMb: number;
   readonly logLines: number;
+  /** the event loop's delay while deploying, p50 and p99 (ms): how late every timer and answer was handled */
+  readonly loopDelayMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** reconcile passes (each plans every machine) */
+  readonly passes: number;
   readonly remoteCommands: { readonly total: number; readonly stateReads: number };
 }
 
@@ -104,12 +109,15 @@ const leadership = runLeader(
 while (!leadership.overlord()) await new Promise((r) => setTimeout(r, 10));
 await leadership.overlord()!.idle();
 const cpu0 = process.cpuUsage();
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
 send({ type: 'ready' });
 
 await allDeployed;
 const doneAt = Date.now();
 const counts = counted.counts();
 const cpu = process.cpuUsage(cpu0);
+loopDelay.disable();
 await new Promise((r) => setTimeout(r, config.idleMs));
 const idleRequests = counted.counts().requests - counts.requests;
 
@@ -122,6 +130,8 @@ const result: ProcessResult = {
   cpuSeconds: (cpu.user + cpu.system) / 1e6,
   peakRssMb: process.resourceUsage().maxRSS / 1024,
   logLines,
+  loopDelayMs: { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
+  passes: leadership.overlord()?.reconciler.passes ?? 0,
   remoteCommands: { ...hosts.commands },
 };
 send(result);

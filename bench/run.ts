@@ -1,5 +1,6 @@
 /**
- * The overlord at scale: `npm run bench -- --machines N --concurrency C [--step-latency-ms L] [--json]`.
+ * The overlord at scale: `npm run bench -- --machines N --concurrency C [--step-latency-ms L] [--json]`
+ * (also: --masters M (1), --idle-ms (3000), --node-options "…" for the overlord's node process).
  *
  * Starts a real etcd (test/harness/etcd.ts) and the overlord in its own process (bench/overlord-process.ts:
  * leader election, the etcd store, the spec's units and pod network — only the machines are simulated,
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     'step-latency-ms': { type: 'string', default: '250' },
     masters: { type: 'string', default: '1' },
     'idle-ms': { type: 'string', default: '3000' },
+    'node-options': { type: 'string', default: '' },
     json: { type: 'boolean', default: false },
   },
   strict: true,
@@ -55,6 +57,8 @@ const concurrency = whole('concurrency', values.concurrency, 1);
 const stepLatencyMs = whole('step-latency-ms', values['step-latency-ms'], 1);
 const masters = Math.min(machines, whole('masters', values.masters, 1));
 const idleMs = whole('idle-ms', values['idle-ms'], 0);
+/** node flags of the overlord's process, e.g. "--max-old-space-size=128" or "--cpu-prof --cpu-prof-dir=/tmp/p" */
+const nodeOptions = values['node-options'].split(/\s+/).filter(Boolean);
 const cluster = 'bench';
 const bench = benchCluster(cluster, machines, masters);
 const progress = (text: string) => values.json || process.stderr.write(`${text}\n`);
@@ -63,7 +67,7 @@ const etcd = await startEtcd();
 let child: ReturnType<typeof fork> | undefined;
 try {
   const config: ProcessConfig = { endpoint: etcd.endpoints[0]!, cluster, machines, masters, concurrency, stepLatencyMs, idleMs };
-  child = fork(path.join(HERE, 'overlord-process.ts'), [JSON.stringify(config)], { execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  child = fork(path.join(HERE, 'overlord-process.ts'), [JSON.stringify(config)], { execArgv: ['--import', 'tsx', ...nodeOptions], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const messages: unknown[] = [];
   let wake: () => void = () => undefined;
   child.on('message', (m) => (messages.push(m), wake()));
@@ -130,11 +134,14 @@ try {
       ['etcd writes / machine', String(report.etcdWritesPerMachine), `target ≤ steps + 2 = ${round(avgSteps + 2, 2)}`],
       ['etcd requests / machine', String(round(result.counts.requests / machines, 2)), JSON.stringify(result.counts.byMethod)],
       [`etcd requests while idle (${idleMs} ms)`, String(result.idleRequests), 'target 0'],
-      ['overlord peak RSS', `${report.peakRssMb} MB`, 'target < 200 MB'],
+      ['overlord peak RSS', `${report.peakRssMb} MB`, `target < 200 MB${nodeOptions.length ? `; node ${nodeOptions.join(' ')}` : ''}`],
       ['overlord CPU', `${round(result.cpuSeconds, 2)} s`, 'from ready to all deployed'],
       ['reaction p50 / p99', `${report.reactionP50Ms} / ${report.reactionP99Ms} ms`, 'target p99 < 100 ms'],
       ['remote commands / machine', String(round(result.remoteCommands.total / machines, 1)), `state reads: ${round(result.remoteCommands.stateReads / machines, 1)}`],
       ['log lines / machine', String(round(result.logLines / machines, 1)), ''],
+      ['reconcile passes', String(result.passes), 'each plans every machine'],
+      ['event loop delay p50 / p99 / max', `${round(result.loopDelayMs.p50, 1)} / ${round(result.loopDelayMs.p99, 1)} / ${round(result.loopDelayMs.max)} ms`, 'in the overlord, while deploying'],
+      ['unit files / machine', `master ${bench.files.master}, minion ${bench.files.minion}`, 'written one command each'],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
     const v = Math.max(...rows.map((r) => r[1].length));

@@ -42,6 +42,8 @@ export class Discovery {
   private records = new Map<string, MachineRecord>();
   private invalid = new Map<string, InvalidRecord>();
   private readonly reported = new Set<string>();
+  /** the view handed out until the next change (a thousand machines are not copied for every read) */
+  private view: DiscoverySnapshot | null = null;
   private watch: WatchHandle | null = null;
   private readonly stopping = new AbortController();
   private relisting: Promise<void> | null = null;
@@ -55,8 +57,10 @@ export class Discovery {
     await this.listAndWatch();
   }
 
+  /** The current view: a copy taken at the first read after a change, then the same object until the next. */
   snapshot(): DiscoverySnapshot {
-    return { records: new Map(this.records), invalid: new Map(this.invalid) };
+    this.view ??= Object.freeze({ records: new Map(this.records), invalid: new Map(this.invalid) });
+    return this.view;
   }
 
   async stop(): Promise<void> {
@@ -75,6 +79,7 @@ export class Discovery {
     const before = this.records;
     this.records = new Map();
     this.invalid = new Map();
+    this.view = null;
     for (const kv of listing.kvs) this.apply({ type: 'put', kv }, before);
     for (const [id, r] of before) if (!this.records.has(id)) this.options.log.info({ event: 'machine.gone', machine: id, role: r.role, hostname: r.hostname }, 'machine record gone');
     this.watch = await store.watch(keys.machines, nextRevision(listing.revision), {
@@ -117,6 +122,7 @@ export class Discovery {
     const { keys, log } = this.options;
     const key = ev.type === 'put' ? ev.kv.key : ev.key;
     const id = key.slice(keys.machines.length);
+    this.view = null;
     if (ev.type === 'delete') {
       const had = this.records.get(id);
       this.records.delete(id);

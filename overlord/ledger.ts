@@ -232,6 +232,8 @@ interface Cached {
  */
 export class Ledger {
   private readonly cache = new Map<string, Cached>();
+  /** the parsed entries, kept with the cache: entries() hands it out without copying */
+  private readonly live = new Map<string, LedgerEntry>();
 
   constructor(
     private readonly store: Store,
@@ -243,9 +245,10 @@ export class Ledger {
   async load(): Promise<void> {
     const listing = await this.store.list(this.keys.ledger);
     this.cache.clear();
+    this.live.clear();
     for (const kv of listing.kvs) {
       const id = kv.key.slice(this.keys.ledger.length);
-      this.cache.set(id, { entry: parseLedgerEntry(kv.value), modRevision: kv.modRevision });
+      this.remember(id, { entry: parseLedgerEntry(kv.value), modRevision: kv.modRevision });
     }
   }
 
@@ -253,10 +256,12 @@ export class Ledger {
     return this.cache.get(id)?.entry ?? null;
   }
 
+  /**
+   * Every parsed entry by machine id. A live view (it changes with the next write): read it synchronously,
+   * do not keep it across an await.
+   */
   entries(): ReadonlyMap<string, LedgerEntry> {
-    const out = new Map<string, LedgerEntry>();
-    for (const [id, c] of this.cache) if (c.entry) out.set(id, c.entry);
-    return out;
+    return this.live;
   }
 
   async write(entry: LedgerEntry): Promise<void> {
@@ -264,7 +269,7 @@ export class Ledger {
     const fence = this.fence();
     try {
       const rev = await this.store.put(this.keys.ledgerOf(entry.id), JSON.stringify(entry), { expectModRevision: expect, ...(fence ? { fence } : {}) });
-      this.cache.set(entry.id, { entry, modRevision: rev });
+      this.remember(entry.id, { entry, modRevision: rev });
     } catch (err) {
       if (err instanceof CorekubeError && err.code === 'E_ETCD_CONFLICT') await this.reread(entry.id);
       throw err;
@@ -274,7 +279,13 @@ export class Ledger {
   async reread(id: string): Promise<LedgerEntry | null> {
     const kv = await this.store.get(this.keys.ledgerOf(id));
     const cached: Cached = kv ? { entry: parseLedgerEntry(kv.value), modRevision: kv.modRevision } : { entry: null, modRevision: '0' };
-    this.cache.set(id, cached);
+    this.remember(id, cached);
     return cached.entry;
+  }
+
+  private remember(id: string, cached: Cached): void {
+    this.cache.set(id, cached);
+    if (cached.entry) this.live.set(id, cached.entry);
+    else this.live.delete(id);
   }
 }

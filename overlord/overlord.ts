@@ -11,7 +11,7 @@ import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
 import { Reconciler, type RetryPolicy, type Summary } from './reconciler.ts';
 import type { Fence, Store } from './store.ts';
-import { ensureNetworkConfig, reserveSubnet, type FlannelConfig } from './subnets.ts';
+import { ensureNetworkConfig, reserveSubnet, SubnetBook, type FlannelConfig } from './subnets.ts';
 
 /**
  * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
@@ -193,8 +193,10 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
 }
 
 function reservePodSubnet(ports: Ports, keys: ReturnType<typeof clusterKeys>, config: FlannelConfig, fence: OverlordOptions['fence']) {
+  // one book of the reservations for this overlord's life: one listing, not one a machine (issue 5)
+  const book = new SubnetBook();
   return async (record: MachineRecord) => {
-    const subnet = await reserveSubnet(ports.store, keys, config, record, fence?.());
+    const subnet = await reserveSubnet(ports.store, keys, config, record, fence?.(), book);
     ports.log.debug({ event: 'subnet.reserved', machine: record.id, hostname: record.hostname, subnet }, `pod subnet ${subnet}`);
   };
 }

@@ -97,20 +97,71 @@ export function stepsOf(units: RenderedUnits): Step[] {
 
 export function plan(desired: Desired, observed: Observed): MachinePlan[] {
   const machines = [...desired.machines].sort((a, b) => rank(a.record) - rank(b.record) || (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0));
-  const own = machines.map((m) => planOne(m, observed.ledger.get(m.record.id) ?? null));
-  const masters = own.filter((p) => p.role === 'master');
-  const announcedMasters = masters.length;
-  const masterDeployed = masters.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null);
-  const mastersBusy = masters.some((p) => p.action === 'deploy' && p.reason !== 'retry');
-  return own.map((p) => {
-    if (p.action !== 'deploy' && p.action !== 'fail') return p;
-    if (p.role === 'master' && announcedMasters < desired.expectedMasters) {
-      return { id: p.id, role: p.role, action: 'wait', reason: `waiting for ${desired.expectedMasters} masters to announce (${announcedMasters} so far)` };
-    }
-    if (p.role === 'minion' && !masterDeployed) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for a master to be deployed' };
-    if (p.role === 'minion' && mastersBusy) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for the masters being deployed' };
-    return p;
-  });
+  const gates = planGates(
+    machines.filter((m) => m.record.role === 'master'),
+    desired.expectedMasters,
+    observed,
+  );
+  return machines.map((m) => planGated(m, gates, observed));
+}
+
+/**
+ * PURE: one machine's plan, equal to `plan(desired, observed).find(p => p.id === machine.record.id)` but at
+ * the cost of planning it and the masters (`masters`: every announced master, the machine itself included
+ * when it is one) — what the reconciler needs when a queued machine gets its slot, without planning a
+ * thousand others again.
+ */
+export function planMachine(machine: DesiredMachine, masters: readonly DesiredMachine[], expectedMasters: number, observed: Observed): MachinePlan {
+  return planGated(machine, planGates(masters, expectedMasters, observed), observed);
+}
+
+/** What the gates (rules 8 and 9) need to know of the masters: `plan` = planGates once, then planGated each. */
+export interface Gates {
+  readonly expectedMasters: number;
+  readonly announcedMasters: number;
+  readonly masterDeployed: boolean;
+  readonly mastersBusy: boolean;
+}
+
+/** PURE: the gates, from every announced master. */
+export function planGates(masters: readonly DesiredMachine[], expectedMasters: number, observed: Observed): Gates {
+  const plans = masters.map((m) => planOneMemo(m, observed.ledger.get(m.record.id) ?? null));
+  return {
+    expectedMasters,
+    announcedMasters: plans.length,
+    masterDeployed: plans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
+    mastersBusy: plans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
+  };
+}
+
+/** PURE: one machine's plan under the gates. */
+export function planGated(machine: DesiredMachine, gates: Gates, observed: Observed): MachinePlan {
+  return gated(planOneMemo(machine, observed.ledger.get(machine.record.id) ?? null), gates);
+}
+
+function gated(p: MachinePlan, g: Gates): MachinePlan {
+  if (p.action !== 'deploy' && p.action !== 'fail') return p;
+  if (p.role === 'master' && g.announcedMasters < g.expectedMasters) {
+    return { id: p.id, role: p.role, action: 'wait', reason: `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)` };
+  }
+  if (p.role === 'minion' && !g.masterDeployed) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for a master to be deployed' };
+  if (p.role === 'minion' && g.mastersBusy) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for the masters being deployed' };
+  return p;
+}
+
+/**
+ * planOne is a pure function of two immutable values — the desired machine (the reconciler keeps one
+ * object per record and render) and its ledger entry (frozen, replaced on every write) — so its result is
+ * kept per pair: a pass over a thousand machines of which two changed plans two.
+ */
+const memo = new WeakMap<DesiredMachine, { readonly entry: LedgerEntry | null; readonly plan: MachinePlan }>();
+
+function planOneMemo(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
+  const hit = memo.get(m);
+  if (hit && hit.entry === entry) return hit.plan;
+  const p = Object.freeze(planOne(m, entry));
+  memo.set(m, { entry, plan: p });
+  return p;
 }
 
 function rank(r: MachineRecord): number {

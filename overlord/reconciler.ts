@@ -8,7 +8,7 @@ import type { HostRunner, HostTarget } from './host-runner.ts';
 import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type Ledger, type LedgerEntry } from './ledger.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineRecord } from './machine-record.ts';
-import { clusterView, plan, type ClusterView, type DesiredMachine, type MachinePlan, type RenderedUnits } from './planner.ts';
+import { clusterView, planGated, planGates, planMachine, type ClusterView, type DesiredMachine, type MachinePlan, type RenderedUnits } from './planner.ts';
 import { Semaphore } from './semaphore.ts';
 
 /**
@@ -38,6 +38,9 @@ export interface RetryPolicy {
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({ retries: 4, minMs: 2_000, factor: 2, maxMs: 30_000 });
 /** backoff before a machine failed for a retryable reason is planned again */
 export const DEFAULT_REQUEUE: RetryPolicy = Object.freeze({ retries: Infinity, minMs: 30_000, factor: 2, maxMs: 5 * 60_000 });
+
+/** machines planned between two yields to the event loop in one pass */
+const PASS_CHUNK = 64;
 
 /**
  * Failures of the machine's surroundings (unreachable over SSH, etcd away), not of its software: once its
@@ -87,7 +90,9 @@ export class Reconciler {
   private readonly abort = new AbortController();
   private readonly running = new Map<string, Promise<void>>();
   private readonly requeue = new Map<string, { failures: number; notBefore: number }>();
-  private readonly rendered = new Map<string, { key: string; desired: DesiredMachine }>();
+  private readonly rendered = new Map<string, { recordKey: string; viewKey: string; desired: DesiredMachine }>();
+  /** the records of a discovery snapshot in plan order (masters first, by id), sorted once per snapshot */
+  private readonly sortedRecords = new WeakMap<object, readonly MachineRecord[]>();
   private readonly waitingReported = new Map<string, string>();
   private passRunning = false;
   private passScheduled = false;
@@ -191,21 +196,33 @@ export class Reconciler {
     const { discovery, ledger, log, clock } = this.deps;
     const snapshot = discovery.snapshot();
     const view = clusterView(snapshot.records.values(), ledger.entries());
-    const machines = [...snapshot.records.values()].map((r) => this.desired(r, view));
+    const records = this.inPlanOrder(snapshot);
     for (const id of this.rendered.keys()) if (!snapshot.records.has(id)) this.rendered.delete(id);
-    this.plans = plan({ machines, expectedMasters: this.options.expected.masters }, { ledger: ledger.entries() });
+    const observed = { ledger: ledger.entries() };
+    const gates = planGates(
+      view.masters.map((r) => this.desired(r, view)),
+      this.options.expected.masters,
+      observed,
+    );
 
-    const now = clock.now();
-    for (const p of this.plans) {
+    // Machines are planned and acted on in plan order, yielding to the event loop every PASS_CHUNK: when a
+    // gate opens for a thousand machines (their units rendered afresh), the first ones start while the
+    // others are still being planned, and nothing else waits for the whole pass.
+    const plans: MachinePlan[] = [];
+    for (const record of records) {
+      if (this.abort.signal.aborted) return;
+      if (plans.length % PASS_CHUNK === PASS_CHUNK - 1) await new Promise<void>((r) => setImmediate(r));
+      const p = planGated(this.desired(record, view), gates, observed);
+      plans.push(p);
+      const now = clock.now();
       if (p.action === 'fail') {
-        const record = snapshot.records.get(p.id)!;
         const unitsHash = '';
         await this.writeLedger(machineFailed(ledger.get(p.id), record, unitsHash, p.reason, new Date(now).toISOString()));
         log.error({ event: 'machine.failed', machine: p.id, role: p.role, hostname: record.hostname, reason: p.reason }, `machine failed: its units do not render: ${firstLine(p.reason)}`);
       } else if (p.action === 'wait') {
         if (this.waitingReported.get(p.id) !== p.reason) {
           this.waitingReported.set(p.id, p.reason);
-          log.info({ event: 'machine.waiting', machine: p.id, role: p.role, hostname: snapshot.records.get(p.id)?.hostname, reason: p.reason }, p.reason);
+          log.info({ event: 'machine.waiting', machine: p.id, role: p.role, hostname: record.hostname, reason: p.reason }, p.reason);
         }
       } else if (p.action === 'deploy' && !this.running.has(p.id)) {
         // a machine that failed for a reason outside it waits out its backoff, unless it changed since
@@ -215,7 +232,17 @@ export class Reconciler {
         this.startWorker(p.id);
       }
     }
+    this.plans = plans;
     this.report();
+  }
+
+  private inPlanOrder(snapshot: { readonly records: ReadonlyMap<string, MachineRecord> }): readonly MachineRecord[] {
+    let sorted = this.sortedRecords.get(snapshot);
+    if (!sorted) {
+      sorted = [...snapshot.records.values()].sort((a, b) => (a.role === b.role ? (a.id < b.id ? -1 : a.id > b.id ? 1 : 0) : a.role === 'master' ? -1 : 1));
+      this.sortedRecords.set(snapshot, sorted);
+    }
+    return sorted;
   }
 
   private desired(record: MachineRecord, view: ClusterView): DesiredMachine {
@@ -224,16 +251,17 @@ export class Reconciler {
       recordKey = JSON.stringify(record);
       this.recordKeys.set(record, recordKey);
     }
-    const key = `${recordKey}|${viewKey(view)}`;
+    // compared in two parts, not as one concatenated string: a pass over a thousand machines builds none
+    const vk = viewKey(view);
     const hit = this.rendered.get(record.id);
-    if (hit && hit.key === key) return hit.desired;
+    if (hit && hit.recordKey === recordKey && hit.viewKey === vk) return hit.desired;
     let desired: DesiredMachine;
     try {
       desired = { record, units: this.options.unitsFor(record, view) };
     } catch (err) {
       desired = { record, renderError: asCorekubeError(err, 'E_TEMPLATE').describe() };
     }
-    this.rendered.set(record.id, { key, desired });
+    this.rendered.set(record.id, { recordKey, viewKey: vk, desired });
     return desired;
   }
 
@@ -272,8 +300,10 @@ export class Reconciler {
     const record = snapshot.records.get(id);
     if (!record) return undefined;
     const view = clusterView(snapshot.records.values(), this.deps.ledger.entries());
-    const machines = [...snapshot.records.values()].map((r) => this.desired(r, view));
-    return plan({ machines, expectedMasters: this.options.expected.masters }, { ledger: this.deps.ledger.entries() }).find((p) => p.id === id);
+    // this machine and the masters (the gates) only: every machine that gets a slot re-plans, and planning
+    // the whole cluster each time would make a deployment of n machines cost n² plans
+    const masters = view.masters.map((r) => this.desired(r, view));
+    return planMachine(this.desired(record, view), masters, this.options.expected.masters, { ledger: this.deps.ledger.entries() });
   }
 
   private async deploy(p: Extract<MachinePlan, { action: 'deploy' }>): Promise<void> {
@@ -288,21 +318,20 @@ export class Reconciler {
     const target: HostTarget = { id: record.id, ip: record.ip, ...(record.sshHostKey ? { hostKey: record.sshHostKey } : {}) };
 
     let entry: LedgerEntry = beginDeployment(ledger.get(p.id), record, { hash: p.unitsHash, stepIds: p.stepIds }, p.steps.map((s) => s.id), iso());
-    await this.writeLedger(entry);
+    // the ledger's start and `prepare` touch different keys and both precede the first step: one round trip
+    // to etcd instead of two before every machine
+    const [begun, prepared] = await Promise.allSettled([this.writeLedger(entry), this.options.prepare?.(record, signal)]);
+    if (begun.status === 'rejected') throw begun.reason;
     log.info({ event: 'machine.deploying', reason: p.reason, steps: p.steps.map((s) => s.id) }, `deploying (${p.reason}): ${p.steps.length} steps`);
     const t0 = clock.now();
 
-    if (this.options.prepare) {
-      try {
-        await this.options.prepare(record, signal);
-      } catch (err) {
-        const e = asCorekubeError(err);
-        if (signal.aborted || e.retryable || e.code === 'E_NOT_LEADER') throw e;
-        entry = machineFailed(entry, record, p.unitsHash, e.describe(), iso());
-        await this.writeLedger(entry);
-        log.error({ event: 'machine.failed', ...errorFields(e), willRetry: false }, `machine failed before its first step: ${e.message}`);
-        return;
-      }
+    if (prepared.status === 'rejected') {
+      const e = asCorekubeError(prepared.reason);
+      if (signal.aborted || e.retryable || e.code === 'E_NOT_LEADER') throw e;
+      entry = machineFailed(entry, record, p.unitsHash, e.describe(), iso());
+      await this.writeLedger(entry);
+      log.error({ event: 'machine.failed', ...errorFields(e), willRetry: false }, `machine failed before its first step: ${e.message}`);
+      return;
     }
 
     for (const step of p.steps) {

@@ -122,6 +122,45 @@ function parseConfig(text: string, key: string): FlannelConfig {
   });
 }
 
+/**
+ * What one allocator knows of the reservations, so that reserving a subnet for each of n machines does not
+ * read all the reservations each time (n² bytes, and as much garbage): listed at the first reservation,
+ * then kept current by this allocator's own, each subnet claimed here before its transaction (so racing
+ * reservations of this allocator do not pick the same one). A reservation made by another writer shows up
+ * as a transaction conflict, after which the book is listed again; so does running out of subnets.
+ * One book per leader term (the leader is the only allocator; a stale book costs one conflict).
+ */
+export class SubnetBook {
+  /** subnet names taken or claimed; null = list them (and `holders`) at the next reservation */
+  taken: Set<string> | null = null;
+  /** ids of the machines that hold a subnet (the index): a machine not in it needs no read of its index */
+  holders: Set<string> | null = null;
+  /** the listing under way, shared by the reservations that need it at the same time */
+  private loading: Promise<void> | null = null;
+
+  /** Lists the reservations and holders unless known; concurrent callers share one listing. */
+  load(list: () => Promise<readonly [Set<string>, Set<string>]>): Promise<void> {
+    if (this.taken && this.holders) return Promise.resolve();
+    this.loading ??= list().then(
+      ([taken, holders]) => {
+        this.taken = taken;
+        this.holders = holders;
+        this.loading = null;
+      },
+      (err: unknown) => {
+        this.loading = null;
+        throw err;
+      },
+    );
+    return this.loading;
+  }
+
+  reset(): void {
+    this.taken = null;
+    this.holders = null;
+  }
+}
+
 export interface SubnetHolder {
   readonly id: string;
   readonly ip: string;
@@ -132,14 +171,22 @@ export interface SubnetHolder {
  * is already there with the machine's IP). Returns the subnet as a CIDR. Throws E_SUBNET_EXHAUSTED when
  * every subnet of the pod network is held.
  */
-export async function reserveSubnet(store: Store, keys: ClusterKeys, config: FlannelConfig, machine: SubnetHolder, fence?: Fence): Promise<string> {
+export async function reserveSubnet(store: Store, keys: ClusterKeys, config: FlannelConfig, machine: SubnetHolder, fence?: Fence, book?: SubnetBook): Promise<string> {
   const net = podNetwork(config);
   const indexKey = keys.subnetOf(machine.id);
   const leaseKey = (name: string) => `${keys.network}subnets/${name}`;
   const fenced = fence ? { fence } : {};
+  const listed = async (prefix: string) => new Set((await store.list(prefix)).kvs.map((kv) => kv.key.slice(prefix.length)));
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
-      const index = await store.get(indexKey);
+      let listedNow = false;
+      if (book && (!book.taken || !book.holders)) {
+        await book.load(() => Promise.all([listed(`${keys.network}subnets/`), listed(keys.subnets)]));
+        listedNow = true;
+      }
+      // a machine the book knows holds no subnet needs no read: its index is created below, compared with
+      // "absent" (if someone else wrote one meanwhile, the transaction fails and the book is read again)
+      const index = book?.holders && !book.holders.has(machine.id) ? null : await store.get(indexKey);
       if (index) {
         // the machine holds this subnet: make sure flannel's reservation says so, with its current IP
         const lease = await store.get(leaseKey(index.value));
@@ -153,7 +200,7 @@ export async function reserveSubnet(store: Store, keys: ClusterKeys, config: Fla
         );
         return subnetCidr(index.value);
       }
-      const taken = new Set((await store.list(`${keys.network}subnets/`)).kvs.map((kv) => kv.key.slice(`${keys.network}subnets/`.length)));
+      const taken = book?.taken ?? (await listed(`${keys.network}subnets/`));
       let free: string | undefined;
       for (const name of candidates(net, machine.id)) {
         if (!taken.has(name)) {
@@ -161,18 +208,33 @@ export async function reserveSubnet(store: Store, keys: ClusterKeys, config: Fla
           break;
         }
       }
+      if (free === undefined && book && !listedNow) {
+        // the book may hold subnets released since it was listed: look again before giving up
+        book.reset();
+        continue;
+      }
       if (free === undefined) {
         throw new CorekubeError('E_SUBNET_EXHAUSTED', `the pod network ${config.Network} has no free /${config.SubnetLen} subnet: all ${net.size} are reserved`, {
           hint: `delete the reservations of machines gone for good (${keys.subnets}<id> and its ${keys.network}subnets/ lease), or create the cluster with a larger podCidr`,
         });
       }
-      await store.putAll(
-        [
-          { key: indexKey, value: free, expectModRevision: '0' },
-          { key: leaseKey(free), value: reservationValue(machine.ip), expectModRevision: '0' },
-        ],
-        fenced,
-      );
+      taken.add(free);
+      try {
+        await store.putAll(
+          [
+            { key: indexKey, value: free, expectModRevision: '0' },
+            { key: leaseKey(free), value: reservationValue(machine.ip), expectModRevision: '0' },
+          ],
+          fenced,
+        );
+      } catch (err) {
+        if (book && book.taken === taken) {
+          if (err instanceof CorekubeError && err.code === 'E_ETCD_CONFLICT') book.reset();
+          else taken.delete(free);
+        }
+        throw err;
+      }
+      book?.holders?.add(machine.id);
       return subnetCidr(free);
     } catch (err) {
       if (!(err instanceof CorekubeError && err.code === 'E_ETCD_CONFLICT')) throw err;
