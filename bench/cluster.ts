@@ -24,7 +24,7 @@ export function benchCluster(name: string, machines: number, masters: number): B
   // the spec caps minions at SPEC_MAX_MINIONS; what the overlord deploys is what announces, so a larger
   // benchmark announces more than the spec counts (only cluster-ready would wait for the spec's count)
   const spec = parseClusterSpec({
-    flags: { name, masters: String(masters), minions: String(Math.min(SPEC_MAX_MINIONS, machines - masters)), 'pod-cidr': `10.64.0.0/${podPrefix}`, 'private-cidr': '10.240.0.0/14' },
+    flags: { name, masters: String(masters), minions: String(Math.min(SPEC_MAX_MINIONS, machines - masters)), 'pod-cidr': `100.64.0.0/${podPrefix}`, 'private-cidr': '10.240.0.0/14' },
   });
   const records = Array.from({ length: machines }, (_, i): MachineRecord => {
     const n = i + 32;

@@ -30,7 +30,10 @@ import type { ProcessConfig, ProcessResult } from './overlord-process.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
+// `--node-options "--flag"`: a value that starts with "--" is taken as such (parseArgs would refuse it)
+const args = process.argv.slice(2).map((a, i, all) => (all[i - 1] === '--node-options' && a.startsWith('-') ? ` ${a}` : a));
 const { values } = parseArgs({
+  args,
   options: {
     machines: { type: 'string', default: '100' },
     concurrency: { type: 'string', default: '50' },

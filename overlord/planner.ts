@@ -141,12 +141,27 @@ export function planGated(machine: DesiredMachine, gates: Gates, observed: Obser
 
 function gated(p: MachinePlan, g: Gates): MachinePlan {
   if (p.action !== 'deploy' && p.action !== 'fail') return p;
-  if (p.role === 'master' && g.announcedMasters < g.expectedMasters) {
-    return { id: p.id, role: p.role, action: 'wait', reason: `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)` };
-  }
-  if (p.role === 'minion' && !g.masterDeployed) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for a master to be deployed' };
-  if (p.role === 'minion' && g.mastersBusy) return { id: p.id, role: p.role, action: 'wait', reason: 'waiting for the masters being deployed' };
-  return p;
+  const reason = gateReason(p.role, g);
+  return reason === undefined ? p : { id: p.id, role: p.role, action: 'wait', reason };
+}
+
+/** PURE: why a machine of this role with work to do must wait (rules 8 and 9), or undefined when it need not. */
+export function gateReason(role: Role, g: Gates): string | undefined {
+  if (role === 'master' && g.announcedMasters < g.expectedMasters) return `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)`;
+  if (role === 'minion' && !g.masterDeployed) return 'waiting for a master to be deployed';
+  if (role === 'minion' && g.mastersBusy) return 'waiting for the masters being deployed';
+  return undefined;
+}
+
+/**
+ * PURE: the plan of a machine that has no ledger entry yet, when its role's gate is closed: it waits, and
+ * its units need not be rendered to know it (a thousand minions announcing before any master is deployed
+ * cost no render). Undefined when the machine must be planned with its units (planGated).
+ */
+export function planUnrendered(record: MachineRecord, gates: Gates, observed: Observed): MachinePlan | undefined {
+  if (observed.ledger.has(record.id)) return undefined;
+  const reason = gateReason(record.role, gates);
+  return reason === undefined ? undefined : { id: record.id, role: record.role, action: 'wait', reason };
 }
 
 /**

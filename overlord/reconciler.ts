@@ -8,7 +8,7 @@ import type { HostRunner, HostTarget } from './host-runner.ts';
 import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type Ledger, type LedgerEntry } from './ledger.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineRecord } from './machine-record.ts';
-import { clusterView, planGated, planGates, planMachine, type ClusterView, type DesiredMachine, type MachinePlan, type RenderedUnits } from './planner.ts';
+import { clusterView, planGated, planGates, planMachine, planUnrendered, type ClusterView, type DesiredMachine, type MachinePlan, type RenderedUnits } from './planner.ts';
 import { Semaphore } from './semaphore.ts';
 
 /**
@@ -212,7 +212,7 @@ export class Reconciler {
     for (const record of records) {
       if (this.abort.signal.aborted) return;
       if (plans.length % PASS_CHUNK === PASS_CHUNK - 1) await new Promise<void>((r) => setImmediate(r));
-      const p = planGated(this.desired(record, view), gates, observed);
+      const p = planUnrendered(record, gates, observed) ?? planGated(this.desired(record, view), gates, observed);
       plans.push(p);
       const now = clock.now();
       if (p.action === 'fail') {

@@ -10,9 +10,10 @@ import { beginDeployment, Ledger, stepDone, stepFailed, type LedgerEntry } from 
 import { Discovery } from '../../../overlord/discovery.ts';
 import { silentLogger } from '../../../overlord/log.ts';
 import type { MachineRecord } from '../../../overlord/machine-record.ts';
-import { plan, planMachine, stepsOf, type DesiredMachine } from '../../../overlord/planner.ts';
+import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine, type RenderedUnits } from '../../../overlord/planner.ts';
+import { runOverlord } from '../../../overlord/overlord.ts';
 import { reserveSubnet, SubnetBook, type FlannelConfig } from '../../../overlord/subnets.ts';
-import { FakeClock, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
+import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 
 const NOW = '2026-01-01T00:00:00.000Z';
 const units = fakeUnits('v1');
@@ -52,6 +53,18 @@ describe('planning one machine', () => {
     for (const expectedMasters of [1, 2, 3]) {
       const whole = plan({ machines: all, expectedMasters }, { ledger });
       for (const d of all) expect(planMachine(d, masterDesired, expectedMasters, { ledger })).toEqual(whole.find((p) => p.id === d.record.id));
+    }
+  });
+
+  it.each(ledgers)('plans a machine with no ledger entry behind a closed gate without its units, as the whole-cluster plan does (%s)', (_, ledger) => {
+    for (const expectedMasters of [1, 2, 3]) {
+      const whole = plan({ machines: all, expectedMasters }, { ledger });
+      const gates = planGates(masterDesired, expectedMasters, { ledger });
+      for (const d of all) {
+        const p = planUnrendered(d.record, gates, { ledger });
+        if (p) expect(p).toEqual(whole.find((x) => x.id === d.record.id));
+        else expect(ledger.has(d.record.id) || whole.find((x) => x.id === d.record.id)?.action !== 'wait').toBe(true);
+      }
     }
   });
 
@@ -140,5 +153,31 @@ describe('subnet book', () => {
     expect([...taken, ...others].map((n) => n.replace('-', '/'))).not.toContain(subnet);
     expect(store.requests.list - listsBefore).toBeLessThanOrEqual(2);
     await expect(reserveSubnet(store, keys, config, machine(3), undefined, book)).rejects.toMatchObject({ code: 'E_SUBNET_EXHAUSTED' });
+  });
+});
+
+describe('rendering', () => {
+  it('renders no minion while it waits for a master, and each minion once when the master is deployed', async () => {
+    const store = new MemoryStore();
+    const clock = new FakeClock();
+    const master = makeRecord(1, 'master');
+    const minions = Array.from({ length: 40 }, (_, i) => makeRecord(100 + i, 'minion'));
+    for (const r of [master, ...minions]) await store.put(keys.machine(r.id), JSON.stringify(r));
+    const renders = new Map<string, number>();
+    const unitsFor = (r: MachineRecord): RenderedUnits => {
+      renders.set(r.id, (renders.get(r.id) ?? 0) + 1);
+      return units(r);
+    };
+    const o = await runOverlord(
+      { store, hosts: new FakeMachines({ clock, ms: 100 }), clock, log: silentLogger() },
+      { cluster: 's', sshUser: 'corekube', unitsFor, expected: { masters: 1, minions: 40 }, concurrency: 10 },
+    );
+    // the master is half way through its steps: the minions have been planned (waiting), not rendered
+    await clock.advance(500);
+    expect(o.summary()).toMatchObject({ deployed: 0, waiting: 40 });
+    expect([...renders.keys()]).toEqual([master.id]);
+    await clock.runUntil(() => o.summary().deployed === 41);
+    for (const m of minions) expect(renders.get(m.id), `renders of ${m.hostname}`).toBe(1);
+    await o.stop();
   });
 });
