@@ -15,7 +15,9 @@ import { ensureNetworkConfig, reserveSubnet, SubnetBook, type FlannelConfig } fr
 
 /**
  * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
- * `corekube overlord`, the e2e tests and the benchmark all call it).
+ * `corekube overlord`, the e2e tests and the benchmark all call it). With leader election, the CLI and the
+ * benchmark call it through overlord/leader.ts `runLeader`: one runOverlord a term won, with the term's
+ * signal and fence.
  *
  *   const overlord = await runOverlord(
  *     { store, hosts, clock: systemClock, log },          // Ports: etcd (Store), SSH (HostRunner), time, pino
