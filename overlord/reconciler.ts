@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import pRetry from 'p-retry';
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Discovery } from './discovery.ts';
@@ -39,8 +40,8 @@ export const DEFAULT_RETRY: RetryPolicy = Object.freeze({ retries: 4, minMs: 2_0
 /** backoff before a machine failed for a retryable reason is planned again */
 export const DEFAULT_REQUEUE: RetryPolicy = Object.freeze({ retries: Infinity, minMs: 30_000, factor: 2, maxMs: 5 * 60_000 });
 
-/** machines planned between two yields to the event loop in one pass */
-const PASS_CHUNK = 64;
+/** longest stretch of a pass without yielding to the event loop (the steps of running machines wait meanwhile) */
+const PASS_SLICE_MS = 4;
 
 /**
  * Failures of the machine's surroundings (unreachable over SSH, etcd away), not of its software: once its
@@ -205,13 +206,17 @@ export class Reconciler {
       observed,
     );
 
-    // Machines are planned and acted on in plan order, yielding to the event loop every PASS_CHUNK: when a
-    // gate opens for a thousand machines (their units rendered afresh), the first ones start while the
-    // others are still being planned, and nothing else waits for the whole pass.
+    // Machines are planned and acted on in plan order, yielding to the event loop every PASS_SLICE_MS: when
+    // a gate opens for a thousand machines (their units rendered afresh, most of a millisecond each), the
+    // first ones start while the others are still being planned, and the steps under way are not held up.
     const plans: MachinePlan[] = [];
+    let slice = performance.now();
     for (const record of records) {
       if (this.abort.signal.aborted) return;
-      if (plans.length % PASS_CHUNK === PASS_CHUNK - 1) await new Promise<void>((r) => setImmediate(r));
+      if (performance.now() - slice >= PASS_SLICE_MS) {
+        await new Promise<void>((r) => setImmediate(r));
+        slice = performance.now();
+      }
       const p = planUnrendered(record, gates, observed) ?? planGated(this.desired(record, view), gates, observed);
       plans.push(p);
       const now = clock.now();
