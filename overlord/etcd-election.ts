@@ -1,8 +1,7 @@
-import { Etcd3, Lease, type Campaign, type Election, type IOptions } from 'etcd3';
+import { Etcd3, Lease, type Campaign, type Election } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
-import type { EtcdStoreOptions } from './etcd-store.ts';
-import { toEtcdError } from './etcd-store.ts';
+import { etcdClientOptions, toEtcdError, type EtcdStoreOptions } from './etcd-store.ts';
 import type { ClusterKeys } from './keys.ts';
 import type { LeaderElection, Term } from './leader.ts';
 
@@ -35,7 +34,7 @@ const ELECTION = 'overlord';
 export function createEtcdElection(options: EtcdElectionOptions): LeaderElection {
   const endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
   if (endpoints.length === 0) throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
-  const client = new Etcd3(clientOptions(options, endpoints));
+  const client = new Etcd3(etcdClientOptions(options, endpoints));
   const namespace = client.namespace(`${options.keys.leader}/`);
   const { clock, observer } = options;
   /** elections whose campaign may still hold a watch */
@@ -207,21 +206,3 @@ function followRenewals(
   };
 }
 
-/** The etcd3 client options of EtcdStoreOptions (the same as etcd-store.ts builds for the store's client). */
-function clientOptions(options: EtcdStoreOptions, endpoints: readonly string[]): IOptions {
-  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
-  return {
-    hosts: [...endpoints],
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
-    ...(options.tls
-      ? {
-          credentials: {
-            rootCertificate: options.tls.ca,
-            ...(options.tls.key ? { privateKey: options.tls.key } : {}),
-            ...(options.tls.cert ? { certChain: options.tls.cert } : {}),
-          },
-        }
-      : {}),
-    ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
-  };
-}

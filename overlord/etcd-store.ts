@@ -18,13 +18,18 @@ export interface EtcdStoreOptions {
 }
 
 export function createEtcdStore(options: EtcdStoreOptions): Store {
-  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
   const endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
   if (endpoints.length === 0) {
     throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
   }
-  const etcdOptions: IOptions = {
-    hosts: endpoints,
+  return new EtcdStore(new Etcd3(etcdClientOptions(options, endpoints)), endpoints);
+}
+
+/** The etcd3 client options of EtcdStoreOptions: every client of the overlord (store, election) uses these. */
+export function etcdClientOptions(options: EtcdStoreOptions, endpoints: readonly string[]): IOptions {
+  const callTimeoutMs = options.callTimeoutMs ?? 10_000;
+  return {
+    hosts: [...endpoints],
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     ...(options.tls
       ? {
@@ -37,7 +42,6 @@ export function createEtcdStore(options: EtcdStoreOptions): Store {
       : {}),
     ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
   };
-  return new EtcdStore(new Etcd3(etcdOptions), endpoints);
 }
 
 class EtcdStore implements Store {
