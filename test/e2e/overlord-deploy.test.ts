@@ -311,7 +311,8 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
     const startChild = () => {
       const child = spawn(
         process.execPath,
-        [CLI, 'overlord', '--etcd-endpoints', etcd.endpoints[0]!, '--ssh-user', 'corekube', '--ssh-key', privateKeyFile, '--concurrency', '3',
+        // a short lease: each restart after a kill -9 waits out the killed leader's lease before taking over
+        [CLI, 'overlord', '--etcd-endpoints', etcd.endpoints[0]!, '--ssh-user', 'corekube', '--ssh-key', privateKeyFile, '--concurrency', '3', '--lease-ttl', '3',
           '--name', cluster, '--masters', '1', '--minions', '2', '--release-base-url', releaseBaseUrl, '--log-format', 'json'],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
