@@ -70,6 +70,13 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
       campaign.on('error', (err: Error) => resolveLost(err.message || 'the lease is gone'));
 
       let onAbort: (() => void) | undefined;
+      // a candidacy that fails before its term starts: stop renewing, withdraw, drop the election's watches
+      const withdraw = async (): Promise<void> => {
+        renewals.stop();
+        await campaign.resign().catch(() => undefined);
+        await cancelWatches(election);
+        open.delete(election);
+      };
       try {
         await new Promise<void>((resolve, reject) => {
           campaign.once('elected', () => resolve());
@@ -78,10 +85,7 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
           signal.addEventListener('abort', onAbort, { once: true });
         });
       } catch (err) {
-        renewals.stop();
-        await campaign.resign().catch(() => undefined);
-        await cancelWatches(election);
-        open.delete(election);
+        await withdraw();
         throw err;
       } finally {
         if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -95,10 +99,7 @@ export function createEtcdElection(options: EtcdElectionOptions): LeaderElection
         if (!kv) throw new CorekubeError('E_ETCD', `elected, but the leader key ${key} is already gone (its lease expired)`, { retryable: true, hint: 'campaigning again' });
         fence = Object.freeze({ key, createRevision: String(kv.create_revision) });
       } catch (err) {
-        renewals.stop();
-        await campaign.resign().catch(() => undefined);
-        await cancelWatches(election);
-        open.delete(election);
+        await withdraw();
         throw err;
       }
 

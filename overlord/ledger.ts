@@ -97,12 +97,7 @@ export function beginDeployment(
   const first = units.stepIds.find((id) => steps[id]!.state !== 'done');
   if (first !== undefined) steps[first] = { state: 'in-flight', attempts: 1, startedAt: now, finishedAt: null, lastError: null };
   return freeze({
-    schema: SCHEMA_VERSION,
-    id: record.id,
-    role: record.role,
-    ip: record.ip,
-    hostname: record.hostname,
-    bootId: record.bootId,
+    ...identityOf(record),
     unitsHash: units.hash,
     state: first === undefined ? 'deployed' : 'deploying',
     plan: [...units.stepIds],
@@ -114,6 +109,11 @@ export function beginDeployment(
     deployedAt: prev?.deployedAt ?? (first === undefined ? now : null),
     updatedAt: now,
   });
+}
+
+/** The machine's identity as the ledger keeps it, from its record. */
+function identityOf(record: MachineRecord) {
+  return { schema: SCHEMA_VERSION, id: record.id, role: record.role, ip: record.ip, hostname: record.hostname, bootId: record.bootId } as const;
 }
 
 /**
@@ -149,12 +149,7 @@ export function stepFailed(entry: LedgerEntry, step: StepId, reason: string, ret
 /** The machine could not even be planned (its units do not render): failed, no steps run. */
 export function machineFailed(prev: LedgerEntry | null, record: MachineRecord, unitsHash: string, reason: string, now: string): LedgerEntry {
   return freeze({
-    schema: SCHEMA_VERSION,
-    id: record.id,
-    role: record.role,
-    ip: record.ip,
-    hostname: record.hostname,
-    bootId: record.bootId,
+    ...identityOf(record),
     unitsHash,
     state: 'failed',
     plan: prev?.plan ?? [],
