@@ -165,7 +165,7 @@ export const overlordCommand: Command = {
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
-          ...(booted ? { prepareMachines: booted.prepareMachines, onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed`) } : {}),
+          ...(booted ? { prepareMachines: booted.prepareMachines, admission: { credentials: booted.credentials }, onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed`) } : {}),
         },
         signal: stop.signal,
       });
@@ -180,6 +180,7 @@ export const overlordCommand: Command = {
       process.off('SIGINT', onSignal);
       await service?.close();
       await hosts.close().catch(() => undefined);
+      booted?.credentials.close();
       await store.close();
     }
   },

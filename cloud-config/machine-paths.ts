@@ -12,6 +12,12 @@ export const CONFIG_FILES = Object.freeze({
   joinToken: 'secrets/join-token',
   /** the discovery etcd CA PEM (decoded from the discoveryCa placeholder) */
   discoveryCa: 'pki/discovery-ca.crt',
+  /**
+   * the machine's own discovery etcd user (FLANNELD_ETCD_USERNAME=machine-<id>, FLANNELD_ETCD_PASSWORD=<hex>),
+   * mode 0600: delivered by the overlord when it admits the machine; absent until then (units/pki-paths.ts
+   * DISCOVERY_CLIENT_PATHS.credentials is the same file)
+   */
+  discoveryCredentials: 'pki/discovery-credentials.env',
   /** the overlord's SSH public key line (decoded from the overlordSshKey placeholder) */
   overlordSshKey: 'ssh/overlord.pub',
   /** discovery only: the directory the overlord installs ca.crt, server.crt and server.key into */

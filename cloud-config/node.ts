@@ -30,6 +30,7 @@ export function nodePlan(role: Role, spec: ClusterSpec): BootPlan {
         renderCloudTemplate('corekube-announce', {
           role,
           machinesPrefix: clusterKeys(spec.name).machines,
+          joinPrefix: clusterKeys(spec.name).join,
           joinerUser: JOINER_USER,
           discoveryIp: addresses.discovery,
           discoveryPort: ETCD_CLIENT_PORT,
@@ -37,7 +38,7 @@ export function nodePlan(role: Role, spec: ClusterSpec): BootPlan {
           keepaliveInterval: KEEPALIVE_INTERVAL_S,
           configDir: CONFIG_DIR,
           runDir: `/run/${runtimeDirectory}`,
-          files: { discoveryCa: CONFIG_FILES.discoveryCa, joinToken: CONFIG_FILES.joinToken },
+          files: { discoveryCa: CONFIG_FILES.discoveryCa, joinToken: CONFIG_FILES.joinToken, discoveryCredentials: CONFIG_FILES.discoveryCredentials },
         }),
       ),
     ],

@@ -12,6 +12,7 @@ import { renderTemplate } from '../core/template.ts';
 export interface AnnounceContext {
   role: 'master' | 'minion';
   machinesPrefix: string;
+  joinPrefix: string;
   joinerUser: string;
   discoveryIp: string;
   discoveryPort: number;
@@ -19,7 +20,7 @@ export interface AnnounceContext {
   keepaliveInterval: number;
   configDir: string;
   runDir: string;
-  files: { discoveryCa: string; joinToken: string };
+  files: { discoveryCa: string; joinToken: string; discoveryCredentials: string };
 }
 
 export interface AnnounceUnitContext {

@@ -12,6 +12,7 @@ import { signalOnce, type SignalFiles } from './heat-signal.ts';
 import type { HostRunner } from './host-runner.ts';
 import { clusterKeys, type ClusterKeys } from './keys.ts';
 import { errorFields, type Logger } from './log.ts';
+import { DiscoveryMachineCredentials } from './machine-credentials.ts';
 import { MachinePkiFiles } from './machine-pki.ts';
 import { CertificateAuthority, type DiscoveryPki } from './pki/authority.ts';
 import { discoveryPkiFiles } from './pki/delivery.ts';
@@ -28,7 +29,7 @@ import type { UnitsWiring } from './units.ts';
  * 1. SSH identity: its own ed25519 key pair in `<stateDir>/ssh/` (made at first boot, reused after).
  * 2. PKI in `<stateDir>/pki/` (overlord/pki): the discovery CA, discovery's server cert (SAN: the discovery
  *    IP) and the overlord's root client cert; the cluster and etcd CAs; the service-account key; the
- *    passwords of discovery's `root` and `flannel` etcd users.
+ *    password of discovery's `root` etcd user and the secret the machines' own passwords derive from.
  * 3. overlord_ready: signals the Heat wait condition with data "<base64 public key line>:<base64 discovery
  *    CA PEM>" (once: a marker in `<stateDir>/heat/` remembers it). Heat then creates discovery, masters and
  *    minions with both in their user_data. No URL (booted by hand): nothing to signal.
@@ -37,12 +38,14 @@ import type { UnitsWiring } from './units.ts';
  *    writes `/etc/corekube/pki/discovery/{ca.crt,server.crt,server.key}`; discovery's path unit starts
  *    etcd. Retried with backoff while discovery boots.
  * 5. Waits until discovery's etcd answers over TLS (verified against the discovery CA).
- * 6. Discovery auth (overlord/discovery-auth.ts): users root, joiner (password = the join token from
- *    `<configDir>/secrets/join-token`) and flannel, their roles, then `auth enable`. Idempotent.
+ * 6. Discovery auth (overlord/discovery-auth.ts): users root and joiner (password = the join token from
+ *    `<configDir>/secrets/join-token`), their roles, then `auth enable`. Idempotent. Each machine's own user
+ *    is made when it is admitted (overlord/admission.ts, overlord/machine-credentials.ts).
  * 7. Publishes its public key at `<prefix>ssh/overlord.pub`, as `root` over TLS.
  * Then the caller runs the overlord with what this returns: `etcd` (discovery as root: the store and the
  * leader election), the SSH key, `units` + `prepareMachines` (each machine's PKI in its write-units step),
- * and `signalClusterReady` for onClusterReady (cluster_ready, once).
+ * `credentials` (the machines' own discovery users, for admission; the caller closes it), and
+ * `signalClusterReady` for onClusterReady (cluster_ready, once).
  *
  * Nothing secret is logged: keys, passwords and tokens are named, never printed.
  */
@@ -85,6 +88,8 @@ export interface Booted {
   readonly machineFiles: MachinePkiFiles;
   /** unitsForSpec(spec, units): the machine's PKI files in its write-units step */
   readonly units: UnitsWiring;
+  /** the machines' own discovery etcd users (runOverlord's admission); close it when the overlord stops */
+  readonly credentials: DiscoveryMachineCredentials;
   /** runOverlord's prepareMachines: issues the machines' PKI before the reconciler sees them */
   readonly prepareMachines: (records: readonly MachineRecord[]) => Promise<void>;
   /** signals cluster_ready once (nothing to do when booted by hand or already signalled) */
@@ -155,7 +160,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   log.info({ event: 'boot.discovery-up', discovery: endpoint }, 'discovery etcd answers over TLS');
 
   // 6. discovery auth
-  const rbac = discoveryRbac(keys, { root: passwords.root, joiner: joinToken, flannel: passwords.flannel });
+  const rbac = discoveryRbac(keys, { root: passwords.root, joiner: joinToken });
   const auth = await retry('setting up discovery auth', () => ensureDiscoveryAuth(conn, rbac));
   log.info({ event: 'boot.discovery-auth', changes: auth.changes, wasEnabled: auth.wasEnabled }, auth.changes.length === 0 ? 'discovery auth already in place' : `discovery auth: ${auth.changes.join('; ')}`);
 
@@ -176,7 +181,8 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   }
   log.info({ event: 'boot.done', fingerprint: identity.fingerprint }, 'overlord boot done');
 
-  const machineFiles = new MachinePkiFiles({ authority, spec, discoveryCa: discovery.ca, flannelPassword: passwords.flannel, log: deps.log });
+  const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+  const machineFiles = new MachinePkiFiles({ authority, spec, discoveryCa: discovery.ca, credentials, log: deps.log });
   const clusterReadyFiles = signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader');
   return Object.freeze({
     cluster,
@@ -187,6 +193,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     discoveryEndpoint: endpoint,
     etcd,
     machineFiles,
+    credentials,
     units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
     prepareMachines: (records: readonly MachineRecord[]) => machineFiles.prepare(records),
     signalClusterReady: (summary: string) =>

@@ -23,17 +23,25 @@ import type { PkiStore } from './pki/store.ts';
  *
  * Who authenticates how. Discovery's etcd serves TLS (its server cert from the discovery CA) but does not ask
  * clients for a certificate: etcd cannot make client certificates optional (any --trusted-ca-file makes them
- * mandatory, etcd-io/etcd#12317), and announcing nodes hold none. So every client authenticates as an etcd
+ * mandatory, etcd-io/etcd#12317), and a node boots holding none. So every client authenticates as an etcd
  * user with a password, over TLS verified against the discovery CA:
  *
- * | user      | password                                     | role    | may                                              |
- * |-----------|----------------------------------------------|---------|--------------------------------------------------|
- * | `root`    | random, made by the overlord, kept in its PKI store | root    | everything (the overlord: ledger, leader, hostkeys, network) |
- * | `joiner`  | the join token (user_data of every node)     | joiner  | WRITE `<prefix>machines/` (range), READ `<prefix>ssh/overlord.pub` |
- * | `flannel` | random, made by the overlord, delivered to each machine (0600) | flannel | READWRITE `<prefix>network/` (range)               |
+ * | user             | password                                        | may                                                   |
+ * |------------------|-------------------------------------------------|-------------------------------------------------------|
+ * | `root`           | random, made by the overlord, in its PKI store  | everything (the overlord: ledger, leader, hostkeys, network) |
+ * | `joiner`         | the join token (user_data of every node)        | WRITE `<prefix>join/` (range), READ `<prefix>ssh/overlord.pub` |
+ * | `machine-<id>`   | HMAC of the overlord's machine secret and the id, delivered to that machine only (0600) | READWRITE its own `<prefix>machines/<id>`; flannel: READ `<prefix>network/config` and `<prefix>network/subnets/` (range), READWRITE its own subnet lease |
  *
- * A joiner can therefore register (and renew, and revoke) a record, but read no record, no ledger, nothing
- * under network/, and write nowhere else. flanneld can read and write its own keys only.
+ * The join token is shared by every node, so it only lets a node ASK to join: a join request at
+ * `join/<id>`, which no node can read back. The overlord admits it (overlord/admission.ts: the host key is
+ * checked over SSH) and hands that machine its own user, which alone can write `machines/<id>`. So a
+ * node cannot write another's record, read any record, the ledger or a key, and the CA key never leaves
+ * the overlord. What a node can read: the overlord's public key, and flannel's config and subnet leases
+ * (flanneld must route to every other node's subnet: they hold addresses, never secrets).
+ *
+ * The per-machine users and roles are made by overlord/machine-credentials.ts; this module sets up the
+ * fixed ones (root, joiner) and turns auth on. The `flannel` user of earlier versions (one password shared
+ * by every node) is deleted.
  *
  * The overlord's root client certificate (CN=root, discovery CA) is presented as well: with today's flags
  * etcd ignores it, and should discovery ever require client certificates, etcd maps CN=root to this user.
@@ -41,11 +49,13 @@ import type { PkiStore } from './pki/store.ts';
 export const ROOT_USER = 'root';
 export const ROOT_ROLE = 'root';
 export const JOINER = JOINER_USER;
-export const FLANNEL_USER = 'flannel';
+/** users and roles of earlier versions, deleted when found */
+const RETIRED: readonly string[] = ['flannel'];
 
-/** PkiStore names of the passwords the overlord makes (the join token comes from user_data instead). */
+/** PkiStore names of the secrets the overlord makes (the join token comes from user_data instead). */
 export const ROOT_PASSWORD_NAME = 'discovery/root.password';
-export const FLANNEL_PASSWORD_NAME = 'discovery/flannel.password';
+/** the key every machine's discovery password is derived from (overlord/machine-credentials.ts) */
+export const MACHINE_SECRET_NAME = 'discovery/machines.secret';
 
 export type PermissionType = 'Read' | 'Write' | 'Readwrite';
 
@@ -76,36 +86,33 @@ export interface DiscoveryRbac {
 export interface DiscoveryPasswords {
   readonly root: string;
   readonly joiner: string;
-  readonly flannel: string;
 }
 
-/** PURE: the users and roles discovery's etcd must have for a cluster. */
+/** PURE: the fixed users and roles discovery's etcd must have for a cluster. */
 export function discoveryRbac(keys: ClusterKeys, passwords: DiscoveryPasswords): DiscoveryRbac {
   return Object.freeze({
     roles: Object.freeze([
       {
         name: JOINER,
         permissions: [
-          { permission: 'Write', key: keys.machines, prefix: true },
+          { permission: 'Write', key: keys.join, prefix: true },
           { permission: 'Read', key: keys.overlordSshKey, prefix: false },
         ],
       },
-      { name: FLANNEL_USER, permissions: [{ permission: 'Readwrite', key: keys.network, prefix: true }] },
     ] satisfies RoleSpec[]),
     users: Object.freeze([
       { name: ROOT_USER, password: passwords.root, roles: [ROOT_ROLE] },
       { name: JOINER, password: passwords.joiner, roles: [JOINER] },
-      { name: FLANNEL_USER, password: passwords.flannel, roles: [FLANNEL_USER] },
     ] satisfies UserSpec[]),
   });
 }
 
 /**
- * The passwords of `root` and `flannel`, made once (32 random bytes, hex: safe in an EnvironmentFile and
+ * root's password and the machines' secret, made once (32 random bytes, hex: safe in an EnvironmentFile and
  * in JSON) and kept in the overlord's PKI store next to the CA keys — written BEFORE etcd ever sees them, so
  * a crash cannot leave etcd with a password the overlord lost.
  */
-export async function ensureDiscoveryPasswords(store: PkiStore): Promise<{ root: string; flannel: string }> {
+export async function ensureDiscoveryPasswords(store: PkiStore): Promise<{ root: string; machines: string }> {
   const one = async (name: string) => {
     const stored = (await store.read(name))?.trim();
     if (stored !== undefined && /^[0-9a-f]{64}$/.test(stored)) return stored;
@@ -113,7 +120,7 @@ export async function ensureDiscoveryPasswords(store: PkiStore): Promise<{ root:
     await store.write(name, `${made}\n`);
     return made;
   };
-  return { root: await one(ROOT_PASSWORD_NAME), flannel: await one(FLANNEL_PASSWORD_NAME) };
+  return { root: await one(ROOT_PASSWORD_NAME), machines: await one(MACHINE_SECRET_NAME) };
 }
 
 export interface DiscoveryConnection {
@@ -181,47 +188,20 @@ export async function ensureDiscoveryAuth(conn: DiscoveryConnection, rbac: Disco
     const call = <T>(what: string, fn: () => Promise<T>) => etcdCall(what, fn, conn);
 
     const existingRoles = new Set((await call('listing roles', () => a.getRoles())).map((r) => r.name));
-    for (const role of rbac.roles) {
-      if (!existingRoles.has(role.name)) {
-        await call(`creating role ${role.name}`, () => a.role(role.name).create());
-        changes.push(`created role ${role.name}`);
-      }
-      const have = await call(`reading role ${role.name}`, () => a.role(role.name).permissions());
-      const want = new Map(role.permissions.map((p) => [permissionKey(p.permission, rangeOf(p)), p]));
-      const got = new Map(have.map((p) => [permissionKey(p.permission, p.range), p]));
-      for (const [k, p] of got) {
-        if (want.has(k)) continue;
-        await call(`revoking a permission of role ${role.name}`, () => a.role(role.name).revoke({ permission: p.permission, range: p.range }));
-        changes.push(`revoked ${describeResult(p)} from role ${role.name}`);
-      }
-      for (const [k, p] of want) {
-        if (got.has(k)) continue;
-        await call(`granting role ${role.name}`, () => a.role(role.name).grant(p.prefix ? { permission: p.permission, range: Range.prefix(p.key) } : { permission: p.permission, key: p.key }));
-        changes.push(`granted role ${role.name} ${p.permission.toLowerCase()} on ${p.key}${p.prefix ? '*' : ''}`);
-      }
+    for (const role of rbac.roles) changes.push(...(await syncRole(a, role, existingRoles.has(role.name), call)));
+    for (const name of RETIRED) if (existingRoles.has(name)) {
+      await call(`deleting role ${name}`, () => a.role(name).delete());
+      changes.push(`deleted retired role ${name}`);
     }
 
     const existingUsers = new Set((await call('listing users', () => a.getUsers())).map((u) => u.name));
     for (const user of rbac.users) {
-      if (!existingUsers.has(user.name)) {
-        await call(`creating user ${user.name}`, () => a.user(user.name).create(user.password));
-        changes.push(`created user ${user.name}`);
-      } else if (!enabled || !(await passwordAccepted(anonymous, user, conn))) {
-        // with auth off, etcd cannot say whether a password is right: set it (nobody holds a token yet)
-        await call(`setting the password of user ${user.name}`, () => a.user(user.name).setPassword(user.password));
-        changes.push(`set the password of user ${user.name}`);
-      }
-      const roles = new Set((await call(`reading user ${user.name}`, () => a.user(user.name).roles())).map((r) => r.name));
-      for (const r of roles) {
-        if (user.roles.includes(r)) continue;
-        await call(`removing role ${r} from user ${user.name}`, () => a.user(user.name).removeRole(r));
-        changes.push(`removed role ${r} from user ${user.name}`);
-      }
-      for (const r of user.roles) {
-        if (roles.has(r)) continue;
-        await call(`granting role ${r} to user ${user.name}`, () => a.user(user.name).addRole(r));
-        changes.push(`granted role ${r} to user ${user.name}`);
-      }
+      // with auth off, etcd cannot say whether a password is right: set it (nobody holds a token yet)
+      changes.push(...(await syncUser(a, user, existingUsers.has(user.name), enabled ? () => passwordAccepted(anonymous, user, conn) : async () => false, call)));
+    }
+    for (const name of RETIRED) if (existingUsers.has(name)) {
+      await call(`deleting user ${name}`, () => a.user(name).delete());
+      changes.push(`deleted retired user ${name}`);
     }
 
     if (!enabled) {
@@ -233,6 +213,62 @@ export async function ensureDiscoveryAuth(conn: DiscoveryConnection, rbac: Disco
     if (admin && admin !== anonymous) admin.close();
     anonymous.close();
   }
+}
+
+export type EtcdCall = <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+
+/**
+ * Brings one role to exactly `role.permissions` (creating it when `exists` is false): revokes what is not
+ * wanted, grants what is missing. Returns what it changed, one phrase each. Shared by the cluster's fixed
+ * roles here and the per-machine roles (overlord/machine-credentials.ts).
+ */
+export async function syncRole(a: Etcd3, role: RoleSpec, exists: boolean, call: EtcdCall): Promise<string[]> {
+  const changes: string[] = [];
+  if (!exists) {
+    await call(`creating role ${role.name}`, () => a.role(role.name).create());
+    changes.push(`created role ${role.name}`);
+  }
+  const have = exists ? await call(`reading role ${role.name}`, () => a.role(role.name).permissions()) : [];
+  const want = new Map(role.permissions.map((p) => [permissionKey(p.permission, rangeOf(p)), p]));
+  const got = new Map(have.map((p) => [permissionKey(p.permission, p.range), p]));
+  for (const [k, p] of got) {
+    if (want.has(k)) continue;
+    await call(`revoking a permission of role ${role.name}`, () => a.role(role.name).revoke({ permission: p.permission, range: p.range }));
+    changes.push(`revoked ${describeResult(p)} from role ${role.name}`);
+  }
+  for (const [k, p] of want) {
+    if (got.has(k)) continue;
+    await call(`granting role ${role.name}`, () => a.role(role.name).grant(p.prefix ? { permission: p.permission, range: Range.prefix(p.key) } : { permission: p.permission, key: p.key }));
+    changes.push(`granted role ${role.name} ${p.permission.toLowerCase()} on ${p.key}${p.prefix ? '*' : ''}`);
+  }
+  return changes;
+}
+
+/**
+ * Brings one user to `user` (creating it when `exists` is false): its password when `passwordOk` says
+ * etcd refuses it, and exactly its roles. Returns what it changed; never the password.
+ */
+export async function syncUser(a: Etcd3, user: UserSpec, exists: boolean, passwordOk: () => Promise<boolean>, call: EtcdCall): Promise<string[]> {
+  const changes: string[] = [];
+  if (!exists) {
+    await call(`creating user ${user.name}`, () => a.user(user.name).create(user.password));
+    changes.push(`created user ${user.name}`);
+  } else if (!(await passwordOk())) {
+    await call(`setting the password of user ${user.name}`, () => a.user(user.name).setPassword(user.password));
+    changes.push(`set the password of user ${user.name}`);
+  }
+  const roles = exists ? new Set((await call(`reading user ${user.name}`, () => a.user(user.name).roles())).map((r) => r.name)) : new Set<string>();
+  for (const r of roles) {
+    if (user.roles.includes(r)) continue;
+    await call(`removing role ${r} from user ${user.name}`, () => a.user(user.name).removeRole(r));
+    changes.push(`removed role ${r} from user ${user.name}`);
+  }
+  for (const r of user.roles) {
+    if (roles.has(r)) continue;
+    await call(`granting role ${r} to user ${user.name}`, () => a.user(user.name).addRole(r));
+    changes.push(`granted role ${r} to user ${user.name}`);
+  }
+  return changes;
 }
 
 /** true when auth is on and root's password is ours; false when auth is off; E_ETCD when etcd refuses root. */
@@ -251,7 +287,7 @@ async function authEnabled(client: Etcd3, root: UserSpec, conn: DiscoveryConnect
   }
 }
 
-async function passwordAccepted(client: Etcd3, user: UserSpec, conn: DiscoveryConnection): Promise<boolean> {
+export async function passwordAccepted(client: Etcd3, user: Pick<UserSpec, 'name' | 'password'>, conn: DiscoveryConnection): Promise<boolean> {
   try {
     await client.auth.authenticate({ name: user.name, password: user.password });
     return true;
@@ -276,7 +312,7 @@ function describeResult(p: IPermissionResult): string {
   return `${p.permission.toLowerCase()} on ${start}${end}`;
 }
 
-async function etcdCall<T>(what: string, fn: () => Promise<T>, conn: DiscoveryConnection): Promise<T> {
+export async function etcdCall<T>(what: string, fn: () => Promise<T>, conn: DiscoveryConnection): Promise<T> {
   try {
     return await fn();
   } catch (err) {

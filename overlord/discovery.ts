@@ -14,7 +14,21 @@ import { nextRevision, type KeyValue, type Store, type WatchEvent, type WatchHan
  *
  * A record that does not parse (malformed JSON, unknown role, …) is kept aside in `invalid`, reported once
  * per distinct reason (a warning and `corekube status`), and never planned.
+ *
+ * The same watch serves the join requests under `<prefix>/join/` (same record format, `source: JOIN_REQUESTS`),
+ * which overlord/admission.ts reads; only the prefix and the log events differ.
  */
+export interface RecordSource {
+  /** the key prefix under ClusterKeys */
+  readonly prefix: 'machines' | 'join';
+  /** log events: `<event>.discovered|rebooted|gone|invalid`, and what the message calls one */
+  readonly event: string;
+  readonly noun: string;
+}
+
+export const MACHINE_RECORDS: RecordSource = Object.freeze({ prefix: 'machines', event: 'machine', noun: 'machine record' });
+export const JOIN_REQUESTS: RecordSource = Object.freeze({ prefix: 'join', event: 'join', noun: 'join request' });
+
 export interface InvalidRecord {
   readonly id: string;
   readonly reason: string;
@@ -34,6 +48,8 @@ export interface DiscoveryOptions {
   readonly log: Logger;
   readonly clock: Clock;
   readonly onChange: () => void;
+  /** default MACHINE_RECORDS */
+  readonly source?: RecordSource;
   /** wait between failed re-lists while etcd is unreachable */
   readonly relistBackoffMs?: { readonly initial: number; readonly max: number };
 }
@@ -50,7 +66,13 @@ export class Discovery {
   /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
   lists = 0;
 
-  constructor(private readonly options: DiscoveryOptions) {}
+  private readonly source: RecordSource;
+  private readonly prefix: string;
+
+  constructor(private readonly options: DiscoveryOptions) {
+    this.source = options.source ?? MACHINE_RECORDS;
+    this.prefix = options.keys[this.source.prefix];
+  }
 
   /** Lists and starts watching. Throws E_ETCD when etcd cannot be read at all. */
   async start(): Promise<void> {
@@ -72,8 +94,9 @@ export class Discovery {
   }
 
   private async listAndWatch(): Promise<void> {
-    const { store, keys } = this.options;
-    const listing = await store.list(keys.machines);
+    const { store } = this.options;
+    const { event, noun } = this.source;
+    const listing = await store.list(this.prefix);
     if (this.stopping.signal.aborted) return;
     this.lists++;
     const before = this.records;
@@ -81,8 +104,8 @@ export class Discovery {
     this.invalid = new Map();
     this.view = null;
     for (const kv of listing.kvs) this.apply({ type: 'put', kv }, before);
-    for (const [id, r] of before) if (!this.records.has(id)) this.options.log.info({ event: 'machine.gone', machine: id, role: r.role, hostname: r.hostname }, 'machine record gone');
-    this.watch = await store.watch(keys.machines, nextRevision(listing.revision), {
+    for (const [id, r] of before) if (!this.records.has(id)) this.options.log.info({ event: `${event}.gone`, machine: id, role: r.role, hostname: r.hostname }, `${noun} gone`);
+    this.watch = await store.watch(this.prefix, nextRevision(listing.revision), {
       onEvents: (events) => {
         for (const ev of events) this.apply(ev, this.records);
         this.options.onChange();
@@ -90,7 +113,7 @@ export class Discovery {
       onLost: (reason) => {
         this.watch = null;
         if (this.stopping.signal.aborted) return;
-        this.options.log.warn({ event: 'discovery.watch-lost', reason }, 'watch on machine records lost: listing them again');
+        this.options.log.warn({ event: 'discovery.watch-lost', prefix: this.prefix, reason }, `watch on ${noun}s lost: listing them again`);
         this.relisting = this.relist();
       },
     });
@@ -107,7 +130,7 @@ export class Discovery {
         return;
       } catch (err) {
         const e = asCorekubeError(err, 'E_ETCD');
-        this.options.log.warn({ event: 'discovery.relist-failed', code: e.code, reason: e.message, nextRetryMs: delay }, 'listing machine records failed');
+        this.options.log.warn({ event: 'discovery.relist-failed', prefix: this.prefix, code: e.code, reason: e.message, nextRetryMs: delay }, `listing ${this.source.noun}s failed`);
         try {
           await this.options.clock.sleep(delay, this.stopping.signal);
         } catch {
@@ -119,15 +142,16 @@ export class Discovery {
   }
 
   private apply(ev: WatchEvent, known: ReadonlyMap<string, MachineRecord>): void {
-    const { keys, log } = this.options;
+    const { log } = this.options;
+    const { event, noun } = this.source;
     const key = ev.type === 'put' ? ev.kv.key : ev.key;
-    const id = key.slice(keys.machines.length);
+    const id = key.slice(this.prefix.length);
     this.view = null;
     if (ev.type === 'delete') {
       const had = this.records.get(id);
       this.records.delete(id);
       this.invalid.delete(id);
-      if (had) log.info({ event: 'machine.gone', machine: id, role: had.role, hostname: had.hostname }, 'machine record gone (lease expired or deleted)');
+      if (had) log.info({ event: `${event}.gone`, machine: id, role: had.role, hostname: had.hostname }, `${noun} gone (lease expired or deleted)`);
       return;
     }
     const parsed = parseMachineRecord(id, ev.kv.value);
@@ -136,19 +160,19 @@ export class Discovery {
       const old = known.get(id);
       this.records.set(id, parsed.record);
       if (!old) {
-        log.info({ event: 'machine.discovered', machine: id, role: parsed.record.role, ip: parsed.record.ip, hostname: parsed.record.hostname }, 'machine discovered');
+        log.info({ event: `${event}.discovered`, machine: id, role: parsed.record.role, ip: parsed.record.ip, hostname: parsed.record.hostname }, `${noun} discovered`);
       } else if (old.bootId !== parsed.record.bootId) {
-        log.info({ event: 'machine.rebooted', machine: id, role: parsed.record.role, hostname: parsed.record.hostname }, 'machine announced a new boot');
+        log.info({ event: `${event}.rebooted`, machine: id, role: parsed.record.role, hostname: parsed.record.hostname }, `${noun}: the machine announced a new boot`);
       }
       return;
     }
     this.records.delete(id);
-    const invalid = { id, reason: `record ${parsed.reason}`, ...loose(ev.kv) };
+    const invalid = { id, reason: `${this.source.prefix === 'machines' ? 'record' : noun} ${parsed.reason}`, ...loose(ev.kv) };
     this.invalid.set(id, invalid);
     const once = `${id}\0${invalid.reason}`;
     if (!this.reported.has(once)) {
       this.reported.add(once);
-      log.warn({ event: 'machine.invalid', machine: id, reason: invalid.reason }, `machine record ${id} skipped: ${invalid.reason}`);
+      log.warn({ event: `${event}.invalid`, machine: id, reason: invalid.reason }, `${noun} ${id} skipped: ${invalid.reason}`);
     }
   }
 }

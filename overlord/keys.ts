@@ -3,7 +3,10 @@
  * deploys them) and `corekube status`. Everything of a cluster lives under `/corekube/<cluster>/`;
  * flannel's own keys live under its own prefix (`/coreos.com/network/` by default, per cluster here).
  *
- *   <prefix>/machines/<id>      machine record, written by the node under a lease it keeps alive (JSON, MachineRecord)
+ *   <prefix>/join/<id>          join request of a node not admitted yet (JSON, MachineRecord), written with the
+ *                               shared join token under the node's lease; the overlord admits it (overlord/admission.ts)
+ *   <prefix>/machines/<id>      machine record, written by the admitted node as its own etcd user under a lease it
+ *                               keeps alive (JSON, MachineRecord)
  *   <prefix>/ledger/<id>        deploy state of a machine, written only by the leading overlord (JSON, LedgerEntry)
  *   <prefix>/hostkeys/<id>      SSH host key accepted on first use, when the record carried none
  *   <prefix>/leader/election/overlord/<lease>
@@ -20,6 +23,8 @@ export const SCHEMA_VERSION = 1;
 export interface ClusterKeys {
   readonly prefix: string;
   readonly machines: string;
+  /** join requests: `<prefix>join/<id>` */
+  readonly join: string;
   readonly ledger: string;
   readonly hostkeys: string;
   readonly leader: string;
@@ -29,6 +34,7 @@ export interface ClusterKeys {
   readonly network: string;
   readonly subnets: string;
   machine(id: string): string;
+  joinOf(id: string): string;
   ledgerOf(id: string): string;
   hostkeyOf(id: string): string;
   subnetOf(id: string): string;
@@ -39,6 +45,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
   return Object.freeze({
     prefix,
     machines: `${prefix}machines/`,
+    join: `${prefix}join/`,
     ledger: `${prefix}ledger/`,
     hostkeys: `${prefix}hostkeys/`,
     leader: `${prefix}leader`,
@@ -47,6 +54,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     network: `${prefix}network/`,
     subnets: `${prefix}subnets/`,
     machine: (id: string) => `${prefix}machines/${id}`,
+    joinOf: (id: string) => `${prefix}join/${id}`,
     ledgerOf: (id: string) => `${prefix}ledger/${id}`,
     hostkeyOf: (id: string) => `${prefix}hostkeys/${id}`,
     subnetOf: (id: string) => `${prefix}subnets/${id}`,

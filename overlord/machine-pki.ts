@@ -1,12 +1,12 @@
 import { CorekubeError, asCorekubeError } from '../core/errors.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../units/pki-paths.ts';
-import { FLANNEL_USER } from './discovery-auth.ts';
 import { errorFields, type Logger } from './log.ts';
+import type { MachineCredentials } from './machine-credentials.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { CertificateAuthority } from './pki/authority.ts';
 import { masterIpsOf, type CatalogOptions } from './pki/catalog.ts';
-import { CERT_MODE, KEY_MODE, machinePkiFiles } from './pki/delivery.ts';
+import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
 import type { ClusterView } from './planner.ts';
 import type { RemoteFile } from './step.ts';
 
@@ -22,8 +22,8 @@ import type { RemoteFile } from './step.ts';
  * The files (overlord/pki/delivery.ts machinePkiFiles: CA certificates, the machine's own pairs, keys 0600,
  * never a CA key) are carried by the machine's write-units step, so they are part of the units hash: a
  * re-issued certificate (a new master changes every API server cert's SANs) redeploys the machine. Added to
- * them, for flanneld's access to discovery (units/pki-paths.ts DISCOVERY_CLIENT_PATHS): the discovery CA,
- * and the `flannel` etcd user's credentials (0600).
+ * them, for the machine's access to discovery (units/pki-paths.ts DISCOVERY_CLIENT_PATHS): the discovery CA,
+ * and the machine's own discovery etcd user (0600; overlord/machine-credentials.ts).
  *
  * Certificates are checked for renewal when a machine's record or the masters change, and at every start
  * of the overlord (a pair expiring within 30 days is re-issued then).
@@ -33,8 +33,8 @@ export interface MachinePkiOptions {
   readonly spec: ClusterSpec;
   /** the discovery CA certificate (PEM) */
   readonly discoveryCa: string;
-  /** the `flannel` discovery etcd user's password; never log it */
-  readonly flannelPassword: string;
+  /** each machine's own discovery etcd user (its credentials file) */
+  readonly credentials: Pick<MachineCredentials, 'fileFor'>;
   readonly log: Logger;
   readonly catalog?: CatalogOptions;
 }
@@ -46,17 +46,7 @@ export class MachinePkiFiles {
   private readonly shared: readonly RemoteFile[];
 
   constructor(private readonly options: MachinePkiOptions) {
-    if (!/^[0-9a-f]{16,128}$/.test(options.flannelPassword)) {
-      throw new CorekubeError('E_INTERNAL', 'the flannel password must be hex (it is written into an EnvironmentFile unquoted)');
-    }
-    this.shared = Object.freeze([
-      Object.freeze({ path: DISCOVERY_CLIENT_PATHS.ca, content: options.discoveryCa, mode: CERT_MODE }),
-      Object.freeze({
-        path: DISCOVERY_CLIENT_PATHS.flannelEnv,
-        content: `FLANNELD_ETCD_USERNAME=${FLANNEL_USER}\nFLANNELD_ETCD_PASSWORD=${options.flannelPassword}\n`,
-        mode: KEY_MODE,
-      }),
-    ]);
+    this.shared = Object.freeze([Object.freeze({ path: DISCOVERY_CLIENT_PATHS.ca, content: options.discoveryCa, mode: CERT_MODE })]);
   }
 
   /**
@@ -73,7 +63,7 @@ export class MachinePkiFiles {
       if (this.prepared.get(record.id)?.key === key) continue;
       try {
         const pki = await this.options.authority.issueFor(this.options.spec, records, record, this.options.catalog);
-        this.prepared.set(record.id, Object.freeze({ key, files: Object.freeze([...machinePkiFiles(pki), ...this.shared]) }));
+        this.prepared.set(record.id, Object.freeze({ key, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
       } catch (err) {
         const e = asCorekubeError(err, 'E_PKI');
         this.options.log.error({ event: 'pki.machine-failed', machine: record.id, hostname: record.hostname, ...errorFields(e) }, 'cannot issue the machine\'s certificates');

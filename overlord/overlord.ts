@@ -1,5 +1,6 @@
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
+import { Admission } from './admission.ts';
 import { Discovery } from './discovery.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './executor.ts';
 import type { HostRunner } from './host-runner.ts';
@@ -7,11 +8,12 @@ import { clusterKeys } from './keys.ts';
 import { Ledger } from './ledger.ts';
 import { PreparedDiscovery } from './prepared-discovery.ts';
 import { errorFields, type Logger } from './log.ts';
+import type { MachineCredentials } from './machine-credentials.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
 import { Reconciler, type RetryPolicy, type Summary } from './reconciler.ts';
 import type { Fence, Store } from './store.ts';
-import { ensureNetworkConfig, reserveSubnet, SubnetBook, type FlannelConfig } from './subnets.ts';
+import { ensureNetworkConfig, reserveSubnet, SubnetBook, subnetLeaseName, type FlannelConfig } from './subnets.ts';
 
 /**
  * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
@@ -74,6 +76,12 @@ export interface OverlordOptions {
    * reconciler sees the change (overlord/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
    */
   readonly prepareMachines?: (records: readonly MachineRecord[]) => Promise<void>;
+  /**
+   * Admission of join requests (overlord/admission.ts): each node that asks to join with the shared join
+   * token gets its own discovery etcd user over SSH; with `podNetwork`, its role is also granted its subnet
+   * lease once reserved. Absent = join requests are left alone (records are written by other means).
+   */
+  readonly admission?: { readonly credentials: MachineCredentials; readonly concurrency?: number; readonly backoffMs?: { readonly initial: number; readonly max: number } };
   /** backoff of the startup reads while etcd is unreachable */
   readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
 }
@@ -122,6 +130,18 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     prepared = new PreparedDiscovery({ source: discovery, prepare: options.prepareMachines, onChange: () => reconciler?.trigger(), clock: ports.clock, log });
   }
 
+  const admission = options.admission
+    ? new Admission(
+        { store: ports.store, hosts: ports.hosts, credentials: options.admission.credentials, keys, log, clock: ports.clock },
+        {
+          remote: { user: options.sshUser },
+          ...(options.fence ? { fence: options.fence } : {}),
+          ...(options.admission.concurrency ? { concurrency: options.admission.concurrency } : {}),
+          ...(options.admission.backoffMs ? { backoffMs: options.admission.backoffMs } : {}),
+        },
+      )
+    : undefined;
+
   log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
   try {
     await untilItWorks('loading the ledger', () => ledger.load(), ports, startup.signal, options.startupBackoffMs);
@@ -131,8 +151,10 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     }
     await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
     await prepared?.refresh();
+    if (admission) await untilItWorks('listing join requests', () => admission.start(), ports, startup.signal, options.startupBackoffMs);
   } catch (err) {
     prepared?.stop();
+    await admission?.stop();
     await discovery.stop();
     options.signal?.removeEventListener('abort', onAbort);
     throw err;
@@ -147,7 +169,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
       ...(options.retry ? { retry: options.retry } : {}),
       ...(options.requeue ? { requeue: options.requeue } : {}),
-      ...(options.podNetwork ? { prepare: reservePodSubnet(ports, keys, options.podNetwork, options.fence) } : {}),
+      ...(options.podNetwork ? { prepare: reservePodSubnet(ports, keys, options.podNetwork, options.fence, options.admission?.credentials) } : {}),
       onClusterReady: async () => {
         resolveReady();
         await options.onClusterReady?.();
@@ -168,7 +190,9 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
       const reconcilerStopped = reconciler!.stop();
       prepared?.stop();
+      const admissionStopped = admission?.stop();
       await discovery.stop();
+      await admissionStopped;
       await reconcilerStopped;
       log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');
       if (fatal) rejectDone(fatal);
@@ -194,12 +218,15 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   };
 }
 
-function reservePodSubnet(ports: Ports, keys: ReturnType<typeof clusterKeys>, config: FlannelConfig, fence: OverlordOptions['fence']) {
+function reservePodSubnet(ports: Ports, keys: ReturnType<typeof clusterKeys>, config: FlannelConfig, fence: OverlordOptions['fence'], credentials?: MachineCredentials) {
   // one book of the reservations for this overlord's life: one listing, not one a machine (issue 5)
   const book = new SubnetBook();
   return async (record: MachineRecord) => {
     const subnet = await reserveSubnet(ports.store, keys, config, record, fence?.(), book);
     ports.log.debug({ event: 'subnet.reserved', machine: record.id, hostname: record.hostname, subnet }, `pod subnet ${subnet}`);
+    // flanneld on the machine writes its own lease as the machine's etcd user: grant it that one key
+    const changes = await credentials?.ensure(record.id, subnetLeaseName(subnet));
+    if (changes?.length) ports.log.debug({ event: 'credentials.granted', machine: record.id, changes }, 'the machine may write its subnet lease');
   };
 }
 

@@ -81,6 +81,11 @@ export function startUnit(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'start', checkUnitName(unit)]);
 }
 
+/** Restarts a unit (stopping it first when it runs); non-zero when the start job failed. */
+export function restartUnit(ctx: RemoteContext, unit: string): Argv {
+  return privileged(ctx, ['systemctl', 'restart', checkUnitName(unit)]);
+}
+
 export const UNIT_STATE_PROPERTIES = ['ActiveState', 'SubState', 'Result', 'InvocationID'] as const;
 
 /** `systemctl show` prints `Key=value` lines; parsed by parseUnitState. */

@@ -59,6 +59,11 @@ export function subnetCidr(name: string): string {
   return name.replace('-', '/');
 }
 
+/** `10.244.3.0/24` → `10.244.3.0-24` (flannel's lease key form) */
+export function subnetLeaseName(cidr: string): string {
+  return cidr.replace('/', '-');
+}
+
 /** A machine's candidate subnets, in the order it tries them: from a hash of its id, all the way round. */
 export function* candidates(net: PodNetwork, machineId: string): Generator<string> {
   const start = createHash('sha256').update(machineId).digest().readUInt32BE(0) % net.size;

@@ -72,7 +72,7 @@ export interface UnitContext {
   readonly flannel: {
     /** the discovery etcd (https), where the overlord keeps flannel's config and reservations */
     readonly etcdEndpoints: string;
-    /** discovery's CA, and the EnvironmentFile with flanneld's etcd user and password */
+    /** discovery's CA, and the EnvironmentFile with the machine's own discovery etcd user and password */
     readonly caFile: string;
     readonly envFile: string;
     /** `/corekube/<cluster>/network`: flannel reads `<prefix>/config` and leases `<prefix>/subnets/` */
@@ -159,7 +159,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
     flannel: {
       etcdEndpoints: plan.discoveryEndpoint,
       caFile: DISCOVERY_CLIENT_PATHS.ca,
-      envFile: DISCOVERY_CLIENT_PATHS.flannelEnv,
+      envFile: DISCOVERY_CLIENT_PATHS.credentials,
       etcdPrefix: clusterKeys(spec.name).network.replace(/\/$/, ''),
       iface: machine.ip,
       healthzPort: PORTS.flannelHealthz,

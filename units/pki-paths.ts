@@ -71,18 +71,18 @@ export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPa
 });
 
 /**
- * flanneld's access to the DISCOVERY etcd, on every master and minion (the overlord keeps flannel's network
- * config and subnet reservations there, under `<prefix>network/`: flanneld --etcd-prefix=<prefix>network).
- * Both files are written by the overlord in each machine's write-units step:
+ * The machine's access to the DISCOVERY etcd, on every master and minion (the overlord keeps flannel's
+ * network config and subnet reservations there, under `<prefix>network/`: flanneld --etcd-prefix=<prefix>network):
  * - `ca`: the discovery CA certificate (the same file, same content, as cloud-config writes from user_data),
  *   for flanneld's --etcd-cafile;
- * - `flannelEnv` (mode 0600): an EnvironmentFile with FLANNELD_ETCD_USERNAME=flannel and
- *   FLANNELD_ETCD_PASSWORD=<hex>, which flanneld reads as --etcd-username/--etcd-password (so the password is
- *   in no command line). Discovery's etcd authenticates clients by etcd user, not by certificate: it serves
- *   announcing nodes that hold none, and etcd cannot make client certificates optional. The `flannel`
- *   user's role may read and write `<prefix>network/` only (overlord/discovery-auth.ts).
+ * - `credentials` (mode 0600): the machine's OWN discovery etcd user, `machine-<id>`, as an EnvironmentFile
+ *   with FLANNELD_ETCD_USERNAME and FLANNELD_ETCD_PASSWORD=<hex> — flanneld reads them as
+ *   --etcd-username/--etcd-password (so the password is in no command line), and the announce script reads
+ *   the same two lines to write the machine's record (cloud-config CONFIG_FILES.discoveryCredentials is this
+ *   path). The overlord delivers it when it admits the machine (overlord/admission.ts) and again in its
+ *   write-units step. Its role may write only this machine's record and subnet lease (overlord/discovery-auth.ts).
  */
 export const DISCOVERY_CLIENT_PATHS = Object.freeze({
   ca: `${PKI_DIR}/discovery-ca.crt`,
-  flannelEnv: `${PKI_DIR}/flannel-discovery.env`,
+  credentials: `${PKI_DIR}/discovery-credentials.env`,
 });

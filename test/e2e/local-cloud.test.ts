@@ -16,12 +16,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HeatClient, Stack, StackEvent } from '../../cloud/heat-client.ts';
 import { configPath, MACHINE_PATHS, OVERLORD_IMAGE_USER } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { FLANNEL_PASSWORD_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import type { LedgerEntry } from '../../overlord/ledger.ts';
 import { parseMachineRecord, type Role } from '../../overlord/machine-record.ts';
 import { UNITS } from '../../units/index.ts';
-import { PKI_PATHS } from '../../units/pki-paths.ts';
+import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../units/pki-paths.ts';
 import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/apt-repo.ts';
 import { dockerMissing } from '../../localcloud/docker.ts';
 import { localCloudMissing, openLocalCloud, type LocalCloud, type LocalCloudEvent } from '../../localcloud/local-cloud.ts';
@@ -202,8 +202,10 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     const secrets = [
       readFileSync(path.join(overlord.root, configPath('joinToken')), 'utf8').trim(),
       header(overlord, configPath('readyHeader')), header(overlord, configPath('clusterReadyHeader')), header(one('discovery'), configPath('readyHeader')),
-      state(`pki/${ROOT_PASSWORD_NAME}`).trim(), state(`pki/${FLANNEL_PASSWORD_NAME}`).trim(),
+      state(`pki/${ROOT_PASSWORD_NAME}`).trim(), state(`pki/${MACHINE_SECRET_NAME}`).trim(),
       ...state('ssh/id_ed25519').split('\n').filter((l) => l.length > 20 && !l.startsWith('-----')),
+      // each node's own discovery password, delivered when it was admitted
+      ...[...machinesOf('master'), ...machinesOf('minion')].map((m) => /FLANNELD_ETCD_PASSWORD=(\S+)/.exec(readFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.credentials), 'utf8'))![1]!),
     ];
     expect(findSecrets(await cloud!.overlord!.logs(), { values: secrets })).toEqual([]);
     expect(findSecrets(JSON.stringify(created.outputs), { values: secrets })).toEqual([]);

@@ -110,8 +110,8 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
    * end to end by the local cloud.
    */
   function provideDiscoveryAccess(m: Machine): void {
-    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.flannelEnv)), { recursive: true });
-    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.flannelEnv), 'FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=e2e\n', { mode: 0o600 });
+    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.credentials)), { recursive: true });
+    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.credentials), `FLANNELD_ETCD_USERNAME=machine-${m.id}\nFLANNELD_ETCD_PASSWORD=${'e2'.repeat(32)}\n`, { mode: 0o600 });
     const state = path.join(m.root, STANDIN_STATE_DIR);
     if (existsSync(state) && !statSync(state).isDirectory()) return; // the failing-unit scenario's fault
     mkdirSync(state, { recursive: true });

@@ -137,8 +137,8 @@ describe.skipIf(skip)('overlord survives faults (e2e)', () => {
    * reports (as in overlord-deploy.test.ts; the subnets themselves are tested in subnets-etcd.test.ts).
    */
   function provideDiscoveryAccess(m: Machine): void {
-    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.flannelEnv)), { recursive: true });
-    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.flannelEnv), 'FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=e2e\n', { mode: 0o600 });
+    mkdirSync(path.join(m.root, path.dirname(DISCOVERY_CLIENT_PATHS.credentials)), { recursive: true });
+    writeFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.credentials), `FLANNELD_ETCD_USERNAME=machine-${m.id}\nFLANNELD_ETCD_PASSWORD=${'e2'.repeat(32)}\n`, { mode: 0o600 });
     mkdirSync(path.join(m.root, STANDIN_STATE_DIR), { recursive: true });
     writeFileSync(path.join(m.root, STANDIN_STATE_DIR, 'flannel.env'), `FLANNEL_NETWORK=10.244.0.0/14\nFLANNEL_SUBNET=10.244.${m.ip.split('.')[3]}.1/24\n`);
   }

@@ -1,7 +1,8 @@
 /**
  * The rendered corekube-announce script against a real etcd (Debian etcd-server) set up the way discovery
  * is: https on the client port (certificates made with openssl here), auth enabled, a `root` user, and the
- * `joiner` user whose password is the join token with readwrite on the cluster's machines/ prefix only.
+ * `joiner` user whose password is the join token with readwrite on the cluster's join/ prefix only: the
+ * machine holds no credentials of its own yet, so its record is a join request (overlord/admission.ts).
  * The script runs on this host with its file paths and discovery address overridden through the
  * environment; 127.0.0.1 plays the discovery IP. Short TTLs keep the test quick.
  */
@@ -92,7 +93,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
       run('etcdctl', [`--endpoints=https://127.0.0.1:${clientPort}`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 30_000 });
     await etcdctl('user', 'add', 'root', `--new-user-password=${ROOT_PASSWORD}`);
     await etcdctl('role', 'add', 'joiner');
-    await etcdctl('role', 'grant-permission', 'joiner', 'readwrite', keys.machines, '--prefix=true');
+    await etcdctl('role', 'grant-permission', 'joiner', 'readwrite', keys.join, '--prefix=true');
     await etcdctl('user', 'add', 'joiner', `--new-user-password=${JOIN_TOKEN}`);
     await etcdctl('user', 'grant-role', 'joiner', 'joiner');
     await etcdctl('auth', 'enable');
@@ -162,7 +163,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     const hostKey = (await readFile(path.join(m, 'host_key.pub'), 'utf8')).split(' ').slice(0, 2).join(' ');
-    return { id, bootId, hostKey, proc, exited, stderr: () => stderr, key: keys.machine(id) };
+    return { id, bootId, hostKey, proc, exited, stderr: () => stderr, key: keys.joinOf(id) };
   }
 
   async function read(key: string) {

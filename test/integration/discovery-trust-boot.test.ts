@@ -27,7 +27,9 @@ import { fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
 import { renderOverlordConfig } from '../../cloud-config/overlord-config.ts';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { FLANNEL_PASSWORD_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { machinePassword } from '../../overlord/machine-credentials.ts';
+import { DISCOVERY_CLIENT_PATHS } from '../../units/pki-paths.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { addressPlan } from '../../spec/address-plan.ts';
@@ -234,7 +236,7 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
   });
 
   it('keeps its SSH key, CA keys and passwords in its state directory, readable by it only', async () => {
-    for (const file of ['ssh/id_ed25519', 'ssh/id_ed25519.pub', 'ssh/discovery.host-key', 'pki/ca/discovery.key', 'pki/ca/cluster.key', 'pki/ca/etcd.key', `pki/${ROOT_PASSWORD_NAME}`, `pki/${FLANNEL_PASSWORD_NAME}`]) {
+    for (const file of ['ssh/id_ed25519', 'ssh/id_ed25519.pub', 'ssh/discovery.host-key', 'pki/ca/discovery.key', 'pki/ca/cluster.key', 'pki/ca/etcd.key', `pki/${ROOT_PASSWORD_NAME}`, `pki/${MACHINE_SECRET_NAME}`]) {
       expect(((await stat(state(file))).mode & 0o777).toString(8), file).toBe('600');
     }
     // the host key it trusted on first use is discovery's
@@ -256,7 +258,7 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
   it('turns discovery auth on: anonymous clients are refused, root reads the published overlord key', async () => {
     const auth = first!.event('boot.discovery-auth')!;
     expect(auth.wasEnabled).toBe(false);
-    expect(auth.changes).toEqual(expect.arrayContaining(['created user root', 'created user joiner', 'created user flannel', 'enabled auth']));
+    expect(auth.changes).toEqual(expect.arrayContaining(['created user root', 'created user joiner', 'enabled auth']));
     const anonymous = new Etcd3({ hosts: `https://${discoveryIp}:2379`, credentials: { rootCertificate: await readFile(state('pki/ca/discovery.crt')) } });
     const root = await rootClient();
     try {
@@ -268,12 +270,20 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
     }
   });
 
-  it('lets a minion announce itself with the join token; the overlord sees it and waits for a master', async () => {
+  it('admits a minion that asks to join with the join token: over SSH it gets its own discovery user, then announces its record with it', async () => {
+    const keys = clusterKeys('trust');
     const root = await rootClient();
     try {
-      const key = clusterKeys('trust').machine(minion.id);
-      const kv = await until('the minion record', 60_000, async () => (await root.get(key).exec()).kvs[0]);
+      const kv = await until('the minion record', 60_000, async () => (await root.get(keys.machine(minion.id)).exec()).kvs[0]);
       expect(parseMachineRecord(minion.id, kv.value.toString())).toMatchObject({ ok: true, record: { role: 'minion', ip: minion.ip, hostname: 'trust-minion' } });
+      expect(first!.events().find((e) => e.event === 'join.discovered')).toMatchObject({ machine: minion.id, ip: minion.ip });
+      expect(first!.events().find((e) => e.event === 'machine.admitted')).toMatchObject({ machine: minion.id, hostname: 'trust-minion' });
+      // the request is gone, the host key it proved is pinned, and the credentials are the minion's alone
+      expect((await root.get(keys.joinOf(minion.id)).exec()).kvs).toHaveLength(0);
+      expect(await root.get(keys.hostkeyOf(minion.id)).string()).toBe(minion.hostKey);
+      expect(await out(minion, ['stat', '-c', '%U %a', DISCOVERY_CLIENT_PATHS.credentials])).toBe('root 600');
+      expect(await out(minion, ['grep', '-c', `^FLANNELD_ETCD_USERNAME=machine-${minion.id}$`, DISCOVERY_CLIENT_PATHS.credentials])).toBe('1');
+      expect(await out(minion, ['journalctl', '-u', 'corekube-announce.service', '-o', 'cat', '--no-pager'])).toContain(`as machine-${minion.id} under lease`);
     } finally {
       root.close();
     }
@@ -285,7 +295,8 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
       joinToken,
       ...Object.values(tokens),
       (await readFile(state(`pki/${ROOT_PASSWORD_NAME}`), 'utf8')).trim(),
-      (await readFile(state(`pki/${FLANNEL_PASSWORD_NAME}`), 'utf8')).trim(),
+      (await readFile(state(`pki/${MACHINE_SECRET_NAME}`), 'utf8')).trim(),
+      machinePassword((await readFile(state(`pki/${MACHINE_SECRET_NAME}`), 'utf8')).trim(), minion.id),
       ...(await readFile(state('ssh/id_ed25519'), 'utf8')).split('\n').filter((l) => l.length > 20),
     ];
     expect(findSecrets(`${first!.out}\n${first!.err}`, { values: secrets })).toEqual([]);

@@ -2,9 +2,10 @@
  * Discovery's trust against a real etcd (Debian etcd-server) run with the TLS flags of the rendered
  * discovery-etcd.service, on certificates from the overlord's own PKI (CertificateAuthority.ensureDiscovery):
  * the auth the overlord sets up (overlord/discovery-auth.ts) gives root everything, lets a node holding the
- * join token register its record — over TLS with curl through etcd's JSON gateway, as the announce script
- * does, and with the real announce script — but read nothing and write nowhere else, lets flanneld's user
- * at network/ only, and running it again changes nothing (tokens issued before stay valid).
+ * join token ask to join — over TLS with curl through etcd's JSON gateway, as the announce script does, and
+ * with the real announce script — but read nothing and write nowhere else; a machine's own user
+ * (overlord/machine-credentials.ts) writes its own record and subnet lease only; running the setup again
+ * changes nothing (tokens issued before stay valid).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -29,6 +30,7 @@ import {
   type DiscoveryRbac,
 } from '../../overlord/discovery-auth.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { DiscoveryMachineCredentials, machinePassword } from '../../overlord/machine-credentials.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
@@ -67,7 +69,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
   let pki: DiscoveryPki;
   let conn: DiscoveryConnection;
   let rbac: DiscoveryRbac;
-  let passwords: { root: string; flannel: string };
+  let passwords: { root: string; machines: string };
   let tlsFlags: string[] = [];
   const clients: Etcd3[] = [];
   let unregister = () => {};
@@ -106,7 +108,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     closeSync(log);
 
     conn = { endpoints: [endpoint], ca: pki.ca, cert: pki.overlordClient.cert, key: pki.overlordClient.key, callTimeoutMs: 3_000 };
-    rbac = discoveryRbac(keys, { root: passwords.root, joiner: JOIN_TOKEN, flannel: passwords.flannel });
+    rbac = discoveryRbac(keys, { root: passwords.root, joiner: JOIN_TOKEN });
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (etcd.exitCode !== null) throw new Error(`etcd exited: ${await readFile(path.join(dir, 'etcd.log'), 'utf8')}`);
@@ -158,10 +160,15 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file']);
   });
 
-  it('sets up auth on first run; then root (the overlord) can do anything and an anonymous client nothing', async () => {
+  it('sets up auth on first run (deleting the shared flannel user of earlier versions); then root (the overlord) can do anything and an anonymous client nothing', async () => {
+    const old = client();
+    await old.role('flannel').create();
+    await old.user('flannel').create('an-old-shared-password');
+    await old.user('flannel').addRole('flannel');
     const first = await ensureDiscoveryAuth(conn, rbac);
     expect(first.wasEnabled).toBe(false);
-    expect(first.changes).toEqual(expect.arrayContaining(['created role joiner', 'created role flannel', 'created user root', 'created user joiner', 'created user flannel', 'enabled auth']));
+    expect(first.changes).toEqual(expect.arrayContaining(['created role joiner', 'created user root', 'created user joiner', 'deleted retired role flannel', 'deleted retired user flannel', 'enabled auth']));
+    expect((await root().getUsers()).map((u) => u.name).sort()).toEqual(['joiner', 'root']);
 
     // the overlord's own store, as bootstrap.ts opens it
     const store = createEtcdStore({ endpoints: [endpoint], tls: { ca: Buffer.from(pki.ca), cert: Buffer.from(pki.overlordClient.cert), key: Buffer.from(pki.overlordClient.key) }, auth: { username: 'root', password: passwords.root } });
@@ -182,12 +189,12 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     expect(refused.status).not.toBe(200);
   });
 
-  it('lets a joiner register a record under machines/ under its lease, and nothing else: no reads of records, ledger, network, PKI; no writes elsewhere', async () => {
+  it('lets a joiner ask to join under join/ under its lease, and nothing else: no record, no reads of requests, records, ledger, network, PKI', async () => {
     const token = await joinerToken();
     const lease = await gateway('/v3/lease/grant', { TTL: '30' }, token);
     expect(lease.status).toBe(200);
     const leaseId = lease.json.ID as string;
-    const mine = keys.machine('c'.repeat(32));
+    const mine = keys.joinOf('c'.repeat(32));
     const put = await gateway('/v3/kv/put', { key: b64(mine), value: b64('{"schema":1}'), lease: leaseId }, token);
     expect(put.status).toBe(200);
     expect((await root().get(mine).string())).toBe('{"schema":1}');
@@ -197,8 +204,9 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     expect(Buffer.from((pub.json.kvs as { value: string }[])[0]!.value, 'base64').toString()).toMatch(/^ssh-ed25519 /);
 
     const refusedReads = [
-      { key: b64(mine) }, // not even its own record
-      { key: b64(keys.machines), range_end: b64(`${keys.machines.slice(0, -1)}0`) }, // others' records
+      { key: b64(mine) }, // not even its own request
+      { key: b64(keys.join), range_end: b64(`${keys.join.slice(0, -1)}0`) }, // others' requests
+      { key: b64(keys.machines), range_end: b64(`${keys.machines.slice(0, -1)}0`) }, // records
       { key: b64(keys.ledgerOf('a'.repeat(32))) },
       { key: b64(keys.ledger), range_end: b64(`${keys.ledger.slice(0, -1)}0`) },
       { key: b64(`${keys.network}config`) },
@@ -210,7 +218,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
       expect(r.status, JSON.stringify(body)).not.toBe(200);
       expect(String(r.json.message ?? r.json.error)).toMatch(/permission denied/);
     }
-    const refusedWrites = [keys.ledgerOf('c'.repeat(32)), `${keys.network}config`, keys.hostkeyOf('c'.repeat(32)), keys.overlordSshKey, clusterKeys('other').machine('c'.repeat(32)), `${keys.prefix}machines`];
+    const refusedWrites = [keys.machine('c'.repeat(32)), keys.machine('d'.repeat(32)), keys.ledgerOf('c'.repeat(32)), `${keys.network}config`, keys.hostkeyOf('c'.repeat(32)), keys.overlordSshKey, clusterKeys('other').machine('c'.repeat(32)), `${keys.prefix}machines`];
     for (const key of refusedWrites) {
       const r = await gateway('/v3/kv/put', { key: b64(key), value: b64('x') }, token);
       expect(r.status, key).not.toBe(200);
@@ -223,7 +231,48 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     expect((await gateway('/v3/auth/authenticate', { name: 'joiner', password: 'not-the-join-token-0123' })).status).not.toBe(200);
   });
 
-  it('lets the real announce script register a machine with the join token, keep it alive and revoke it on SIGTERM', async () => {
+  it("gives a machine's own user its record and, once reserved, its subnet lease — and nothing else", async () => {
+    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+    const id = 'e'.repeat(32);
+    const other = 'f'.repeat(32);
+    try {
+      expect(await credentials.ensure(id)).toEqual(expect.arrayContaining([`created role machine-${id}`, `created user machine-${id}`]));
+      await root().put(`${keys.network}subnets/10.244.9.0-24`).value('{"PublicIP":"10.240.0.40"}');
+      await root().put(keys.machine(other)).value('{"schema":1}');
+      const mine = client({ username: `machine-${id}`, password: machinePassword(passwords.machines, id) });
+      const lease = mine.lease(30, { autoKeepAlive: false });
+      await lease.put(keys.machine(id)).value('{"schema":1,"mine":true}');
+      expect(await mine.get(keys.machine(id)).string()).toBe('{"schema":1,"mine":true}');
+      // flanneld's reads
+      expect(await mine.get(`${keys.network}config`).string()).toBe('v');
+      expect(Object.keys(await mine.getAll().prefix(`${keys.network}subnets/`).strings())).toContain(`${keys.network}subnets/10.244.9.0-24`);
+      // not before the overlord reserved it for this machine
+      await expect(mine.put(`${keys.network}subnets/10.244.9.0-24`).value('x')).rejects.toThrow(/permission denied/);
+      expect(await credentials.ensure(id, '10.244.9.0-24')).toEqual([`granted role machine-${id} readwrite on ${keys.network}subnets/10.244.9.0-24`]);
+      await mine.put(`${keys.network}subnets/10.244.9.0-24`).value('{"PublicIP":"10.240.0.40","BackendType":"vxlan"}');
+
+      const refusedReads = [keys.machine(other), keys.joinOf(id), keys.ledgerOf(id), keys.hostkeyOf(id), keys.subnetOf(id), keys.overlordSshKey];
+      for (const key of refusedReads) await expect(mine.get(key).string(), key).rejects.toThrow(/permission denied/);
+      await expect(mine.getAll().prefix(keys.machines).keys()).rejects.toThrow(/permission denied/);
+      const refusedWrites = [keys.machine(other), keys.joinOf(other), keys.ledgerOf(id), `${keys.network}config`, `${keys.network}subnets/10.244.10.0-24`, keys.hostkeyOf(id), `${keys.machine(id)}x`];
+      for (const key of refusedWrites) await expect(mine.put(key).value('x'), key).rejects.toThrow(/permission denied/);
+      expect(await root().get(keys.machine(other)).string()).toBe('{"schema":1}');
+      await lease.revoke();
+      expect(await root().get(keys.machine(id)).string()).toBeNull();
+
+      // idempotent, also for an overlord that restarted (a new object: nothing cached)
+      const again = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+      try {
+        expect(await again.ensure(id, '10.244.9.0-24')).toEqual([]);
+      } finally {
+        again.close();
+      }
+    } finally {
+      credentials.close();
+    }
+  });
+
+  it('runs the real announce script: a join request with the join token; with its own credentials, its record; credentials discovery refuses fall back to joining', async () => {
     const m = path.join(dir, 'machine');
     const config = path.join(m, 'etc-corekube');
     await mkdir(path.join(config, path.dirname(CONFIG_FILES.discoveryCa)), { recursive: true });
@@ -238,60 +287,83 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     const script = path.join(m, 'corekube-announce');
     await writeFile(script, bootPlan('minion', spec).files.find((x) => x.path.endsWith('/corekube-announce'))!.content);
     chmodSync(script, 0o755);
-    const proc = spawn('bash', [script], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: {
-        PATH: process.env.PATH,
-        COREKUBE_CONFIG_DIR: config,
-        COREKUBE_DISCOVERY_IP: '127.0.0.1',
-        COREKUBE_DISCOVERY_PORT: String(port),
-        COREKUBE_LEASE_TTL: '3',
-        COREKUBE_KEEPALIVE_INTERVAL: '1',
-        COREKUBE_STATE_DIR: path.join(m, 'run'),
-        COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
-        COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
-        COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
-        COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
-        COREKUBE_HOST_KEY_WAIT: '0',
-        COREKUBE_BACKOFF_BASE: '0',
-        TMPDIR: m,
-      },
-    });
-    let stderr = '';
-    proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-    try {
-      const r = root();
+    const credentialsFile = path.join(config, CONFIG_FILES.discoveryCredentials);
+    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+    const r = root();
+    const announce = () => {
+      const proc = spawn('bash', [script], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: {
+          PATH: process.env.PATH,
+          COREKUBE_CONFIG_DIR: config,
+          COREKUBE_DISCOVERY_IP: '127.0.0.1',
+          COREKUBE_DISCOVERY_PORT: String(port),
+          COREKUBE_LEASE_TTL: '3',
+          COREKUBE_KEEPALIVE_INTERVAL: '1',
+          COREKUBE_STATE_DIR: path.join(m, 'run'),
+          COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
+          COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
+          COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
+          COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
+          COREKUBE_HOST_KEY_WAIT: '0',
+          COREKUBE_BACKOFF_BASE: '0',
+          TMPDIR: m,
+        },
+      });
+      const run = { proc, stderr: '', exited: new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code))) };
+      proc.stderr!.setEncoding('utf8').on('data', (c: string) => (run.stderr += c));
+      return run;
+    };
+    const appears = async (key: string, what: string) => {
       const deadline = Date.now() + 15_000;
-      let record: string | null = null;
-      while (record === null && Date.now() < deadline) {
-        record = await r.get(keys.machine(id)).string();
-        if (record === null) await sleep(100);
+      for (;;) {
+        const v = await r.get(key).string();
+        if (v !== null) return v;
+        if (Date.now() > deadline) throw new Error(`${what} did not appear`);
+        await sleep(100);
       }
-      expect(record, stderr).toContain(`"id":"${id}"`);
-      // past the lease TTL the record is still there: keepalives work with write-only rights
+    };
+    const runs: ReturnType<typeof announce>[] = [];
+    try {
+      // 1. first boot: the join token only
+      runs.push(announce());
+      const request = await appears(keys.joinOf(id), 'the join request');
+      expect(request, runs[0]!.stderr).toContain(`"id":"${id}"`);
+      expect(await r.get(keys.machine(id)).string()).toBeNull();
+      // past the lease TTL it is still there: keepalives work with write-only rights
+      await sleep(4_500);
+      expect(await r.get(keys.joinOf(id)).string()).toBe(request);
+
+      // 2. admitted (what overlord/admission.ts does over SSH): its user, the file, a restart
+      await credentials.ensure(id);
+      await writeFile(credentialsFile, credentials.fileFor(id).content, { mode: 0o600 });
+      runs[0]!.proc.kill('SIGTERM');
+      expect(await runs[0]!.exited).toBe(0);
+      expect(await r.get(keys.joinOf(id)).string()).toBeNull(); // its lease revoked on the way out
+      runs.push(announce());
+      const record = await appears(keys.machine(id), 'the machine record');
+      expect(record, runs[1]!.stderr).toContain(`"id":"${id}"`);
+      expect(runs[1]!.stderr).toContain(`as machine-${id}`);
       await sleep(4_500);
       expect(await r.get(keys.machine(id)).string()).toBe(record);
-      proc.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      runs[1]!.proc.kill('SIGTERM');
+      expect(await runs[1]!.exited).toBe(0);
       expect(await r.get(keys.machine(id)).string()).toBeNull();
-      expect(stderr).toContain('revoked lease');
-      expect(findSecrets(stderr, { values: [JOIN_TOKEN] })).toEqual([]);
-    } finally {
-      if (proc.exitCode === null) proc.kill('SIGKILL');
-    }
-  });
+      expect(runs[1]!.stderr).toContain('revoked lease');
 
-  it('lets flanneld\'s user read and write network/ and nothing else', async () => {
-    const flannel = client({ username: 'flannel', password: passwords.flannel });
-    await flannel.put(`${keys.network}subnets/10.244.1.0-24`).value('{"PublicIP":"10.240.0.33"}');
-    expect(await flannel.get(`${keys.network}config`).string()).toBe('v');
-    expect(Object.keys(await flannel.getAll().prefix(keys.network).strings())).toHaveLength(2);
-    await expect(flannel.get(keys.machine('b'.repeat(32))).string()).rejects.toThrow(/permission denied/);
-    await expect(flannel.getAll().prefix(keys.machines).keys()).rejects.toThrow(/permission denied/);
-    await expect(flannel.get(keys.overlordSshKey).string()).rejects.toThrow(/permission denied/);
-    await expect(flannel.put(keys.ledgerOf('a'.repeat(32))).value('x')).rejects.toThrow(/permission denied/);
-    await expect(flannel.put(`${keys.prefix}networkx`).value('x')).rejects.toThrow(/permission denied/);
+      // 3. credentials discovery no longer takes (the overlord's state was rebuilt): it asks to join again
+      await writeFile(credentialsFile, `FLANNELD_ETCD_USERNAME=machine-${id}\nFLANNELD_ETCD_PASSWORD=${'0'.repeat(64)}\n`, { mode: 0o600 });
+      runs.push(announce());
+      await appears(keys.joinOf(id), 'the join request after refused credentials');
+      expect(runs[2]!.stderr).toContain('refuses this machine\'s own user; asking to join instead');
+      runs[2]!.proc.kill('SIGTERM');
+      expect(await runs[2]!.exited).toBe(0);
+      const all = runs.map((x) => x.stderr).join('\n');
+      expect(findSecrets(all, { values: [JOIN_TOKEN, machinePassword(passwords.machines, id)] })).toEqual([]);
+    } finally {
+      for (const x of runs) if (x.proc.exitCode === null) x.proc.kill('SIGKILL');
+      credentials.close();
+    }
   });
 
   it('changes nothing when run again: same answer, and a joiner token from before stays valid', async () => {
@@ -315,7 +387,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
   });
 
   it('refuses to go on with a root password etcd does not take, and does not print it', async () => {
-    const wrong = discoveryRbac(keys, { root: 'f0'.repeat(32), joiner: JOIN_TOKEN, flannel: passwords.flannel });
+    const wrong = discoveryRbac(keys, { root: 'f0'.repeat(32), joiner: JOIN_TOKEN });
     const err = (await ensureDiscoveryAuth(conn, wrong).catch((e: unknown) => e)) as CorekubeError;
     expect(err).toBeInstanceOf(CorekubeError);
     expect(err).toMatchObject({ code: 'E_ETCD', retryable: false });

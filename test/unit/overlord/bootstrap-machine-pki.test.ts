@@ -11,6 +11,7 @@ import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../../units/pki-paths.ts';
 import { clusterKeys } from '../../../overlord/keys.ts';
 import { parseLedgerEntry } from '../../../overlord/ledger.ts';
 import { silentLogger } from '../../../overlord/log.ts';
+import { credentialsFile, machinePassword } from '../../../overlord/machine-credentials.ts';
 import { MachinePkiFiles } from '../../../overlord/machine-pki.ts';
 import type { MachineRecord } from '../../../overlord/machine-record.ts';
 import { runOverlord, type Overlord } from '../../../overlord/overlord.ts';
@@ -24,7 +25,8 @@ import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes
 
 const spec = parseClusterSpec({ flags: { name: 't', masters: '1', minions: '1' } });
 const keys = clusterKeys('t');
-const FLANNEL_PASSWORD = 'ab'.repeat(32);
+const SECRET = 'ab'.repeat(32);
+const credentials = { fileFor: (id: string) => credentialsFile(id, machinePassword(SECRET, id)) };
 const DISCOVERY_CA = '-----BEGIN CERTIFICATE-----\nZGlzY292ZXJ5IENB\n-----END CERTIFICATE-----\n';
 
 /** A cluster under test: fake etcd and machines, a real CA in memory, and a way to wait for the overlord. */
@@ -32,7 +34,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
   const clock = new FakeClock();
   const hosts = new FakeMachines({ clock, ms: 10 });
   const authority = new CertificateAuthority({ store: pkiStore, clock, cluster: 't' });
-  const files = new MachinePkiFiles({ authority, spec, discoveryCa: DISCOVERY_CA, flannelPassword: FLANNEL_PASSWORD, log: silentLogger() });
+  const files = new MachinePkiFiles({ authority, spec, discoveryCa: DISCOVERY_CA, credentials, log: silentLogger() });
   // issuing runs on real crypto, outside the fake clock: the tests wait for it explicitly
   const inflight = new Set<Promise<void>>();
   const prepareMachines = (records: readonly MachineRecord[]) => {
@@ -106,7 +108,13 @@ describe('machine PKI in the write-units step', () => {
     expect(n.has(PKI_PATHS.serviceAccount.privateKey)).toBe(false);
     for (const files of [m, n]) {
       expect(files.get(DISCOVERY_CLIENT_PATHS.ca)).toEqual({ content: DISCOVERY_CA, mode: '0644' });
-      expect(files.get(DISCOVERY_CLIENT_PATHS.flannelEnv)).toEqual({ content: `FLANNELD_ETCD_USERNAME=flannel\nFLANNELD_ETCD_PASSWORD=${FLANNEL_PASSWORD}\n`, mode: '0600' });
+    }
+    for (const [files, record] of [[m, master1], [n, minion]] as const) {
+      // the machine's own discovery user, and no other machine's
+      expect(files.get(DISCOVERY_CLIENT_PATHS.credentials)).toEqual({
+        content: `FLANNELD_ETCD_USERNAME=machine-${record.id}\nFLANNELD_ETCD_PASSWORD=${machinePassword(SECRET, record.id)}\n`,
+        mode: '0600',
+      });
       // every file holding a private key is 0600
       for (const [path, f] of files) if (/PRIVATE KEY|PASSWORD=/.test(f.content)) expect(f.mode, path).toBe('0600');
     }

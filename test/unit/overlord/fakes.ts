@@ -320,6 +320,13 @@ export class FakeMachine {
       this.settle(name, u);
       return u.activeState === 'failed' ? fail(1, `Job for ${name} failed because the control process exited with error code.`) : ok();
     }
+    if (a[0] === 'systemctl' && a[1] === 'restart') {
+      const u = this.unit(a[2]!);
+      u.starts++;
+      u.invocation++;
+      Object.assign(u, { activeState: 'active', subState: 'running', result: 'success', settling: 0 });
+      return ok();
+    }
     if (a[0] === 'systemctl' && a[1] === 'show') {
       const name = a[4]!;
       const u = this.unit(name);

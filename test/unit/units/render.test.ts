@@ -99,13 +99,13 @@ describe('renderUnits', () => {
     expect(old).toMatch(/--peer-key-file=\S+\nRestart=on-failure/);
   });
 
-  it("points flanneld at discovery's etcd over TLS as etcd user flannel, with the cluster's prefix and the machine's IP", () => {
+  it("points flanneld at discovery's etcd over TLS as the machine's own etcd user, with the cluster's prefix and the machine's IP", () => {
     for (const role of ['master', 'minion'] as const) {
       const f = fileOf(role, '/etc/systemd/system/flanneld.service');
       expect(f).toContain('--etcd-endpoints=https://10.240.0.10:2379 ');
       expect(f).toContain('--etcd-prefix=/corekube/demo/network ');
       expect(f).toContain('--etcd-cafile=/etc/corekube/pki/discovery-ca.crt ');
-      expect(f).toContain('EnvironmentFile=/etc/corekube/pki/flannel-discovery.env\n');
+      expect(f).toContain('EnvironmentFile=/etc/corekube/pki/discovery-credentials.env\n');
       expect(f).not.toMatch(/--etcd-(certfile|keyfile|password)/);
       expect(f).toContain(`--iface=${context(role).machine.ip} `);
       expect(f).toContain('--ip-masq ');
