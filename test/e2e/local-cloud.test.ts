@@ -156,13 +156,16 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect((await run(one('discovery'), ['systemctl', 'is-active', 'discovery-etcd.service'])).out).toBe('active');
   });
 
-  it('keeps the records, the ledger, flannel\'s config and one reservation per machine in discovery\'s etcd', async () => {
+  it('keeps the records (each written by the machine\'s own etcd user), the ledger, flannel\'s config and one reservation per machine in discovery\'s etcd', async () => {
     const store = await cloud!.store();
     const keys = clusterKeys(NAME);
     const ledger = await cloud!.ledger();
     const network = await store.get(`${keys.network}config`);
     expect(JSON.parse(network!.value)).toMatchObject({ Network: cloud!.spec.network.podCidr, Backend: { Type: 'vxlan' } });
-    const leases = (await store.list(`${keys.network}subnets/`)).kvs.map((kv) => ({ subnet: kv.key.slice(`${keys.network}subnets/`.length), publicIp: (JSON.parse(kv.value) as { PublicIP: string }).PublicIP }));
+    const leases = (await store.list(`${keys.network}subnets/`)).kvs.map((kv) => ({ subnet: kv.key.slice(`${keys.network}subnets/`.length), value: JSON.parse(kv.value) as { PublicIP: string; BackendData?: { VtepMAC: string } } }))
+      .map((l) => ({ ...l, publicIp: l.value.PublicIP }));
+    // every join request was admitted: none is left
+    expect((await store.list(keys.join)).kvs).toEqual([]);
     expect(leases.map((l) => l.publicIp).sort()).toEqual(nodes().map(({ m }) => m.ip).sort());
     for (const { m, role } of nodes()) {
       const record = await store.get(keys.machine(m.id));
@@ -176,6 +179,9 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
       const [net, len] = lease.subnet.split('-') as [string, string];
       const first = net.split('.').map(Number);
       expect(subnetEnv, m.hostname).toContain(`FLANNEL_SUBNET=${first.slice(0, 3).join('.')}.${first[3]! + 1}/${len}`);
+      // ... and wrote its backend data into its own lease, as the machine's own etcd user
+      expect(lease.value.BackendData?.VtepMAC, m.hostname).toBeDefined();
+      expect((await run(m, ['journalctl', '-u', 'corekube-announce.service', '-o', 'cat', '--no-pager'])).out, m.hostname).toContain(`as machine-${m.id} under lease`);
     }
   });
 
@@ -185,6 +191,8 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
     const named = (event: string) => lines.filter((l) => l.event === event);
     expect(named('boot.done')).toHaveLength(1);
+    expect(named('join.discovered').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
+    expect(named('machine.admitted').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
     expect(named('machine.discovered').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
     expect(named('step.done').length).toBeGreaterThanOrEqual(3 * 7);
     expect(named('machine.deployed')).toHaveLength(3);
