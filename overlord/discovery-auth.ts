@@ -15,6 +15,7 @@ import { JOINER_USER } from '../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../core/errors.ts';
 import type { ClusterKeys } from './keys.ts';
 import type { PkiStore } from './pki/store.ts';
+import { OVERLORD_USER } from './shared-state.ts';
 
 /**
  * Least privilege on the discovery etcd (issue 4 point 3), set up by the overlord once discovery's etcd
@@ -31,6 +32,7 @@ import type { PkiStore } from './pki/store.ts';
  * | `root`    | random, made by the overlord, kept in its PKI store | root    | everything (the overlord: ledger, leader, hostkeys, network) |
  * | `joiner`  | the join token (user_data of every node)     | joiner  | WRITE `<prefix>machines/` (range), READ `<prefix>ssh/overlord.pub` |
  * | `flannel` | random, made by the overlord, delivered to each machine (0600) | flannel | READWRITE `<prefix>network/` (range)               |
+ * | `overlord`| HMAC of the overlord secret (overlord/shared-state.ts), only when there is one | overlord | READ `<prefix>overlord/state` (one key): standby overlords |
  *
  * A joiner can therefore register (and renew, and revoke) a record, but read no record, no ledger, nothing
  * under network/, and write nowhere else. flanneld can read and write its own keys only.
@@ -77,6 +79,8 @@ export interface DiscoveryPasswords {
   readonly root: string;
   readonly joiner: string;
   readonly flannel: string;
+  /** overlordDiscoveryPassword(overlord secret); absent (booted by hand, no secret) = no `overlord` user */
+  readonly overlord?: string;
 }
 
 /** PURE: the users and roles discovery's etcd must have for a cluster. */
@@ -91,11 +95,14 @@ export function discoveryRbac(keys: ClusterKeys, passwords: DiscoveryPasswords):
         ],
       },
       { name: FLANNEL_USER, permissions: [{ permission: 'Readwrite', key: keys.network, prefix: true }] },
+      // standby overlords read the sealed overlord state, and nothing else
+      ...(passwords.overlord === undefined ? [] : [{ name: OVERLORD_USER, permissions: [{ permission: 'Read' as const, key: keys.overlordState, prefix: false }] }]),
     ] satisfies RoleSpec[]),
     users: Object.freeze([
       { name: ROOT_USER, password: passwords.root, roles: [ROOT_ROLE] },
       { name: JOINER, password: passwords.joiner, roles: [JOINER] },
       { name: FLANNEL_USER, password: passwords.flannel, roles: [FLANNEL_USER] },
+      ...(passwords.overlord === undefined ? [] : [{ name: OVERLORD_USER, password: passwords.overlord, roles: [OVERLORD_USER] }]),
     ] satisfies UserSpec[]),
   });
 }
