@@ -154,6 +154,7 @@ export const overlordCommand: Command = {
     const hosts = createSshRunner({ user: sshUser, privateKey: privateKey!, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
 
     let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
+    let follower: ReturnType<NonNullable<Booted['followState']>> | undefined;
     try {
       // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/leader.ts
       service = await startLeaderService({
@@ -174,6 +175,8 @@ export const overlordCommand: Command = {
         signal: stop.signal,
       });
       leadership = service.leadership;
+      // a standby keeps the certificates the leader issues, so that it takes over without re-issuing them
+      follower = booted?.followState?.(store, () => leadership?.role() !== 'leader');
       await leadership.done;
       return 0;
     } catch (err) {
@@ -182,6 +185,7 @@ export const overlordCommand: Command = {
     } finally {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      await follower?.stop();
       await service?.close();
       await hosts.close().catch(() => undefined);
       await store.close();

@@ -17,7 +17,8 @@ import { CertificateAuthority, type DiscoveryPki } from './pki/authority.ts';
 import { discoveryPkiFiles } from './pki/delivery.ts';
 import { DirectoryPkiStore, type PkiStore } from './pki/store.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
-import { fetchSharedState, overlordDiscoveryPassword, publishSharedState, readOverlordSecret } from './shared-state.ts';
+import { fetchSharedState, followSharedState, overlordDiscoveryPassword, publishSharedState, readOverlordSecret, type Follower } from './shared-state.ts';
+import type { Store } from './store.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { UnitsWiring } from './units.ts';
 
@@ -102,6 +103,11 @@ export interface Booted {
   readonly prepareMachines: (records: readonly MachineRecord[]) => Promise<void>;
   /** signals cluster_ready once (nothing to do when booted by hand or already signalled) */
   signalClusterReady(summary: string): Promise<void>;
+  /**
+   * Keeps the state directory current with the state the leader publishes while `applies()` (this overlord
+   * does not lead): overlord/shared-state.ts followSharedState. Undefined without an overlord secret.
+   */
+  readonly followState: ((store: Store, applies: () => boolean) => Follower) | undefined;
 }
 
 /** Heat signal marker files under the state dir: what was sent, so a restart does not send it again. */
@@ -261,6 +267,8 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
       if (secret !== undefined && pkiWrites !== before) await republish(secret);
     },
     signalClusterReady,
+    followState:
+      secret === undefined ? undefined : (shared: Store, applies: () => boolean) => followSharedState({ store: shared, keys, stateDir, secret, log: deps.log, clock: deps.clock, applies }),
   });
 }
 

@@ -8,7 +8,7 @@ import { createEtcdStore, type EtcdStoreOptions } from './etcd-store.ts';
 import type { ClusterKeys } from './keys.ts';
 import { errorFields, type Logger } from './log.ts';
 import { writeFileAtomic } from './pki/store.ts';
-import type { Fence, Store } from './store.ts';
+import { nextRevision, type Fence, type Store, type WatchHandle } from './store.ts';
 
 /**
  * The overlord's state, shared with standby overlords through discovery (issue 5: standby overlords that boot
@@ -349,3 +349,109 @@ export async function fetchSharedState(input: FetchInput, deps: FetchDeps): Prom
 
 /** discovery's etcd user that standby overlords read the state as (overlord/discovery-auth.ts). */
 export const OVERLORD_USER = 'overlord';
+
+export interface FollowInput {
+  /** discovery as root (the overlord's own store, after boot) */
+  readonly store: Store;
+  readonly keys: ClusterKeys;
+  readonly stateDir: string;
+  /** never log it */
+  readonly secret: string;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /**
+   * Whether a published state may be written into `stateDir` now: false while this overlord leads (it is the
+   * one that publishes; a late write of a deposed leader must not overwrite what it issued since).
+   */
+  readonly applies: () => boolean;
+  readonly backoffMs?: { readonly initial: number; readonly max: number };
+}
+
+export interface Follower {
+  /** published states written into the state directory so far */
+  applied(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Keeps a non-leading overlord's state directory current with the published state (level-based: each change
+ * of the key means "read it and write what differs"), so that when it takes over it holds the certificates
+ * the previous leader issued and does not re-issue them (a re-issued pair redeploys its machine). A state
+ * that does not open is logged and skipped, never written; a lost watch re-reads the key and watches again.
+ */
+export function followSharedState(input: FollowInput): Follower {
+  const stopping = new AbortController();
+  const backoff = input.backoffMs ?? { initial: 1_000, max: 30_000 };
+  const key = input.keys.overlordState;
+  let lastApplied: string | undefined;
+  let applied = 0;
+  let watch: WatchHandle | undefined;
+  let wake: (() => void) | undefined;
+  let dirty = true;
+  let pending: string | undefined;
+
+  const apply = async (value: string, modRevision: string): Promise<void> => {
+    if (modRevision === lastApplied || !input.applies()) return;
+    try {
+      const packed = openState(value, input.secret, key);
+      const written = await writeStateFiles(input.stateDir, unpackState(packed));
+      lastApplied = modRevision;
+      applied++;
+      if (written.length > 0) input.log.info({ event: 'overlord-state.followed', key, fingerprint: stateFingerprint(packed), written: written.length }, `overlord state ${stateFingerprint(packed)} taken over from the leader (${written.length} files written)`);
+    } catch (err) {
+      lastApplied = modRevision; // the same value will not open next time either
+      input.log.error({ event: 'overlord-state.follow-failed', key, ...errorFields(err) }, 'the published overlord state cannot be taken over');
+    }
+  };
+
+  const loop = async (): Promise<void> => {
+    let delay = backoff.initial;
+    while (!stopping.signal.aborted) {
+      if (!dirty) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        continue;
+      }
+      dirty = false;
+      try {
+        if (watch === undefined) {
+          const listing = await input.store.list(key);
+          const kv = listing.kvs.find((k) => k.key === key);
+          if (kv) await apply(kv.value, kv.modRevision);
+          watch = await input.store.watch(key, nextRevision(listing.revision), {
+            onEvents: (events) => {
+              for (const e of events) if (e.type === 'put' && e.kv.key === key) pending = JSON.stringify([e.kv.value, e.kv.modRevision]);
+              dirty = true;
+              wake?.();
+            },
+            onLost: () => {
+              watch = undefined;
+              dirty = true;
+              wake?.();
+            },
+          });
+        } else if (pending !== undefined) {
+          const [value, modRevision] = JSON.parse(pending) as [string, string];
+          pending = undefined;
+          await apply(value, modRevision);
+        }
+        delay = backoff.initial;
+      } catch (err) {
+        dirty = true;
+        input.log.warn({ event: 'overlord-state.follow-retry', nextRetryMs: delay, ...errorFields(err) }, 'following the overlord state failed; retrying');
+        await input.clock.sleep(delay, stopping.signal).catch(() => undefined);
+        delay = Math.min(backoff.max, delay * 2);
+      }
+    }
+  };
+  stopping.signal.addEventListener('abort', () => wake?.(), { once: true });
+  const done = loop();
+  return {
+    applied: () => applied,
+    stop: async () => {
+      stopping.abort();
+      await done;
+      await watch?.cancel();
+    },
+  };
+}

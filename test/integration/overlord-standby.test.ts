@@ -4,7 +4,8 @@
  * (overlord/bootstrap.ts, no SSH needed — discovery already serves the certificate of its PKI) sets up auth
  * with the `overlord` user and publishes its sealed state; that user can read the state key and nothing else;
  * a standby started before it waits, fetches the state and ends with byte-identical ssh/ and pki/ files, and
- * its own boot changes nothing; a second publish changes nothing; a standby with another secret writes nothing.
+ * its own boot changes nothing; a second publish changes nothing; certificates the leader issues for a machine
+ * are published again and followed by the standby; a standby with another secret writes nothing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -25,6 +26,8 @@ import { clusterKeys } from '../../overlord/keys.ts';
 import { createLogger } from '../../overlord/log.ts';
 import { CertificateAuthority } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
+import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
@@ -215,6 +218,33 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
     expect(again.event('boot.discovery-auth')).toMatchObject({ changes: [] });
     const after = await client({ username: 'root', password: bootstrap.etcd.auth!.password }).get(keys.overlordState).exec();
     expect(after.kvs[0]!.mod_revision).toBe(before.kvs[0]!.mod_revision);
+  });
+
+  it('publishes again when the leader issues a machine\'s certificates, and the standby follows: it holds them too', async () => {
+    const root = createEtcdStore(bootstrap.etcd);
+    const follower = standby.followState!(root, () => true);
+    try {
+      const id = 'e'.repeat(32);
+      const parsed = parseMachineRecord(id, JSON.stringify({ schema: 1, id, role: 'minion', ip: '10.240.0.40', hostname: 'minion-1', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
+      if (!parsed.ok) throw new Error(parsed.reason);
+      const before = (await root.get(keys.overlordState))!.modRevision;
+      const filesBefore = (await readStateFiles(d('standby'))).length;
+      await bootstrap.prepareMachines([parsed.record]);
+      const after = (await root.get(keys.overlordState))!.modRevision;
+      expect(after).not.toBe(before);
+      const deadline = Date.now() + 10_000;
+      while (JSON.stringify(await readStateFiles(d('standby'))) !== JSON.stringify(await readStateFiles(d('bootstrap')))) {
+        if (Date.now() > deadline) throw new Error('the standby did not follow the published state');
+        await sleep(100);
+      }
+      expect((await readStateFiles(d('standby'))).length).toBeGreaterThan(filesBefore);
+      // nothing new to issue: nothing published
+      await bootstrap.prepareMachines([parsed.record]);
+      expect((await root.get(keys.overlordState))!.modRevision).toBe(after);
+    } finally {
+      await follower.stop();
+      await root.close();
+    }
   });
 
   it('keeps a standby with another secret waiting, writing nothing to its state directory', async () => {

@@ -15,6 +15,7 @@ import { clusterKeys } from '../../../overlord/keys.ts';
 import { createLogger } from '../../../overlord/log.ts';
 import {
   fetchSharedState,
+  followSharedState,
   openState,
   overlordDiscoveryPassword,
   packState,
@@ -26,7 +27,7 @@ import {
   unpackState,
   type StateFile,
 } from '../../../overlord/shared-state.ts';
-import { FakeClock, MemoryStore } from './fakes.ts';
+import { FakeClock, flush, MemoryStore } from './fakes.ts';
 
 const keys = clusterKeys('demo');
 const SECRET = 'S3cr3t'.repeat(10) + 'abcd';
@@ -204,6 +205,41 @@ describe('publishing and fetching the state', () => {
     ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'E_OVERLORD_STATE' });
     await expect(stat(standby)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('follows: a standby writes each newly published state; a leader does not; a lost watch re-reads the key', async () => {
+    const store = new MemoryStore();
+    const standby = path.join(dir, 'follower');
+    let leading = false;
+    const { log, text } = capture();
+    const seal = (files: StateFile[]) => sealState(packState(files), SECRET, keys.overlordState);
+    await store.put(keys.overlordState, seal(FILES));
+    const follower = followSharedState({ store, keys, stateDir: standby, secret: SECRET, log, clock: new FakeClock(), applies: () => !leading });
+    // the follower's work is real (scrypt, file writes): polled, not driven by the fake clock
+    const until = async (n: number) => {
+      for (let i = 0; i < 200 && follower.applied() < n; i++) await new Promise((r) => setTimeout(r, 5));
+    };
+    try {
+      await until(1);
+      expect(await readFile(path.join(standby, 'ssh/id_ed25519'), 'utf8')).toBe(FILES[0]!.content);
+      const issued: StateFile = { path: 'pki/machines/m1/kubelet.key', content: 'issued by the leader\n' };
+      await store.put(keys.overlordState, seal([...FILES, issued]));
+      await until(2);
+      expect(await readFile(path.join(standby, issued.path), 'utf8')).toBe(issued.content);
+      leading = true;
+      await store.put(keys.overlordState, seal([...FILES, { ...issued, content: 'older, from a deposed leader\n' }]));
+      await flush(20);
+      expect(follower.applied()).toBe(2);
+      expect(await readFile(path.join(standby, issued.path), 'utf8')).toBe(issued.content);
+      leading = false;
+      store.compactAndLoseWatches();
+      await store.put(keys.overlordState, seal([...FILES, { ...issued, content: 'newest\n' }]));
+      await until(3);
+      expect(await readFile(path.join(standby, issued.path), 'utf8')).toBe('newest\n');
+      expect(text()).toContain('"event":"overlord-state.followed"');
+    } finally {
+      await follower.stop();
+    }
   });
 
   it('reads the secret file: absent or empty = none; anything else than 32+ letters and digits refused', async () => {
