@@ -44,7 +44,9 @@ import type { UnitsWiring } from './units.ts';
  * 7. Publishes its public key at `<prefix>ssh/overlord.pub`, as `root` over TLS.
  * 8. With an overlord secret (`<configDir>/secrets/overlord-secret`): publishes its state — ssh/ and pki/,
  *    sealed with the secret — at `<prefix>overlord/state` for standby overlords (overlord/shared-state.ts),
- *    when absent or different; step 6 then also made discovery's `overlord` user, which may read only that.
+ *    when absent or different, after taking over what is published (a restart after another overlord led
+ *    publishes a superset of that leader's state, never an older one); step 6 then also made discovery's
+ *    `overlord` user, which may read only that.
  *    No secret (booted by hand): no `overlord` user, nothing published, no standby can join.
  *
  * A STANDBY overlord (`standby: true`, a standby server of the stack) first fetches that state — as
@@ -214,8 +216,9 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
       if (kv?.value !== identity.publicKey) await store.put(keys.overlordSshKey, identity.publicKey);
     });
     // 8. the state for standbys
-    if (secret !== undefined) {
-      const shared = await retry('publishing the overlord state', () => publishSharedState({ store, keys, stateDir, secret, log })).catch((err: unknown) => {
+    // (a standby took the published state over in step 0 and publishes only once it leads)
+    if (secret !== undefined && !standby) {
+      const shared = await retry('publishing the overlord state', () => publishSharedState({ store, keys, stateDir, secret, log, adopt: true })).catch((err: unknown) => {
         // a state too large for one etcd request must not stop the overlord: standbys keep what they have
         const e = asCorekubeError(err);
         if (e.code !== 'E_OVERLORD_STATE') throw e;

@@ -253,6 +253,11 @@ export interface PublishInput {
   readonly log: Logger;
   /** the leader's fence when a term publishes (after issuing machines' certificates) */
   readonly fence?: Fence;
+  /**
+   * At boot: first take over the published state (its files win over local ones, local extras stay), so an
+   * overlord restarted after another one led publishes a superset of that leader's state, never an older one.
+   */
+  readonly adopt?: boolean;
 }
 
 export type PublishResult = { readonly published: boolean; readonly fingerprint: string; readonly files: number };
@@ -260,22 +265,29 @@ export type PublishResult = { readonly published: boolean; readonly fingerprint:
 /**
  * Publishes the state directory's ssh/ and pki/ files, sealed, when the key is absent or holds other files
  * (or does not open with this secret: the stack's secret is the truth). One get, and one put only on a change.
+ * Only an overlord that boots without `--standby` (with `adopt`) or leads (after issuing certificates) publishes.
  */
 export async function publishSharedState(input: PublishInput): Promise<PublishResult> {
-  const files = await readStateFiles(input.stateDir);
-  const packed = packState(files);
-  const fingerprint = stateFingerprint(packed);
   const context = input.keys.overlordState;
   const current = await input.store.get(context);
+  let published: Buffer | undefined;
   if (current) {
     try {
-      if (openState(current.value, input.secret, context).equals(packed)) return { published: false, fingerprint, files: files.length };
+      published = openState(current.value, input.secret, context);
     } catch (err) {
       const e = asCorekubeError(err);
       if (e.code !== 'E_OVERLORD_STATE') throw e;
       input.log.warn({ event: 'overlord-state.replacing', key: context, ...errorFields(e) }, 'the published overlord state does not open with this secret: publishing it afresh');
     }
   }
+  if (published && input.adopt) {
+    const written = await writeStateFiles(input.stateDir, unpackState(published));
+    if (written.length > 0) input.log.info({ event: 'overlord-state.adopted', key: context, fingerprint: stateFingerprint(published), written: written.length }, `took over ${written.length} files of the published overlord state`);
+  }
+  const files = await readStateFiles(input.stateDir);
+  const packed = packState(files);
+  const fingerprint = stateFingerprint(packed);
+  if (published?.equals(packed)) return { published: false, fingerprint, files: files.length };
   const sealed = sealState(packed, input.secret, context);
   if (Buffer.byteLength(sealed) > MAX_SEALED_BYTES) {
     throw new CorekubeError('E_OVERLORD_STATE', `the sealed overlord state is ${Buffer.byteLength(sealed)} bytes, more than discovery's etcd takes in one request`, {

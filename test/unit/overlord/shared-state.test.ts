@@ -170,6 +170,22 @@ describe('publishing and fetching the state', () => {
     expect(findSecrets(text(), { values: [SECRET, overlordDiscoveryPassword(SECRET), 'a'.repeat(64), 'f'.repeat(64)] })).toEqual([]);
   });
 
+  it('at boot takes the published state over first: a restarted overlord never publishes an older state than the last leader\'s', async () => {
+    const store = new MemoryStore();
+    const { log } = capture();
+    const reissued: StateFile = { path: 'pki/machines/m1/kubelet.crt', content: 're-issued by the leader since\n' };
+    await store.put(keys.overlordState, sealState(packState([...FILES, reissued]), SECRET, keys.overlordState));
+    // the restarted overlord holds the older pair and a file of its own the leader never had
+    const own: StateFile = { path: 'ssh/discovery.host-key', content: 'ssh-ed25519 AAAA discovery\n' };
+    const d = await stateDir('restarted', [...FILES, { ...reissued, content: 'older\n' }, own]);
+    const result = await publishSharedState({ store, keys, stateDir: d, secret: SECRET, log, adopt: true });
+    expect(result).toMatchObject({ published: true, files: 5 });
+    expect(await readFile(path.join(d, reissued.path), 'utf8')).toBe(reissued.content);
+    const now = unpackState(openState(store.data.get(keys.overlordState)!.value, SECRET, keys.overlordState));
+    expect(now.find((f) => f.path === reissued.path)!.content).toBe(reissued.content);
+    expect(now.find((f) => f.path === own.path)!.content).toBe(own.content);
+  });
+
   it('fetches: waits while the state is absent, then writes the files 0600 in 0700 directories', async () => {
     const store = new MemoryStore();
     const clock = new FakeClock();
