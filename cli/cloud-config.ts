@@ -18,11 +18,12 @@ const OPTIONS = {
   'join-token-file': { type: 'string' },
   'overlord-ssh-key-file': { type: 'string' },
   'discovery-ca-file': { type: 'string' },
+  'overlord-secret-file': { type: 'string' },
   output: { type: 'string', short: 'o' },
 } as const;
 
-const usage = `Usage: corekube cloud-config render --role discovery|overlord|master|minion [spec options]
-         [--join-token-file F] [--overlord-ssh-key-file F] [--discovery-ca-file F] [-o FILE]
+const usage = `Usage: corekube cloud-config render --role discovery|overlord|overlord-standby|master|minion [spec options]
+         [--join-token-file F] [--overlord-ssh-key-file F] [--discovery-ca-file F] [--overlord-secret-file F] [-o FILE]
 
 Prints the user_data (#cloud-config, for the spec's OS profile) of one machine of the given role, or writes
 it to FILE (mode 0600: it holds the join token). Render it from the cluster's own spec (same -c file and
@@ -30,27 +31,34 @@ flags): the discovery address and versions are baked in. Then, e.g.:
   openstack server create --image IMAGE --flavor FLAVOR --network NET --user-data FILE minion-extra-1
 
 Options:
-  --role ROLE                   discovery, overlord, master or minion
-  --join-token-file F           the cluster's join token (master, minion, overlord)
+  --role ROLE                   discovery, overlord, overlord-standby, master or minion
+  --join-token-file F           the cluster's join token (master, minion, overlord, overlord-standby)
   --overlord-ssh-key-file F     the overlord's SSH public key line, or its base64 as in overlord_ready's data
                                 (master, minion, discovery)
-  --discovery-ca-file F         the discovery CA PEM, or its base64 as in overlord_ready's data (master, minion)
+  --discovery-ca-file F         the discovery CA PEM, or its base64 as in overlord_ready's data (master, minion,
+                                overlord-standby)
+  --overlord-secret-file F      the overlord secret every overlord of the cluster shares (overlord-standby;
+                                optional for overlord: without it no standby can join)
   -o, --output FILE             write to FILE (atomically, mode 0600) instead of stdout
   -h, --help                    this text
 
 ${specUsage()}
 `;
 
-type InputFlag = 'join-token-file' | 'overlord-ssh-key-file' | 'discovery-ca-file';
+type InputFlag = 'join-token-file' | 'overlord-ssh-key-file' | 'discovery-ca-file' | 'overlord-secret-file';
 
 /** Which input files each role takes; a role needs every one it takes to be of any use. */
 const INPUTS: Readonly<Record<BootRole, readonly InputFlag[]>> = {
   discovery: ['overlord-ssh-key-file'],
   overlord: ['join-token-file'],
+  'overlord-standby': ['join-token-file', 'discovery-ca-file', 'overlord-secret-file'],
   master: ['join-token-file', 'overlord-ssh-key-file', 'discovery-ca-file'],
   minion: ['join-token-file', 'overlord-ssh-key-file', 'discovery-ca-file'],
 };
 
+/** Inputs a role may take but can do without. */
+const OPTIONAL_INPUTS: Readonly<Partial<Record<BootRole, readonly InputFlag[]>>> = { overlord: ['overlord-secret-file'] };
+const OVERLORD_SECRET = /^[A-Za-z0-9]{32,256}$/;
 const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
 const SSH_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [A-Za-z0-9@._:+-]{1,128})?$/;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -77,7 +85,7 @@ export function cloudConfigInputs(argv: readonly string[], inputs: SpecInputs = 
       if (INPUTS[role].includes(flag)) problems.push({ field: `--${flag}`, value: undefined, message: `is required for a ${role}`, fix: `give the file with --${flag}` });
       return undefined;
     }
-    if (!INPUTS[role].includes(flag)) {
+    if (!INPUTS[role].includes(flag) && !OPTIONAL_INPUTS[role]?.includes(flag)) {
       problems.push({ field: `--${flag}`, value: file, message: `is not used by a ${role}`, fix: `leave it out; a ${role} takes ${INPUTS[role].map((f) => `--${f}`).join(', ')}` });
       return undefined;
     }
@@ -96,6 +104,11 @@ export function cloudConfigInputs(argv: readonly string[], inputs: SpecInputs = 
     if (JOIN_TOKEN.test(token)) values.joinToken = token;
     else problems.push({ field: '--join-token-file', value: opts['join-token-file'], message: 'does not hold a join token (16-256 characters of A-Z a-z 0-9 . _ ~ + / = -)', fix: "use the cluster's join token" });
   }
+  const secret = read('overlord-secret-file')?.trim();
+  if (secret !== undefined) {
+    if (OVERLORD_SECRET.test(secret)) values.overlordSecret = secret;
+    else problems.push({ field: '--overlord-secret-file', value: opts['overlord-secret-file'], message: 'does not hold an overlord secret (32-256 letters and digits)', fix: "use the stack's overlord_secret value" });
+  }
   const key = read('overlord-ssh-key-file')?.trim();
   if (key !== undefined) {
     const line = SSH_KEY_LINE.test(key) ? key : BASE64.test(key) ? Buffer.from(key, 'base64').toString('utf8').trim() : '';
@@ -109,7 +122,7 @@ export function cloudConfigInputs(argv: readonly string[], inputs: SpecInputs = 
     else problems.push({ field: '--discovery-ca-file', value: opts['discovery-ca-file'], message: 'holds neither a PEM certificate nor its base64', fix: "use the part after ':' of overlord_ready's data" });
   }
   if (problems.length > 0) throw new InvalidInputError('the cloud-config inputs are invalid', problems, 'E_USAGE');
-  if (role === 'overlord') {
+  if (role === 'overlord' || role === 'overlord-standby') {
     values.masterCount = String(spec.masters);
     values.minionCount = String(spec.minions);
   }

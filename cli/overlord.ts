@@ -32,7 +32,7 @@ export { unitsForSpec };
  * write-units step, and signals cluster_ready once when the initial masters and minions are deployed.
  * With --etcd-endpoints it only runs the overlord, on the etcd and SSH key the flags give.
  */
-const usage = `Usage: corekube overlord -c overlord.yaml [--state-dir DIR] [--config-dir DIR] [options]
+const usage = `Usage: corekube overlord -c overlord.yaml [--state-dir DIR] [--config-dir DIR] [--standby] [options]
        corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
                         --ssh-key FILE [options] [spec options]
 Options: [--ssh-user USER] [--concurrency N] [--cluster NAME] [--id ID] [--lease-ttl S]
@@ -51,6 +51,9 @@ certificates; it signals cluster_ready once the initial machines are deployed. E
 a restart reuses its key and CAs.
   --state-dir DIR        the overlord's state: SSH key, PKI, markers (default ${MACHINE_PATHS.overlordState})
   --config-dir DIR       where the join token and the Heat signal files are (default ${CONFIG_DIR})
+  --standby              a standby overlord server: first fetch the bootstrap overlord's state (SSH key, CAs;
+                         sealed in discovery with <config-dir>/secrets/overlord-secret) instead of making it,
+                         signal nothing, then stand by in the leader election
 
 ${ETCD_USAGE}
   --ssh-user USER        user the overlord logs in as on every machine (privileged commands use sudo -n
@@ -87,13 +90,14 @@ export const overlordCommand: Command = {
         'log-level': { type: 'string' },
         'state-dir': { type: 'string' },
         'config-dir': { type: 'string' },
+        standby: { type: 'boolean' },
       },
       usage,
     );
     const booting = values['etcd-endpoints'] === undefined;
     const misplaced = booting
       ? (['ssh-key', 'etcd-ca', 'etcd-cert', 'etcd-key'] as const).filter((f) => values[f] !== undefined)
-      : (['state-dir', 'config-dir'] as const).filter((f) => values[f] !== undefined);
+      : (['state-dir', 'config-dir', 'standby'] as const).filter((f) => values[f] !== undefined);
     if (misplaced.length > 0) {
       throw new CorekubeError('E_USAGE', `${misplaced.map((f) => `--${f}`).join(', ')} ${misplaced.length === 1 ? 'is' : 'are'} ${booting ? 'only for use with --etcd-endpoints' : 'for booting (without --etcd-endpoints)'}`, {
         hint: booting ? 'booting, the overlord makes its own SSH key and etcd credentials' : 'drop them, or drop --etcd-endpoints to boot the cluster',
@@ -128,7 +132,7 @@ export const overlordCommand: Command = {
     if (booting) {
       try {
         booted = await bootOverlord(
-          { spec, cluster, stateDir: values['state-dir'] ?? MACHINE_PATHS.overlordState, configDir: values['config-dir'] ?? CONFIG_DIR, sshUser, sshPort },
+          { spec, cluster, stateDir: values['state-dir'] ?? MACHINE_PATHS.overlordState, configDir: values['config-dir'] ?? CONFIG_DIR, sshUser, sshPort, standby: values.standby === true },
           { log, clock: systemClock, signal: stop.signal },
         );
       } catch (err) {
@@ -150,6 +154,7 @@ export const overlordCommand: Command = {
     const hosts = createSshRunner({ user: sshUser, privateKey: privateKey!, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
 
     let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
+    let follower: ReturnType<NonNullable<Booted['followState']>> | undefined;
     try {
       // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/leader.ts
       service = await startLeaderService({
@@ -170,6 +175,8 @@ export const overlordCommand: Command = {
         signal: stop.signal,
       });
       leadership = service.leadership;
+      // a standby keeps the certificates the leader issues, so that it takes over without re-issuing them
+      follower = booted?.followState?.(store, () => leadership?.role() !== 'leader');
       await leadership.done;
       return 0;
     } catch (err) {
@@ -178,6 +185,7 @@ export const overlordCommand: Command = {
     } finally {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      await follower?.stop();
       await service?.close();
       await hosts.close().catch(() => undefined);
       booted?.credentials.close();

@@ -9,8 +9,9 @@ import { renderCloudTemplate } from './templates.ts';
  * only translate a BootPlan into their cloud-config dialect; every decision is made here and in the
  * role modules (discovery.ts, overlord.ts, node.ts).
  */
-export type BootRole = 'discovery' | 'overlord' | 'master' | 'minion';
-export const BOOT_ROLES: readonly BootRole[] = ['discovery', 'overlord', 'master', 'minion'];
+/** `overlord-standby`: a standby overlord server (the overlord profile, fetching the state instead of making it) */
+export type BootRole = 'discovery' | 'overlord' | 'overlord-standby' | 'master' | 'minion';
+export const BOOT_ROLES: readonly BootRole[] = ['discovery', 'overlord', 'overlord-standby', 'master', 'minion'];
 
 export type FileMode = '0644' | '0600' | '0755' | '0440';
 

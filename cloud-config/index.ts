@@ -21,6 +21,8 @@ export function bootPlan(role: BootRole, spec: ClusterSpec): BootPlan {
       return discoveryPlan(spec);
     case 'overlord':
       return overlordPlan(spec);
+    case 'overlord-standby':
+      return overlordPlan(spec, { standby: true });
     case 'master':
     case 'minion':
       return nodePlan(role, spec);

@@ -10,6 +10,8 @@ export const CONFIG_DIR = '/etc/corekube';
 export const CONFIG_FILES = Object.freeze({
   /** the join token (password of discovery's `joiner` etcd user), one line, mode 0600 */
   joinToken: 'secrets/join-token',
+  /** overlords only: the overlord secret (seals the state standbys fetch, overlord/shared-state.ts), one line, mode 0600 */
+  overlordSecret: 'secrets/overlord-secret',
   /** the discovery etcd CA PEM (decoded from the discoveryCa placeholder) */
   discoveryCa: 'pki/discovery-ca.crt',
   /**

@@ -16,6 +16,9 @@ import { PLACEHOLDERS } from './placeholders.ts';
 export function overlordSpecFile(spec: ClusterSpec): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const f of SPEC_FIELDS) {
+    // the overlord server count is the template's (overlord_count): no overlord reads it, and leaving it
+    // out keeps every overlord's user_data the same whatever the count
+    if (f.path === 'overlords') continue;
     const parts = f.path.split('.');
     let from: unknown = spec;
     for (const p of parts) from = (from as Record<string, unknown> | undefined)?.[p];

@@ -5,13 +5,19 @@
  * them from flags instead (booting a node by hand). A token that is not filled renders as '' in files
  * whose consumers treat empty as "not given" (e.g. no Heat signal when booted by hand).
  *
- * All of them are public except JOIN_TOKEN and the wait-condition tokens, which are the only credentials a
- * node ever receives in user_data: the join token may only register machine records in discovery, and a
- * wait-condition token may only signal its one wait condition.
+ * All of them are public except JOIN_TOKEN, OVERLORD_SECRET and the wait-condition tokens, which are the only
+ * credentials in user_data: the join token may only register machine records in discovery, a wait-condition
+ * token may only signal its one wait condition, and the overlord secret (overlord servers only, never a node)
+ * opens the overlord state that only overlords may read.
  */
 export const PLACEHOLDERS = {
   /** random cluster token (OS::Heat::RandomString): the password of discovery's `joiner` etcd user */
   joinToken: '%%COREKUBE_JOIN_TOKEN%%',
+  /**
+   * overlords only (bootstrap and standbys): random secret (OS::Heat::RandomString) sealing the overlord state
+   * standbys fetch from discovery (overlord/shared-state.ts); '' = booted by hand, no standbys
+   */
+  overlordSecret: '%%COREKUBE_OVERLORD_SECRET%%',
   /** the overlord's SSH public key line, made by the overlord at first boot (from overlord_ready data) */
   overlordSshKey: '%%COREKUBE_OVERLORD_SSH_KEY%%',
   /** base64 of the discovery etcd CA certificate PEM, made by the overlord (from overlord_ready data) */

@@ -90,6 +90,8 @@ export interface OverlordUnitContext {
   /** the 0600 files under configDir the container reads: given to the image's user before each start */
   secretFiles: string[];
   healthPort: number;
+  /** a standby server: the container fetches the state (`--standby`) */
+  standby: boolean;
 }
 
 /** Template file name (without `.hbs`) → its context. */

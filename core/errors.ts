@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'E_NETWORK_CONFIG_CHANGED'
   | 'E_PKI'
   | 'E_HEAT'
+  | 'E_OVERLORD_STATE'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

@@ -3,6 +3,7 @@ import { addressPlan } from '../spec/address-plan.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { HOT_VERSION, type Template } from './hot.ts';
 import { JOIN_TOKEN, joinTokenResource } from './join-token.ts';
+import { OVERLORD_SECRET, overlordSecretResource } from './overlord-secret.ts';
 import { networkResources } from './network.ts';
 import { clusterOutputs } from './outputs.ts';
 import { clusterParameterGroups, clusterParameters } from './parameters.ts';
@@ -21,7 +22,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
     heat_template_version: HOT_VERSION,
     description: [
       `corekube cluster "${spec.name}": Kubernetes ${spec.versions.kubernetes} on ${spec.os === 'flatcar' ? 'Flatcar Container Linux' : 'Ubuntu'}.`,
-      'A discovery etcd, an overlord that deploys every node over SSH, masters and minions on a private network.',
+      'A discovery etcd, an overlord that deploys every node over SSH (with optional standby overlords), masters and minions on a private network.',
       'CREATE_COMPLETE means every initial node is deployed; follow progress with the follow_progress output.',
     ].join(' '),
     parameter_groups: clusterParameterGroups,
@@ -29,6 +30,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
     conditions: securityConditions,
     resources: {
       [JOIN_TOKEN]: joinTokenResource,
+      [OVERLORD_SECRET]: overlordSecretResource,
       ...networkResources(spec, plan),
       ...securityResources(spec),
       ...waitConditionResources({ clusterReadyAfter: [MASTERS, MINIONS] }),

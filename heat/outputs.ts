@@ -3,7 +3,7 @@ import type { ClusterSpec, OsProfile } from '../spec/cluster-spec.ts';
 import { getAttr, getResource, strReplace, type Output } from './hot.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, PORTS } from './security.ts';
-import { DISCOVERY_PORT, firstMemberIp, groupIps, MASTERS, MINIONS, OVERLORD_FLOATING_IP, OVERLORD_PORT, portIp } from './servers.ts';
+import { DISCOVERY_PORT, firstMemberIp, groupIps, MASTERS, MINIONS, OVERLORD_FLOATING_IP, OVERLORD_PORT, OVERLORD_STANDBYS, portIp } from './servers.ts';
 
 /**
  * What `openstack stack output show` tells a person. Addresses and how to follow progress only: no output
@@ -27,6 +27,7 @@ export function clusterOutputs(spec: ClusterSpec): Record<string, Output> {
     },
     discovery_ip: { description: 'Private IP of the discovery server.', value: portIp(DISCOVERY_PORT) },
     overlord_ip: { description: 'Private IP of the overlord server.', value: portIp(OVERLORD_PORT) },
+    overlord_standby_ips: { description: 'Private IPs of the standby overlords (overlord_count - 1), in index order; reach them through the overlord.', value: groupIps(OVERLORD_STANDBYS) },
     overlord_public_ip: { description: 'Floating IP of the overlord server (SSH from admin_cidr).', value: overlordPublicIp },
     master_ips: { description: 'Private IPs of the masters, in index order.', value: groupIps(MASTERS) },
     minion_ips: { description: 'Private IPs of the minions, in index order.', value: groupIps(MINIONS) },

@@ -1,4 +1,4 @@
-import { MASTER_COUNTS, MAX_MINIONS, type ClusterSpec } from '../spec/cluster-spec.ts';
+import { MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, type ClusterSpec } from '../spec/cluster-spec.ts';
 import type { Parameter, Template } from './hot.ts';
 import { clusterReadyTimeoutParameter } from './wait-conditions.ts';
 
@@ -78,8 +78,16 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
       default: spec.minions,
       constraints: [{ range: { min: 0, max: MAX_MINIONS }, description: `between 0 and ${MAX_MINIONS}` }],
     },
+    overlord_count: {
+      type: 'number',
+      label: 'Overlords',
+      description:
+        'Number of overlord servers: the bootstrap overlord plus overlord_count - 1 standbys, which fetch its state from discovery (sealed with overlord_secret) and take over within the leader lease when the leading overlord is gone. Change it with `openstack stack update --existing --parameter overlord_count=3`: existing servers are kept.',
+      default: spec.overlords,
+      constraints: [{ range: { min: MIN_OVERLORDS, max: MAX_OVERLORDS }, description: `between ${MIN_OVERLORDS} and ${MAX_OVERLORDS}` }],
+    },
     discovery_flavor: flavorParameter('discovery server', f.discovery),
-    overlord_flavor: flavorParameter('overlord server', f.overlord),
+    overlord_flavor: flavorParameter('overlord servers', f.overlord),
     master_flavor: flavorParameter('masters', f.master),
     minion_flavor: flavorParameter('minions', f.minion),
     admin_cidr: {
@@ -111,7 +119,7 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
 
 export const clusterParameterGroups: NonNullable<Template['parameter_groups']> = [
   { label: 'Required', description: 'No default fits every cloud: give these.', parameters: ['key_name', 'image', 'external_network'] },
-  { label: 'Size', description: 'How many machines (minion_count may change on stack update).', parameters: ['master_count', 'minion_count'] },
+  { label: 'Size', description: 'How many machines (minion_count and overlord_count may change on stack update).', parameters: ['master_count', 'minion_count', 'overlord_count'] },
   { label: 'Flavors', description: 'Nova flavors per role.', parameters: ['discovery_flavor', 'overlord_flavor', 'master_flavor', 'minion_flavor'] },
   { label: 'Access', description: 'Who may reach the cluster from outside.', parameters: ['admin_cidr', 'node_port_cidr', 'dns_nameservers'] },
   { label: 'Timeouts', description: 'How long stack create waits.', parameters: ['cluster_ready_timeout'] },

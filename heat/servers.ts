@@ -4,6 +4,7 @@ import type { AddressPlan } from '../spec/address-plan.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { getAttr, getParam, getResource, type HeatValue, type Resource } from './hot.ts';
 import { joinTokenValue } from './join-token.ts';
+import { overlordSecretValue } from './overlord-secret.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET, ROUTER_INTERFACE } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, OVERLORD_SECGROUP } from './security.ts';
 import { userDataProperty, type PlaceholderValues, type RenderUserData, type Role } from './user-data.ts';
@@ -17,12 +18,18 @@ import { CLUSTER_READY, DISCOVERY_READY, OVERLORD_READY, overlordReadyPart, sign
  *
  * Boot order follows the data: the overlord boots first; discovery, masters and minions need its SSH key
  * and the discovery CA from overlord_ready's data; masters and minions also wait for discovery_ready.
+ *
+ * Standby overlords (overlord_count - 1, a ResourceGroup on DHCP addresses, no floating IP) boot once
+ * discovery is ready, with the discovery CA from overlord_ready's data and the overlord secret, fetch the
+ * bootstrap overlord's state from discovery and stand by in the leader election. Only their group reads
+ * overlord_count, so changing it adds or removes standbys and touches nothing else.
  */
 export const DISCOVERY_PORT = 'discovery_port';
 export const DISCOVERY = 'discovery';
 export const OVERLORD_PORT = 'overlord_port';
 export const OVERLORD = 'overlord';
 export const OVERLORD_FLOATING_IP = 'overlord_floating_ip';
+export const OVERLORD_STANDBYS = 'overlord_standbys';
 export const MASTERS = 'masters';
 export const MINIONS = 'minions';
 
@@ -94,6 +101,7 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
     render('overlord', spec),
     {
       joinToken: joinTokenValue,
+      overlordSecret: overlordSecretValue,
       readyUrl: signalUrl(OVERLORD_READY),
       readyToken: signalToken(OVERLORD_READY),
       clusterReadyUrl: signalUrl(CLUSTER_READY),
@@ -103,6 +111,19 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
     },
     // the overlord makes these itself; taking them from overlord_ready would wait on its own signal
     ['overlordSshKey', 'discoveryCa'],
+  );
+  const standbyUserData = userDataProperty(
+    'overlord-standby',
+    render('overlord-standby', spec),
+    {
+      joinToken: joinTokenValue,
+      overlordSecret: overlordSecretValue,
+      discoveryCa: overlordReadyPart('discoveryCa'),
+      masterCount: getParam('master_count'),
+      minionCount: getParam('minion_count'),
+    },
+    // a standby signals nothing: it holds no wait-condition handle
+    ['readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken'],
   );
   const discoveryUserData = userDataProperty(
     'discovery',
@@ -127,6 +148,30 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
         user_data_update_policy: 'IGNORE',
       },
     },
+    [OVERLORD_STANDBYS]: {
+      type: 'OS::Heat::ResourceGroup',
+      // they need the discovery CA (overlord_ready's data) and a discovery that serves it; they pull the image
+      depends_on: [DISCOVERY_READY, ROUTER_INTERFACE],
+      properties: {
+        count: standbyCount,
+        resource_def: {
+          type: 'OS::Nova::Server',
+          properties: {
+            ...serverProperties(
+              spec,
+              'overlord-standby',
+              `${spec.name}-overlord-standby-%index%`,
+              { network: getResource(PRIVATE_NET), subnet: getResource(PRIVATE_SUBNET) },
+              standbyUserData,
+              [getResource(CLUSTER_SECGROUP), getResource(OVERLORD_SECGROUP)],
+            ),
+            flavor: getParam('overlord_flavor'),
+            // like the bootstrap overlord's, its user_data carries the initial counts: a scale-up must not replace it
+            user_data_update_policy: 'IGNORE',
+          },
+        },
+      },
+    },
     [DISCOVERY_PORT]: fixedPort(spec, 'discovery', plan.discovery, [CLUSTER_SECGROUP]),
     [DISCOVERY]: {
       type: 'OS::Nova::Server',
@@ -137,6 +182,9 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
     [MINIONS]: nodeGroup(spec, 'minion', 'minion_count', MINION_SECGROUP, render),
   };
 }
+
+/** overlord_count - 1, as the integer ResourceGroup's count takes (yaql: HOT has no arithmetic of its own). */
+export const standbyCount: HeatValue = { yaql: { expression: '$.data.overlords - 1', data: { overlords: getParam('overlord_count') } } };
 
 /** The private IP of a fixed-port server, and the private IPs of a group's members (a list). */
 export const portIp = (port: string): HeatValue => getAttr(port, 'fixed_ips', 0, 'ip_address');

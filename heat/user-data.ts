@@ -3,7 +3,7 @@ import { PLACEHOLDERS, type PlaceholderName } from '../cloud-config/placeholders
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { strReplace, type HeatValue } from './hot.ts';
 
-export type Role = 'discovery' | 'overlord' | 'master' | 'minion';
+export type Role = 'discovery' | 'overlord' | 'overlord-standby' | 'master' | 'minion';
 
 /**
  * The cloud-config room's renderer (cloud-config/index.ts renderUserData): the complete user_data text of a

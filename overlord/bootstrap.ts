@@ -16,8 +16,10 @@ import { DiscoveryMachineCredentials } from './machine-credentials.ts';
 import { MachinePkiFiles } from './machine-pki.ts';
 import { CertificateAuthority, type DiscoveryPki } from './pki/authority.ts';
 import { discoveryPkiFiles } from './pki/delivery.ts';
-import { DirectoryPkiStore } from './pki/store.ts';
+import { DirectoryPkiStore, type PkiStore } from './pki/store.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
+import { fetchSharedState, followSharedState, overlordDiscoveryPassword, publishSharedState, readOverlordSecret, type Follower } from './shared-state.ts';
+import type { Store } from './store.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { UnitsWiring } from './units.ts';
 
@@ -42,6 +44,18 @@ import type { UnitsWiring } from './units.ts';
  *    `<configDir>/secrets/join-token`), their roles, then `auth enable`. Idempotent. Each machine's own user
  *    is made when it is admitted (overlord/admission.ts, overlord/machine-credentials.ts).
  * 7. Publishes its public key at `<prefix>ssh/overlord.pub`, as `root` over TLS.
+ * 8. With an overlord secret (`<configDir>/secrets/overlord-secret`): publishes its state — ssh/ and pki/,
+ *    sealed with the secret — at `<prefix>overlord/state` for standby overlords (overlord/shared-state.ts),
+ *    when absent or different, after taking over what is published (a restart after another overlord led
+ *    publishes a superset of that leader's state, never an older one); step 6 then also made discovery's
+ *    `overlord` user, which may read only that.
+ *    No secret (booted by hand): no `overlord` user, nothing published, no standby can join.
+ *
+ * A STANDBY overlord (`standby: true`, a standby server of the stack) first fetches that state — as
+ * `overlord`, over TLS verified with the discovery CA from `<configDir>/pki/discovery-ca.crt`, waiting until
+ * the bootstrap overlord has published it — into its own state directory, then runs the same sequence,
+ * which then changes nothing: the key and CAs exist, discovery already serves its certificate, auth is in
+ * place, the key and the state are published. It signals nothing (it holds no wait-condition handle).
  * Then the caller runs the overlord with what this returns: `etcd` (discovery as root: the store and the
  * leader election), the SSH key, `units` + `prepareMachines` (each machine's PKI in its write-units step),
  * `credentials` (the machines' own discovery users, for admission; the caller closes it), and
@@ -62,6 +76,8 @@ export interface BootInputs {
   /** the user the overlord logs in as on discovery (default corekube); root = no sudo */
   readonly sshUser?: string;
   readonly sshPort?: number;
+  /** a standby server's overlord: fetch the state from discovery first, signal nothing */
+  readonly standby?: boolean;
 }
 
 export interface BootDeps {
@@ -94,6 +110,11 @@ export interface Booted {
   readonly prepareMachines: (records: readonly MachineRecord[]) => Promise<void>;
   /** signals cluster_ready once (nothing to do when booted by hand or already signalled) */
   signalClusterReady(summary: string): Promise<void>;
+  /**
+   * Keeps the state directory current with the state the leader publishes while `applies()` (this overlord
+   * does not lead): overlord/shared-state.ts followSharedState. Undefined without an overlord secret.
+   */
+  readonly followState: ((store: Store, applies: () => boolean) => Follower) | undefined;
 }
 
 /** Heat signal marker files under the state dir: what was sent, so a restart does not send it again. */
@@ -112,14 +133,35 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   const { host, port } = parseEndpoint(endpoint);
   const sshUser = inputs.sshUser ?? 'corekube';
   const retry = <T>(what: string, fn: () => Promise<T>) => untilItWorks(what, fn, log, deps);
-  log.info({ event: 'boot.start', cluster, stateDir, discovery: endpoint }, `overlord boot: cluster ${cluster}, discovery ${endpoint}`);
+  const standby = inputs.standby ?? false;
+  log.info({ event: 'boot.start', cluster, stateDir, discovery: endpoint, standby }, `overlord boot${standby ? ' (standby)' : ''}: cluster ${cluster}, discovery ${endpoint}`);
+
+  // 0. the overlord secret; a standby fetches the bootstrap overlord's state with it
+  const secret = await readOverlordSecret(path.join(configDir, CONFIG_FILES.overlordSecret));
+  if (standby) {
+    if (secret === undefined) {
+      throw new CorekubeError('E_USAGE', `a standby overlord needs the overlord secret in ${path.join(configDir, CONFIG_FILES.overlordSecret)}`, {
+        hint: 'a standby server\'s user_data writes it from the stack\'s overlord_secret; without it, run this overlord without --standby',
+      });
+    }
+    const ca = await readConfigFile(path.join(configDir, CONFIG_FILES.discoveryCa), 'the discovery CA');
+    await fetchSharedState(
+      { etcd: { endpoints: [endpoint], tls: { ca: Buffer.from(ca) } }, keys, stateDir, secret },
+      { log, clock: deps.clock, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.backoffMs ? { backoffMs: deps.backoffMs } : {}) },
+    );
+  } else if (secret === undefined) {
+    log.info({ event: 'boot.no-overlord-secret', file: path.join(configDir, CONFIG_FILES.overlordSecret) }, 'no overlord secret (booted by hand): no standby can fetch this overlord\'s state');
+  }
 
   // 1. SSH identity
   const identity = await ensureSshIdentity(stateDir, `corekube-overlord@${cluster}`);
   log.info({ event: 'boot.ssh-key', fingerprint: identity.fingerprint, created: identity.created }, `SSH key ${identity.fingerprint} ${identity.created ? 'made' : 'reused'}`);
 
   // 2. PKI and discovery passwords (before anything leaves this machine)
-  const pkiStore = new DirectoryPkiStore(path.join(stateDir, 'pki'));
+  // writes counted: the leader publishes the state again after issuing certificates (step 8's contract)
+  const directory = new DirectoryPkiStore(path.join(stateDir, 'pki'));
+  let pkiWrites = 0;
+  const pkiStore: PkiStore = { read: (name) => directory.read(name), write: (name, content) => directory.write(name, content).then(() => void pkiWrites++) };
   const authority = new CertificateAuthority({ store: pkiStore, clock: deps.clock, cluster, log });
   const discovery = await authority.ensureDiscovery(spec);
   await authority.ensureCa('cluster');
@@ -129,10 +171,12 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   const joinToken = await readJoinToken(path.join(configDir, CONFIG_FILES.joinToken));
   log.info({ event: 'boot.pki', issued: discovery.issued.map((i) => i.name) }, 'PKI ready (discovery, cluster and etcd CAs)');
 
-  // 3. overlord_ready
-  const ready = signalFiles(configDir, 'readyUrl', 'readyHeader');
-  const data = `${Buffer.from(identity.publicKey).toString('base64')}:${Buffer.from(discovery.ca).toString('base64')}`;
-  await signalOnce(ready, path.join(stateDir, MARKERS.overlordReady), { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, signalDeps(stateDir, deps, log));
+  // 3. overlord_ready (a standby holds no handle: the bootstrap overlord signalled it)
+  if (!standby) {
+    const ready = signalFiles(configDir, 'readyUrl', 'readyHeader');
+    const data = `${Buffer.from(identity.publicKey).toString('base64')}:${Buffer.from(discovery.ca).toString('base64')}`;
+    await signalOnce(ready, path.join(stateDir, MARKERS.overlordReady), { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, signalDeps(stateDir, deps, log));
+  }
 
   // 4. discovery's TLS files
   const served = await servedCertificate(host, port, discovery.ca);
@@ -160,7 +204,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   log.info({ event: 'boot.discovery-up', discovery: endpoint }, 'discovery etcd answers over TLS');
 
   // 6. discovery auth
-  const rbac = discoveryRbac(keys, { root: passwords.root, joiner: joinToken });
+  const rbac = discoveryRbac(keys, { root: passwords.root, joiner: joinToken, ...(secret === undefined ? {} : { overlord: overlordDiscoveryPassword(secret) }) });
   const auth = await retry('setting up discovery auth', () => ensureDiscoveryAuth(conn, rbac));
   log.info({ event: 'boot.discovery-auth', changes: auth.changes, wasEnabled: auth.wasEnabled }, auth.changes.length === 0 ? 'discovery auth already in place' : `discovery auth: ${auth.changes.join('; ')}`);
 
@@ -176,6 +220,18 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
       const kv = await store.get(keys.overlordSshKey);
       if (kv?.value !== identity.publicKey) await store.put(keys.overlordSshKey, identity.publicKey);
     });
+    // 8. the state for standbys
+    // (a standby took the published state over in step 0 and publishes only once it leads)
+    if (secret !== undefined && !standby) {
+      const shared = await retry('publishing the overlord state', () => publishSharedState({ store, keys, stateDir, secret, log, adopt: true })).catch((err: unknown) => {
+        // a state too large for one etcd request must not stop the overlord: standbys keep what they have
+        const e = asCorekubeError(err);
+        if (e.code !== 'E_OVERLORD_STATE') throw e;
+        log.error({ event: 'overlord-state.not-published', ...errorFields(e) }, 'the overlord state could not be published for standbys');
+        return undefined;
+      });
+      if (shared && !shared.published) log.info({ event: 'overlord-state.current', fingerprint: shared.fingerprint, files: shared.files }, 'the published overlord state is current');
+    }
   } finally {
     await store.close();
   }
@@ -183,7 +239,27 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
 
   const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
   const machineFiles = new MachinePkiFiles({ authority, spec, discoveryCa: discovery.ca, credentials, log: deps.log });
+  // the leading overlord issued machines' certificates: standbys should take over with them, not re-issue
+  // them (a re-issued pair redeploys its machine). Best effort: a failure is logged, the deploy goes on.
+  const republish = async (key: string): Promise<void> => {
+    const shared = createEtcdStore(etcd);
+    try {
+      await publishSharedState({ store: shared, keys, stateDir, secret: key, log: deps.log });
+    } catch (err) {
+      deps.log.warn({ event: 'overlord-state.not-published', ...errorFields(err) }, 'the overlord state could not be published for standbys; next time certificates are issued');
+    } finally {
+      await shared.close();
+    }
+  };
   const clusterReadyFiles = signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader');
+  const signalClusterReady = async (summary: string): Promise<void> => {
+    if (standby) {
+      // the stack's cluster_ready handle is the bootstrap server's; a standby that leads has nothing to signal
+      deps.log.info({ event: 'heat.no-handle', standby }, 'standby overlord: cluster_ready is the bootstrap overlord\'s to signal');
+      return;
+    }
+    await signalOnce(clusterReadyFiles, path.join(stateDir, MARKERS.clusterReady), { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, signalDeps(stateDir, deps, deps.log));
+  };
   return Object.freeze({
     cluster,
     keys,
@@ -195,9 +271,14 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     machineFiles,
     credentials,
     units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
-    prepareMachines: (records: readonly MachineRecord[]) => machineFiles.prepare(records),
-    signalClusterReady: (summary: string) =>
-      signalOnce(clusterReadyFiles, path.join(stateDir, MARKERS.clusterReady), { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, signalDeps(stateDir, deps, deps.log)).then(() => undefined),
+    prepareMachines: async (records: readonly MachineRecord[]) => {
+      const before = pkiWrites;
+      await machineFiles.prepare(records);
+      if (secret !== undefined && pkiWrites !== before) await republish(secret);
+    },
+    signalClusterReady,
+    followState:
+      secret === undefined ? undefined : (shared: Store, applies: () => boolean) => followSharedState({ store: shared, keys, stateDir, secret, log: deps.log, clock: deps.clock, applies }),
   });
 }
 
@@ -232,6 +313,16 @@ async function readJoinToken(file: string): Promise<string> {
     });
   }
   return token;
+}
+
+async function readConfigFile(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CorekubeError('E_IO', `cannot read ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {
+      hint: 'a standby server\'s cloud-config writes it from overlord_ready\'s data; mount /etc/corekube into the container',
+    });
+  }
 }
 
 function parseEndpoint(endpoint: string): { host: string; port: number } {

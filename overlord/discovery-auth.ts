@@ -15,6 +15,7 @@ import { JOINER_USER } from '../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../core/errors.ts';
 import type { ClusterKeys } from './keys.ts';
 import type { PkiStore } from './pki/store.ts';
+import { OVERLORD_USER } from './shared-state.ts';
 
 /**
  * Least privilege on the discovery etcd (issue 4 point 3), set up by the overlord once discovery's etcd
@@ -31,6 +32,7 @@ import type { PkiStore } from './pki/store.ts';
  * | `root`           | random, made by the overlord, in its PKI store  | everything (the overlord: ledger, leader, hostkeys, network) |
  * | `joiner`         | the join token (user_data of every node)        | WRITE `<prefix>join/` (range), READ `<prefix>ssh/overlord.pub` |
  * | `machine-<id>`   | HMAC of the overlord's machine secret and the id, delivered to that machine only (0600) | READWRITE its own `<prefix>machines/<id>`; flannel: READ `<prefix>network/config` and `<prefix>network/subnets/` (range), READWRITE its own subnet lease |
+ * | `overlord`       | HMAC of the overlord secret (overlord/shared-state.ts), only when there is one | READ `<prefix>overlord/state` (one key): standby overlords |
  *
  * The join token is shared by every node, so it only lets a node ASK to join: a join request at
  * `join/<id>`, which no node can read back. The overlord admits it (overlord/admission.ts: the host key is
@@ -86,6 +88,8 @@ export interface DiscoveryRbac {
 export interface DiscoveryPasswords {
   readonly root: string;
   readonly joiner: string;
+  /** overlordDiscoveryPassword(overlord secret); absent (booted by hand, no secret) = no `overlord` user */
+  readonly overlord?: string;
 }
 
 /** PURE: the fixed users and roles discovery's etcd must have for a cluster. */
@@ -99,10 +103,13 @@ export function discoveryRbac(keys: ClusterKeys, passwords: DiscoveryPasswords):
           { permission: 'Read', key: keys.overlordSshKey, prefix: false },
         ],
       },
+      // standby overlords read the sealed overlord state, and nothing else
+      ...(passwords.overlord === undefined ? [] : [{ name: OVERLORD_USER, permissions: [{ permission: 'Read' as const, key: keys.overlordState, prefix: false }] }]),
     ] satisfies RoleSpec[]),
     users: Object.freeze([
       { name: ROOT_USER, password: passwords.root, roles: [ROOT_ROLE] },
       { name: JOINER, password: passwords.joiner, roles: [JOINER] },
+      ...(passwords.overlord === undefined ? [] : [{ name: OVERLORD_USER, password: passwords.overlord, roles: [OVERLORD_USER] }]),
     ] satisfies UserSpec[]),
   });
 }

@@ -14,6 +14,9 @@
  *                               overlord, under its lease, value = its id; the oldest (lowest create
  *                               revision) leads; every ledger write is fenced on the leader's key
  *   <prefix>/ssh/overlord.pub   the overlord's SSH public key (nodes read it)
+ *   <prefix>/overlord/state     the overlord's state (SSH key, PKI) for standby overlords, ENCRYPTED with a key
+ *                               derived from the overlord secret (overlord/shared-state.ts); only root writes it,
+ *                               discovery's `overlord` user may read it and nothing else
  *   <prefix>/network/config     flannel's network config (flanneld --etcd-prefix=<prefix>/network)
  *   <prefix>/network/subnets/…  flannel's subnet leases; the overlord writes one reservation (no TTL) a machine
  *   <prefix>/subnets/<id>       which subnet a machine holds: the allocation index, written with its reservation
@@ -31,6 +34,8 @@ export interface ClusterKeys {
   /** the election's candidate keys (etcd3 Election `overlord` under `<prefix>leader/`) */
   readonly leaderCandidates: string;
   readonly overlordSshKey: string;
+  /** the sealed overlord state for standbys (overlord/shared-state.ts) */
+  readonly overlordState: string;
   readonly network: string;
   readonly subnets: string;
   machine(id: string): string;
@@ -51,6 +56,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     leader: `${prefix}leader`,
     leaderCandidates: `${prefix}leader/election/overlord/`,
     overlordSshKey: `${prefix}ssh/overlord.pub`,
+    overlordState: `${prefix}overlord/state`,
     network: `${prefix}network/`,
     subnets: `${prefix}subnets/`,
     machine: (id: string) => `${prefix}machines/${id}`,

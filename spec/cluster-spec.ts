@@ -9,6 +9,9 @@ export type OsProfile = 'flatcar' | 'ubuntu';
 export const OS_PROFILES: readonly OsProfile[] = ['flatcar', 'ubuntu'];
 export const MASTER_COUNTS = [1, 3, 5] as const;
 export const MAX_MINIONS = 500;
+/** Overlords: one bootstrap overlord plus up to four standbys (leader election, overlord/leader.ts). */
+export const MIN_OVERLORDS = 1;
+export const MAX_OVERLORDS = 5;
 /** Kubernetes minors corekube's units are written and tested for. */
 export const KUBERNETES_MINORS = ['1.34', '1.35', '1.36'] as const;
 
@@ -16,6 +19,8 @@ export interface ClusterSpec {
   readonly name: string;
   readonly masters: 1 | 3 | 5;
   readonly minions: number;
+  /** overlord servers: the bootstrap one plus `overlords - 1` standbys that take over when it is gone */
+  readonly overlords: number;
   readonly os: OsProfile;
   readonly versions: {
     readonly kubernetes: string;
@@ -80,6 +85,7 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'name', flag: 'name', kind: 'string', default: 'corekube' },
   { path: 'masters', flag: 'masters', kind: 'int', default: 1 },
   { path: 'minions', flag: 'minions', kind: 'int', default: 3 },
+  { path: 'overlords', flag: 'overlords', kind: 'int', default: 1 },
   { path: 'os', flag: 'os', kind: 'string', default: 'flatcar' },
   { path: 'versions.kubernetes', flag: 'kubernetes-version', kind: 'string', default: 'v1.36.2' },
   { path: 'versions.etcd', flag: 'etcd-version', kind: 'string', default: 'v3.6.6' },
@@ -167,6 +173,10 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
   if (minions !== undefined && (minions < 0 || minions > MAX_MINIONS)) {
     bad('minions', `must be between 0 and ${MAX_MINIONS}`, `use a count from 0 to ${MAX_MINIONS}; scale further with more clusters`);
   }
+  const overlords = get<number | undefined>('overlords');
+  if (overlords !== undefined && (overlords < MIN_OVERLORDS || overlords > MAX_OVERLORDS)) {
+    bad('overlords', `must be between ${MIN_OVERLORDS} and ${MAX_OVERLORDS} (one bootstrap overlord plus standbys)`, `use --overlords ${overlords < MIN_OVERLORDS ? MIN_OVERLORDS : MAX_OVERLORDS}; 3 survives the loss of any one overlord server`);
+  }
   const os = get<string | undefined>('os');
   if (os !== undefined && !(OS_PROFILES as readonly string[]).includes(os)) {
     bad('os', `must be one of ${OS_PROFILES.join(', ')}`, 'use --os flatcar (Flatcar Container Linux) or --os ubuntu');
@@ -213,12 +223,13 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
   const priv = cidrs.get('network.privateCidr');
   const machines = (masters ?? 1) + (minions ?? 0);
   if (priv) {
-    // Addresses .1–.31 are reserved (gateway, discovery, overlord); machines get the rest from DHCP.
+    // Addresses .1–.31 are reserved (gateway, discovery, overlord); machines and standby overlords get the rest from DHCP.
     const room = cidrSize(priv) - RESERVED_HOSTS - 1;
+    const standbys = Math.max((overlords ?? 1) - 1, 0);
     if (priv.prefix > 26) {
       bad('network.privateCidr', 'is too small for a cluster', 'use a /24 or larger');
-    } else if (room < machines + 2) {
-      bad('network.privateCidr', `holds ${Math.max(room, 0)} machine addresses, fewer than the ${machines} machines plus overlord and discovery`, 'use a larger block, e.g. a /22 for 500 machines');
+    } else if (room < machines + standbys + 2) {
+      bad('network.privateCidr', `holds ${Math.max(room, 0)} machine addresses, fewer than the ${machines} machines plus ${standbys > 0 ? `${standbys} standby overlords, ` : ''}overlord and discovery`, 'use a larger block, e.g. a /22 for 500 machines');
     }
   }
   const pod = cidrs.get('network.podCidr');
@@ -274,6 +285,7 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     name: get('name'),
     masters: get('masters'),
     minions: get('minions'),
+    overlords: get('overlords'),
     os: get('os'),
     versions: {
       kubernetes: get('versions.kubernetes'),

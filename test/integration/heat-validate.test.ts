@@ -52,6 +52,26 @@ describe.skipIf(missing.length > 0 && !process.env.CI)(`Heat's engine (missing h
     expect(code).toBe(0);
   });
 
+  it('accepts the cluster template with 1 and 3 overlords (0 and 2 standbys checked as members), on flatcar and ubuntu, and overlord_count 5 at stack create', async () => {
+    expect(missing).toEqual([]);
+    const files: string[] = [];
+    for (const overlords of ['1', '3']) {
+      for (const os of ['flatcar', 'ubuntu']) {
+        const file = join(dir, `cluster-${overlords}o-${os}.yaml`);
+        writeFileSync(file, renderClusterTemplate(parseClusterSpec({ flags: { overlords, os } }), renderUserData));
+        files.push(file);
+      }
+    }
+    const params = ['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public'];
+    const { code, out } = await validate([...params, ...files]);
+    expect(out).not.toMatch(/ERROR|INVALID/);
+    for (const f of files) expect(out).toContain(`${f}: OK`);
+    expect(code).toBe(0);
+    const five = await validate([...params, '-P', 'overlord_count=5', files[0]!]);
+    expect(five.out.trim()).toBe('OK'); // one template: no file name
+    expect(five.code).toBe(0);
+  });
+
   it('accepts the node template for a master and a minion, on flatcar and ubuntu', async () => {
     expect(missing).toEqual([]);
     const files = (['flatcar', 'ubuntu'] as const).flatMap((os) =>
@@ -72,12 +92,16 @@ describe.skipIf(missing.length > 0 && !process.env.CI)(`Heat's engine (missing h
     expect(code).toBe(0);
   });
 
-  it('rejects a 0.0.0.0/0 admin CIDR and a minion count over 500 given at stack create', async () => {
+  it('rejects a 0.0.0.0/0 admin CIDR, a minion count over 500 and an overlord count of 0 or 6 given at stack create', async () => {
     const file = join(dir, 'cluster-defaults.yaml');
     writeFileSync(file, renderClusterTemplate(parseClusterSpec({}), renderUserData));
-    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', '-P', 'admin_cidr=0.0.0.0/0', '-P', 'minion_count=501', file]);
+    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', '-P', 'admin_cidr=0.0.0.0/0', '-P', 'minion_count=501', '-P', 'overlord_count=6', file]);
     expect(code).toBe(1);
     expect(out).toMatch(/admin_cidr/);
     expect(out).toMatch(/minion_count/);
+    expect(out).toMatch(/overlord_count/);
+    const zero = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', '-P', 'overlord_count=0', file]);
+    expect(zero.code).toBe(1);
+    expect(zero.out).toMatch(/overlord_count/);
   });
 });

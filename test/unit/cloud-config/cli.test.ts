@@ -11,6 +11,7 @@ const FILES: Record<string, string> = {
   'ca.crt': CA_PEM,
   'ca.b64': Buffer.from(CA_PEM).toString('base64'),
   junk: 'not a key\n',
+  secret: `${FILLED.overlordSecret}\n`,
 };
 const inputs = {
   env: {},
@@ -51,6 +52,16 @@ describe('corekube cloud-config render', () => {
     expect(values).toEqual({ joinToken: FILLED.joinToken, masterCount: '3', minionCount: '9' });
   });
 
+  it('fills a standby overlord from the join token, the discovery CA and the overlord secret; the bootstrap overlord takes the secret optionally', () => {
+    const { values } = cloudConfigInputs(['--role', 'overlord-standby', '--join-token-file', 'token', '--discovery-ca-file', 'ca.crt', '--overlord-secret-file', 'secret'], inputs);
+    expect(values).toEqual({ joinToken: FILLED.joinToken, discoveryCa: FILLED.discoveryCa, overlordSecret: FILLED.overlordSecret, masterCount: '1', minionCount: '3' });
+    expect(cloudConfigInputs(['--role', 'overlord', '--join-token-file', 'token', '--overlord-secret-file', 'secret'], inputs).values.overlordSecret).toBe(FILLED.overlordSecret);
+    expect(problems(['--role', 'overlord-standby', '--join-token-file', 'token', '--discovery-ca-file', 'ca.crt'])).toEqual(['--overlord-secret-file: is required for a overlord-standby']);
+    expect(problems(['--role', 'minion', '--join-token-file', 'token', '--overlord-ssh-key-file', 'key.pub', '--discovery-ca-file', 'ca.crt', '--overlord-secret-file', 'secret'])).toEqual([
+      '--overlord-secret-file: is not used by a minion',
+    ]);
+  });
+
   it('reports every problem at once: missing inputs, inputs the role does not use, unreadable or malformed files', () => {
     expect(problems(['--role', 'minion', '--overlord-ssh-key-file', 'junk', '--discovery-ca-file', 'missing'])).toEqual([
       '--join-token-file: is required for a minion',
@@ -60,7 +71,7 @@ describe('corekube cloud-config render', () => {
     expect(problems(['--role', 'discovery', '--overlord-ssh-key-file', 'key.pub', '--join-token-file', 'token'])).toEqual([
       '--join-token-file: is not used by a discovery',
     ]);
-    expect(problems(['--role', 'boss'])).toEqual(['--role: must be one of discovery, overlord, master, minion']);
+    expect(problems(['--role', 'boss'])).toEqual(['--role: must be one of discovery, overlord, overlord-standby, master, minion']);
   });
 
   it('never puts the join token into an error', () => {

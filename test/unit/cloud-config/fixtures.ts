@@ -43,6 +43,7 @@ export const SSH_KEY_LINE = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb+Zz/9Tq0c2mW
 export const CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIBfake+/test==\n-----END CERTIFICATE-----\n';
 export const FILLED: Record<PlaceholderName, string> = {
   joinToken: 'Ab3dEfGh1jKlMn0pQrStUvWxYz0123456789abcdefABCDEF',
+  overlordSecret: 'Zy9xWv8uTs7rQp6oNm5lKj4iHg3fEd2cBa1ZYXWVUTSRQPONMLKJIHGFEDCBA098',
   overlordSshKey: Buffer.from(SSH_KEY_LINE).toString('base64'),
   discoveryCa: Buffer.from(CA_PEM).toString('base64'),
   readyUrl: 'http://heat.example:8000/v1/signal/arn%3Aopenstack%3Aheat%3A%3A1234%3Astacks/demo/5678/resources/overlord_ready_handle?Timestamp=2025-01-01T00%3A00%3A00Z&SignatureMethod=HmacSHA256#frag',

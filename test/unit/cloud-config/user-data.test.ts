@@ -10,7 +10,8 @@ import { CA_PEM, CASES, fileAt, FILLED, OSES, parse11, parse12, specFor, SSH_KEY
 /** Which placeholders each role's user_data carries: the contract the Heat template's str_replace follows. */
 const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
   discovery: ['overlordSshKey', 'readyUrl', 'readyToken'],
-  overlord: ['joinToken', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'masterCount', 'minionCount'],
+  overlord: ['joinToken', 'overlordSecret', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'masterCount', 'minionCount'],
+  'overlord-standby': ['joinToken', 'overlordSecret', 'discoveryCa', 'masterCount', 'minionCount'],
   master: ['joinToken', 'overlordSshKey', 'discoveryCa'],
   minion: ['joinToken', 'overlordSshKey', 'discoveryCa'],
 };
@@ -45,7 +46,7 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
   it('holds no credential other than placeholders, and secrets only in 0600 files', () => {
     expect(text).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|ssh-(ed25519|rsa) AAAA|X-Auth-Token: [^%<]/);
     for (const f of writeFilesOf(doc)) {
-      const secret = [PLACEHOLDERS.joinToken, PLACEHOLDERS.readyToken, PLACEHOLDERS.clusterReadyToken].some((t) => f.content.includes(t));
+      const secret = [PLACEHOLDERS.joinToken, PLACEHOLDERS.overlordSecret, PLACEHOLDERS.readyToken, PLACEHOLDERS.clusterReadyToken].some((t) => f.content.includes(t));
       if (secret) expect(f.permissions, f.path).toBe('0600');
     }
   });
@@ -104,7 +105,7 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
         ['systemctl', 'start', '--no-block', ...atBoot],
       ]);
       expect((doc.users as unknown[])[0]).toBe('default');
-      if (role === 'overlord') expect(doc.packages).toEqual(['docker.io']);
+      if (role === 'overlord' || role === 'overlord-standby') expect(doc.packages).toEqual(['docker.io']);
       else expect(doc).not.toHaveProperty('packages');
     });
   }
@@ -121,12 +122,17 @@ describe('filling the placeholders', () => {
       expect(f.encoding).toBe('b64');
       return Buffer.from(f.content, 'base64').toString('utf8');
     };
-    if (role !== 'overlord') {
+    if (role !== 'overlord' && role !== 'overlord-standby') {
       expect(b64(configPath('overlordSshKey'))).toBe(SSH_KEY_LINE);
     }
-    if (role === 'master' || role === 'minion') {
+    if (role === 'master' || role === 'minion' || role === 'overlord-standby') {
       expect(b64(configPath('discoveryCa'))).toBe(CA_PEM);
       expect(fileAt(doc, configPath('joinToken')).content).toBe(`${FILLED.joinToken}\n`);
+    }
+    if (role === 'overlord' || role === 'overlord-standby') {
+      expect(fileAt(doc, configPath('overlordSecret'))).toMatchObject({ permissions: '0600', content: `${FILLED.overlordSecret}\n` });
+    } else {
+      expect(files.some((f) => f.content.includes(FILLED.overlordSecret)), 'only overlords hold the overlord secret').toBe(false);
     }
     if (role === 'discovery' || role === 'overlord') {
       expect(fileAt(doc, configPath('readyUrl')).content).toBe(`${FILLED.readyUrl}\n`);
@@ -190,11 +196,37 @@ describe('the overlord configuration file', () => {
       'ExecStartPre=-/usr/bin/docker rm --force overlord',
       'ExecStartPre=/usr/bin/install -d -o 10001 -g 10001 -m 0700 /var/lib/corekube',
       'ExecStartPre=/usr/bin/chown -R 10001:10001 /var/lib/corekube',
-      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/heat/ready.header /etc/corekube/heat/cluster-ready.header',
+      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/secrets/overlord-secret /etc/corekube/heat/ready.header /etc/corekube/heat/cluster-ready.header',
     ]);
     // a StateDirectory= would hand the directory back to root at every start
     expect(unit).not.toContain('StateDirectory');
-    expect(unit).toContain('overlord --config /etc/corekube/overlord.yaml --health-port 8740');
+    expect(unit).toMatch(/overlord --config \/etc\/corekube\/overlord.yaml --health-port 8740$/m);
+  });
+});
+
+describe('a standby overlord server', () => {
+  const spec = specFor('flatcar');
+  const plan = bootPlan('overlord-standby', spec);
+  const unit = plan.units.find((u) => u.name === 'overlord.service')!.content;
+
+  it('runs the same overlord container with --standby, giving it the join token and the overlord secret', () => {
+    expect(unit).toContain(`${spec.overlord.image} overlord --config /etc/corekube/overlord.yaml --health-port 8740 --standby`);
+    expect(unit.split('\n').filter((l) => l.startsWith('ExecStartPre=/usr/bin/chown 10001:10001 '))).toEqual([
+      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/secrets/overlord-secret',
+    ]);
+  });
+
+  it('gets the discovery CA and no Heat handle: it signals nothing', () => {
+    const paths = plan.files.map((f) => f.path);
+    expect(paths).toContain(configPath('discoveryCa'));
+    expect(paths.filter((p) => p.includes('/heat/'))).toEqual([]);
+    expect(placeholdersIn(renderUserData('overlord-standby', spec))).not.toContain('readyUrl');
+  });
+
+  it('differs from the bootstrap overlord only in its files and that flag', () => {
+    const bootstrap = bootPlan('overlord', spec).units.find((u) => u.name === 'overlord.service')!.content;
+    const strip = (u: string) => u.replace(/ --standby/, '').split('\n').filter((l) => !l.startsWith('#') && !l.startsWith('ExecStartPre=/usr/bin/chown 10001:10001 /etc'));
+    expect(strip(unit)).toEqual(strip(bootstrap));
   });
 });
 

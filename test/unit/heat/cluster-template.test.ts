@@ -247,4 +247,62 @@ describe('cluster template files', () => {
   it('renders 3 masters, 0 minions on ubuntu', async () => {
     await expect(renderClusterTemplate(spec({ masters: '3', minions: '0', os: 'ubuntu' }), renderUserData)).toMatchFileSnapshot('__snapshots__/cluster-3-masters-0-minions-ubuntu.yaml');
   });
+
+  it('renders 3 overlords on flatcar', async () => {
+    await expect(renderClusterTemplate(spec({ overlords: '3', os: 'flatcar' }), renderUserData)).toMatchFileSnapshot('__snapshots__/cluster-3-overlords-flatcar.yaml');
+  });
+});
+
+describe('cluster template standby overlords', () => {
+  const t = generate({ overlords: '3' });
+  const standby = groupServer(t, 'overlord_standbys');
+  const paramsOf = (userData: HeatValue) => strReplaceOf(userData).params;
+
+  it('has overlord_count (default: the spec\'s overlords, 1..5) and a group of overlord_count - 1 standbys', () => {
+    expect(t.parameters.overlord_count).toMatchObject({ type: 'number', default: 3, constraints: [{ range: { min: 1, max: 5 } }] });
+    expect(generate().parameters.overlord_count!.default).toBe(1);
+    expect(t.resources.overlord_standbys).toMatchObject({
+      type: 'OS::Heat::ResourceGroup',
+      depends_on: ['discovery_ready', 'router_interface'],
+      properties: { count: { yaql: { expression: '$.data.overlords - 1', data: { overlords: { get_param: 'overlord_count' } } } } },
+    });
+  });
+
+  it('boots standbys on the private net (DHCP) in the cluster and overlord groups, as overlord flavor, ignoring user_data updates', () => {
+    expect(standby).toMatchObject({
+      name: 'corekube-overlord-standby-%index%',
+      flavor: { get_param: 'overlord_flavor' },
+      networks: [{ network: { get_resource: 'private_net' }, subnet: { get_resource: 'private_subnet' } }],
+      security_groups: [{ get_resource: 'cluster_secgroup' }, { get_resource: 'overlord_secgroup' }],
+      user_data_update_policy: 'IGNORE',
+      metadata: { corekube_cluster: 'corekube', corekube_role: 'overlord-standby' },
+    });
+    expect(JSON.stringify(standby.user_data)).toContain(' --standby');
+  });
+
+  it('gives every overlord the overlord secret, standbys the discovery CA and no wait-condition handle, and no node the secret', () => {
+    const secret = { get_attr: ['overlord_secret', 'value'] };
+    expect(t.resources.overlord_secret).toEqual({ type: 'OS::Heat::RandomString', properties: { length: 64, character_classes: [{ class: 'lettersdigits', min: 1 }] } });
+    expect(paramsOf(t.resources.overlord!.properties!.user_data!)[PLACEHOLDERS.overlordSecret]).toEqual(secret);
+    const params = paramsOf(standby.user_data!);
+    expect(params[PLACEHOLDERS.overlordSecret]).toEqual(secret);
+    expect(params[PLACEHOLDERS.joinToken]).toEqual({ get_attr: ['join_token', 'value'] });
+    expect(params[PLACEHOLDERS.discoveryCa]).toEqual({ str_split: [':', { str_split: ['"', { get_attr: ['overlord_ready', 'data'] }, 3] }, 1] });
+    expect(JSON.stringify(params)).not.toMatch(/_handle/);
+    for (const other of [t.resources.discovery!.properties!.user_data!, groupServer(t, 'masters').user_data!, groupServer(t, 'minions').user_data!]) {
+      expect(JSON.stringify(other)).not.toContain('overlord_secret');
+    }
+    const attrs = [...walk(t.outputs)].filter((v): v is { get_attr: unknown[] } => isObject(v) && 'get_attr' in v).map((v) => v.get_attr[0]);
+    expect(attrs).not.toContain('overlord_secret');
+    expect(t.outputs.overlord_standby_ips!.value).toEqual({ get_attr: ['overlord_standbys', 'networks', { get_resource: 'private_net' }, 0] });
+  });
+
+  it('changes nothing but overlord_count\'s default between 1 and 5 overlords, and only the standby group reads it: a stack update adds or removes standbys only', () => {
+    const one = generate({ overlords: '1' });
+    const five = generate({ overlords: '5' });
+    expect(five.resources).toEqual(one.resources);
+    expect({ ...five.parameters, overlord_count: undefined }).toEqual({ ...one.parameters, overlord_count: undefined });
+    const readers = Object.entries(one.resources).filter(([, r]) => JSON.stringify(r).includes('"overlord_count"')).map(([name]) => name);
+    expect(readers).toEqual(['overlord_standbys']);
+  });
 });

@@ -16,7 +16,7 @@ function problemsOf(sources: SpecSources): FieldProblem[] {
 describe('cluster spec', () => {
   it('has working defaults: 1 master, 3 minions, flatcar, Kubernetes 1.36, nothing open to the world', () => {
     const spec = parseClusterSpec({});
-    expect(spec).toMatchObject({ name: 'corekube', masters: 1, minions: 3, os: 'flatcar' });
+    expect(spec).toMatchObject({ name: 'corekube', masters: 1, minions: 3, overlords: 1, os: 'flatcar' });
     expect(spec.versions.kubernetes).toMatch(/^v1\.36\.\d+$/);
     expect(spec.network.adminCidr).toBe(spec.network.privateCidr);
     expect(spec.network.nodePortCidr).toBeUndefined();
@@ -45,6 +45,20 @@ describe('cluster spec', () => {
     expect(spec.network.podCidr).toBe('10.32.0.0/16');
   });
 
+  it('takes the overlord count from --overlords, COREKUBE_OVERLORDS or the file\'s overlords', () => {
+    expect(parseClusterSpec({ flags: { overlords: '3' } }).overlords).toBe(3);
+    expect(parseClusterSpec({ env: { COREKUBE_OVERLORDS: '5' } }).overlords).toBe(5);
+    expect(parseClusterSpec({ file: { overlords: 2 } }).overlords).toBe(2);
+    expect(parseClusterSpec({ flags: { overlords: '1' }, env: { COREKUBE_OVERLORDS: '3' } }).overlords).toBe(1);
+  });
+
+  it('counts the standby overlords in the private network\'s room', () => {
+    // a /26 holds 64 - 32 reserved - 1 = 31 DHCP addresses
+    expect(parseClusterSpec({ flags: { minions: '28', 'private-cidr': '10.240.0.0/26' } }).minions).toBe(28);
+    const [p] = problemsOf({ flags: { minions: '28', overlords: '3', 'private-cidr': '10.240.0.0/26' } });
+    expect(p!.message).toMatch(/fewer than the 29 machines plus 2 standby overlords, overlord and discovery/);
+  });
+
   it('reads comma-separated lists from flags and YAML lists from files', () => {
     expect(parseClusterSpec({ flags: { 'dns-nameservers': '1.1.1.1, 9.9.9.9' } }).network.dnsNameservers).toEqual(['1.1.1.1', '9.9.9.9']);
     expect(parseClusterSpec({ file: { network: { dnsNameservers: ['8.8.8.8'] } } }).network.dnsNameservers).toEqual(['8.8.8.8']);
@@ -66,6 +80,9 @@ describe('cluster spec', () => {
     [{ masters: '4' }, '--masters', /odd number/],
     [{ masters: 'three' }, '--masters', /whole number/],
     [{ minions: '-1' }, '--minions', /between 0 and 500/],
+    [{ overlords: '0' }, '--overlords', /between 1 and 5/],
+    [{ overlords: '6' }, '--overlords', /between 1 and 5/],
+    [{ overlords: 'two' }, '--overlords', /whole number/],
     [{ name: 'Prod_Cluster' }, '--name', /DNS label/],
     [{ 'kubernetes-version': 'v1.29.0' }, '--kubernetes-version', /not supported/],
     [{ 'etcd-version': 'v2.3.8' }, '--etcd-version', /v3 release/],

@@ -1,0 +1,272 @@
+/**
+ * Standby overlords against a real etcd run with discovery's TLS flags (those of the rendered
+ * discovery-etcd.service, like test/integration/discovery-trust.test.ts): the bootstrap overlord's boot
+ * (overlord/bootstrap.ts, no SSH needed — discovery already serves the certificate of its PKI) sets up auth
+ * with the `overlord` user and publishes its sealed state; that user can read the state key and nothing else;
+ * a standby started before it waits, fetches the state and ends with byte-identical ssh/ and pki/ files, and
+ * its own boot changes nothing; a second publish changes nothing; certificates the leader issues for a machine
+ * are published again and followed by the standby; a standby with another secret writes nothing.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootPlan } from '../../cloud-config/index.ts';
+import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
+import { findSecrets } from '../../core/secrets.ts';
+import { bootOverlord, type Booted } from '../../overlord/bootstrap.ts';
+import { systemClock } from '../../overlord/clock.ts';
+import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import { createLogger } from '../../overlord/log.ts';
+import { CertificateAuthority } from '../../overlord/pki/authority.ts';
+import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
+import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { parseMachineRecord } from '../../overlord/machine-record.ts';
+import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
+import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { onExit } from '../harness/cleanup.ts';
+import { etcdMissing } from '../harness/etcd.ts';
+import { freePort } from '../harness/ports.ts';
+import { missingParts } from '../harness/requirements.ts';
+
+const skip = missingParts(etcdMissing());
+const CLUSTER = 'standby-it';
+const spec = parseClusterSpec({ flags: { name: CLUSTER, overlords: '3' } });
+const keys = clusterKeys(CLUSTER);
+const JOIN_TOKEN = randomBytes(24).toString('hex');
+const SECRET = randomBytes(48).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 64).padEnd(64, 'q');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function capture() {
+  let text = '';
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      text += String(chunk);
+      cb();
+    },
+  });
+  const log = createLogger({ destination, format: 'json', level: 'debug' });
+  const events = () => text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { log, text: () => text, events, event: (name: string) => events().find((e) => e.event === name) };
+}
+
+/** discovery-etcd.service's TLS flags, its files moved to `dir` (see discovery-trust.test.ts). */
+function discoveryTlsFlags(dir: string): string[] {
+  const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
+  const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
+  const tlsFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file)(=|$)/;
+  return exec
+    .split(/\s+/)
+    .filter((a) => tlsFlag.test(a))
+    .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(dir, path.basename(file))}`));
+}
+
+describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed state from a real discovery etcd', () => {
+  let dir = '';
+  let etcd: ChildProcess | undefined;
+  let endpoint = '';
+  let ca = '';
+  const clients: Etcd3[] = [];
+  let unregister = () => {};
+  const bootstrapLog = capture();
+  const standbyLog = capture();
+  let bootstrap: Booted;
+  let standby: Booted;
+  const d = (...p: string[]) => path.join(dir, ...p);
+
+  async function configDir(name: string, files: Record<string, string>): Promise<string> {
+    const c = d(name);
+    for (const [rel, content] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(c, rel)), { recursive: true });
+      await writeFile(path.join(c, rel), content, { mode: 0o600 });
+    }
+    return c;
+  }
+
+  const boot = (stateDir: string, config: string, log: ReturnType<typeof capture>, standby = false, signal?: AbortSignal) =>
+    bootOverlord(
+      { spec, cluster: CLUSTER, stateDir, configDir: config, discoveryEndpoint: endpoint, standby },
+      { log: log.log, clock: systemClock, backoffMs: { initial: 100, max: 400 }, ...(signal ? { signal } : {}) },
+    );
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-standby-'));
+    unregister = onExit('overlord standby test', () => {
+      if (etcd?.pid !== undefined && etcd.exitCode === null) etcd.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    });
+    // the bootstrap overlord's discovery PKI exists (as after its steps 1-3) and discovery serves it (step 4)
+    const authority = new CertificateAuthority({ store: new DirectoryPkiStore(d('bootstrap', 'pki')), clock: { now: () => Date.now() }, cluster: CLUSTER });
+    const pki = await authority.ensureDiscovery(spec);
+    ca = pki.ca;
+    const tls = d('tls');
+    await mkdir(tls, { mode: 0o700 });
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
+    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
+    const port = await freePort();
+    const peerPort = await freePort(['127.0.0.1'], [port]);
+    endpoint = `https://127.0.0.1:${port}`;
+    const log = openSync(d('etcd.log'), 'a');
+    etcd = spawn('etcd', [
+      '--name', 'discovery', '--data-dir', d('data'),
+      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
+      '--log-level', 'warn', '--logger', 'zap', ...discoveryTlsFlags(tls),
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+  });
+
+  afterAll(() => {
+    for (const c of clients) c.close();
+    if (etcd?.pid !== undefined && etcd.exitCode === null) etcd.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    unregister();
+  });
+
+  const client = (auth?: { username: string; password: string }) => {
+    const c = new Etcd3(discoveryClientOptions({ endpoints: [endpoint], ca, callTimeoutMs: 3_000 }, auth));
+    clients.push(c);
+    return c;
+  };
+
+  it('boots a standby started first: it waits until the bootstrap overlord published its state, then holds the same ssh/ and pki/ files', async () => {
+    const bootstrapConfig = await configDir('bootstrap-config', {
+      [CONFIG_FILES.joinToken]: `${JOIN_TOKEN}\n`,
+      [CONFIG_FILES.overlordSecret]: `${SECRET}\n`,
+      [CONFIG_FILES.readyUrl]: '\n',
+      [CONFIG_FILES.readyHeader]: '\n',
+      [CONFIG_FILES.clusterReadyUrl]: '\n',
+      [CONFIG_FILES.clusterReadyHeader]: '\n',
+    });
+    // a standby server's files: the join token, the secret and the discovery CA, no Heat handle at all
+    const standbyConfig = await configDir('standby-config', {
+      [CONFIG_FILES.joinToken]: `${JOIN_TOKEN}\n`,
+      [CONFIG_FILES.overlordSecret]: `${SECRET}\n`,
+      [CONFIG_FILES.discoveryCa]: ca,
+    });
+    const standbyBoot = boot(d('standby'), standbyConfig, standbyLog, true);
+    await sleep(1_500);
+    expect(standbyLog.event('overlord-state.waiting')).toBeDefined();
+    bootstrap = await boot(d('bootstrap'), bootstrapConfig, bootstrapLog);
+    standby = await standbyBoot;
+
+    expect(bootstrapLog.event('boot.discovery-auth')).toMatchObject({ wasEnabled: false, changes: expect.arrayContaining(['created user overlord', 'created role overlord', 'granted role overlord read on /corekube/standby-it/overlord/state']) });
+    expect(bootstrapLog.event('overlord-state.published')).toMatchObject({ key: keys.overlordState });
+    expect(standbyLog.event('overlord-state.fetched')).toMatchObject({ key: keys.overlordState, fingerprint: bootstrapLog.event('overlord-state.published')!.fingerprint });
+
+    const mine = await readStateFiles(d('bootstrap'));
+    const theirs = await readStateFiles(d('standby'));
+    expect(mine.map((f) => f.path)).toContain('ssh/id_ed25519');
+    expect(mine.map((f) => f.path)).toContain(`pki/${ROOT_PASSWORD_NAME}`);
+    expect(mine.some((f) => f.path.startsWith('heat/'))).toBe(false);
+    expect(theirs).toEqual(mine);
+    for (const f of theirs) expect((await stat(d('standby', f.path))).mode & 0o777, f.path).toBe(0o600);
+    expect((await stat(d('standby', 'pki'))).mode & 0o777).toBe(0o700);
+    expect((await stat(d('standby', 'ssh'))).mode & 0o777).toBe(0o700);
+    expect(standby.identity.fingerprint).toBe(bootstrap.identity.fingerprint);
+    expect(standby.etcd.auth).toEqual(bootstrap.etcd.auth);
+  });
+
+  it('lets the standby\'s own boot change nothing: no new key, no TLS push, no auth change, nothing published, nothing signalled', async () => {
+    expect(standbyLog.event('boot.ssh-key')).toMatchObject({ created: false });
+    expect(standbyLog.event('boot.discovery-tls')).toMatchObject({ installed: false });
+    expect(standbyLog.event('boot.discovery-auth')).toMatchObject({ changes: [], wasEnabled: true });
+    expect(standbyLog.event('overlord-state.published')).toBeUndefined();
+    expect(standbyLog.event('heat.signalled')).toBeUndefined();
+    expect(standbyLog.event('boot.done')).toBeDefined();
+    await standby.signalClusterReady('test');
+    expect(standbyLog.event('heat.signalled')).toBeUndefined();
+  });
+
+  it('lets user overlord read the state key and nothing else', async () => {
+    const overlord = client({ username: 'overlord', password: overlordDiscoveryPassword(SECRET) });
+    expect(await overlord.get(keys.overlordState).string()).toMatch(/"cipher":"aes-256-gcm"/);
+    const root = client({ username: 'root', password: bootstrap.etcd.auth!.password });
+    for (const key of [keys.machine('a'.repeat(32)), keys.ledgerOf('a'.repeat(32)), `${keys.network}config`, keys.hostkeyOf('a'.repeat(32))]) await root.put(key).value('v');
+    const refused = [
+      () => overlord.get(keys.machine('a'.repeat(32))).string(),
+      () => overlord.getAll().prefix(keys.machines).keys(),
+      () => overlord.get(keys.ledgerOf('a'.repeat(32))).string(),
+      () => overlord.getAll().prefix(keys.ledger).keys(),
+      () => overlord.get(`${keys.network}config`).string(),
+      () => overlord.get(keys.overlordSshKey).string(),
+      () => overlord.get(keys.hostkeyOf('a'.repeat(32))).string(),
+      () => overlord.getAll().prefix(keys.prefix).keys(),
+      () => overlord.put(keys.overlordState).value('x'),
+      () => overlord.put(keys.machine('b'.repeat(32))).value('x'),
+    ];
+    for (const call of refused) await expect(call()).rejects.toThrow(/permission denied/);
+    // the raw secret is no password of any user
+    await expect(client({ username: 'overlord', password: SECRET }).get(keys.overlordState).string()).rejects.toThrow(/authentication failed/);
+  });
+
+  it('publishes nothing new when the bootstrap overlord boots again', async () => {
+    const before = await client({ username: 'root', password: bootstrap.etcd.auth!.password }).get(keys.overlordState).exec();
+    const again = capture();
+    const config = d('bootstrap-config');
+    await boot(d('bootstrap'), config, again);
+    expect(again.event('overlord-state.current')).toBeDefined();
+    expect(again.event('overlord-state.published')).toBeUndefined();
+    expect(again.event('boot.discovery-auth')).toMatchObject({ changes: [] });
+    const after = await client({ username: 'root', password: bootstrap.etcd.auth!.password }).get(keys.overlordState).exec();
+    expect(after.kvs[0]!.mod_revision).toBe(before.kvs[0]!.mod_revision);
+  });
+
+  it('publishes again when the leader issues a machine\'s certificates, and the standby follows: it holds them too', async () => {
+    const root = createEtcdStore(bootstrap.etcd);
+    const follower = standby.followState!(root, () => true);
+    try {
+      const id = 'e'.repeat(32);
+      const parsed = parseMachineRecord(id, JSON.stringify({ schema: 1, id, role: 'minion', ip: '10.240.0.40', hostname: 'minion-1', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
+      if (!parsed.ok) throw new Error(parsed.reason);
+      const before = (await root.get(keys.overlordState))!.modRevision;
+      const filesBefore = (await readStateFiles(d('standby'))).length;
+      await bootstrap.prepareMachines([parsed.record]);
+      const after = (await root.get(keys.overlordState))!.modRevision;
+      expect(after).not.toBe(before);
+      const deadline = Date.now() + 10_000;
+      while (JSON.stringify(await readStateFiles(d('standby'))) !== JSON.stringify(await readStateFiles(d('bootstrap')))) {
+        if (Date.now() > deadline) throw new Error('the standby did not follow the published state');
+        await sleep(100);
+      }
+      expect((await readStateFiles(d('standby'))).length).toBeGreaterThan(filesBefore);
+      // nothing new to issue: nothing published
+      await bootstrap.prepareMachines([parsed.record]);
+      expect((await root.get(keys.overlordState))!.modRevision).toBe(after);
+    } finally {
+      await follower.stop();
+      await root.close();
+    }
+  });
+
+  it('keeps a standby with another secret waiting, writing nothing to its state directory', async () => {
+    const config = await configDir('stranger-config', {
+      [CONFIG_FILES.joinToken]: `${JOIN_TOKEN}\n`,
+      [CONFIG_FILES.overlordSecret]: `${'Z'.repeat(64)}\n`,
+      [CONFIG_FILES.discoveryCa]: ca,
+    });
+    const log = capture();
+    const stop = new AbortController();
+    const booting = boot(d('stranger'), config, log, true, stop.signal).catch((e: unknown) => e);
+    await sleep(1_500);
+    stop.abort(new Error('test over'));
+    await booting;
+    expect(log.events().find((e) => e.event === 'overlord-state.waiting' && /refuses the overlord user/.test(String(e.reason)))).toBeDefined();
+    await expect(stat(d('stranger'))).rejects.toThrow(/ENOENT/);
+  });
+
+  it('logs no secret: not the overlord secret, its discovery password, the root password or the join token', async () => {
+    const rootPassword = (await readFile(d('bootstrap', 'pki', ROOT_PASSWORD_NAME), 'utf8')).trim();
+    const values = [SECRET, overlordDiscoveryPassword(SECRET), rootPassword, JOIN_TOKEN];
+    expect(findSecrets(bootstrapLog.text(), { values })).toEqual([]);
+    expect(findSecrets(standbyLog.text(), { values })).toEqual([]);
+  });
+});
