@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from './pki/store.ts';
 import path from 'node:path';
 import { CONFIG_FILES } from '../cloud-config/machine-paths.ts';
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
@@ -34,7 +35,8 @@ import type { UnitsWiring } from './units.ts';
  *    password of discovery's `root` etcd user and the secret the machines' own passwords derive from.
  * 3. overlord_ready: signals the Heat wait condition with data "<base64 public key line>:<base64 discovery
  *    CA PEM>" (once: a marker in `<stateDir>/heat/` remembers it). Heat then creates discovery, masters and
- *    minions with both in their user_data. No URL (booted by hand): nothing to signal.
+ *    minions with both in their user_data. No URL (booted by hand): nothing to signal. It also keeps the
+ *    cluster_ready handle in `<stateDir>/handles/` (HANDLE_FILES), so standbys get it with the state.
  * 4. Discovery TLS: unless discovery's etcd already serves the current server cert, logs in to discovery as
  *    `corekube` (its host key trusted on first use, pinned in `<stateDir>/ssh/discovery.host-key`) and
  *    writes `/etc/corekube/pki/discovery/{ca.crt,server.crt,server.key}`; discovery's path unit starts
@@ -119,6 +121,12 @@ export interface Booted {
 
 /** Heat signal marker files under the state dir: what was sent, so a restart does not send it again. */
 export const MARKERS = Object.freeze({ overlordReady: 'heat/overlord-ready.sent', clusterReady: 'heat/cluster-ready.sent' });
+/**
+ * The stack's cluster_ready handle (URL and token), kept in the state directory by the bootstrap overlord so
+ * it travels, sealed, to standby overlords (overlord/shared-state.ts): whichever overlord leads when the last
+ * machine is deployed signals it. (Heat takes a second signal with the same id as the same one.)
+ */
+export const HANDLE_FILES: SignalFiles = Object.freeze({ url: 'handles/cluster-ready.url', header: 'handles/cluster-ready.header' });
 /** the id of the overlord's signals: the key of `data` in the wait condition's data attribute */
 export const SIGNAL_ID = 'overlord';
 
@@ -176,6 +184,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     const ready = signalFiles(configDir, 'readyUrl', 'readyHeader');
     const data = `${Buffer.from(identity.publicKey).toString('base64')}:${Buffer.from(discovery.ca).toString('base64')}`;
     await signalOnce(ready, path.join(stateDir, MARKERS.overlordReady), { status: 'SUCCESS', reason: 'overlord key pair and discovery CA made', id: SIGNAL_ID, data }, signalDeps(stateDir, deps, log));
+    await keepClusterReadyHandle(signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader'), stateDir);
   }
 
   // 4. discovery's TLS files
@@ -251,11 +260,13 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
       await shared.close();
     }
   };
-  const clusterReadyFiles = signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader');
+  // a standby signals the handle the bootstrap overlord shared (there is none when it was booted by hand)
+  const clusterReadyFiles = standby
+    ? { url: path.join(stateDir, HANDLE_FILES.url), header: path.join(stateDir, HANDLE_FILES.header) }
+    : signalFiles(configDir, 'clusterReadyUrl', 'clusterReadyHeader');
   const signalClusterReady = async (summary: string): Promise<void> => {
-    if (standby) {
-      // the stack's cluster_ready handle is the bootstrap server's; a standby that leads has nothing to signal
-      deps.log.info({ event: 'heat.no-handle', standby }, 'standby overlord: cluster_ready is the bootstrap overlord\'s to signal');
+    if (standby && !(await readFile(clusterReadyFiles.url, 'utf8').then(() => true, () => false))) {
+      deps.log.info({ event: 'heat.no-handle', standby }, 'standby overlord: the bootstrap overlord shared no cluster_ready handle; nothing to signal');
       return;
     }
     await signalOnce(clusterReadyFiles, path.join(stateDir, MARKERS.clusterReady), { status: 'SUCCESS', reason: summary, id: SIGNAL_ID, data: summary }, signalDeps(stateDir, deps, deps.log));
@@ -280,6 +291,17 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     followState:
       secret === undefined ? undefined : (shared: Store, applies: () => boolean) => followSharedState({ store: shared, keys, stateDir, secret, log: deps.log, clock: deps.clock, applies }),
   });
+}
+
+/** Copies the cluster_ready handle files into the state directory (0600) when there is a handle and they differ. */
+async function keepClusterReadyHandle(files: SignalFiles, stateDir: string): Promise<void> {
+  const read = (f: string) => readFile(f, 'utf8').catch(() => '');
+  const url = await read(files.url);
+  if (url.trim() === '') return;
+  for (const [from, to] of [[files.url, HANDLE_FILES.url], [files.header, HANDLE_FILES.header]] as const) {
+    const content = await read(from);
+    if ((await read(path.join(stateDir, to))) !== content) await writeFileAtomic(path.join(stateDir, to), content, { root: stateDir });
+  }
 }
 
 function signalFiles(configDir: string, url: 'readyUrl' | 'clusterReadyUrl', header: 'readyHeader' | 'clusterReadyHeader'): SignalFiles {

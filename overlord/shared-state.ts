@@ -14,7 +14,9 @@ import { nextRevision, type Fence, type Store, type WatchHandle } from './store.
  * The overlord's state, shared with standby overlords through discovery (issue 5: standby overlords that boot
  * for real). A standby needs exactly what the bootstrap overlord made at first boot — its SSH key, its CAs
  * and their keys, discovery's certificates and the discovery passwords: every file under `<stateDir>/ssh`
- * and `<stateDir>/pki` (never `heat/`, whose markers belong to the server that signalled).
+ * and `<stateDir>/pki` — and `<stateDir>/handles`, the stack's cluster_ready handle, so a standby that leads
+ * before the first deploy is done can signal it (never `heat/`, whose markers belong to the server that
+ * signalled).
  *
  * Contract of the value at `<prefix>overlord/state` (keys.overlordState):
  * - ONE etcd value, the JSON envelope `{"schema":1,"cipher":"aes-256-gcm","kdf":{"name":"scrypt","N","r","p",
@@ -32,7 +34,7 @@ import { nextRevision, type Fence, type Store, type WatchHandle } from './store.
  * Nothing secret is logged: files are named and counted, the state is named by a fingerprint (sha256 of the
  * packed plaintext, first 16 hex digits), which says whether two overlords hold the same state and nothing more.
  */
-export const SHARED_STATE_DIRS = ['ssh', 'pki'] as const;
+export const SHARED_STATE_DIRS = ['ssh', 'pki', 'handles'] as const;
 export const STATE_SCHEMA = 1;
 
 /** The HMAC message of the `overlord` discovery user's password. */
@@ -44,7 +46,7 @@ const SCRYPT = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
 const MAX_N = 2 ** 17;
 /** etcd refuses requests above 1.5 MiB by default (--max-request-bytes): keep room for the request itself. */
 export const MAX_SEALED_BYTES = 1_400_000;
-const REL_PATH = /^(ssh|pki)(\/[A-Za-z0-9_][A-Za-z0-9._-]*)+$/;
+const REL_PATH = /^(ssh|pki|handles)(\/[A-Za-z0-9_][A-Za-z0-9._-]*)+$/;
 
 export interface StateFile {
   /** relative to the state directory, slash-separated: `ssh/id_ed25519`, `pki/ca/cluster.key` */

@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootPlan, fillPlaceholders } from '../../cloud-config/index.ts';
 import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
 import { renderOverlordConfig } from '../../cloud-config/overlord-config.ts';
+import { HANDLE_FILES } from '../../overlord/bootstrap.ts';
 import { findSecrets } from '../../core/secrets.ts';
 import { CertificateAuthority } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
@@ -39,6 +40,7 @@ const TTL = 3;
 const spec = parseClusterSpec({ flags: { name: 'takeover', masters: '1', minions: '0', overlords: '2', 'private-cidr': `10.200.${NET}.0/24` } });
 const JOIN_TOKEN = randomBytes(24).toString('hex');
 const SECRET = randomBytes(32).toString('hex');
+const HANDLE_TOKEN = randomBytes(16).toString('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class OverlordProcess {
@@ -157,8 +159,9 @@ describe.skipIf(skip)('a standby overlord takes over from a killed bootstrap ove
       [CONFIG_FILES.overlordSecret]: `${SECRET}\n`,
       [CONFIG_FILES.readyUrl]: '\n',
       [CONFIG_FILES.readyHeader]: '\n',
-      [CONFIG_FILES.clusterReadyUrl]: '\n',
-      [CONFIG_FILES.clusterReadyHeader]: '\n',
+      // the cluster_ready handle travels with the state: whichever overlord leads at the end signals it
+      [CONFIG_FILES.clusterReadyUrl]: 'http://127.0.0.1:9/v1/stack/cluster_ready_handle/signal\n',
+      [CONFIG_FILES.clusterReadyHeader]: `X-Auth-Token: ${HANDLE_TOKEN}\n`,
     });
     const standbyConfig = await configDir('standby-config', {
       [CONFIG_FILES.joinToken]: `${JOIN_TOKEN}\n`,
@@ -175,6 +178,7 @@ describe.skipIf(skip)('a standby overlord takes over from a killed bootstrap ove
     expect(standby.event('boot.discovery-auth')).toMatchObject({ changes: [] });
     expect(standby.event('leader.elected')).toBeUndefined();
     expect(await readStateFiles(d('standby'))).toEqual(await readStateFiles(d('bootstrap')));
+    expect((await readStateFiles(d('standby'))).find((f) => f.path === HANDLE_FILES.header)?.content).toBe(`X-Auth-Token: ${HANDLE_TOKEN}\n`);
 
     bootstrap.kill('SIGKILL');
     const killedAt = Date.now();
@@ -187,7 +191,7 @@ describe.skipIf(skip)('a standby overlord takes over from a killed bootstrap ove
     expect(standby.child.exitCode).toBeNull();
     expect(standby.events().filter((e) => e.level === 50 || e.level === 60)).toEqual([]);
 
-    const values = [SECRET, overlordDiscoveryPassword(SECRET), JOIN_TOKEN];
+    const values = [SECRET, overlordDiscoveryPassword(SECRET), JOIN_TOKEN, HANDLE_TOKEN];
     expect(findSecrets(`${bootstrap.out}${bootstrap.err}`, { values })).toEqual([]);
     expect(findSecrets(`${standby.out}${standby.err}`, { values })).toEqual([]);
     standby.kill('SIGTERM');
