@@ -43,6 +43,7 @@ import { onExit } from './cleanup.ts';
 import { overlordImageTag } from './docker.ts';
 import { bootMachines, machinesMissing, type Fleet, type Machine } from './machines.ts';
 import { startMirror, type MirrorServer } from './mirror.ts';
+import { freePort } from './ports.ts';
 import { Nova, type NovaEvent } from './nova.ts';
 import { defaultOverlordMode, OverlordHost, type OverlordMode, type OverlordRunner } from './overlord-runner.ts';
 import { buildLocalCloudMirror, hostEtcdVersion, releaseMirrorMissing } from './release-mirror.ts';
@@ -52,6 +53,8 @@ export const DEFAULT_NET = 60;
 export interface LocalCloudOptions {
   readonly masters: number;
   readonly minions: number;
+  /** overlord servers: the bootstrap one and overlords - 1 standbys (default 1) */
+  readonly overlords?: number;
   /** net index k: 10.200.k.0/24 on bridge ckbr<k> (default 60) */
   readonly net?: number;
   /** cluster and stack name (default `demo`) */
@@ -62,13 +65,15 @@ export interface LocalCloudOptions {
   readonly onEvent?: (event: LocalCloudEvent) => void;
   /** each line the overlord logs (its JSON lines: what `docker logs overlord` shows) */
   readonly onOverlordLine?: (line: string) => void;
+  /** each line a standby overlord logs, with its container name */
+  readonly onStandbyLine?: (name: string, line: string) => void;
 }
 
 export type LocalCloudEvent =
   | { readonly kind: 'phase'; readonly name: string; readonly ms: number; readonly detail?: string }
   | { readonly kind: 'heat'; readonly event: StackEvent }
   | { readonly kind: 'nova'; readonly event: NovaEvent }
-  | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[] };
+  | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[]; readonly name?: string };
 
 /** One machine of the cloud: when Heat asked for it, booted it, and when the overlord deployed it. */
 export interface MachineTiming {
@@ -97,6 +102,10 @@ export interface LocalCloud {
   readonly stack: StackRef | undefined;
   /** set once the overlord machine booted and its overlord started */
   readonly overlord: OverlordRunner | undefined;
+  /** the standby servers' overlords, by container name, as they start */
+  readonly standbys: ReadonlyMap<string, OverlordRunner>;
+  /** resolves once every standby server booted and its overlord started (at once with one overlord) */
+  standbysStarted(): Promise<void>;
   readonly overlordHost: OverlordHost;
   /** ms of each phase (heat, mirror, image, create, scale…) */
   readonly timings: Readonly<Record<string, number>>;
@@ -128,13 +137,14 @@ export function localCloudMissing(): string | undefined {
 }
 
 /** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
-export function localCloudSpec(options: { name: string; masters: number; minions: number; net: number; releaseBaseUrl: string; etcdVersion: string }): ClusterSpec {
+export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; etcdVersion: string }): ClusterSpec {
   return parseClusterSpec({
     flags: {
       name: options.name,
       os: 'ubuntu',
       masters: String(options.masters),
       minions: String(options.minions),
+      overlords: String(options.overlords ?? 1),
       'private-cidr': `10.200.${options.net}.0/24`,
       'etcd-version': options.etcdVersion,
       'release-base-url': options.releaseBaseUrl,
@@ -199,9 +209,9 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     if (!heatService || !mirror || !overlordHost) throw new CorekubeError('E_INTERNAL', 'a part of the local cloud did not start');
-    const spec = localCloudSpec({ name, masters: options.masters, minions: options.minions, net, releaseBaseUrl: mirror.urlOn(gateway), etcdVersion });
+    const spec = localCloudSpec({ name, masters: options.masters, minions: options.minions, ...(options.overlords ? { overlords: options.overlords } : {}), net, releaseBaseUrl: mirror.urlOn(gateway), etcdVersion });
     await phase('release tree', () => buildLocalCloudMirror(spec, path.join(workDir, 'mirror')), (m) => `stand-ins + the real etcd ${m.etcdVersion} + the Docker stand-in package`);
-    return new Cloud(spec, net, fleet, heatService, mirror, overlordHost, timings, emit, options.onOverlordLine, closeAll);
+    return new Cloud(spec, net, fleet, heatService, mirror, overlordHost, timings, emit, options.onOverlordLine, options.onStandbyLine, closeAll);
   } catch (err) {
     await closeAll();
     throw err;
@@ -212,6 +222,9 @@ class Cloud implements LocalCloud {
   readonly nova: Nova;
   stack: StackRef | undefined;
   overlord: OverlordRunner | undefined;
+  readonly standbys = new Map<string, OverlordRunner>();
+  #standbysStarting: Promise<void> = Promise.resolve();
+  #standbysAbort = new AbortController();
   #store: Store | undefined;
   #torn = false;
   /** epoch ms of the stack create request, and of the last update request */
@@ -229,6 +242,7 @@ class Cloud implements LocalCloud {
     readonly timings: Record<string, number>,
     private readonly emit: (e: LocalCloudEvent) => void,
     private readonly onOverlordLine: ((line: string) => void) | undefined,
+    private readonly onStandbyLine: ((name: string, line: string) => void) | undefined,
     private readonly closeInfra: () => Promise<void>,
   ) {
     this.nova = new Nova({
@@ -261,6 +275,10 @@ class Cloud implements LocalCloud {
     const done = new AbortController();
     const any = (...signals: (AbortSignal | undefined)[]) => AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
     void this.#startOverlordWhenBooted(any(options.signal, done.signal)).catch((err: unknown) => failed.abort(err));
+    // standby servers boot after discovery_ready and need not be up for the stack to complete: their overlords
+    // start in the background (standbysStarted() waits for them)
+    this.#standbysStarting = this.#startStandbysWhenBooted(any(options.signal, this.#standbysAbort.signal));
+    this.#standbysStarting.catch(() => undefined);
     let stack: Stack;
     try {
       stack = await heat.waitForStack(ref, 'CREATE', { signal: any(options.signal, failed.signal), onEvent: (event) => this.emit({ kind: 'heat', event }) });
@@ -288,6 +306,10 @@ class Cloud implements LocalCloud {
     this.emit({ kind: 'phase', name: 'update', ms: this.timings.update, detail: `stack ${ref.name} ${stack.status}` });
     if (stack.status !== 'UPDATE_COMPLETE') throw new CorekubeError('E_HEAT', `stack ${ref.name} ended ${stack.status}: ${stack.statusReason}`, { hint: 'the Heat events above name the resource that failed' });
     return stack;
+  }
+
+  standbysStarted(): Promise<void> {
+    return this.#standbysStarting;
   }
 
   async store(): Promise<Store> {
@@ -365,6 +387,8 @@ class Cloud implements LocalCloud {
     await step('Nova', () => this.nova.stop({ waitForBoots: false }));
     // Heat first learns the machines will not come, so nothing waits on them (Heat itself is thrown away)
     if (this.stack && this.#heat) await step('pending servers', () => failPendingServers(this.#heat!, this.stack!));
+    this.#standbysAbort.abort(new Error('torn down'));
+    await step('the standby overlords', async () => Promise.all([...this.standbys.values()].map((s) => s.stop())));
     await step('the overlord', async () => this.overlord?.stop());
     await step('the etcd client', async () => this.#store?.close());
     await step('the overlord\'s engine', () => this.overlordHost.close());
@@ -380,7 +404,31 @@ class Cloud implements LocalCloud {
   async #startOverlordWhenBooted(signal: AbortSignal): Promise<void> {
     const boot = await this.nova.boot((b) => b.role === 'overlord', signal);
     const machine = await boot.ready;
-    // its overlord.service has run (ExecStartPre: state dir and secrets for the image's user)
+    await this.#overlordServiceRan(machine, signal);
+    const t = Date.now();
+    this.overlord = await this.overlordHost.start(machine, this.onOverlordLine ? { onLine: this.onOverlordLine } : {});
+    this.timings['overlord start'] = Date.now() - t;
+    this.emit({ kind: 'overlord.started', mode: this.overlord.mode, command: this.overlord.command });
+  }
+
+  /** Each standby server, as it boots: its overlord on the host's engine, as `overlord-standby-<n>`. */
+  async #startStandbysWhenBooted(signal: AbortSignal): Promise<void> {
+    const taken = new Set<string>();
+    for (let n = 1; n < this.spec.overlords; n++) {
+      const boot = await this.nova.boot((b) => b.role === 'overlord-standby' && !taken.has(b.server.name), signal);
+      taken.add(boot.server.name);
+      const machine = await boot.ready;
+      await this.#overlordServiceRan(machine, signal);
+      const name = `overlord-standby-${n}`;
+      const onStandbyLine = this.onStandbyLine;
+      const runner = await this.overlordHost.start(machine, onStandbyLine ? { onLine: (line) => onStandbyLine(name, line) } : {}, { name, healthPort: await freePort() });
+      this.standbys.set(name, runner);
+      this.emit({ kind: 'overlord.started', mode: runner.mode, command: runner.command, name });
+    }
+  }
+
+  /** Waits until the machine's overlord.service has run (ExecStartPre: state dir and secrets for the image's user). */
+  async #overlordServiceRan(machine: Machine, signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + 120_000;
     for (;;) {
       signal.throwIfAborted();
@@ -392,9 +440,5 @@ class Cloud implements LocalCloud {
       }
       await new Promise((res) => setTimeout(res, 250));
     }
-    const t = Date.now();
-    this.overlord = await this.overlordHost.start(machine, this.onOverlordLine ? { onLine: this.onOverlordLine } : {});
-    this.timings['overlord start'] = Date.now() - t;
-    this.emit({ kind: 'overlord.started', mode: this.overlord.mode, command: this.overlord.command });
   }
 }

@@ -10,6 +10,11 @@
  *   directories: `-v <machine root>/etc/corekube:/etc/corekube:ro -v <machine root>/var/lib/corekube:…`.
  *   Its logs are `docker logs overlord`, as on a real overlord server.
  * - `process`: `corekube overlord` as a child process of this one, on the same two directories (no Docker).
+ *
+ * Standby overlord servers (overlord_count > 1) run the same way, from their own machine's files. On a real
+ * server each is the container `overlord` on its own host's network; here they share the host, so each gets
+ * its own container name (`overlord-standby-<n>`) and a free --health-port — the rest of its `docker run`
+ * (including `--standby`) is its unit's.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -41,6 +46,16 @@ export interface OverlordRunner {
   logs(): Promise<string>;
   /** stops it (docker: `docker stop`, then the engine); idempotent */
   stop(): Promise<void>;
+  /** kills it at once, as a crash or a lost server would (docker kill / SIGKILL); `logs()` is gone with it */
+  kill(): Promise<void>;
+}
+
+/** Which overlord of the stack a runner plays: the bootstrap server's (default) or a standby server's. */
+export interface OverlordInstance {
+  /** container name (docker) and label; default `overlord` */
+  readonly name?: string;
+  /** another --health-port than the unit's (standbys share the host's network with the bootstrap overlord) */
+  readonly healthPort?: number;
 }
 
 export interface OverlordRunnerOptions {
@@ -87,8 +102,8 @@ export class OverlordHost {
    * Starts the overlord on the overlord machine's files. The machine's overlord.service must have run
    * (its ExecStartPre made the state directory and the secrets the image's user's).
    */
-  async start(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'> = {}): Promise<OverlordRunner> {
-    return this.mode === 'docker' ? this.#startContainer(machine, options) : startProcess(machine, options);
+  async start(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'> = {}, instance: OverlordInstance = {}): Promise<OverlordRunner> {
+    return this.mode === 'docker' ? this.#startContainer(machine, options, instance) : startProcess(machine, options, instance);
   }
 
   /** Stops the engine (docker mode; every container with it). Idempotent. */
@@ -98,36 +113,41 @@ export class OverlordHost {
     await engine?.stop();
   }
 
-  async #startContainer(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>): Promise<OverlordRunner> {
+  async #startContainer(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>, instance: OverlordInstance): Promise<OverlordRunner> {
     const engine = this.#engine;
     if (!engine) throw new Error('the Docker engine is stopped');
     const unit = readFileSync(path.join(machine.root, MACHINE_PATHS.unitDir, 'overlord.service'), 'utf8');
-    const args = hostDockerRun(unit, machine.root);
+    const name = instance.name ?? OVERLORD_CONTAINER;
+    const args = withInstance(hostDockerRun(unit, machine.root), name, instance.healthPort);
     const port = healthPortOf(args);
     if (port !== undefined && !(await canListen('127.0.0.1', port))) {
       throw new CorekubeError('E_IO', `port ${port} (the overlord's --health-port, host network) is in use on this host`, { hint: 'stop what listens there, or run with --overlord process' });
     }
-    await engine.dockerOk(['rm', '--force', OVERLORD_CONTAINER]);
+    await engine.dockerOk(['rm', '--force', name]);
     await engine.dockerOk(args, { timeoutMs: 60_000 });
-    const follower = spawn(dockerClient(), ['logs', '--follow', OVERLORD_CONTAINER], { env: engine.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const unregister = onExit('docker logs --follow overlord', () => follower.kill('SIGKILL'));
+    const follower = spawn(dockerClient(), ['logs', '--follow', name], { env: engine.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const unregister = onExit(`docker logs --follow ${name}`, () => follower.kill('SIGKILL'));
     forEachLine(follower, (line) => options.onLine?.(line));
     let stopped = false;
     return {
       mode: 'docker',
       command: ['docker', ...args],
       logs: async () => {
-        const r = await engine.docker(['logs', OVERLORD_CONTAINER]);
+        const r = await engine.docker(['logs', name]);
         return r.stdout + r.stderr;
       },
       stop: async () => {
         if (stopped) return;
         stopped = true;
         // as the machine's ExecStop does: the overlord resigns and closes its connections
-        await engine.docker(['stop', '--time', '10', OVERLORD_CONTAINER], { timeoutMs: 30_000 });
-        await engine.docker(['rm', '--force', OVERLORD_CONTAINER]);
+        await engine.docker(['stop', '--time', '10', name], { timeoutMs: 30_000 });
+        await engine.docker(['rm', '--force', name]);
         follower.kill('SIGTERM');
         unregister();
+      },
+      kill: async () => {
+        // the unit's --rm removes the container; what it logged was streamed to onLine as it came
+        await engine.dockerOk(['kill', '--signal', 'KILL', name], { timeoutMs: 30_000 });
       },
     };
   }
@@ -158,20 +178,37 @@ export function hostDockerRun(unitText: string, machineRoot: string): string[] {
   return out;
 }
 
+/** PURE: the docker run argv with another container name and, when given, another --health-port. */
+export function withInstance(args: readonly string[], name: string, healthPort?: number): string[] {
+  const out = [...args];
+  const n = out.indexOf('--name');
+  if (n < 0 || out[n + 1] === undefined) throw new Error('overlord.service\'s docker run names no container (--name)');
+  out[n + 1] = name;
+  if (healthPort !== undefined) {
+    const h = out.indexOf('--health-port');
+    if (h < 0 || out[h + 1] === undefined) throw new Error('overlord.service\'s docker run has no --health-port');
+    out[h + 1] = String(healthPort);
+  }
+  return out;
+}
+
 function healthPortOf(args: readonly string[]): number | undefined {
   const i = args.indexOf('--health-port');
   return i >= 0 ? Number(args[i + 1]) : undefined;
 }
 
-async function startProcess(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>): Promise<OverlordRunner> {
+async function startProcess(machine: Machine, options: Omit<OverlordRunnerOptions, 'mode'>, instance: OverlordInstance): Promise<OverlordRunner> {
   const config = path.join(machine.root, configPath('overlordConfig'));
   if (!existsSync(config)) throw new CorekubeError('E_IO', `the overlord machine has no ${configPath('overlordConfig')}`, { hint: 'its cloud-init did not write it: read cloud-init\'s log on the machine' });
-  const port = (await canListen('127.0.0.1', OVERLORD_HEALTH_PORT)) ? OVERLORD_HEALTH_PORT : await freePort();
+  const port = instance.healthPort ?? ((await canListen('127.0.0.1', OVERLORD_HEALTH_PORT)) ? OVERLORD_HEALTH_PORT : await freePort());
+  // a standby server's unit runs the container with --standby
+  const unit = readFileSync(path.join(machine.root, MACHINE_PATHS.unitDir, 'overlord.service'), 'utf8');
+  const standby = /\s--standby(\s|$)/.test(unit.replace(/\\\n/g, ' '));
   const command = [
     process.execPath, path.join(ROOT, 'bin/corekube.js'), 'overlord', '--config', config,
     '--config-dir', path.join(machine.root, path.dirname(configPath('overlordConfig'))),
     '--state-dir', path.join(machine.root, MACHINE_PATHS.overlordState),
-    '--health-port', String(port), '--log-format', 'json',
+    '--health-port', String(port), '--log-format', 'json', ...(standby ? ['--standby'] : []),
   ];
   const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const unregister = onExit(`overlord process ${child.pid}`, () => child.kill('SIGKILL'));
@@ -186,6 +223,12 @@ async function startProcess(machine: Machine, options: Omit<OverlordRunnerOption
     mode: 'process',
     command,
     logs: async () => out,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;

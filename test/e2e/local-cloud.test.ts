@@ -30,6 +30,7 @@ import { hostEtcdVersion } from '../../localcloud/release-mirror.ts';
 import { STANDIN_STATE_DIR } from '../../localcloud/standins/index.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { until } from '../harness/until.ts';
 
 const skip = missingParts(localCloudMissing(), process.env.CI ? dockerMissing() : undefined);
 const NET = netFromEnv(61);
@@ -50,6 +51,8 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
   let createEvents: StackEvent[] = [];
   const events: LocalCloudEvent[] = [];
   const overlordLines: string[] = [];
+  const standbyLines: string[] = [];
+  const standbyJson = () => standbyLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
   let tornDown = false;
 
   const boots = () => [...cloud!.nova.boots.values()];
@@ -70,9 +73,10 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
 
   beforeAll(async () => {
     cloud = await openLocalCloud({
-      masters: 1, minions: 2, net: NET, name: NAME, overlord: MODE,
+      masters: 1, minions: 2, overlords: 2, net: NET, name: NAME, overlord: MODE,
       onEvent: (e) => events.push(e),
       onOverlordLine: (l) => overlordLines.push(l),
+      onStandbyLine: (_name, l) => standbyLines.push(l),
     });
     heat = await cloud.heat();
     created = await cloud.create();
@@ -108,6 +112,7 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
       master_ips: machinesOf('master').map((m) => m.ip),
       api_endpoint: `https://${one('master').ip}:6443`,
       follow_progress: `ssh ubuntu@${one('overlord').ip} sudo docker logs -f overlord`,
+      overlord_standby_ips: machinesOf('overlord-standby').map((m) => m.ip),
     });
     expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
     // DHCP from the subnet's allocation pool (.32 on)
@@ -115,7 +120,7 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
   });
 
   it('booted every machine through cloud-init from the user_data Heat resolved, which finished cleanly', async () => {
-    expect(boots().map((b) => b.role).sort()).toEqual(['discovery', 'master', 'minion', 'minion', 'overlord']);
+    expect(boots().map((b) => b.role).sort()).toEqual(['discovery', 'master', 'minion', 'minion', 'overlord', 'overlord-standby']);
     for (const b of boots()) {
       expect(b.server.userData.startsWith('#cloud-config\n'), b.server.name).toBe(true);
       expect(b.server.userData, b.server.name).not.toMatch(/%%COREKUBE_[A-Z_]+%%/);
@@ -222,7 +227,38 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     for (const b of boots()) expect(findSecrets(b.server.userData, { values: secrets.slice(4) }), b.server.name).toEqual([]);
   });
 
-  it('scales up with a Heat stack update: one more minion boots and is deployed, the others are left alone', async () => {
+  it('boots a standby overlord server from its user_data: its container fetches the sealed state from discovery and stands by', async () => {
+    await cloud!.standbysStarted();
+    const standby = one('overlord-standby');
+    expect((await run(standby, ['systemctl', 'is-active', 'overlord.service'])).out).toBe('active');
+    expect(cloud!.standbys.get('overlord-standby-1')!.command).toContain('--standby');
+    const first = (event: string) => standbyJson().find((l) => l.event === event);
+    await until('the standby to campaign', 60_000, () => first('leader.campaign'));
+    expect(first('overlord-state.fetched')).toMatchObject({ fingerprint: expect.any(String) });
+    // its boot changed nothing: the bootstrap overlord's discovery TLS, auth and key are in place
+    expect(first('boot.discovery-auth')).toMatchObject({ changes: [] });
+    expect(first('leader.elected')).toBeUndefined();
+    // the same SSH key, CAs and secrets as the bootstrap overlord (and so the same machine credentials)
+    const state = (m: Machine, f: string) => readFileSync(path.join(m.root, MACHINE_PATHS.overlordState, f), 'utf8');
+    for (const f of ['ssh/id_ed25519', 'pki/ca/cluster.key', 'pki/ca/etcd.key', 'pki/ca/discovery.key', `pki/${ROOT_PASSWORD_NAME}`, `pki/${MACHINE_SECRET_NAME}`]) {
+      expect(state(standby, f), f).toBe(state(one('overlord'), f));
+    }
+    // the overlord secret is on overlord servers only, and no secret is in the standby's log
+    const secret = readFileSync(path.join(standby.root, configPath('overlordSecret')), 'utf8').trim();
+    expect(secret).toBe(readFileSync(path.join(one('overlord').root, configPath('overlordSecret')), 'utf8').trim());
+    for (const { m } of nodes()) expect(existsSync(path.join(m.root, configPath('overlordSecret'))), m.hostname).toBe(false);
+    expect(findSecrets(standbyLines.join('\n'), { values: [secret, state(standby, `pki/${ROOT_PASSWORD_NAME}`).trim(), state(standby, `pki/${MACHINE_SECRET_NAME}`).trim()] })).toEqual([]);
+  }, 120_000);
+
+  it('takes over when the bootstrap overlord dies (docker kill): the standby leads within the lease TTL', async () => {
+    await cloud!.overlord!.kill();
+    const killedAt = Date.now();
+    const elected = await until('the standby to lead', 60_000, () => standbyJson().find((l) => l.event === 'leader.elected'));
+    expect(Date.parse(String(elected.time)) - killedAt).toBeLessThan(17_000); // default lease TTL 15 s
+    await until('the standby to resume from the ledger', 30_000, () => standbyJson().find((l) => l.event === 'reconcile.summary' && l.msg === '3/3 machines deployed'));
+  }, 90_000);
+
+  it('scales up with a Heat stack update, deployed by the standby now leading: one more minion boots and is deployed, the others are left alone', async () => {
     const before = await cloud!.ledger();
     const countersBefore = new Map(nodes().map(({ m }) => [m.id, standinStarts(m)]));
     const updated = await cloud!.scaleMinions(3);
@@ -237,7 +273,9 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect(standinStarts(added)).toEqual(Object.fromEntries(STANDIN_SERVICES.minion.map((s) => [s, 1])));
     const outputs = Object.fromEntries(updated.outputs.map((o) => [o.key, o.value]));
     expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
-    expect(jsonLines().filter((l) => l.event === 'reconcile.summary').map((l) => l.msg)).toContain('4/4 machines deployed');
+    // admitted and deployed by the standby (the bootstrap overlord is gone)
+    expect(standbyJson().filter((l) => l.event === 'machine.admitted').map((l) => l.hostname)).toEqual([added.hostname]);
+    expect(standbyJson().filter((l) => l.event === 'reconcile.summary').map((l) => l.msg)).toContain('4/4 machines deployed');
   }, 240_000);
 
   it('tears everything down: no machine, mount, namespace, bridge, cgroup, container, Heat or engine process left', async () => {

@@ -24,6 +24,7 @@ import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { until } from '../harness/until.ts';
 
 const run = promisify(execFile);
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
@@ -172,15 +173,6 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     return kv ? { value: kv.value.toString(), lease: kv.lease.toString() } : undefined;
   }
 
-  async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await probe();
-      if (v !== undefined) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(100);
-    }
-  }
 
   it('puts the machine record under a lease, keeps it alive, and the record expires once the machine dies', async () => {
     const m = await startMachine();

@@ -38,6 +38,7 @@ import { onExit } from '../harness/cleanup.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { until } from '../harness/until.ts';
 
 const run = promisify(execFile);
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
@@ -48,15 +49,6 @@ const ETCD_VERSION = 'v3.4.23';
 const repo = path.resolve(import.meta.dirname, '../..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined, detail: () => string = () => ''): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${detail()}`);
-    await sleep(200);
-  }
-}
 
 interface Signal {
   readonly path: string;
