@@ -37,6 +37,7 @@ import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { discoveryTlsFlags } from '../harness/discovery-flags.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const skip = missingParts(...['etcd', 'curl', 'ip', 'bash', 'ssh-keygen'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
@@ -47,19 +48,6 @@ const keys = clusterKeys(CLUSTER);
 const JOIN_TOKEN = randomBytes(24).toString('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * The TLS-related flags of the discovery-etcd.service cloud-config renders (its ExecStart), with the
- * files it names moved to `dir`: the test's etcd authenticates clients exactly as discovery's will.
- */
-function discoveryTlsFlags(dir: string): string[] {
-  const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
-  const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
-  const tlsFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file)(=|$)/;
-  return exec
-    .split(/\s+/)
-    .filter((a) => tlsFlag.test(a))
-    .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(dir, path.basename(file))}`));
-}
 
 describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flags', () => {
   let dir = '';
@@ -92,7 +80,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
     await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
     await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
-    tlsFlags = discoveryTlsFlags(tls);
+    tlsFlags = discoveryTlsFlags(spec, tls);
 
     port = await freePort();
     const peerPort = await freePort(['127.0.0.1'], [port]);

@@ -13,17 +13,14 @@ import { closeSync, openSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootPlan } from '../../cloud-config/index.ts';
 import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
 import { bootOverlord, type Booted } from '../../overlord/bootstrap.ts';
 import { systemClock } from '../../overlord/clock.ts';
 import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
-import { createLogger } from '../../overlord/log.ts';
 import { CertificateAuthority } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
@@ -34,6 +31,8 @@ import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../harness/etcd.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { captureLog } from '../harness/log-capture.ts';
+import { discoveryTlsFlags } from '../harness/discovery-flags.ts';
 
 const skip = missingParts(etcdMissing());
 const CLUSTER = 'standby-it';
@@ -43,29 +42,7 @@ const JOIN_TOKEN = randomBytes(24).toString('hex');
 const SECRET = randomBytes(48).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 64).padEnd(64, 'q');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function capture() {
-  let text = '';
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      text += String(chunk);
-      cb();
-    },
-  });
-  const log = createLogger({ destination, format: 'json', level: 'debug' });
-  const events = () => text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { log, text: () => text, events, event: (name: string) => events().find((e) => e.event === name) };
-}
 
-/** discovery-etcd.service's TLS flags, its files moved to `dir` (see discovery-trust.test.ts). */
-function discoveryTlsFlags(dir: string): string[] {
-  const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
-  const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
-  const tlsFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file)(=|$)/;
-  return exec
-    .split(/\s+/)
-    .filter((a) => tlsFlag.test(a))
-    .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(dir, path.basename(file))}`));
-}
 
 describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed state from a real discovery etcd', () => {
   let dir = '';
@@ -74,8 +51,8 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
   let ca = '';
   const clients: Etcd3[] = [];
   let unregister = () => {};
-  const bootstrapLog = capture();
-  const standbyLog = capture();
+  const bootstrapLog = captureLog();
+  const standbyLog = captureLog();
   let bootstrap: Booted;
   let standby: Booted;
   const d = (...p: string[]) => path.join(dir, ...p);
@@ -89,7 +66,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
     return c;
   }
 
-  const boot = (stateDir: string, config: string, log: ReturnType<typeof capture>, standby = false, signal?: AbortSignal) =>
+  const boot = (stateDir: string, config: string, log: ReturnType<typeof captureLog>, standby = false, signal?: AbortSignal) =>
     bootOverlord(
       { spec, cluster: CLUSTER, stateDir, configDir: config, discoveryEndpoint: endpoint, standby },
       { log: log.log, clock: systemClock, backoffMs: { initial: 100, max: 400 }, ...(signal ? { signal } : {}) },
@@ -119,7 +96,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
       '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
       '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
       '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
-      '--log-level', 'warn', '--logger', 'zap', ...discoveryTlsFlags(tls),
+      '--log-level', 'warn', '--logger', 'zap', ...discoveryTlsFlags(spec, tls),
     ], { stdio: ['ignore', log, log] });
     closeSync(log);
   });
@@ -210,7 +187,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
 
   it('publishes nothing new when the bootstrap overlord boots again', async () => {
     const before = await client({ username: 'root', password: bootstrap.etcd.auth!.password }).get(keys.overlordState).exec();
-    const again = capture();
+    const again = captureLog();
     const config = d('bootstrap-config');
     await boot(d('bootstrap'), config, again);
     expect(again.event('overlord-state.current')).toBeDefined();
@@ -253,7 +230,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
       [CONFIG_FILES.overlordSecret]: `${'Z'.repeat(64)}\n`,
       [CONFIG_FILES.discoveryCa]: ca,
     });
-    const log = capture();
+    const log = captureLog();
     const stop = new AbortController();
     const booting = boot(d('stranger'), config, log, true, stop.signal).catch((e: unknown) => e);
     await sleep(1_500);

@@ -6,13 +6,12 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
 import { readHeatHandle, sendHeatSignal, signalBody, signalOnce } from '../../../overlord/heat-signal.ts';
-import { createLogger } from '../../../overlord/log.ts';
 import { FakeClock, flush } from './fakes.ts';
+import { captureLog } from '../../harness/log-capture.ts';
 
 const TOKEN = 'gAAAAABheattoken-0123456789abcdefXYZ';
 const URL_ = 'http://heat.example:8000/v1/signal/arn%3Aopenstack%3Aheat%3A%3Aproject%3Astacks/demo/overlord_ready_handle?Timestamp=1&Signature=s3cr3t';
@@ -30,16 +29,6 @@ function files(url: string, header: string) {
   return { url: path.join(dir, 'ready.url'), header: path.join(dir, 'ready.header') };
 }
 
-function capture() {
-  let text = '';
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      text += String(chunk);
-      cb();
-    },
-  });
-  return { log: createLogger({ destination, format: 'json', level: 'debug' }), text: () => text };
-}
 
 /** A fetch that answers with the given statuses in turn and records every request. */
 function fakeFetch(statuses: (number | 'unreachable')[]) {
@@ -77,7 +66,7 @@ describe('sending a Heat signal', () => {
 
   it('POSTs the JSON body Heat expects with the token header, once, when Heat accepts it', async () => {
     const f = fakeFetch([200]);
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     await sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock: new FakeClock(), log, fetch: f.fetch });
     expect(f.requests).toHaveLength(1);
     const [req] = f.requests;
@@ -94,7 +83,7 @@ describe('sending a Heat signal', () => {
   it('retries while Heat is unreachable or answers 5xx/429, with a growing backoff, then succeeds', async () => {
     const f = fakeFetch(['unreachable', 503, 429, 200]);
     const clock = new FakeClock();
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     const t0 = clock.now();
     let done = false;
     const sending = sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock, log, fetch: f.fetch, backoffMs: { initial: 1_000, max: 60_000 } }).then(() => {
@@ -110,7 +99,7 @@ describe('sending a Heat signal', () => {
 
   it('gives up at once on a refusal (4xx): asking again cannot help', async () => {
     const f = fakeFetch([404]);
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     const err = (await sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock: new FakeClock(), log, fetch: f.fetch }).catch((e: unknown) => e)) as CorekubeError;
     expect(err).toBeInstanceOf(CorekubeError);
     expect(err).toMatchObject({ code: 'E_HEAT', retryable: false });
@@ -123,7 +112,7 @@ describe('sending a Heat signal', () => {
     const f = fakeFetch([503, 503, 503]);
     const clock = new FakeClock();
     const stop = new AbortController();
-    const sending = sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock, log: capture().log, fetch: f.fetch, signal: stop.signal }).catch((e: unknown) => e);
+    const sending = sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock, log: captureLog().log, fetch: f.fetch, signal: stop.signal }).catch((e: unknown) => e);
     await flush();
     stop.abort(new Error('stopped'));
     expect(((await sending) as Error).message).toBe('stopped');
@@ -138,7 +127,7 @@ describe('signalling once (overlord_ready, cluster_ready)', () => {
     const stateDir = path.dirname(signalFiles.url);
     const marker = path.join(stateDir, 'heat', 'cluster-ready.sent');
     const f = fakeFetch([200, 200]);
-    const deps = { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir };
+    const deps = { clock: new FakeClock(), log: captureLog().log, fetch: f.fetch, stateDir };
     expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('sent');
     expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('already-sent');
     expect(f.requests).toHaveLength(1);
@@ -152,7 +141,7 @@ describe('signalling once (overlord_ready, cluster_ready)', () => {
     const signalFiles = files('', '');
     const marker = path.join(path.dirname(signalFiles.url), 'heat', 'cluster-ready.sent');
     const f = fakeFetch([]);
-    expect(await signalOnce(signalFiles, marker, ready, { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir: path.dirname(signalFiles.url) })).toBe('no-handle');
+    expect(await signalOnce(signalFiles, marker, ready, { clock: new FakeClock(), log: captureLog().log, fetch: f.fetch, stateDir: path.dirname(signalFiles.url) })).toBe('no-handle');
     expect(f.requests).toHaveLength(0);
     expect(() => statSync(marker)).toThrow();
   });
@@ -162,7 +151,7 @@ describe('signalling once (overlord_ready, cluster_ready)', () => {
     const stateDir = path.dirname(signalFiles.url);
     const marker = path.join(stateDir, 'heat', 'cluster-ready.sent');
     const f = fakeFetch([403, 200]);
-    const deps = { clock: new FakeClock(), log: capture().log, fetch: f.fetch, stateDir };
+    const deps = { clock: new FakeClock(), log: captureLog().log, fetch: f.fetch, stateDir };
     await expect(signalOnce(signalFiles, marker, ready, deps)).rejects.toMatchObject({ code: 'E_HEAT' });
     expect(await signalOnce(signalFiles, marker, ready, deps)).toBe('sent');
   });

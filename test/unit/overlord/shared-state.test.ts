@@ -6,13 +6,11 @@
 import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
 import { discoveryRbac } from '../../../overlord/discovery-auth.ts';
 import { clusterKeys } from '../../../overlord/keys.ts';
-import { createLogger } from '../../../overlord/log.ts';
 import {
   fetchSharedState,
   followSharedState,
@@ -28,6 +26,7 @@ import {
   type StateFile,
 } from '../../../overlord/shared-state.ts';
 import { FakeClock, flush, MemoryStore } from './fakes.ts';
+import { captureLog } from '../../harness/log-capture.ts';
 
 const keys = clusterKeys('demo');
 const SECRET = 'S3cr3t'.repeat(10) + 'abcd';
@@ -38,16 +37,6 @@ const FILES: StateFile[] = [
   { path: 'pki/discovery/root.password', content: `${'a'.repeat(64)}\n` },
 ];
 
-function capture() {
-  let text = '';
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      text += String(chunk);
-      cb();
-    },
-  });
-  return { log: createLogger({ destination, format: 'json', level: 'debug' }), text: () => text };
-}
 
 const errorOf = (fn: () => unknown): CorekubeError => {
   try {
@@ -159,7 +148,7 @@ describe('publishing and fetching the state', () => {
   it('publishes once, changes nothing the second time, and again when a file is added', async () => {
     const d = await stateDir('bootstrap', FILES);
     const store = new MemoryStore();
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     const first = await publishSharedState({ store, keys, stateDir: d, secret: SECRET, log });
     expect(first).toMatchObject({ published: true, files: 3 });
     const rev = store.data.get(keys.overlordState)!.modRevision;
@@ -172,7 +161,7 @@ describe('publishing and fetching the state', () => {
 
   it('at boot takes the published state over first: a restarted overlord never publishes an older state than the last leader\'s', async () => {
     const store = new MemoryStore();
-    const { log } = capture();
+    const { log } = captureLog();
     const reissued: StateFile = { path: 'pki/machines/m1/kubelet.crt', content: 're-issued by the leader since\n' };
     await store.put(keys.overlordState, sealState(packState([...FILES, reissued]), SECRET, keys.overlordState));
     // the restarted overlord holds the older pair and a file of its own the leader never had
@@ -189,7 +178,7 @@ describe('publishing and fetching the state', () => {
   it('fetches: waits while the state is absent, then writes the files 0600 in 0700 directories', async () => {
     const store = new MemoryStore();
     const clock = new FakeClock();
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     const standby = path.join(dir, 'standby');
     const logins: string[] = [];
     const fetching = fetchSharedState(
@@ -217,7 +206,7 @@ describe('publishing and fetching the state', () => {
     const standby = path.join(dir, 'standby');
     const err = await fetchSharedState(
       { etcd: { endpoints: ['https://127.0.0.1:2379'] }, keys, stateDir: standby, secret: OTHER },
-      { log: capture().log, clock: new FakeClock(), createStore: () => store },
+      { log: captureLog().log, clock: new FakeClock(), createStore: () => store },
     ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'E_OVERLORD_STATE' });
     await expect(stat(standby)).rejects.toThrow(/ENOENT/);
@@ -227,7 +216,7 @@ describe('publishing and fetching the state', () => {
     const store = new MemoryStore();
     const standby = path.join(dir, 'follower');
     let leading = false;
-    const { log, text } = capture();
+    const { log, text } = captureLog();
     const seal = (files: StateFile[]) => sealState(packState(files), SECRET, keys.overlordState);
     await store.put(keys.overlordState, seal(FILES));
     const follower = followSharedState({ store, keys, stateDir: standby, secret: SECRET, log, clock: new FakeClock(), applies: () => !leading });
