@@ -216,7 +216,11 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
 
     // stopping the unit (as a shutdown does) revokes its lease: the record goes long before the 60 s TTL
     expect((await minion.exec(['systemctl', 'stop', 'corekube-announce.service'])).code).toBe(0);
-    await until('the record to go', 25_000, async () => ((await client!.get(key).exec()).kvs.length === 0 ? true : undefined));
+    let journal = '';
+    await until('the record to go', 25_000, async () => {
+      journal = await out(minion, ['journalctl', '-u', 'corekube-announce', '--no-pager', '-o', 'short-precise', '-n', '40']);
+      return (await client!.get(key).exec()).kvs.length === 0 ? true : undefined;
+    }, () => journal);
     expect(await out(minion, ['journalctl', '-u', 'corekube-announce', '--no-pager', '-o', 'cat'])).toMatch(/revoked lease \d+: the record is gone/);
 
     // started again, it announces again under a new lease
