@@ -11,7 +11,8 @@ import { subnetsByMachine } from './subnets.ts';
  *
  *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet"}…],"leader":"<id>"}
  *
- * - pending: announced, nothing done yet (or waiting for a master); deploying: a deployment is under way
+ * - pending: announced, nothing done yet (or waiting for a master) — with step `join` while the machine has
+ *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/admission.ts); deploying: a deployment is under way
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
@@ -46,7 +47,7 @@ export function leaderOf(candidates: readonly KeyValue[]): string | undefined {
 export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
 
 /** PURE: records and ledger entries → one row per machine, masters first, then by id. */
-export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map()): StatusReport {
+export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map(), joining: readonly MachineRecord[] = []): StatusReport {
   const rows = new Map<string, MachineStatus>();
   for (const r of records) {
     if ('invalid' in r) {
@@ -57,6 +58,9 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
   }
   for (const [id, entry] of ledger) {
     if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
+  }
+  for (const r of joining) {
+    if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null });
   }
   for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null });
   const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
@@ -74,10 +78,11 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
   return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
 }
 
-/** The edge: reads records, ledger, subnets and the leader from etcd (four range reads) and builds the report. */
+/** The edge: reads records, join requests, ledger, subnets and the leader from etcd (five range reads) and builds the report. */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, ledger, subnets, candidates] = await Promise.all([
+  const [machines, joins, ledger, subnets, candidates] = await Promise.all([
     store.list(keys.machines),
+    store.list(keys.join),
     store.list(keys.ledger),
     subnetsByMachine(store, keys),
     store.list(keys.leaderCandidates),
@@ -102,8 +107,13 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     const entry = parseLedgerEntry(kv.value);
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
+  const joining: MachineRecord[] = [];
+  for (const kv of joins.kvs) {
+    const parsed = parseMachineRecord(kv.key.slice(keys.join.length), kv.value);
+    if (parsed.ok) joining.push(parsed.record);
+  }
   const leader = leaderOf(candidates.kvs);
-  return { ...machineStatuses(records, entries, subnets), ...(leader === undefined ? {} : { leader }) };
+  return { ...machineStatuses(records, entries, subnets, joining), ...(leader === undefined ? {} : { leader }) };
 }
 
 /** The table `corekube status` prints without --json. */

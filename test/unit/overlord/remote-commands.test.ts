@@ -111,4 +111,13 @@ describe('status rows', () => {
     const report = machineStatuses([{ id: master.id, record: rebooted }, { id: minion.id, record: minion }], new Map([[master.id, deployed]]));
     expect(report.machines.map((m) => m.state)).toEqual(['deploying', 'pending']);
   });
+
+  it('shows a machine that has only asked to join as pending at step join, with the documented fields; once it has a record, the record wins', () => {
+    const joining = makeRecord(20, 'minion');
+    const report = machineStatuses([{ id: master.id, record: master }], new Map([[master.id, deployed]]), new Map(), [joining, master]);
+    expect(report.machines).toEqual([
+      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null },
+      { id: joining.id, role: 'minion', ip: joining.ip, state: 'pending', step: 'join', error: null, subnet: null },
+    ]);
+  });
 });
