@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { Discovery, JOIN_REQUESTS } from './discovery.ts';
@@ -72,6 +73,8 @@ export class Admission {
     private readonly options: AdmissionOptions,
   ) {
     this.semaphore = new Semaphore(options.concurrency ?? 16);
+    // every queued admission and every backoff listens to this one signal: hundreds at once are expected
+    setMaxListeners(0, this.stopping.signal);
     this.requests = new Discovery({ store: deps.store, keys: deps.keys, log: deps.log, clock: deps.clock, source: JOIN_REQUESTS, onChange: () => this.pass() });
   }
 

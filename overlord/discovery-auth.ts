@@ -12,6 +12,7 @@ import {
   type IPermissionResult,
 } from 'etcd3';
 import { JOINER_USER } from '../cloud-config/machine-paths.ts';
+import { retryStaleAuth } from './etcd-store.ts';
 import { CorekubeError } from '../core/errors.ts';
 import type { ClusterKeys } from './keys.ts';
 import type { PkiStore } from './pki/store.ts';
@@ -321,7 +322,7 @@ function describeResult(p: IPermissionResult): string {
 
 export async function etcdCall<T>(what: string, fn: () => Promise<T>, conn: DiscoveryConnection): Promise<T> {
   try {
-    return await fn();
+    return await retryStaleAuth(fn);
   } catch (err) {
     throw toError(what, err, conn);
   }

@@ -173,11 +173,32 @@ class EtcdStore implements Store {
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     if (this.closed) throw new CorekubeError('E_ETCD', `${what}: the etcd client is closed`, { hint: 'a stopped overlord makes no more requests' });
     try {
-      return await fn();
+      return await retryStaleAuth(fn);
     } catch (err) {
       throw toEtcdError(what, err, this.endpoints);
     }
   }
+}
+
+/**
+ * etcd refuses a request checked against an older auth revision than the current one ("revision of auth store
+ * is old") — every user, role or grant made meanwhile bumps it, and the overlord makes one user a machine when
+ * it admits it. etcd refused the request before applying it, so sending it again is safe: up to 16 times, a
+ * few milliseconds apart, before the error goes up like any other.
+ */
+export async function retryStaleAuth<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= 16 || !isStaleAuth(err)) throw err;
+      await new Promise((r) => setTimeout(r, 2 + Math.random() * Math.min(50, 5 * attempt)));
+    }
+  }
+}
+
+export function isStaleAuth(err: unknown): boolean {
+  return err instanceof Error && /revision of auth store is old/.test(err.message);
 }
 
 function fenceHeld(fence: Fence, createRevision: string | undefined): boolean {

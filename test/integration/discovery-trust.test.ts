@@ -9,7 +9,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, openSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -35,9 +35,8 @@ import { clusterKeys } from '../../overlord/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
-import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { discoveryTlsFlags } from '../harness/discovery-flags.ts';
+import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const skip = missingParts(...['etcd', 'curl', 'ip', 'bash', 'ssh-keygen'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
@@ -75,25 +74,10 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     passwords = await ensureDiscoveryPasswords(new DirectoryPkiStore(path.join(dir, 'state', 'pki')));
 
     // the files the overlord pushes to discovery, where discovery-etcd.service reads them
-    const tls = path.join(dir, 'tls');
-    await mkdir(tls, { mode: 0o700 });
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
-    tlsFlags = discoveryTlsFlags(spec, tls);
-
-    port = await freePort();
-    const peerPort = await freePort(['127.0.0.1'], [port]);
-    endpoint = `https://127.0.0.1:${port}`;
-    const log = openSync(path.join(dir, 'etcd.log'), 'a');
-    etcd = spawn('etcd', [
-      '--name', 'discovery', '--data-dir', path.join(dir, 'data'),
-      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
-      '--log-level', 'warn', '--logger', 'zap', ...tlsFlags,
-    ], { stdio: ['ignore', log, log] });
-    closeSync(log);
+    const started = await startDiscoveryEtcd({ spec, dir, pki });
+    ({ endpoint, port } = started);
+    etcd = started.proc;
+    tlsFlags = [...started.tlsFlags];
 
     conn = { endpoints: [endpoint], ca: pki.ca, cert: pki.overlordClient.cert, key: pki.overlordClient.key, callTimeoutMs: 3_000 };
     rbac = discoveryRbac(keys, { root: passwords.root, joiner: JOIN_TOKEN });
@@ -144,8 +128,8 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     return res.json.token as string;
   }
 
-  it('runs etcd the way discovery-etcd.service does: TLS with the pushed server cert, no client certificate required', () => {
-    expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file']);
+  it('runs etcd the way discovery-etcd.service does: TLS with the pushed server cert, no client certificate required, cheap password hashing (random secrets only)', () => {
+    expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file', '--bcrypt-cost']);
   });
 
   it('sets up auth on first run (deleting the shared flannel user of earlier versions); then root (the overlord) can do anything and an anonymous client nothing', async () => {

@@ -11,13 +11,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootPlan, fillPlaceholders } from '../../cloud-config/index.ts';
-import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
+import { fillPlaceholders } from '../../cloud-config/index.ts';
+import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { renderOverlordConfig } from '../../cloud-config/overlord-config.ts';
 import { HANDLE_FILES } from '../../overlord/bootstrap.ts';
 import { findSecrets } from '../../core/secrets.ts';
@@ -26,10 +26,10 @@ import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
 import { addressPlan, ETCD_CLIENT_PORT } from '../../spec/address-plan.ts';
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../harness/etcd.ts';
 import { netFromEnv } from '../harness/machines.ts';
-import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
 
 const NET = netFromEnv(70);
@@ -125,27 +125,7 @@ describe.skipIf(skip)('a standby overlord takes over from a killed bootstrap ove
     const authority = new CertificateAuthority({ store: new DirectoryPkiStore(d('bootstrap', 'pki')), clock: { now: () => Date.now() }, cluster: spec.name });
     const pki = await authority.ensureDiscovery(spec);
     ca = pki.ca;
-    const tls = d('tls');
-    await mkdir(tls, { mode: 0o700 });
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
-    const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
-    const tlsFlags = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!
-      .split(/\s+/)
-      .filter((a) => /^--(cert-file|key-file|trusted-ca-file|client-cert-auth)(=|$)/.test(a))
-      .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(tls, path.basename(file))}`));
-    const endpoint = `https://${discoveryIp}:${ETCD_CLIENT_PORT}`;
-    const peerPort = await freePort();
-    const log = openSync(d('etcd.log'), 'a');
-    etcd = spawn('etcd', [
-      '--name', 'discovery', '--data-dir', d('data'),
-      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
-      '--log-level', 'warn', '--logger', 'zap', ...tlsFlags,
-    ], { stdio: ['ignore', log, log] });
-    closeSync(log);
+    etcd = (await startDiscoveryEtcd({ spec, dir, pki, host: discoveryIp, port: ETCD_CLIENT_PORT })).proc;
   });
 
   afterAll(() => {

@@ -7,15 +7,15 @@
  * its own boot changes nothing; a second publish changes nothing; certificates the leader issues for a machine
  * are published again and followed by the standby; a standby with another secret writes nothing.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
+import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
 import { bootOverlord, type Booted } from '../../overlord/bootstrap.ts';
 import { systemClock } from '../../overlord/clock.ts';
@@ -29,10 +29,9 @@ import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../harness/etcd.ts';
-import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { captureLog } from '../harness/log-capture.ts';
-import { discoveryTlsFlags } from '../harness/discovery-flags.ts';
+import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
 
 const skip = missingParts(etcdMissing());
 const CLUSTER = 'standby-it';
@@ -82,23 +81,9 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
     const authority = new CertificateAuthority({ store: new DirectoryPkiStore(d('bootstrap', 'pki')), clock: { now: () => Date.now() }, cluster: CLUSTER });
     const pki = await authority.ensureDiscovery(spec);
     ca = pki.ca;
-    const tls = d('tls');
-    await mkdir(tls, { mode: 0o700 });
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
-    await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
-    const port = await freePort();
-    const peerPort = await freePort(['127.0.0.1'], [port]);
-    endpoint = `https://127.0.0.1:${port}`;
-    const log = openSync(d('etcd.log'), 'a');
-    etcd = spawn('etcd', [
-      '--name', 'discovery', '--data-dir', d('data'),
-      '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-      '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
-      '--log-level', 'warn', '--logger', 'zap', ...discoveryTlsFlags(spec, tls),
-    ], { stdio: ['ignore', log, log] });
-    closeSync(log);
+    const started = await startDiscoveryEtcd({ spec, dir, pki });
+    endpoint = started.endpoint;
+    etcd = started.proc;
   });
 
   afterAll(() => {

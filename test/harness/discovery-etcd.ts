@@ -1,0 +1,61 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { bootPlan } from '../../cloud-config/index.ts';
+import { DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
+import type { DiscoveryPki } from '../../overlord/pki/authority.ts';
+import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import { freePort } from './ports.ts';
+
+/**
+ * The flags of the discovery-etcd.service cloud-config renders (its ExecStart) that decide how it
+ * authenticates clients — TLS files (moved to `dir`) and password hashing: a test's etcd then authenticates
+ * clients exactly as discovery's will.
+ */
+export function discoveryAuthFlags(spec: ClusterSpec, dir: string): string[] {
+  const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
+  const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
+  const authFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file|bcrypt-cost|auth-token|auth-token-ttl)(=|$)/;
+  return exec
+    .split(/\s+/)
+    .filter((a) => authFlag.test(a))
+    .map((a) => a.replace(/=(\/\S+)$/, (_, file: string) => `=${path.join(dir, path.basename(file))}`));
+}
+
+export interface DiscoveryEtcd {
+  readonly proc: ChildProcess;
+  /** https://<host>:<port> */
+  readonly endpoint: string;
+  readonly port: number;
+  /** the flags it runs with, from the rendered unit */
+  readonly tlsFlags: readonly string[];
+}
+
+/**
+ * A real etcd run the way discovery runs it: the overlord's discovery certificate (`pki`) pushed into
+ * `<dir>/tls` as the overlord pushes it, the unit's TLS flags, data and log (`etcd.log`) under `dir`. The
+ * caller waits for it to answer and kills it (it is the caller's to clean up).
+ */
+export async function startDiscoveryEtcd(options: { spec: ClusterSpec; dir: string; pki: DiscoveryPki; host?: string; port?: number }): Promise<DiscoveryEtcd> {
+  const { dir, pki } = options;
+  const tls = path.join(dir, 'tls');
+  await mkdir(tls, { recursive: true, mode: 0o700 });
+  await writeFile(path.join(tls, DISCOVERY_TLS_FILES.ca), pki.ca);
+  await writeFile(path.join(tls, DISCOVERY_TLS_FILES.cert), pki.server.cert);
+  await writeFile(path.join(tls, DISCOVERY_TLS_FILES.key), pki.server.key, { mode: 0o600 });
+  const tlsFlags = discoveryAuthFlags(options.spec, tls);
+  const port = options.port ?? (await freePort());
+  const peerPort = await freePort(['127.0.0.1'], [port]);
+  const endpoint = `https://${options.host ?? '127.0.0.1'}:${port}`;
+  const log = openSync(path.join(dir, 'etcd.log'), 'a');
+  const proc = spawn('etcd', [
+    '--name', 'discovery', '--data-dir', path.join(dir, 'data'),
+    '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+    '--initial-cluster', `discovery=http://127.0.0.1:${peerPort}`, '--initial-cluster-state', 'new',
+    '--log-level', 'warn', '--logger', 'zap', ...tlsFlags,
+  ], { stdio: ['ignore', log, log] });
+  closeSync(log);
+  return { proc, endpoint, port, tlsFlags };
+}
