@@ -15,7 +15,7 @@ import { formatStack } from './cloud.ts';
  * scale-up through a Heat stack update, and a teardown that leaves nothing behind (also on Ctrl-C).
  * localcloud/ is imported lazily: the overlord image carries no local cloud.
  */
-const usage = `Usage: corekube demo [--masters N] [--minions M] [--scale] [--json] [--overlord docker|process] [--net K]
+const usage = `Usage: corekube demo [--masters N] [--minions M] [--overlords O [--failover]] [--scale] [--json] [--overlord docker|process] [--net K]
 
 Brings up a local cloud on this machine and deploys a cluster on it, end to end: a real OpenStack Heat
 (Keystone + heat-all) creates the Heat template corekube generates; every server is a systemd-nspawn machine
@@ -27,6 +27,10 @@ Kubernetes, flannel and containerd are stand-in executables; etcd is real. Needs
 Options:
   --masters N          masters (1, 3 or 5; default 1)
   --minions M          minions (0-20; default 2)
+  --overlords O        overlord servers (1-3; default 1): the bootstrap overlord and O - 1 standbys, booted by
+                       Heat from the stack's overlord_count, each fetching the bootstrap overlord's sealed state
+  --failover           (with --overlords 2 or more) once deployed, kill the bootstrap overlord's container and
+                       show a standby taking over within the lease TTL; with --scale, the standby deploys it
   --scale              once deployed, raise minion_count by one with a Heat stack update (PATCH): one more
                        machine boots, the overlord deploys it, the others are left alone
   --json               print progress on stderr and, as the last line on stdout, the final status object in
@@ -42,6 +46,8 @@ options; 130 when interrupted.`;
 export interface DemoOptions {
   readonly masters: number;
   readonly minions: number;
+  readonly overlords: number;
+  readonly failover: boolean;
   readonly scale: boolean;
   readonly json: boolean;
   readonly overlord: OverlordMode | undefined;
@@ -57,6 +63,8 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     {
       masters: { type: 'string' },
       minions: { type: 'string' },
+      overlords: { type: 'string' },
+      failover: { type: 'boolean' },
       scale: { type: 'boolean' },
       json: { type: 'boolean' },
       overlord: { type: 'string' },
@@ -73,11 +81,14 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   };
   const masters = whole('masters', values.masters, 1, (n) => [1, 3, 5].includes(n), '1, 3 or 5');
   const minions = whole('minions', values.minions, 2, (n) => n >= 0 && n <= MAX_DEMO_MINIONS, `a whole number from 0 to ${MAX_DEMO_MINIONS}`);
+  const overlords = whole('overlords', values.overlords, 1, (n) => n >= 1 && n <= 3, 'a whole number from 1 to 3');
+  const failover = values.failover ?? false;
+  if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
   const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
   const overlord = values.overlord;
   if (overlord !== undefined && overlord !== 'docker' && overlord !== 'process') problems.push(`--overlord must be docker or process (got ${JSON.stringify(overlord)})`);
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, scale: values.scale ?? false, json: values.json ?? false, overlord: overlord as OverlordMode | undefined, net });
+  return Object.freeze({ masters, minions, overlords, failover, scale: values.scale ?? false, json: values.json ?? false, overlord: overlord as OverlordMode | undefined, net });
 }
 
 /** The stack's resources whose events tell the story (the rest are networks and security groups). */
@@ -91,6 +102,9 @@ export function formatEvent(e: LocalCloudEvent, stackName: string): string[] {
     case 'heat':
       return e.event.resourceName === stackName || STORY.test(e.event.resourceName) ? [`[heat]      ${heatLine(e.event)}`] : [];
     case 'overlord.started':
+      if (e.name !== undefined) {
+        return [`[${e.name.replace('overlord-', '')}] started on this host like the bootstrap overlord, from its own machine's files, as container ${e.name} with its own --health-port (they share this host's network):`, `            ${e.command.join(' ')}`];
+      }
       return e.mode === 'docker'
         ? [
             '[overlord]  started on this host\'s Docker engine — the local cloud\'s one deviation: Docker cannot run in an nspawn',
@@ -174,6 +188,8 @@ export const demoCommand: Command = {
     say(`corekube demo: ${options.masters} master(s) and ${options.minions} minion(s) on a local cloud — a real Heat (Keystone + heat-all), machines booted by a real cloud-init and systemd (systemd-nspawn), real etcd; Kubernetes, flannel and containerd binaries are stand-ins`);
     let cloud: LocalCloud | undefined;
     let exit = 1;
+    /** standbys that logged leader.elected, and when */
+    const elected: { name: string; at: number }[] = [];
     try {
       cloud = await local.openLocalCloud({
         masters: options.masters,
@@ -181,8 +197,13 @@ export const demoCommand: Command = {
         net: options.net,
         name: stackName,
         ...(options.overlord ? { overlord: options.overlord } : {}),
+        ...(options.overlords > 1 ? { overlords: options.overlords } : {}),
         onEvent: (e) => formatEvent(e, stackName).forEach(say),
         onOverlordLine: (line) => say(`[overlord]  ${pretty(line)}`),
+        onStandbyLine: (name, line) => {
+          if (/"event":"leader\.elected"/.test(line)) elected.push({ name, at: Date.now() });
+          say(`[${name.replace('overlord-', '')}] ${pretty(line)}`);
+        },
       });
       signal.throwIfAborted();
       const created: Stack = await cloud.create({ signal });
@@ -191,6 +212,20 @@ export const demoCommand: Command = {
       let report: StatusReport = await cloud.waitDeployed(initial, { signal, timeoutMs: 120_000 });
       say(`\n${formatStatusTable(report)}`);
       say(formatTimings(await cloud.machineTimings()));
+      if (options.failover) {
+        await cloud.standbysStarted();
+        say('[cloud]     failover: killing the bootstrap overlord\'s container (docker kill), as a lost server would');
+        const killedAt = Date.now();
+        await cloud.overlord?.kill();
+        const deadline = killedAt + 60_000;
+        while (elected.length === 0 && Date.now() < deadline) {
+          signal.throwIfAborted();
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const lead = elected[0];
+        if (!lead) throw new CorekubeError('E_NOT_LEADER', 'no standby overlord took over within 60 s of the bootstrap overlord\'s death', { hint: 'its lines above say why (the lease TTL is 15 s)' });
+        say(`[cloud]     ${lead.name} leads ${((lead.at - killedAt) / 1000).toFixed(1)} s after the bootstrap overlord died (lease TTL 15 s)`);
+      }
       let untouched = true;
       if (options.scale) {
         const before = await cloud.ledger();

@@ -5,22 +5,23 @@ import { formatEvent, formatTimings, parseDemoArgs, touchedMachines } from '../.
 
 describe('corekube demo options', () => {
   it('defaults to 1 master, 2 minions, no scale-up, human output, net 60', () => {
-    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, scale: false, json: false, overlord: undefined, net: 60 });
-    expect(parseDemoArgs(['--masters', '3', '--minions', '0', '--scale', '--json', '--overlord', 'process', '--net', '70']))
-      .toEqual({ masters: 3, minions: 0, scale: true, json: true, overlord: 'process', net: 70 });
+    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, scale: false, json: false, overlord: undefined, net: 60 });
+    expect(parseDemoArgs(['--masters', '3', '--minions', '0', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70']))
+      .toEqual({ masters: 3, minions: 0, overlords: 2, failover: true, scale: true, json: true, overlord: 'process', net: 70 });
   });
 
   it('reports every bad option at once, as a usage error', () => {
     const err = (() => {
       try {
-        parseDemoArgs(['--masters', '2', '--minions', '21', '--overlord', 'vm', '--net', '0']);
+        parseDemoArgs(['--masters', '2', '--minions', '21', '--overlords', '4', '--overlord', 'vm', '--net', '0']);
       } catch (e) {
         return e as CorekubeError;
       }
       throw new Error('expected a usage error');
     })();
     expect(err.code).toBe('E_USAGE');
-    for (const part of ['--masters must be 1, 3 or 5', '--minions must be a whole number from 0 to 20', '--overlord must be docker or process', '--net must be']) expect(err.message).toContain(part);
+    for (const part of ['--masters must be 1, 3 or 5', '--minions must be a whole number from 0 to 20', '--overlords must be a whole number from 1 to 3', '--overlord must be docker or process', '--net must be']) expect(err.message).toContain(part);
+    expect(() => parseDemoArgs(['--failover'])).toThrow(/--failover needs a standby to take over: give --overlords 2 or 3/);
     expect(() => parseDemoArgs(['--bogus'])).toThrow(CorekubeError);
   });
 });
