@@ -21,6 +21,7 @@ import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { announceEnv } from '../harness/announce-env.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
@@ -141,23 +142,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     const proc = spawn('bash', [script], {
       detached: true,
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: {
-        PATH: process.env.PATH,
-        COREKUBE_CONFIG_DIR: config,
-        COREKUBE_DISCOVERY_IP: '127.0.0.1',
-        COREKUBE_DISCOVERY_PORT: String(clientPort),
-        COREKUBE_LEASE_TTL: String(opts.leaseTtl ?? LEASE_TTL),
-        COREKUBE_REQUEST_TIMEOUT: String(opts.requestTimeout ?? 10),
-        COREKUBE_KEEPALIVE_INTERVAL: '1',
-        COREKUBE_STATE_DIR: path.join(m, 'run'),
-        COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
-        COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
-        COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
-        COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
-        COREKUBE_HOST_KEY_WAIT: '0',
-        COREKUBE_BACKOFF_BASE: '0',
-        TMPDIR: m,
-      },
+      env: announceEnv(m, config, clientPort, { COREKUBE_LEASE_TTL: String(opts.leaseTtl ?? LEASE_TTL), COREKUBE_REQUEST_TIMEOUT: String(opts.requestTimeout ?? 10) }),
     });
     scripts.add(proc);
     let stderr = '';

@@ -36,6 +36,7 @@ import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/auth
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { announceEnv } from '../harness/announce-env.ts';
 import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
@@ -265,22 +266,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     const announce = () => {
       const proc = spawn('bash', [script], {
         stdio: ['ignore', 'ignore', 'pipe'],
-        env: {
-          PATH: process.env.PATH,
-          COREKUBE_CONFIG_DIR: config,
-          COREKUBE_DISCOVERY_IP: '127.0.0.1',
-          COREKUBE_DISCOVERY_PORT: String(port),
-          COREKUBE_LEASE_TTL: '3',
-          COREKUBE_KEEPALIVE_INTERVAL: '1',
-          COREKUBE_STATE_DIR: path.join(m, 'run'),
-          COREKUBE_MACHINE_ID_FILE: path.join(m, 'machine-id'),
-          COREKUBE_BOOT_ID_FILE: path.join(m, 'boot_id'),
-          COREKUBE_HOSTNAME_FILE: path.join(m, 'hostname'),
-          COREKUBE_HOST_KEY_FILE: path.join(m, 'host_key.pub'),
-          COREKUBE_HOST_KEY_WAIT: '0',
-          COREKUBE_BACKOFF_BASE: '0',
-          TMPDIR: m,
-        },
+        env: announceEnv(m, config, port),
       });
       const run = { proc, stderr: '', exited: new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code))) };
       proc.stderr!.setEncoding('utf8').on('data', (c: string) => (run.stderr += c));
