@@ -20,7 +20,7 @@ import { discoveryPkiFiles } from './pki/delivery.ts';
 import { DirectoryPkiStore, type PkiStore } from './pki/store.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
 import { fetchSharedState, followSharedState, overlordDiscoveryPassword, publishSharedState, readOverlordSecret, type Follower } from './shared-state.ts';
-import type { Store } from './store.ts';
+import type { Fence, Store } from './store.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { UnitsWiring } from './units.ts';
 
@@ -108,8 +108,8 @@ export interface Booted {
   readonly units: UnitsWiring;
   /** the machines' own discovery etcd users (runOverlord's admission); close it when the overlord stops */
   readonly credentials: DiscoveryMachineCredentials;
-  /** runOverlord's prepareMachines: issues the machines' PKI before the reconciler sees them */
-  readonly prepareMachines: (records: readonly MachineRecord[]) => Promise<void>;
+  /** runOverlord's prepareMachines: issues the machines' PKI before the reconciler sees them (and republishes the state, fenced) */
+  readonly prepareMachines: (records: readonly MachineRecord[], fence?: Fence) => Promise<void>;
   /** signals cluster_ready once (nothing to do when booted by hand or already signalled) */
   signalClusterReady(summary: string): Promise<void>;
   /**
@@ -250,10 +250,11 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   const machineFiles = new MachinePkiFiles({ authority, spec, discoveryCa: discovery.ca, credentials, log: deps.log });
   // the leading overlord issued machines' certificates: standbys should take over with them, not re-issue
   // them (a re-issued pair redeploys its machine). Best effort: a failure is logged, the deploy goes on.
-  const republish = async (key: string): Promise<void> => {
+  // fenced on the leader's election key: an overlord that lost its lead cannot publish over its successor's
+  const republish = async (key: string, fence: Fence | undefined): Promise<void> => {
     const shared = createEtcdStore(etcd);
     try {
-      await publishSharedState({ store: shared, keys, stateDir, secret: key, log: deps.log });
+      await publishSharedState({ store: shared, keys, stateDir, secret: key, log: deps.log, ...(fence ? { fence } : {}) });
     } catch (err) {
       deps.log.warn({ event: 'overlord-state.not-published', ...errorFields(err) }, 'the overlord state could not be published for standbys; next time certificates are issued');
     } finally {
@@ -282,10 +283,10 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     machineFiles,
     credentials,
     units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
-    prepareMachines: async (records: readonly MachineRecord[]) => {
+    prepareMachines: async (records: readonly MachineRecord[], fence?: Fence) => {
       const before = pkiWrites;
       await machineFiles.prepare(records);
-      if (secret !== undefined && pkiWrites !== before) await republish(secret);
+      if (secret !== undefined && pkiWrites !== before) await republish(secret, fence);
     },
     signalClusterReady,
     followState:

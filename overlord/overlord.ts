@@ -75,7 +75,7 @@ export interface OverlordOptions {
    * overlord/machine-pki.ts), for every announced machine, each time the machines change — before the
    * reconciler sees the change (overlord/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
    */
-  readonly prepareMachines?: (records: readonly MachineRecord[]) => Promise<void>;
+  readonly prepareMachines?: (records: readonly MachineRecord[], fence?: Fence) => Promise<void>;
   /**
    * Admission of join requests (overlord/admission.ts): each node that asks to join with the shared join
    * token gets its own discovery etcd user over SSH; with `podNetwork`, its role is also granted its subnet
@@ -127,7 +127,8 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   let prepared: PreparedDiscovery | undefined;
   const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => (prepared ? void prepared.refresh() : reconciler?.trigger()) });
   if (options.prepareMachines) {
-    prepared = new PreparedDiscovery({ source: discovery, prepare: options.prepareMachines, onChange: () => reconciler?.trigger(), clock: ports.clock, log });
+    const prepareMachines = options.prepareMachines;
+    prepared = new PreparedDiscovery({ source: discovery, prepare: (records) => prepareMachines(records, options.fence?.()), onChange: () => reconciler?.trigger(), clock: ports.clock, log });
   }
 
   const admission = options.admission

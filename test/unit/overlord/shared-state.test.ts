@@ -159,6 +159,21 @@ describe('publishing and fetching the state', () => {
     expect(findSecrets(text(), { values: [SECRET, overlordDiscoveryPassword(SECRET), 'a'.repeat(64), 'f'.repeat(64)] })).toEqual([]);
   });
 
+  it('publishes nothing when fenced on a leader key that is gone: a deposed leader cannot overwrite its successor\'s state', async () => {
+    const store = new MemoryStore();
+    const { log } = captureLog();
+    const d = await stateDir('deposed', FILES);
+    await store.put(keys.overlordState, sealState(packState(FILES.slice(0, 2)), SECRET, keys.overlordState));
+    const before = store.data.get(keys.overlordState)!;
+    const fence = { key: `${keys.leaderCandidates}old-lease`, createRevision: '1' };
+    await expect(publishSharedState({ store, keys, stateDir: d, secret: SECRET, log, fence })).rejects.toMatchObject({ code: 'E_NOT_LEADER' });
+    expect(store.data.get(keys.overlordState)).toEqual(before);
+    // while the fence holds, it publishes
+    await store.put(fence.key, 'leader');
+    const created = String(store.data.get(fence.key)!.createRevision);
+    expect(await publishSharedState({ store, keys, stateDir: d, secret: SECRET, log, fence: { key: fence.key, createRevision: created } })).toMatchObject({ published: true, files: 3 });
+  });
+
   it('at boot takes the published state over first: a restarted overlord never publishes an older state than the last leader\'s', async () => {
     const store = new MemoryStore();
     const { log } = captureLog();
