@@ -79,7 +79,10 @@ export class SimulatedHosts implements HostRunner {
       const state = !ready ? 'ActiveState=activating\nSubState=start' : u.oneshot ? 'ActiveState=active\nSubState=exited' : 'ActiveState=active\nSubState=running';
       return ok(`${state}\nResult=success\nInvocationID=inv${u.invocation}\n`);
     }
-    if (a[0] === 'systemctl' && a[1] === 'reset-failed') return ok();
+    if (a[0] === 'systemctl' && (a[1] === 'reset-failed' || a[1] === 'enable')) {
+      await tick();
+      return ok();
+    }
     if (a[0] === 'journalctl') return ok('');
     throw new CorekubeError('E_INTERNAL', `the simulated machine does not know \`${a.slice(0, 2).join(' ')}\``, { hint: 'teach bench/simulated-hosts.ts the new remote command' });
   }

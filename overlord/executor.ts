@@ -95,6 +95,9 @@ async function startAndWait(
   signal: AbortSignal | undefined,
 ): Promise<StepResult> {
   const read = async () => remote.parseUnitState(((await mustSucceed(`reading the state of ${unit}`, remote.unitState(options.remote, unit))) as { stdout: string }).stdout);
+  // enabled first, also when it is already up (a machine deployed before units were enabled): systemd then
+  // starts it at every boot by itself, in its dependency order, whether or not an overlord is running
+  await mustSucceed(`systemctl enable ${unit}`, remote.enableUnit(options.remote, unit));
   const before = await read();
   if (reached(before, until, null)) return { changed: false };
   if (before.activeState === 'failed') await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));

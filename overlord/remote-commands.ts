@@ -81,6 +81,14 @@ export function startUnit(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'start', checkUnitName(unit)]);
 }
 
+/**
+ * Enables a unit (its [Install] WantedBy=multi-user.target), so systemd starts it at the next boot by itself —
+ * a rebooted machine comes back without waiting for the overlord. Idempotent; --quiet: no symlink chatter.
+ */
+export function enableUnit(ctx: RemoteContext, unit: string): Argv {
+  return privileged(ctx, ['systemctl', 'enable', '--quiet', checkUnitName(unit)]);
+}
+
 /** Restarts a unit (stopping it first when it runs); non-zero when the start job failed. */
 export function restartUnit(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'restart', checkUnitName(unit)]);

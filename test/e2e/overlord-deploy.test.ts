@@ -182,6 +182,9 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
     expect(await unitStates(m, role), `units of ${m.hostname}`).toEqual(expected);
     expect(starts(m), `stand-in starts on ${m.hostname}`).toEqual(Object.fromEntries(SERVICES[role].map((s) => [s, 1])));
     expect(await downloadRuns(m), `download runs on ${m.hostname}`).toBe(1);
+    // enabled: systemd brings them back at the next boot by itself
+    const enabled = (await m.exec(['systemctl', 'is-enabled', ...unitsOf(role)])).stdout.trim().split('\n');
+    expect(enabled, `units enabled on ${m.hostname}`).toEqual(unitsOf(role).map(() => 'enabled'));
   }
 
   function logSink(): { stream: Writable; lines: () => Record<string, unknown>[]; text: () => string } {

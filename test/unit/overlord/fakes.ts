@@ -281,9 +281,19 @@ export class FakeMachine {
     return this.units.get(name)?.starts ?? 0;
   }
 
-  /** A reboot: units stop, unit files stay; nothing is enabled, so nothing comes back by itself. */
+  /** units `systemctl enable`d: systemd starts them at boot */
+  readonly enabled = new Set<string>();
+
+  /** A reboot: units stop, unit files stay; systemd starts the enabled ones again by itself (a start each). */
   reboot(): void {
-    for (const u of this.units.values()) Object.assign(u, { activeState: 'inactive', subState: 'dead', result: 'success', invocation: 0, settling: 0 });
+    for (const [name, u] of this.units) {
+      Object.assign(u, { activeState: 'inactive', subState: 'dead', result: 'success', invocation: 0, settling: 0 });
+      if (this.enabled.has(name) && this.loaded.has(name)) {
+        u.starts++;
+        u.invocation++;
+        this.settle(name, u);
+      }
+    }
   }
 
   exec(argv: readonly string[], stdin: string | undefined): ExecResult {
@@ -319,6 +329,12 @@ export class FakeMachine {
       if (noBlock) return ok();
       this.settle(name, u);
       return u.activeState === 'failed' ? fail(1, `Job for ${name} failed because the control process exited with error code.`) : ok();
+    }
+    if (a[0] === 'systemctl' && a[1] === 'enable') {
+      const name = a.at(-1)!;
+      if (!this.loaded.has(name)) return fail(1, `Failed to enable unit: Unit file ${name} does not exist.`);
+      this.enabled.add(name);
+      return ok();
     }
     if (a[0] === 'systemctl' && a[1] === 'restart') {
       const u = this.unit(a[2]!);

@@ -162,18 +162,27 @@ describe('reconciler', () => {
     await changed.stop();
   });
 
-  it('after a reboot (new boot id), starts the units that did not come back, without rewriting files', async () => {
+  it('enables every unit it starts, so a rebooted machine brings them back itself; after the reboot (new boot id) it starts only what did not come back, without rewriting files', async () => {
     const w = world(10);
     await announce(w.store, master);
     const o = await w.start({ expected: { masters: 1, minions: 0 } });
     await settle(w, o);
     const m = w.hosts.machine(master.id);
+    const units = [...m.units.keys()];
+    expect([...m.enabled].sort()).toEqual(units.sort());
+    // one unit was disabled by hand: it does not come back at boot, the others do (one start each, by systemd)
+    const disabled = units.find((u) => u !== 'kube-apiserver.service')!;
+    m.enabled.delete(disabled);
     m.reboot();
+    expect(m.unit('kube-apiserver.service').activeState).toBe('active');
+    expect(m.unit(disabled).activeState).toBe('inactive');
     await announce(w.store, { ...master, bootId: 'feedfacefeedfacefeedfacefeedface' });
     await w.clock.runUntil(() => ledgerOf(w.store, master.id)?.bootId === 'feedfacefeedfacefeedfacefeedface' && ledgerOf(w.store, master.id)?.state === 'deployed');
     await o.idle();
-    expect(m.unit('kube-apiserver.service').activeState).toBe('active');
-    expect(m.starts('kube-apiserver.service')).toBe(2);
+    for (const u of units) expect(m.unit(u).activeState, u).toBe('active');
+    expect(m.starts('kube-apiserver.service')).toBe(2); // the deploy, then systemd at boot: not the overlord
+    expect(m.starts(disabled)).toBe(2); // the deploy, then the overlord after the reboot
+    expect(m.enabled.has(disabled)).toBe(true); // enabled again
     expect(m.reloads).toBe(1);
     await o.stop();
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { daemonReload, journalExcerpt, parseUnitState, startUnit, unitState, writeFile } from '../../../overlord/remote-commands.ts';
+import { daemonReload, journalExcerpt, parseUnitState, startUnit, unitState, writeFile, enableUnit } from '../../../overlord/remote-commands.ts';
 import { Semaphore } from '../../../overlord/semaphore.ts';
 import { formatStatusTable, machineStatuses } from '../../../overlord/status.ts';
 import { beginDeployment, stepDone } from '../../../overlord/ledger.ts';
@@ -14,6 +14,7 @@ describe('remote commands', () => {
     expect(daemonReload(user)).toEqual(['sudo', '-n', 'systemctl', 'daemon-reload']);
     expect(daemonReload(root)).toEqual(['systemctl', 'daemon-reload']);
     expect(startUnit(user, 'kubelet.service')).toEqual(['sudo', '-n', 'systemctl', 'start', 'kubelet.service']);
+    expect(enableUnit(user, 'kubelet.service')).toEqual(['sudo', '-n', 'systemctl', 'enable', '--quiet', 'kubelet.service']);
     expect(journalExcerpt(user, 'kubelet.service')).toEqual(['sudo', '-n', 'journalctl', '-u', 'kubelet.service', '-n', '30', '--no-pager', '-o', 'cat']);
   });
 
