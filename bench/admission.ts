@@ -26,7 +26,7 @@ import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
 import type { ExecResult, HostRunner } from '../overlord/host-runner.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { silentLogger } from '../overlord/log.ts';
-import { DiscoveryMachineCredentials } from '../overlord/machine-credentials.ts';
+import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/machine-credentials.ts';
 import { CertificateAuthority } from '../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../overlord/pki/store.ts';
 import { parseClusterSpec } from '../spec/cluster-spec.ts';
@@ -97,12 +97,15 @@ async function main(): Promise<number> {
     const counted = countingStore(base);
     const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
     closers.push(() => credentials.close());
+    // the same credentials, with the auth changes they make counted
     let authChanges = 0;
-    const ensure = credentials.ensure.bind(credentials);
-    credentials.ensure = async (id, subnet) => {
-      const changes = await ensure(id, subnet);
-      authChanges += changes.length;
-      return changes;
+    const counting: MachineCredentials = {
+      fileFor: (id) => credentials.fileFor(id),
+      ensure: async (id, subnet) => {
+        const changes = await credentials.ensure(id, subnet);
+        authChanges += changes.length;
+        return changes;
+      },
     };
     const ssh = new SimulatedSsh();
     const failures: Record<string, number> = {};
@@ -113,7 +116,7 @@ async function main(): Promise<number> {
       failures[reason] = (failures[reason] ?? 0) + 1;
       return (warn as (...a: unknown[]) => void)(obj, ...rest);
     }) as typeof log.warn;
-    const admission = new Admission({ store: counted.store, hosts: ssh, credentials, keys, log, clock: systemClock }, { remote: { user: 'corekube' }, concurrency });
+    const admission = new Admission({ store: counted.store, hosts: ssh, credentials: counting, keys, log, clock: systemClock }, { remote: { user: 'corekube' }, concurrency });
     closers.push(() => admission.stop());
     await admission.start();
     const before = counted.counts();

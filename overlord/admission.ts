@@ -8,6 +8,7 @@ import { errorFields, type Logger } from './log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
 import { restartUnit, writeFile, type RemoteContext } from './remote-commands.ts';
+import { REQUEUED_CODES } from './reconciler.ts';
 import { Semaphore } from './semaphore.ts';
 import type { Fence, Store } from './store.ts';
 
@@ -99,6 +100,7 @@ export class Admission {
     if (this.stopping.signal.aborted) return;
     const { records } = this.requests.snapshot();
     for (const id of this.handled.keys()) if (!records.has(id)) this.handled.delete(id);
+    for (const id of this.failures.keys()) if (!records.has(id) && !this.running.has(id)) this.failures.delete(id);
     for (const [id, request] of records) {
       if (this.running.has(id) || this.handled.get(id) === request) continue;
       this.handled.set(id, request);
@@ -127,7 +129,8 @@ export class Admission {
       if (e.code === 'E_NOT_LEADER') return; // the term is over: the next leader admits it
       const failures = (this.failures.get(request.id) ?? 0) + 1;
       this.failures.set(request.id, failures);
-      const retryable = e.retryable || e.code === 'E_SSH' || e.code === 'E_ETCD';
+      // the reconciler's rule: the machine's surroundings (SSH, etcd) are worth waiting for, the rest is not
+      const retryable = e.retryable || REQUEUED_CODES.includes(e.code);
       const nextRetryMs = Math.min(backoff.max, backoff.initial * 2 ** (failures - 1));
       log[retryable ? 'warn' : 'error'](
         { event: 'join.failed', machine: request.id, ip: request.ip, hostname: request.hostname, attempt: failures, ...(retryable ? { nextRetryMs } : {}), ...errorFields(e) },
