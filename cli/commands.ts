@@ -7,6 +7,7 @@ import { unitsRenderCommand } from './units.ts';
 import { kubeconfigCommand } from './kubeconfig.ts';
 import { downCommand, stackStatusCommand, upCommand } from './cloud.ts';
 import { demoCommand } from './demo.ts';
+import { mirrorBuildCommand } from './mirror.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
@@ -20,5 +21,6 @@ export const commands: readonly Command[] = [
   unitsRenderCommand,
   kubeconfigCommand,
   cloudConfigRenderCommand,
+  mirrorBuildCommand,
   demoCommand,
 ];

@@ -12,6 +12,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     return first === undefined ? 2 : 0;
   }
   const command = commands.find((c) => c.path.length === 2 ? c.path[0] === first && c.path[1] === second : c.path[0] === first);
+  // `corekube mirror --help`: a group of subcommands prints every subcommand's usage
+  const group = commands.filter((c) => c.path.length === 2 && c.path[0] === first);
+  if (!command && group.length > 0 && (second === undefined || second === '--help' || second === '-h')) {
+    process.stdout.write(`${group.map((c) => `corekube ${c.path.join(' ')}: ${c.summary}\n\n${c.usage}`).join('\n\n')}\n`);
+    return second === undefined ? 2 : 0;
+  }
   if (!command) {
     process.stderr.write(`corekube: unknown command ${JSON.stringify([first, second].filter(Boolean).join(' '))}\n\n${usage()}`);
     return 2;

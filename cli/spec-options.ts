@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { parseYaml } from '../core/yaml.ts';
@@ -52,7 +53,12 @@ const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'master-flavor': 'flavor of the masters',
   'minion-flavor': 'flavor of the minions',
   'overlord-image': 'container image the overlord server runs',
-  'release-base-url': 'where machines download release binaries from',
+  'runc-version': 'runc release tag',
+  'coredns-version': 'CoreDNS release tag (the cluster DNS add-on)',
+  'pause-version': 'pause image tag (the pod sandbox), without a v',
+  'release-base-url': 'a corekube mirror machines download release artifacts from (default: each upstream)',
+  'release-digests': 'FILE: the corekube-mirror.json of `corekube mirror build`, the digests machines check',
+  'registry-mirror': 'registry containerd pulls the cluster\'s images through (mirror of registry.k8s.io)',
 };
 
 /** parseArgs options for every spec flag plus `-c/--config`. */
@@ -67,8 +73,8 @@ export function specUsage(): string {
   const rows: [string, string][] = [['-c, --config FILE', 'YAML cluster spec (fields as in the brackets below)']];
   for (const f of SPEC_FIELDS) {
     const def = Array.isArray(f.default) ? (f.default.length ? f.default.join(',') : undefined) : f.default;
-    const facts = [f.path, envNameOf(f.flag), def === undefined ? 'no default' : `default ${def}`];
-    rows.push([`--${f.flag} ${f.kind === 'int' ? 'N' : f.kind === 'list' ? 'A,B' : 'VALUE'}`, `${DESCRIPTIONS[f.flag] ?? f.path} [${facts.join('; ')}]`]);
+    const facts = [f.path, envNameOf(f.flag), def === undefined || typeof def === 'object' ? 'no default' : `default ${def}`];
+    rows.push([`--${f.flag} ${f.kind === 'int' ? 'N' : f.kind === 'list' ? 'A,B' : f.kind === 'digests' ? 'FILE' : 'VALUE'}`, `${DESCRIPTIONS[f.flag] ?? f.path} [${facts.join('; ')}]`]);
   }
   const width = Math.max(...rows.map(([l]) => l.length));
   return ['Cluster spec (flag > env > file > default):', ...rows.map(([l, r]) => `  ${l.padEnd(width)}  ${r}`)].join('\n');
@@ -97,8 +103,24 @@ export function parseSpecArgs<O extends Options>(
   let file: unknown;
   if (configPath !== undefined) file = readSpecFile(configPath, inputs, problems);
 
-  const flags: Record<string, string | undefined> = {};
+  const flags: Record<string, unknown> = {};
   for (const f of SPEC_FIELDS) flags[f.flag] = all[f.flag] as string | undefined;
+  // a `digests` field names a file (flag, env, or a string in the YAML file, relative to it): read it here, so
+  // the parser gets the map itself and stays pure
+  for (const f of SPEC_FIELDS.filter((x) => x.kind === 'digests')) {
+    const env = inputs.env[envNameOf(f.flag)];
+    const fromFile = lookup(file, f.path);
+    const [where, named] =
+      typeof flags[f.flag] === 'string' ? [`--${f.flag}`, flags[f.flag] as string]
+      : env ? [envNameOf(f.flag), env]
+      : typeof fromFile === 'string' && configPath !== undefined ? [`${configPath}: ${f.path}`, path.resolve(path.dirname(configPath), fromFile)]
+      : [undefined, undefined];
+    if (where === undefined || named === undefined) continue;
+    const value = readDataFile(named, where, inputs, problems);
+    if (value === undefined) continue;
+    if (where === `${configPath}: ${f.path}`) setPath(file as Record<string, unknown>, f.path, value);
+    else flags[f.flag] = value;
+  }
 
   let spec: ClusterSpec | undefined;
   try {
@@ -112,6 +134,37 @@ export function parseSpecArgs<O extends Options>(
   const own = {} as Record<string, unknown>;
   for (const k of Object.keys(extra)) own[k] = all[k];
   return { spec, values: own as ValuesOf<O> };
+}
+
+/** A JSON or YAML data file a spec field names (`--release-digests FILE`), parsed; undefined after a problem. */
+function readDataFile(file: string, field: string, inputs: SpecInputs, problems: FieldProblem[]): unknown {
+  let text: string;
+  try {
+    text = inputs.readFile(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    problems.push({ field, value: file, message: `cannot be read (${code})`, fix: 'give the path of the corekube-mirror.json that corekube mirror build wrote' });
+    return undefined;
+  }
+  try {
+    return parseYaml(text);
+  } catch (err) {
+    problems.push({ field, value: file, message: `is not JSON or YAML: ${(err as Error).message.split('\n')[0]}`, fix: 'pass the corekube-mirror.json of corekube mirror build, unchanged' });
+    return undefined;
+  }
+}
+
+function lookup(file: unknown, dotted: string): unknown {
+  let node = file;
+  for (const p of dotted.split('.')) node = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[p] : undefined;
+  return node;
+}
+
+function setPath(file: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split('.');
+  let node = file;
+  for (const p of parts.slice(0, -1)) node = node[p] as Record<string, unknown>;
+  node[parts.at(-1)!] = value;
 }
 
 function readSpecFile(path: string, inputs: SpecInputs, problems: FieldProblem[]): unknown {

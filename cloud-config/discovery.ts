@@ -1,7 +1,7 @@
 import { addressPlan, ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';
-import { etcdRelease } from './etcd-release.ts';
+import { resolveRelease, verificationField } from '../release/sources.ts';
 import { CONFIG_DIR, CONFIG_FILES, configPath, DISCOVERY_TLS_FILES, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';
@@ -9,8 +9,8 @@ import { renderCloudTemplate } from './templates.ts';
 /**
  * The discovery server: a single-member etcd v3 on the address plan's discovery IP, https on :2379,
  * peer traffic on loopback only. It starts once the overlord has installed its TLS files over SSH
- * (discovery-etcd.path), then signals discovery_ready. The etcd binary is downloaded (etcd-release.ts) on
- * both OS profiles, so both run the very same units.
+ * (discovery-etcd.path), then signals discovery_ready. The etcd binary is downloaded on both OS profiles from
+ * where the spec's release comes from (release/sources.ts), so both run the very same units.
  */
 export const DISCOVERY_ETCD_PEER_URL = 'http://127.0.0.1:2380';
 
@@ -23,7 +23,14 @@ export function discoveryPlan(spec: ClusterSpec): BootPlan {
     certFile: `${tlsDir}/${DISCOVERY_TLS_FILES.cert}`,
     keyFile: `${tlsDir}/${DISCOVERY_TLS_FILES.key}`,
   };
-  const release = etcdRelease(spec);
+  const etcd = resolveRelease(spec, 'discovery').find((r) => r.artifact.project === 'etcd');
+  if (!etcd) throw new Error('release/catalog.ts lists no etcd for discovery');
+  const release = {
+    version: etcd.artifact.version,
+    tarballUrl: etcd.url,
+    check: verificationField(etcd.verify),
+    memberDir: etcd.artifact.members[0]!.member.split('/')[0]!,
+  };
   const clientUrl = `https://${addresses.discovery}:${ETCD_CLIENT_PORT}`;
   const access = overlordAccess();
   return plan('discovery', {

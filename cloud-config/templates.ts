@@ -50,7 +50,10 @@ export interface DiscoveryReadyContext {
 export interface InstallEtcdContext {
   version: string;
   tarballUrl: string;
-  checksumUrl: string;
+  /** `sha256:<hex>` (pinned), a checksum file's URL, or `none` (units/release.ts releaseManifest's check) */
+  check: string;
+  /** the directory of etcd and etcdctl inside the tarball */
+  memberDir: string;
   binDir: string;
 }
 

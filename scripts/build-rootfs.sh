@@ -14,7 +14,7 @@ set -euo pipefail
 SUITE=bookworm
 RECIPE=1
 # python3-cffi-backend: cloud-init's python3-cryptography depends on a virtual package debootstrap cannot resolve.
-PACKAGES=(systemd systemd-sysv dbus openssh-server curl iproute2 sudo ca-certificates cloud-init python3-cffi-backend)
+PACKAGES=(systemd systemd-sysv dbus openssh-server curl iproute2 sudo ca-certificates cloud-init python3-cffi-backend iptables kmod)
 CACHE=${COREKUBE_CACHE:-/var/cache/corekube}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 

@@ -22,12 +22,17 @@ export interface ClusterSpec {
   /** overlord servers: the bootstrap one plus `overlords - 1` standbys that take over when it is gone */
   readonly overlords: number;
   readonly os: OsProfile;
+  /** Release tags of every upstream component (release/catalog.ts lists the artifacts of each). */
   readonly versions: {
     readonly kubernetes: string;
     readonly etcd: string;
     readonly flannel: string;
     readonly containerd: string;
+    readonly runc: string;
     readonly cniPlugins: string;
+    readonly coredns: string;
+    /** the pause image's tag (`3.10.2`: registry.k8s.io tags it without a `v`) */
+    readonly pause: string;
   };
   readonly network: {
     readonly privateCidr: string;
@@ -57,13 +62,30 @@ export interface ClusterSpec {
     /** The overlord container image the overlord server runs. */
     readonly image: string;
   };
-  /** Where machines download Kubernetes, etcd, flannel, containerd and CNI releases from. */
-  readonly releaseBaseUrl: string;
+  /**
+   * Where machines download release artifacts from: undefined = each project's upstream home (dl.k8s.io,
+   * GitHub releases); a URL = a corekube mirror (release/catalog.ts's layout, `corekube mirror build`).
+   */
+  readonly releaseBaseUrl: string | undefined;
+  /**
+   * sha256 digests by mirror path (`etcd/v3.6.17/etcd-v3.6.17-linux-amd64.tar.gz` → hex): what machines check
+   * their downloads against instead of a checksum fetched next to the file. Required for every artifact with a
+   * mirror; optional upstream (it pins what upstream publishes no checksum for). Empty = none.
+   */
+  readonly releaseDigests: Readonly<Record<string, string>>;
+  /**
+   * A registry containerd pulls the cluster's images through (`https://registry.example:5000`): a mirror of
+   * registry.k8s.io (pause, CoreDNS), and itself reachable by its own name. undefined = pull from upstream.
+   */
+  readonly registryMirror: string | undefined;
 }
 
 export interface SpecSources {
-  /** `--flag value` pairs, keys without dashes (`masters`, `pod-cidr`). */
-  flags?: Readonly<Record<string, string | undefined>>;
+  /**
+   * `--flag value` pairs, keys without dashes (`masters`, `pod-cidr`): strings, except a `digests` field's
+   * value, which the CLI has already read from the file the flag names (cli/spec-options.ts).
+   */
+  flags?: Readonly<Record<string, unknown>>;
   /** The parsed YAML config file, if one was given. */
   file?: unknown;
   /** Where the file came from, for error messages. */
@@ -71,14 +93,14 @@ export interface SpecSources {
   env?: Readonly<Record<string, string | undefined>>;
 }
 
-type Kind = 'string' | 'int' | 'list';
+type Kind = 'string' | 'int' | 'list' | 'digests';
 
 interface Field {
   /** dotted path in the YAML file and in ClusterSpec */
   path: string;
   flag: string;
   kind: Kind;
-  default: string | number | readonly string[] | undefined;
+  default: string | number | readonly string[] | Readonly<Record<string, string>> | undefined;
 }
 
 export const SPEC_FIELDS: readonly Field[] = [
@@ -87,11 +109,14 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'minions', flag: 'minions', kind: 'int', default: 3 },
   { path: 'overlords', flag: 'overlords', kind: 'int', default: 1 },
   { path: 'os', flag: 'os', kind: 'string', default: 'flatcar' },
-  { path: 'versions.kubernetes', flag: 'kubernetes-version', kind: 'string', default: 'v1.36.2' },
-  { path: 'versions.etcd', flag: 'etcd-version', kind: 'string', default: 'v3.6.6' },
-  { path: 'versions.flannel', flag: 'flannel-version', kind: 'string', default: 'v0.27.4' },
-  { path: 'versions.containerd', flag: 'containerd-version', kind: 'string', default: 'v2.1.5' },
-  { path: 'versions.cniPlugins', flag: 'cni-plugins-version', kind: 'string', default: 'v1.8.0' },
+  { path: 'versions.kubernetes', flag: 'kubernetes-version', kind: 'string', default: 'v1.36.5' },
+  { path: 'versions.etcd', flag: 'etcd-version', kind: 'string', default: 'v3.6.17' },
+  { path: 'versions.flannel', flag: 'flannel-version', kind: 'string', default: 'v0.28.10' },
+  { path: 'versions.containerd', flag: 'containerd-version', kind: 'string', default: 'v2.3.7' },
+  { path: 'versions.runc', flag: 'runc-version', kind: 'string', default: 'v1.4.4' },
+  { path: 'versions.cniPlugins', flag: 'cni-plugins-version', kind: 'string', default: 'v1.10.0' },
+  { path: 'versions.coredns', flag: 'coredns-version', kind: 'string', default: 'v1.15.0' },
+  { path: 'versions.pause', flag: 'pause-version', kind: 'string', default: '3.10.2' },
   { path: 'network.privateCidr', flag: 'private-cidr', kind: 'string', default: '10.240.0.0/16' },
   { path: 'network.podCidr', flag: 'pod-cidr', kind: 'string', default: '10.244.0.0/14' },
   { path: 'network.serviceCidr', flag: 'service-cidr', kind: 'string', default: '10.96.0.0/12' },
@@ -108,8 +133,21 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'openstack.flavors.master', flag: 'master-flavor', kind: 'string', default: 'm1.medium' },
   { path: 'openstack.flavors.minion', flag: 'minion-flavor', kind: 'string', default: 'm1.medium' },
   { path: 'overlord.image', flag: 'overlord-image', kind: 'string', default: 'corekube/overlord:0.1.0' },
-  { path: 'releaseBaseUrl', flag: 'release-base-url', kind: 'string', default: 'https://dl.k8s.io' },
+  { path: 'releaseBaseUrl', flag: 'release-base-url', kind: 'string', default: undefined },
+  { path: 'releaseDigests', flag: 'release-digests', kind: 'digests', default: {} },
+  { path: 'registryMirror', flag: 'registry-mirror', kind: 'string', default: undefined },
 ];
+
+/**
+ * `releaseBaseUrl` values that mean "each project's upstream home": dl.k8s.io is where corekube's earlier
+ * default pointed (it hosts only Kubernetes; the other projects come from their GitHub releases).
+ */
+export const UPSTREAM_RELEASE_ALIASES = ['https://dl.k8s.io'] as const;
+
+/** True when machines download from each project's upstream home rather than a corekube mirror. */
+export function usesUpstreamReleases(spec: Pick<ClusterSpec, 'releaseBaseUrl'>): boolean {
+  return spec.releaseBaseUrl === undefined || (UPSTREAM_RELEASE_ALIASES as readonly string[]).includes(spec.releaseBaseUrl);
+}
 
 /** `pod-cidr` → `COREKUBE_POD_CIDR` */
 export function envNameOf(flag: string): string {
@@ -118,6 +156,8 @@ export function envNameOf(flag: string): string {
 
 const DNS_LABEL = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 const VERSION = /^v(\d+)\.(\d+)\.(\d+)$/;
+const PAUSE_TAG = /^\d+\.\d+(\.\d+)?$/;
+const SHA256 = /^[0-9a-f]{64}$/;
 const FLAVOR_OR_NAME = /^[^\s'"]{1,255}$/;
 const IMAGE_REF = /^[a-z0-9]+([._/:@-][a-zA-Z0-9_.-]+)*$/;
 
@@ -187,7 +227,9 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     ['versions.etcd', 'etcd'],
     ['versions.flannel', 'flannel'],
     ['versions.containerd', 'containerd'],
+    ['versions.runc', 'runc'],
     ['versions.cniPlugins', 'CNI plugins'],
+    ['versions.coredns', 'CoreDNS'],
   ] as const) {
     const v = get<string | undefined>(path);
     if (v === undefined) continue;
@@ -199,8 +241,11 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     if (path === 'versions.kubernetes' && !(KUBERNETES_MINORS as readonly string[]).includes(`${m[1]}.${m[2]}`)) {
       bad(path, `${label} ${m[1]}.${m[2]} is not supported; supported minors are ${KUBERNETES_MINORS.join(', ')}`, `use a v${KUBERNETES_MINORS.at(-1)}.x release`);
     }
-    if (path === 'versions.etcd' && m[1] !== '3') bad(path, 'etcd must be a v3 release', 'use for example v3.6.6');
+    if (path === 'versions.etcd' && m[1] !== '3') bad(path, 'etcd must be a v3 release', 'use for example v3.6.17');
+    if (path === 'versions.containerd' && m[1] !== '2') bad(path, 'containerd must be a v2 release (its config is version 3)', 'use for example v2.3.7');
   }
+  const pause = get<string | undefined>('versions.pause');
+  if (pause !== undefined && !PAUSE_TAG.test(pause)) bad('versions.pause', 'must be the pause image tag MAJOR.MINOR[.PATCH], without a v', 'for example 3.10.2');
 
   const cidrs = new Map<string, Cidr>();
   for (const path of ['network.privateCidr', 'network.podCidr', 'network.serviceCidr', 'network.adminCidr', 'network.nodePortCidr']) {
@@ -268,15 +313,17 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
   const image = get<string | undefined>('overlord.image');
   if (image !== undefined && !IMAGE_REF.test(image)) bad('overlord.image', 'is not a container image reference', 'use for example corekube/overlord:0.1.0');
   const base = get<string | undefined>('releaseBaseUrl');
-  if (base !== undefined) {
-    let ok = false;
-    try {
-      const u = new URL(base);
-      ok = (u.protocol === 'https:' || u.protocol === 'http:') && !base.endsWith('/');
-    } catch {
-      ok = false;
-    }
-    if (!ok) bad('releaseBaseUrl', 'must be an http(s) URL without a trailing slash', 'use https://dl.k8s.io or your mirror');
+  if (base !== undefined && !isHttpUrl(base, { path: true })) {
+    bad('releaseBaseUrl', 'must be an http(s) URL without a trailing slash', 'give your mirror\'s base URL (corekube mirror build), or leave it out for the upstream releases');
+  }
+  const digests = get<Record<string, string> | undefined>('releaseDigests');
+  for (const [key, digest] of Object.entries(digests ?? {})) {
+    if (!SHA256.test(digest)) bad('releaseDigests', `${JSON.stringify(key)} has ${JSON.stringify(digest)}, not a sha256 hex digest`, 'pass the corekube-mirror.json that corekube mirror build wrote, unchanged');
+    else if (key.startsWith('/') || key.split('/').includes('..') || /\s/.test(key)) bad('releaseDigests', `${JSON.stringify(key)} is not a relative mirror path`, 'pass the corekube-mirror.json that corekube mirror build wrote, unchanged');
+  }
+  const registry = get<string | undefined>('registryMirror');
+  if (registry !== undefined && !isHttpUrl(registry, { path: false })) {
+    bad('registryMirror', 'must be an http(s) URL of a registry host, without a path', 'for example https://registry.example.com:5000');
   }
 
   if (problems.length > 0) throw new InvalidInputError('the cluster spec is invalid', problems);
@@ -292,7 +339,10 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
       etcd: get('versions.etcd'),
       flannel: get('versions.flannel'),
       containerd: get('versions.containerd'),
+      runc: get('versions.runc'),
       cniPlugins: get('versions.cniPlugins'),
+      coredns: get('versions.coredns'),
+      pause: get('versions.pause'),
     },
     network: {
       privateCidr: get('network.privateCidr'),
@@ -317,6 +367,8 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     },
     overlord: { image: get('overlord.image') },
     releaseBaseUrl: get('releaseBaseUrl'),
+    releaseDigests: { ...(get<Record<string, string> | undefined>('releaseDigests') ?? {}) },
+    registryMirror: get('registryMirror'),
   };
   return deepFreeze(spec);
 }
@@ -343,6 +395,43 @@ function coerce(f: Field, v: unknown, where: string, problems: FieldProblem[]): 
       if (typeof v === 'string') return v.split(',').map((s) => s.trim()).filter((s) => s !== '');
       problems.push({ field: where, value: v, message: 'must be a list of strings', fix: 'give a YAML list or a comma-separated string' });
       return undefined;
+    case 'digests': {
+      const d = digestMap(v);
+      if (d) return d;
+      problems.push({ field: where, value: typeof v === 'string' ? v : '(not a digest map)', message: 'must be a map of mirror paths to sha256 digests, or the corekube-mirror.json of corekube mirror build', fix: 'pass the file corekube mirror build wrote (--release-digests DIR/corekube-mirror.json)' });
+      return undefined;
+    }
+  }
+}
+
+/**
+ * A digest map from either form a user has: `{ "<mirror path>": "<hex>" }` (cluster.yaml, overlord.yaml) or
+ * a mirror manifest (`{ artifacts: [{ path, sha256 }] }`, release/mirror-manifest.ts). undefined if neither.
+ */
+function digestMap(v: unknown): Record<string, string> | undefined {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  if (Array.isArray(o.artifacts)) {
+    const out: Record<string, string> = {};
+    for (const a of o.artifacts as unknown[]) {
+      const e = a as Record<string, unknown> | null;
+      if (!e || typeof e.path !== 'string' || typeof e.sha256 !== 'string') return undefined;
+      out[e.path] = e.sha256;
+    }
+    return out;
+  }
+  if (Object.values(o).every((x) => typeof x === 'string')) return { ...(o as Record<string, string>) };
+  return undefined;
+}
+
+function isHttpUrl(text: string, options: { path: boolean }): boolean {
+  try {
+    const u = new URL(text);
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') return false;
+    if (text.endsWith('/') || u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') return false;
+    return options.path || u.pathname === '/';
+  } catch {
+    return false;
   }
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { etcdRelease } from '../../../cloud-config/etcd-release.ts';
-import { fillPlaceholders } from '../../../cloud-config/index.ts';
+import { fillPlaceholders, renderUserData } from '../../../cloud-config/index.ts';
+import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
 import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
 import { renderCloudTemplate, type AnnounceUnitContext } from '../../../cloud-config/templates.ts';
 import { CorekubeError } from '../../../core/errors.ts';
@@ -39,20 +39,31 @@ describe('fillPlaceholders', () => {
   });
 });
 
-describe('etcdRelease', () => {
-  it('takes etcd from its GitHub release (with SHA256SUMS) when the release base is dl.k8s.io', () => {
-    expect(etcdRelease(specFor('flatcar', { 'etcd-version': 'v3.6.6' }))).toEqual({
-      version: 'v3.6.6',
-      tarballUrl: 'https://github.com/etcd-io/etcd/releases/download/v3.6.6/etcd-v3.6.6-linux-amd64.tar.gz',
-      checksumUrl: 'https://github.com/etcd-io/etcd/releases/download/v3.6.6/SHA256SUMS',
-    });
+describe('discovery\'s etcd download', () => {
+  const installScript = (flags: Record<string, unknown>) => {
+    const text = renderUserData('discovery', parseClusterSpec({ flags: { name: 'demo', os: 'ubuntu', ...flags } }));
+    return text.slice(text.indexOf('corekube-install-etcd: installs etcd'));
+  };
+
+  it('takes etcd from its GitHub release, checked against its SHA256SUMS, by default', () => {
+    const script = installScript({ 'etcd-version': 'v3.6.17' });
+    expect(script).toContain("tarball_url='https://github.com/etcd-io/etcd/releases/download/v3.6.17/etcd-v3.6.17-linux-amd64.tar.gz'");
+    expect(script).toContain("check='https://github.com/etcd-io/etcd/releases/download/v3.6.17/SHA256SUMS'");
+    expect(script).toContain("member_dir='etcd-v3.6.17-linux-amd64'");
   });
 
-  it('takes etcd from a mirror in the units/release.ts layout otherwise', () => {
-    expect(etcdRelease(specFor('ubuntu', { 'etcd-version': 'v3.5.21', 'release-base-url': 'http://10.200.0.1:8080/mirror' }))).toEqual({
-      version: 'v3.5.21',
-      tarballUrl: 'http://10.200.0.1:8080/mirror/etcd/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz',
-      checksumUrl: 'http://10.200.0.1:8080/mirror/etcd/v3.5.21/etcd-v3.5.21-linux-amd64.tar.gz.sha256',
+  it('takes etcd from a mirror with the digest of its manifest pinned in the script', () => {
+    const digest = 'ab'.repeat(32);
+    const script = installScript({
+      'etcd-version': 'v3.6.17',
+      'release-base-url': 'http://10.200.0.1:8080/mirror',
+      'release-digests': { 'etcd/v3.6.17/etcd-v3.6.17-linux-amd64.tar.gz': digest },
     });
+    expect(script).toContain("tarball_url='http://10.200.0.1:8080/mirror/etcd/v3.6.17/etcd-v3.6.17-linux-amd64.tar.gz'");
+    expect(script).toContain(`check='sha256:${digest}'`);
+  });
+
+  it('refuses a mirror without the digest of discovery\'s etcd, naming the artifact and the fix', () => {
+    expect(() => installScript({ 'release-base-url': 'http://10.200.0.1:8080/mirror' })).toThrow(/releaseDigests.*etcd\/v3\.6\.17\/etcd-v3\.6\.17-linux-amd64\.tar\.gz.*corekube mirror build/s);
   });
 });

@@ -6,7 +6,7 @@ import { buildUnitContext, PKI_PATHS, type UnitContext } from '../../../units/in
 export const MASTER_IPS = ['10.240.0.32', '10.240.0.33', '10.240.0.34'];
 export const MINION_IP = '10.240.0.40';
 
-export function spec(flags: Record<string, string> = {}): ClusterSpec {
+export function spec(flags: Record<string, unknown> = {}): ClusterSpec {
   return parseClusterSpec({ flags: { name: 'demo', masters: '3', ...flags } });
 }
 
