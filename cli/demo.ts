@@ -112,6 +112,13 @@ export function formatEvent(e: LocalCloudEvent, stackName: string): string[] {
             `            ${e.command.join(' ')}`,
           ]
         : ['[overlord]  started as a process on this host (--overlord process), on the overlord machine\'s own files:', `            ${e.command.join(' ')}`];
+    case 'release': {
+      const r = e.event;
+      if (r.kind === 'start') return [`[release]   [${r.index}/${r.total}] building ${r.project} ${r.version} from its Go module (${r.programs.length} programs; cached by version afterwards)`];
+      if (r.kind === 'step') return [`[release]         ${r.message}`];
+      if (r.kind === 'done' && !r.built.cached) return [`[release]         ${r.built.project} ${r.built.version} built in ${r.built.seconds} s`];
+      return [];
+    }
     case 'nova': {
       const n = e.event;
       if (n.kind === 'poll.failed') return [`[nova]      could not read the stack (will retry): ${n.reason}`];

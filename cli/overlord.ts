@@ -16,6 +16,10 @@ import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, etcdStoreOptions } from './status.ts';
 import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags, startLeaderService } from './leader-options.ts';
 import { flannelConfig } from '../overlord/subnets.ts';
+import { createKubernetesApi } from '../overlord/kubernetes/api.ts';
+import { clusterAddons } from '../overlord/kubernetes/addons.ts';
+import type { KubernetesOptions } from '../overlord/overlord.ts';
+import type { ClusterSpec } from '../spec/cluster-spec.ts';
 
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
 export { unitsForSpec };
@@ -170,7 +174,14 @@ export const overlordCommand: Command = {
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
-          ...(booted ? { prepareMachines: booted.prepareMachines, admission: { credentials: booted.credentials }, onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed`) } : {}),
+          ...(booted
+            ? {
+                prepareMachines: booted.prepareMachines,
+                admission: { credentials: booted.credentials },
+                onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`),
+                kubernetes: await kubernetesOf(spec, booted),
+              }
+            : {}),
         },
         signal: stop.signal,
       });
@@ -193,6 +204,13 @@ export const overlordCommand: Command = {
     }
   },
 };
+
+/** The cluster's Kubernetes side, as its admin (the client certificate the overlord's PKI issues). */
+async function kubernetesOf(spec: ClusterSpec, booted: Booted): Promise<KubernetesOptions> {
+  const admin = await booted.authority.ensureAdmin();
+  const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
+  return { api: (servers) => createKubernetesApi(servers, credentials), addons: clusterAddons(spec) };
+}
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;

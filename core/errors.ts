@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'E_PKI'
   | 'E_HEAT'
   | 'E_OVERLORD_STATE'
+  | 'E_KUBERNETES'
+  | 'E_NODE_NOT_READY'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

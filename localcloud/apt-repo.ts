@@ -2,7 +2,7 @@
  * The local cloud's apt repository: what the overlord server's cloud-config installs (`packages:
  * [docker.io]`) must come from somewhere its machines can reach, and no machine here reaches Debian's
  * mirrors. The repository holds one package, the Docker stand-in (`docker.io`, version `0~corekube.standin`:
- * localcloud/standins/docker and docker.service), so cloud-init really runs `apt-get update` and `apt-get
+ * localcloud/docker-standin/docker and docker.service), so cloud-init really runs `apt-get update` and `apt-get
  * install docker.io`, and the overlord's unit really runs — while the container runs on the host
  * (localcloud/README.md). A flat repository (`deb [trusted=yes] <url> ./`): Packages and an unsigned Release
  * listing it; machines trust it by the source line, which is part of their image (imageFiles below).
@@ -12,8 +12,11 @@ import { createHash } from 'node:crypto';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { STANDIN_DIR } from './standins/index.ts';
+
+/** The Docker stand-in's two files: /usr/bin/docker and docker.service. */
+const STANDIN_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'docker-standin');
 
 const run = promisify(execFile);
 

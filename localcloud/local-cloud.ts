@@ -46,7 +46,15 @@ import { startMirror, type MirrorServer } from './mirror.ts';
 import { freePort } from './ports.ts';
 import { Nova, type NovaEvent } from './nova.ts';
 import { defaultOverlordMode, OverlordHost, type OverlordMode, type OverlordRunner } from './overlord-runner.ts';
-import { buildLocalCloudMirror, hostEtcdVersion, releaseMirrorMissing } from './release-mirror.ts';
+import { localCloudImageFiles } from './image-files.ts';
+import { startMetadataStandIn, type MetadataStandIn } from './metadata.ts';
+import { startRegistry, registryMissing, type Registry } from './registry.ts';
+import { buildLocalCloudRelease, pushLocalCloudImages, releaseMirrorMissing, type LocalCloudRelease } from './release-mirror.ts';
+import type { MirrorEvent } from '../release/mirror.ts';
+import { LAYOUT, PORTS } from '../units/layout.ts';
+import { CertificateAuthority } from '../overlord/pki/authority.ts';
+import { embeddedKubeconfig, renderKubeconfig } from '../overlord/pki/kubeconfig.ts';
+import { DirectoryPkiStore, writeFileAtomic } from '../overlord/pki/store.ts';
 
 export const DEFAULT_NET = 60;
 
@@ -73,7 +81,9 @@ export type LocalCloudEvent =
   | { readonly kind: 'phase'; readonly name: string; readonly ms: number; readonly detail?: string }
   | { readonly kind: 'heat'; readonly event: StackEvent }
   | { readonly kind: 'nova'; readonly event: NovaEvent }
-  | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[]; readonly name?: string };
+  | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[]; readonly name?: string }
+  /** building (or finding in the cache) the real programs and the mirror tree */
+  | { readonly kind: 'release'; readonly event: MirrorEvent };
 
 /** One machine of the cloud: when Heat asked for it, booted it, and when the overlord deployed it. */
 export interface MachineTiming {
@@ -97,6 +107,12 @@ export interface LocalCloud {
   readonly fleet: Fleet;
   readonly heatService: LocalHeat;
   readonly mirror: MirrorServer;
+  /** the release built from source: the mirror tree, its digests, the kubectl for this cluster */
+  readonly release: LocalCloudRelease;
+  /** the registry the cluster's containerd pulls through (the spec's registryMirror) */
+  readonly registry: Registry;
+  /** the test workload's image, in the registry */
+  readonly workloadImage: string;
   readonly nova: Nova;
   /** the stack, once create() was called */
   readonly stack: StackRef | undefined;
@@ -125,6 +141,15 @@ export interface LocalCloud {
   machineTimings(): Promise<MachineTiming[]>;
   /** the discovery etcd store (root), for reading what the overlord wrote */
   store(): Promise<Store>;
+  /**
+   * Writes the admin kubeconfig corekube issues (the overlord's PKI; `corekube kubeconfig`) to `file` (mode
+   * 0600; default: in the cloud's work dir), for the API of the first deployed master; returns its path.
+   */
+  kubeconfig(file?: string): Promise<string>;
+  /** the kubectl built for the cluster's version */
+  readonly kubectl: string;
+  /** the cloud's own work directory (kubeconfig, Heat's state, the mirror) */
+  readonly workDir: string;
   /** stops and removes everything; idempotent; throws listing what it could not remove */
   teardown(): Promise<void>;
 }
@@ -133,11 +158,11 @@ export interface LocalCloud {
 export function localCloudMissing(): string | undefined {
   const heat = missingPrerequisites();
   if (heat.length > 0) return `the local Heat needs ${heat.join(', ')} (scripts/setup installs keystone heat-api heat-engine)`;
-  return machinesMissing() ?? releaseMirrorMissing();
+  return machinesMissing() ?? releaseMirrorMissing() ?? registryMissing();
 }
 
 /** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
-export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; etcdVersion: string }): ClusterSpec {
+export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; releaseDigests: Readonly<Record<string, string>>; registryMirror: string }): ClusterSpec {
   return parseClusterSpec({
     flags: {
       name: options.name,
@@ -146,14 +171,35 @@ export function localCloudSpec(options: { name: string; masters: number; minions
       minions: String(options.minions),
       overlords: String(options.overlords ?? 1),
       'private-cidr': `10.200.${options.net}.0/24`,
-      'etcd-version': options.etcdVersion,
       'release-base-url': options.releaseBaseUrl,
+      'release-digests': options.releaseDigests,
+      'registry-mirror': options.registryMirror,
       'overlord-image': overlordImageTag(),
     },
   });
 }
 
-/** Brings up the cloud's infrastructure: bridge, Heat, release mirror, the overlord's engine and image. */
+/**
+ * Where the local cloud departs from a real cloud, one line each: what `corekube demo` prints and
+ * localcloud/README.md explains. Nothing here reaches what a real cloud's machines get.
+ */
+export const LOCAL_CLOUD_DEVIATIONS: readonly string[] = [
+  'Nova, Neutron (and Octavia) are played by provider templates: servers are systemd-nspawn machines on a bridge, security groups are not enforced',
+  'machines are containers on this host, set up as kind sets up its nodes: every capability, no seccomp filter, /dev/kmsg, cgroup controllers remounted writable, containerd\'s store on the host\'s disk',
+  'the host has cgroup v1: the kubelet gets failCgroupV1: false from a drop-in of the machine image (real clouds\' images are cgroup v2)',
+  'the kernel settings the kubelet and kube-proxy set on a real node (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, nf_conntrack_max) are the host\'s: the local cloud sets them while it runs and puts them back',
+  'machines cannot lower a process\'s OOM score (this host lacks CAP_SYS_RESOURCE): containerd gets restrict_oom_score_adj from a drop-in of the machine image',
+  'Docker on the overlord server is a stand-in package: the overlord container runs on the host\'s Docker engine, on that server\'s directories',
+  'the metadata service at 169.254.169.254 is a stand-in on the bridge (it serves no user_data: machines boot from a NoCloud seed)',
+  'release artifacts and images are built from their Go modules (upstream downloads are unreachable here) and served by a local mirror and registry',
+];
+
+/** The versions the local cloud runs: the spec's defaults, the pins corekube is tested with. */
+function defaultVersions(): ClusterSpec['versions'] {
+  return parseClusterSpec({}).versions;
+}
+
+/** Brings up the cloud's infrastructure: bridge, Heat, release mirror, registry, the overlord's engine and image. */
 export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalCloud> {
   const net = options.net ?? DEFAULT_NET;
   const name = options.name ?? 'demo';
@@ -169,7 +215,6 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
   };
   const missing = localCloudMissing();
   if (missing) throw new CorekubeError('E_IO', `the local cloud cannot run here: ${missing}`, { hint: 'run bash scripts/setup as root on Debian 12' });
-  const etcdVersion = hostEtcdVersion()!;
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), `corekube-localcloud-${net}-`));
   const heatDir = path.join(workDir, 'heat');
@@ -183,9 +228,14 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
   let heatService: LocalHeat | undefined;
   let mirror: MirrorServer | undefined;
   let overlordHost: OverlordHost | undefined;
+  let registry: Registry | undefined;
+  let metadata: MetadataStandIn | undefined;
+  let release: LocalCloudRelease | undefined;
   const closeAll = async () => {
     await overlordHost?.close().catch(() => undefined);
     await mirror?.close().catch(() => undefined);
+    await registry?.close().catch(() => undefined);
+    await metadata?.close().catch(() => undefined);
     await heatService?.stop().catch(() => undefined);
     await fleet?.teardown().catch(() => undefined);
     killLocalHeatNow(heatDir);
@@ -194,7 +244,12 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
   };
   try {
     // the bridge first: Heat and the mirror listen on its host address
-    fleet = await phase('bridge', () => bootMachines([], { net, readyTimeoutMs: 120_000 }), (f) => `${f.bridge} 10.200.${net}.0/24, host ${f.gateway}`);
+    fleet = await phase(
+      'bridge',
+      () => bootMachines([], { net, readyTimeoutMs: 120_000, containers: { stateDirs: [`${LAYOUT.stateDir}/containerd`], kubelet: true } }),
+      (f) => `${f.bridge} 10.200.${net}.0/24, host ${f.gateway}`,
+    );
+    const bridge = fleet.bridge;
     const gateway = fleet.gateway;
     const image = overlordImageTag();
     // in parallel; each part is kept as soon as it is up, so a failure of another still tears it down
@@ -205,13 +260,27 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
         .then((m) => (mirror = m)),
       phase('overlord image', () => OverlordHost.prepare(mode, image), (h) => (h.mode === 'docker' ? `${image} built from overlord/Dockerfile on a private Docker engine${h.image ? ` in ${(h.image.buildMs / 1000).toFixed(1)} s` : ''}` : 'the overlord runs as a process (no Docker)'))
         .then((h) => (overlordHost = h)),
+      phase('registry', () => startRegistry({ listenOn: gateway, dir: path.join(workDir, 'registry') }), (r) => `docker-registry on ${r.host}`)
+        .then((r) => (registry = r)),
+      phase('metadata', () => startMetadataStandIn(bridge), (m) => `metadata service stand-in at ${m.url}`)
+        .then((m) => (metadata = m)),
+      phase('release', () => buildLocalCloudRelease(defaultVersions(), path.join(workDir, 'mirror'), (event) => emit({ kind: 'release', event })), (r) => {
+        const built = [...r.built.values()];
+        const fresh = built.filter((b) => !b.cached);
+        return `${r.manifest.artifacts.length} artifacts built from source${fresh.length > 0 ? ` (built now: ${fresh.map((b) => `${b.project} ${b.seconds} s`).join(', ')})` : ' (all cached)'}`;
+      }).then((r) => (release = r)),
     ]);
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    if (!heatService || !mirror || !overlordHost) throw new CorekubeError('E_INTERNAL', 'a part of the local cloud did not start');
-    const spec = localCloudSpec({ name, masters: options.masters, minions: options.minions, ...(options.overlords ? { overlords: options.overlords } : {}), net, releaseBaseUrl: mirror.urlOn(gateway), etcdVersion });
-    await phase('release tree', () => buildLocalCloudMirror(spec, path.join(workDir, 'mirror')), (m) => `stand-ins + the real etcd ${m.etcdVersion} + the Docker stand-in package`);
-    return new Cloud(spec, net, fleet, heatService, mirror, overlordHost, timings, emit, options.onOverlordLine, options.onStandbyLine, closeAll);
+    if (!heatService || !mirror || !overlordHost || !registry || !release) throw new CorekubeError('E_INTERNAL', 'a part of the local cloud did not start');
+    const reg = registry;
+    const rel = release;
+    const workloadImage = await phase('images', () => pushLocalCloudImages(rel, reg), () => `pause, CoreDNS and the test workload's image pushed to ${reg.host}`);
+    const spec = localCloudSpec({
+      name, masters: options.masters, minions: options.minions, ...(options.overlords ? { overlords: options.overlords } : {}), net,
+      releaseBaseUrl: mirror.urlOn(gateway), releaseDigests: rel.digests, registryMirror: reg.url,
+    });
+    return new Cloud(spec, net, workDir, fleet, heatService, mirror, rel, reg, workloadImage, overlordHost, timings, emit, options.onOverlordLine, options.onStandbyLine, closeAll);
   } catch (err) {
     await closeAll();
     throw err;
@@ -235,9 +304,13 @@ class Cloud implements LocalCloud {
   constructor(
     readonly spec: ClusterSpec,
     readonly net: number,
+    readonly workDir: string,
     readonly fleet: Fleet,
     readonly heatService: LocalHeat,
     readonly mirror: MirrorServer,
+    readonly release: LocalCloudRelease,
+    readonly registry: Registry,
+    readonly workloadImage: string,
     readonly overlordHost: OverlordHost,
     readonly timings: Record<string, number>,
     private readonly emit: (e: LocalCloudEvent) => void,
@@ -247,9 +320,25 @@ class Cloud implements LocalCloud {
   ) {
     this.nova = new Nova({
       fleet,
-      imageFiles: aptImageFiles(mirror.urlOn(fleet.gateway)),
+      imageFiles: [...aptImageFiles(mirror.urlOn(fleet.gateway)), ...localCloudImageFiles()],
       onEvent: (event) => emit({ kind: 'nova', event }),
     });
+  }
+
+  get kubectl(): string {
+    return this.release.kubectl;
+  }
+
+  async kubeconfig(file = path.join(this.workDir, 'admin.kubeconfig')): Promise<string> {
+    const root = this.#overlordMachine()?.root;
+    if (!root) throw new Error('the overlord server has not booted');
+    const master = (await this.status()).machines.find((m) => m.role === 'master' && m.state === 'deployed' && m.ip);
+    if (!master) throw new CorekubeError('E_KUBERNETES', 'no master is deployed yet', { hint: 'create the stack first' });
+    const authority = new CertificateAuthority({ store: new DirectoryPkiStore(path.join(root, MACHINE_PATHS.overlordState, 'pki')), clock: { now: () => Date.now() }, cluster: this.spec.name, createCas: false });
+    const admin = await authority.ensureAdmin();
+    const text = renderKubeconfig(embeddedKubeconfig({ cluster: this.spec.name, server: `https://${master.ip}:${PORTS.apiServer}`, user: 'admin', caCert: admin.ca, clientCert: admin.client.cert, clientKey: admin.client.key }));
+    await writeFileAtomic(file, text);
+    return file;
   }
 
   async heat(): Promise<HeatClient> {

@@ -1,78 +1,77 @@
 /**
- * The local cloud's release mirror tree (served by mirror.ts on the bridge): everything its machines
- * download.
- * - Kubernetes, flannel, containerd, runc and the CNI plugins: stand-in executables (standins/), each saying
- *   STAND-IN in its second line, under units/release.ts's layout;
- * - etcd: the REAL etcd — the host's Debian etcd-server binaries (`/usr/bin/etcd`, `/usr/bin/etcdctl`) packed
- *   as the upstream release tarball of their own version, so discovery and the masters run real etcd. Only
- *   `etcdutl`, which that release does not have, is a stand-in. The cluster spec must name that version
- *   (hostEtcdVersion());
- * - apt/: the repository with the Docker stand-in package (apt-repo.ts).
+ * The local cloud's release mirror and images — the real programs, built from their Go modules at the spec's
+ * pinned versions (release/build.ts, cached by version), in the mirror tree `corekube mirror build
+ * --from-source` writes: its machines download exactly what a real cloud's machines download from a mirror,
+ * checked against the mirror manifest's digests (the spec's releaseDigests). Beside it, apt/: the repository
+ * with the Docker stand-in package of the overlord server (apt-repo.ts). The images (pause, CoreDNS, and the
+ * test workload's busybox) go to the local registry (registry.ts).
  */
-import { execFile, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { CorekubeError } from '../core/errors.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
-import { releaseArtifacts } from '../units/release.ts';
+import type { BuiltProject } from '../release/build.ts';
+import type { Project } from '../release/catalog.ts';
+import { pushImages, writeImageLayout } from '../release/images.ts';
+import { buildMirror, type MirrorEvent } from '../release/mirror.ts';
+import { MIRROR_IMAGES_DIR, type MirrorManifest } from '../release/mirror-manifest.ts';
 import { buildAptRepo } from './apt-repo.ts';
-import { buildReleaseMirror, standinExecutable } from './standins/index.ts';
+import type { Registry } from './registry.ts';
 
-const run = promisify(execFile);
-const HOST_ETCD = '/usr/bin/etcd';
-const HOST_ETCDCTL = '/usr/bin/etcdctl';
-
-/** The tag of the host's etcd (`v3.4.23`), or undefined when there is none. */
-export function hostEtcdVersion(): string | undefined {
-  const r = spawnSync(HOST_ETCD, ['--version'], { encoding: 'utf8' });
-  const m = /etcd Version: (\d+\.\d+\.\d+)/.exec(r.stdout ?? '');
-  return m ? `v${m[1]}` : undefined;
+export interface LocalCloudRelease {
+  /** the mirror root (served on the bridge) */
+  readonly dir: string;
+  readonly manifest: MirrorManifest;
+  /** mirror path → sha256: the spec's releaseDigests */
+  readonly digests: Readonly<Record<string, string>>;
+  /** the kubectl built for the cluster's version, on this host */
+  readonly kubectl: string;
+  readonly built: ReadonlyMap<Project, BuiltProject>;
 }
 
-/** Why the mirror cannot be built here, or undefined. */
+/** Why the release cannot be built here, or undefined. */
 export function releaseMirrorMissing(): string | undefined {
-  if (hostEtcdVersion() === undefined) return `${HOST_ETCD} does not run (Debian package etcd-server)`;
-  if (spawnSync(HOST_ETCDCTL, ['version'], { stdio: 'ignore' }).error) return `${HOST_ETCDCTL} is missing (Debian package etcd-client)`;
-  if (spawnSync('dpkg-deb', ['--version'], { stdio: 'ignore' }).error) return 'dpkg-deb is missing (Debian package dpkg)';
-  if (spawnSync('tar', ['--version'], { stdio: 'ignore' }).error) return 'tar is missing';
+  for (const [bin, args, what] of [['go', ['version'], 'Go 1.26 (the programs are built from their Go modules)'], ['gcc', ['--version'], 'Debian package gcc'], ['dpkg-deb', ['--version'], 'Debian package dpkg'], ['tar', ['--version'], 'tar'], ['setcap', ['-h'], 'Debian package libcap2-bin']] as const) {
+    const r = spawnSync(bin, [...args], { stdio: 'ignore' });
+    if (r.error) return `${bin} is missing (${what})`;
+  }
   return undefined;
 }
 
-export interface LocalCloudMirror {
-  readonly dir: string;
-  /** the etcd version the tree holds for real */
-  readonly etcdVersion: string;
+/** Builds (or finds in the cache) every program, lays out the mirror tree under `dir`, adds the apt repository. */
+export async function buildLocalCloudRelease(versions: ClusterSpec['versions'], dir: string, onEvent?: (e: MirrorEvent) => void): Promise<LocalCloudRelease> {
+  const mirror = await buildMirror({ versions, outDir: dir, fromSource: true, ...(onEvent ? { onEvent } : {}) });
+  await buildAptRepo(dir);
+  const kubectl = mirror.built.get('kubernetes')?.programs.get('kubectl');
+  if (!kubectl) throw new Error('the Kubernetes build made no kubectl');
+  return {
+    dir,
+    manifest: mirror.manifest,
+    digests: Object.fromEntries(mirror.manifest.artifacts.map((a) => [a.path, a.sha256])),
+    kubectl,
+    built: mirror.built,
+  };
 }
 
-/** Builds the whole tree under `dir` for `spec` (whose versions.etcd must be the host etcd's). */
-export async function buildLocalCloudMirror(spec: ClusterSpec, dir: string): Promise<LocalCloudMirror> {
-  const etcdVersion = hostEtcdVersion();
-  if (etcdVersion === undefined) throw new CorekubeError('E_IO', `${HOST_ETCD} does not run`, { hint: 'install Debian\'s etcd-server (scripts/setup)' });
-  if (spec.versions.etcd !== etcdVersion) throw new CorekubeError('E_USAGE', `the spec names etcd ${spec.versions.etcd}, but the real etcd here is ${etcdVersion}`, { hint: `give the local cloud's spec --etcd-version ${etcdVersion}` });
-  await buildReleaseMirror(spec, dir);
-  const etcd = releaseArtifacts(spec).find((a) => a.name === 'etcd');
-  if (!etcd?.archive) throw new CorekubeError('E_INTERNAL', 'units/release.ts lists no etcd tarball');
-  const stage = await mkdtemp(path.join(os.tmpdir(), 'corekube-etcd-'));
-  try {
-    for (const m of etcd.archive) {
-      const file = path.join(stage, m.member);
-      await mkdir(path.dirname(file), { recursive: true });
-      const name = path.basename(m.installPath);
-      if (name === 'etcd') await copyFile(HOST_ETCD, file);
-      else if (name === 'etcdctl') await copyFile(HOST_ETCDCTL, file);
-      else await writeFile(file, standinExecutable(name)); // etcdutl: not in this etcd release
-      await chmod(file, 0o755);
-    }
-    const target = path.join(dir, etcd.mirrorPath);
-    await run('tar', ['-czf', target, '-C', stage, '--owner=0', '--group=0', ...etcd.archive.map((m) => m.member)]);
-    const digest = createHash('sha256').update(await readFile(target)).digest('hex');
-    await writeFile(`${target}.sha256`, `${digest}  ${path.basename(target)}\n`);
-  } finally {
-    await rm(stage, { recursive: true, force: true });
-  }
-  await buildAptRepo(dir);
-  return { dir, etcdVersion };
+/** The test workload's image: Debian's static busybox (httpd, wget, nslookup) — an image no registry serves here. */
+export const WORKLOAD_IMAGE_PATH = 'corekube-e2e/busybox:1.35';
+
+/** Pushes the cluster's images and the workload image to the registry; returns the workload image's reference. */
+export async function pushLocalCloudImages(release: LocalCloudRelease, registry: Registry): Promise<string> {
+  const layout = path.join(release.dir, MIRROR_IMAGES_DIR);
+  const workload = `${registry.host}/${WORKLOAD_IMAGE_PATH}`;
+  await writeImageLayout(layout, [{
+    ref: workload,
+    files: [
+      { path: '/bin/busybox', source: '/bin/busybox', mode: 0o755 },
+      ...['sh', 'wget', 'nslookup', 'httpd', 'sleep', 'cat', 'echo', 'hostname', 'ip', 'nc'].map((a) => ({ path: `/bin/${a}`, symlink: 'busybox' })),
+      { path: '/tmp', mode: 0o1777 },
+      { path: '/www', mode: 0o755 },
+    ],
+    entrypoint: ['/bin/sh'],
+    user: '65534:65534',
+    created: '1970-01-01T00:00:00Z',
+    createdBy: 'corekube local cloud: Debian\'s busybox-static, for the test workload',
+  }]);
+  await pushImages(layout, [...release.manifest.images.map((i) => i.ref), workload], registry.host, { insecure: true });
+  return workload;
 }

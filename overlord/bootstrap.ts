@@ -174,6 +174,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   const discovery = await authority.ensureDiscovery(spec);
   await authority.ensureCa('cluster');
   await authority.ensureCa('etcd');
+  await authority.ensureCa('front-proxy');
   await authority.ensureServiceAccountKey();
   const passwords = await ensureDiscoveryPasswords(pkiStore);
   const joinToken = await readJoinToken(path.join(configDir, CONFIG_FILES.joinToken));
@@ -282,7 +283,7 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
     etcd,
     machineFiles,
     credentials,
-    units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view) }),
+    units: Object.freeze<UnitsWiring>({ machineFiles: (record, view) => machineFiles.filesFor(record, view), nodeReady: true }),
     prepareMachines: async (records: readonly MachineRecord[], fence?: Fence) => {
       const before = pkiWrites;
       await machineFiles.prepare(records);

@@ -4,6 +4,7 @@ import type { HostRunner, HostTarget } from './host-runner.ts';
 import type { Until } from './planner.ts';
 import * as remote from './remote-commands.ts';
 import type { Step } from './step.ts';
+import type { NodeReadiness } from './kubernetes/node-ready.ts';
 
 /**
  * The executor: runs ONE attempt of one step on one machine through HostRunner and the argv builders of
@@ -48,6 +49,8 @@ export interface StepResult {
 export interface ExecutorPorts {
   readonly hosts: HostRunner;
   readonly clock: Clock;
+  /** the Kubernetes side of `node-ready` steps (overlord/kubernetes/node-ready.ts); absent = none are planned */
+  readonly nodes?: NodeReadiness;
 }
 
 export async function runStep(ports: ExecutorPorts, target: HostTarget, step: Step, options: ExecutorOptions, signal?: AbortSignal): Promise<StepResult> {
@@ -79,6 +82,9 @@ export async function runStep(ports: ExecutorPorts, target: HostTarget, step: St
       return { changed: true };
     case 'start':
       return startAndWait(ports, target, step.unit, step.until, options, run, mustSucceed, signal);
+    case 'node-ready':
+      if (!ports.nodes) throw new CorekubeError('E_INTERNAL', `a node-ready step for ${step.node}, but this overlord has no Kubernetes API`, { hint: 'runOverlord needs its kubernetes option to deploy machines that run a kubelet' });
+      return ports.nodes.ensureReady(target, step.node, signal);
   }
 }
 

@@ -15,7 +15,7 @@ import type { RemoteFile } from './step.ts';
  *
  *   READWRITE  <prefix>machines/<id>                its record (and the lease it is attached to)
  *   READ       <prefix>network/config               flannel's network config
- *   READ       <prefix>network/subnets/ (range)     every subnet lease: flanneld routes to every other node
+ *   READ       <prefix>network/subnets (range)      every subnet lease: flanneld routes to every other node
  *   READWRITE  <prefix>network/subnets/<its subnet> its own lease, once the overlord reserved it
  *
  * and nothing else. The password is derived, never stored: HMAC-SHA256(the overlord's machine secret, the user
@@ -45,7 +45,9 @@ export function machineRole(keys: ClusterKeys, id: string, subnet?: string): Rol
   const permissions: PermissionSpec[] = [
     { permission: 'Readwrite', key: keys.machine(id), prefix: false },
     { permission: 'Read', key: `${keys.network}config`, prefix: false },
-    { permission: 'Read', key: `${keys.network}subnets/`, prefix: true },
+    // flanneld lists and watches path.Join(prefix, "subnets") as a prefix — no trailing slash — and etcd
+    // permits a range only inside a granted one: granting `subnets/` refuses flanneld's every read
+    { permission: 'Read', key: `${keys.network}subnets`, prefix: true },
   ];
   if (subnet !== undefined) permissions.push({ permission: 'Readwrite', key: `${keys.network}subnets/${subnet}`, prefix: false });
   return Object.freeze({ name: machineUser(id), permissions: Object.freeze(permissions) });

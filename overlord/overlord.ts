@@ -13,7 +13,14 @@ import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';
 import { Reconciler, type RetryPolicy, type Summary } from './reconciler.ts';
 import type { Fence, Store } from './store.ts';
-import { ensureNetworkConfig, reserveSubnet, SubnetBook, subnetLeaseName, type FlannelConfig } from './subnets.ts';
+import { ensureNetworkConfig, reserveSubnet, SubnetBook, subnetCidr, subnetLeaseName, type FlannelConfig } from './subnets.ts';
+import { clusterView } from './planner.ts';
+import type { KubernetesApi } from './kubernetes/api.ts';
+import type { Addon } from './kubernetes/addons.ts';
+import { AddonApplier } from './kubernetes/addon-applier.ts';
+import { createNodeReadiness, DEFAULT_NODE_READINESS, type NodeReadiness } from './kubernetes/node-ready.ts';
+import { recordNodeStates } from './kubernetes/node-states.ts';
+import { PORTS } from '../units/layout.ts';
 
 /**
  * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
@@ -84,6 +91,25 @@ export interface OverlordOptions {
   readonly admission?: { readonly credentials: MachineCredentials; readonly concurrency?: number; readonly backoffMs?: { readonly initial: number; readonly max: number } };
   /** backoff of the startup reads while etcd is unreachable */
   readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
+  /**
+   * The cluster's Kubernetes side (overlord/kubernetes/): the API of the deployed masters (`api` makes it from
+   * their https URLs), the add-ons applied once it is ready, every kubelet's Node brought to Ready with its pod
+   * subnet (the `node-ready` step), each Node's state recorded for `corekube status` — and the cluster-ready
+   * hook held until the add-ons are available. Absent = the overlord deploys units only (tests of mechanics).
+   */
+  readonly kubernetes?: KubernetesOptions;
+}
+
+export interface KubernetesOptions {
+  readonly api: (servers: () => readonly string[]) => KubernetesApi;
+  readonly addons: readonly Addon[];
+  /** node-ready: how long a Node may take to be Ready (default 180 s) */
+  readonly nodeTimeoutMs?: number;
+  /** the cluster-ready gate: how long the add-ons may take to be available (default 600 s) */
+  readonly addonsTimeoutMs?: number;
+  /** how often Node states are read (default 10 s) */
+  readonly nodeStatesIntervalMs?: number;
+  readonly pollMs?: number;
 }
 
 export interface Overlord {
@@ -161,8 +187,12 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     throw err;
   }
 
+  const records = () => (prepared ?? discovery).snapshot().records.values();
+  const tasks = new AbortController();
+  const kube = options.kubernetes ? kubernetesSide(options.kubernetes, ports, keys, options, { records, ledger }, tasks.signal) : undefined;
+
   reconciler = new Reconciler(
-    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? discovery, ledger },
+    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? discovery, ledger, ...(kube ? { nodes: kube.nodes } : {}) },
     {
       unitsFor: options.unitsFor,
       expected: options.expected,
@@ -172,6 +202,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       ...(options.requeue ? { requeue: options.requeue } : {}),
       ...(options.podNetwork ? { prepare: reservePodSubnet(ports, keys, options.podNetwork, options.fence, options.admission?.credentials) } : {}),
       onClusterReady: async () => {
+        if (kube) await kube.gate();
         resolveReady();
         await options.onClusterReady?.();
       },
@@ -190,6 +221,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       // the reconciler first, synchronously: no new step may start while the watch is being cancelled
       // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
       const reconcilerStopped = reconciler!.stop();
+      tasks.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
       prepared?.stop();
       const admissionStopped = admission?.stop();
       await discovery.stop();
@@ -207,6 +239,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   else options.signal?.addEventListener('abort', stopOnAbort, { once: true });
 
   reconciler.trigger();
+  kube?.start();
   const r = reconciler;
   return {
     done,
@@ -216,6 +249,80 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     summary: () => r.summary(),
     discovery,
     reconciler: r,
+  };
+}
+
+/**
+ * The Kubernetes side of one term: node readiness for the reconciler's node-ready steps, the add-ons (applied
+ * in the background once a master is deployed), the Node states for `corekube status`, and the cluster-ready
+ * gate: the API ready, the add-ons applied and (with minions, where CoreDNS runs) available.
+ */
+function kubernetesSide(
+  k: KubernetesOptions,
+  ports: Ports,
+  keys: ReturnType<typeof clusterKeys>,
+  options: OverlordOptions,
+  observed: { readonly records: () => Iterable<MachineRecord>; readonly ledger: Ledger },
+  signal: AbortSignal,
+) {
+  const servers = () => clusterView(observed.records(), observed.ledger.entries()).deployedMasters.map((m) => `https://${m.ip}:${PORTS.apiServer}`);
+  const api = k.api(servers);
+  const fence = options.fence ? { fence: options.fence } : {};
+  const nodes: NodeReadiness = createNodeReadiness(
+    {
+      api,
+      hosts: ports.hosts,
+      clock: ports.clock,
+      podCidrOf: async (id) => {
+        const kv = await ports.store.get(keys.subnetOf(id));
+        return kv ? subnetCidr(kv.value) : undefined;
+      },
+    },
+    { remote: { user: options.sshUser }, timeoutMs: k.nodeTimeoutMs ?? DEFAULT_NODE_READINESS.timeoutMs, pollMs: k.pollMs ?? DEFAULT_NODE_READINESS.pollMs },
+  );
+  const applier = new AddonApplier({ api, store: ports.store, keys, clock: ports.clock, log: ports.log, ...fence }, k.addons, k.pollMs ? { pollMs: k.pollMs } : {});
+  const untilApiKnown = async () => {
+    while (servers().length === 0) await ports.clock.sleep(1_000, signal);
+  };
+  const background = (what: string, task: () => Promise<void>) =>
+    void task().catch((err: unknown) => {
+      if (!signal.aborted) ports.log.error({ event: 'kubernetes.task-failed', task: what, ...errorFields(err) }, `${what} stopped on an error`);
+    });
+  return {
+    nodes,
+    start() {
+      background('applying the add-ons', async () => {
+        await untilApiKnown();
+        await applier.applied(signal);
+      });
+      background('recording Node states', () =>
+        recordNodeStates(
+          {
+            api, store: ports.store, keys, clock: ports.clock, log: ports.log, ...fence,
+            machinesByHostname: () => new Map([...observed.records()].map((r) => [r.hostname, r.id])),
+            apiKnown: () => servers().length > 0,
+          },
+          signal,
+          k.nodeStatesIntervalMs,
+        ),
+      );
+    },
+    /** holds the cluster-ready signal until the cluster is usable */
+    async gate() {
+      await untilApiKnown();
+      await applier.applied(signal);
+      if (options.expected.minions === 0) {
+        ports.log.info({ event: 'cluster.gate', addons: 'applied' }, 'add-ons applied; CoreDNS runs once a minion joins (this cluster has none yet)');
+        return;
+      }
+      const missing = await applier.available(signal, k.addonsTimeoutMs ?? 600_000);
+      if (missing.length > 0) {
+        throw new CorekubeError('E_KUBERNETES', `the add-ons are not available after ${Math.round((k.addonsTimeoutMs ?? 600_000) / 1000)} s: ${missing.join('; ')}`, {
+          hint: 'kubectl -n kube-system get pods,events says why (an image that cannot be pulled, no Ready node)',
+        });
+      }
+      ports.log.info({ event: 'cluster.gate', addons: 'available' }, 'the API is ready, every Node is Ready and the add-ons are available');
+    },
   };
 }
 

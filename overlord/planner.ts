@@ -8,7 +8,8 @@ import type { RemoteFile, Step, StepId } from './step.ts';
  *
  * Rules, in order of precedence (each is a test in test/unit/overlord/planner.test.ts):
  * 1. Steps of a machine: write-units → daemon-reload → start each unit in the order units/ gives
- *    (the download oneshot first, `until: exited`, then services `until: active`).
+ *    (the download oneshot first, `until: exited`, then services `until: active`) → node-ready, when the
+ *    machine runs a kubelet (its Node registered, with its pod subnet, Ready).
  * 2. Units that do not render: the machine fails (terminal) with the reason; nothing runs.
  * 3. No ledger entry, or a different units hash (templates changed): every step, from the start.
  * 4. A new boot (bootId differs from the ledger's): the steps not done plus every start step again —
@@ -33,6 +34,8 @@ export type Until = 'exited' | 'active';
 export interface RenderedUnits {
   readonly files: readonly RemoteFile[];
   readonly start: readonly { readonly unit: string; readonly until: Until }[];
+  /** the Node the machine's kubelet registers as, when it runs one: its last step waits for it to be Ready */
+  readonly node?: string;
   /** hash of everything rendered: a change redeploys the machine */
   readonly hash: string;
 }
@@ -92,6 +95,7 @@ export function stepsOf(units: RenderedUnits): Step[] {
     { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
     { kind: 'daemon-reload', id: 'daemon-reload' },
     ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until })),
+    ...(units.node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node: units.node } as const]),
   ];
 }
 
@@ -195,7 +199,7 @@ function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
   if (entry === null) return deploy('new', steps);
   if (entry.unitsHash !== m.units.hash) return deploy('units-changed', steps);
   const notDone = (s: Step) => entry.steps[s.id]?.state !== 'done';
-  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start'));
+  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start' || s.kind === 'node-ready'));
   if (entry.state === 'failed') return entry.retryable ? deploy('retry', steps.filter(notDone)) : { ...base, action: 'none', state: 'failed' };
   if (entry.state === 'deployed') return { ...base, action: 'none', state: 'deployed' };
   return deploy('resume', steps.filter(notDone));

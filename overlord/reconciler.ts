@@ -5,6 +5,7 @@ import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Discovery } from './discovery.ts';
 import type { Clock } from './clock.ts';
 import { runStep, type ExecutorOptions } from './executor.ts';
+import type { NodeReadiness } from './kubernetes/node-ready.ts';
 import type { HostRunner, HostTarget } from './host-runner.ts';
 import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type Ledger, type LedgerEntry } from './ledger.ts';
 import { errorFields, type Logger } from './log.ts';
@@ -44,14 +45,17 @@ export const DEFAULT_REQUEUE: RetryPolicy = Object.freeze({ retries: Infinity, m
 const PASS_SLICE_MS = 4;
 
 /**
- * Failures of the machine's surroundings (unreachable over SSH, etcd away), not of its software: once its
- * step retries are spent the machine is failed, and planned again after the requeue backoff. Any other
- * failure (a unit that fails, a host key mismatch, a timeout) is terminal until the machine changes.
+ * Failures of the machine's surroundings (unreachable over SSH, etcd or the API server away) and a Node not
+ * Ready yet (it may become Ready: the reason is shown meanwhile): once its step retries are spent the machine
+ * is failed, and planned again after the requeue backoff. Any other failure (a unit that fails, a host key
+ * mismatch, a timeout) is terminal until the machine changes.
  */
-export const REQUEUED_CODES: readonly string[] = ['E_SSH', 'E_ETCD'];
+export const REQUEUED_CODES: readonly string[] = ['E_SSH', 'E_ETCD', 'E_KUBERNETES', 'E_NODE_NOT_READY'];
 
 export interface ReconcilerDeps {
   readonly hosts: HostRunner;
+  /** the Kubernetes side of `node-ready` steps; absent = the overlord deploys no kubelet (tests of the deploy mechanics) */
+  readonly nodes?: NodeReadiness;
   readonly clock: Clock;
   readonly log: Logger;
   readonly discovery: Pick<Discovery, 'snapshot'>;
@@ -354,7 +358,7 @@ export class Reconciler {
         result = await pRetry(
           async (attempt) => {
             if (attempt > 1) await clock.sleep(this.delay(this.retry, attempt - 1), signal);
-            return runStep({ hosts, clock }, target, step, this.options.executor, signal);
+            return runStep({ hosts, clock, ...(this.deps.nodes ? { nodes: this.deps.nodes } : {}) }, target, step, this.options.executor, signal);
           },
           {
             retries: this.retry.retries,

@@ -3,13 +3,14 @@ import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
 import type { KeyValue, Store } from './store.ts';
 import { subnetsByMachine } from './subnets.ts';
+import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
 
 /**
  * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
  * works from anywhere that reaches etcd and needs no running overlord. The shape is an interface that
  * scripts rely on (`corekube status --json`, `corekube demo --json`):
  *
- *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet"}…],"leader":"<id>"}
+ *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet","node"}…],"leader":"<id>"}
  *
  * - pending: announced, nothing done yet (or waiting for a master) — with step `join` while the machine has
  *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/admission.ts); deploying: a deployment is under way
@@ -17,6 +18,8 @@ import { subnetsByMachine } from './subnets.ts';
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
+ * - `node`: the machine's Kubernetes Node as the overlord last saw it (overlord/kubernetes/node-states.ts):
+ *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
  * - `leader`: the id of the overlord that leads (overlord/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
@@ -29,6 +32,7 @@ export interface MachineStatus {
   readonly step: string | null;
   readonly error: string | null;
   readonly subnet: string | null;
+  readonly node: NodeState | null;
 }
 
 export interface StatusReport {
@@ -47,11 +51,11 @@ export function leaderOf(candidates: readonly KeyValue[]): string | undefined {
 export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
 
 /** PURE: records and ledger entries → one row per machine, masters first, then by id. */
-export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map(), joining: readonly MachineRecord[] = []): StatusReport {
+export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map(), joining: readonly MachineRecord[] = [], nodes: ReadonlyMap<string, NodeState> = new Map()): StatusReport {
   const rows = new Map<string, MachineStatus>();
   for (const r of records) {
     if ('invalid' in r) {
-      rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'failed', step: null, error: `skipped: ${r.invalid}`, subnet: null });
+      rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'failed', step: null, error: `skipped: ${r.invalid}`, subnet: null, node: null });
       continue;
     }
     rows.set(r.id, rowOf(r.record.id, r.record.role, r.record.ip, ledger.get(r.id) ?? null, r.record.bootId));
@@ -60,32 +64,34 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
     if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
   }
   for (const r of joining) {
-    if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null });
+    if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null });
   }
-  for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null });
+  for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null, node: nodes.get(id) ?? null });
   const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
   const machines = [...rows.values()].sort((a, b) => rank(a.role) - rank(b.role) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return { machines };
 }
 
 function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, bootId: string): MachineStatus {
-  if (!entry) return { id, role, ip, state: 'pending', step: null, error: null, subnet: null };
+  const none = { subnet: null, node: null };
+  if (!entry) return { id, role, ip, state: 'pending', step: null, error: null, ...none };
   const step = currentStep(entry);
-  if (entry.state === 'failed') return { id, role, ip, state: 'failed', step, error: entry.error, subnet: null };
+  if (entry.state === 'failed') return { id, role, ip, state: 'failed', step, error: entry.error, ...none };
   // deployed in an earlier boot: the start steps are checked again in this one
-  if (entry.state === 'deployed') return { id, role, ip, state: entry.bootId === bootId ? 'deployed' : 'deploying', step: null, error: null, subnet: null };
+  if (entry.state === 'deployed') return { id, role, ip, state: entry.bootId === bootId ? 'deployed' : 'deploying', step: null, error: null, ...none };
   const retrying = step ? entry.steps[step]?.lastError ?? null : null;
-  return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
+  return { id, role, ip, state: 'deploying', step, error: retrying, ...none };
 }
 
-/** The edge: reads records, join requests, ledger, subnets and the leader from etcd (five range reads) and builds the report. */
+/** The edge: reads records, join requests, ledger, subnets, the leader and Node states from etcd (six range reads) and builds the report. */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, joins, ledger, subnets, candidates] = await Promise.all([
+  const [machines, joins, ledger, subnets, candidates, nodes] = await Promise.all([
     store.list(keys.machines),
     store.list(keys.join),
     store.list(keys.ledger),
     subnetsByMachine(store, keys),
     store.list(keys.leaderCandidates),
+    readNodeStates(store, keys),
   ]);
   const records: RecordInput[] = machines.kvs.map((kv) => {
     const id = kv.key.slice(keys.machines.length);
@@ -113,15 +119,16 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     if (parsed.ok) joining.push(parsed.record);
   }
   const leader = leaderOf(candidates.kvs);
-  return { ...machineStatuses(records, entries, subnets, joining), ...(leader === undefined ? {} : { leader }) };
+  return { ...machineStatuses(records, entries, subnets, joining, nodes), ...(leader === undefined ? {} : { leader }) };
 }
 
 /** The table `corekube status` prints without --json. */
 export function formatStatusTable(report: StatusReport): string {
   const leader = `leader: ${report.leader ?? 'none (no overlord is running, or none has been elected yet)'}\n`;
   if (report.machines.length === 0) return `no machines have announced themselves yet\n${leader}`;
-  const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'STEP', 'ERROR'];
-  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : '-']);
+  const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'NODE', 'STEP', 'ERROR'];
+  const node = (n: NodeState | null) => (n === null ? '-' : `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`);
+  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');

@@ -17,6 +17,11 @@ export type Step =
    * Start a unit and wait: `exited` = a oneshot that must finish successfully (the download);
    * `active` = a service that must be running. A unit that reaches `failed` fails the step at once.
    */
-  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: 'exited' | 'active' };
+  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: 'exited' | 'active' }
+  /**
+   * The machine's kubelet registered its Node, which has its pod subnet as podCIDR and is Ready (run through the
+   * Kubernetes API, not SSH: overlord/kubernetes/node-ready.ts). The last step of a machine that runs a kubelet.
+   */
+  | { readonly kind: 'node-ready'; readonly id: 'node-ready'; readonly node: string };
 
 export type StepId = Step['id'];

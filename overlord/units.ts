@@ -17,6 +17,12 @@ import type { RemoteFile } from './step.ts';
  */
 export interface UnitsWiring {
   readonly machineFiles?: (record: MachineRecord, view: ClusterView) => readonly RemoteFile[];
+  /**
+   * true: a machine that runs a kubelet is deployed once its Node is Ready (the `node-ready` step, which needs
+   * the overlord's Kubernetes side); false (default): the units alone — an overlord without the cluster's PKI
+   * cannot reach the API.
+   */
+  readonly nodeReady?: boolean;
 }
 
 export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
@@ -25,8 +31,10 @@ export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (reco
     const units = renderUnits(
       buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
     );
-    if (!wiring.machineFiles) return units;
-    const files = [...units.files, ...wiring.machineFiles(record, view)];
-    return { ...units, files, hash: hashFiles(files) };
+    const { node, ...withoutNode } = units;
+    const rendered = wiring.nodeReady && node !== undefined ? units : withoutNode;
+    if (!wiring.machineFiles) return rendered;
+    const files = [...rendered.files, ...wiring.machineFiles(record, view)];
+    return { ...rendered, files, hash: hashFiles(files) };
   };
 }

@@ -5,8 +5,9 @@ import { clusterKeys } from '../overlord/keys.ts';
 import { addressPlan } from '../spec/address-plan.ts';
 import { parseIpv4 } from '../spec/cidr.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
-import { CLUSTER_DOMAIN, LAYOUT, PORTS, TIMEOUTS, type Layout } from './layout.ts';
+import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME, LAYOUT, PORTS, TIMEOUTS, type Layout } from './layout.ts';
 import { DISCOVERY_CLIENT_PATHS, type PkiPaths } from './pki-paths.ts';
+import { clusterImages } from '../release/catalog.ts';
 import { artifactsFor, type ReleaseArtifact } from './release.ts';
 
 /**
@@ -68,6 +69,8 @@ export interface UnitContext {
     /** the URL this machine's clients use: 127.0.0.1 on masters, the first deployed master on minions */
     readonly url: string;
     readonly serviceAccountIssuer: string;
+    /** the CN of the front-proxy client certificate the API server accepts request headers from */
+    readonly frontProxyClientName: string;
   };
   readonly flannel: {
     /** the discovery etcd (https), where the overlord keeps flannel's config and reservations */
@@ -80,7 +83,11 @@ export interface UnitContext {
     readonly iface: string;
     readonly healthzPort: number;
   };
-  readonly kubeProxy: { readonly mode: 'iptables' | 'nftables' };
+  readonly kubeProxy: { readonly mode: 'iptables' | 'nftables'; readonly healthzPort: number };
+  /** the images containerd pulls for the cluster itself (the pod sandbox) */
+  readonly images: { readonly pause: string };
+  /** the registry mirror containerd pulls through (spec.registryMirror), or undefined */
+  readonly registryMirror: { readonly url: string; readonly host: string } | undefined;
 }
 
 const MACHINE_ID = /^[0-9a-f]{32}$/;
@@ -155,6 +162,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       port: PORTS.apiServer,
       url: isMaster ? `https://127.0.0.1:${PORTS.apiServer}` : `https://${masterIps[0]}:${PORTS.apiServer}`,
       serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
+      frontProxyClientName: FRONT_PROXY_CLIENT_NAME,
     },
     flannel: {
       etcdEndpoints: plan.discoveryEndpoint,
@@ -164,7 +172,9 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       iface: machine.ip,
       healthzPort: PORTS.flannelHealthz,
     },
-    kubeProxy: { mode: 'iptables' },
+    kubeProxy: { mode: 'iptables', healthzPort: PORTS.kubeProxyHealthz },
+    images: { pause: clusterImages(spec.versions).pause },
+    registryMirror: spec.registryMirror === undefined ? undefined : { url: spec.registryMirror, host: new URL(spec.registryMirror).host },
   };
   return deepFreeze(ctx);
 }

@@ -15,6 +15,19 @@ export const LAYOUT = Object.freeze({
   configDir: '/etc/corekube',
   kubeconfigDir: '/etc/corekube/kubeconfigs',
   cniConfDir: '/etc/corekube/cni/net.d',
+  /** written by corekube-cni-config from flanneld's subnet file when containerd starts */
+  cniConflist: '/etc/corekube/cni/net.d/10-corekube.conflist',
+  /** containerd config drop-ins (`*.toml`, imported over config.toml): a site's own settings, never written by the overlord */
+  containerdDropInDir: '/etc/corekube/containerd/conf.d',
+  /** containerd's per-registry hosts.toml files (a registry mirror) */
+  containerdCertsDir: '/etc/corekube/containerd/certs.d',
+  /**
+   * KubeletConfiguration drop-ins (`*.conf`, applied over config.yaml in name order): the overlord writes none;
+   * a site's own settings (or the local cloud's deviations) live here and survive every redeploy
+   */
+  kubeletDropInDir: '/etc/corekube/kubelet/config.d',
+  /** the resolv.conf pods with dnsPolicy Default get (corekube-resolv-conf: the upstream servers, no stub) */
+  kubeletResolvConf: '/run/corekube/resolv.conf',
   /** what `corekube-download` installs from; one artifact a line */
   releaseManifest: '/etc/corekube/release.manifest',
   stateDir: '/var/lib/corekube',
@@ -31,6 +44,7 @@ export const PORTS = Object.freeze({
   etcdClient: 2379,
   etcdPeer: 2380,
   flannelHealthz: 8285,
+  kubeProxyHealthz: 10256,
 });
 
 /** How long a unit may take to start before systemd fails it (and the overlord sees `failed`). */
@@ -43,3 +57,6 @@ export const TIMEOUTS = Object.freeze({
 });
 
 export const CLUSTER_DOMAIN = 'cluster.local';
+
+/** The CN of the API server's front-proxy client certificate, which --requestheader-allowed-names accepts. */
+export const FRONT_PROXY_CLIENT_NAME = 'front-proxy-client';

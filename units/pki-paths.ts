@@ -3,9 +3,11 @@ import type { Role } from '../overlord/machine-record.ts';
 /**
  * Where each TLS file sits on a machine. The units only name these paths; the PKI room issues the
  * certificates and delivers each file (keys mode 0600) to the machines that need it, listed in
- * PKI_FILES_BY_ROLE. Two CAs: the cluster CA (Kubernetes API, kubelets) and the etcd CA (masters' etcd
- * and its clients). No CA private key is ever on a machine: kube-controller-manager runs without a
- * cluster-signing key, so certificates are issued only by the overlord.
+ * PKI_FILES_BY_ROLE. Four CAs: the cluster CA (Kubernetes API, kubelets), the etcd CA (masters' etcd and its
+ * clients), the front-proxy CA (the API server's identity towards aggregated API servers, as kubeadm sets
+ * it up) and discovery's CA (each machine's client certificate for the discovery etcd). No CA private key is
+ * ever on a machine: kube-controller-manager runs without a cluster-signing key, so certificates are issued
+ * only by the overlord.
  */
 export interface KeyPair {
   readonly cert: string;
@@ -18,6 +20,16 @@ export interface PkiPaths {
   readonly ca: string;
   /** etcd CA certificate: trusted by etcd (clients and peers) and by its clients */
   readonly etcdCa: string;
+  /** front-proxy CA certificate: the API server's --requestheader-client-ca-file */
+  readonly frontProxyCa: string;
+  /** API server → aggregated API servers (CN front-proxy-client; front-proxy CA) */
+  readonly frontProxyClient: KeyPair;
+  /**
+   * the machine's client certificate for the discovery etcd (CN machine-<id>; discovery CA). Discovery
+   * authenticates by etcd user and password (it cannot require client certificates), but flanneld only speaks
+   * TLS to etcd when it has a certificate and key to present: without one it dials plain HTTP.
+   */
+  readonly discoveryClient: KeyPair;
   /** API server serving cert (SANs: kubernetes.default…, first service IP, master IPs, 127.0.0.1) */
   readonly apiServer: KeyPair;
   /** API server → kubelet client cert (CN kube-apiserver-kubelet-client, O system:masters) */
@@ -52,6 +64,9 @@ export const PKI_PATHS: PkiPaths = Object.freeze({
   dir: PKI_DIR,
   ca: `${PKI_DIR}/ca.crt`,
   etcdCa: `${PKI_DIR}/etcd-ca.crt`,
+  frontProxyCa: `${PKI_DIR}/front-proxy-ca.crt`,
+  frontProxyClient: pair('front-proxy-client'),
+  discoveryClient: pair('discovery-client'),
   apiServer: pair('apiserver'),
   apiServerKubeletClient: pair('apiserver-kubelet-client'),
   apiServerEtcdClient: pair('apiserver-etcd-client'),
@@ -66,8 +81,8 @@ export const PKI_PATHS: PkiPaths = Object.freeze({
 
 /** Which PKI entries each role's units read: what the PKI room must deliver to a machine of that role. */
 export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPaths, 'dir'>)[]>> = Object.freeze({
-  master: ['ca', 'etcdCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer'],
-  minion: ['ca', 'kubelet', 'kubeProxy'],
+  master: ['ca', 'etcdCa', 'frontProxyCa', 'apiServer', 'apiServerKubeletClient', 'apiServerEtcdClient', 'frontProxyClient', 'serviceAccount', 'controllerManager', 'scheduler', 'etcdServer', 'etcdPeer', 'discoveryClient'],
+  minion: ['ca', 'kubelet', 'kubeProxy', 'discoveryClient'],
 });
 
 /**

@@ -17,6 +17,8 @@ export interface RenderedUnits {
   readonly files: readonly RemoteFile[];
   /** start in this order, waiting for each: the download must have exited successfully, services be active */
   readonly start: readonly { readonly unit: string; readonly until: 'exited' | 'active' }[];
+  /** the Node name the machine's kubelet registers (minions): deployed means that Node is Ready */
+  readonly node?: string;
   /** sha256 (hex) over every file's path, mode and content, in path order */
   readonly hash: string;
 }
@@ -43,8 +45,14 @@ export const UNITS: readonly UnitDef[] = [
 /** Helper scripts installed into LAYOUT.libexecDir, per role. */
 const SCRIPTS: readonly { readonly name: string; readonly roles: readonly Role[] }[] = [
   { name: 'corekube-download', roles: ['master', 'minion'] },
+  { name: 'corekube-redact', roles: ['master', 'minion'] },
+  { name: 'corekube-wait-api', roles: ['master'] },
+  { name: 'corekube-wait-healthz', roles: ['minion'] },
   { name: 'corekube-wait-file', roles: ['minion'] },
   { name: 'corekube-kernel-setup', roles: ['minion'] },
+  { name: 'corekube-cni-config', roles: ['minion'] },
+  { name: 'corekube-metadata-guard', roles: ['minion'] },
+  { name: 'corekube-resolv-conf', roles: ['minion'] },
 ];
 
 /** Kernel settings Kubernetes networking needs on minions (applied by corekube-kernel-setup, and at boot). */
@@ -93,7 +101,9 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
     add(`${LAYOUT.configDir}/kubelet/config.yaml`, toYaml(kubeletConfig(ctx), { header: yamlHeader }));
     add(`${LAYOUT.configDir}/kube-proxy/config.yaml`, toYaml(kubeProxyConfig(ctx), { header: yamlHeader }));
     add(`${LAYOUT.configDir}/containerd/config.toml`, template('containerd-config.toml'));
-    add(`${LAYOUT.cniConfDir}/10-flannel.conflist`, `${JSON.stringify(cniConfig(ctx), null, 2)}\n`);
+    for (const h of registryHosts(ctx)) {
+      add(`${LAYOUT.containerdCertsDir}/${h.dir}/hosts.toml`, renderTemplate(source(templateDir, 'containerd-hosts.toml.hbs'), { machine: ctx.machine, ...h }, 'units/templates/containerd-hosts.toml.hbs'));
+    }
     add('/etc/modules-load.d/corekube.conf', `# ${HEADER(ctx)}\n${KERNEL_MODULES.join('\n')}\n`);
     add('/etc/sysctl.d/90-corekube.conf', `# ${HEADER(ctx)}\n${Object.entries(KERNEL_SYSCTLS).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
   }
@@ -101,6 +111,7 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
   return Object.freeze({
     files: Object.freeze(files),
     start: Object.freeze(units.map((u) => Object.freeze({ unit: u.unit, until: u.until }))),
+    ...(ctx.role === 'minion' ? { node: ctx.machine.hostname } : {}),
     hash: hashFiles(files),
   });
 }
@@ -148,8 +159,8 @@ function kubeletConfig(ctx: UnitContext) {
     tlsMinVersion: 'VersionTLS12',
     rotateCertificates: false,
     serverTLSBootstrap: false,
-    // systemd-resolved's upstream list: its 127.0.0.53 stub in /etc/resolv.conf would loop inside pods
-    resolvConf: '/run/systemd/resolve/resolv.conf',
+    // the upstream servers, never a loopback stub (it would loop inside pods): corekube-resolv-conf writes it
+    resolvConf: ctx.paths.kubeletResolvConf,
     failSwapOn: true,
     protectKernelDefaults: false,
   };
@@ -163,24 +174,24 @@ function kubeProxyConfig(ctx: UnitContext) {
     mode: ctx.kubeProxy.mode,
     clusterCIDR: ctx.network.podCidr,
     hostnameOverride: ctx.machine.hostname,
-    healthzBindAddress: `${ctx.machine.ip}:10256`,
+    healthzBindAddress: `${ctx.machine.ip}:${ctx.kubeProxy.healthzPort}`,
+    // NodePorts on the node's own address only, not on every local address (cni0, flannel.1, …)
+    nodePortAddresses: ['primary'],
     metricsBindAddress: '127.0.0.1:10249',
   };
 }
 
-/** flannel CNI plugin delegating to bridge (host-local IPAM from flannel's subnet file), then portmap. */
-function cniConfig(ctx: UnitContext) {
-  return {
-    name: 'corekube',
-    cniVersion: '1.0.0',
-    plugins: [
-      {
-        type: 'flannel',
-        subnetFile: ctx.paths.flannelSubnetFile,
-        dataDir: '/var/lib/cni/flannel',
-        delegate: { type: 'bridge', hairpinMode: true, isDefaultGateway: true },
-      },
-      { type: 'portmap', capabilities: { portMappings: true } },
-    ],
-  };
+/**
+ * containerd's hosts.toml files for a registry mirror: registry.k8s.io (the cluster's own images) is pulled
+ * through the mirror, falling back to registry.k8s.io itself; and the mirror is reachable by its own name (an
+ * http:// mirror over plain HTTP). No mirror, no files: containerd pulls from each registry directly.
+ */
+function registryHosts(ctx: UnitContext): { dir: string; registry: string; server: string; mirror: string; capabilities: string }[] {
+  const m = ctx.registryMirror;
+  if (!m) return [];
+  const upstream = ctx.images.pause.split('/')[0]!;
+  return [
+    { dir: upstream, registry: upstream, server: `https://${upstream}`, mirror: m.url, capabilities: "'pull', 'resolve'" },
+    { dir: m.host, registry: m.host, server: m.url, mirror: m.url, capabilities: "'pull', 'resolve'" },
+  ];
 }

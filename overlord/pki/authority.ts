@@ -3,6 +3,7 @@ import type { ClusterSpec } from '../../spec/cluster-spec.ts';
 import type { MachineRecord, Role } from '../machine-record.ts';
 import {
   adminProfile,
+  CA_KINDS,
   CA_NAMES,
   caCommonName,
   discoveryProfiles,
@@ -90,6 +91,7 @@ export interface MachinePki {
   readonly role: Role;
   readonly clusterCa: string;
   readonly etcdCa: string;
+  readonly frontProxyCa: string;
   readonly pairs: Readonly<Partial<Record<CertEntry, IssuedPair>>>;
   readonly serviceAccount: { readonly publicKey: string; readonly privateKey: string } | undefined;
   /** what this call issued (empty when everything was current) */
@@ -160,12 +162,13 @@ export class CertificateAuthority {
       for (const p of profiles) {
         if (p.owner.kind === 'machine') byEntry[p.owner.entry] = pairs.get(p.name)!;
       }
-      const [cluster, etcd] = [await this.loadCa('cluster'), await this.loadCa('etcd')];
+      const [cluster, etcd, frontProxy] = [await this.loadCa('cluster'), await this.loadCa('etcd'), await this.loadCa('front-proxy')];
       return Object.freeze({
         machineId: machine.id,
         role: machine.role,
         clusterCa: cluster.cert,
         etcdCa: etcd.cert,
+        frontProxyCa: frontProxy.cert,
         pairs: Object.freeze(byEntry),
         serviceAccount: holdsServiceAccountKey(machine.role) ? await this.loadServiceAccountKey() : undefined,
         issued,
@@ -277,7 +280,7 @@ export class CertificateAuthority {
       }),
     );
 
-    const caKeyIds = { cluster: cas.get('cluster')?.keyId, etcd: cas.get('etcd')?.keyId, discovery: cas.get('discovery')?.keyId };
+    const caKeyIds = Object.fromEntries(CA_KINDS.map((k) => [k, cas.get(k)?.keyId])) as Record<CaKind, string | undefined>;
     const plan = planIssuance(profiles, existing, caKeyIds, this.clock.now());
     const issued: Issued[] = [];
     for (const { profile, reason, keepKey } of plan) {

@@ -2,7 +2,7 @@ import { CorekubeError } from '../../core/errors.ts';
 import { addressPlan } from '../../spec/address-plan.ts';
 import { parseIpv4 } from '../../spec/cidr.ts';
 import type { ClusterSpec } from '../../spec/cluster-spec.ts';
-import { CLUSTER_DOMAIN } from '../../units/layout.ts';
+import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME } from '../../units/layout.ts';
 import { PKI_FILES_BY_ROLE, type KeyPair, type PkiPaths } from '../../units/pki-paths.ts';
 import type { MachineRecord, Role } from '../machine-record.ts';
 
@@ -11,17 +11,18 @@ import type { MachineRecord, Role } from '../machine-record.ts';
  * is described by a CertProfile (who signs it, its subject, its SANs, what it may be used for); issuing,
  * storing and delivering them are other modules' business.
  *
- * Three CAs, never mixed: `cluster` (Kubernetes API, kubelets, kubeconfigs), `etcd` (the masters' etcd:
- * members, peers and their client — the API server), `discovery` (discovery's etcd only: its
- * server cert and the overlord's `root` client cert). A leaf of one CA is refused by the others' servers.
+ * Four CAs, never mixed: `cluster` (Kubernetes API, kubelets, kubeconfigs), `etcd` (the masters' etcd:
+ * members, peers and their client — the API server), `front-proxy` (the API server's requests to aggregated
+ * API servers), `discovery` (discovery's etcd only: its server cert, the overlord's `root` client cert and
+ * each machine's client cert). A leaf of one CA is refused by the others' servers.
  *
  * Per-machine certificates follow the units' contract (units/pki-paths.ts PKI_FILES_BY_ROLE): a machine gets
  * exactly the key pairs its role's units read, each with its own key, so a key never leaves the overlord except
  * to the one machine that uses it. The one shared secret is the service-account signing key (every master's
  * API server must verify tokens that any master's controller-manager signed).
  */
-export type CaKind = 'cluster' | 'etcd' | 'discovery';
-export const CA_KINDS: readonly CaKind[] = ['cluster', 'etcd', 'discovery'];
+export type CaKind = 'cluster' | 'etcd' | 'front-proxy' | 'discovery';
+export const CA_KINDS: readonly CaKind[] = ['cluster', 'etcd', 'front-proxy', 'discovery'];
 
 /** Extended key usage: `server` = serverAuth, `client` = clientAuth, `peer` = both. */
 export type Usage = 'server' | 'client' | 'peer';
@@ -61,6 +62,7 @@ export interface CatalogOptions {
 export const CA_NAMES: Readonly<Record<CaKind, string>> = Object.freeze({
   cluster: 'ca/cluster',
   etcd: 'ca/etcd',
+  'front-proxy': 'ca/front-proxy',
   discovery: 'ca/discovery',
 });
 export const SERVICE_ACCOUNT_NAME = 'service-account';
@@ -122,6 +124,10 @@ const ENTRY_PROFILES: Readonly<Record<CertEntry, (m: MachineRecord, v: MachineVi
   // etcd's gRPC gateway dials its own server with the serving cert: it needs clientAuth too
   etcdServer: (m) => ({ ca: 'etcd', commonName: m.hostname, organizations: [], usage: 'peer', dns: [m.hostname, 'localhost'], ips: [m.ip, '127.0.0.1'] }),
   etcdPeer: (m) => ({ ca: 'etcd', commonName: m.hostname, organizations: [], usage: 'peer', dns: [m.hostname, 'localhost'], ips: [m.ip, '127.0.0.1'] }),
+  // the name the API server's --requestheader-allowed-names accepts (as kubeadm issues it)
+  frontProxyClient: () => ({ ca: 'front-proxy', commonName: FRONT_PROXY_CLIENT_NAME, organizations: [], usage: 'client' }),
+  // presented by flanneld (it speaks TLS to etcd only with a client certificate); discovery authorises by etcd user
+  discoveryClient: (m) => ({ ca: 'discovery', commonName: `machine-${m.id}`, organizations: [], usage: 'client' }),
 };
 
 /** The certificate entries a machine of `role` holds (its role's PkiPaths key pairs). */

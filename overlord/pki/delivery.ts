@@ -23,6 +23,7 @@ export function machinePkiFiles(pki: MachinePki, paths: PkiPaths = PKI_PATHS): R
   for (const entry of PKI_FILES_BY_ROLE[pki.role]) {
     if (entry === 'ca') files.push(cert(paths.ca, pki.clusterCa));
     else if (entry === 'etcdCa') files.push(cert(paths.etcdCa, pki.etcdCa));
+    else if (entry === 'frontProxyCa') files.push(cert(paths.frontProxyCa, pki.frontProxyCa));
     else if (entry === 'serviceAccount') {
       if (pki.serviceAccount === undefined) throw missing(entry);
       files.push(cert(paths.serviceAccount.publicKey, pki.serviceAccount.publicKey), key(paths.serviceAccount.privateKey, pki.serviceAccount.privateKey));

@@ -17,7 +17,7 @@ describe("a machine's discovery credentials", () => {
       permissions: [
         { permission: 'Readwrite', key: `/corekube/demo/machines/${ID}`, prefix: false },
         { permission: 'Read', key: '/corekube/demo/network/config', prefix: false },
-        { permission: 'Read', key: '/corekube/demo/network/subnets/', prefix: true },
+        { permission: 'Read', key: '/corekube/demo/network/subnets', prefix: true },
       ],
     });
   });

@@ -1,2 +1,0 @@
-/** Moved to localcloud/standins/ (the local cloud's release mirror uses them at run time). */
-export * from '../../localcloud/standins/index.ts';
