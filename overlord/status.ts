@@ -78,39 +78,34 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
   return { id, role, ip, state: 'deploying', step, error: retrying, subnet: null };
 }
 
-/** The edge: reads records, join requests, ledger, subnets and the leader from etcd (five range reads) and builds the report. */
+/**
+ * The edge: reads records, join requests, ledger, subnets and the leader from etcd and builds the report. Records
+ * and join requests are written by others: they are read page by page and parsed bounded, like the overlord does.
+ */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, joins, ledger, subnets, candidates] = await Promise.all([
-    store.list(keys.machines),
-    store.list(keys.join),
+  const records: RecordInput[] = [];
+  const joining: MachineRecord[] = [];
+  const [, , ledger, subnets, candidates] = await Promise.all([
+    store.scan(keys.machines, (kvs) => {
+      for (const kv of kvs) {
+        const parsed = parseMachineRecord(kv.key.slice(keys.machines.length), kv.value);
+        records.push(parsed.ok ? { id: parsed.record.id, record: parsed.record } : { id: parsed.id, invalid: `record ${parsed.reason}`, role: parsed.role, ip: parsed.ip });
+      }
+    }),
+    store.scan(keys.join, (kvs) => {
+      for (const kv of kvs) {
+        const parsed = parseMachineRecord(kv.key.slice(keys.join.length), kv.value);
+        if (parsed.ok) joining.push(parsed.record);
+      }
+    }),
     store.list(keys.ledger),
     subnetsByMachine(store, keys),
     store.list(keys.leaderCandidates),
   ]);
-  const records: RecordInput[] = machines.kvs.map((kv) => {
-    const id = kv.key.slice(keys.machines.length);
-    const parsed = parseMachineRecord(id, kv.value);
-    if (parsed.ok) return { id, record: parsed.record };
-    let role: string | null = null;
-    let ip: string | null = null;
-    try {
-      const v = JSON.parse(kv.value) as Record<string, unknown>;
-      role = typeof v?.role === 'string' && v.role.length <= 64 ? v.role : null;
-      ip = typeof v?.ip === 'string' && v.ip.length <= 64 ? v.ip : null;
-    } catch {
-      // not JSON: role and ip unknown
-    }
-    return { id, invalid: `record ${parsed.reason}`, role, ip };
-  });
   const entries = new Map<string, LedgerEntry>();
   for (const kv of ledger.kvs) {
     const entry = parseLedgerEntry(kv.value);
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
-  }
-  const joining: MachineRecord[] = [];
-  for (const kv of joins.kvs) {
-    const parsed = parseMachineRecord(kv.key.slice(keys.join.length), kv.value);
-    if (parsed.ok) joining.push(parsed.record);
   }
   const leader = leaderOf(candidates.kvs);
   return { ...machineStatuses(records, entries, subnets, joining), ...(leader === undefined ? {} : { leader }) };

@@ -132,6 +132,15 @@ export class MemoryStore implements Store {
     return { revision: String(this.revision), kvs };
   }
 
+  /** keys a scan hands over at once (etcd-store pages by LIST_PAGE_KEYS) */
+  pageSize = 3;
+
+  async scan(prefix: string, onPage: (kvs: readonly KeyValue[]) => void): Promise<string> {
+    const { revision, kvs } = await this.list(prefix);
+    for (let i = 0; i < kvs.length; i += this.pageSize) onPage(kvs.slice(i, i + this.pageSize));
+    return revision;
+  }
+
   async watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle> {
     this.requests.watch++;
     this.check();
