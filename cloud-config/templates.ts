@@ -67,6 +67,9 @@ export interface DiscoveryEtcdContext {
   stateDirectory: string;
   clientUrl: string;
   peerUrl: string;
+  /** --max-request-bytes and --quota-backend-bytes (overlord/discovery-limits.ts) */
+  maxRequestBytes: number;
+  quotaBytes: number;
 }
 
 export interface DiscoveryEtcdPathContext {

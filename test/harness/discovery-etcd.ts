@@ -10,13 +10,13 @@ import { freePort } from './ports.ts';
 
 /**
  * The flags of the discovery-etcd.service cloud-config renders (its ExecStart) that decide how it
- * authenticates clients — TLS files (moved to `dir`) and password hashing: a test's etcd then authenticates
- * clients exactly as discovery's will.
+ * authenticates clients — TLS files (moved to `dir`) and password hashing — and what it accepts (request size,
+ * quota): a test's etcd then authenticates clients and bounds what they write exactly as discovery's will.
  */
 export function discoveryAuthFlags(spec: ClusterSpec, dir: string): string[] {
   const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
   const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
-  const authFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file|bcrypt-cost|auth-token|auth-token-ttl)(=|$)/;
+  const authFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file|bcrypt-cost|auth-token|auth-token-ttl|max-request-bytes|quota-backend-bytes)(=|$)/;
   return exec
     .split(/\s+/)
     .filter((a) => authFlag.test(a))
