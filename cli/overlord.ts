@@ -16,6 +16,8 @@ import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, etcdStoreOptions } from './status.ts';
 import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags, startLeaderService } from './leader-options.ts';
 import { flannelConfig } from '../overlord/subnets.ts';
+import { machineAddresses } from '../overlord/identity.ts';
+import { DEFAULT_LIVENESS } from '../overlord/liveness.ts';
 
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
 export { unitsForSpec };
@@ -170,6 +172,10 @@ export const overlordCommand: Command = {
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
+          // machines are deployed only while they answer over SSH; booted, only at addresses of the private network
+          // (by hand, on --etcd-endpoints, records name whatever addresses the operator's machines have)
+          liveness: DEFAULT_LIVENESS,
+          ...(booted ? { addresses: machineAddresses(spec) } : {}),
           ...(booted ? { prepareMachines: booted.prepareMachines, admission: { credentials: booted.credentials }, onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed`) } : {}),
         },
         signal: stop.signal,

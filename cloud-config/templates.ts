@@ -20,6 +20,8 @@ export interface AnnounceContext {
   keepaliveInterval: number;
   configDir: string;
   runDir: string;
+  /** the join nonce's file name in runDir */
+  nonceName: string;
   files: { discoveryCa: string; joinToken: string; discoveryCredentials: string };
 }
 

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'E_PKI'
   | 'E_HEAT'
   | 'E_OVERLORD_STATE'
+  | 'E_JOIN_REFUSED'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

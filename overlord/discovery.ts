@@ -190,7 +190,7 @@ export class Discovery {
     const { event, noun } = this.source;
     const suffix = (ev.type === 'put' ? ev.kv.key : ev.key).slice(this.prefix.length);
     const ref = keyRef(suffix);
-    this.view = null;
+    if (into === this.state) this.view = null;
     if (ev.type === 'delete') {
       const had = into.records.get(suffix);
       const wasInvalid = into.invalid.delete(ref);

@@ -69,7 +69,7 @@ export function jsonDepth(text: string, stopAt = Number.POSITIVE_INFINITY): numb
 export function excerpt(value: unknown): string {
   if (typeof value === 'string') {
     const cut = value.length > EXCERPT_CHARS;
-    return `"${escapeText(cut ? value.slice(0, EXCERPT_CHARS) : value)}${cut ? `…" (${value.length} characters)` : '"'}`;
+    return `"${escapeText(cut ? value.slice(0, EXCERPT_CHARS) : value)}${cut ? `..." (${value.length} characters)` : '"'}`;
   }
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
