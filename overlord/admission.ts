@@ -303,7 +303,7 @@ export class Admission {
     const target: HostTarget = { id, ip: request.ip, hostKey: key };
     await this.prove(target, request.nonceDigest);
 
-    await this.record({ id, ip: request.ip, hostKey: key, admittedAt: new Date(clock.now()).toISOString() });
+    await this.record({ id, role: request.role, ip: request.ip, hostKey: key, admittedAt: new Date(clock.now()).toISOString() });
     const subnet = (await store.get(keys.subnetOf(id)))?.value;
     const changes = await credentials.ensure(id, subnet);
     await this.run(target, 'writing its discovery credentials', writeFile(this.options.remote, credentials.fileFor(id)));
@@ -323,7 +323,7 @@ export class Admission {
     const key = book.keyOf(record.id)!;
     const before = book.get(record.id);
     await this.prove({ id: record.id, ip: record.ip, hostKey: key }, undefined);
-    await this.record({ id: record.id, ip: record.ip, hostKey: key, admittedAt: new Date(clock.now()).toISOString() });
+    await this.record({ id: record.id, role: before?.role ?? record.role, ip: record.ip, hostKey: key, admittedAt: new Date(clock.now()).toISOString() });
     log.info(
       { event: 'machine.moved', machine: record.id, hostname: record.hostname, ip: record.ip, from: before?.ip ?? null },
       before ? `${record.hostname} proved its identity at ${record.ip} (was ${before.ip}): it is deployed there` : `${record.hostname} proved its identity at ${record.ip}: its identity is recorded`,
@@ -337,6 +337,10 @@ export class Admission {
     if (key === undefined) throw new JoinRefusedError('sshHostKey', 'is missing', 'a join request carries the machine\'s SSH host key: corekube-announce waits for sshd\'s key before it asks');
     if (request.nonceDigest === undefined) throw new JoinRefusedError('nonceDigest', 'is missing', 'the machine\'s corekube-announce predates identity proofs: boot it with this version\'s cloud-config');
     this.checkAddress(request);
+    const admitted = book.get(request.id);
+    if (admitted && admitted.role !== request.role) {
+      throw new JoinRefusedError('role', `${request.role} is not the role machine ${request.id} was admitted as (${admitted.role})`, `a machine keeps its role; one rebuilt in another role gets a new machine id, or delete ${keys.admittedOf(request.id)} in etcd`);
+    }
     const owner = book.ownerOfKey(key);
     if (owner !== undefined && owner !== request.id) {
       throw new JoinRefusedError('sshHostKey', `${fingerprintOf(key)} is the host key of machine ${owner}`, 'a host key belongs to the one machine admitted with it');

@@ -4,7 +4,7 @@ import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import type { Logger } from './log.ts';
 import { fingerprintOf, hostKeyOf, sameHostKey } from './host-key.ts';
 import type { ClusterKeys } from './keys.ts';
-import { IPV4, MACHINE_ID, type MachineRecord } from './machine-record.ts';
+import { IPV4, MACHINE_ID, ROLES, type MachineRecord, type Role } from './machine-record.ts';
 import type { Store } from './store.ts';
 import { keyRef, parseBoundedJson } from './untrusted.ts';
 
@@ -13,9 +13,10 @@ import { keyRef, parseBoundedJson } from './untrusted.ts';
  * (overlord/admission.ts, after the machine proved over SSH that it is the id that asked), stored at
  * `<prefix>admitted/<id>` by the leading overlord only. From then on:
  *
- * - the overlord deploys the machine only at that address, with that host key: a record that names another key
- *   is ignored (the machine's own etcd user can rewrite its record, never its identity); a record that names
- *   another address is ignored until the machine proves its identity there (then the identity moves);
+ * - the overlord deploys the machine only at that address, with that host key, in that role: a record that names
+ *   another key or role is ignored (the machine's own etcd user can rewrite its record, never its identity — a
+ *   minion cannot make itself a master and get a master's certificates); a record that names another address is
+ *   ignored until the machine proves its identity there (then the identity moves);
  * - no other machine may be admitted at that address or with that key;
  * - every address is one the cluster gives machines: in the private network, from the first DHCP address on
  *   (below it sit the gateway, discovery and the overlord) — never 127.0.0.1, 169.254.169.254, 8.8.8.8, the pod
@@ -27,6 +28,7 @@ import { keyRef, parseBoundedJson } from './untrusted.ts';
  */
 export interface AdmittedIdentity {
   readonly id: string;
+  readonly role: Role;
   readonly ip: string;
   /** `type base64` */
   readonly hostKey: string;
@@ -55,7 +57,7 @@ export function addressProblem(ip: string, addresses: MachineAddresses | undefin
 
 /** The JSON stored at `admitted/<id>`. */
 export function admittedValue(identity: AdmittedIdentity): string {
-  return JSON.stringify({ schema: 1, id: identity.id, ip: identity.ip, hostKey: hostKeyOf(identity.hostKey), admittedAt: identity.admittedAt });
+  return JSON.stringify({ schema: 1, id: identity.id, role: identity.role, ip: identity.ip, hostKey: hostKeyOf(identity.hostKey), admittedAt: identity.admittedAt });
 }
 
 /** Parses `admitted/<id>` (the overlord's own writes, still read bounded); undefined when malformed. */
@@ -64,8 +66,9 @@ export function parseAdmittedIdentity(id: string, text: string): AdmittedIdentit
   if (!parsed.ok || parsed.value === null || typeof parsed.value !== 'object') return undefined;
   const v = parsed.value as Record<string, unknown>;
   if (v.schema !== 1 || v.id !== id || !MACHINE_ID.test(id) || typeof v.ip !== 'string' || !IPV4.test(v.ip)) return undefined;
+  if (typeof v.role !== 'string' || !(ROLES as readonly string[]).includes(v.role)) return undefined;
   if (typeof v.hostKey !== 'string' || fingerprintOf(v.hostKey).startsWith('not') || typeof v.admittedAt !== 'string') return undefined;
-  return Object.freeze({ id, ip: v.ip, hostKey: hostKeyOf(v.hostKey), admittedAt: v.admittedAt });
+  return Object.freeze({ id, role: v.role as Role, ip: v.ip, hostKey: hostKeyOf(v.hostKey), admittedAt: v.admittedAt });
 }
 
 export class IdentityBook {
@@ -154,7 +157,7 @@ export type Resolution =
   | { readonly ok: true; /** the host key to deploy with, when one is known */ readonly hostKey: string | undefined }
   | {
       readonly ok: false;
-      readonly field: 'id' | 'ip' | 'sshHostKey';
+      readonly field: 'id' | 'role' | 'ip' | 'sshHostKey';
       readonly reason: string;
       readonly fix: string;
       /**
@@ -169,7 +172,7 @@ export type Resolution =
  * how many records name each address (two records at one address are both refused unless one is admitted there).
  */
 export function resolveRecord(record: MachineRecord, rules: IdentityRules, claims: ReadonlyMap<string, number>): Resolution {
-  const refuse = (field: 'id' | 'ip' | 'sshHostKey', reason: string, fix: string, moved = false): Resolution => ({ ok: false, field, reason, fix, moved });
+  const refuse = (field: 'id' | 'role' | 'ip' | 'sshHostKey', reason: string, fix: string, moved = false): Resolution => ({ ok: false, field, reason, fix, moved });
   const { book } = rules;
   const admitted = book.get(record.id);
   const outside = addressProblem(record.ip, rules.addresses);
@@ -177,6 +180,9 @@ export function resolveRecord(record: MachineRecord, rules: IdentityRules, claim
   const owner = book.ownerOfIp(record.ip);
   if (owner !== undefined && owner !== record.id) return refuse('ip', `${record.ip} is the address of machine ${owner}`, 'an address belongs to the one machine admitted there');
   if (admitted) {
+    if (record.role !== admitted.role) {
+      return refuse('role', `${record.role} is not the role the machine was admitted as (${admitted.role})`, 'a machine keeps its role; one that really changes role is rebuilt (delete its admitted/ and hostkeys/ keys)');
+    }
     if (record.sshHostKey !== undefined && !sameHostKey(record.sshHostKey, admitted.hostKey)) {
       return refuse('sshHostKey', `${fingerprintOf(record.sshHostKey)} is not the host key the machine was admitted with (${fingerprintOf(admitted.hostKey)})`, 'the overlord deploys only with the admitted key; a machine with a new key must be admitted again (delete its admitted/ and hostkeys/ keys)');
     }

@@ -29,7 +29,7 @@ async function node(w: ReturnType<typeof world>, n: number, role: 'master' | 'mi
   const record = makeRecord(n, role, { sshHostKey: hostKey, nonceDigest: syntheticNonce(id).digest });
   const machine = w.hosts.place(id, { ip: record.ip, hostKey, nonce: syntheticNonce(id).nonce });
   if (admitted) {
-    await w.store.put(keys.admittedOf(id), admittedValue({ id, ip: record.ip, hostKey, admittedAt: '2026-01-01T00:00:00Z' }));
+    await w.store.put(keys.admittedOf(id), admittedValue({ id, role, ip: record.ip, hostKey, admittedAt: '2026-01-01T00:00:00Z' }));
     await w.store.put(keys.hostkeyOf(id), hostKey);
   }
   return { id, record, machine, hostKey };
@@ -91,12 +91,17 @@ describe('admitted identity is fixed', () => {
     await w.announce({ ...attacker.record, ip: victim.record.ip, bootId: 'c'.repeat(32) });
     await w.announce({ ...attacker.record, sshHostKey: victim.hostKey, bootId: 'd'.repeat(32) });
     await settle(w, o);
+    // nor can it make itself a master (and get a master's units and certificates)
+    await w.announce({ ...attacker.record, role: 'master', bootId: 'f'.repeat(32) });
+    await settle(w, o);
+    expect(w.capture!.events().filter((e) => e.event === 'machine.refused' && e.machine === attacker.id && e.field === 'role')).toHaveLength(1);
+    expect([...attacker.machine.files.values()].some((f) => f.content.includes('kube-apiserver'))).toBe(false);
 
     expect(victim.machine.files).toEqual(victimFiles);
     expect([...victim.machine.files.values()].some((f) => f.content.includes(`minion-3`))).toBe(false);
     const refused = w.capture!.events().filter((e) => e.event === 'machine.refused' && e.machine === attacker.id);
-    expect(refused.map((e) => e.field)).toEqual(expect.arrayContaining(['ip', 'sshHostKey']));
-    expect(o.discovery.snapshot().invalid.get(attacker.id)?.field).toBe('sshHostKey');
+    expect(refused.map((e) => e.field)).toEqual(expect.arrayContaining(['ip', 'sshHostKey', 'role']));
+    expect(o.discovery.snapshot().invalid.get(attacker.id)?.field).toBe('role');
     expect(ledgerState(w, victim.id)).toBe('deployed');
     await o.stop();
   });
@@ -128,7 +133,7 @@ describe('admitted identity is fixed', () => {
     const b = makeRecord(3, 'minion', { ip: '10.240.0.50' });
     const c = makeRecord(4, 'minion', { ip: master.record.ip });
     for (const r of [master.record, a, b, c]) await w.announce(r);
-    await w.store.put(keys.admittedOf(master.id), admittedValue({ id: master.id, ip: master.record.ip, hostKey: master.hostKey, admittedAt: '2026-01-01T00:00:00Z' }));
+    await w.store.put(keys.admittedOf(master.id), admittedValue({ id: master.id, role: 'master', ip: master.record.ip, hostKey: master.hostKey, admittedAt: '2026-01-01T00:00:00Z' }));
     const o = await w.start({ admission: undefined });
     await settle(w, o);
     const invalid = o.discovery.snapshot().invalid;
