@@ -54,6 +54,7 @@ export interface HostileCluster {
   readonly fleet: Fleet;
   readonly discovery: AuthedDiscovery;
   readonly nodes: readonly Node[];
+  /** the running overlord (a new one after `redeploy`) */
   readonly overlord: Overlord;
   /** the overlord's own store (root) */
   readonly store: Store;
@@ -62,8 +63,8 @@ export interface HostileCluster {
   readonly joiner: Etcd3;
   /** an admitted node's own etcd user (what root on that node reads from its credentials file) */
   ownUser(node: Node): Etcd3;
-  /** bumps the units' version: every machine is deployed again */
-  redeploy(): void;
+  /** a new overlord with new units (as after an upgrade): every machine is deployed again */
+  redeploy(): Promise<void>;
   readonly unitsVersion: () => number;
   /** the first DHCP address of the net and the last (the machines' range) */
   readonly addresses: { readonly first: string; readonly last: string };
@@ -119,21 +120,23 @@ export async function startHostileCluster(options: { net: number; name: string; 
     closers.push(() => credentials.close());
     let version = 1;
     const addresses = { first: `10.200.${options.net}.32`, last: `10.200.${options.net}.254` };
-    const overlord = await runOverlord(
-      { store, hosts, clock: systemClock, log: options.log },
-      {
-        cluster: spec.name,
-        sshUser: 'corekube',
-        unitsFor: testUnits(() => version),
-        expected: { masters: 1, minions: options.nodes.filter((n) => n.role === 'minion').length },
-        concurrency: 4,
-        retry: { retries: 2, minMs: 500, factor: 2, maxMs: 2_000 },
-        requeue: { retries: Infinity, minMs: 1_000, factor: 2, maxMs: 5_000 },
-        admission: { credentials, backoffMs: { initial: 500, max: 2_000 } },
-        // the machines' range and liveness (overlord options since issue 12)
-        ...{ addresses, ...(options.liveness ? { liveness: options.liveness } : {}) },
-      },
-    );
+    const start = () =>
+      runOverlord(
+        { store, hosts, clock: systemClock, log: options.log },
+        {
+          cluster: spec.name,
+          sshUser: 'corekube',
+          unitsFor: testUnits(() => version),
+          expected: { masters: 1, minions: options.nodes.filter((n) => n.role === 'minion').length },
+          concurrency: 4,
+          retry: { retries: 2, minMs: 500, factor: 2, maxMs: 2_000 },
+          requeue: { retries: Infinity, minMs: 1_000, factor: 2, maxMs: 5_000 },
+          admission: { credentials, backoffMs: { initial: 500, max: 2_000 } },
+          // the machines' range and liveness (overlord options since issue 12)
+          ...{ addresses, ...(options.liveness ? { liveness: options.liveness } : {}) },
+        },
+      );
+    let overlord = await start();
     closers.push(() => overlord.stop());
 
     const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -154,7 +157,9 @@ export async function startHostileCluster(options: { net: number; name: string; 
       fleet,
       discovery,
       nodes,
-      overlord,
+      get overlord() {
+        return overlord;
+      },
       store,
       root,
       joiner,
@@ -164,9 +169,10 @@ export async function startHostileCluster(options: { net: number; name: string; 
         owners.push(c);
         return c;
       },
-      redeploy: () => {
+      redeploy: async () => {
+        await overlord.stop();
         version++;
-        overlord.reconciler.trigger();
+        overlord = await start();
       },
       unitsVersion: () => version,
       close: async () => {
