@@ -133,7 +133,7 @@ async function main(): Promise<number> {
         value = JSON.stringify({ schema: 1, id, role: 'minion', ip: '169.254.169.254', hostname: `h${i}`, bootId: 'b'.repeat(32), sshHostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfAStandInMachine0000000', nonceDigest: 'd'.repeat(64), announcedAt: '2026-01-01T00:00:00Z' });
       }
       // (an overlord that makes etcd users for these requests changes etcd's auth revision meanwhile)
-      await retryStaleAuth(() => joiner.put(key).value(value));
+      await retryStaleAuth(() => joiner.put(key).value(value).exec());
       written += value.length + key.length;
     }
     const writeMs = Date.now() - t0;

@@ -16,6 +16,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../overlord/clock.ts';
 import { createEtcdElection } from '../../overlord/etcd-election.ts';
+import { Discovery, JOIN_REQUESTS } from '../../overlord/discovery.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import type { HostRunner } from '../../overlord/host-runner.ts';
 import { clusterKeys, type ClusterKeys } from '../../overlord/keys.ts';
@@ -25,6 +26,7 @@ import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../..
 import type { Store } from '../../overlord/store.ts';
 import { parseClusterSpec } from '../../spec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from '../harness/discovery-etcd.ts';
+import { startTcpProxy } from '../harness/tcp-proxy.ts';
 import { etcdMissing } from '../harness/etcd.ts';
 import { syntheticHostKey, syntheticNonce } from '../harness/identities.ts';
 import { captureLog } from '../harness/log-capture.ts';
@@ -193,5 +195,27 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
     const longest = Math.max(...capture.text().split('\n').map((l) => l.length));
     expect(longest).toBeLessThan(1_000);
     expect(capture.events().filter((e) => e.event === 'join.invalid').map((e) => String(e.field)).sort()).toEqual(['"extra"', 'announcedAt', 'value']);
+  });
+  it('a watch that falls behind a burst of large values lists again, page by page, instead of asking etcd for the same oversized answer forever', async () => {
+    const { keys } = await cluster();
+    const proxy = await startTcpProxy(discovery.etcd.port);
+    const store = createEtcdStore({ ...discovery.rootStore, endpoints: [`https://127.0.0.1:${proxy.port}`] });
+    const capture = captureLog();
+    const watched = new Discovery({ store, keys, log: capture.log, clock: systemClock, source: JOIN_REQUESTS, onChange: () => undefined, relistBackoffMs: { initial: 200, max: 1_000 } });
+    try {
+      await watched.start();
+      proxy.cut();
+      // twenty megabyte values written while the overlord is away: its watch resumes behind them all at once
+      for (let i = 0; i < 20; i++) await joiner.put(keys.joinOf(`${'9'.repeat(30)}${String(i).padStart(2, '0')}`)).value(JSON.stringify({ schema: 1, pad: 'p'.repeat(1_000_000) }));
+      const good = `${'8'.repeat(32)}`;
+      await joiner.put(keys.joinOf(good)).value(JSON.stringify({ schema: 1, id: good, role: 'minion', ip: '10.240.0.44', hostname: 'late', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
+      proxy.restore();
+      await until('the request written meanwhile', 30_000, () => (watched.snapshot().records.has(good) ? true : undefined), story(capture));
+      expect(watched.snapshot().invalid.size).toBe(20);
+    } finally {
+      await watched.stop();
+      await store.close();
+      await proxy.close();
+    }
   });
 });
