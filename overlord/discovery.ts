@@ -1,18 +1,17 @@
-import { asCorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { MAX_INVALID_REMEMBERED } from './discovery-limits.ts';
 import type { ClusterKeys } from './keys.ts';
 import { errorFields, type Logger } from './log.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
-import { nextRevision, type Store, type WatchEvent, type WatchHandle } from './store.ts';
+import { PrefixWatch } from './prefix-watch.ts';
+import type { Store, WatchEvent } from './store.ts';
 import { BoundedMemo, keyRef } from './untrusted.ts';
 
 /**
- * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`. It lists
- * them (page by page, Store.scan), then watches from the listing's next revision (no polling); when the watch is
- * lost (history compacted, etcd cancelled it, an answer too large) it lists again and watches again. Its view is
- * a cache kept current by the watch; every change only calls `onChange` — the reconciler then reads the whole
- * view and plans (level-based: a change is a reason to look, never a delta to apply).
+ * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`, kept current by
+ * following the prefix (overlord/prefix-watch.ts: listed page by page, then watched; listed again when the watch
+ * is lost). Every change only calls `onChange` — the reconciler then reads the whole view and plans
+ * (level-based: a change is a reason to look, never a delta to apply).
  *
  * What is under the prefix is untrusted (issue 12): a record that does not parse (too large, too deep,
  * malformed, a bad field — overlord/machine-record.ts) is kept aside in `invalid` — under a short reference to
@@ -83,13 +82,9 @@ export class Discovery {
   private readonly reported = new BoundedMemo<string>(MAX_INVALID_REMEMBERED);
   /** the view handed out until the next change (a thousand machines are not copied for every read) */
   private view: DiscoverySnapshot | null = null;
-  private watch: WatchHandle | null = null;
-  private readonly stopping = new AbortController();
-  private relisting: Promise<void> | null = null;
   /** the overflow count last logged (powers of ten) */
   private overflowLogged = 0;
-  /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
-  lists = 0;
+  private readonly watch: PrefixWatch;
 
   private readonly source: RecordSource;
   private readonly prefix: string;
@@ -97,11 +92,41 @@ export class Discovery {
   constructor(private readonly options: DiscoveryOptions) {
     this.source = options.source ?? MACHINE_RECORDS;
     this.prefix = options.keys[this.source.prefix];
+    this.watch = new PrefixWatch(
+      { store: options.store, prefix: this.prefix, clock: options.clock, log: options.log, what: `${this.source.noun}s`, ...(options.relistBackoffMs ? { backoffMs: options.relistBackoffMs } : {}) },
+      {
+        begin: () => {
+          // built aside and swapped in whole: a listing that fails half way leaves the view as it was
+          const next = emptyView();
+          const before = this.state.records;
+          return {
+            page: (kvs) => {
+              for (const kv of kvs) this.safely(kv.key, () => this.apply({ type: 'put', kv }, next, before));
+            },
+            end: () => {
+              this.state = next;
+              this.view = null;
+              for (const [id, r] of before) if (!next.records.has(id)) this.options.log.info({ event: `${this.source.event}.gone`, machine: id, role: r.role, hostname: r.hostname }, `${this.source.noun} gone`);
+              this.changed();
+            },
+          };
+        },
+        events: (events) => {
+          for (const ev of events) this.safely(ev.type === 'put' ? ev.kv.key : ev.key, () => this.apply(ev, this.state, this.state.records));
+          this.changed();
+        },
+      },
+    );
+  }
+
+  /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
+  get lists(): number {
+    return this.watch.lists;
   }
 
   /** Lists and starts watching. Throws E_ETCD when etcd cannot be read at all. */
   async start(): Promise<void> {
-    await this.listAndWatch();
+    await this.watch.start();
   }
 
   /** The current view: a copy taken at the first read after a change, then the same object until the next. */
@@ -111,61 +136,7 @@ export class Discovery {
   }
 
   async stop(): Promise<void> {
-    this.stopping.abort(new Error('discovery stopped'));
-    const w = this.watch;
-    this.watch = null;
-    await w?.cancel();
-    await this.relisting?.catch(() => undefined);
-  }
-
-  private async listAndWatch(): Promise<void> {
-    const { store } = this.options;
-    const { event, noun } = this.source;
-    // built aside and swapped in whole: a listing that fails half way leaves the view as it was
-    const next = emptyView();
-    const before = this.state.records;
-    const revision = await store.scan(this.prefix, (kvs) => {
-      for (const kv of kvs) this.safely(kv.key, () => this.apply({ type: 'put', kv }, next, before));
-    });
-    if (this.stopping.signal.aborted) return;
-    this.lists++;
-    this.state = next;
-    this.view = null;
-    for (const [id, r] of before) if (!next.records.has(id)) this.options.log.info({ event: `${event}.gone`, machine: id, role: r.role, hostname: r.hostname }, `${noun} gone`);
-    this.watch = await store.watch(this.prefix, nextRevision(revision), {
-      onEvents: (events) => {
-        for (const ev of events) this.safely(ev.type === 'put' ? ev.kv.key : ev.key, () => this.apply(ev, this.state, this.state.records));
-        this.changed();
-      },
-      onLost: (reason) => {
-        this.watch = null;
-        if (this.stopping.signal.aborted) return;
-        this.options.log.warn({ event: 'discovery.watch-lost', prefix: this.prefix, reason }, `watch on ${noun}s lost: listing them again`);
-        this.relisting = this.relist();
-      },
-    });
-    this.changed();
-  }
-
-  /** Lists again until it works (etcd may be down), then watches from there. */
-  private async relist(): Promise<void> {
-    const backoff = this.options.relistBackoffMs ?? { initial: 500, max: 15_000 };
-    let delay = backoff.initial;
-    while (!this.stopping.signal.aborted) {
-      try {
-        await this.listAndWatch();
-        return;
-      } catch (err) {
-        const e = asCorekubeError(err, 'E_ETCD');
-        this.options.log.warn({ event: 'discovery.relist-failed', prefix: this.prefix, code: e.code, reason: e.message, nextRetryMs: delay }, `listing ${this.source.noun}s failed`);
-        try {
-          await this.options.clock.sleep(delay, this.stopping.signal);
-        } catch {
-          return;
-        }
-        delay = Math.min(backoff.max, delay * 2);
-      }
-    }
+    await this.watch.stop();
   }
 
   /** Runs one key's handling; whatever it throws costs that key one log line, never the watch or the process. */

@@ -1,7 +1,9 @@
 import { addressPlan } from '../spec/address-plan.ts';
 import { parseIpv4 } from '../spec/cidr.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
+import { PrefixWatch } from './prefix-watch.ts';
 import { fingerprintOf, hostKeyOf, sameHostKey } from './host-key.ts';
 import type { ClusterKeys } from './keys.ts';
 import { IPV4, MACHINE_ID, ROLES, type MachineRecord, type Role } from './machine-record.ts';
@@ -78,27 +80,65 @@ export class IdentityBook {
   private ipOwners = new Map<string, string>();
   private keyOwners = new Map<string, string>();
   private readonly listeners = new Set<() => void>();
+  private watches: PrefixWatch[] = [];
   /** changes with every change (views built from the book compare it) */
   version = 0;
 
-  /** Reads every identity and pin; what does not parse is logged (one line each) and left out. */
-  async load(store: Store, keys: ClusterKeys, log: Logger): Promise<void> {
-    const admitted = new Map<string, AdmittedIdentity>();
-    const pins = new Map<string, string>();
-    await store.scan(keys.admitted, (kvs) => {
-      for (const kv of kvs) {
-        const id = kv.key.slice(keys.admitted.length);
-        const identity = parseAdmittedIdentity(id, kv.value);
-        if (identity) admitted.set(id, identity);
-        else log.warn({ event: 'identity.malformed', machine: keyRef(id) }, `${kv.key.slice(0, 200)} is not an admitted identity: ignored (the machine is admitted again when it asks)`);
-      }
-    });
-    await store.scan(keys.hostkeys, (kvs) => {
-      for (const kv of kvs) pins.set(kv.key.slice(keys.hostkeys.length), hostKeyOf(kv.value));
-    });
-    this.admitted = admitted;
-    this.pins = pins;
-    this.changed();
+  /**
+   * Reads every identity and pin, then follows both prefixes: the leader's own writes come back this way too, and
+   * an operator who deletes a machine's `admitted/` and `hostkeys/` keys (to admit it anew) is heard at once.
+   * What does not parse is logged (one line each) and left out. Throws E_ETCD when etcd cannot be read.
+   */
+  async start(deps: { readonly store: Store; readonly keys: ClusterKeys; readonly log: Logger; readonly clock: Clock }): Promise<void> {
+    const { keys, log } = deps;
+    const identity = (id: string, value: string) => {
+      const parsed = parseAdmittedIdentity(id, value);
+      if (!parsed) log.warn({ event: 'identity.malformed', machine: keyRef(id) }, `${keys.admitted}${keyRef(id)} is not an admitted identity: ignored (the machine is admitted again when it asks)`);
+      return parsed;
+    };
+    this.watches = [
+      this.follow(deps, keys.admitted, 'admitted identities', identity, (m) => (this.admitted = m), () => this.admitted),
+      this.follow(deps, keys.hostkeys, 'pinned host keys', (_id, value) => hostKeyOf(value), (m) => (this.pins = m), () => this.pins),
+    ];
+    for (const w of this.watches) await w.start();
+  }
+
+  /** One prefix into one map: a listing replaces it whole, events update it; every change is told. */
+  private follow<T>(deps: { readonly store: Store; readonly log: Logger; readonly clock: Clock }, prefix: string, what: string, parse: (id: string, value: string) => T | undefined, replace: (m: Map<string, T>) => void, current: () => Map<string, T>): PrefixWatch {
+    const put = (into: Map<string, T>, key: string, value: string) => {
+      const id = key.slice(prefix.length);
+      const parsed = parse(id, value);
+      if (parsed === undefined) into.delete(id);
+      else into.set(id, parsed);
+    };
+    return new PrefixWatch(
+      { store: deps.store, prefix, clock: deps.clock, log: deps.log, what },
+      {
+        begin: () => {
+          const next = new Map<string, T>();
+          return {
+            page: (kvs) => {
+              for (const kv of kvs) put(next, kv.key, kv.value);
+            },
+            end: () => {
+              replace(next);
+              this.changed();
+            },
+          };
+        },
+        events: (events) => {
+          for (const ev of events) {
+            if (ev.type === 'put') put(current(), ev.kv.key, ev.kv.value);
+            else current().delete(ev.key.slice(prefix.length));
+          }
+          this.changed();
+        },
+      },
+    );
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.watches.map((w) => w.stop()));
   }
 
   get(id: string): AdmittedIdentity | undefined {

@@ -189,7 +189,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     if (podNetwork) {
       await untilItWorks('writing flannel network config', () => ensureNetworkConfig(ports.store, keys, podNetwork, options.fence?.()).then(() => undefined), ports, startup.signal, options.startupBackoffMs);
     }
-    await untilItWorks('reading admitted identities', () => book.load(ports.store, keys, log), ports, startup.signal, options.startupBackoffMs);
+    await untilItWorks('reading admitted identities', () => book.start({ store: ports.store, keys, log, clock: ports.clock }), ports, startup.signal, options.startupBackoffMs);
     await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
     await prepared?.refresh();
     if (admission) await untilItWorks('listing join requests', () => admission.start(), ports, startup.signal, options.startupBackoffMs);
@@ -198,6 +198,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     machines.close();
     await admission?.stop();
     await discovery.stop();
+    await book.stop();
     options.signal?.removeEventListener('abort', onAbort);
     throw err;
   }
@@ -236,6 +237,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       const admissionStopped = admission?.stop();
       const livenessStopped = liveness?.stop();
       await discovery.stop();
+      await book.stop();
       await admissionStopped;
       await livenessStopped;
       await reconcilerStopped;

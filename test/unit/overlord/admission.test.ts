@@ -174,7 +174,7 @@ describe('admission of join requests', () => {
     const w = world();
     const victim = node(w, 1);
     await w.store.put(keys.hostkeyOf(victim.id), victim.hostKey);
-    await w.book.load(w.store, keys, silentLogger());
+    await w.book.start({ store: w.store, keys, log: silentLogger(), clock: w.clock });
     const impostorKey = syntheticHostKey('impostor');
     w.hosts.place('impostor', { ip: '10.240.0.99', hostKey: impostorKey, nonce: syntheticNonce('impostor').nonce });
     await w.admission.start();
@@ -191,7 +191,7 @@ describe('admission of join requests', () => {
     const back = node(w, 1);
     await w.store.put(keys.hostkeyOf(back.id), back.hostKey);
     await w.store.put(keys.subnetOf(back.id), '10.244.7.0-24');
-    await w.book.load(w.store, keys, silentLogger());
+    await w.book.start({ store: w.store, keys, log: silentLogger(), clock: w.clock });
     await w.admission.start();
     await w.ask(back.request);
     await w.settle();

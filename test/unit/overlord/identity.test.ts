@@ -182,4 +182,25 @@ describe('admitted identity is fixed', () => {
     expect(ledgerState(w, master.id)).toBe('deployed');
     await o.stop();
   });
+  it('admits a rebuilt machine anew once an operator deletes its admitted/ and hostkeys/ keys, without a restart of the overlord', async () => {
+    const w = world();
+    const master = await node(w, 1, 'master');
+    await w.announce(master.record);
+    const o = await w.start({ expected: { masters: 1, minions: 0 } });
+    await settle(w, o);
+    // rebuilt: same machine id and address, a new host key and join nonce
+    const newKey = syntheticHostKey('rebuilt');
+    w.hosts.place(master.id, { ip: master.record.ip, hostKey: newKey, nonce: syntheticNonce('rebuilt').nonce });
+    const ask = (at: string) => w.store.put(keys.joinOf(master.id), JSON.stringify({ ...master.record, sshHostKey: newKey, nonceDigest: syntheticNonce('rebuilt').digest, announcedAt: at }));
+    await ask('2026-01-02T00:00:00Z');
+    await settle(w, o);
+    expect(w.capture!.event('join.refused')).toMatchObject({ machine: master.id, field: 'sshHostKey', code: 'E_SSH_HOSTKEY' });
+    await w.store.delete(keys.admittedOf(master.id));
+    await w.store.delete(keys.hostkeyOf(master.id));
+    await ask('2026-01-02T00:01:00Z');
+    await settle(w, o);
+    expect(w.capture!.event('machine.admitted')).toMatchObject({ machine: master.id });
+    expect(w.store.data.get(keys.admittedOf(master.id))?.value).toContain(newKey.split(' ')[1]);
+    await o.stop();
+  });
 });
