@@ -220,16 +220,8 @@ export function resolveRecord(record: MachineRecord, rules: IdentityRules, claim
   const owner = book.ownerOfIp(record.ip);
   if (owner !== undefined && owner !== record.id) return refuse('ip', `${record.ip} is the address of machine ${owner}`, 'an address belongs to the one machine admitted there');
   if (admitted) {
-    if (record.role !== admitted.role) {
-      return refuse('role', `${record.role} is not the role the machine was admitted as (${admitted.role})`, 'a machine keeps its role; one that really changes role is rebuilt (delete its admitted/ and hostkeys/ keys)');
-    }
-    if (record.sshHostKey !== undefined && !sameHostKey(record.sshHostKey, admitted.hostKey)) {
-      return refuse('sshHostKey', `${fingerprintOf(record.sshHostKey)} is not the host key the machine was admitted with (${fingerprintOf(admitted.hostKey)})`, 'the overlord deploys only with the admitted key; a machine with a new key must be admitted again (delete its admitted/ and hostkeys/ keys)');
-    }
-    if (record.ip !== admitted.ip) {
-      return refuse('ip', `${record.ip} is not the address the machine was admitted at (${admitted.ip})`, 'it is deployed there once it proves its identity at the new address over SSH', true);
-    }
-    return { ok: true, hostKey: admitted.hostKey };
+    const differs = admittedMismatch(record, admitted);
+    return differs ? refuse(differs.field, differs.reason, differs.fix, differs.field === 'ip') : { ok: true, hostKey: admitted.hostKey };
   }
   const pinned = book.keyOf(record.id);
   if (rules.requireAdmission) {
@@ -244,6 +236,20 @@ export function resolveRecord(record: MachineRecord, rules: IdentityRules, claim
   }
   if ((claims.get(record.ip) ?? 0) > 1) return refuse('ip', `${record.ip} is named by ${claims.get(record.ip)} machine records`, 'machine addresses are unique: none of them is deployed until the others change');
   return { ok: true, hostKey: record.sshHostKey ?? pinned };
+}
+
+/** PURE: what in a record differs from the machine's admitted identity (role, then host key, then address), if anything. */
+export function admittedMismatch(record: MachineRecord, admitted: AdmittedIdentity): { readonly field: 'role' | 'sshHostKey' | 'ip'; readonly reason: string; readonly fix: string } | undefined {
+  if (record.role !== admitted.role) {
+    return { field: 'role', reason: `${record.role} is not the role the machine was admitted as (${admitted.role})`, fix: 'a machine keeps its role; one that really changes role is rebuilt (delete its admitted/ and hostkeys/ keys)' };
+  }
+  if (record.sshHostKey !== undefined && !sameHostKey(record.sshHostKey, admitted.hostKey)) {
+    return { field: 'sshHostKey', reason: `${fingerprintOf(record.sshHostKey)} is not the host key the machine was admitted with (${fingerprintOf(admitted.hostKey)})`, fix: 'the overlord deploys only with the admitted key; a machine with a new key must be admitted again (delete its admitted/ and hostkeys/ keys)' };
+  }
+  if (record.ip !== admitted.ip) {
+    return { field: 'ip', reason: `${record.ip} is not the address the machine was admitted at (${admitted.ip})`, fix: 'it is deployed there once it proves its identity at the new address over SSH' };
+  }
+  return undefined;
 }
 
 /** PURE: how many records name each address. */

@@ -1,6 +1,7 @@
 import type { ClusterKeys } from './keys.ts';
 import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
-import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
+import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './identity.ts';
+import { parseMachineRecord, type MachineRecord, type ParsedRecord } from './machine-record.ts';
 import type { KeyValue, Store } from './store.ts';
 import { subnetsByMachine } from './subnets.ts';
 
@@ -16,6 +17,8 @@ import { subnetsByMachine } from './subnets.ts';
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
+ * - A machine admitted with an identity (overlord/identity.ts) is shown at its admitted address and role; a record
+ *   that names another address, key or role is listed as failed with what differs (the overlord ignores it).
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  * - `leader`: the id of the overlord that leads (overlord/leader.ts); the field is absent while none does.
  */
@@ -83,13 +86,17 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
  * and join requests are written by others: they are read page by page and parsed bounded, like the overlord does.
  */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const records: RecordInput[] = [];
+  const parsedRecords: ParsedRecord[] = [];
   const joining: MachineRecord[] = [];
-  const [, , ledger, subnets, candidates] = await Promise.all([
+  const admitted = new Map<string, AdmittedIdentity>();
+  const [, , , ledger, subnets, candidates] = await Promise.all([
     store.scan(keys.machines, (kvs) => {
+      for (const kv of kvs) parsedRecords.push(parseMachineRecord(kv.key.slice(keys.machines.length), kv.value));
+    }),
+    store.scan(keys.admitted, (kvs) => {
       for (const kv of kvs) {
-        const parsed = parseMachineRecord(kv.key.slice(keys.machines.length), kv.value);
-        records.push(parsed.ok ? { id: parsed.record.id, record: parsed.record } : { id: parsed.id, invalid: `record ${parsed.reason}`, role: parsed.role, ip: parsed.ip });
+        const identity = parseAdmittedIdentity(kv.key.slice(keys.admitted.length), kv.value);
+        if (identity) admitted.set(identity.id, identity);
       }
     }),
     store.scan(keys.join, (kvs) => {
@@ -102,6 +109,13 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     subnetsByMachine(store, keys),
     store.list(keys.leaderCandidates),
   ]);
+  // a machine is shown as it was admitted; a record that says otherwise is shown as what the overlord makes of it
+  const records = parsedRecords.map((parsed): RecordInput => {
+    if (!parsed.ok) return { id: parsed.id, invalid: `record ${parsed.reason}`, role: parsed.role, ip: parsed.ip };
+    const identity = admitted.get(parsed.record.id);
+    const differs = identity && admittedMismatch(parsed.record, identity);
+    return identity && differs ? { id: identity.id, invalid: `record ${differs.field} ${differs.reason}`, role: identity.role, ip: identity.ip } : { id: parsed.record.id, record: parsed.record };
+  });
   const entries = new Map<string, LedgerEntry>();
   for (const kv of ledger.kvs) {
     const entry = parseLedgerEntry(kv.value);

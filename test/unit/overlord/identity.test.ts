@@ -12,6 +12,7 @@ import type { Logger } from '../../../overlord/log.ts';
 import { credentialsFile, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
 import type { MachineRecord } from '../../../overlord/machine-record.ts';
 import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
+import { readStatus } from '../../../overlord/status.ts';
 import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
 import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
 import { captureLog } from '../../harness/log-capture.ts';
@@ -103,6 +104,9 @@ describe('admitted identity is fixed', () => {
     expect(refused.map((e) => e.field)).toEqual(expect.arrayContaining(['ip', 'sshHostKey', 'role']));
     expect(o.discovery.snapshot().invalid.get(attacker.id)?.field).toBe('role');
     expect(ledgerState(w, victim.id)).toBe('deployed');
+    // `corekube status` shows it as admitted, and what its record says instead
+    const row = (await readStatus(w.store, keys)).machines.find((r) => r.id === attacker.id);
+    expect(row).toMatchObject({ role: 'minion', ip: attacker.record.ip, state: 'failed', error: 'skipped: record role master is not the role the machine was admitted as (minion)' });
     await o.stop();
   });
 
