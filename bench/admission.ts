@@ -23,7 +23,8 @@ import { Admission } from '../overlord/admission.ts';
 import { systemClock } from '../overlord/clock.ts';
 import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../overlord/discovery-auth.ts';
 import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
-import type { ExecResult, HostRunner } from '../overlord/host-runner.ts';
+import type { ExecResult, HostRunner, HostTarget } from '../overlord/host-runner.ts';
+import { IdentityBook } from '../overlord/identity.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import { silentLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/machine-credentials.ts';
@@ -31,6 +32,7 @@ import { CertificateAuthority } from '../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../overlord/pki/store.ts';
 import { parseClusterSpec } from '../spec/cluster-spec.ts';
 import { startDiscoveryEtcd } from '../test/harness/discovery-etcd.ts';
+import { syntheticHostKey, syntheticNonce } from '../test/harness/identities.ts';
 import { countingStore } from './counting-store.ts';
 
 const { values } = parseArgs({
@@ -55,19 +57,20 @@ const machines = whole('machines', values.machines, 1);
 const concurrency = whole('concurrency', values.concurrency, 1);
 const commandLatencyMs = whole('command-latency-ms', values['command-latency-ms'], 0);
 
-/** The stand-in for the machines' SSH side: every command takes L ms and succeeds. */
+
+/** The stand-in for the machines' SSH side: every command takes L ms and succeeds; the identity read shows the machine's id and nonce. */
 class SimulatedSsh implements HostRunner {
   commands = 0;
-  async exec(): Promise<ExecResult> {
+  async exec(target: HostTarget, argv: readonly string[]): Promise<ExecResult> {
     this.commands++;
     await new Promise((r) => setTimeout(r, commandLatencyMs));
-    return { code: 0, stdout: '', stderr: '' };
+    const identity = argv.includes('/etc/machine-id');
+    return { code: 0, stdout: identity ? `${target.id}\n${syntheticNonce(target.id).nonce}\n` : '', stderr: '' };
   }
   async close(): Promise<void> {}
 }
 
 const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
-const HOST_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfASimulatedMachine000000';
 
 async function main(): Promise<number> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-bench-admission-'));
@@ -116,7 +119,7 @@ async function main(): Promise<number> {
       failures[reason] = (failures[reason] ?? 0) + 1;
       return (warn as (...a: unknown[]) => void)(obj, ...rest);
     }) as typeof log.warn;
-    const admission = new Admission({ store: counted.store, hosts: ssh, credentials: counting, keys, log, clock: systemClock }, { remote: { user: 'corekube' }, concurrency });
+    const admission = new Admission({ store: counted.store, hosts: ssh, credentials: counting, keys, log, clock: systemClock, book: new IdentityBook() }, { remote: { user: 'corekube' }, concurrency, maxPending: machines, rate: { perSecond: 1_000, burst: machines } });
     closers.push(() => admission.stop());
     await admission.start();
     const before = counted.counts();
@@ -130,7 +133,7 @@ async function main(): Promise<number> {
         Array.from({ length: Math.min(64, machines - i) }, (_, j) => {
           const n = i + j;
           const id = hex(n + 1, 32);
-          const record = { schema: 1, id, role: 'minion', ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, hostname: `minion-${n}`, bootId: hex(n + 1, 32), sshHostKey: HOST_KEY, announcedAt: new Date().toISOString() };
+          const record = { schema: 1, id, role: 'minion', ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, hostname: `minion-${n}`, bootId: hex(n + 1, 32), sshHostKey: syntheticHostKey(id), nonceDigest: syntheticNonce(id).digest, announcedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
           return retryStaleAuth(() => nodes.put(keys.joinOf(id)).value(JSON.stringify(record)).exec());
         }),
       );

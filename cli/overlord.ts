@@ -20,6 +20,8 @@ import { createKubernetesApi } from '../overlord/kubernetes/api.ts';
 import { clusterAddons } from '../overlord/kubernetes/addons.ts';
 import type { KubernetesOptions } from '../overlord/overlord.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { machineAddresses } from '../overlord/identity.ts';
+import { DEFAULT_LIVENESS } from '../overlord/liveness.ts';
 
 /** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
 export { unitsForSpec };
@@ -174,8 +176,12 @@ export const overlordCommand: Command = {
           expected: { masters: spec.masters, minions: spec.minions },
           concurrency,
           podNetwork: flannelConfig(spec),
+          // machines are deployed only while they answer over SSH; booted, only at addresses of the private network
+          // (by hand, on --etcd-endpoints, records name whatever addresses the operator's machines have)
+          liveness: DEFAULT_LIVENESS,
           ...(booted
             ? {
+                addresses: machineAddresses(spec),
                 prepareMachines: booted.prepareMachines,
                 admission: { credentials: booted.credentials },
                 onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`),

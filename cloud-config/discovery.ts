@@ -1,3 +1,4 @@
+import { DISCOVERY_MAX_REQUEST_BYTES, DISCOVERY_QUOTA_BYTES } from '../overlord/discovery-limits.ts';
 import { addressPlan, ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
 import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';
@@ -56,6 +57,8 @@ export function discoveryPlan(spec: ClusterSpec): BootPlan {
           stateDirectory: MACHINE_PATHS.discoveryEtcdData.replace(/^\/var\/lib\//, ''),
           clientUrl,
           peerUrl: DISCOVERY_ETCD_PEER_URL,
+          maxRequestBytes: DISCOVERY_MAX_REQUEST_BYTES,
+          quotaBytes: DISCOVERY_QUOTA_BYTES,
         }),
         // started by discovery-etcd.path only: started directly it would fail until the certificate is there
         atBoot: false,

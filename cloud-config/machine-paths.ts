@@ -51,7 +51,17 @@ export const MACHINE_PATHS = Object.freeze({
   overlordState: '/var/lib/corekube',
   /** discovery etcd's data directory */
   discoveryEtcdData: '/var/lib/etcd',
+  /** corekube-announce's runtime directory (root, 0700, emptied at every boot): its failure count and join nonce */
+  announceRunDir: '/run/corekube/announce',
 });
+
+/**
+ * The announce script's per-boot nonce, 64 hex, root-only in MACHINE_PATHS.announceRunDir: a join request carries
+ * its SHA-256 (`nonceDigest`), and the overlord reads the nonce over SSH to prove the request came from the machine
+ * it reached (overlord/admission.ts).
+ */
+export const JOIN_NONCE_NAME = 'join-nonce';
+export const JOIN_NONCE_FILE = `${MACHINE_PATHS.announceRunDir}/${JOIN_NONCE_NAME}`;
 
 /**
  * The overlord image's contract with its server (overlord/Dockerfile): the container runs as this uid:gid,

@@ -3,7 +3,7 @@ import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import type { Role } from '../overlord/machine-record.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';
-import { CONFIG_DIR, CONFIG_FILES, configPath, JOINER_USER, MACHINE_PATHS } from './machine-paths.ts';
+import { CONFIG_DIR, CONFIG_FILES, configPath, JOIN_NONCE_NAME, JOINER_USER, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';
 
@@ -18,7 +18,7 @@ export const KEEPALIVE_INTERVAL_S = 20;
 export function nodePlan(role: Role, spec: ClusterSpec): BootPlan {
   const addresses = addressPlan(spec);
   const bin = MACHINE_PATHS.binDir;
-  const runtimeDirectory = 'corekube/announce';
+  const runtimeDirectory = MACHINE_PATHS.announceRunDir.replace(/^\/run\//, '');
   const access = overlordAccess();
   return plan(role, {
     files: [
@@ -37,7 +37,8 @@ export function nodePlan(role: Role, spec: ClusterSpec): BootPlan {
           leaseTtl: LEASE_TTL_S,
           keepaliveInterval: KEEPALIVE_INTERVAL_S,
           configDir: CONFIG_DIR,
-          runDir: `/run/${runtimeDirectory}`,
+          runDir: MACHINE_PATHS.announceRunDir,
+          nonceName: JOIN_NONCE_NAME,
           files: { discoveryCa: CONFIG_FILES.discoveryCa, joinToken: CONFIG_FILES.joinToken, discoveryCredentials: CONFIG_FILES.discoveryCredentials },
         }),
       ),

@@ -20,6 +20,8 @@ export interface AnnounceContext {
   keepaliveInterval: number;
   configDir: string;
   runDir: string;
+  /** the join nonce's file name in runDir */
+  nonceName: string;
   files: { discoveryCa: string; joinToken: string; discoveryCredentials: string };
 }
 
@@ -70,6 +72,9 @@ export interface DiscoveryEtcdContext {
   stateDirectory: string;
   clientUrl: string;
   peerUrl: string;
+  /** --max-request-bytes and --quota-backend-bytes (overlord/discovery-limits.ts) */
+  maxRequestBytes: number;
+  quotaBytes: number;
 }
 
 export interface DiscoveryEtcdPathContext {

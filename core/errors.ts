@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'E_OVERLORD_STATE'
   | 'E_KUBERNETES'
   | 'E_NODE_NOT_READY'
+  | 'E_JOIN_REFUSED'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

@@ -12,7 +12,7 @@ import {
   type IPermissionResult,
 } from 'etcd3';
 import { JOINER_USER } from '../cloud-config/machine-paths.ts';
-import { retryStaleAuth } from './etcd-store.ts';
+import { RECEIVE_LIMIT, retryStaleAuth } from './etcd-store.ts';
 import { CorekubeError } from '../core/errors.ts';
 import type { ClusterKeys } from './keys.ts';
 import type { PkiStore } from './pki/store.ts';
@@ -154,6 +154,7 @@ export function discoveryClientOptions(conn: DiscoveryConnection, auth?: { usern
   const callTimeoutMs = conn.callTimeoutMs ?? 10_000;
   return {
     hosts: [...conn.endpoints],
+    grpcOptions: RECEIVE_LIMIT,
     credentials: {
       rootCertificate: Buffer.from(conn.ca),
       ...(conn.cert && conn.key ? { certChain: Buffer.from(conn.cert), privateKey: Buffer.from(conn.key) } : {}),

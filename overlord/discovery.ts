@@ -1,22 +1,27 @@
-import { asCorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
+import { MAX_INVALID_REMEMBERED } from './discovery-limits.ts';
 import type { ClusterKeys } from './keys.ts';
-import type { Logger } from './log.ts';
+import { errorFields, type Logger } from './log.ts';
 import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
-import { nextRevision, type KeyValue, type Store, type WatchEvent, type WatchHandle } from './store.ts';
+import { PrefixWatch } from './prefix-watch.ts';
+import type { Store, WatchEvent } from './store.ts';
+import { BoundedMemo, keyRef } from './untrusted.ts';
 
 /**
- * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`. It lists
- * them, then watches from the listing's next revision (no polling); when the watch is lost (history
- * compacted, etcd cancelled it) it lists again and watches again. Its view is a cache kept current by
- * the watch; every change only calls `onChange` — the reconciler then reads the whole view and plans
+ * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`, kept current by
+ * following the prefix (overlord/prefix-watch.ts: listed page by page, then watched; listed again when the watch
+ * is lost). Every change only calls `onChange` — the reconciler then reads the whole view and plans
  * (level-based: a change is a reason to look, never a delta to apply).
  *
- * A record that does not parse (malformed JSON, unknown role, …) is kept aside in `invalid`, reported once
- * per distinct reason (a warning and `corekube status`), and never planned.
+ * What is under the prefix is untrusted (issue 12): a record that does not parse (too large, too deep,
+ * malformed, a bad field — overlord/machine-record.ts) is kept aside in `invalid` — under a short reference to
+ * its key, with a short reason naming the field — reported ONCE per key and problem (one warning line, and
+ * `corekube status`), and never planned. What it remembers is bounded: at most MAX_INVALID_REMEMBERED bad keys
+ * and `source.maxRecords` records (more are counted in `overflow`, not kept). Nothing a key holds can make
+ * handling it throw out of a watch or list callback: a failure there costs one log line and that key.
  *
  * The same watch serves the join requests under `<prefix>/join/` (same record format, `source: JOIN_REQUESTS`),
- * which overlord/admission.ts reads; only the prefix and the log events differ.
+ * which overlord/admission.ts reads; only the prefix, the log events and the caps differ.
  */
 export interface RecordSource {
   /** the key prefix under ClusterKeys */
@@ -24,15 +29,22 @@ export interface RecordSource {
   /** log events: `<event>.discovered|rebooted|gone|invalid`, and what the message calls one */
   readonly event: string;
   readonly noun: string;
+  /** records kept at most; keys beyond it are counted in `overflow` and skipped until others go */
+  readonly maxRecords: number;
 }
 
-export const MACHINE_RECORDS: RecordSource = Object.freeze({ prefix: 'machines', event: 'machine', noun: 'machine record' });
-export const JOIN_REQUESTS: RecordSource = Object.freeze({ prefix: 'join', event: 'join', noun: 'join request' });
+/** machines/: one key an admitted machine (only its own etcd user writes it) — the cap only bounds a mistake */
+export const MACHINE_RECORDS: RecordSource = Object.freeze({ prefix: 'machines', event: 'machine', noun: 'machine record', maxRecords: 100_000 });
+/** join/: anyone holding the join token writes there; four times the largest scale-up a spec describes */
+export const JOIN_REQUESTS: RecordSource = Object.freeze({ prefix: 'join', event: 'join', noun: 'join request', maxRecords: 2_048 });
 
 export interface InvalidRecord {
+  /** the key's id, or a digest of it (overlord/untrusted.ts keyRef) */
   readonly id: string;
+  /** the first bad field */
+  readonly field: string;
   readonly reason: string;
-  /** role and ip as given, when they are strings (for status) */
+  /** role and ip as given, when they are short strings (for status), escaped */
   readonly role: string | null;
   readonly ip: string | null;
 }
@@ -40,6 +52,8 @@ export interface InvalidRecord {
 export interface DiscoverySnapshot {
   readonly records: ReadonlyMap<string, MachineRecord>;
   readonly invalid: ReadonlyMap<string, InvalidRecord>;
+  /** about how many keys are neither: beyond the caps, counted and not kept */
+  readonly overflow: number;
 }
 
 export interface DiscoveryOptions {
@@ -54,17 +68,23 @@ export interface DiscoveryOptions {
   readonly relistBackoffMs?: { readonly initial: number; readonly max: number };
 }
 
+interface View {
+  readonly records: Map<string, MachineRecord>;
+  readonly invalid: Map<string, InvalidRecord>;
+  overflow: number;
+}
+
+const emptyView = (): View => ({ records: new Map(), invalid: new Map(), overflow: 0 });
+
 export class Discovery {
-  private records = new Map<string, MachineRecord>();
-  private invalid = new Map<string, InvalidRecord>();
-  private readonly reported = new Set<string>();
+  private state: View = emptyView();
+  /** what was reported per bad key (its problem), so a key rewritten with the same problem costs no new line */
+  private readonly reported = new BoundedMemo<string>(MAX_INVALID_REMEMBERED);
   /** the view handed out until the next change (a thousand machines are not copied for every read) */
   private view: DiscoverySnapshot | null = null;
-  private watch: WatchHandle | null = null;
-  private readonly stopping = new AbortController();
-  private relisting: Promise<void> | null = null;
-  /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
-  lists = 0;
+  /** the overflow count last logged (powers of ten) */
+  private overflowLogged = 0;
+  private readonly watch: PrefixWatch;
 
   private readonly source: RecordSource;
   private readonly prefix: string;
@@ -72,118 +92,125 @@ export class Discovery {
   constructor(private readonly options: DiscoveryOptions) {
     this.source = options.source ?? MACHINE_RECORDS;
     this.prefix = options.keys[this.source.prefix];
+    this.watch = new PrefixWatch(
+      { store: options.store, prefix: this.prefix, clock: options.clock, log: options.log, what: `${this.source.noun}s`, ...(options.relistBackoffMs ? { backoffMs: options.relistBackoffMs } : {}) },
+      {
+        begin: () => {
+          // built aside and swapped in whole: a listing that fails half way leaves the view as it was
+          const next = emptyView();
+          const before = this.state.records;
+          return {
+            page: (kvs) => {
+              for (const kv of kvs) this.safely(kv.key, () => this.apply({ type: 'put', kv }, next, before));
+            },
+            end: () => {
+              this.state = next;
+              this.view = null;
+              for (const [id, r] of before) if (!next.records.has(id)) this.options.log.info({ event: `${this.source.event}.gone`, machine: id, role: r.role, hostname: r.hostname }, `${this.source.noun} gone`);
+              this.changed();
+            },
+          };
+        },
+        events: (events) => {
+          for (const ev of events) this.safely(ev.type === 'put' ? ev.kv.key : ev.key, () => this.apply(ev, this.state, this.state.records));
+          this.changed();
+        },
+      },
+    );
+  }
+
+  /** how many times the view was (re)listed: 1 after start; tests and metrics read it */
+  get lists(): number {
+    return this.watch.lists;
   }
 
   /** Lists and starts watching. Throws E_ETCD when etcd cannot be read at all. */
   async start(): Promise<void> {
-    await this.listAndWatch();
+    await this.watch.start();
   }
 
   /** The current view: a copy taken at the first read after a change, then the same object until the next. */
   snapshot(): DiscoverySnapshot {
-    this.view ??= Object.freeze({ records: new Map(this.records), invalid: new Map(this.invalid) });
+    this.view ??= Object.freeze({ records: new Map(this.state.records), invalid: new Map(this.state.invalid), overflow: this.state.overflow });
     return this.view;
   }
 
   async stop(): Promise<void> {
-    this.stopping.abort(new Error('discovery stopped'));
-    const w = this.watch;
-    this.watch = null;
-    await w?.cancel();
-    await this.relisting?.catch(() => undefined);
+    await this.watch.stop();
   }
 
-  private async listAndWatch(): Promise<void> {
-    const { store } = this.options;
-    const { event, noun } = this.source;
-    const listing = await store.list(this.prefix);
-    if (this.stopping.signal.aborted) return;
-    this.lists++;
-    const before = this.records;
-    this.records = new Map();
-    this.invalid = new Map();
-    this.view = null;
-    for (const kv of listing.kvs) this.apply({ type: 'put', kv }, before);
-    for (const [id, r] of before) if (!this.records.has(id)) this.options.log.info({ event: `${event}.gone`, machine: id, role: r.role, hostname: r.hostname }, `${noun} gone`);
-    this.watch = await store.watch(this.prefix, nextRevision(listing.revision), {
-      onEvents: (events) => {
-        for (const ev of events) this.apply(ev, this.records);
-        this.options.onChange();
-      },
-      onLost: (reason) => {
-        this.watch = null;
-        if (this.stopping.signal.aborted) return;
-        this.options.log.warn({ event: 'discovery.watch-lost', prefix: this.prefix, reason }, `watch on ${noun}s lost: listing them again`);
-        this.relisting = this.relist();
-      },
-    });
-    this.options.onChange();
-  }
-
-  /** Lists again until it works (etcd may be down), then watches from there. */
-  private async relist(): Promise<void> {
-    const backoff = this.options.relistBackoffMs ?? { initial: 500, max: 15_000 };
-    let delay = backoff.initial;
-    while (!this.stopping.signal.aborted) {
-      try {
-        await this.listAndWatch();
-        return;
-      } catch (err) {
-        const e = asCorekubeError(err, 'E_ETCD');
-        this.options.log.warn({ event: 'discovery.relist-failed', prefix: this.prefix, code: e.code, reason: e.message, nextRetryMs: delay }, `listing ${this.source.noun}s failed`);
-        try {
-          await this.options.clock.sleep(delay, this.stopping.signal);
-        } catch {
-          return;
-        }
-        delay = Math.min(backoff.max, delay * 2);
-      }
+  /** Runs one key's handling; whatever it throws costs that key one log line, never the watch or the process. */
+  private safely(key: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.options.log.error({ event: 'discovery.key-failed', prefix: this.prefix, key: keyRef(key.slice(this.prefix.length)), ...errorFields(err) }, `handling a ${this.source.noun} failed: it is skipped`);
     }
   }
 
-  private apply(ev: WatchEvent, known: ReadonlyMap<string, MachineRecord>): void {
+  private changed(): void {
+    try {
+      this.options.onChange();
+    } catch (err) {
+      this.options.log.error({ event: 'discovery.change-failed', prefix: this.prefix, ...errorFields(err) }, `reacting to a change of the ${this.source.noun}s failed`);
+    }
+  }
+
+  private apply(ev: WatchEvent, into: View, known: ReadonlyMap<string, MachineRecord>): void {
     const { log } = this.options;
     const { event, noun } = this.source;
-    const key = ev.type === 'put' ? ev.kv.key : ev.key;
-    const id = key.slice(this.prefix.length);
-    this.view = null;
+    const suffix = (ev.type === 'put' ? ev.kv.key : ev.key).slice(this.prefix.length);
+    const ref = keyRef(suffix);
+    if (into === this.state) this.view = null;
     if (ev.type === 'delete') {
-      const had = this.records.get(id);
-      this.records.delete(id);
-      this.invalid.delete(id);
-      if (had) log.info({ event: `${event}.gone`, machine: id, role: had.role, hostname: had.hostname }, `${noun} gone (lease expired or deleted)`);
+      const had = into.records.get(suffix);
+      const wasInvalid = into.invalid.delete(ref);
+      into.records.delete(suffix);
+      this.reported.delete(ref);
+      if (!had && !wasInvalid && into.overflow > 0) into.overflow--;
+      if (had) log.info({ event: `${event}.gone`, machine: suffix, role: had.role, hostname: had.hostname }, `${noun} gone (lease expired or deleted)`);
       return;
     }
-    const parsed = parseMachineRecord(id, ev.kv.value);
+    const parsed = parseMachineRecord(suffix, ev.kv.value);
     if (parsed.ok) {
-      this.invalid.delete(id);
-      const old = known.get(id);
-      this.records.set(id, parsed.record);
+      const { record } = parsed;
+      if (into.invalid.delete(ref)) this.reported.delete(ref);
+      const old = known.get(record.id);
+      if (!into.records.has(record.id) && into.records.size >= this.source.maxRecords) {
+        this.overflowed(into);
+        return;
+      }
+      into.records.set(record.id, record);
       if (!old) {
-        log.info({ event: `${event}.discovered`, machine: id, role: parsed.record.role, ip: parsed.record.ip, hostname: parsed.record.hostname }, `${noun} discovered`);
-      } else if (old.bootId !== parsed.record.bootId) {
-        log.info({ event: `${event}.rebooted`, machine: id, role: parsed.record.role, hostname: parsed.record.hostname }, `${noun}: the machine announced a new boot`);
+        log.info({ event: `${event}.discovered`, machine: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, `${noun} discovered`);
+      } else if (old.bootId !== record.bootId) {
+        log.info({ event: `${event}.rebooted`, machine: record.id, role: record.role, hostname: record.hostname }, `${noun}: the machine announced a new boot`);
       }
       return;
     }
-    this.records.delete(id);
-    const invalid = { id, reason: `${this.source.prefix === 'machines' ? 'record' : noun} ${parsed.reason}`, ...loose(ev.kv) };
-    this.invalid.set(id, invalid);
-    const once = `${id}\0${invalid.reason}`;
-    if (!this.reported.has(once)) {
-      this.reported.add(once);
-      log.warn({ event: `${event}.invalid`, machine: id, reason: invalid.reason }, `${noun} ${id} skipped: ${invalid.reason}`);
+    into.records.delete(suffix);
+    const reason = `${this.source.prefix === 'machines' ? 'record' : noun} ${parsed.reason}`;
+    if (into.invalid.has(ref) || into.invalid.size < MAX_INVALID_REMEMBERED) {
+      into.invalid.set(ref, Object.freeze({ id: ref, field: parsed.field, reason, role: parsed.role, ip: parsed.ip }));
+    } else {
+      this.overflowed(into);
+    }
+    // one line per key and problem: the same bad field rewritten with other values is not reported again
+    const problem = parsed.problems.map((p) => `${p.field} ${p.message}`).join('\0');
+    if (this.reported.firstTime(ref, problem)) {
+      log.warn({ event: `${event}.invalid`, machine: ref, field: parsed.field, reason, hint: parsed.fix }, `${noun} ${ref} skipped: ${reason}`);
     }
   }
-}
 
-/** role and ip of a record that failed to parse, if they are at least strings (never the whole value). */
-function loose(kv: KeyValue): { role: string | null; ip: string | null } {
-  try {
-    const v = JSON.parse(kv.value) as Record<string, unknown>;
-    const short = (x: unknown) => (typeof x === 'string' && x.length <= 64 ? x : null);
-    return { role: short(v?.role), ip: short(v?.ip) };
-  } catch {
-    return { role: null, ip: null };
+  private overflowed(into: View): void {
+    into.overflow++;
+    // one line at 1, 10, 100, … keys beyond the caps
+    if (into.overflow >= this.overflowLogged * 10 || this.overflowLogged === 0) {
+      this.overflowLogged = Math.max(1, this.overflowLogged * 10);
+      this.options.log.warn(
+        { event: 'discovery.overflow', prefix: this.prefix, overflow: into.overflow, maxRecords: this.source.maxRecords, maxInvalid: MAX_INVALID_REMEMBERED },
+        `more ${this.source.noun}s than the overlord keeps (${into.overflow} skipped): each is skipped until it is written again or listed after others went`,
+      );
+    }
   }
 }

@@ -1,10 +1,17 @@
-import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, GRPCResourceExhastedError, Range, type IOptions, type Watcher } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
-import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from './store.ts';
+import { ETCD_RECEIVE_LIMIT_BYTES, LIST_PAGE_KEYS } from './discovery-limits.ts';
+import { collect, type Fence, type KeyValue, type Listing, type PutEntry, type PutOptions, type Store, type WatchEvent, type WatchHandle, type WatchListener } from './store.ts';
 
 /**
  * The etcd3 adapter of Store: the only module that imports etcd3. Every error the library throws is
  * converted here, once (see toEtcdError); nothing above sees an etcd3 or gRPC error class.
+ *
+ * Bounded against what others write into discovery (issue 12): listings are read in pages of LIST_PAGE_KEYS
+ * keys at one revision (no answer is larger than ETCD_RECEIVE_LIMIT_BYTES, whatever is stored); nothing a watch
+ * listener throws reaches etcd3 (which would rethrow it as an uncaught exception and end the process) — it ends
+ * the watch instead, and the consumer lists again; a watch answer larger than the client accepts ends the watch
+ * the same way (etcd3 alone would reconnect and ask for the same answer again, forever).
  */
 export interface EtcdStoreOptions {
   /** `https://10.240.0.10:2379`, `http://127.0.0.1:2379` */
@@ -30,6 +37,7 @@ export function etcdClientOptions(options: EtcdStoreOptions, endpoints: readonly
   const callTimeoutMs = options.callTimeoutMs ?? 10_000;
   return {
     hosts: [...endpoints],
+    grpcOptions: RECEIVE_LIMIT,
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     ...(options.tls
       ? {
@@ -43,6 +51,9 @@ export function etcdClientOptions(options: EtcdStoreOptions, endpoints: readonly
     ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
   };
 }
+
+/** The gRPC channel option every etcd client of the overlord sets: listing pages are sized from it. */
+export const RECEIVE_LIMIT = Object.freeze({ 'grpc.max_receive_message_length': ETCD_RECEIVE_LIMIT_BYTES });
 
 class EtcdStore implements Store {
   private readonly watchers = new Set<Watcher>();
@@ -59,9 +70,25 @@ class EtcdStore implements Store {
     return kv ? toKeyValue(kv) : null;
   }
 
-  async list(prefix: string): Promise<Listing> {
-    const res = await this.call(`list ${prefix}`, () => this.client.getAll().prefix(prefix).exec());
-    return { revision: String(res.header.revision), kvs: res.kvs.map(toKeyValue) };
+  list(prefix: string): Promise<Listing> {
+    return collect(this, prefix);
+  }
+
+  async scan(prefix: string, onPage: (kvs: readonly KeyValue[]) => void): Promise<string> {
+    const end = Range.prefix(prefix).end;
+    let start = Buffer.from(prefix);
+    let revision: string | undefined;
+    for (let page = 1; ; page++) {
+      const at = revision;
+      const res = await this.call(`list ${prefix} (page ${page})`, () => {
+        const range = this.client.getAll().inRange(new Range(start, end)).limit(LIST_PAGE_KEYS);
+        return (at === undefined ? range : range.revision(at)).exec();
+      });
+      revision ??= String(res.header.revision);
+      if (res.kvs.length > 0) onPage(res.kvs.map(toKeyValue));
+      if (!res.more || res.kvs.length === 0) return revision;
+      start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
+    }
   }
 
   async watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle> {
@@ -70,25 +97,43 @@ class EtcdStore implements Store {
     const watcher = this.client.watch().prefix(prefix).startRevision(fromRevision).watcher();
     this.watchers.add(watcher);
     let lost = false;
-    watcher.on('data', (res) => {
-      if (lost) return;
-      const events: WatchEvent[] = res.events.map((ev) =>
-        ev.type === 'Put'
-          ? { type: 'put', kv: toKeyValue(ev.kv) }
-          : { type: 'delete', key: ev.kv.key.toString(), modRevision: String(ev.kv.mod_revision) },
-      );
-      if (events.length > 0) listener.onEvents(events);
-    });
-    // etcd cancelled the watch (compaction past fromRevision, or another reason): it will not resume.
-    watcher.on('error', (err) => {
+    const lose = (reason: string) => {
       if (lost) return;
       lost = true;
       this.watchers.delete(watcher);
       void watcher.cancel().catch(() => undefined);
+      try {
+        listener.onLost(reason);
+      } catch {
+        // the listener's own failure: nothing is left to tell, and it must not reach etcd3
+      }
+    };
+    watcher.on('data', (res) => {
+      if (lost) return;
+      try {
+        const events: WatchEvent[] = res.events.map((ev) =>
+          ev.type === 'Put'
+            ? { type: 'put', kv: toKeyValue(ev.kv) }
+            : { type: 'delete', key: ev.kv.key.toString(), modRevision: String(ev.kv.mod_revision) },
+        );
+        if (events.length > 0) listener.onEvents(events);
+      } catch (err) {
+        lose(`handling a watch answer failed (${err instanceof Error ? err.message.slice(0, 200) : 'unknown error'})`);
+      }
+    });
+    // etcd cancelled the watch (compaction past fromRevision, or another reason): it will not resume.
+    watcher.on('error', (err) => {
       // etcd cancels a watch behind a compaction with compact_revision set and no reason text; etcd3 keeps
       // only the text, so an empty reason is read as what it is in practice: a compaction
       const reason = err.message.replace(/^Watcher canceled:\s*/, '');
-      listener.onLost(reason === '' ? 'etcd cancelled the watch: the revision it started from was compacted' : `etcd cancelled the watch: ${reason}`);
+      lose(reason === '' ? 'etcd cancelled the watch: the revision it started from was compacted' : `etcd cancelled the watch: ${reason}`);
+    });
+    // an answer larger than the receive limit (a burst of large values caught up at once): etcd3 would reconnect
+    // from the same revision and get the same answer again; a fresh listing (paged) and watch starts past it
+    watcher.on('disconnected', (err: unknown) => {
+      if (err instanceof GRPCResourceExhastedError || (err instanceof Error && /RESOURCE_EXHAUSTED|larger than max/i.test(err.message))) {
+        lose(`an answer of etcd's was larger than the overlord accepts (${ETCD_RECEIVE_LIMIT_BYTES} bytes)`);
+      }
     });
     return {
       cancel: async () => {

@@ -8,7 +8,9 @@
  *   <prefix>/machines/<id>      machine record, written by the admitted node as its own etcd user under a lease it
  *                               keeps alive (JSON, MachineRecord)
  *   <prefix>/ledger/<id>        deploy state of a machine, written only by the leading overlord (JSON, LedgerEntry)
- *   <prefix>/hostkeys/<id>      SSH host key accepted on first use, when the record carried none
+ *   <prefix>/hostkeys/<id>      SSH host key pinned for the machine: at admission, or accepted on first use
+ *   <prefix>/admitted/<id>      the identity a machine was admitted with (JSON: ip, host key; overlord/identity.ts),
+ *                               written only by the leading overlord: it deploys a machine only there, with that key
  *   <prefix>/leader/election/overlord/<lease>
  *                               leader election (etcd3 Election, overlord/leader.ts): one key a running
  *                               overlord, under its lease, value = its id; the oldest (lowest create
@@ -30,6 +32,8 @@ export interface ClusterKeys {
   readonly join: string;
   readonly ledger: string;
   readonly hostkeys: string;
+  /** admitted identities: `<prefix>admitted/<id>` */
+  readonly admitted: string;
   readonly leader: string;
   /** the election's candidate keys (etcd3 Election `overlord` under `<prefix>leader/`) */
   readonly leaderCandidates: string;
@@ -42,6 +46,7 @@ export interface ClusterKeys {
   joinOf(id: string): string;
   ledgerOf(id: string): string;
   hostkeyOf(id: string): string;
+  admittedOf(id: string): string;
   subnetOf(id: string): string;
 }
 
@@ -53,6 +58,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     join: `${prefix}join/`,
     ledger: `${prefix}ledger/`,
     hostkeys: `${prefix}hostkeys/`,
+    admitted: `${prefix}admitted/`,
     leader: `${prefix}leader`,
     leaderCandidates: `${prefix}leader/election/overlord/`,
     overlordSshKey: `${prefix}ssh/overlord.pub`,
@@ -63,6 +69,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     joinOf: (id: string) => `${prefix}join/${id}`,
     ledgerOf: (id: string) => `${prefix}ledger/${id}`,
     hostkeyOf: (id: string) => `${prefix}hostkeys/${id}`,
+    admittedOf: (id: string) => `${prefix}admitted/${id}`,
     subnetOf: (id: string) => `${prefix}subnets/${id}`,
   });
 }

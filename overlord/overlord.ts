@@ -1,11 +1,14 @@
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { Admission } from './admission.ts';
+import { AdmittedDiscovery } from './admitted-discovery.ts';
 import { Discovery } from './discovery.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './executor.ts';
 import type { HostRunner } from './host-runner.ts';
+import { IdentityBook, type MachineAddresses } from './identity.ts';
 import { clusterKeys } from './keys.ts';
 import { Ledger } from './ledger.ts';
+import { Liveness } from './liveness.ts';
 import { PreparedDiscovery } from './prepared-discovery.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
@@ -88,7 +91,24 @@ export interface OverlordOptions {
    * token gets its own discovery etcd user over SSH; with `podNetwork`, its role is also granted its subnet
    * lease once reserved. Absent = join requests are left alone (records are written by other means).
    */
-  readonly admission?: { readonly credentials: MachineCredentials; readonly concurrency?: number; readonly backoffMs?: { readonly initial: number; readonly max: number } };
+  readonly admission?: {
+    readonly credentials: MachineCredentials;
+    readonly concurrency?: number;
+    readonly backoffMs?: { readonly initial: number; readonly max: number };
+    /** join requests tracked at once, and attempts a second (overlord/admission.ts) */
+    readonly maxPending?: number;
+    readonly rate?: { readonly perSecond: number; readonly burst: number };
+  };
+  /**
+   * The addresses machines can have (overlord/identity.ts machineAddresses(spec)): a record or join request naming
+   * another is refused. Absent = any IPv4 address (an overlord run by hand on a test etcd).
+   */
+  readonly addresses?: MachineAddresses;
+  /**
+   * Liveness beyond the lease (overlord/liveness.ts): every deployable machine is asked over SSH every
+   * `intervalMs`; one silent for `deadAfterMs` is treated as gone. Absent = the lease alone decides.
+   */
+  readonly liveness?: { readonly intervalMs?: number; readonly deadAfterMs?: number };
   /** backoff of the startup reads while etcd is unreachable */
   readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
   /**
@@ -150,24 +170,43 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   const onAbort = () => startup.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
+  // discovery's records → the identity rules and liveness (machines) → prepared (certificates) → the reconciler
   let prepared: PreparedDiscovery | undefined;
-  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => (prepared ? void prepared.refresh() : reconciler?.trigger()) });
+  let admission: Admission | undefined;
+  const book = new IdentityBook();
+  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => machines.invalidate() });
+  const liveness = options.liveness ? new Liveness({ hosts: ports.hosts, clock: ports.clock, log, onChange: () => machines.invalidate(), ...options.liveness }) : undefined;
+  const machines = new AdmittedDiscovery({
+    source: discovery,
+    rules: { book, requireAdmission: options.admission !== undefined, ...(options.addresses ? { addresses: options.addresses } : {}) },
+    ...(liveness ? { liveness } : {}),
+    log,
+    onChange: () => {
+      if (prepared) void prepared.refresh();
+      else reconciler?.trigger();
+      admission?.pass();
+    },
+  });
   if (options.prepareMachines) {
     const prepareMachines = options.prepareMachines;
-    prepared = new PreparedDiscovery({ source: discovery, prepare: (records) => prepareMachines(records, options.fence?.()), onChange: () => reconciler?.trigger(), clock: ports.clock, log });
+    prepared = new PreparedDiscovery({ source: machines, prepare: (records) => prepareMachines(records, options.fence?.()), onChange: () => reconciler?.trigger(), clock: ports.clock, log });
   }
 
-  const admission = options.admission
-    ? new Admission(
-        { store: ports.store, hosts: ports.hosts, credentials: options.admission.credentials, keys, log, clock: ports.clock },
-        {
-          remote: { user: options.sshUser },
-          ...(options.fence ? { fence: options.fence } : {}),
-          ...(options.admission.concurrency ? { concurrency: options.admission.concurrency } : {}),
-          ...(options.admission.backoffMs ? { backoffMs: options.admission.backoffMs } : {}),
-        },
-      )
-    : undefined;
+  if (options.admission) {
+    const a = options.admission;
+    admission = new Admission(
+      { store: ports.store, hosts: ports.hosts, credentials: a.credentials, keys, log, clock: ports.clock, book, machines },
+      {
+        remote: { user: options.sshUser },
+        ...(options.fence ? { fence: options.fence } : {}),
+        ...(options.addresses ? { addresses: options.addresses } : {}),
+        ...(a.concurrency ? { concurrency: a.concurrency } : {}),
+        ...(a.backoffMs ? { backoffMs: a.backoffMs } : {}),
+        ...(a.maxPending ? { maxPending: a.maxPending } : {}),
+        ...(a.rate ? { rate: a.rate } : {}),
+      },
+    );
+  }
 
   log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
   try {
@@ -176,23 +215,26 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     if (podNetwork) {
       await untilItWorks('writing flannel network config', () => ensureNetworkConfig(ports.store, keys, podNetwork, options.fence?.()).then(() => undefined), ports, startup.signal, options.startupBackoffMs);
     }
+    await untilItWorks('reading admitted identities', () => book.start({ store: ports.store, keys, log, clock: ports.clock }), ports, startup.signal, options.startupBackoffMs);
     await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
     await prepared?.refresh();
     if (admission) await untilItWorks('listing join requests', () => admission.start(), ports, startup.signal, options.startupBackoffMs);
   } catch (err) {
     prepared?.stop();
+    machines.close();
     await admission?.stop();
     await discovery.stop();
+    await book.stop();
     options.signal?.removeEventListener('abort', onAbort);
     throw err;
   }
 
-  const records = () => (prepared ?? discovery).snapshot().records.values();
+  const records = () => (prepared ?? machines).snapshot().records.values();
   const tasks = new AbortController();
   const kube = options.kubernetes ? kubernetesSide(options.kubernetes, ports, keys, options, { records, ledger }, tasks.signal) : undefined;
 
   reconciler = new Reconciler(
-    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? discovery, ledger, ...(kube ? { nodes: kube.nodes } : {}) },
+    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? machines, ledger, ...(kube ? { nodes: kube.nodes } : {}) },
     {
       unitsFor: options.unitsFor,
       expected: options.expected,
@@ -223,9 +265,13 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
       const reconcilerStopped = reconciler!.stop();
       tasks.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
       prepared?.stop();
+      machines.close();
       const admissionStopped = admission?.stop();
+      const livenessStopped = liveness?.stop();
       await discovery.stop();
+      await book.stop();
       await admissionStopped;
+      await livenessStopped;
       await reconcilerStopped;
       log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');
       if (fatal) rejectDone(fatal);
@@ -238,7 +284,9 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
   if (options.signal?.aborted) void stop();
   else options.signal?.addEventListener('abort', stopOnAbort, { once: true });
 
+  liveness?.start();
   reconciler.trigger();
+  admission?.pass();
   kube?.start();
   const r = reconciler;
   return {
@@ -247,7 +295,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     stop,
     idle: () => r.idle(),
     summary: () => r.summary(),
-    discovery,
+    discovery: { get lists() { return discovery.lists; }, snapshot: () => machines.snapshot() },
     reconciler: r,
   };
 }

@@ -23,7 +23,7 @@ export interface PreparedDiscoveryOptions {
   readonly backoffMs?: { readonly initial: number; readonly max: number };
 }
 
-const EMPTY: DiscoverySnapshot = Object.freeze({ records: new Map(), invalid: new Map() });
+const EMPTY: DiscoverySnapshot = Object.freeze({ records: new Map(), invalid: new Map(), overflow: 0 });
 
 export class PreparedDiscovery {
   private view: DiscoverySnapshot = EMPTY;

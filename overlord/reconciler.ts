@@ -479,8 +479,9 @@ export class Reconciler {
     if (waiting > 0) parts.push(`${waiting} waiting`);
     let text = parts.join(', ');
     if (failed.length > 0) text += `, ${failed.length} failed: ${failed.map((f) => `${f.hostname} (${firstLine(f.reason)})`).join('; ')}`;
-    if (snapshot.invalid.size > 0) text += `; ${snapshot.invalid.size} invalid record${snapshot.invalid.size === 1 ? '' : 's'} skipped`;
-    return { total, deployed, deploying, waiting, failed, invalid: snapshot.invalid.size, text };
+    const invalid = snapshot.invalid.size + snapshot.overflow;
+    if (invalid > 0) text += `; ${invalid} invalid record${invalid === 1 ? '' : 's'} skipped`;
+    return { total, deployed, deploying, waiting, failed, invalid, text };
   }
 
   private report(): void {

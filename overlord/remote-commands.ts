@@ -1,3 +1,4 @@
+import { JOIN_NONCE_FILE } from '../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../core/errors.ts';
 import type { RemoteFile } from './step.ts';
 
@@ -92,6 +93,27 @@ export function enableUnit(ctx: RemoteContext, unit: string): Argv {
 /** Restarts a unit (stopping it first when it runs); non-zero when the start job failed. */
 export function restartUnit(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'restart', checkUnitName(unit)]);
+}
+
+/** A question any machine answers at once, whatever its exit code: is the host there (overlord/liveness.ts)? */
+export function probe(): Argv {
+  return ['true'];
+}
+
+export const MACHINE_ID_FILE = '/etc/machine-id';
+
+/**
+ * What a machine proves its identity with (overlord/admission.ts): its /etc/machine-id, then the announce
+ * script's per-boot nonce (root-only), at most 128 bytes of each, no file names between them.
+ */
+export function readIdentity(ctx: RemoteContext): Argv {
+  return privileged(ctx, ['head', '-q', '-c', '128', MACHINE_ID_FILE, JOIN_NONCE_FILE]);
+}
+
+/** Parses readIdentity's output: the machine id and the nonce, or undefined when it is not two such lines. */
+export function parseIdentity(stdout: string): { readonly machineId: string; readonly nonce: string } | undefined {
+  const m = /^([0-9a-f]{32})\n([0-9a-f]{64})\n?$/.exec(stdout);
+  return m ? { machineId: m[1]!, nonce: m[2]! } : undefined;
 }
 
 export const UNIT_STATE_PROPERTIES = ['ActiveState', 'SubState', 'Result', 'InvocationID'] as const;

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
+import { DISCOVERY_MAX_REQUEST_BYTES } from './discovery-limits.ts';
 import { createEtcdStore, type EtcdStoreOptions } from './etcd-store.ts';
 import type { ClusterKeys } from './keys.ts';
 import { errorFields, type Logger } from './log.ts';
@@ -44,8 +45,8 @@ const SECRET = /^[A-Za-z0-9]{32,256}$/;
 /** scrypt's cost as written; an envelope asking for more than MAX_N is refused (it would only burn memory). */
 const SCRYPT = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
 const MAX_N = 2 ** 17;
-/** etcd refuses requests above 1.5 MiB by default (--max-request-bytes): keep room for the request itself. */
-export const MAX_SEALED_BYTES = 1_400_000;
+/** discovery's etcd refuses requests above DISCOVERY_MAX_REQUEST_BYTES (1 MiB): keep room for the request itself. */
+export const MAX_SEALED_BYTES = DISCOVERY_MAX_REQUEST_BYTES - 32 * 1024;
 const REL_PATH = /^(ssh|pki|handles)(\/[A-Za-z0-9_][A-Za-z0-9._-]*)+$/;
 
 export interface StateFile {

@@ -7,15 +7,17 @@
  * - file contents travel on stdin, never in the command line;
  * - `timeoutMs` is enforced on both ends: we stop waiting (E_SSH, retryable) and `timeout` ends the command
  *   on the machine shortly after;
- * - host keys: the key pinned in the machine's record, else the one the HostKeyPolicy remembers (etcd), else
- *   the first one seen, which is then remembered (trust on first use). A mismatch is E_SSH_HOSTKEY, terminal;
- * - one connection per machine, reused and opened again after it drops; `close()` closes them all;
+ * - host keys: the key the HostKeyPolicy pinned for the machine (etcd) wins: a target that names another key is
+ *   refused before any connection (a record cannot move a machine to another key, issue 12); else the target's
+ *   key; else the first one seen, which is then pinned (trust on first use). A mismatch is E_SSH_HOSTKEY, terminal;
+ * - one connection per machine and address, reused and opened again after it drops (a request naming a machine
+ *   at another address never closes the connection the deployment uses); `close()` closes them all;
  * - errors name the machine and its address, never a key; the private key is never logged or echoed.
  */
-import { createHash } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { NodeSSH } from 'node-ssh';
 import { CorekubeError } from '../core/errors.ts';
+import { fingerprintOf, formatHostKey, hostKeyFingerprint, parseHostKey, sameHostKey } from './host-key.ts';
 import type { ExecOptions, ExecResult, HostRunner, HostTarget } from './host-runner.ts';
 
 /** Where trust-on-first-use keys are kept (the overlord implements it over `<prefix>/hostkeys/<id>`). */
@@ -62,40 +64,9 @@ export function quoteArgv(argv: readonly string[]): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Host keys
+// Host keys (parsed and compared in overlord/host-key.ts)
 
-export interface ParsedHostKey {
-  /** the algorithm named inside the key blob (`ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`, …) */
-  readonly type: string;
-  /** the wire-format public key blob, as ssh2 hands it to the host verifier */
-  readonly blob: Buffer;
-}
-
-/** The algorithm name a key blob starts with (uint32 length + name); undefined when the blob is malformed. */
-function blobType(blob: Buffer): string | undefined {
-  if (blob.length < 4) return undefined;
-  const len = blob.readUInt32BE(0);
-  if (len === 0 || len > 64 || blob.length < 4 + len) return undefined;
-  return blob.subarray(4, 4 + len).toString('latin1');
-}
-
-/** Parses `type base64 [comment]`; undefined when it is not a public key line whose blob matches its type. */
-export function parseHostKey(line: string): ParsedHostKey | undefined {
-  const [type, b64] = line.trim().split(/\s+/);
-  if (!type || !b64 || !/^[A-Za-z0-9+/]+=*$/.test(b64)) return undefined;
-  const blob = Buffer.from(b64, 'base64');
-  return blobType(blob) === type ? { type, blob } : undefined;
-}
-
-/** `type base64` of a key blob (what we store and compare). */
-export function formatHostKey(blob: Buffer): string {
-  return `${blobType(blob) ?? 'unknown'} ${blob.toString('base64')}`;
-}
-
-/** OpenSSH's fingerprint (`SHA256:…`, as `ssh-keygen -lf` prints it): what errors show of a host key. */
-export function hostKeyFingerprint(blob: Buffer): string {
-  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
-}
+export { formatHostKey, hostKeyFingerprint, parseHostKey, type ParsedHostKey } from './host-key.ts';
 
 /** The host key algorithms to offer when a key of this type is expected (so the server presents that one). */
 function hostKeyAlgorithms(type: string): string[] {
@@ -120,6 +91,7 @@ interface Connection {
 }
 
 interface Slot {
+  readonly id: string;
   readonly ip: string;
   /** the pin it was opened with: a record that pins another key (or none) gets a new connection */
   readonly hostKey: string | undefined;
@@ -136,13 +108,20 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
   const maxChannels = options.maxChannelsPerHost ?? 8;
   const slots = new Map<string, Slot>();
 
-  const drop = (id: string, slot: Slot) => {
-    if (slots.get(id) === slot) slots.delete(id);
+  const slotKey = (t: HostTarget) => `${t.id} ${t.ip}`;
+  const drop = (key: string, slot: Slot) => {
+    if (slots.get(key) === slot) slots.delete(key);
     slot.connection?.ssh.dispose();
   };
 
   async function open(target: HostTarget, slot: () => Slot): Promise<Connection> {
-    const expectedLine = target.hostKey ?? (await callPolicy(target, () => options.hostKeys.expected(target)));
+    const pinned = await callPolicy(target, () => options.hostKeys.expected(target));
+    if (pinned !== undefined && target.hostKey !== undefined && !sameHostKey(pinned, target.hostKey)) {
+      throw new CorekubeError('E_SSH_HOSTKEY', `${where(target, port)} is given host key ${fingerprintOf(target.hostKey)}, but ${fingerprintOf(pinned)} is pinned for it`, {
+        hint: `the overlord connects only with the key it pinned first; if the machine was reinstalled, delete <prefix>/hostkeys/${target.id} in etcd`,
+      });
+    }
+    const expectedLine = target.hostKey ?? pinned;
     const expected = expectedLine === undefined ? undefined : parseHostKey(expectedLine);
     if (expectedLine !== undefined && !expected) {
       throw new CorekubeError('E_SSH_HOSTKEY', `the host key on record for ${where(target, port)} is not an SSH public key`, {
@@ -195,7 +174,7 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
     raw?.on('close', () => {
       connection.lost ??= 'connection closed';
       const current = slot();
-      if (current.connection === connection) drop(target.id, current);
+      if (current.connection === connection) drop(slotKey(target), current);
     });
 
     if (!expected && presented) {
@@ -210,10 +189,12 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
   }
 
   function connectionFor(target: HostTarget): Promise<Connection> {
-    const existing = slots.get(target.id);
-    if (existing && existing.ip === target.ip && existing.hostKey === target.hostKey && !existing.connection?.lost) return existing.ready;
-    if (existing) drop(target.id, existing);
+    const key = slotKey(target);
+    const existing = slots.get(key);
+    if (existing && existing.hostKey === target.hostKey && !existing.connection?.lost) return existing.ready;
+    if (existing) drop(key, existing);
     const slot: Slot = {
+      id: target.id,
       ip: target.ip,
       hostKey: target.hostKey,
       connection: undefined,
@@ -221,7 +202,7 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
     };
     (slot as { ready: Promise<Connection> }).ready = open(target, () => slot).then(
       (connection) => {
-        if (slots.get(target.id) !== slot) {
+        if (slots.get(key) !== slot) {
           // closed while connecting
           connection.ssh.dispose();
           throw new CorekubeError('E_SSH', `connection to ${where(target, port)} was closed while it was opening`, { retryable: true });
@@ -230,11 +211,11 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
         return connection;
       },
       (err) => {
-        if (slots.get(target.id) === slot) slots.delete(target.id);
+        if (slots.get(key) === slot) slots.delete(key);
         throw err;
       },
     );
-    slots.set(target.id, slot);
+    slots.set(key, slot);
     return slot.ready;
   }
 
@@ -326,7 +307,7 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
   }
 
   async function close(id?: string): Promise<void> {
-    const entries = id === undefined ? [...slots.entries()] : [...slots.entries()].filter(([k]) => k === id);
+    const entries = id === undefined ? [...slots.entries()] : [...slots.entries()].filter(([, slot]) => slot.id === id);
     for (const [key, slot] of entries) drop(key, slot);
     // connections still opening are disposed when they finish (their slot is gone)
     await Promise.all(entries.map(([, slot]) => slot.ready.catch(() => undefined)));

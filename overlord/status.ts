@@ -1,6 +1,7 @@
 import type { ClusterKeys } from './keys.ts';
 import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
-import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
+import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './identity.ts';
+import { parseMachineRecord, type MachineRecord, type ParsedRecord } from './machine-record.ts';
 import type { KeyValue, Store } from './store.ts';
 import { subnetsByMachine } from './subnets.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
@@ -17,6 +18,8 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
+ * - A machine admitted with an identity (overlord/identity.ts) is shown at its admitted address and role; a record
+ *   that names another address, key or role is listed as failed with what differs (the overlord ignores it).
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  * - `node`: the machine's Kubernetes Node as the overlord last saw it (overlord/kubernetes/node-states.ts):
  *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
@@ -83,40 +86,46 @@ function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, 
   return { id, role, ip, state: 'deploying', step, error: retrying, ...none };
 }
 
-/** The edge: reads records, join requests, ledger, subnets, the leader and Node states from etcd (six range reads) and builds the report. */
+/**
+ * The edge: reads records, join requests, ledger, subnets, the leader and Node states from etcd and builds the report. Records
+ * and join requests are written by others: they are read page by page and parsed bounded, like the overlord does.
+ */
 export async function readStatus(store: Store, keys: ClusterKeys): Promise<StatusReport> {
-  const [machines, joins, ledger, subnets, candidates, nodes] = await Promise.all([
-    store.list(keys.machines),
-    store.list(keys.join),
+  const parsedRecords: ParsedRecord[] = [];
+  const joining: MachineRecord[] = [];
+  const admitted = new Map<string, AdmittedIdentity>();
+  const [, , , ledger, subnets, candidates, nodes] = await Promise.all([
+    store.scan(keys.machines, (kvs) => {
+      for (const kv of kvs) parsedRecords.push(parseMachineRecord(kv.key.slice(keys.machines.length), kv.value));
+    }),
+    store.scan(keys.admitted, (kvs) => {
+      for (const kv of kvs) {
+        const identity = parseAdmittedIdentity(kv.key.slice(keys.admitted.length), kv.value);
+        if (identity) admitted.set(identity.id, identity);
+      }
+    }),
+    store.scan(keys.join, (kvs) => {
+      for (const kv of kvs) {
+        const parsed = parseMachineRecord(kv.key.slice(keys.join.length), kv.value);
+        if (parsed.ok) joining.push(parsed.record);
+      }
+    }),
     store.list(keys.ledger),
     subnetsByMachine(store, keys),
     store.list(keys.leaderCandidates),
     readNodeStates(store, keys),
   ]);
-  const records: RecordInput[] = machines.kvs.map((kv) => {
-    const id = kv.key.slice(keys.machines.length);
-    const parsed = parseMachineRecord(id, kv.value);
-    if (parsed.ok) return { id, record: parsed.record };
-    let role: string | null = null;
-    let ip: string | null = null;
-    try {
-      const v = JSON.parse(kv.value) as Record<string, unknown>;
-      role = typeof v?.role === 'string' && v.role.length <= 64 ? v.role : null;
-      ip = typeof v?.ip === 'string' && v.ip.length <= 64 ? v.ip : null;
-    } catch {
-      // not JSON: role and ip unknown
-    }
-    return { id, invalid: `record ${parsed.reason}`, role, ip };
+  // a machine is shown as it was admitted; a record that says otherwise is shown as what the overlord makes of it
+  const records = parsedRecords.map((parsed): RecordInput => {
+    if (!parsed.ok) return { id: parsed.id, invalid: `record ${parsed.reason}`, role: parsed.role, ip: parsed.ip };
+    const identity = admitted.get(parsed.record.id);
+    const differs = identity && admittedMismatch(parsed.record, identity);
+    return identity && differs ? { id: identity.id, invalid: `record ${differs.field} ${differs.reason}`, role: identity.role, ip: identity.ip } : { id: parsed.record.id, record: parsed.record };
   });
   const entries = new Map<string, LedgerEntry>();
   for (const kv of ledger.kvs) {
     const entry = parseLedgerEntry(kv.value);
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
-  }
-  const joining: MachineRecord[] = [];
-  for (const kv of joins.kvs) {
-    const parsed = parseMachineRecord(kv.key.slice(keys.join.length), kv.value);
-    if (parsed.ok) joining.push(parsed.record);
   }
   const leader = leaderOf(candidates.kvs);
   return { ...machineStatuses(records, entries, subnets, joining, nodes), ...(leader === undefined ? {} : { leader }) };

@@ -30,7 +30,8 @@ export interface WatchListener {
   onEvents(events: readonly WatchEvent[]): void;
   /**
    * The watch ended and will not deliver more events: history was compacted past the revision asked for,
-   * or etcd cancelled it. The consumer re-lists and watches again from the new listing's revision.
+   * etcd cancelled it, an answer was larger than the client accepts, or `onEvents` threw. The consumer re-lists
+   * and watches again from the new listing's revision.
    */
   onLost(reason: string): void;
 }
@@ -65,7 +66,15 @@ export interface PutEntry {
 
 export interface Store {
   get(key: string): Promise<KeyValue | null>;
+  /** Every key under the prefix, read at one revision (a scan, collected): for prefixes only the overlord writes. */
   list(prefix: string): Promise<Listing>;
+  /**
+   * Every key under the prefix, read at one revision a page at a time (overlord/discovery-limits.ts LIST_PAGE_KEYS
+   * keys, so no answer is larger than the client accepts): `onPage` sees each page once, in key order, and keeps
+   * what it needs of it. For prefixes others write (discovery): what they wrote is never all held at once.
+   * Resolves with the revision read at (watch from `revision + 1`).
+   */
+  scan(prefix: string, onPage: (kvs: readonly KeyValue[]) => void): Promise<string>;
   /** Watches every key under the prefix from `fromRevision` (inclusive). */
   watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle>;
   /** Returns the key's new mod revision. */
@@ -78,6 +87,15 @@ export interface Store {
    */
   putAll(entries: readonly PutEntry[], options?: { readonly fence?: Fence }): Promise<string>;
   close(): Promise<void>;
+}
+
+/** `list` on top of `scan`: every page collected. */
+export async function collect(store: Pick<Store, 'scan'>, prefix: string): Promise<Listing> {
+  const kvs: KeyValue[] = [];
+  const revision = await store.scan(prefix, (page) => {
+    kvs.push(...page);
+  });
+  return { revision, kvs };
 }
 
 /** `revision + 1` on decimal strings (revisions may exceed 2^53). */

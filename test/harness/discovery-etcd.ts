@@ -1,22 +1,28 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { bootPlan } from '../../cloud-config/index.ts';
 import { DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
-import type { DiscoveryPki } from '../../overlord/pki/authority.ts';
+import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../../overlord/discovery-auth.ts';
+import type { EtcdStoreOptions } from '../../overlord/etcd-store.ts';
+import { clusterKeys } from '../../overlord/keys.ts';
+import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
+import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import type { ClusterSpec } from '../../spec/cluster-spec.ts';
 import { freePort } from './ports.ts';
+import { until } from './until.ts';
 
 /**
  * The flags of the discovery-etcd.service cloud-config renders (its ExecStart) that decide how it
- * authenticates clients — TLS files (moved to `dir`) and password hashing: a test's etcd then authenticates
- * clients exactly as discovery's will.
+ * authenticates clients — TLS files (moved to `dir`) and password hashing — and what it accepts (request size,
+ * quota): a test's etcd then authenticates clients and bounds what they write exactly as discovery's will.
  */
 export function discoveryAuthFlags(spec: ClusterSpec, dir: string): string[] {
   const unit = bootPlan('discovery', spec).units.find((u) => u.name === 'discovery-etcd.service')!.content;
   const exec = /^ExecStart=([\s\S]*?)(?:\n(?![ \t])|$)/m.exec(unit.replace(/\\\n\s*/g, ' '))![1]!;
-  const authFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file|bcrypt-cost|auth-token|auth-token-ttl)(=|$)/;
+  const authFlag = /^--(cert-file|key-file|trusted-ca-file|client-cert-auth|auto-tls|client-crl-file|bcrypt-cost|auth-token|auth-token-ttl|max-request-bytes|quota-backend-bytes)(=|$)/;
   return exec
     .split(/\s+/)
     .filter((a) => authFlag.test(a))
@@ -58,4 +64,59 @@ export async function startDiscoveryEtcd(options: { spec: ClusterSpec; dir: stri
   ], { stdio: ['ignore', log, log] });
   closeSync(log);
   return { proc, endpoint, port, tlsFlags };
+}
+
+export interface AuthedDiscovery {
+  readonly etcd: DiscoveryEtcd;
+  readonly pki: DiscoveryPki;
+  readonly passwords: { readonly root: string; readonly machines: string };
+  readonly joinToken: string;
+  readonly conn: DiscoveryConnection;
+  /** the overlord's store options: TLS with the discovery CA, as `root` */
+  readonly rootStore: EtcdStoreOptions;
+  /** an etcd3 client of discovery as `username` (root, joiner, machine-<id>), closed by `close()` */
+  client(auth: { username: string; password: string }): Etcd3;
+  /** kills etcd (its directory is the caller's) and closes the clients */
+  close(): void;
+}
+
+/**
+ * Discovery as the overlord leaves it once booted: startDiscoveryEtcd with a PKI made in `<dir>/state/pki`, then
+ * auth set up by the overlord's own code (root, joiner with `joinToken`) — waits until it answers.
+ */
+export async function startAuthedDiscovery(options: { spec: ClusterSpec; dir: string; joinToken: string; host?: string; port?: number }): Promise<AuthedDiscovery> {
+  const pkiStore = new DirectoryPkiStore(path.join(options.dir, 'state', 'pki'));
+  const pki = await new CertificateAuthority({ store: pkiStore, clock: { now: () => Date.now() }, cluster: options.spec.name }).ensureDiscovery(options.spec);
+  const passwords = await ensureDiscoveryPasswords(pkiStore);
+  const etcd = await startDiscoveryEtcd({ spec: options.spec, dir: options.dir, pki, ...(options.host ? { host: options.host } : {}), ...(options.port ? { port: options.port } : {}) });
+  const clients: Etcd3[] = [];
+  const close = () => {
+    for (const c of clients) c.close();
+    if (etcd.proc.exitCode === null && etcd.proc.signalCode === null) etcd.proc.kill('SIGKILL');
+  };
+  try {
+    const conn: DiscoveryConnection = { endpoints: [etcd.endpoint], ca: pki.ca, callTimeoutMs: 5_000 };
+    await until('discovery etcd to answer', 20_000, async () => {
+      if (etcd.proc.exitCode !== null) throw new Error(`etcd exited: ${await readFile(path.join(options.dir, 'etcd.log'), 'utf8')}`);
+      return pingDiscovery(conn).then(() => true, () => undefined);
+    });
+    await ensureDiscoveryAuth(conn, discoveryRbac(clusterKeys(options.spec.name), { root: passwords.root, joiner: options.joinToken }));
+    return {
+      etcd,
+      pki,
+      passwords,
+      joinToken: options.joinToken,
+      conn,
+      rootStore: Object.freeze({ endpoints: [etcd.endpoint], tls: { ca: Buffer.from(pki.ca) }, auth: { username: ROOT_USER, password: passwords.root } }),
+      client: (auth) => {
+        const c = new Etcd3(discoveryClientOptions(conn, auth));
+        clients.push(c);
+        return c;
+      },
+      close,
+    };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }

@@ -7,9 +7,9 @@
  * environment; 127.0.0.1 plays the discovery IP. Short TTLs keep the test quick.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, openSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -120,7 +120,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
   });
 
   /** A machine: its own id files, then the script running in its own process group (like a unit's cgroup). */
-  async function startMachine(opts: { token?: string; leaseTtl?: number; requestTimeout?: number } = {}) {
+  async function startMachine(opts: { token?: string; leaseTtl?: number; requestTimeout?: number; noHostKey?: boolean } = {}) {
     const id = randomBytes(16).toString('hex');
     const m = path.join(dir, `machine-${id}`);
     await mkdir(m);
@@ -131,6 +131,8 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'root@minion-7', '-f', path.join(m, 'host_key')]).catch(async () => {
       await writeFile(path.join(m, 'host_key.pub'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly0000000000000000000000 root@minion-7\n');
     });
+    const hostKey = (await readFile(path.join(m, 'host_key.pub'), 'utf8')).split(' ').slice(0, 2).join(' ');
+    if (opts.noHostKey) await rm(path.join(m, 'host_key.pub'));
     let config = path.join(dir, 'etc-corekube');
     if (opts.token !== undefined) {
       config = path.join(m, 'etc-corekube');
@@ -148,8 +150,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     let stderr = '';
     proc.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-    const hostKey = (await readFile(path.join(m, 'host_key.pub'), 'utf8')).split(' ').slice(0, 2).join(' ');
-    return { id, bootId, hostKey, proc, exited, stderr: () => stderr, key: keys.joinOf(id) };
+    return { id, bootId, hostKey, proc, exited, stderr: () => stderr, key: keys.joinOf(id), nonceFile: path.join(m, 'run', 'join-nonce') };
   }
 
   async function read(key: string) {
@@ -165,6 +166,12 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     const parsed = parseMachineRecord(m.id, first.value);
     expect(parsed).toMatchObject({ ok: true, record: { schema: 1, id: m.id, role: 'minion', ip: '127.0.0.1', hostname: 'minion-7', bootId: m.bootId, sshHostKey: m.hostKey } });
     expect(first.lease).not.toBe('0');
+    // the request commits to this boot's join nonce: kept root-only beside the script's state, only its digest sent
+    const nonce = (await readFile(m.nonceFile, 'utf8')).trim();
+    expect(nonce).toMatch(/^[0-9a-f]{64}$/);
+    expect(((await stat(m.nonceFile)).mode & 0o777).toString(8)).toBe('600');
+    expect(parsed.ok && parsed.record.nonceDigest).toBe(createHash('sha256').update(nonce).digest('hex'));
+    expect(first.value).not.toContain(nonce);
 
     // well past the TTL, the record is still there under the same lease: the keepalives work
     await sleep((LEASE_TTL + 2) * 1000);
@@ -176,6 +183,14 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     await until('the record to expire', (LEASE_TTL + 5) * 1000, async () => ((await read(m.key)) === undefined ? true : undefined));
     expect(Date.now() - killedAt).toBeGreaterThan(500);
     expect(m.stderr()).not.toContain(JOIN_TOKEN);
+    expect(m.stderr()).not.toContain(nonce);
+  });
+
+  it('does not ask to join without the machine\'s SSH host key: exits non-zero and writes nothing', async () => {
+    const m = await startMachine({ noHostKey: true });
+    expect(await m.exited).toBe(1);
+    expect(await read(m.key)).toBeUndefined();
+    expect(m.stderr()).toMatch(/a join request carries it/);
   });
 
   it('revokes its lease on SIGTERM (a clean shutdown), so the record goes at once', async () => {

@@ -273,6 +273,8 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
       // the request is gone, the host key it proved is pinned, and the credentials are the minion's alone
       expect((await root.get(keys.joinOf(minion.id)).exec()).kvs).toHaveLength(0);
       expect(await root.get(keys.hostkeyOf(minion.id)).string()).toBe(minion.hostKey);
+      // the identity it proved over SSH (its machine id and join nonce): the only address and key it is deployed at
+      expect(JSON.parse((await root.get(keys.admittedOf(minion.id)).string())!)).toMatchObject({ id: minion.id, ip: minion.ip, hostKey: minion.hostKey });
       expect(await out(minion, ['stat', '-c', '%U %a', DISCOVERY_CLIENT_PATHS.credentials])).toBe('root 600');
       expect(await out(minion, ['grep', '-c', `^FLANNELD_ETCD_USERNAME=machine-${minion.id}$`, DISCOVERY_CLIENT_PATHS.credentials])).toBe('1');
       expect(await out(minion, ['journalctl', '-u', 'corekube-announce.service', '-o', 'cat', '--no-pager'])).toContain(`as machine-${minion.id} under lease`);

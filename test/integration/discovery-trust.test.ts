@@ -129,8 +129,8 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     return res.json.token as string;
   }
 
-  it('runs etcd the way discovery-etcd.service does: TLS with the pushed server cert, no client certificate required, cheap password hashing (random secrets only)', () => {
-    expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file', '--bcrypt-cost']);
+  it('runs etcd the way discovery-etcd.service does: TLS with the pushed server cert, no client certificate required, cheap password hashing (random secrets only), requests and database bounded', () => {
+    expect(tlsFlags.map((f) => f.split('=')[0])).toEqual(['--cert-file', '--key-file', '--bcrypt-cost', '--max-request-bytes', '--quota-backend-bytes']);
   });
 
   it('sets up auth on first run (deleting the shared flannel user of earlier versions); then root (the overlord) can do anything and an anonymous client nothing', async () => {

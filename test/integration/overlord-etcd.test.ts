@@ -235,7 +235,7 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
         { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null },
         { id: minion.id, role: 'minion', ip: minion.ip, state: 'deployed', step: null, error: null, subnet: null },
         { id: failing.id, role: 'minion', ip: failing.ip, state: 'failed', step: 'start:kubelet.service', error: expect.stringContaining('E_UNIT_FAILED: kubelet.service failed'), subnet: null },
-        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record is not JSON', subnet: null },
+        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record value is not JSON (got "not json")', subnet: null },
       ]);
     });
 

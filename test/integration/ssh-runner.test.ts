@@ -119,11 +119,22 @@ describe.skipIf(skip)('ssh runner on a real machine', () => {
     expect(new Set([first, ...again].map((x) => x.stdout)).size).toBe(1);
   });
 
-  it('accepts the pinned host key without consulting the trust-on-first-use store', async () => {
+  it('accepts the host key the target names when none is pinned, and records nothing', async () => {
     const store = memoryHostKeys();
     const r = runner(store.policy);
     expect((await r.exec(target, ['true'])).code).toBe(0);
-    expect(store.calls).toEqual([]);
+    expect(store.calls).toEqual([`expected ${machine.id}`]);
+  });
+
+  it('refuses, before connecting, a target that names another key than the one pinned for the machine: a record cannot move a machine to another key', async () => {
+    const other = sshKeyPair(dir, 'pinned-elsewhere').publicKey.split(' ').slice(0, 2).join(' ');
+    const store = memoryHostKeys({ [machine.id]: other });
+    const r = runner(store.policy);
+    const err = await rejection(r.exec(target, ['touch', '/tmp/should-not-run-either']));
+    expect(err.code).toBe('E_SSH_HOSTKEY');
+    expect(err.message).toMatch(/is pinned for it/);
+    expect(existsSync(path.join(machine.root, 'tmp/should-not-run-either'))).toBe(false);
+    expect(store.keys.get(machine.id)).toBe(other);
   });
 
   it('refuses a machine whose host key is not the pinned one (terminal, names the machine, no key text)', async () => {

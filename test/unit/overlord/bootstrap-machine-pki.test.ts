@@ -200,7 +200,7 @@ describe('prepared discovery', () => {
     let gate = new Promise<void>((r) => (release = r));
     let changes = 0;
     const view = new PreparedDiscovery({
-      source: { snapshot: () => ({ records: new Map(records.map((r) => [r.id, r])), invalid: new Map() }) },
+      source: { snapshot: () => ({ records: new Map(records.map((r) => [r.id, r])), invalid: new Map(), overflow: 0 }) },
       prepare: async (rs) => {
         prepared.push(rs.map((r) => r.hostname));
         await gate;

@@ -4,7 +4,9 @@
  * - FakeClock: time moves only when a test advances it; sleeps resolve in time order;
  * - MemoryStore: revisions, compare-and-swap, fences, prefix watches with history and compaction;
  * - FakeMachines: a HostRunner whose machines model what the executor relies on in systemd — unit files,
- *   daemon-reload, start jobs, ActiveState/SubState/Result/InvocationID, the journal, unreachable hosts.
+ *   daemon-reload, start jobs, ActiveState/SubState/Result/InvocationID, the journal, unreachable hosts — and,
+ *   for machines `place`d at an address, what admission relies on: the machine at that address answers (not
+ *   the id the overlord names), with its host key checked in the handshake, its machine id and join nonce.
  */
 import { CorekubeError } from '../../../core/errors.ts';
 import type { Clock } from '../../../overlord/clock.ts';
@@ -132,6 +134,15 @@ export class MemoryStore implements Store {
     return { revision: String(this.revision), kvs };
   }
 
+  /** keys a scan hands over at once (etcd-store pages by LIST_PAGE_KEYS) */
+  pageSize = 3;
+
+  async scan(prefix: string, onPage: (kvs: readonly KeyValue[]) => void): Promise<string> {
+    const { revision, kvs } = await this.list(prefix);
+    for (let i = 0; i < kvs.length; i += this.pageSize) onPage(kvs.slice(i, i + this.pageSize));
+    return revision;
+  }
+
   async watch(prefix: string, fromRevision: string, listener: WatchListener): Promise<WatchHandle> {
     this.requests.watch++;
     this.check();
@@ -256,6 +267,9 @@ interface UnitSim {
 }
 
 export class FakeMachine {
+  /** placed machines: their host key line and announce script's join nonce (absent = none on the machine) */
+  hostKey: string | undefined;
+  nonce: string | undefined;
   readonly files = new Map<string, { content: string; mode: string }>();
   readonly units = new Map<string, UnitSim>();
   readonly behaviour = new Map<string, UnitBehaviour>();
@@ -350,6 +364,10 @@ export class FakeMachine {
       return ok(`ActiveState=${u.activeState}\nSubState=${u.subState}\nResult=${u.result}\nInvocationID=${u.invocation ? `inv${u.invocation}` : ''}\n`);
     }
     if (a[0] === 'journalctl') return ok(`${a[2]} starting\n${a[2]}: fatal: something went wrong`);
+    if (a[0] === 'head' && a.includes('/etc/machine-id')) {
+      return this.nonce === undefined ? { code: 1, stdout: `${this.id}\n`, stderr: `head: cannot open '${a.at(-1)}' for reading: No such file or directory` } : ok(`${this.id}\n${this.nonce}\n`);
+    }
+    if (a[0] === 'true') return ok();
     return fail(127, `unknown command ${a[0]}`);
   }
 
@@ -367,6 +385,8 @@ export class FakeMachine {
 
 export class FakeMachines implements HostRunner {
   readonly machines = new Map<string, FakeMachine>();
+  /** address → the machine there (placed machines only) */
+  readonly addresses = new Map<string, FakeMachine>();
   /** commands running right now, and the most at once (per machine and overall) */
   running = 0;
   peak = 0;
@@ -383,9 +403,21 @@ export class FakeMachines implements HostRunner {
     return m;
   }
 
+  /** A machine at an address, with its host key and join nonce: commands to that address reach it, whatever id they name. */
+  place(id: string, at: { ip: string; hostKey: string; nonce?: string }): FakeMachine {
+    const m = this.machine(id);
+    m.hostKey = at.hostKey;
+    m.nonce = at.nonce;
+    this.addresses.set(at.ip, m);
+    return m;
+  }
+
   async exec(target: HostTarget, argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-    const m = this.machine(target.id);
-    if (!m.reachable) throw new CorekubeError('E_SSH', `cannot connect to ${target.ip}: connection refused`, { retryable: true });
+    const m = this.addresses.get(target.ip) ?? (this.addresses.size > 0 ? undefined : this.machine(target.id));
+    if (!m || !m.reachable) throw new CorekubeError('E_SSH', `cannot connect to ${target.ip}: connection refused`, { retryable: true });
+    if (m.hostKey !== undefined && target.hostKey !== undefined && m.hostKey !== target.hostKey) {
+      throw new CorekubeError('E_SSH_HOSTKEY', `machine ${target.id} (${target.ip}) presented another host key`);
+    }
     this.running++;
     this.peak = Math.max(this.peak, this.running);
     try {

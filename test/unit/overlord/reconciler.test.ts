@@ -213,7 +213,7 @@ describe('reconciler', () => {
     expect(ledgerOf(w.store, bad.id)).toBeNull();
     expect(o.summary().text).toBe('1/1 machines deployed; 2 invalid records skipped');
     const status = await readStatus(w.store, keys);
-    expect(status.machines.find((m) => m.id === bad.id)).toMatchObject({ role: 'etcd', state: 'failed', error: expect.stringContaining('role "etcd" is not one of master, minion') });
+    expect(status.machines.find((m) => m.id === bad.id)).toMatchObject({ role: 'etcd', state: 'failed', error: expect.stringContaining('role is not one of master, minion (got "etcd")') });
     await o.stop();
   });
 
