@@ -96,16 +96,23 @@ describe('machine PKI in the write-units step', () => {
 
     const m = w.hosts.machine(master1.id).files;
     const n = w.hosts.machine(minion.id).files;
-    for (const [path, role] of [[PKI_PATHS.apiServer.key, m], [PKI_PATHS.etcdServer.key, m], [PKI_PATHS.serviceAccount.privateKey, m], [PKI_PATHS.kubelet.key, n], [PKI_PATHS.kubeProxy.key, n]] as const) {
+    for (const [path, role] of [[PKI_PATHS.apiServer.key, m], [PKI_PATHS.etcdServer.key, m], [PKI_PATHS.frontProxyClient.key, m], [PKI_PATHS.serviceAccount.privateKey, m], [PKI_PATHS.discoveryClient.key, m], [PKI_PATHS.kubelet.key, n], [PKI_PATHS.kubeProxy.key, n], [PKI_PATHS.discoveryClient.key, n]] as const) {
       expect(role.get(path)?.mode, path).toBe('0600');
       expect(role.get(path)?.content).toMatch(/^-----BEGIN PRIVATE KEY-----/);
     }
     expect(m.get(PKI_PATHS.ca)).toMatchObject({ mode: '0644' });
     expect(readCertificate(m.get(PKI_PATHS.apiServer.cert)!.content, 'api').ipAddresses).toContain(master1.ip);
     expect(readCertificate(n.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet').commonName).toBe(`system:node:${minion.hostname}`);
+    expect(readCertificate(m.get(PKI_PATHS.frontProxyClient.cert)!.content, 'front-proxy-client').commonName).toBe('front-proxy-client');
+    expect(m.get(PKI_PATHS.frontProxyCa)).toMatchObject({ mode: '0644' });
+    // each machine's own client certificate for discovery's etcd (flanneld presents it)
+    for (const [files, record] of [[m, master1], [n, minion]] as const) {
+      expect(readCertificate(files.get(PKI_PATHS.discoveryClient.cert)!.content, 'discovery-client').commonName).toBe(`machine-${record.id}`);
+    }
     // a minion holds no master material
     expect(n.has(PKI_PATHS.apiServer.key)).toBe(false);
     expect(n.has(PKI_PATHS.serviceAccount.privateKey)).toBe(false);
+    expect(n.has(PKI_PATHS.frontProxyClient.key)).toBe(false);
     for (const files of [m, n]) {
       expect(files.get(DISCOVERY_CLIENT_PATHS.ca)).toEqual({ content: DISCOVERY_CA, mode: '0644' });
     }
@@ -120,7 +127,7 @@ describe('machine PKI in the write-units step', () => {
     }
     // no CA key on any machine
     const caKeys = (await Promise.all(Object.values(CA_NAMES).map((ca) => w.pkiStore.read(`${ca}.key`)))).filter((k) => k !== undefined);
-    expect(caKeys).toHaveLength(2); // cluster and etcd (the discovery CA is the bootstrap's)
+    expect(caKeys).toHaveLength(4); // cluster, etcd, front-proxy and discovery (which signs each machine's discovery client certificate)
     for (const caKey of caKeys) {
       const body = caKey.split('\n')[1]!;
       for (const files of [m, n]) for (const f of files.values()) expect(f.content).not.toContain(body);

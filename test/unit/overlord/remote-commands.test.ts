@@ -5,6 +5,7 @@ import { formatStatusTable, machineStatuses } from '../../../overlord/status.ts'
 import { beginDeployment, stepDone } from '../../../overlord/ledger.ts';
 import { fakeUnits, makeRecord } from './fakes.ts';
 import { stepsOf } from '../../../overlord/planner.ts';
+import type { NodeState } from '../../../overlord/kubernetes/node-states.ts';
 
 const user = { user: 'corekube' };
 const root = { user: 'root' };
@@ -93,16 +94,16 @@ describe('status rows', () => {
   for (const id of ids) deployed = stepDone(deployed, id, T, { startNext: true });
   const deploying = stepDone(beginDeployment(null, minion, { hash: 'h', stepIds: ids }, ids, T), 'write-units', T, { startNext: true });
 
-  it('has exactly the documented fields, masters first, subnet null', () => {
+  it('has exactly the documented fields, masters first, subnet and node null', () => {
     const report = machineStatuses(
       [{ id: minion.id, record: minion }, { id: master.id, record: master }, { id: 'f'.repeat(32), invalid: 'record is not JSON', role: null, ip: null }],
       new Map([[master.id, deployed], [minion.id, deploying]]),
     );
-    expect(report.machines.map((m) => Object.keys(m))).toEqual(Array(3).fill(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet']));
+    expect(report.machines.map((m) => Object.keys(m))).toEqual(Array(3).fill(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node']));
     expect(report.machines).toEqual([
-      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null },
-      { id: minion.id, role: 'minion', ip: minion.ip, state: 'deploying', step: 'daemon-reload', error: null, subnet: null },
-      { id: 'f'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record is not JSON', subnet: null },
+      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
+      { id: minion.id, role: 'minion', ip: minion.ip, state: 'deploying', step: 'daemon-reload', error: null, subnet: null, node: null },
+      { id: 'f'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record is not JSON', subnet: null, node: null },
     ]);
     expect(formatStatusTable(report)).toContain('3 machines: 1 deployed, 1 deploying, 0 pending, 1 failed');
   });
@@ -117,8 +118,21 @@ describe('status rows', () => {
     const joining = makeRecord(20, 'minion');
     const report = machineStatuses([{ id: master.id, record: master }], new Map([[master.id, deployed]]), new Map(), [joining, master]);
     expect(report.machines).toEqual([
-      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null },
-      { id: joining.id, role: 'minion', ip: joining.ip, state: 'pending', step: 'join', error: null, subnet: null },
+      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
+      { id: joining.id, role: 'minion', ip: joining.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null },
     ]);
+  });
+
+  it("shows a machine's Node as the overlord recorded it, and a Node that is not Ready with its reason in the table", () => {
+    const node: NodeState = { name: minion.hostname, ready: false, reason: 'KubeletNotReady: container runtime network not ready', podCIDR: '10.244.3.0/24', kubeletVersion: 'v1.36.5', since: T };
+    const report = machineStatuses([{ id: master.id, record: master }, { id: minion.id, record: minion }], new Map([[master.id, deployed], [minion.id, deploying]]), new Map([[minion.id, '10.244.3.0/24']]), [], new Map([[minion.id, node]]));
+    expect(report.machines.map((m) => [m.id, m.subnet, m.node])).toEqual([
+      [master.id, null, null],
+      [minion.id, '10.244.3.0/24', node],
+    ]);
+    const table = formatStatusTable(report);
+    expect(table).toMatch(/^ID +ROLE +IP +SUBNET +STATE +NODE +STEP +ERROR$/m);
+    expect(table).toContain(`${minion.hostname} NotReady`);
+    expect(table).toContain('KubeletNotReady: container runtime network not ready');
   });
 });

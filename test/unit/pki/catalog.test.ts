@@ -47,6 +47,8 @@ describe('the certificate catalog', () => {
     expect(identity('apiServerEtcdClient')).toEqual({ ca: 'etcd', cn: 'kube-apiserver-etcd-client', o: [], usage: 'client' });
     expect(identity('controllerManager')).toEqual({ ca: 'cluster', cn: 'system:kube-controller-manager', o: [], usage: 'client' });
     expect(identity('scheduler')).toEqual({ ca: 'cluster', cn: 'system:kube-scheduler', o: [], usage: 'client' });
+    // the API server's identity towards aggregated API servers: its own CA, the name --requestheader-allowed-names accepts
+    expect(identity('frontProxyClient')).toEqual({ ca: 'front-proxy', cn: 'front-proxy-client', o: [], usage: 'client' });
     const n = machineProfiles(spec, machines, minion1);
     expect(entry(n, 'kubeProxy')).toMatchObject({ ca: 'cluster', commonName: 'system:kube-proxy', usage: 'client' });
     expect(adminProfile()).toMatchObject({ ca: 'cluster', commonName: 'admin', organizations: ['system:masters'], usage: 'client' });
@@ -66,10 +68,17 @@ describe('the certificate catalog', () => {
     }
   });
 
+  it("gives every machine a client certificate for discovery's etcd in its own name, by discovery's CA (flanneld speaks TLS only with one)", () => {
+    for (const m of [master1, minion1, minion2]) {
+      expect(entry(machineProfiles(spec, machines, m), 'discoveryClient')).toMatchObject({ ca: 'discovery', commonName: `machine-${m.id}`, organizations: [], usage: 'client', dnsNames: [], ipAddresses: [] });
+    }
+  });
+
   it('gives each role exactly the key pairs its units read', () => {
     for (const m of [master1, minion1]) {
       const names = machineProfiles(spec, machines, m).map((p) => (p.owner.kind === 'machine' ? p.owner.entry : ''));
-      const wanted = PKI_FILES_BY_ROLE[m.role].filter((e) => !['ca', 'etcdCa', 'serviceAccount'].includes(e));
+      // CA certificates and the shared service-account key are delivered, not issued per machine
+      const wanted = PKI_FILES_BY_ROLE[m.role].filter((e) => !['ca', 'etcdCa', 'frontProxyCa', 'serviceAccount'].includes(e));
       expect(names).toEqual(wanted);
       expect(certEntriesOf(m.role)).toEqual(wanted);
     }

@@ -27,7 +27,20 @@ describe('PKI delivery', () => {
       [PKI_PATHS.kubelet.key, '0600'],
       [PKI_PATHS.kubeProxy.cert, '0644'],
       [PKI_PATHS.kubeProxy.key, '0600'],
+      [PKI_PATHS.discoveryClient.cert, '0644'],
+      [PKI_PATHS.discoveryClient.key, '0600'],
     ]);
+    expect(machinePkiFiles(minion).find((f) => f.path === PKI_PATHS.discoveryClient.cert)?.content).toBe(minion.pairs.discoveryClient!.cert);
+  });
+
+  it('gives a master the front-proxy CA and its front-proxy client pair, and a minion neither', () => {
+    const files = machinePkiFiles(master);
+    expect(files.find((f) => f.path === PKI_PATHS.frontProxyCa)).toMatchObject({ mode: '0644', content: master.frontProxyCa });
+    expect(files.find((f) => f.path === PKI_PATHS.frontProxyClient.key)).toMatchObject({ mode: '0600', content: master.pairs.frontProxyClient!.key });
+    expect(master.frontProxyCa).not.toBe(master.clusterCa);
+    const minionPaths = machinePkiFiles(minion).map((f) => f.path);
+    expect(minionPaths).not.toContain(PKI_PATHS.frontProxyCa);
+    expect(minionPaths).not.toContain(PKI_PATHS.frontProxyClient.cert);
   });
 
   it("gives a master the service-account key pair and its control-plane pairs, each key mode 0600", () => {

@@ -5,7 +5,7 @@ import { DAY, master1, minion1, spec } from './fixtures.ts';
 
 const NOW = Date.parse('2026-11-21T22:00:00Z');
 const kubelet = machineProfiles(spec, [master1, minion1], minion1).find((p) => p.name.endsWith('/kubelet'))!;
-const cas = { cluster: 'aa', etcd: 'bb', discovery: 'cc' };
+const cas = { cluster: 'aa', etcd: 'bb', 'front-proxy': 'dd', discovery: 'cc' };
 
 function issued(p: CertProfile, change: Partial<CertFacts> = {}): Existing {
   const cert: CertFacts = {
