@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { parseYaml } from '../../../core/yaml.ts';
+import { clusterImages } from '../../../release/catalog.ts';
 import { hashFiles, renderUnits, type UnitContext } from '../../../units/index.ts';
 import { context, spec } from './fixtures.ts';
 
@@ -23,6 +24,8 @@ describe('renderUnits', () => {
       { unit: 'flanneld.service', until: 'active' },
     ]);
     expect(unitFiles('master').map((f) => f.path.split('/').pop()).sort()).toEqual(r.start.map((s) => s.unit).sort());
+    // a master runs no kubelet: it has no Node to wait for
+    expect(r.node).toBeUndefined();
   });
 
   it('gives a minion download, flanneld, containerd, kubelet and kube-proxy with their config files', () => {
@@ -32,12 +35,35 @@ describe('renderUnits', () => {
       '/etc/corekube/kubelet/config.yaml',
       '/etc/corekube/kube-proxy/config.yaml',
       '/etc/corekube/containerd/config.toml',
-      '/etc/corekube/cni/net.d/10-flannel.conflist',
       '/etc/corekube/kubeconfigs/kubelet.kubeconfig',
       '/etc/corekube/kubeconfigs/kube-proxy.kubeconfig',
       '/etc/corekube/release.manifest',
       '/opt/corekube/libexec/corekube-download',
+      '/opt/corekube/libexec/corekube-cni-config',
+      '/opt/corekube/libexec/corekube-metadata-guard',
+      '/opt/corekube/libexec/corekube-resolv-conf',
+      '/opt/corekube/libexec/corekube-wait-healthz',
+      '/opt/corekube/libexec/corekube-redact',
     ]));
+    // the CNI config is written on the machine from flanneld's subnet file (corekube-cni-config), never rendered
+    expect(r.files.filter((f) => f.path.startsWith('/etc/corekube/cni/'))).toEqual([]);
+    // deployed once its kubelet's Node (the machine's hostname) is Ready
+    expect(r.node).toBe('demo-minion-0');
+  });
+
+  it("installs each role's helper scripts and no other role's", () => {
+    const scripts = (role: 'master' | 'minion') => renderUnits(context(role)).files.filter((f) => f.path.startsWith('/opt/corekube/libexec/')).map((f) => f.path.split('/').pop()).sort();
+    expect(scripts('master')).toEqual(['corekube-download', 'corekube-redact', 'corekube-wait-api']);
+    expect(scripts('minion')).toEqual(['corekube-cni-config', 'corekube-download', 'corekube-kernel-setup', 'corekube-metadata-guard', 'corekube-redact', 'corekube-resolv-conf', 'corekube-wait-file', 'corekube-wait-healthz']);
+  });
+
+  it('tells systemd a service is ready only when its program says so (Type=notify), where the program can', () => {
+    const type = (role: 'master' | 'minion', unit: string) => /^Type=(\w+)$/m.exec(fileOf(role, `/etc/systemd/system/${unit}`))?.[1];
+    for (const unit of ['corekube-etcd.service', 'kube-apiserver.service', 'flanneld.service']) expect(type('master', unit), unit).toBe('notify');
+    for (const unit of ['flanneld.service', 'corekube-containerd.service', 'kubelet.service']) expect(type('minion', unit), unit).toBe('notify');
+    // the others cannot notify: they wait for the API (controller manager, scheduler) or become active once healthy (kube-proxy)
+    for (const unit of ['kube-controller-manager.service', 'kube-scheduler.service']) expect(type('master', unit), unit).toBe('simple');
+    expect(type('minion', 'kube-proxy.service')).toBe('simple');
   });
 
   it('makes scripts executable and every other file 0644 (no secrets are rendered)', () => {
@@ -66,9 +92,12 @@ describe('renderUnits', () => {
   });
 
   it('passes only secure flags: no insecure port, no anonymous auth, no AlwaysAllow, no plain http', () => {
+    // the one plain-http URL: kube-proxy's own health endpoint on its node, probed by the node itself
+    const healthProbe = /^ExecStartPost=\/opt\/corekube\/libexec\/corekube-wait-healthz http:\/\/10\.240\.0\.40:10256\/healthz \d+$/m;
+    expect(fileOf('minion', '/etc/systemd/system/kube-proxy.service')).toMatch(healthProbe);
     for (const role of ['master', 'minion'] as const) {
       for (const f of renderUnits(context(role)).files.filter((x) => !x.path.startsWith('/opt/corekube/libexec/'))) {
-        expect(f.content, f.path).not.toMatch(/--insecure-port|--insecure-bind-address|--anonymous-auth=true|AlwaysAllow|http:\/\/|--port=/);
+        expect(f.content.replace(healthProbe, ''), f.path).not.toMatch(/--insecure-port|--insecure-bind-address|--anonymous-auth=true|AlwaysAllow|http:\/\/|--port=/);
       }
     }
     const api = fileOf('master', '/etc/systemd/system/kube-apiserver.service');
@@ -79,6 +108,23 @@ describe('renderUnits', () => {
     const etcd = fileOf('master', '/etc/systemd/system/corekube-etcd.service');
     expect(etcd).toContain('--client-cert-auth=true');
     expect(etcd).toContain('--peer-client-cert-auth=true');
+  });
+
+  it('lets the API server accept request headers only from its front-proxy client, by the front-proxy CA, as kubeadm sets it up', () => {
+    const api = fileOf('master', '/etc/systemd/system/kube-apiserver.service');
+    expect(api).toContain('--requestheader-client-ca-file=/etc/corekube/pki/front-proxy-ca.crt ');
+    expect(api).toContain('--requestheader-allowed-names=front-proxy-client ');
+    expect(api).toContain('--proxy-client-cert-file=/etc/corekube/pki/front-proxy-client.crt ');
+    expect(api).toContain('--proxy-client-key-file=/etc/corekube/pki/front-proxy-client.key ');
+    for (const h of ['--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group', '--requestheader-extra-headers-prefix=X-Remote-Extra-']) expect(api).toContain(`${h} `);
+  });
+
+  it('starts the controller manager and the scheduler only once the local API server is ready, asked with their own certificate', () => {
+    for (const [unit, pair] of [['kube-controller-manager', 'kube-controller-manager'], ['kube-scheduler', 'kube-scheduler']]) {
+      expect(fileOf('master', `/etc/systemd/system/${unit}.service`), unit).toMatch(
+        new RegExp(`^ExecStartPre=/opt/corekube/libexec/corekube-wait-api https://127\\.0\\.0\\.1:6443 /etc/corekube/pki/ca\\.crt /etc/corekube/pki/${pair}\\.crt /etc/corekube/pki/${pair}\\.key \\d+$`, 'm'),
+      );
+    }
   });
 
   it('builds the etcd initial cluster from every deployed master, named by IP', () => {
@@ -105,8 +151,14 @@ describe('renderUnits', () => {
       expect(f).toContain('--etcd-endpoints=https://10.240.0.10:2379 ');
       expect(f).toContain('--etcd-prefix=/corekube/demo/network ');
       expect(f).toContain('--etcd-cafile=/etc/corekube/pki/discovery-ca.crt ');
+      // flanneld speaks TLS to etcd only with a client certificate: the machine's own, by discovery's CA
+      expect(f).toContain('--etcd-certfile=/etc/corekube/pki/discovery-client.crt ');
+      expect(f).toContain('--etcd-keyfile=/etc/corekube/pki/discovery-client.key ');
+      // its etcd user and password come from the environment file, never the command line
       expect(f).toContain('EnvironmentFile=/etc/corekube/pki/discovery-credentials.env\n');
-      expect(f).not.toMatch(/--etcd-(certfile|keyfile|password)/);
+      expect(f).not.toMatch(/--etcd-(username|password)/);
+      // …and flanneld prints its options (the password among them) at start: its output passes corekube-redact
+      expect(f).toMatch(/^ExecStart=\/opt\/corekube\/libexec\/corekube-redact \/opt\/corekube\/bin\/flanneld \\$/m);
       expect(f).toContain(`--iface=${context(role).machine.ip} `);
       expect(f).toContain('--ip-masq ');
       expect(f).toMatch(/--healthz-port=\d+/);
@@ -122,6 +174,28 @@ describe('renderUnits', () => {
     }
   });
 
+  it("writes the CNI config from flanneld's subnet file and shuts pods out of the metadata service, before containerd starts", () => {
+    const pre = [...fileOf('minion', '/etc/systemd/system/corekube-containerd.service').matchAll(/^ExecStartPre=(.*)$/gm)].map((m) => m[1]);
+    expect(pre).toEqual([
+      '/opt/corekube/libexec/corekube-kernel-setup',
+      // the whole pod network, not only this node's subnet: no pod anywhere reads another node's user_data
+      '/opt/corekube/libexec/corekube-metadata-guard 10.244.0.0/14',
+      expect.stringMatching(/^\/opt\/corekube\/libexec\/corekube-wait-file \/run\/flannel\/subnet\.env \d+$/),
+      '/opt/corekube/libexec/corekube-cni-config /run/flannel/subnet.env /etc/corekube/cni/net.d/10-corekube.conflist',
+    ]);
+    // a master runs no pods: it has no guard
+    expect(renderUnits(context('master')).files.map((f) => f.path)).not.toContain('/opt/corekube/libexec/corekube-metadata-guard');
+  });
+
+  it('gives the kubelet a drop-in directory and a resolv.conf of upstream servers written at each start', () => {
+    const kubelet = fileOf('minion', '/etc/systemd/system/kubelet.service');
+    expect(kubelet).toContain('ExecStartPre=/bin/mkdir -p /etc/corekube/kubelet/config.d\n');
+    expect(kubelet).toContain('ExecStartPre=/opt/corekube/libexec/corekube-resolv-conf /run/corekube/resolv.conf\n');
+    expect(kubelet).toContain('--config-dir=/etc/corekube/kubelet/config.d ');
+    const cfg = parseYaml(fileOf('minion', '/etc/corekube/kubelet/config.yaml')) as Record<string, any>;
+    expect(cfg.resolvConf).toBe('/run/corekube/resolv.conf');
+  });
+
   it('writes a KubeletConfiguration with webhook authn/authz, no anonymous auth and the systemd cgroup driver', () => {
     const cfg = parseYaml(fileOf('minion', '/etc/corekube/kubelet/config.yaml')) as Record<string, any>;
     expect(cfg.kind).toBe('KubeletConfiguration');
@@ -133,9 +207,27 @@ describe('renderUnits', () => {
     expect(cfg.containerRuntimeEndpoint).toBe('unix:///run/corekube/containerd/containerd.sock');
   });
 
-  it('writes a KubeProxyConfiguration in iptables mode with the pod CIDR', () => {
+  it('writes a KubeProxyConfiguration in iptables mode with the pod CIDR, NodePorts on the node address only', () => {
     const cfg = parseYaml(fileOf('minion', '/etc/corekube/kube-proxy/config.yaml')) as Record<string, any>;
-    expect(cfg).toMatchObject({ kind: 'KubeProxyConfiguration', mode: 'iptables', clusterCIDR: '10.244.0.0/14' });
+    expect(cfg).toMatchObject({ kind: 'KubeProxyConfiguration', mode: 'iptables', clusterCIDR: '10.244.0.0/14', healthzBindAddress: '10.240.0.40:10256', nodePortAddresses: ['primary'] });
+  });
+
+  it("pins containerd's sandbox image to the spec's pause version, imports a site's drop-ins, and reads registry hosts from certs.d", () => {
+    const toml = fileOf('minion', '/etc/corekube/containerd/config.toml');
+    expect(toml).toContain("imports = ['/etc/corekube/containerd/conf.d/*.toml']\n");
+    expect(toml).toContain(`sandbox = '${clusterImages(spec().versions).pause}'\n`);
+    expect(toml).toContain(`sandbox = 'registry.k8s.io/pause:${spec().versions.pause}'\n`);
+    expect(toml).toContain("config_path = '/etc/corekube/containerd/certs.d'\n");
+  });
+
+  it('pulls registry.k8s.io through a registry mirror when the spec names one, and writes no hosts.toml without one', () => {
+    const hosts = (s: ReturnType<typeof spec>) => renderUnits(context('minion', s)).files.filter((f) => f.path.startsWith('/etc/corekube/containerd/certs.d/'));
+    expect(hosts(spec())).toEqual([]);
+    const mirrored = hosts(spec({ 'registry-mirror': 'http://10.200.60.1:5000' }));
+    expect(mirrored.map((f) => f.path)).toEqual(['/etc/corekube/containerd/certs.d/registry.k8s.io/hosts.toml', '/etc/corekube/containerd/certs.d/10.200.60.1:5000/hosts.toml']);
+    expect(mirrored[0]!.content).toContain("server = 'https://registry.k8s.io'\n");
+    expect(mirrored[0]!.content).toContain("[host.'http://10.200.60.1:5000']\n  capabilities = ['pull', 'resolve']\n");
+    expect(mirrored[1]!.content).toContain("server = 'http://10.200.60.1:5000'\n");
   });
 
   it('writes kubeconfigs that name certificate files: minions reach the first master, masters loopback', () => {
@@ -144,12 +236,6 @@ describe('renderUnits', () => {
     expect(kubelet.users[0]).toEqual({ name: 'system:node:demo-minion-0', user: { 'client-certificate': '/etc/corekube/pki/kubelet.crt', 'client-key': '/etc/corekube/pki/kubelet.key' } });
     const cm = parseYaml(fileOf('master', '/etc/corekube/kubeconfigs/kube-controller-manager.kubeconfig')) as Record<string, any>;
     expect(cm.clusters[0].cluster.server).toBe('https://127.0.0.1:6443');
-  });
-
-  it('writes a CNI conflist where flannel delegates to bridge, then portmap', () => {
-    const cni = JSON.parse(fileOf('minion', '/etc/corekube/cni/net.d/10-flannel.conflist'));
-    expect(cni.plugins.map((p: { type: string }) => p.type)).toEqual(['flannel', 'portmap']);
-    expect(cni.plugins[0].delegate.type).toBe('bridge');
   });
 
   it('throws E_TEMPLATE naming the template when the context lacks a value (strict rendering)', () => {
