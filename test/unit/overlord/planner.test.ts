@@ -85,6 +85,25 @@ describe('plan: resuming after an interruption', () => {
   });
 });
 
+describe('plan: a machine that runs a kubelet', () => {
+  const withNode = (r: MachineRecord) => ({ ...units(r), node: r.hostname });
+
+  it("ends with node-ready, after every start step: deployed means its Node is Ready", () => {
+    const p = find(plan({ machines: [desired(master), desired(minion, withNode)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master)]]) }), minion);
+    expect(ids(p)).toEqual(['write-units', 'daemon-reload', 'start:corekube-download.service', 'start:kubelet.service', 'node-ready']);
+    expect(p?.action === 'deploy' && p.steps.at(-1)).toEqual({ kind: 'node-ready', id: 'node-ready', node: minion.hostname });
+    expect(stepsOf(units(minion)).map((s) => s.id)).not.toContain('node-ready');
+  });
+
+  it('checks the Node again after a new boot, with the start steps', () => {
+    const ledger = new Map([[master.id, ledgerOf(master)], [minion.id, ledgerOf(minion, undefined, withNode)]]);
+    const rebooted = makeRecord(10, 'minion', { bootId: 'feedfacefeedfacefeedfacefeedface' });
+    const p = find(plan({ machines: [desired(master), desired(rebooted, withNode)], expectedMasters: 1 }, { ledger }), rebooted);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'reboot' });
+    expect(ids(p)).toEqual(['start:corekube-download.service', 'start:kubelet.service', 'node-ready']);
+  });
+});
+
 describe('plan: changed templates', () => {
   it('redeploys a deployed machine from the first step when the units hash changes', () => {
     const v2 = fakeUnits('v2');
