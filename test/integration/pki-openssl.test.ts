@@ -63,22 +63,28 @@ describe.skipIf(skip)('the PKI checked with openssl', () => {
   });
 
   it('verifies every leaf against its own CA (strict, for its TLS purpose) and refuses it under the others', async () => {
-    const cas = { cluster: await pemFile('cluster-ca.crt', master.clusterCa), etcd: await pemFile('etcd-ca.crt', master.etcdCa), discovery: await pemFile('discovery-ca.crt', discovery.ca) };
-    const etcdSigned: CertEntry[] = ['apiServerEtcdClient', 'etcdServer', 'etcdPeer'];
+    const cas = {
+      cluster: await pemFile('cluster-ca.crt', master.clusterCa),
+      etcd: await pemFile('etcd-ca.crt', master.etcdCa),
+      'front-proxy': await pemFile('front-proxy-ca.crt', master.frontProxyCa),
+      discovery: await pemFile('discovery-ca.crt', discovery.ca),
+    };
+    const caOf = (entry: CertEntry): keyof typeof cas =>
+      (['apiServerEtcdClient', 'etcdServer', 'etcdPeer'] as CertEntry[]).includes(entry) ? 'etcd' : entry === 'frontProxyClient' ? 'front-proxy' : entry === 'discoveryClient' ? 'discovery' : 'cluster';
     const leaves: { name: string; pem: string; ca: keyof typeof cas; purposes: string[] }[] = [];
     const purposes = (usage: string) => (usage === 'server' ? ['sslserver'] : usage === 'client' ? ['sslclient'] : ['sslserver', 'sslclient']);
     const usageOf: Record<CertEntry, string> = {
       apiServer: 'server', apiServerKubeletClient: 'client', apiServerEtcdClient: 'client', controllerManager: 'client', scheduler: 'client',
-      kubelet: 'peer', kubeProxy: 'client', etcdServer: 'peer', etcdPeer: 'peer',
+      kubelet: 'peer', kubeProxy: 'client', etcdServer: 'peer', etcdPeer: 'peer', frontProxyClient: 'client', discoveryClient: 'client',
     };
     for (const pki of [master, minion]) {
       for (const [entry, pair] of Object.entries(pki.pairs) as [CertEntry, { cert: string }][]) {
-        leaves.push({ name: `${pki.role}/${entry}`, pem: pair.cert, ca: etcdSigned.includes(entry) ? 'etcd' : 'cluster', purposes: purposes(usageOf[entry]) });
+        leaves.push({ name: `${pki.role}/${entry}`, pem: pair.cert, ca: caOf(entry), purposes: purposes(usageOf[entry]) });
       }
     }
     leaves.push({ name: 'discovery/server', pem: discovery.server.cert, ca: 'discovery', purposes: ['sslserver', 'sslclient'] });
     leaves.push({ name: 'overlord/discovery-client', pem: discovery.overlordClient.cert, ca: 'discovery', purposes: ['sslclient'] });
-    expect(leaves.length).toBe(11);
+    expect(leaves.length).toBe(14);
 
     for (const leaf of leaves) {
       const f = await pemFile(`${leaf.name.replace('/', '-')}.crt`, leaf.pem);
