@@ -9,6 +9,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { CorekubeError } from '../core/errors.ts';
 import { toYaml } from '../core/yaml.ts';
 import { CLUSTER_DOMAIN } from '../units/layout.ts';
 import { METADATA_IP } from './metadata.ts';
@@ -126,15 +127,18 @@ export async function workloadPods(kubectl: Kubectl): Promise<WorkloadPod[]> {
 /** Applies the workload and waits until a pod runs Ready on each of `nodes`; returns the pods. */
 export async function deployWorkload(kubectl: Kubectl, image: string, nodes: readonly string[], timeoutMs = 180_000): Promise<WorkloadPod[]> {
   const applied = await kubectl.run(['apply', '-f', '-'], { stdin: workloadManifest(image) });
-  if (applied.code !== 0) throw new Error(`kubectl apply of the test workload failed: ${applied.stderr.trim()}`);
+  if (applied.code !== 0) throw new CorekubeError('E_KUBERNETES', `kubectl apply of the test workload failed: ${applied.stderr.trim()}`, { hint: 'the API server\'s answer above says why' });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const pods = await workloadPods(kubectl);
     const missing = nodes.filter((n) => !pods.some((p) => p.node === n && p.ready));
     if (missing.length === 0) return pods.filter((p) => p.ready);
     if (Date.now() > deadline) {
-      const describe = await kubectl.run(['-n', WORKLOAD.namespace, 'describe', 'pods', '-l', `app=${WORKLOAD.name}`]);
-      throw new Error(`the test workload is not Running on ${missing.join(', ')} after ${Math.round(timeoutMs / 1000)} s:\n${describe.stdout.split('\n').slice(-30).join('\n')}`);
+      const events = await kubectl.run(['-n', WORKLOAD.namespace, 'get', 'events', '--field-selector', 'involvedObject.kind=Pod', '-o', 'custom-columns=POD:.involvedObject.name,REASON:.reason,MESSAGE:.message']);
+      const logs = await kubectl.run(['-n', WORKLOAD.namespace, 'logs', '-l', `app=${WORKLOAD.name}`, '--tail', '5', '--previous']);
+      throw new CorekubeError('E_KUBERNETES', `the test workload is not Running on ${missing.join(', ')} after ${Math.round(timeoutMs / 1000)} s:\n${events.stdout.split('\n').slice(-12).join('\n')}\n${logs.stdout || logs.stderr}`, {
+        hint: `kubectl -n ${WORKLOAD.namespace} describe pods -l app=${WORKLOAD.name}`,
+      });
     }
     await new Promise((r) => setTimeout(r, 2000));
   }
@@ -159,23 +163,23 @@ export async function runClusterChecks(kubectl: Kubectl, pods: readonly Workload
 
   const podNetwork = await retrying(async () => {
     if (a.node === b.node) return { ok: false, detail: `needs pods on two minions, all run on ${a.node}` };
-    const r = await exec(a, `wget -q -T 5 -O - http://${b.ip}:${WORKLOAD.port}/`);
+    const r = await exec(a, `timeout 5 wget -q -O - http://${b.ip}:${WORKLOAD.port}/`);
     return { ok: r.ok && r.out === b.name, detail: `${a.name} (${a.node}) → ${b.ip} (${b.node}): ${r.ok ? `answered "${r.out}"` : `failed: ${r.out}`}` };
   });
   const svc = await kubectl.json<{ spec: { clusterIP: string } }>(['-n', WORKLOAD.namespace, 'get', 'service', WORKLOAD.name]);
   const service = await retrying(async () => {
-    const r = await exec(a, `wget -q -T 5 -O - http://${svc.spec.clusterIP}/`);
+    const r = await exec(a, `timeout 5 wget -q -O - http://${svc.spec.clusterIP}/`);
     return { ok: r.ok && pods.some((p) => p.name === r.out), detail: `${a.name} → Service ${WORKLOAD.name} ${svc.spec.clusterIP}:80: ${r.ok ? `answered by "${r.out}"` : `failed: ${r.out}`}` };
   });
   const dns = await retrying(async () => {
     const names = [`kubernetes.default.svc.${CLUSTER_DOMAIN}`, `${WORKLOAD.name}.${WORKLOAD.namespace}.svc.${CLUSTER_DOMAIN}`];
     const answers = await Promise.all(names.map((n) => exec(a, `nslookup ${n}`)));
-    const byName = await exec(a, `wget -q -T 5 -O - http://${WORKLOAD.name}/`);
+    const byName = await exec(a, `timeout 5 wget -q -O - http://${WORKLOAD.name}/`);
     const resolved = answers.map((r, i) => `${names[i]} ${r.ok && /Address:?\s+\d+\.\d+\.\d+\.\d+/.test(r.out.replace(/^.*?Name:/, '')) ? 'resolved' : `not resolved (${r.out.slice(0, 120)})`}`);
     const ok = answers.every((r) => r.ok) && byName.ok && pods.some((p) => p.name === byName.out) && answers[1]!.out.includes(svc.spec.clusterIP);
     return { ok, detail: `from ${a.name}: ${resolved.join(', ')}; http://${WORKLOAD.name}/ ${byName.ok ? `answered by "${byName.out}"` : `failed: ${byName.out}`}` };
   });
-  const metadata = await exec(a, `wget -q -T 5 -O - http://${METADATA_IP}/`);
+  const metadata = await exec(a, `timeout 5 wget -q -O - http://${METADATA_IP}/`);
   const metadataBlocked = { ok: !metadata.ok, detail: `${a.name} → http://${METADATA_IP}/: ${metadata.ok ? `answered "${metadata.out}" (NOT blocked)` : `refused (${metadata.out || 'no answer'})`}` };
   return { podNetwork, service, dns, metadataBlocked };
 }

@@ -118,6 +118,12 @@ export async function startDockerEngine(): Promise<DockerEngine> {
  * Makes the Dockerfile's base image (node:20-bookworm-slim) locally unless present: a label-matched local
  * stand-in is reused, a registry image is never replaced. Returns the script's one-line account.
  */
+/** Stops the engine of a state directory (and its containers) and removes the directory: cleanup after a killed run. */
+export async function stopDockerEngineDir(stateDir: string): Promise<void> {
+  await runFile(DOCKERD_SH, ['stop', stateDir], { timeoutMs: 90_000 }).catch(() => undefined);
+  await rm(stateDir, { recursive: true, force: true });
+}
+
 export async function ensureNodeBaseImage(engine: DockerEngine, tag = 'node:20-bookworm-slim'): Promise<string> {
   const r = await runFile(BASE_IMAGE_SH, [tag], { env: { ...engine.env, DOCKER: dockerClient() }, timeoutMs: 300_000 });
   if (r.code !== 0) throw new Error(`making ${tag} failed:\n${r.stderr}${r.stdout}`);

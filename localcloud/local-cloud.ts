@@ -17,7 +17,7 @@
  * Network: 10.200.<net>.0/24 (default net 60) on bridge ckbr<net>: .1 the host (Heat's endpoints, the
  * release mirror), .10 discovery, .11 overlord, DHCP from .32 (the spec's address plan).
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,7 +41,8 @@ import { parseClusterSpec, type ClusterSpec } from '../spec/cluster-spec.ts';
 import { aptImageFiles } from './apt-repo.ts';
 import { onExit } from './cleanup.ts';
 import { overlordImageTag } from './docker.ts';
-import { bootMachines, machinesMissing, type Fleet, type Machine } from './machines.ts';
+import { bootMachines, cleanupNet, machinesMissing, netsInUse, type Fleet, type Machine } from './machines.ts';
+import { stopDockerEngineDir } from './docker.ts';
 import { startMirror, type MirrorServer } from './mirror.ts';
 import { freePort } from './ports.ts';
 import { Nova, type NovaEvent } from './nova.ts';
@@ -150,6 +151,10 @@ export interface LocalCloud {
   readonly kubectl: string;
   /** the cloud's own work directory (kubeconfig, Heat's state, the mirror) */
   readonly workDir: string;
+  /** the memory each machine uses now */
+  machineMemory(): Promise<{ readonly name: string; readonly role: string; readonly bytes: number }[]>;
+  /** what cleanupLocalCloud needs to remove the cloud after its process was killed */
+  readonly traces: LocalCloudTraces;
   /** stops and removes everything; idempotent; throws listing what it could not remove */
   teardown(): Promise<void>;
 }
@@ -193,6 +198,38 @@ export const LOCAL_CLOUD_DEVIATIONS: readonly string[] = [
   'the metadata service at 169.254.169.254 is a stand-in on the bridge (it serves no user_data: machines boot from a NoCloud seed)',
   'release artifacts and images are built from their Go modules (upstream downloads are unreachable here) and served by a local mirror and registry',
 ];
+
+export interface LocalCloudTraces {
+  readonly heatDir: string;
+  readonly engineDir: string | undefined;
+  readonly workDir: string;
+}
+
+/**
+ * Removes what a local cloud on net `net` left behind when its process was killed: machines, mounts, network
+ * namespaces, cgroups and the bridge (cleanupNet), Heat's processes, the Docker engine and its containers, the
+ * work directory. Returns what it found to remove.
+ */
+export async function cleanupLocalCloud(net: number, traces?: Partial<LocalCloudTraces>): Promise<string[]> {
+  const left: string[] = [];
+  if (netsInUse().includes(net)) {
+    cleanupNet(net);
+    left.push(`machines and bridge ckbr${net}`);
+  }
+  if (traces?.heatDir && existsSync(traces.heatDir)) {
+    killLocalHeatNow(traces.heatDir);
+    left.push('Keystone and Heat');
+  }
+  if (traces?.engineDir && existsSync(traces.engineDir)) {
+    await stopDockerEngineDir(traces.engineDir);
+    left.push('the Docker engine');
+  }
+  if (traces?.workDir && existsSync(traces.workDir)) {
+    rmSync(traces.workDir, { recursive: true, force: true });
+    left.push(traces.workDir);
+  }
+  return left;
+}
 
 /** The versions the local cloud runs: the spec's defaults, the pins corekube is tested with. */
 function defaultVersions(): ClusterSpec['versions'] {
@@ -323,6 +360,17 @@ class Cloud implements LocalCloud {
       imageFiles: [...aptImageFiles(mirror.urlOn(fleet.gateway)), ...localCloudImageFiles()],
       onEvent: (event) => emit({ kind: 'nova', event }),
     });
+  }
+
+  async machineMemory(): Promise<{ name: string; role: string; bytes: number }[]> {
+    return [...this.nova.boots.values()]
+      .filter((b) => b.machine !== undefined)
+      .map((b) => ({ name: b.server.name, role: b.role, bytes: b.machine!.memory() ?? 0 }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get traces(): LocalCloudTraces {
+    return { heatDir: this.heatService.stateDir, engineDir: this.overlordHost.engine?.stateDir, workDir: this.workDir };
   }
 
   get kubectl(): string {

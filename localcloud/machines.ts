@@ -145,6 +145,8 @@ export interface Machine {
   boot(): Promise<void>;
   /** the console log (nspawn's stdout) */
   console(): string;
+  /** bytes of memory the machine uses (its memory cgroup's usage, without inactive page cache); undefined when unknown */
+  memory(): number | undefined;
 }
 
 export interface Fleet {
@@ -756,6 +758,21 @@ class MachineImpl implements Machine {
       return readFileSync(path.join(this.n.dir, 'console.log'), 'utf8');
     } catch {
       return '';
+    }
+  }
+
+  memory(): number | undefined {
+    const h = hierarchies().find((x) => x.mount.endsWith('/memory')) ?? hierarchies().find((x) => x.mount === '/sys/fs/cgroup');
+    if (!h) return undefined;
+    const dir = path.join(h.mount, h.base, this.n.cgroup);
+    try {
+      const v1 = existsSync(path.join(dir, 'memory.usage_in_bytes'));
+      const usage = Number(readFileSync(path.join(dir, v1 ? 'memory.usage_in_bytes' : 'memory.current'), 'utf8'));
+      const stat = readFileSync(path.join(dir, 'memory.stat'), 'utf8');
+      const inactive = Number(new RegExp(`^${v1 ? 'total_inactive_file' : 'inactive_file'} (\\d+)$`, 'm').exec(stat)?.[1] ?? 0);
+      return usage - inactive;
+    } catch {
+      return undefined;
     }
   }
 }

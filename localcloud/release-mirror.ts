@@ -52,7 +52,10 @@ export async function buildLocalCloudRelease(versions: ClusterSpec['versions'], 
   };
 }
 
-/** The test workload's image: Debian's static busybox (httpd, wget, nslookup) — an image no registry serves here. */
+/**
+ * The test workload's image: Debian's static busybox (httpd, wget, nslookup) — an image no registry serves here.
+ * (Its wget crashes with -T: time a request out with the timeout applet instead.)
+ */
 export const WORKLOAD_IMAGE_PATH = 'corekube-e2e/busybox:1.35';
 
 /** Pushes the cluster's images and the workload image to the registry; returns the workload image's reference. */
@@ -63,7 +66,7 @@ export async function pushLocalCloudImages(release: LocalCloudRelease, registry:
     ref: workload,
     files: [
       { path: '/bin/busybox', source: '/bin/busybox', mode: 0o755 },
-      ...['sh', 'wget', 'nslookup', 'httpd', 'sleep', 'cat', 'echo', 'hostname', 'ip', 'nc'].map((a) => ({ path: `/bin/${a}`, symlink: 'busybox' })),
+      ...['sh', 'wget', 'nslookup', 'httpd', 'sleep', 'cat', 'echo', 'hostname', 'ip', 'nc', 'timeout'].map((a) => ({ path: `/bin/${a}`, symlink: 'busybox' })),
       { path: '/tmp', mode: 0o1777 },
       { path: '/www', mode: 0o755 },
     ],

@@ -179,7 +179,9 @@ async function writeLayer(image: ImageDef, blobs: string): Promise<LayerBlob> {
         await chmod(target, f.mode ?? 0o755);
         if (f.capabilities) await run('setcap', [f.capabilities, target]);
       } else {
-        await mkdir(target, { recursive: true, mode: f.mode ?? 0o755 });
+        await mkdir(target, { recursive: true });
+        // set explicitly: mkdir's mode passes through the umask (a 1777 /tmp would come out 1755)
+        await chmod(target, f.mode ?? 0o755);
       }
       members.push(rel);
     }
