@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,32 +11,30 @@ import { etcdHostKeys } from '../../overlord/hostkeys.ts';
 import { clusterKeys, type ClusterKeys } from '../../overlord/keys.ts';
 import type { Logger } from '../../overlord/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';
-import type { MachineRecord } from '../../overlord/machine-record.ts';
 import { runOverlord, type Overlord } from '../../overlord/overlord.ts';
-import type { RenderedUnits } from '../../overlord/planner.ts';
 import { createSshRunner } from '../../overlord/ssh-runner.ts';
 import type { Store } from '../../overlord/store.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from './discovery-etcd.ts';
 import { onExit } from './cleanup.ts';
 import { bootMachines, type Fleet, type Machine } from './machines.ts';
+import { DEPLOYED_FOR, TEST_UNIT, testUnits } from './test-units.ts';
 import { until } from './until.ts';
+
+export { DEPLOYED_FOR, TEST_UNIT };
 
 /**
  * A small real cluster to attack (test/adversarial/): a harness net with discovery's etcd on the address plan's
  * discovery IP (added to the host's bridge, as its Neutron port would have it) run the way discovery runs it,
  * auth set up by the overlord's code; nodes booted by cloud-init from their REAL user_data (the announce script,
  * the overlord's key authorized, the join token); the overlord in this process — admission on, the real SSH
- * runner, real per-machine etcd users — deploying a tiny stand-in for Kubernetes' units: a file naming the
- * machine (and address) it was rendered for (`DEPLOYED_FOR`) and a oneshot service, so a deploy that lands on the
- * wrong machine shows on that machine.
+ * runner, real per-machine etcd users — deploying small real units in place of Kubernetes' (test-units.ts, the
+ * oneshot alone): a file naming the machine (and address) it was rendered for (`DEPLOYED_FOR`) and a oneshot
+ * service, so a deploy that lands on the wrong machine shows on that machine.
  *
  * Deliberately built only on APIs the overlord had before issue 12, so a suite on this fixture also runs against
  * that overlord (where it reproduces the findings); options of later overlords are passed and ignored by it.
  */
-export const DEPLOYED_FOR = '/etc/corekube-test/deployed-for';
-export const TEST_UNIT = 'corekube-test.service';
-
 export interface NodeSpec {
   readonly hostname: string;
   readonly role: 'master' | 'minion';
@@ -69,22 +67,6 @@ export interface HostileCluster {
   /** the first DHCP address of the net and the last (the machines' range) */
   readonly addresses: { readonly first: string; readonly last: string };
   close(): Promise<void>;
-}
-
-/** The tiny units every machine gets: what they say names the record they were rendered for. */
-function testUnits(version: () => number) {
-  return (record: MachineRecord): RenderedUnits => {
-    const files = [
-      // like Kubernetes' units (flags, certificates), they depend on the machine's address
-      { path: DEPLOYED_FOR, content: `${record.id} ${record.hostname} ${record.role} ${record.ip} v${version()}\n`, mode: '0644' },
-      {
-        path: `/etc/systemd/system/${TEST_UNIT}`,
-        content: '[Unit]\nDescription=corekube test deployment\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n',
-        mode: '0644',
-      },
-    ];
-    return { files, start: [{ unit: TEST_UNIT, until: 'exited' }], hash: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16) };
-  };
 }
 
 export async function startHostileCluster(options: { net: number; name: string; nodes: readonly NodeSpec[]; log: Logger; liveness?: { intervalMs: number; deadAfterMs: number } }): Promise<HostileCluster> {
@@ -126,7 +108,7 @@ export async function startHostileCluster(options: { net: number; name: string; 
         {
           cluster: spec.name,
           sshUser: 'corekube',
-          unitsFor: testUnits(() => version),
+          unitsFor: testUnits({ version: () => version, services: false }),
           expected: { masters: 1, minions: options.nodes.filter((n) => n.role === 'minion').length },
           concurrency: 4,
           retry: { retries: 2, minMs: 500, factor: 2, maxMs: 2_000 },
