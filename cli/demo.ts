@@ -283,7 +283,10 @@ async function runDemo(options: DemoOptions): Promise<number> {
     say(`[kubectl]   the test workload (DaemonSet ${checks.WORKLOAD.name}, image ${cloud.workloadImage}) on every minion`);
     let pods = await checks.deployWorkload(kubectl, cloud.workloadImage, await minionNodes());
     for (const p of pods) say(`            ${p.name} on ${p.node} (${p.ip}) Running`);
-    const results = await checks.runClusterChecks(kubectl, pods);
+    const results = await checks.runClusterChecks(kubectl, pods, async (url) => {
+      const r = await cloud!.exec(pods[0]!.node, ['curl', '--silent', '--show-error', '--fail', '--max-time', '5', url]);
+      return { ok: r.code === 0, out: (r.stdout || r.stderr).trim() };
+    });
     for (const [name, r] of Object.entries(results)) say(`[check]     ${r.ok ? 'ok  ' : 'FAIL'} ${name}: ${r.detail}`);
     for (const m of await cloud.machineMemory()) say(`[cloud]     ${m.name}: ${(m.bytes / 1024 ** 2).toFixed(0)} MiB of memory in use`);
 

@@ -144,8 +144,12 @@ export async function deployWorkload(kubectl: Kubectl, image: string, nodes: rea
   }
 }
 
-/** Runs the network checks from inside the workload's pods. Needs pods on two nodes for the pod network. */
-export async function runClusterChecks(kubectl: Kubectl, pods: readonly WorkloadPod[]): Promise<ClusterChecks> {
+/**
+ * Runs the network checks from inside the workload's pods. Needs pods on two nodes for the pod network.
+ * `fromNode` fetches a URL from a minion itself (its host network): the metadata service must answer it there
+ * while it refuses the pods.
+ */
+export async function runClusterChecks(kubectl: Kubectl, pods: readonly WorkloadPod[], fromNode: (url: string) => Promise<{ ok: boolean; out: string }>): Promise<ClusterChecks> {
   const [a, b] = pods.length >= 2 ? [pods[0]!, pods.find((p) => p.node !== pods[0]!.node) ?? pods[1]!] : [pods[0]!, pods[0]!];
   const exec = async (pod: WorkloadPod, command: string) => {
     const r = await kubectl.run(['-n', WORKLOAD.namespace, 'exec', pod.name, '--', '/bin/sh', '-c', command], { timeoutMs: 30_000 });
@@ -180,7 +184,11 @@ export async function runClusterChecks(kubectl: Kubectl, pods: readonly Workload
     return { ok, detail: `from ${a.name}: ${resolved.join(', ')}; http://${WORKLOAD.name}/ ${byName.ok ? `answered by "${byName.out}"` : `failed: ${byName.out}`}` };
   });
   const metadata = await exec(a, `timeout 5 wget -q -O - http://${METADATA_IP}/`);
-  const metadataBlocked = { ok: !metadata.ok, detail: `${a.name} → http://${METADATA_IP}/: ${metadata.ok ? `answered "${metadata.out}" (NOT blocked)` : `refused (${metadata.out || 'no answer'})`}` };
+  const node = await fromNode(`http://${METADATA_IP}/`);
+  const metadataBlocked = {
+    ok: !metadata.ok && node.ok,
+    detail: `${a.name} → http://${METADATA_IP}/: ${metadata.ok ? `answered "${metadata.out}" (NOT blocked)` : `refused (${metadata.out || 'no answer'})`}; from ${a.node} itself: ${node.ok ? 'answered' : `failed (${node.out})`}`,
+  };
   return { podNetwork, service, dns, metadataBlocked };
 }
 

@@ -151,6 +151,8 @@ export interface LocalCloud {
   readonly kubectl: string;
   /** the cloud's own work directory (kubeconfig, Heat's state, the mirror) */
   readonly workDir: string;
+  /** runs argv on the machine of a server (by its hostname) */
+  exec(hostname: string, argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** the memory each machine uses now */
   machineMemory(): Promise<{ readonly name: string; readonly role: string; readonly bytes: number }[]>;
   /** what cleanupLocalCloud needs to remove the cloud after its process was killed */
@@ -360,6 +362,12 @@ class Cloud implements LocalCloud {
       imageFiles: [...aptImageFiles(mirror.urlOn(fleet.gateway)), ...localCloudImageFiles()],
       onEvent: (event) => emit({ kind: 'nova', event }),
     });
+  }
+
+  async exec(hostname: string, argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const machine = [...this.nova.boots.values()].find((b) => b.machine?.hostname === hostname)?.machine;
+    if (!machine) throw new CorekubeError('E_USAGE', `no machine of this cloud is named ${hostname}`);
+    return machine.exec(argv, { timeoutMs: 30_000 });
   }
 
   async machineMemory(): Promise<{ name: string; role: string; bytes: number }[]> {

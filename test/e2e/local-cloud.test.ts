@@ -2,11 +2,15 @@
  * The local cloud end to end — what `corekube demo --scale` runs (localcloud/local-cloud.ts): a real Heat
  * (Keystone + heat-all) creates corekube's generated template; every server is a systemd-nspawn machine booted
  * by a real cloud-init from the user_data Heat resolved; the overlord (the image built from overlord/Dockerfile,
- * on the host's private Docker engine) makes the cluster's trust, deploys 1 master and 2 minions and signals
- * cluster_ready; then a Heat PATCH raises minion_count and one more machine is deployed. Asserted from the
- * machines (cloud-init, units, stand-in counters, the real etcd), from discovery's etcd (records, ledger,
- * flannel's config and reservations), from Heat (status, events, outputs), from `docker logs overlord`, and
- * for secrets; then the teardown leaves nothing behind.
+ * on the host's private Docker engine) makes the cluster's trust, deploys 1 master and 2 minions with the real
+ * Kubernetes, etcd, flannel, containerd, runc and CNI plugins (built from their Go modules at the pinned
+ * versions), applies CoreDNS, and signals cluster_ready once every Node is Ready; then a Heat PATCH raises
+ * minion_count and one more machine becomes a Ready Node. Asserted from the machines (cloud-init, units, the
+ * programs' versions, systemd's invocation ids), from discovery's etcd (records, ledger, flannel's config and
+ * leases), from the cluster with the real kubectl (Nodes, podCIDRs, a workload on every minion, pod traffic
+ * across minions, a Service, CoreDNS, the metadata service refused to pods), from Heat (status, events,
+ * outputs), from `docker logs overlord`, and for secrets (also in every node's journal); then the teardown
+ * leaves nothing behind.
  *
  * Net 10.200.<k>.0/24 with k = 61 (+ $COREKUBE_TEST_NET_OFFSET); Heat's fixed ports 5000/8004/8000.
  */
@@ -23,11 +27,10 @@ import { parseMachineRecord, type Role } from '../../overlord/machine-record.ts'
 import { UNITS } from '../../units/index.ts';
 import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../units/pki-paths.ts';
 import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/apt-repo.ts';
+import { deployWorkload, Kubectl, nodeRows, runClusterChecks, workloadPods, type WorkloadPod } from '../../localcloud/cluster-checks.ts';
 import { dockerMissing } from '../../localcloud/docker.ts';
 import { localCloudMissing, openLocalCloud, type LocalCloud, type LocalCloudEvent } from '../../localcloud/local-cloud.ts';
 import type { Machine } from '../../localcloud/machines.ts';
-import { hostEtcdVersion } from '../../localcloud/release-mirror.ts';
-import { STANDIN_STATE_DIR } from '../../localcloud/standins/index.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { until } from '../harness/until.ts';
@@ -37,12 +40,12 @@ const NET = netFromEnv(61);
 const NAME = 'lc';
 const MODE = dockerMissing() === undefined ? 'docker' : 'process';
 
-/** The stand-ins whose services each role runs (etcd on masters is the real one: no counter). */
-const STANDIN_SERVICES: Record<Role, readonly string[]> = {
-  master: ['flanneld', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
-  minion: ['containerd', 'flanneld', 'kube-proxy', 'kubelet'],
-};
 const unitsOf = (role: Role) => UNITS.filter((u) => u.roles.includes(role)).map((u) => u.unit);
+/** what each role's programs say of their versions, from the spec's pins */
+const VERSIONS: Record<Role, readonly [string[], string][]> = {
+  master: [[['/opt/corekube/bin/kube-apiserver', '--version'], 'Kubernetes v1.36.5'], [['/opt/corekube/bin/etcd', '--version'], 'etcd Version: 3.6.17'], [['/opt/corekube/bin/flanneld', '--version'], 'v0.28.10']],
+  minion: [[['/opt/corekube/bin/kubelet', '--version'], 'Kubernetes v1.36.5'], [['/opt/corekube/bin/containerd', '--version'], 'v2.3.7'], [['/opt/corekube/bin/runc', '--version'], 'runc version 1.4.4'], [['/opt/corekube/bin/flanneld', '--version'], 'v0.28.10']],
+};
 
 describe.skipIf(skip)('the local cloud: a real Heat creates the generated template, the overlord deploys every machine (e2e)', () => {
   let cloud: LocalCloud | undefined;
@@ -63,12 +66,16 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     const r = await m.exec(argv, { timeoutMs: 30_000 });
     return { ...r, out: r.stdout.trim() };
   };
-  const standinStarts = (m: Machine): Record<string, number> => {
-    const d = path.join(m.root, STANDIN_STATE_DIR);
-    return Object.fromEntries(
-      readdirSync(d).filter((f) => f.endsWith('.starts')).map((f) => [f.slice(0, -'.starts'.length), readFileSync(path.join(d, f), 'utf8').split('\n').filter(Boolean).length]),
-    );
+  /** one systemd property of each unit (`systemctl show` separates units by an empty line) */
+  const unitProperty = async (m: Machine, role: Role, property: string): Promise<Record<string, string>> => {
+    const units = unitsOf(role);
+    const values = (await run(m, ['systemctl', 'show', '--property', property, ...units])).stdout.trim().split(/\n\s*\n/);
+    return Object.fromEntries(units.map((u, i) => [u, (values[i] ?? '').trim().replace(`${property}=`, '')]));
   };
+  /** each unit's systemd invocation id: a unit started again gets a new one */
+  const invocations = (m: Machine, role: Role) => unitProperty(m, role, 'InvocationID');
+  let kubectl: Kubectl;
+  let pods: WorkloadPod[] = [];
   const jsonLines = () => overlordLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
   beforeAll(async () => {
@@ -81,7 +88,8 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     heat = await cloud.heat();
     created = await cloud.create();
     createEvents = await heat.events(cloud.stack!);
-  }, 600_000);
+    kubectl = new Kubectl(cloud.kubectl, await cloud.kubeconfig());
+  }, 900_000);
 
   afterAll(async () => {
     if (!tornDown) await cloud?.teardown();
@@ -91,7 +99,7 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect(created.status).toBe('CREATE_COMPLETE');
     const at = (resource: string, status: string) => createEvents.findIndex((e) => e.resourceName === resource && e.status === status);
     const signalled = createEvents.find((e) => e.resourceName === 'cluster_ready_handle' && e.status === 'SIGNAL_COMPLETE');
-    expect(signalled?.statusReason).toContain('1 masters and 2 minions deployed');
+    expect(signalled?.statusReason).toContain('1 masters and 2 minions deployed, every Node Ready, the add-ons available');
     expect(at('cluster_ready', 'CREATE_COMPLETE')).toBeGreaterThan(at('cluster_ready_handle', 'SIGNAL_COMPLETE'));
     expect(at(NAME, 'CREATE_COMPLETE')).toBeGreaterThan(at('cluster_ready', 'CREATE_COMPLETE'));
     // the boot order of the trust bootstrap: discovery only once overlord_ready has its data
@@ -144,22 +152,57 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect((await run(overlord, ['stat', '-c', '%u %a', `${MACHINE_PATHS.overlordState}/pki/ca/discovery.key`])).out).toBe(`${OVERLORD_IMAGE_USER.uid} 600`);
   });
 
-  it('deploys every master and minion: every unit active, each stand-in started once, the masters\' etcd the real one', async () => {
+  it('deploys every master and minion with the real programs at the pinned versions: every unit active, none restarted', async () => {
     for (const { m, role } of nodes()) {
       const units = unitsOf(role);
       const states = (await run(m, ['systemctl', 'is-active', ...units])).stdout.trim().split('\n');
       expect(Object.fromEntries(units.map((u, i) => [u, states[i]])), m.hostname).toEqual(Object.fromEntries(units.map((u) => [u, 'active'])));
-      expect(standinStarts(m), m.hostname).toEqual(Object.fromEntries(STANDIN_SERVICES[role].map((s) => [s, 1])));
+      expect(await unitProperty(m, role, 'NRestarts'), `${m.hostname}: no unit restarted`).toEqual(Object.fromEntries(units.map((u) => [u, '0'])));
+      expect(Object.values(await invocations(m, role)).every((id) => /^[0-9a-f]{32}$/.test(id)), m.hostname).toBe(true);
+      for (const [argv, says] of VERSIONS[role]) {
+        const r = await run(m, argv);
+        expect(`${r.stdout}${r.stderr}`, `${m.hostname}: ${argv.join(' ')}`).toContain(says);
+      }
     }
     const master = one('master');
-    expect((await run(master, ['/opt/corekube/bin/etcd', '--version'])).out).toContain(`etcd Version: ${hostEtcdVersion()!.slice(1)}`);
     const health = await run(master, [
       '/opt/corekube/bin/etcdctl', '--endpoints', `https://${master.ip}:2379`, '--cacert', PKI_PATHS.etcdCa,
       '--cert', PKI_PATHS.apiServerEtcdClient.cert, '--key', PKI_PATHS.apiServerEtcdClient.key, 'endpoint', 'health',
     ]);
     expect(health.stdout + health.stderr).toContain('is healthy');
     expect((await run(one('discovery'), ['systemctl', 'is-active', 'discovery-etcd.service'])).out).toBe('active');
+    expect((await run(one('discovery'), ['/opt/corekube/bin/etcd', '--version'])).out).toContain('etcd Version: 3.6.17');
   });
+
+  it('makes every minion a Ready Node whose podCIDR is its flannel subnet, and runs CoreDNS', async () => {
+    const store = await cloud!.store();
+    const keys = clusterKeys(NAME);
+    const rows = await nodeRows(kubectl);
+    expect(rows.map((n) => n.name).sort()).toEqual(machinesOf('minion').map((m) => m.hostname).sort());
+    for (const m of machinesOf('minion')) {
+      const node = rows.find((n) => n.name === m.hostname)!;
+      expect(node.ready, m.hostname).toBe(true);
+      const subnet = (await store.get(keys.subnetOf(m.id)))!.value;
+      expect(node.podCIDR, m.hostname).toBe(subnet.replace('-', '/'));
+    }
+    const dns = await kubectl.json<{ status: { availableReplicas?: number; replicas?: number } }>(['-n', 'kube-system', 'get', 'deployment', 'coredns']);
+    expect(dns.status.availableReplicas).toBe(dns.status.replicas);
+    const service = await kubectl.json<{ spec: { clusterIP: string } }>(['-n', 'kube-system', 'get', 'service', 'kube-dns']);
+    expect(service.spec.clusterIP).toBe('10.96.0.10');
+    // the status corekube shows has each machine's Node
+    const status = await cloud!.status();
+    for (const m of machinesOf('minion')) expect(status.machines.find((r) => r.id === m.id)?.node, m.hostname).toMatchObject({ name: m.hostname, ready: true });
+  });
+
+  it('runs a workload on every minion: pods reach each other across minions, a Service answers, CoreDNS resolves, the metadata service refuses pods', async () => {
+    pods = await deployWorkload(kubectl, cloud!.workloadImage, machinesOf('minion').map((m) => m.hostname));
+    expect(new Set(pods.map((p) => p.node)).size).toBe(2);
+    const checks = await runClusterChecks(kubectl, pods, async (url) => {
+      const r = await run(machinesOf('minion')[0]!, ['curl', '--silent', '--fail', '--max-time', '5', url]);
+      return { ok: r.code === 0, out: r.out };
+    });
+    for (const [name, r] of Object.entries(checks)) expect(r.ok, `${name}: ${r.detail}`).toBe(true);
+  }, 300_000);
 
   it('keeps the records (each written by the machine\'s own etcd user), the ledger, flannel\'s config and one reservation per machine in discovery\'s etcd', async () => {
     const store = await cloud!.store();
@@ -178,7 +221,7 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
       const entry = ledger.get(m.id)!;
       expect(entry, m.hostname).toMatchObject({ state: 'deployed', role, ip: m.ip, error: null });
       expect(Object.values(entry.steps).every((s) => s.state === 'done'), m.hostname).toBe(true);
-      // flanneld (stand-in) read its subnet from the reservation the overlord made for this machine's IP
+      // flanneld took the subnet the overlord reserved for this machine's IP
       const lease = leases.find((l) => l.publicIp === m.ip)!;
       const subnetEnv = (await run(m, ['cat', '/run/flannel/subnet.env'])).out;
       const [net, len] = lease.subnet.split('-') as [string, string];
@@ -199,10 +242,12 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect(named('join.discovered').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
     expect(named('machine.admitted').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
     expect(named('machine.discovered').map((l) => l.hostname).sort()).toEqual(nodes().map(({ m }) => m.hostname).sort());
-    expect(named('step.done').length).toBeGreaterThanOrEqual(3 * 7);
+    expect(named('step.done').length).toBeGreaterThanOrEqual(3 * 8);
     expect(named('machine.deployed')).toHaveLength(3);
     expect(named('reconcile.summary').map((l) => l.msg)).toContain('3/3 machines deployed');
     expect(named('cluster.ready')).toHaveLength(1);
+    expect(named('addons.applied').map((l) => l.addon)).toEqual(['coredns']);
+    expect(named('cluster.gate').map((l) => l.addons)).toEqual(['available']);
     expect(lines.filter((l) => (l.level as number) >= 50), 'no error lines').toEqual([]);
     // what the demo streamed is the same log
     expect(jsonLines().filter((l) => l.event === 'machine.deployed')).toHaveLength(3);
@@ -221,6 +266,12 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
       ...[...machinesOf('master'), ...machinesOf('minion')].map((m) => /FLANNELD_ETCD_PASSWORD=(\S+)/.exec(readFileSync(path.join(m.root, DISCOVERY_CLIENT_PATHS.credentials), 'utf8'))![1]!),
     ];
     expect(findSecrets(await cloud!.overlord!.logs(), { values: secrets })).toEqual([]);
+    // nor in any node's journal: flanneld prints its options, the etcd password among them (corekube-redact)
+    for (const { m } of nodes()) {
+      const journal = (await m.exec(['journalctl', '--no-pager', '-o', 'cat'], { timeoutMs: 60_000 })).stdout;
+      expect(journal, m.hostname).toContain('etcdPassword:[redacted]');
+      expect(findSecrets(journal, { values: secrets }), m.hostname).toEqual([]);
+    }
     expect(findSecrets(JSON.stringify(created.outputs), { values: secrets })).toEqual([]);
     // user_data carries the join token and its own wait-condition token by design, never key material
     for (const b of boots()) expect(findSecrets(b.server.userData), b.server.name).toEqual([]);
@@ -258,25 +309,27 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     await until('the standby to resume from the ledger', 30_000, () => standbyJson().find((l) => l.event === 'reconcile.summary' && l.msg === '3/3 machines deployed'));
   }, 90_000);
 
-  it('scales up with a Heat stack update, deployed by the standby now leading: one more minion boots and is deployed, the others are left alone', async () => {
+  it('scales up with a Heat stack update, deployed by the standby now leading: one more minion becomes a Ready Node and runs the workload, the others are left alone', async () => {
     const before = await cloud!.ledger();
-    const countersBefore = new Map(nodes().map(({ m }) => [m.id, standinStarts(m)]));
+    const invocationsBefore = new Map(await Promise.all(nodes().map(async ({ m, role }) => [m.id, await invocations(m, role)] as const)));
     const updated = await cloud!.scaleMinions(3);
     expect(updated.status).toBe('UPDATE_COMPLETE');
-    const report = await cloud!.waitDeployed(4, { timeoutMs: 180_000 });
+    const report = await cloud!.waitDeployed(4, { timeoutMs: 240_000 });
     expect(report.machines.map((m) => m.state)).toEqual(['deployed', 'deployed', 'deployed', 'deployed']);
     const after = await cloud!.ledger();
     for (const [id, entry] of before) expect(after.get(id), `ledger of ${entry.hostname}`).toEqual(entry);
-    for (const { m } of nodes()) if (countersBefore.has(m.id)) expect(standinStarts(m), m.hostname).toEqual(countersBefore.get(m.id));
+    for (const { m, role } of nodes()) if (invocationsBefore.has(m.id)) expect(await invocations(m, role), `${m.hostname}: no unit started again`).toEqual(invocationsBefore.get(m.id));
     const added = machinesOf('minion').find((m) => !before.has(m.id))!;
     expect(after.get(added.id)).toMatchObject({ state: 'deployed', role: 'minion', ip: added.ip });
-    expect(standinStarts(added)).toEqual(Object.fromEntries(STANDIN_SERVICES.minion.map((s) => [s, 1])));
+    expect((await nodeRows(kubectl)).find((n) => n.name === added.hostname)).toMatchObject({ ready: true });
+    await deployWorkload(kubectl, cloud!.workloadImage, machinesOf('minion').map((m) => m.hostname));
+    expect((await workloadPods(kubectl)).filter((p) => p.node === added.hostname && p.ready)).toHaveLength(1);
     const outputs = Object.fromEntries(updated.outputs.map((o) => [o.key, o.value]));
     expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
     // admitted and deployed by the standby (the bootstrap overlord is gone)
     expect(standbyJson().filter((l) => l.event === 'machine.admitted').map((l) => l.hostname)).toEqual([added.hostname]);
     expect(standbyJson().filter((l) => l.event === 'reconcile.summary').map((l) => l.msg)).toContain('4/4 machines deployed');
-  }, 240_000);
+  }, 360_000);
 
   it('tears everything down: no machine, mount, namespace, bridge, cgroup, container, Heat or engine process left', async () => {
     const heatDir = cloud!.heatService.stateDir;
@@ -287,8 +340,13 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect(readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => roots.some((r) => l.includes(r)) || l.includes(`/ck${NET}/`))).toEqual([]);
     expect((existsSync('/run/netns') ? readdirSync('/run/netns') : []).filter((n) => n.startsWith(`ck${NET}-`))).toEqual([]);
     expect(existsSync(`/sys/class/net/ckbr${NET}`)).toBe(false);
-    const cgroupRoot = existsSync('/sys/fs/cgroup/systemd') ? '/sys/fs/cgroup/systemd' : '/sys/fs/cgroup';
-    expect(readdirSync(cgroupRoot).filter((d) => d.startsWith(`ck${NET}-`))).toEqual([]);
+    // a machine had a cgroup in every hierarchy (below this process's own there)
+    const ownCgroups = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => l.split(':'));
+    for (const dir of readdirSync('/sys/fs/cgroup')) {
+      const own = ownCgroups.find(([, c]) => (c === '' ? dir === 'unified' : c!.split(',').includes(dir) || c === `name=${dir}`));
+      const parent = path.join('/sys/fs/cgroup', dir, own?.[2] ?? '/');
+      if (existsSync(parent)) expect(readdirSync(parent).filter((d) => d.startsWith(`ck${NET}-`)), parent).toEqual([]);
+    }
     const procs = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map((p) => {
       try {
         return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
