@@ -1,5 +1,5 @@
 /**
- * A real etcd (Debian `etcd-server`, v3.4) for tests: one member on 127.0.0.1 (plus, optionally, addresses
+ * A real etcd (the pinned one, built from its Go module; scripts/setup installs it into /usr/local/bin) for tests: one member on 127.0.0.1 (plus, optionally, addresses
  * on a harness bridge so machines can reach it), free ports, a temporary data dir, optional TLS with
  * client-cert auth. It can be stopped, killed and started again on the same ports with the same data.
  * Everything it starts is removed on `destroy()` or, failing that, when the process exits.
@@ -67,7 +67,7 @@ export interface EtcdServer {
 /** Why etcd cannot run here, or undefined when it can. */
 export function etcdMissing(): string | undefined {
   const r = spawnSync('etcd', ['--version'], { stdio: 'ignore' });
-  return r.status === 0 ? undefined : 'etcd is not installed (Debian package etcd-server)';
+  return r.status === 0 ? undefined : 'etcd is not installed (bash scripts/setup builds the pinned one and installs it into /usr/local/bin)';
 }
 
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdServer> {

@@ -1,5 +1,5 @@
 /**
- * The rendered corekube-announce script against a real etcd (Debian etcd-server) set up the way discovery
+ * The rendered corekube-announce script against a real etcd (the pinned one, scripts/setup) set up the way discovery
  * is: https on the client port (certificates made with openssl here), auth enabled, a `root` user, and the
  * `joiner` user whose password is the join token with readwrite on the cluster's join/ prefix only: the
  * machine holds no credentials of its own yet, so its record is a join request (overlord/admission.ts).

@@ -24,6 +24,9 @@ import { clusterKeys } from '../../overlord/keys.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { addressPlan } from '../../spec/address-plan.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
+import { ensureBuilt } from '../../release/build.ts';
+import { releaseCatalog } from '../../release/catalog.ts';
+import { packedArtifact } from '../../release/package.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
@@ -35,7 +38,7 @@ const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status
 const skip = missingParts(machinesMissing(), ...['etcd', 'etcdctl', 'openssl', 'ssh', 'ssh-keygen', 'tar'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
 
 const NET = netFromEnv(46);
-const ETCD_VERSION = 'v3.4.23';
+const ETCD_VERSION = parseClusterSpec({}).versions.etcd;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
@@ -73,21 +76,22 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
     fleet = await bootMachines([], { net: NET });
     const gateway = fleet.gateway;
 
-    // the release mirror: the host's etcd packed as an upstream release tarball, with its .sha256
+    // the release mirror: the pinned etcd's release tarball, built from its Go module (release/), its digest
+    // pinned in the spec as a mirror's manifest pins it
     const tree = f('mirror');
-    const name = `etcd-${ETCD_VERSION}-linux-amd64`;
-    await mkdir(path.join(f('pack'), name), { recursive: true });
-    copyFileSync('/usr/bin/etcd', path.join(f('pack'), name, 'etcd'));
-    copyFileSync('/usr/bin/etcdctl', path.join(f('pack'), name, 'etcdctl'));
-    await mkdir(path.join(tree, 'etcd', ETCD_VERSION), { recursive: true });
-    const tarball = path.join(tree, 'etcd', ETCD_VERSION, `${name}.tar.gz`);
-    await run('tar', ['-czf', tarball, '-C', f('pack'), name]);
+    const etcd = releaseCatalog(parseClusterSpec({}).versions).find((a) => a.project === 'etcd')!;
+    const built = (await ensureBuilt(parseClusterSpec({}).versions, { projects: ['etcd'] })).get('etcd')!;
+    const tarball = path.join(tree, etcd.mirrorPath);
+    await mkdir(path.dirname(tarball), { recursive: true });
+    copyFileSync(await packedArtifact(etcd, built, new Date(0)), tarball);
     const { stdout: sum } = await run('sha256sum', [tarball]);
-    await writeFile(`${tarball}.sha256`, `${sum.split(' ')[0]}  ${name}.tar.gz\n`);
     mirror = await startMirror({ root: tree, listenOn: [gateway] });
 
     spec = parseClusterSpec({
-      flags: { name: 'boot', os: 'ubuntu', 'private-cidr': `10.200.${NET}.0/24`, 'etcd-version': ETCD_VERSION, 'release-base-url': mirror.urlOn(gateway) },
+      flags: {
+        name: 'boot', os: 'ubuntu', 'private-cidr': `10.200.${NET}.0/24`,
+        'release-base-url': mirror.urlOn(gateway), 'release-digests': { [etcd.mirrorPath]: sum.split(' ')[0]! },
+      },
     });
     discoveryIp = addressPlan(spec).discovery;
 
@@ -178,10 +182,8 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
       }
     }
     await until('discovery-etcd.service to be active', 60_000, async () => ((await out(discovery, ['systemctl', 'is-active', 'discovery-etcd.service'])) === 'active' ? true : undefined));
-    expect(mirror!.requests.filter((r) => r.from === discovery.ip).map((r) => `${r.status} ${r.path}`)).toEqual([
-      `200 /etcd/${ETCD_VERSION}/etcd-${ETCD_VERSION}-linux-amd64.tar.gz`,
-      `200 /etcd/${ETCD_VERSION}/etcd-${ETCD_VERSION}-linux-amd64.tar.gz.sha256`,
-    ]);
+    // the tarball only: its digest came with the user_data, never from the mirror
+    expect(mirror!.requests.filter((r) => r.from === discovery.ip).map((r) => `${r.status} ${r.path}`)).toEqual([`200 /etcd/${ETCD_VERSION}/etcd-${ETCD_VERSION}-linux-amd64.tar.gz`]);
 
     const signal = await until('the discovery_ready signal', 30_000, async () => signals[0]);
     expect(signal.path).toBe('/v1/signal/discovery_ready_handle');

@@ -1,5 +1,5 @@
 /**
- * Discovery's trust against a real etcd (Debian etcd-server) run with the TLS flags of the rendered
+ * Discovery's trust against a real etcd (the pinned one, scripts/setup) run with the TLS flags of the rendered
  * discovery-etcd.service, on certificates from the overlord's own PKI (CertificateAuthority.ensureDiscovery):
  * the auth the overlord sets up (overlord/discovery-auth.ts) gives root everything, lets a node holding the
  * join token ask to join — over TLS with curl through etcd's JSON gateway, as the announce script does, and

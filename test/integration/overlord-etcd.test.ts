@@ -1,5 +1,5 @@
 /**
- * The overlord's etcd edge against a REAL etcd (Debian etcd-server, started on 127.0.0.1 by the harness):
+ * The overlord's etcd edge against a REAL etcd (the pinned one, started on 127.0.0.1 by the harness):
  * the store adapter (revisions, compare-and-swap, fences, watch, compaction), discovery's list + watch and
  * re-list, the ledger's transactions, and `corekube status --json` through the real CLI. The SSH edge is
  * the in-memory machines of the unit tests: what is under test here is etcd, not systemd (the e2e tests
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../overlord/clock.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
+import { nodeStateKey, type NodeState } from '../../overlord/kubernetes/node-states.ts';
 import { beginDeployment, Ledger, parseLedgerEntry } from '../../overlord/ledger.ts';
 import { silentLogger } from '../../overlord/log.ts';
 import type { MachineRecord } from '../../overlord/machine-record.ts';
@@ -225,17 +226,20 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
       const o = await start(c, store, hosts, 2);
       await eventually('every machine settled', async () => (await ledgerState(c, minion.id)) === 'deployed' && (await ledgerState(c, failing.id)) === 'failed');
       await o.stop();
+      // the minion's Node as the overlord's Kubernetes side records it (overlord/kubernetes/node-states.ts)
+      const node: NodeState = { name: minion.hostname, ready: true, reason: '', podCIDR: '10.244.3.0/24', kubeletVersion: 'v1.36.5', since: '2026-01-01T00:00:00.000Z' };
+      await raw.put(nodeStateKey(clusterKeys(c), minion.id)).value(JSON.stringify(node));
 
       const { stdout } = await run(process.execPath, [path.join(root, 'bin/corekube.js'), 'status', '--etcd-endpoints', etcd.endpoints[0]!, '--cluster', c, '--json'], { cwd: root });
       expect(stdout.trim().split('\n')).toHaveLength(1);
       const status = JSON.parse(stdout) as { machines: Record<string, unknown>[] };
       expect(Object.keys(status)).toEqual(['machines']);
-      for (const m of status.machines) expect(Object.keys(m)).toEqual(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet']);
+      for (const m of status.machines) expect(Object.keys(m)).toEqual(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node']);
       expect(status.machines).toEqual([
-        { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null },
-        { id: minion.id, role: 'minion', ip: minion.ip, state: 'deployed', step: null, error: null, subnet: null },
-        { id: failing.id, role: 'minion', ip: failing.ip, state: 'failed', step: 'start:kubelet.service', error: expect.stringContaining('E_UNIT_FAILED: kubelet.service failed'), subnet: null },
-        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record value is not JSON (got "not json")', subnet: null },
+        { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
+        { id: minion.id, role: 'minion', ip: minion.ip, state: 'deployed', step: null, error: null, subnet: null, node },
+        { id: failing.id, role: 'minion', ip: failing.ip, state: 'failed', step: 'start:kubelet.service', error: expect.stringContaining('E_UNIT_FAILED: kubelet.service failed'), subnet: null, node: null },
+        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record value is not JSON (got "not json")', subnet: null, node: null },
       ]);
     });
 
@@ -250,7 +254,7 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
         client.close();
         const args = ['status', '--etcd-endpoints', secure.endpoints[0]!, '--etcd-ca', tls.caFile, '--etcd-cert', tls.certFile, '--etcd-key', tls.keyFile, '--cluster', c];
         const { stdout } = await run(process.execPath, [path.join(root, 'bin/corekube.js'), ...args, '--json'], { cwd: root });
-        expect(JSON.parse(stdout)).toEqual({ machines: [{ id: master.id, role: 'master', ip: master.ip, state: 'pending', step: null, error: null, subnet: null }] });
+        expect(JSON.parse(stdout)).toEqual({ machines: [{ id: master.id, role: 'master', ip: master.ip, state: 'pending', step: null, error: null, subnet: null, node: null }] });
         const table = await run(process.execPath, [path.join(root, 'bin/corekube.js'), ...args], { cwd: root });
         expect(table.stdout).toContain('1 machines: 0 deployed, 0 deploying, 1 pending, 0 failed');
       } finally {

@@ -21,8 +21,8 @@ import { machine, manualClock, minion1, spec } from '../unit/pki/fixtures.ts';
 const run = promisify(execFile);
 const has = (bin: string, ...args: string[]) => spawnSync(bin, args, { stdio: 'ignore' }).status === 0;
 const skip = missingParts(
-  has('etcd', '--version') ? undefined : 'etcd is not installed (Debian package etcd-server)',
-  has('etcdctl', 'version') ? undefined : 'etcdctl is not installed (Debian package etcd-client)',
+  has('etcd', '--version') ? undefined : 'etcd is not installed (bash scripts/setup builds the pinned one and installs it into /usr/local/bin)',
+  has('etcdctl', 'version') ? undefined : 'etcdctl is not installed (bash scripts/setup installs the pinned one into /usr/local/bin)',
 );
 
 interface Member {
