@@ -13,14 +13,12 @@
  * to the discovery machine, as its Neutron port would have it. Heat and the release mirror listen on the
  * bridge's host address .1.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
@@ -36,16 +34,16 @@ import { addressPlan } from '../../spec/address-plan.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
+import { buildToolsMissing } from '../../release/build.ts';
+import { etcdReleaseMirror } from '../harness/etcd-release.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { until } from '../harness/until.ts';
 
-const run = promisify(execFile);
-const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
-const skip = missingParts(machinesMissing(), ...['etcd', 'etcdctl', 'tar', 'sha256sum'].filter((b) => !has(b)).map((b) => `${b} is not installed`));
+// discovery's etcd comes from the release build (Go, cached by version)
+const skip = missingParts(machinesMissing(), await buildToolsMissing(false));
 
 const NET = netFromEnv(52);
-const ETCD_VERSION = 'v3.4.23';
 const repo = path.resolve(import.meta.dirname, '../..');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -127,20 +125,13 @@ describe.skipIf(skip)('the overlord boots a cluster\'s trust: a real discovery m
     fleet = await bootMachines([], { net: NET });
     const gateway = fleet.gateway;
 
-    // the release mirror discovery downloads etcd from: the host's etcd as an upstream release tarball
-    const name = `etcd-${ETCD_VERSION}-linux-amd64`;
-    await mkdir(path.join(f('pack'), name), { recursive: true });
-    copyFileSync('/usr/bin/etcd', path.join(f('pack'), name, 'etcd'));
-    copyFileSync('/usr/bin/etcdctl', path.join(f('pack'), name, 'etcdctl'));
-    await mkdir(path.join(f('mirror'), 'etcd', ETCD_VERSION), { recursive: true });
-    const tarball = path.join(f('mirror'), 'etcd', ETCD_VERSION, `${name}.tar.gz`);
-    await run('tar', ['-czf', tarball, '-C', f('pack'), name]);
-    const { stdout: sum } = await run('sha256sum', [tarball]);
-    await writeFile(`${tarball}.sha256`, `${sum.split(' ')[0]}  ${name}.tar.gz\n`);
+    // the release mirror discovery downloads etcd from: the pinned etcd's release tarball, built from its Go
+    // module, its digest pinned in the spec as a mirror's manifest pins it
+    const { digests } = await etcdReleaseMirror(f('mirror'), parseClusterSpec({}).versions);
     mirror = await startMirror({ root: f('mirror'), listenOn: [gateway] });
 
     spec = parseClusterSpec({
-      flags: { name: 'trust', os: 'ubuntu', masters: '1', minions: '1', 'private-cidr': `10.200.${NET}.0/24`, 'etcd-version': ETCD_VERSION, 'release-base-url': mirror.urlOn(gateway) },
+      flags: { name: 'trust', os: 'ubuntu', masters: '1', minions: '1', 'private-cidr': `10.200.${NET}.0/24`, 'release-base-url': mirror.urlOn(gateway), 'release-digests': digests },
     });
     discoveryIp = addressPlan(spec).discovery;
 
