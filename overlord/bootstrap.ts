@@ -176,6 +176,9 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   await authority.ensureCa('etcd');
   await authority.ensureCa('front-proxy');
   await authority.ensureServiceAccountKey();
+  // the admin client certificate of the overlord's Kubernetes side: issued here, before the state is published,
+  // so that a standby fetches it instead of issuing one of its own (its boot writes nothing)
+  await authority.ensureAdmin();
   const passwords = await ensureDiscoveryPasswords(pkiStore);
   const joinToken = await readJoinToken(path.join(configDir, CONFIG_FILES.joinToken));
   log.info({ event: 'boot.pki', issued: discovery.issued.map((i) => i.name) }, 'PKI ready (discovery, cluster and etcd CAs)');
