@@ -16,7 +16,7 @@ import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { cacheRoot, ensureBuilt, type BuildEvent, type BuiltProject } from './build.ts';
 import { clusterImages, releaseCatalog, type Artifact, type Project } from './catalog.ts';
 import { downloadArtifact } from './download.ts';
-import { copyImages, pushImages, writeImageLayout, type ImageDef } from './images.ts';
+import { copyImages, pushImages, repositoryPath, writeImageLayout, type ImageDef } from './images.ts';
 import { MIRROR_IMAGES_DIR, MIRROR_MANIFEST, serializeMirrorManifest, type MirrorArtifact, type MirrorImage, type MirrorManifest } from './mirror-manifest.ts';
 import { fileSize, linkOrCopy, packedArtifact, sha256File } from './package.ts';
 import { builtFrom, recipes } from './recipes.ts';
@@ -38,6 +38,8 @@ export interface MirrorBuildOptions {
   readonly onEvent?: (event: MirrorEvent) => void;
   /** download mode: maps each upstream URL before fetching (tests, proxies) */
   readonly rewrite?: (url: string) => string;
+  /** download mode: where the images are copied from (default registry.k8s.io itself; tests give their own) */
+  readonly imagesFrom?: { readonly registry: string; readonly insecure: boolean };
   readonly env?: NodeJS.ProcessEnv;
 }
 
@@ -49,11 +51,28 @@ export interface MirrorResult {
   readonly bytes: number;
 }
 
-/** Builds the whole tree under `outDir`. Nothing half-written is left under a final name. */
+/**
+ * Builds the whole tree under `outDir`: in a sibling directory first, which replaces `outDir` only once complete,
+ * so a failure (a refused download, a failed build) leaves `outDir` as it was and nothing half written.
+ */
 export async function buildMirror(options: MirrorBuildOptions): Promise<MirrorResult> {
-  const emit = options.onEvent ?? (() => undefined);
-  const dir = path.resolve(options.outDir);
+  const finalDir = path.resolve(options.outDir);
+  const dir = `${finalDir}.building-${process.pid}`;
+  await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
+  try {
+    const result = await buildMirrorIn(dir, options);
+    await rm(finalDir, { recursive: true, force: true });
+    await rename(dir, finalDir);
+    return { ...result, dir: finalDir };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function buildMirrorIn(dir: string, options: MirrorBuildOptions): Promise<MirrorResult> {
+  const emit = options.onEvent ?? (() => undefined);
   const catalog = releaseCatalog(options.versions);
   const artifacts: MirrorArtifact[] = [];
   const images: MirrorImage[] = [];
@@ -97,8 +116,11 @@ export async function buildMirror(options: MirrorBuildOptions): Promise<MirrorRe
       emit({ kind: 'artifact', artifact: entry });
     }
     await rm(layout, { recursive: true, force: true });
+    await mkdir(layout, { recursive: true });
     for (const ref of [refs.pause, refs.coredns]) {
-      await run('skopeo', ['copy', '--quiet', `docker://${ref}`, `oci:${layout}:${ref}`], { maxBuffer: 1 << 20 }).catch((err: { stderr?: string; message: string }) => {
+      const from = options.imagesFrom ? `${options.imagesFrom.registry}/${repositoryPath(ref)}` : ref;
+      const tls = options.imagesFrom?.insecure ? ['--src-tls-verify=false'] : [];
+      await run('skopeo', ['copy', '--quiet', ...tls, `docker://${from}`, `oci:${layout}:${ref}`], { maxBuffer: 1 << 20 }).catch((err: { stderr?: string; message: string }) => {
         throw new CorekubeError('E_IO', `copying ${ref} from its registry failed: ${(err.stderr || err.message).trim().split('\n').slice(-2).join(' ')}`, {
           hint: 'this machine must reach registry.k8s.io (and have Debian\'s skopeo); without it, use --from-source',
         });
