@@ -4,10 +4,15 @@ import type { LedgerEntry } from '../../../overlord/ledger.ts';
 import { formatEvent, formatTimings, parseDemoArgs, touchedMachines } from '../../../cli/demo.ts';
 
 describe('corekube demo options', () => {
-  it('defaults to 1 master, 2 minions, no scale-up, human output, net 60', () => {
-    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, scale: false, json: false, overlord: undefined, net: 60 });
-    expect(parseDemoArgs(['--masters', '3', '--minions', '0', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70']))
-      .toEqual({ masters: 3, minions: 0, overlords: 2, failover: true, scale: true, json: true, overlord: 'process', net: 70 });
+  it('defaults to 1 master, 2 minions, no scale-up, human output, net 60, torn down at the end', () => {
+    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, scale: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
+    expect(parseDemoArgs(['--masters', '3', '--minions', '1', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70', '--keep', '--keeper-log', '/tmp/keeper.log']))
+      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, scale: true, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
+  });
+
+  it('tears a kept cloud down with --down, which takes only --net (and --json)', () => {
+    expect(parseDemoArgs(['--down', '--net', '70'])).toMatchObject({ down: true, net: 70 });
+    expect(() => parseDemoArgs(['--down', '--masters', '3'])).toThrow(/--down takes only --net \(got --masters\)/);
   });
 
   it('reports every bad option at once, as a usage error', () => {
@@ -20,7 +25,7 @@ describe('corekube demo options', () => {
       throw new Error('expected a usage error');
     })();
     expect(err.code).toBe('E_USAGE');
-    for (const part of ['--masters must be 1, 3 or 5', '--minions must be a whole number from 0 to 20', '--overlords must be a whole number from 1 to 3', '--overlord must be docker or process', '--net must be']) expect(err.message).toContain(part);
+    for (const part of ['--masters must be 1, 3 or 5', '--minions must be a whole number from 1 to 20 (the checks run a workload on the minions)', '--overlords must be a whole number from 1 to 3', '--overlord must be docker or process', '--net must be']) expect(err.message).toContain(part);
     expect(() => parseDemoArgs(['--failover'])).toThrow(/--failover needs a standby to take over: give --overlords 2 or 3/);
     expect(() => parseDemoArgs(['--bogus'])).toThrow(CorekubeError);
   });
