@@ -65,7 +65,7 @@ describe.skipIf(skip)('issued certificates in a real etcd with client-cert auth'
   const etcdctl = async (endpoints: string[], creds: { cacert: string; cert: string; key: string }, ...args: string[]) => {
     try {
       const { stdout, stderr } = await run('etcdctl', ['--endpoints', endpoints.join(','), '--cacert', creds.cacert, '--cert', creds.cert, '--key', creds.key,
-        '--dial-timeout', '1s', '--command-timeout', '1s', ...args], { env: { ...process.env, ETCDCTL_API: '3' } });
+        '--dial-timeout', '1s', '--command-timeout', '1s', ...args]);
       return { ok: true, out: stdout + stderr };
     } catch (err) {
       const e = err as { stdout?: string; stderr?: string };
