@@ -23,9 +23,6 @@ import type { ClusterSpec } from '../spec/cluster-spec.ts';
 import { machineAddresses } from '../overlord/identity.ts';
 import { DEFAULT_LIVENESS } from '../overlord/liveness.ts';
 
-/** @deprecated import it from overlord/units.ts (kept while test/e2e imports it from here) */
-export { unitsForSpec };
-
 /*
  * `corekube overlord -c /etc/corekube/overlord.yaml` (no --etcd-endpoints: what overlord.service runs in the
  * overlord container) boots the cluster's trust first — overlord/bootstrap.ts, in order: its own SSH key

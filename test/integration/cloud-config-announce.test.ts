@@ -92,7 +92,7 @@ describe.skipIf(skip)('corekube-announce against a real etcd with TLS and auth',
     await waitHealthy(clientPort, ca, etcd);
 
     const etcdctl = (...args: string[]) =>
-      run('etcdctl', [`--endpoints=https://127.0.0.1:${clientPort}`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 30_000 });
+      run('etcdctl', [`--endpoints=https://127.0.0.1:${clientPort}`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeout: 30_000 });
     await etcdctl('user', 'add', 'root', `--new-user-password=${ROOT_PASSWORD}`);
     await etcdctl('role', 'add', 'joiner');
     await etcdctl('role', 'grant-permission', 'joiner', 'readwrite', keys.join, '--prefix=true');

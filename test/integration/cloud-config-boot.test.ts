@@ -11,7 +11,6 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
@@ -24,9 +23,7 @@ import { clusterKeys } from '../../overlord/keys.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { addressPlan } from '../../spec/address-plan.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
-import { ensureBuilt } from '../../release/build.ts';
-import { releaseCatalog } from '../../release/catalog.ts';
-import { packedArtifact } from '../../release/package.ts';
+import { etcdReleaseMirror } from '../harness/etcd-release.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
@@ -79,18 +76,13 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
     // the release mirror: the pinned etcd's release tarball, built from its Go module (release/), its digest
     // pinned in the spec as a mirror's manifest pins it
     const tree = f('mirror');
-    const etcd = releaseCatalog(parseClusterSpec({}).versions).find((a) => a.project === 'etcd')!;
-    const built = (await ensureBuilt(parseClusterSpec({}).versions, { projects: ['etcd'] })).get('etcd')!;
-    const tarball = path.join(tree, etcd.mirrorPath);
-    await mkdir(path.dirname(tarball), { recursive: true });
-    copyFileSync(await packedArtifact(etcd, built, new Date(0)), tarball);
-    const { stdout: sum } = await run('sha256sum', [tarball]);
+    const etcd = await etcdReleaseMirror(tree, parseClusterSpec({}).versions);
     mirror = await startMirror({ root: tree, listenOn: [gateway] });
 
     spec = parseClusterSpec({
       flags: {
         name: 'boot', os: 'ubuntu', 'private-cidr': `10.200.${NET}.0/24`,
-        'release-base-url': mirror.urlOn(gateway), 'release-digests': { [etcd.mirrorPath]: sum.split(' ')[0]! },
+        'release-base-url': mirror.urlOn(gateway), 'release-digests': etcd.digests,
       },
     });
     discoveryIp = addressPlan(spec).discovery;
@@ -193,7 +185,7 @@ describe.skipIf(skip)('ubuntu user_data booted by cloud-init on real systemd mac
 
   it('asks to join in discovery once the overlord has made the joiner user; stopping the unit removes the request', async () => {
     const etcdctl = (...args: string[]) =>
-      run('etcdctl', [`--endpoints=https://${discoveryIp}:2379`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 30_000 });
+      run('etcdctl', [`--endpoints=https://${discoveryIp}:2379`, `--cacert=${f('ca.crt')}`, '--dial-timeout=5s', '--command-timeout=10s', ...args], { timeout: 30_000 });
     const join = clusterKeys(spec.name).join;
     await etcdctl('user', 'add', 'root', `--new-user-password=${rootPassword}`);
     await etcdctl('role', 'add', 'joiner');
