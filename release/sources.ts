@@ -8,13 +8,10 @@
  */
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { usesUpstreamReleases, type ClusterSpec } from '../spec/cluster-spec.ts';
-import { releaseCatalog, type Artifact, type Consumer } from './catalog.ts';
+import { releaseCatalog, type Artifact, type Consumer, type UpstreamChecksum } from './catalog.ts';
 
-export type Verification =
-  | { readonly kind: 'pinned'; readonly sha256: string }
-  | { readonly kind: 'digest-file'; readonly url: string }
-  | { readonly kind: 'sums-file'; readonly url: string }
-  | { readonly kind: 'none'; readonly why: string };
+/** How a machine checks a download: a digest pinned in the spec, or what upstream publishes (catalog.ts). */
+export type Verification = { readonly kind: 'pinned'; readonly sha256: string } | UpstreamChecksum;
 
 export interface ResolvedArtifact {
   readonly artifact: Artifact;
