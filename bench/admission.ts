@@ -30,7 +30,7 @@ import { silentLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/machine-credentials.ts';
 import { CertificateAuthority } from '../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../overlord/pki/store.ts';
-import { parseClusterSpec } from '../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { startDiscoveryEtcd } from '../test/harness/discovery-etcd.ts';
 import { syntheticHostKey, syntheticNonce } from '../test/harness/identities.ts';
 import { countingStore } from './counting-store.ts';

@@ -1,7 +1,7 @@
 import { clusterView, stepsOf } from '../overlord/planner.ts';
 import type { MachineRecord, Role } from '../overlord/machine-record.ts';
 import { unitsForSpec } from '../overlord/units.ts';
-import { parseClusterSpec, type ClusterSpec } from '../spec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
 
 /**
  * The benchmark's cluster, the same in the driver (bench/run.ts) and the overlord's process: a spec of

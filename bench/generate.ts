@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { renderUserData } from '../cloud-config/index.ts';
 import { renderClusterTemplate } from '../heat/cluster-template.ts';
-import { parseClusterSpec } from '../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 
 const RUNS = 50;
 for (const minions of [5, 500]) {

@@ -32,7 +32,7 @@ import { clusterKeys } from '../overlord/keys.ts';
 import { createLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials } from '../overlord/machine-credentials.ts';
 import { runOverlord } from '../overlord/overlord.ts';
-import { parseClusterSpec } from '../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery } from '../test/harness/discovery-etcd.ts';
 
 const { values } = parseArgs({

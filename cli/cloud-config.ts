@@ -3,7 +3,7 @@ import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { BOOT_ROLES, fillPlaceholders, renderUserData, type BootRole, type PlaceholderName } from '../cloud-config/index.ts';
 import { CorekubeError, InvalidInputError, type FieldProblem } from '../core/errors.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, processInputs, specUsage, type SpecInputs } from './spec-options.ts';
 

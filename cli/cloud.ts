@@ -6,7 +6,7 @@ import { KeystoneSession } from '../cloud/keystone.ts';
 import { isSuccessFor } from '../cloud/stack-status.ts';
 import { CorekubeError, InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { clusterTemplate } from '../heat/cluster-template.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 

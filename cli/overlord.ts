@@ -19,7 +19,7 @@ import { flannelConfig } from '../overlord/subnets.ts';
 import { createKubernetesApi } from '../overlord/kubernetes/api.ts';
 import { clusterAddons } from '../overlord/kubernetes/addons.ts';
 import type { KubernetesOptions } from '../overlord/overlord.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { machineAddresses } from '../overlord/identity.ts';
 import { DEFAULT_LIVENESS } from '../overlord/liveness.ts';
 

@@ -1,4 +1,4 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { COREKUBE_USER, configPath, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';

@@ -1,6 +1,6 @@
 import { DISCOVERY_MAX_REQUEST_BYTES, DISCOVERY_QUOTA_BYTES } from '../overlord/discovery-limits.ts';
-import { addressPlan, ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { addressPlan, ETCD_CLIENT_PORT } from '../clusterspec/address-plan.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';
 import { resolveRelease, verificationField } from '../release/sources.ts';
 import { CONFIG_DIR, CONFIG_FILES, configPath, DISCOVERY_TLS_FILES, MACHINE_PATHS } from './machine-paths.ts';

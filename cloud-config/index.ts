@@ -1,4 +1,4 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { BootPlan, BootRole } from './boot-plan.ts';
 import { discoveryPlan } from './discovery.ts';
 import { flatcarCloudConfig } from './flatcar.ts';

@@ -1,5 +1,5 @@
-import { addressPlan, ETCD_CLIENT_PORT } from '../spec/address-plan.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { addressPlan, ETCD_CLIENT_PORT } from '../clusterspec/address-plan.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { clusterKeys } from '../overlord/keys.ts';
 import type { Role } from '../overlord/machine-record.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';

@@ -1,6 +1,6 @@
 import { toYaml } from '../core/yaml.ts';
-import { addressPlan } from '../spec/address-plan.ts';
-import { SPEC_FIELDS, type ClusterSpec } from '../spec/cluster-spec.ts';
+import { addressPlan } from '../clusterspec/address-plan.ts';
+import { SPEC_FIELDS, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { configPath, CONFIG_FILES, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 

@@ -1,4 +1,4 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { placeholderFile, plan, type BootFile, type BootPlan } from './boot-plan.ts';
 import { CONFIG_DIR, configPath, MACHINE_PATHS, OVERLORD_HEALTH_PORT, OVERLORD_IMAGE_USER } from './machine-paths.ts';
 import { renderOverlordConfig } from './overlord-config.ts';

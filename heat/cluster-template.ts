@@ -1,6 +1,6 @@
 import { toYaml } from '../core/yaml.ts';
-import { addressPlan } from '../spec/address-plan.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { addressPlan } from '../clusterspec/address-plan.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { HOT_VERSION, type Template } from './hot.ts';
 import { JOIN_TOKEN, joinTokenResource } from './join-token.ts';
 import { OVERLORD_SECRET, overlordSecretResource } from './overlord-secret.ts';

@@ -1,5 +1,5 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
-import type { AddressPlan } from '../spec/address-plan.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { AddressPlan } from '../clusterspec/address-plan.ts';
 import { getParam, getResource, type Resource } from './hot.ts';
 
 /**

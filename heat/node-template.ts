@@ -1,5 +1,5 @@
 import { toYaml } from '../core/yaml.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { getAttr, getParam, HOT_VERSION, ifCondition, type Parameter, type Template } from './hot.ts';
 import { flavorParameter, imageParameter, keyNameParameter } from './parameters.ts';
 import { userDataProperty, type PlaceholderValues, type RenderUserData } from './user-data.ts';

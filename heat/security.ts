@@ -1,4 +1,4 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { getParam, getResource, ifCondition, type HeatValue, type Resource } from './hot.ts';
 
 /**

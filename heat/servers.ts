@@ -1,7 +1,7 @@
 import { CorekubeError } from '../core/errors.ts';
 import type { PlaceholderName } from '../cloud-config/placeholders.ts';
-import type { AddressPlan } from '../spec/address-plan.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { AddressPlan } from '../clusterspec/address-plan.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { getAttr, getParam, getResource, type HeatValue, type Resource } from './hot.ts';
 import { joinTokenValue } from './join-token.ts';
 import { overlordSecretValue } from './overlord-secret.ts';

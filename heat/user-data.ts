@@ -1,6 +1,6 @@
 import { CorekubeError } from '../core/errors.ts';
 import { PLACEHOLDERS, type PlaceholderName } from '../cloud-config/placeholders.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { strReplace, type HeatValue } from './hot.ts';
 
 export type Role = 'discovery' | 'overlord' | 'overlord-standby' | 'master' | 'minion';

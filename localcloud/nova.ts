@@ -7,7 +7,7 @@
  * A machine that fails to boot is reported failed (Heat fails the server, like Nova's ERROR).
  */
 import type { HeatClient, StackRef } from '../cloud/heat-client.ts';
-import { formatIpv4, parseIpv4 } from '../spec/cidr.ts';
+import { formatIpv4, parseIpv4 } from '../clusterspec/cidr.ts';
 import { BOOT_HANDLE } from '../scripts/local-heat/providers/compute.ts';
 import { pendingServers, reportBooted, type LocalServer } from '../scripts/local-heat/local-cloud.ts';
 import type { Fleet, Machine } from './machines.ts';

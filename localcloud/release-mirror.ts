@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { BuiltProject } from '../release/build.ts';
 import type { Project } from '../release/catalog.ts';
 import { pushImages, writeImageLayout } from '../release/images.ts';

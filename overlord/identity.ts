@@ -1,6 +1,6 @@
-import { addressPlan } from '../spec/address-plan.ts';
-import { parseIpv4 } from '../spec/cidr.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import { addressPlan } from '../clusterspec/address-plan.ts';
+import { parseIpv4 } from '../clusterspec/cidr.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
 import { PrefixWatch } from './prefix-watch.ts';
@@ -37,7 +37,7 @@ export interface AdmittedIdentity {
   readonly admittedAt: string;
 }
 
-/** The addresses a machine of the cluster can have: the private network's DHCP range (spec/address-plan.ts). */
+/** The addresses a machine of the cluster can have: the private network's DHCP range (clusterspec/address-plan.ts). */
 export interface MachineAddresses {
   readonly first: string;
   readonly last: string;

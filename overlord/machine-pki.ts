@@ -1,5 +1,5 @@
 import { CorekubeError, asCorekubeError } from '../core/errors.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../units/pki-paths.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';

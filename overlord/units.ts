@@ -1,4 +1,4 @@
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../units/index.ts';
 import type { MachineRecord } from './machine-record.ts';
 import type { ClusterView, RenderedUnits } from './planner.ts';

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CorekubeError } from '../core/errors.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Project } from './catalog.ts';
 import { recipes, type CRecipe, type GoRecipe, type Recipe, type VersionProbe } from './recipes.ts';
 

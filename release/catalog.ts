@@ -15,7 +15,7 @@
  *   pause/<v>/pause-linux-amd64                          (no upstream binary: the pause image's program)
  * i.e. each upstream release asset under `<project>/<tag>/`, byte-for-byte the upstream file when downloaded.
  */
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 
 /** Who installs an artifact: a machine role, or the container images the mirror builds. */
 export type Consumer = 'discovery' | 'master' | 'minion' | 'image';

@@ -4,7 +4,7 @@
  * (`--release-digests DIR/corekube-mirror.json`): the digests then travel with the rendered units, and machines
  * check each download against them, never against a checksum fetched from the mirror itself.
  */
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 
 export const MIRROR_MANIFEST = 'corekube-mirror.json';
 export const MIRROR_IMAGES_DIR = 'images/oci';

@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { CorekubeError } from '../core/errors.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { cacheRoot, ensureBuilt, type BuildEvent, type BuiltProject } from './build.ts';
 import { clusterImages, releaseCatalog, type Artifact, type Project } from './catalog.ts';
 import { downloadArtifact } from './download.ts';

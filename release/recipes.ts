@@ -8,7 +8,7 @@
  * Where a build departs from the upstream release build, the recipe says why in `notes` (printed by
  * `corekube mirror build --from-source` and listed in release/README.md).
  */
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { CNI_PLUGINS, type Project } from './catalog.ts';
 
 export interface VersionProbe {

@@ -7,7 +7,7 @@
  *   A mirror without a digest for every artifact is refused, naming each one missing.
  */
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
-import { usesUpstreamReleases, type ClusterSpec } from '../spec/cluster-spec.ts';
+import { usesUpstreamReleases, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { releaseCatalog, type Artifact, type Consumer, type UpstreamChecksum } from './catalog.ts';
 
 /** How a machine checks a download: a digest pinned in the spec, or what upstream publishes (catalog.ts). */

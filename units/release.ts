@@ -2,7 +2,7 @@ import { CorekubeError } from '../core/errors.ts';
 import type { Role } from '../overlord/machine-record.ts';
 import { installedMembers } from '../release/catalog.ts';
 import { resolveRelease, verificationField, type Verification } from '../release/sources.ts';
-import type { ClusterSpec } from '../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { LAYOUT } from './layout.ts';
 
 /**

@@ -11,8 +11,8 @@
 import { createHash } from 'node:crypto';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { clusterImages } from '../../release/catalog.ts';
-import { addressPlan } from '../../spec/address-plan.ts';
-import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import { addressPlan } from '../../clusterspec/address-plan.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { CLUSTER_DOMAIN } from '../../units/layout.ts';
 
 export interface Addon {

@@ -1,5 +1,5 @@
 import { CorekubeError } from '../../core/errors.ts';
-import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import type { MachineRecord, Role } from '../machine-record.ts';
 import {
   adminProfile,

@@ -1,7 +1,7 @@
 import { CorekubeError } from '../../core/errors.ts';
-import { addressPlan } from '../../spec/address-plan.ts';
-import { parseIpv4 } from '../../spec/cidr.ts';
-import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import { addressPlan } from '../../clusterspec/address-plan.ts';
+import { parseIpv4 } from '../../clusterspec/cidr.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME } from '../../units/layout.ts';
 import { PKI_FILES_BY_ROLE, type KeyPair, type PkiPaths } from '../../units/pki-paths.ts';
 import type { MachineRecord, Role } from '../machine-record.ts';

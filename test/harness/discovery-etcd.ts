@@ -10,7 +10,7 @@ import type { EtcdStoreOptions } from '../../overlord/etcd-store.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
-import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { freePort } from './ports.ts';
 import { until } from './until.ts';
 

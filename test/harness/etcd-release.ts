@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ensureBuilt } from '../../release/build.ts';
 import { releaseCatalog } from '../../release/catalog.ts';
 import { packedArtifact, sha256File } from '../../release/package.ts';
-import type { ClusterSpec } from '../../spec/cluster-spec.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 
 /**
  * A release mirror holding only etcd — what a discovery machine downloads: the release tarball of the spec's

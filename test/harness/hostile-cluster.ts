@@ -14,7 +14,7 @@ import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../..
 import { runOverlord, type Overlord } from '../../overlord/overlord.ts';
 import { createSshRunner } from '../../overlord/ssh-runner.ts';
 import type { Store } from '../../overlord/store.ts';
-import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from './discovery-etcd.ts';
 import { onExit } from './cleanup.ts';
 import { bootMachines, type Fleet, type Machine } from './machines.ts';

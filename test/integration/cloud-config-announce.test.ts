@@ -20,7 +20,7 @@ import { bootPlan } from '../../cloud-config/index.ts';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { announceEnv } from '../harness/announce-env.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';

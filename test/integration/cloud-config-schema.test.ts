@@ -13,7 +13,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BOOT_ROLES, fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { FILLED } from '../unit/cloud-config/fixtures.ts';
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BOOT_ROLES, renderUserData } from '../../cloud-config/index.ts';
 import { MACHINE_PATHS } from '../../cloud-config/machine-paths.ts';
-import { parseClusterSpec, type OsProfile } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec, type OsProfile } from '../../clusterspec/cluster-spec.ts';
 import { missingParts } from '../harness/requirements.ts';
 import YAML from 'yaml';
 

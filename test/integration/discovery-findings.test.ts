@@ -24,7 +24,7 @@ import { runLeader, type Leadership } from '../../overlord/leader.ts';
 import { silentLogger, type Logger } from '../../overlord/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';
 import type { Store } from '../../overlord/store.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from '../harness/discovery-etcd.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';
 import { etcdMissing } from '../harness/etcd.ts';

@@ -19,7 +19,7 @@ import { bootPlan } from '../../cloud-config/index.ts';
 import { CONFIG_FILES, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import {
   discoveryClientOptions,
   discoveryRbac,

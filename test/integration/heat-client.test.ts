@@ -14,7 +14,7 @@ import { clusterTemplate } from '../../heat/cluster-template.ts';
 import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../scripts/local-heat/local-cloud.ts';
 import { startLocalHeat } from '../../scripts/local-heat/local-heat.ts';
 import { localCloudEnvironment, withoutCloudLookups } from '../../scripts/local-heat/providers/environment.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local-heat.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { netFromEnv } from '../harness/machines.ts';

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { renderUserData } from '../../cloud-config/index.ts';
 import { renderClusterTemplate } from '../../heat/cluster-template.ts';
 import { renderNodeTemplate } from '../../heat/node-template.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 
 /**
  * OpenStack Heat's own engine (Debian python3-heat, Zed) validates the generated templates offline through

@@ -26,7 +26,7 @@ import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { parseMachineRecord } from '../../overlord/machine-record.ts';
 import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../harness/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';

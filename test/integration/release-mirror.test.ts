@@ -24,7 +24,7 @@ import { layoutIntact } from '../../release/images.ts';
 import { buildMirror, type MirrorResult } from '../../release/mirror.ts';
 import { MIRROR_MANIFEST, type MirrorManifest } from '../../release/mirror-manifest.ts';
 import { recipes } from '../../release/recipes.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { artifactsFor } from '../../units/release.ts';
 import { missingParts } from '../harness/requirements.ts';
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { CorekubeError } from '../../core/errors.ts';
-import { parseClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { clusterKeys } from '../../overlord/keys.ts';
 import type { Store } from '../../overlord/store.ts';

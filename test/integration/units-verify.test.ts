@@ -33,7 +33,7 @@ import { buildToolsMissing } from '../../release/build.ts';
 import { clusterImages } from '../../release/catalog.ts';
 import { buildMirror, type MirrorResult } from '../../release/mirror.ts';
 import { linkOrCopy, sha256File } from '../../release/package.ts';
-import { parseClusterSpec, type ClusterSpec } from '../../spec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { artifactsFor, buildUnitContext, LAYOUT, PKI_PATHS, renderUnits, type RenderedUnits } from '../../units/index.ts';
 import { missingParts } from '../harness/requirements.ts';
 

@@ -1,7 +1,7 @@
 import YAML from 'yaml';
 import { BOOT_ROLES, type BootRole } from '../../../cloud-config/index.ts';
 import type { PlaceholderName } from '../../../cloud-config/placeholders.ts';
-import { parseClusterSpec, type ClusterSpec, type OsProfile } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec, type OsProfile } from '../../../clusterspec/cluster-spec.ts';
 
 export const OSES: readonly OsProfile[] = ['flatcar', 'ubuntu'];
 export const CASES: readonly { role: BootRole; os: OsProfile }[] = BOOT_ROLES.flatMap((role) => OSES.map((os) => ({ role, os })));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fillPlaceholders, renderUserData } from '../../../cloud-config/index.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
 import { renderCloudTemplate, type AnnounceUnitContext } from '../../../cloud-config/templates.ts';
 import { CorekubeError } from '../../../core/errors.ts';

@@ -4,7 +4,7 @@ import { CONFIG_DIR, configPath, MACHINE_PATHS } from '../../../cloud-config/mac
 import { PLACEHOLDERS, type PlaceholderName } from '../../../cloud-config/placeholders.ts';
 import { UBUNTU_TOP_LEVEL_KEYS } from '../../../cloud-config/ubuntu.ts';
 import { parseYaml } from '../../../core/yaml.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { CA_PEM, CASES, fileAt, FILLED, OSES, parse11, parse12, specFor, SSH_KEY_LINE, writeFilesOf } from './fixtures.ts';
 
 /** Which placeholders each role's user_data carries: the contract the Heat template's str_replace follows. */

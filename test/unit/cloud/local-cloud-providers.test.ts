@@ -5,7 +5,7 @@ import { clusterTemplate } from '../../../heat/cluster-template.ts';
 import type { HeatValue } from '../../../heat/hot.ts';
 import { NODE_ROLES, nodeTemplate } from '../../../heat/node-template.ts';
 import { localCloudEnvironment, PROVIDERS, providerYaml, withoutCloudLookups } from '../../../scripts/local-heat/providers/environment.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 /**
  * The local cloud's Nova/Neutron stand-ins against corekube's own templates: every Nova/Neutron type they

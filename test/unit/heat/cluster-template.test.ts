@@ -5,9 +5,9 @@ import { parseYaml } from '../../../core/yaml.ts';
 import { clusterTemplate, renderClusterTemplate } from '../../../heat/cluster-template.ts';
 import type { HeatValue, Resource, Template } from '../../../heat/hot.ts';
 import { userDataProperty } from '../../../heat/user-data.ts';
-import { addressPlan } from '../../../spec/address-plan.ts';
-import { parseIpv4 } from '../../../spec/cidr.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { addressPlan } from '../../../clusterspec/address-plan.ts';
+import { parseIpv4 } from '../../../clusterspec/cidr.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 const spec = (flags: Record<string, string> = {}) => parseClusterSpec({ flags });
 const generate = (flags: Record<string, string> = {}) => clusterTemplate(spec(flags), renderUserData);

@@ -3,7 +3,7 @@ import { renderUserData } from '../../../cloud-config/index.ts';
 import type { HeatValue } from '../../../heat/hot.ts';
 import { nodeTemplate, renderNodeTemplate } from '../../../heat/node-template.ts';
 import { PLACEHOLDERS } from '../../../cloud-config/placeholders.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 const spec = (flags: Record<string, string> = {}) => parseClusterSpec({ flags });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { bootPlan } from '../../../cloud-config/index.ts';
 import { parseYaml } from '../../../core/yaml.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { aptImageFiles } from '../../../localcloud/apt-repo.ts';
 import { hostDockerRun } from '../../../localcloud/overlord-runner.ts';
 

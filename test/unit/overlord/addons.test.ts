@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { clusterAddons, COREDNS, MANAGED_BY } from '../../../overlord/kubernetes/addons.ts';
 import { clusterImages } from '../../../release/catalog.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
 

@@ -13,7 +13,7 @@ import { clusterKeys } from '../../../overlord/keys.ts';
 import { silentLogger, type Logger } from '../../../overlord/log.ts';
 import { credentialsFile, machinePassword, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
 import type { MachineRecord } from '../../../overlord/machine-record.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../../../units/pki-paths.ts';
 import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
 import { captureLog } from '../../harness/log-capture.ts';

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../../units/pki-paths.ts';
 import { clusterKeys } from '../../../overlord/keys.ts';
 import { parseLedgerEntry } from '../../../overlord/ledger.ts';

@@ -13,7 +13,7 @@ import { credentialsFile, type MachineCredentials } from '../../../overlord/mach
 import type { MachineRecord } from '../../../overlord/machine-record.ts';
 import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
 import { readStatus } from '../../../overlord/status.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';

@@ -5,7 +5,7 @@ import type { NodeView } from '../../../overlord/kubernetes/api.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, runStep } from '../../../overlord/executor.ts';
 import type { ClusterView } from '../../../overlord/planner.ts';
 import { unitsForSpec } from '../../../overlord/units.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { drive, FakeKubernetesApi } from './fake-kubernetes.ts';
 import { FakeClock, FakeMachines, makeRecord } from './fakes.ts';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { candidates, flannelConfig, podNetwork, reservationValue, subnetCidr, subnetName } from '../../../overlord/subnets.ts';
 
 describe('flannel network config', () => {

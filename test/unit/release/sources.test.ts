@@ -3,7 +3,7 @@ import { InvalidInputError } from '../../../core/errors.ts';
 import { clusterImages, releaseCatalog } from '../../../release/catalog.ts';
 import { digestFor } from '../../../release/download.ts';
 import { resolveRelease } from '../../../release/sources.ts';
-import { parseClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 const spec = (flags: Record<string, unknown> = {}) => parseClusterSpec({ flags: { name: 'demo', ...flags } });
 const hex = (c: string) => c.repeat(64);

@@ -1,4 +1,4 @@
-import { parseClusterSpec, type ClusterSpec } from '../../../spec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import type { Role } from '../../../overlord/machine-record.ts';
 import { buildUnitContext, PKI_PATHS, type UnitContext } from '../../../units/index.ts';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidInputError, type FieldProblem } from '../../../core/errors.ts';
-import { addressPlan } from '../../../spec/address-plan.ts';
-import { parseClusterSpec, type SpecSources } from '../../../spec/cluster-spec.ts';
+import { addressPlan } from '../../../clusterspec/address-plan.ts';
+import { parseClusterSpec, type SpecSources } from '../../../clusterspec/cluster-spec.ts';
 
 function problemsOf(sources: SpecSources): FieldProblem[] {
   try {
