@@ -25,7 +25,7 @@ import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDisco
 import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
 import type { ExecResult, HostRunner, HostTarget } from '../overlord/host-runner.ts';
 import { IdentityBook } from '../overlord/identity.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { silentLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/machine-credentials.ts';
 import { CertificateAuthority } from '../overlord/pki/authority.ts';

@@ -1,5 +1,6 @@
 import { clusterView, stepsOf } from '../overlord/planner.ts';
-import type { MachineRecord, Role } from '../overlord/machine-record.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import type { Role } from '../contracts/roles.ts';
 import { unitsForSpec } from '../overlord/units.ts';
 import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
 

@@ -28,7 +28,7 @@ import { runInNewContext } from 'node:vm';
 import { systemClock } from '../overlord/clock.ts';
 import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
 import type { HostRunner } from '../overlord/host-runner.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { createLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials } from '../overlord/machine-credentials.ts';
 import { runOverlord } from '../overlord/overlord.ts';

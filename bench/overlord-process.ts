@@ -15,7 +15,7 @@ import { Writable } from 'node:stream';
 import { systemClock } from '../overlord/clock.ts';
 import { createEtcdElection } from '../overlord/etcd-election.ts';
 import { createEtcdStore } from '../overlord/etcd-store.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { runLeader } from '../overlord/leader.ts';
 import { createLogger } from '../overlord/log.ts';
 import { flannelConfig } from '../overlord/subnets.ts';

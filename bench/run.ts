@@ -23,7 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createEtcdStore } from '../overlord/etcd-store.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { startEtcd } from '../test/harness/etcd.ts';
 import { benchCluster } from './cluster.ts';
 import type { ProcessConfig, ProcessResult } from './overlord-process.ts';

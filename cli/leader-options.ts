@@ -4,7 +4,7 @@ import { createEtcdElection } from '../overlord/etcd-election.ts';
 import type { EtcdStoreOptions } from '../overlord/etcd-store.ts';
 import { DEFAULT_ETCD_BUDGET_SECONDS, type EtcdHealth, leadershipHealth } from '../overlord/health.ts';
 import { startHealthServer, type HealthServer } from '../overlord/health-server.ts';
-import type { ClusterKeys } from '../overlord/keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import { DEFAULT_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS, runLeader, validateLeaseTtl, type Leadership, type LeaderOptions } from '../overlord/leader.ts';
 import type { Ports } from '../overlord/overlord.ts';
 

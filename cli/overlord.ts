@@ -3,7 +3,7 @@ import { CorekubeError } from '../core/errors.ts';
 import { bootOverlord, type Booted } from '../overlord/bootstrap.ts';
 import { systemClock } from '../overlord/clock.ts';
 import { etcdHostKeys } from '../overlord/hostkeys.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
 import { DEFAULT_CONCURRENCY } from '../overlord/overlord.ts';
 import { createEtcdStore } from '../overlord/etcd-store.ts';

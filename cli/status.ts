@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
 import { createEtcdStore, type EtcdStoreOptions } from '../overlord/etcd-store.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { formatStatusTable, readStatus } from '../overlord/status.ts';
 import type { Store } from '../overlord/store.ts';
 import { parseOptions, type Command } from './command.ts';

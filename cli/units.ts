@@ -1,7 +1,7 @@
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CorekubeError } from '../core/errors.ts';
-import { ROLES, type Role } from '../overlord/machine-record.ts';
+import { ROLES, type Role } from '../contracts/roles.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
 import type { Command } from './command.ts';

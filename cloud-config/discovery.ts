@@ -1,4 +1,4 @@
-import { DISCOVERY_MAX_REQUEST_BYTES, DISCOVERY_QUOTA_BYTES } from '../overlord/discovery-limits.ts';
+import { DISCOVERY_MAX_REQUEST_BYTES, DISCOVERY_QUOTA_BYTES } from '../contracts/discovery-limits.ts';
 import { addressPlan, ETCD_CLIENT_PORT } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';

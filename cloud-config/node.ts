@@ -1,7 +1,7 @@
 import { addressPlan, ETCD_CLIENT_PORT } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { clusterKeys } from '../overlord/keys.ts';
-import type { Role } from '../overlord/machine-record.ts';
+import { clusterKeys } from '../contracts/keys.ts';
+import type { Role } from '../contracts/roles.ts';
 import { overlordAccess, placeholderFile, plan, script, type BootPlan } from './boot-plan.ts';
 import { CONFIG_DIR, CONFIG_FILES, configPath, JOIN_NONCE_NAME, JOINER_USER, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';

@@ -72,7 +72,7 @@ export interface DiscoveryEtcdContext {
   stateDirectory: string;
   clientUrl: string;
   peerUrl: string;
-  /** --max-request-bytes and --quota-backend-bytes (overlord/discovery-limits.ts) */
+  /** --max-request-bytes and --quota-backend-bytes (contracts/discovery-limits.ts) */
   maxRequestBytes: number;
   quotaBytes: number;
 }

@@ -3,19 +3,19 @@ import { setMaxListeners } from 'node:events';
 import { asCorekubeError, CorekubeError, type ErrorCode } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { Discovery, JOIN_REQUESTS } from './discovery.ts';
-import { MAX_INVALID_REMEMBERED } from './discovery-limits.ts';
+import { MAX_INVALID_REMEMBERED } from '../contracts/discovery-limits.ts';
 import { fingerprintOf, sameHostKey } from './host-key.ts';
 import type { HostRunner, HostTarget } from './host-runner.ts';
 import { addressProblem, admittedValue, type AdmittedIdentity, type IdentityBook, type MachineAddresses } from './identity.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
-import type { MachineRecord } from './machine-record.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
 import { parseIdentity, readIdentity, restartUnit, writeFile, type RemoteContext } from './remote-commands.ts';
 import { REQUEUED_CODES } from './reconciler.ts';
 import { Semaphore } from './semaphore.ts';
 import type { Fence, PutEntry, Store } from './store.ts';
-import { BoundedMemo, escapeText } from './untrusted.ts';
+import { BoundedMemo, escapeText } from '../core/untrusted.ts';
 
 /**
  * Admission: how a node that holds only the shared join token gets its own discovery credential — and proves,

@@ -3,9 +3,9 @@ import type { HostTarget } from './host-runner.ts';
 import { addressClaims, resolveRecord, type IdentityRules } from './identity.ts';
 import type { Liveness } from './liveness.ts';
 import { errorFields, type Logger } from './log.ts';
-import type { MachineRecord } from './machine-record.ts';
-import { MAX_INVALID_REMEMBERED } from './discovery-limits.ts';
-import { BoundedMemo } from './untrusted.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import { MAX_INVALID_REMEMBERED } from '../contracts/discovery-limits.ts';
+import { BoundedMemo } from '../core/untrusted.ts';
 
 /**
  * What the reconciler deploys: discovery's records that pass the identity rules (overlord/identity.ts), each with

@@ -11,7 +11,7 @@ import { derOf, fileHostKeys, pushDiscoveryFiles, servedCertificate } from './di
 import { createEtcdStore, type EtcdStoreOptions } from './etcd-store.ts';
 import { signalOnce, type SignalFiles } from './heat-signal.ts';
 import type { HostRunner } from './host-runner.ts';
-import { clusterKeys, type ClusterKeys } from './keys.ts';
+import { clusterKeys, type ClusterKeys } from '../contracts/keys.ts';
 import { errorFields, type Logger } from './log.ts';
 import { DiscoveryMachineCredentials } from './machine-credentials.ts';
 import { MachinePkiFiles } from './machine-pki.ts';
@@ -21,7 +21,7 @@ import { DirectoryPkiStore, type PkiStore } from './pki/store.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
 import { fetchSharedState, followSharedState, overlordDiscoveryPassword, publishSharedState, readOverlordSecret, type Follower } from './shared-state.ts';
 import type { Fence, Store } from './store.ts';
-import type { MachineRecord } from './machine-record.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
 import type { UnitsWiring } from './units.ts';
 
 /**

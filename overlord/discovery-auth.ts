@@ -14,7 +14,7 @@ import {
 import { JOINER_USER } from '../cloud-config/machine-paths.ts';
 import { RECEIVE_LIMIT, retryStaleAuth } from './etcd-store.ts';
 import { CorekubeError } from '../core/errors.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import type { PkiStore } from './pki/store.ts';
 import { OVERLORD_USER } from './shared-state.ts';
 

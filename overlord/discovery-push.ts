@@ -8,7 +8,7 @@ import { errorFields, type Logger } from './log.ts';
 import { writeFile as writeFileArgv } from './remote-commands.ts';
 import { writeFileAtomic } from './pki/store.ts';
 import type { HostKeyPolicy } from './ssh-runner.ts';
-import type { RemoteFile } from './step.ts';
+import type { RemoteFile } from '../contracts/step.ts';
 
 /**
  * Installing discovery's TLS files (cloud-config's contract: `/etc/corekube/pki/discovery/{ca.crt,

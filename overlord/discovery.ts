@@ -1,11 +1,11 @@
 import type { Clock } from './clock.ts';
-import { MAX_INVALID_REMEMBERED } from './discovery-limits.ts';
-import type { ClusterKeys } from './keys.ts';
+import { MAX_INVALID_REMEMBERED } from '../contracts/discovery-limits.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import { errorFields, type Logger } from './log.ts';
-import { parseMachineRecord, type MachineRecord } from './machine-record.ts';
+import { parseMachineRecord, type MachineRecord } from '../contracts/machine-record.ts';
 import { PrefixWatch } from './prefix-watch.ts';
 import type { Store, WatchEvent } from './store.ts';
-import { BoundedMemo, keyRef } from './untrusted.ts';
+import { BoundedMemo, keyRef } from '../core/untrusted.ts';
 
 /**
  * Discovery: the overlord's current view of the machines announced under `<prefix>/machines/`, kept current by
@@ -14,7 +14,7 @@ import { BoundedMemo, keyRef } from './untrusted.ts';
  * (level-based: a change is a reason to look, never a delta to apply).
  *
  * What is under the prefix is untrusted (issue 12): a record that does not parse (too large, too deep,
- * malformed, a bad field — overlord/machine-record.ts) is kept aside in `invalid` — under a short reference to
+ * malformed, a bad field — contracts/machine-record.ts) is kept aside in `invalid` — under a short reference to
  * its key, with a short reason naming the field — reported ONCE per key and problem (one warning line, and
  * `corekube status`), and never planned. What it remembers is bounded: at most MAX_INVALID_REMEMBERED bad keys
  * and `source.maxRecords` records (more are counted in `overflow`, not kept). Nothing a key holds can make
@@ -39,7 +39,7 @@ export const MACHINE_RECORDS: RecordSource = Object.freeze({ prefix: 'machines',
 export const JOIN_REQUESTS: RecordSource = Object.freeze({ prefix: 'join', event: 'join', noun: 'join request', maxRecords: 2_048 });
 
 export interface InvalidRecord {
-  /** the key's id, or a digest of it (overlord/untrusted.ts keyRef) */
+  /** the key's id, or a digest of it (core/untrusted.ts keyRef) */
   readonly id: string;
   /** the first bad field */
   readonly field: string;

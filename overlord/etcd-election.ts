@@ -2,7 +2,7 @@ import { Etcd3, Lease, type Campaign, type Election } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import { etcdClientOptions, toEtcdError, type EtcdStoreOptions } from './etcd-store.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import type { LeaderElection, Term } from './leader.ts';
 
 /**

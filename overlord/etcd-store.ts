@@ -1,6 +1,6 @@
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, GRPCResourceExhastedError, Range, type IOptions, type Watcher } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
-import { ETCD_RECEIVE_LIMIT_BYTES, LIST_PAGE_KEYS } from './discovery-limits.ts';
+import { ETCD_RECEIVE_LIMIT_BYTES, LIST_PAGE_KEYS } from '../contracts/discovery-limits.ts';
 import { collect, type Fence, type KeyValue, type Listing, type PutEntry, type PutOptions, type Store, type WatchEvent, type WatchHandle, type WatchListener } from './store.ts';
 
 /**

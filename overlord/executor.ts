@@ -1,9 +1,9 @@
 import { CorekubeError } from '../core/errors.ts';
 import type { Clock } from './clock.ts';
 import type { HostRunner, HostTarget } from './host-runner.ts';
-import type { Until } from './planner.ts';
+import type { Until } from '../contracts/step.ts';
 import * as remote from './remote-commands.ts';
-import type { Step } from './step.ts';
+import type { Step } from '../contracts/step.ts';
 import type { NodeReadiness } from './kubernetes/node-ready.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { CorekubeError } from '../core/errors.ts';
 import type { HostTarget } from './host-runner.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import type { HostKeyPolicy } from './ssh-runner.ts';
 import type { Fence, Store } from './store.ts';
 

@@ -5,10 +5,11 @@ import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
 import { PrefixWatch } from './prefix-watch.ts';
 import { fingerprintOf, hostKeyOf, sameHostKey } from './host-key.ts';
-import type { ClusterKeys } from './keys.ts';
-import { IPV4, MACHINE_ID, ROLES, type MachineRecord, type Role } from './machine-record.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
+import { IPV4, MACHINE_ID, type MachineRecord } from '../contracts/machine-record.ts';
+import { ROLES, type Role } from '../contracts/roles.ts';
 import type { Store } from './store.ts';
-import { keyRef, parseBoundedJson } from './untrusted.ts';
+import { keyRef, parseBoundedJson } from '../core/untrusted.ts';
 
 /**
  * A machine's admitted identity (issue 12): the address and SSH host key the overlord admitted it with

@@ -3,9 +3,9 @@ import { Etcd3, EtcdRoleNotFoundError, EtcdUserNotFoundError } from 'etcd3';
 import { CorekubeError } from '../core/errors.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../units/pki-paths.ts';
 import { discoveryClientOptions, etcdCall, passwordAccepted, ROOT_USER, syncRole, syncUser, type DiscoveryConnection, type EtcdCall, type PermissionSpec, type RoleSpec, type UserSpec } from './discovery-auth.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import { KEY_MODE } from './pki/delivery.ts';
-import type { RemoteFile } from './step.ts';
+import type { RemoteFile } from '../contracts/step.ts';
 
 /**
  * Each machine's own discovery etcd user (issue 4 point 3: "nodes hold a credential that can only register

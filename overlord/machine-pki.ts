@@ -3,12 +3,12 @@ import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../units/pki-paths.ts';
 import { errorFields, type Logger } from './log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
-import type { MachineRecord } from './machine-record.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
 import type { CertificateAuthority } from './pki/authority.ts';
 import { masterIpsOf, type CatalogOptions } from './pki/catalog.ts';
 import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
 import type { ClusterView } from './planner.ts';
-import type { RemoteFile } from './step.ts';
+import type { RemoteFile } from '../contracts/step.ts';
 
 /**
  * Each machine's PKI files, ready when its units are rendered. Issuing is asynchronous (WebCrypto), but a

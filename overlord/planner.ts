@@ -1,6 +1,7 @@
-import type { LedgerEntry } from './ledger.ts';
-import type { MachineRecord, Role } from './machine-record.ts';
-import type { RemoteFile, Step, StepId } from './step.ts';
+import type { LedgerEntry } from '../contracts/ledger-entry.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import type { Role } from '../contracts/roles.ts';
+import type { RenderedUnits, Step, StepId } from '../contracts/step.ts';
 
 /**
  * The planner: PURE. `plan(desired, observed)` says, for every announced machine, what is left to do —
@@ -28,18 +29,6 @@ import type { RemoteFile, Step, StepId } from './step.ts';
  *    while the second of three masters deploys would redeploy it when that master is done.
  * Order: masters first, then minions, each by id.
  */
-export type Until = 'exited' | 'active';
-
-/** What units/ renders for one machine (units/index.ts `renderUnits`). */
-export interface RenderedUnits {
-  readonly files: readonly RemoteFile[];
-  readonly start: readonly { readonly unit: string; readonly until: Until }[];
-  /** the Node the machine's kubelet registers as, when it runs one: its last step waits for it to be Ready */
-  readonly node?: string;
-  /** hash of everything rendered: a change redeploys the machine */
-  readonly hash: string;
-}
-
 export type DesiredMachine =
   | { readonly record: MachineRecord; readonly units: RenderedUnits }
   | { readonly record: MachineRecord; readonly renderError: string };

@@ -1,7 +1,7 @@
 import type { Clock } from './clock.ts';
 import type { DiscoverySnapshot } from './discovery.ts';
 import { errorFields, type Logger } from './log.ts';
-import type { MachineRecord } from './machine-record.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
 
 /**
  * Discovery's view, advanced only once the machines in it are prepared. The reconciler renders a machine's

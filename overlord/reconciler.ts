@@ -7,10 +7,12 @@ import type { Clock } from './clock.ts';
 import { runStep, type ExecutorOptions } from './executor.ts';
 import type { NodeReadiness } from './kubernetes/node-ready.ts';
 import type { HostRunner, HostTarget } from './host-runner.ts';
-import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type Ledger, type LedgerEntry } from './ledger.ts';
+import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type LedgerEntry } from '../contracts/ledger-entry.ts';
+import type { Ledger } from './ledger.ts';
 import { errorFields, type Logger } from './log.ts';
-import type { MachineRecord } from './machine-record.ts';
-import { clusterView, planGated, planGates, planMachine, planUnrendered, type ClusterView, type DesiredMachine, type MachinePlan, type RenderedUnits } from './planner.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import { clusterView, planGated, planGates, planMachine, planUnrendered, type ClusterView, type DesiredMachine, type MachinePlan } from './planner.ts';
+import type { RenderedUnits } from '../contracts/step.ts';
 import { Semaphore } from './semaphore.ts';
 
 /**

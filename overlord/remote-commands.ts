@@ -1,6 +1,6 @@
 import { JOIN_NONCE_FILE } from '../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../core/errors.ts';
-import type { RemoteFile } from './step.ts';
+import type { RemoteFile } from '../contracts/step.ts';
 
 /**
  * Every command the overlord runs on a machine, as a fixed argv array. This is the whole vocabulary of the

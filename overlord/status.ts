@@ -1,7 +1,7 @@
-import type { ClusterKeys } from './keys.ts';
-import { currentStep, parseLedgerEntry, type LedgerEntry } from './ledger.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
+import { currentStep, parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
 import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './identity.ts';
-import { parseMachineRecord, type MachineRecord, type ParsedRecord } from './machine-record.ts';
+import { parseMachineRecord, type MachineRecord, type ParsedRecord } from '../contracts/machine-record.ts';
 import type { KeyValue, Store } from './store.ts';
 import { subnetsByMachine } from './subnets.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';

@@ -69,7 +69,7 @@ export interface Store {
   /** Every key under the prefix, read at one revision (a scan, collected): for prefixes only the overlord writes. */
   list(prefix: string): Promise<Listing>;
   /**
-   * Every key under the prefix, read at one revision a page at a time (overlord/discovery-limits.ts LIST_PAGE_KEYS
+   * Every key under the prefix, read at one revision a page at a time (contracts/discovery-limits.ts LIST_PAGE_KEYS
    * keys, so no answer is larger than the client accepts): `onPage` sees each page once, in key order, and keeps
    * what it needs of it. For prefixes others write (discovery): what they wrote is never all held at once.
    * Resolves with the revision read at (watch from `revision + 1`).

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CorekubeError } from '../core/errors.ts';
 import { formatIpv4, parseCidr, type Cidr } from '../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import type { ClusterKeys } from './keys.ts';
+import type { ClusterKeys } from '../contracts/keys.ts';
 import type { Fence, Store } from './store.ts';
 
 /**

@@ -1,8 +1,9 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../units/index.ts';
-import type { MachineRecord } from './machine-record.ts';
-import type { ClusterView, RenderedUnits } from './planner.ts';
-import type { RemoteFile } from './step.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import type { ClusterView } from './planner.ts';
+import type { RenderedUnits } from '../contracts/step.ts';
+import type { RemoteFile } from '../contracts/step.ts';
 
 /**
  * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's

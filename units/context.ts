@@ -1,7 +1,6 @@
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
-import type { Role } from '../overlord/machine-record.ts';
-import { ROLES } from '../overlord/machine-record.ts';
-import { clusterKeys } from '../overlord/keys.ts';
+import { isRole, ROLES, type Role } from '../contracts/roles.ts';
+import { clusterKeys } from '../contracts/keys.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { parseIpv4 } from '../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
@@ -115,7 +114,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
   const problems: FieldProblem[] = [];
   const bad = (field: string, value: unknown, message: string, fix: string) => problems.push({ field, value, message, fix });
   if (!MACHINE_ID.test(machine.id)) bad('machine.id', machine.id, 'is not a 32-hex machine id', 'pass the id of the machine record');
-  if (!(ROLES as readonly string[]).includes(machine.role)) bad('machine.role', machine.role, `is not one of ${ROLES.join(', ')}`, 'pass master or minion');
+  if (!isRole(machine.role)) bad('machine.role', machine.role, `is not one of ${ROLES.join(', ')}`, 'pass master or minion');
   if (parseIpv4(machine.ip) === undefined) bad('machine.ip', machine.ip, 'is not an IPv4 address', 'pass the private IP of the machine record');
   if (!HOSTNAME.test(machine.hostname)) bad('machine.hostname', machine.hostname, 'is not a valid host name', 'pass the hostname of the machine record');
   const invalid = cluster.masterIps.filter((ip) => parseIpv4(ip) === undefined);

@@ -3,7 +3,7 @@
  * with strict handlebars templates. Pure; the overlord writes the files over SSH and starts the units.
  */
 export { buildUnitContext, etcdMemberName, type UnitContext, type UnitMachine, type UnitClusterView } from './context.ts';
-export { renderUnits, hashFiles, UNITS, KERNEL_MODULES, KERNEL_SYSCTLS, type RenderedUnits } from './render.ts';
+export { renderUnits, hashFiles, UNITS, KERNEL_MODULES, KERNEL_SYSCTLS } from './render.ts';
 export { artifactsFor, releaseManifest, type ReleaseArtifact, type ArchiveMember } from './release.ts';
 export { PKI_PATHS, PKI_DIR, PKI_FILES_BY_ROLE, type PkiPaths, type KeyPair } from './pki-paths.ts';
 export { LAYOUT, PORTS, TIMEOUTS, CLUSTER_DOMAIN, type Layout } from './layout.ts';

@@ -1,4 +1,4 @@
-import type { Role } from '../overlord/machine-record.ts';
+import type { Role } from '../contracts/roles.ts';
 
 /**
  * Where each TLS file sits on a machine. The units only name these paths; the PKI room issues the

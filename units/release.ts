@@ -1,5 +1,5 @@
 import { CorekubeError } from '../core/errors.ts';
-import type { Role } from '../overlord/machine-record.ts';
+import type { Role } from '../contracts/roles.ts';
 import { installedMembers } from '../release/catalog.ts';
 import { resolveRelease, verificationField, type Verification } from '../release/sources.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { renderTemplate } from '../core/template.ts';
 import { toYaml } from '../core/yaml.ts';
-import type { Role } from '../overlord/machine-record.ts';
-import type { RemoteFile } from '../overlord/step.ts';
+import type { Role } from '../contracts/roles.ts';
+import type { RemoteFile, RenderedUnits, Until } from '../contracts/step.ts';
 import type { UnitContext } from './context.ts';
 import { LAYOUT } from './layout.ts';
 import { releaseManifest } from './release.ts';
@@ -13,20 +13,11 @@ import { releaseManifest } from './release.ts';
  * UnitContext. Pure: same context, same files, same hash. The overlord writes `files`, reloads systemd and
  * starts `start` in order; `hash` changing is the only reason to touch a deployed machine again.
  */
-export interface RenderedUnits {
-  readonly files: readonly RemoteFile[];
-  /** start in this order, waiting for each: the download must have exited successfully, services be active */
-  readonly start: readonly { readonly unit: string; readonly until: 'exited' | 'active' }[];
-  /** the Node name the machine's kubelet registers (minions): deployed means that Node is Ready */
-  readonly node?: string;
-  /** sha256 (hex) over every file's path, mode and content, in path order */
-  readonly hash: string;
-}
 
 interface UnitDef {
   readonly unit: string;
   readonly roles: readonly Role[];
-  readonly until: 'exited' | 'active';
+  readonly until: Until;
 }
 
 /** Every unit, in start order (dependency order within each role). */

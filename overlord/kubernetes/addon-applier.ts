@@ -8,7 +8,7 @@
  */
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import type { Clock } from '../clock.ts';
-import type { ClusterKeys } from '../keys.ts';
+import type { ClusterKeys } from '../../contracts/keys.ts';
 import { errorFields, type Logger } from '../log.ts';
 import type { Fence, Store } from '../store.ts';
 import type { KubernetesApi } from './api.ts';

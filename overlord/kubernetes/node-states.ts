@@ -7,7 +7,7 @@
  */
 import { asCorekubeError } from '../../core/errors.ts';
 import type { Clock } from '../clock.ts';
-import type { ClusterKeys } from '../keys.ts';
+import type { ClusterKeys } from '../../contracts/keys.ts';
 import { errorFields, type Logger } from '../log.ts';
 import type { Fence, Store } from '../store.ts';
 import type { KubernetesApi, NodeView } from './api.ts';

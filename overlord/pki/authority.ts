@@ -1,6 +1,7 @@
 import { CorekubeError } from '../../core/errors.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import type { MachineRecord, Role } from '../machine-record.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { Role } from '../../contracts/roles.ts';
 import {
   adminProfile,
   CA_KINDS,

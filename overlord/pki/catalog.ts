@@ -4,7 +4,8 @@ import { parseIpv4 } from '../../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME } from '../../units/layout.ts';
 import { PKI_FILES_BY_ROLE, type KeyPair, type PkiPaths } from '../../units/pki-paths.ts';
-import type { MachineRecord, Role } from '../machine-record.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { Role } from '../../contracts/roles.ts';
 
 /**
  * Which certificates a cluster has: a pure function of the spec and the machine records. Every certificate

@@ -1,7 +1,7 @@
 import { CorekubeError } from '../../core/errors.ts';
 import { configPath, DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
 import { PKI_FILES_BY_ROLE, PKI_PATHS, type KeyPair, type PkiPaths } from '../../units/pki-paths.ts';
-import type { RemoteFile } from '../step.ts';
+import type { RemoteFile } from '../../contracts/step.ts';
 import type { DiscoveryPki, IssuedPair, MachinePki } from './authority.ts';
 import type { CertEntry } from './catalog.ts';
 

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findSecrets } from '../../core/secrets.ts';
-import { keyRef } from '../../overlord/untrusted.ts';
+import { keyRef } from '../../core/untrusted.ts';
 import { etcdMissing } from '../harness/etcd.ts';
 import { DEPLOYED_FOR, machineState, startHostileCluster, untilDeployed, type HostileCluster, type Node } from '../harness/hostile-cluster.ts';
 import { captureLog } from '../harness/log-capture.ts';

@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
-import { clusterKeys } from '../../overlord/keys.ts';
-import type { LedgerEntry } from '../../overlord/ledger.ts';
-import type { Role } from '../../overlord/machine-record.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
+import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
+import type { Role } from '../../contracts/roles.ts';
 import type { Machine } from './machines.ts';
 import { deployedOnce, testUnitNames, unitFacts, type UnitFacts } from './test-units.ts';
 

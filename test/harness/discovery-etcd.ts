@@ -7,7 +7,7 @@ import { bootPlan } from '../../cloud-config/index.ts';
 import { DISCOVERY_TLS_FILES } from '../../cloud-config/machine-paths.ts';
 import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../../overlord/discovery-auth.ts';
 import type { EtcdStoreOptions } from '../../overlord/etcd-store.ts';
-import { clusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';

@@ -8,7 +8,7 @@ import { fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
 import { systemClock } from '../../overlord/clock.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { etcdHostKeys } from '../../overlord/hostkeys.ts';
-import { clusterKeys, type ClusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
 import type { Logger } from '../../overlord/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';
 import { runOverlord, type Overlord } from '../../overlord/overlord.ts';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { MachineRecord, Role } from '../../overlord/machine-record.ts';
-import type { RenderedUnits } from '../../overlord/planner.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { Role } from '../../contracts/roles.ts';
+import type { RenderedUnits } from '../../contracts/step.ts';
 import type { Machine } from './machines.ts';
 
 /**

@@ -19,7 +19,7 @@ import { createEtcdElection } from '../../overlord/etcd-election.ts';
 import { Discovery, JOIN_REQUESTS } from '../../overlord/discovery.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import type { HostRunner } from '../../overlord/host-runner.ts';
-import { clusterKeys, type ClusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
 import { runLeader, type Leadership } from '../../overlord/leader.ts';
 import { silentLogger, type Logger } from '../../overlord/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';

@@ -31,7 +31,7 @@ import {
 } from '../../overlord/discovery-auth.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
 import { DiscoveryMachineCredentials, machinePassword } from '../../overlord/machine-credentials.ts';
-import { clusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';

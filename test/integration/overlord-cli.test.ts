@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
 import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';

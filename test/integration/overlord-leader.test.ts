@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../overlord/clock.ts';
 import { createEtcdElection } from '../../overlord/etcd-election.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
-import { clusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
 import type { LeaderElection } from '../../overlord/leader.ts';
 import { readStatus } from '../../overlord/status.ts';
 import type { Store } from '../../overlord/store.ts';

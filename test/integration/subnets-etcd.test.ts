@@ -4,7 +4,7 @@ import { missingParts } from '../harness/requirements.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { createEtcdStore } from '../../overlord/etcd-store.ts';
-import { clusterKeys } from '../../overlord/keys.ts';
+import { clusterKeys } from '../../contracts/keys.ts';
 import type { Store } from '../../overlord/store.ts';
 import { ensureNetworkConfig, flannelConfig, reserveSubnet, subnetsByMachine, type FlannelConfig } from '../../overlord/subnets.ts';
 

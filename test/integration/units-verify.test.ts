@@ -28,13 +28,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseYaml } from '../../core/yaml.ts';
-import type { Role } from '../../overlord/machine-record.ts';
+import type { Role } from '../../contracts/roles.ts';
 import { buildToolsMissing } from '../../release/build.ts';
 import { clusterImages } from '../../release/catalog.ts';
 import { buildMirror, type MirrorResult } from '../../release/mirror.ts';
 import { linkOrCopy, sha256File } from '../../release/package.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { artifactsFor, buildUnitContext, LAYOUT, PKI_PATHS, renderUnits, type RenderedUnits } from '../../units/index.ts';
+import { artifactsFor, buildUnitContext, LAYOUT, PKI_PATHS, renderUnits } from '../../units/index.ts';
+import type { RenderedUnits } from '../../contracts/step.ts';
 import { missingParts } from '../harness/requirements.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;

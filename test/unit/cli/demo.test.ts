@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import type { LedgerEntry } from '../../../overlord/ledger.ts';
+import type { LedgerEntry } from '../../../contracts/ledger-entry.ts';
 import { formatEvent, formatTimings, parseDemoArgs, touchedMachines } from '../../../cli/demo.ts';
 
 describe('corekube demo options', () => {

@@ -9,10 +9,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Admission, ANNOUNCE_UNIT } from '../../../overlord/admission.ts';
 import { IdentityBook, machineAddresses, parseAdmittedIdentity } from '../../../overlord/identity.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { silentLogger, type Logger } from '../../../overlord/log.ts';
 import { credentialsFile, machinePassword, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
-import type { MachineRecord } from '../../../overlord/machine-record.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../../../units/pki-paths.ts';
 import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { discoveryRbac, ensureDiscoveryPasswords, MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../../overlord/discovery-auth.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { MemoryPkiStore } from '../../../overlord/pki/store.ts';
 
 const keys = clusterKeys('demo');

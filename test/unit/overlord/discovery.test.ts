@@ -6,8 +6,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Discovery, JOIN_REQUESTS, MACHINE_RECORDS, type RecordSource } from '../../../overlord/discovery.ts';
-import { MAX_INVALID_REMEMBERED } from '../../../overlord/discovery-limits.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { MAX_INVALID_REMEMBERED } from '../../../contracts/discovery-limits.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, flush, makeRecord, MemoryStore } from './fakes.ts';
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, hasFailed, reached, runStep, type ExecutorOptions } from '../../../overlord/executor.ts';
 import type { HostTarget } from '../../../overlord/host-runner.ts';
-import type { Step } from '../../../overlord/step.ts';
+import type { Step } from '../../../contracts/step.ts';
 import { FakeClock, FakeMachines } from './fakes.ts';
 
 const target: HostTarget = { id: 'a'.repeat(32), ip: '10.240.0.40' };

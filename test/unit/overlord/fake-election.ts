@@ -6,7 +6,7 @@
  * `expire` plays etcd expiring a lease.
  */
 import { CorekubeError } from '../../../core/errors.ts';
-import type { ClusterKeys } from '../../../overlord/keys.ts';
+import type { ClusterKeys } from '../../../contracts/keys.ts';
 import type { LeaderElection, Term } from '../../../overlord/leader.ts';
 import type { FakeClock, MemoryStore } from './fakes.ts';
 

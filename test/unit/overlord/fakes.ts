@@ -11,8 +11,9 @@
 import { CorekubeError } from '../../../core/errors.ts';
 import type { Clock } from '../../../overlord/clock.ts';
 import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../../../overlord/host-runner.ts';
-import { parseMachineRecord, type MachineRecord, type Role } from '../../../overlord/machine-record.ts';
-import type { RenderedUnits } from '../../../overlord/planner.ts';
+import { parseMachineRecord, type MachineRecord } from '../../../contracts/machine-record.ts';
+import type { Role } from '../../../contracts/roles.ts';
+import type { RenderedUnits } from '../../../contracts/step.ts';
 import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from '../../../overlord/store.ts';
 
 export const flush = async (rounds = 5) => {

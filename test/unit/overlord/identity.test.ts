@@ -6,11 +6,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { admittedValue, machineAddresses } from '../../../overlord/identity.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
-import { parseLedgerEntry } from '../../../overlord/ledger.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
+import { parseLedgerEntry } from '../../../contracts/ledger-entry.ts';
 import type { Logger } from '../../../overlord/log.ts';
 import { credentialsFile, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
-import type { MachineRecord } from '../../../overlord/machine-record.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
 import { readStatus } from '../../../overlord/status.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
-import { beginDeployment, currentStep, Ledger, machineFailed, MAX_ERROR_CHARS, parseLedgerEntry, stepDone, stepFailed, stepRetrying } from '../../../overlord/ledger.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
+import { beginDeployment, currentStep, machineFailed, MAX_ERROR_CHARS, parseLedgerEntry, stepDone, stepFailed, stepRetrying } from '../../../contracts/ledger-entry.ts';
+import { Ledger } from '../../../overlord/ledger.ts';
 import { stepsOf } from '../../../overlord/planner.ts';
 import { fakeUnits, makeRecord, MemoryStore } from './fakes.ts';
 

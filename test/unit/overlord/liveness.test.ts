@@ -4,7 +4,7 @@
  * etcd and machines.
  */
 import { describe, expect, it } from 'vitest';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { runOverlord } from '../../../overlord/overlord.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';

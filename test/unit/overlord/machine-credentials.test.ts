@@ -4,7 +4,7 @@
  * test/integration/discovery-trust.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { credentialsFile, machinePassword, machineRole, machineUser } from '../../../overlord/machine-credentials.ts';
 
 const keys = clusterKeys('demo');

@@ -1,10 +1,10 @@
 /**
- * The machine record parser (overlord/machine-record.ts) reads what others write: bounded before it parses,
+ * The machine record parser (contracts/machine-record.ts) reads what others write: bounded before it parses,
  * every field checked, every refusal naming the field with a short escaped excerpt, never a throw.
  */
 import { describe, expect, it } from 'vitest';
-import { MAX_RECORD_BYTES } from '../../../overlord/discovery-limits.ts';
-import { parseMachineRecord } from '../../../overlord/machine-record.ts';
+import { MAX_RECORD_BYTES } from '../../../contracts/discovery-limits.ts';
+import { parseMachineRecord } from '../../../contracts/machine-record.ts';
 import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
 
 const ID = '0123456789abcdef0123456789abcdef';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import type { NodeView } from '../../../overlord/kubernetes/api.ts';
 import { nodeState, nodeStateKey, readNodeStates, recordNodeStates, sameNodeState, type NodeState } from '../../../overlord/kubernetes/node-states.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeKubernetesApi } from './fake-kubernetes.ts';
 import { FakeClock, flush, makeRecord, MemoryStore } from './fakes.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../overlord/ledger.ts';
-import type { MachineRecord } from '../../../overlord/machine-record.ts';
+import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { clusterView, plan, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/planner.ts';
 import { fakeUnits, makeRecord } from './fakes.ts';
 

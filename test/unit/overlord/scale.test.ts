@@ -5,12 +5,14 @@
  * allocated from a book listed once, not from a listing per machine.
  */
 import { describe, expect, it } from 'vitest';
-import { clusterKeys } from '../../../overlord/keys.ts';
-import { beginDeployment, Ledger, stepDone, stepFailed, type LedgerEntry } from '../../../overlord/ledger.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
+import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
+import { Ledger } from '../../../overlord/ledger.ts';
 import { Discovery } from '../../../overlord/discovery.ts';
 import { silentLogger } from '../../../overlord/log.ts';
-import type { MachineRecord } from '../../../overlord/machine-record.ts';
-import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine, type RenderedUnits } from '../../../overlord/planner.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
+import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine } from '../../../overlord/planner.ts';
+import type { RenderedUnits } from '../../../contracts/step.ts';
 import { runOverlord } from '../../../overlord/overlord.ts';
 import { reserveSubnet, SubnetBook, type FlannelConfig } from '../../../overlord/subnets.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
 import { discoveryRbac } from '../../../overlord/discovery-auth.ts';
-import { clusterKeys } from '../../../overlord/keys.ts';
+import { clusterKeys } from '../../../contracts/keys.ts';
 import {
   fetchSharedState,
   followSharedState,

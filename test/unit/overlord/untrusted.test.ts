@@ -1,6 +1,6 @@
-/** overlord/untrusted.ts: bounded parsing, excerpts, key references and bounded memory for untrusted values. */
+/** core/untrusted.ts: bounded parsing, excerpts, key references and bounded memory for untrusted values. */
 import { describe, expect, it } from 'vitest';
-import { BoundedMemo, excerpt, jsonDepth, keyRef, parseBoundedJson } from '../../../overlord/untrusted.ts';
+import { BoundedMemo, excerpt, jsonDepth, keyRef, parseBoundedJson } from '../../../core/untrusted.ts';
 
 describe('untrusted input', () => {
   it('counts nesting on the text, ignoring brackets inside strings and escaped quotes', () => {

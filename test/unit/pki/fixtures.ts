@@ -1,4 +1,5 @@
-import type { MachineRecord, Role } from '../../../overlord/machine-record.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
+import type { Role } from '../../../contracts/roles.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 /** A 3-master cluster on the default networks (private 10.240.0.0/16, services 10.96.0.0/12). */

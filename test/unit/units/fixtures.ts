@@ -1,5 +1,5 @@
 import { parseClusterSpec, type ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import type { Role } from '../../../overlord/machine-record.ts';
+import type { Role } from '../../../contracts/roles.ts';
 import { buildUnitContext, PKI_PATHS, type UnitContext } from '../../../units/index.ts';
 
 /** Fixed inputs, so renders (and their snapshots) only change when the units do. */

@@ -1,19 +1,17 @@
 import type { FieldProblem } from '../core/errors.ts';
 import { MAX_RECORD_BYTES, MAX_RECORD_DEPTH } from './discovery-limits.ts';
 import { SCHEMA_VERSION } from './keys.ts';
-import { escapeText, excerpt, keyRef, parseBoundedJson } from './untrusted.ts';
+import { escapeText, excerpt, keyRef, parseBoundedJson } from '../core/untrusted.ts';
+import { isRole, ROLES, type Role } from './roles.ts';
 
 /**
  * What a node announces about itself at `<prefix>/machines/<id>` (JSON), under a lease it keeps alive,
  * so a dead machine's record expires; the same JSON is its join request at `<prefix>/join/<id>`. Written by
  * `announce` (cloud-config) on the node; read here, as untrusted input (issue 12): the text is bounded in size
- * and depth before it is parsed (overlord/untrusted.ts), every field is checked, unknown fields are refused, and
+ * and depth before it is parsed (core/untrusted.ts), every field is checked, unknown fields are refused, and
  * a refusal names each bad field with a short excerpt of its value — never the value itself. A record that fails
  * to parse is reported and skipped, never fatal; this function never throws.
  */
-export type Role = 'master' | 'minion';
-export const ROLES: readonly Role[] = ['master', 'minion'];
-
 export interface MachineRecord {
   readonly schema: 1;
   /** /etc/machine-id: 32 lowercase hex characters; also the key under machines/ */
@@ -39,7 +37,7 @@ export type ParsedRecord =
   | { readonly ok: true; readonly record: MachineRecord }
   | {
       readonly ok: false;
-      /** the key's id, or a digest of it when it is long or not printable (overlord/untrusted.ts keyRef) */
+      /** the key's id, or a digest of it when it is long or not printable (core/untrusted.ts keyRef) */
       readonly id: string;
       /** every problem, each naming its field; the first names `field` */
       readonly problems: readonly FieldProblem[];
@@ -103,7 +101,7 @@ export function parseMachineRecord(keyId: string, text: string): ParsedRecord {
   if (r.schema !== SCHEMA_VERSION) bad('schema', r.schema, `is not ${SCHEMA_VERSION}`, FIX.schema);
   if (typeof r.id !== 'string' || !MACHINE_ID.test(r.id)) bad('id', r.id, 'is not a 32-hex machine id', FIX.id);
   else if (r.id !== keyId) bad('id', r.id, 'does not match its key', FIX.id);
-  if (typeof r.role !== 'string' || !(ROLES as readonly string[]).includes(r.role)) bad('role', r.role, `is not one of ${ROLES.join(', ')}`, FIX.role);
+  if (!isRole(r.role)) bad('role', r.role, `is not one of ${ROLES.join(', ')}`, FIX.role);
   if (typeof r.ip !== 'string' || !IPV4.test(r.ip)) bad('ip', r.ip, 'is not an IPv4 address', FIX.ip);
   if (typeof r.hostname !== 'string' || !HOSTNAME.test(r.hostname)) bad('hostname', r.hostname, 'is not a host name', FIX.hostname);
   if (typeof r.bootId !== 'string' || !BOOT_ID.test(r.bootId)) bad('bootId', r.bootId, 'is not a boot id', FIX.bootId);

@@ -1,0 +1,42 @@
+/**
+ * What units/ renders for one machine, and the steps that deploy it: a step is the small typed value the
+ * planner emits and the executor runs. The executor knows nothing of roles or Kubernetes; the planner knows
+ * nothing of SSH.
+ */
+export interface RemoteFile {
+  /** absolute path on the machine */
+  readonly path: string;
+  readonly content: string;
+  /** octal string, e.g. "0644"; secrets are "0600" */
+  readonly mode: string;
+}
+
+/** What a start step waits for: `exited` = a oneshot finished successfully, `active` = a service running. */
+export type Until = 'exited' | 'active';
+
+/** Every file one machine gets and the units it starts (units/render.ts renderUnits). */
+export interface RenderedUnits {
+  readonly files: readonly RemoteFile[];
+  /** start in this order, waiting for each: the download must have exited successfully, services be active */
+  readonly start: readonly { readonly unit: string; readonly until: Until }[];
+  /** the Node the machine's kubelet registers as, when it runs one: its last step waits for it to be Ready */
+  readonly node?: string;
+  /** sha256 (hex) over every file's path, mode and content, in path order: a change redeploys the machine */
+  readonly hash: string;
+}
+
+export type Step =
+  | { readonly kind: 'write-units'; readonly id: 'write-units'; readonly files: readonly RemoteFile[]; readonly hash: string }
+  | { readonly kind: 'daemon-reload'; readonly id: 'daemon-reload' }
+  /**
+   * Start a unit and wait: `exited` = a oneshot that must finish successfully (the download);
+   * `active` = a service that must be running. A unit that reaches `failed` fails the step at once.
+   */
+  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: Until }
+  /**
+   * The machine's kubelet registered its Node, which has its pod subnet as podCIDR and is Ready (run through the
+   * Kubernetes API, not SSH: overlord/kubernetes/node-ready.ts). The last step of a machine that runs a kubelet.
+   */
+  | { readonly kind: 'node-ready'; readonly id: 'node-ready'; readonly node: string };
+
+export type StepId = Step['id'];
