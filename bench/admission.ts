@@ -1,7 +1,7 @@
 /**
  * Admission at scale: `npm run bench:admission -- --machines N [--concurrency C] [--command-latency-ms L] [--json]`.
  *
- * A real etcd run as discovery runs it (test/harness/discovery-etcd.ts: the overlord's discovery certificate,
+ * A real etcd run as discovery runs it (localcloud/etcd/discovery-etcd.ts: the overlord's discovery certificate,
  * the unit's TLS flags) with the auth the overlord sets up (root, joiner); the overlord's admission
  * (overlord/admission.ts) with the real per-machine etcd users (overlord/machine-credentials.ts). The one
  * stand-in: the machines' SSH side — each remote command costs L ms and succeeds. N join requests are put
@@ -31,8 +31,8 @@ import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlor
 import { CertificateAuthority } from '../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../overlord/pki/store.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { startDiscoveryEtcd } from '../test/harness/discovery-etcd.ts';
-import { syntheticHostKey, syntheticNonce } from '../test/harness/identities.ts';
+import { startDiscoveryEtcd } from '../localcloud/etcd/discovery-etcd.ts';
+import { syntheticHostKey, syntheticNonce } from '../localcloud/identities.ts';
 import { countingStore } from './counting-store.ts';
 
 const { values } = parseArgs({

@@ -33,7 +33,7 @@ import { createLogger } from '../overlord/log.ts';
 import { DiscoveryMachineCredentials } from '../overlord/machine-credentials.ts';
 import { runOverlord } from '../overlord/overlord.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { startAuthedDiscovery } from '../test/harness/discovery-etcd.ts';
+import { startAuthedDiscovery } from '../localcloud/etcd/discovery-etcd.ts';
 
 const { values } = parseArgs({
   options: { writes: { type: 'string', default: '1000' }, 'value-kb': { type: 'string', default: '900' }, kinds: { type: 'string', default: 'rewrite,keys,deep,foreign' }, json: { type: 'boolean', default: false } },

@@ -2,7 +2,7 @@
  * The overlord at scale: `npm run bench -- --machines N --concurrency C [--step-latency-ms L] [--json]`
  * (also: --masters M (1), --idle-ms (3000), --node-options "…" for the overlord's node process).
  *
- * Starts a real etcd (test/harness/etcd.ts) and the overlord in its own process (bench/overlord-process.ts:
+ * Starts a real etcd (localcloud/etcd/etcd.ts) and the overlord in its own process (bench/overlord-process.ts:
  * leader election, the etcd store, the spec's units and pod network — only the machines are simulated,
  * bench/simulated-hosts.ts, every step costing L ms of machine time). Once it leads, N machine records are
  * registered in etcd (masters first), as fast as etcd takes them. Reported:
@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createEtcdStore } from '../overlord/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
-import { startEtcd } from '../test/harness/etcd.ts';
+import { startEtcd } from '../localcloud/etcd/etcd.ts';
 import { benchCluster } from './cluster.ts';
 import type { ProcessConfig, ProcessResult } from './overlord-process.ts';
 

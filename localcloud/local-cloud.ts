@@ -1,6 +1,6 @@
 /**
  * The local cloud: corekube's generated Heat template created by a REAL OpenStack Heat (Keystone +
- * heat-all, scripts/local-heat) on this machine, with Nova and Neutron played here: a bridge for the
+ * heat-all, localcloud/heat) on this machine, with Nova and Neutron played here: a bridge for the
  * cluster's private network, one systemd-nspawn machine per server (nova.ts), booted by a real cloud-init
  * from the user_data Heat resolved. Wait conditions are signalled for real by the machines and the overlord,
  * so CREATE_COMPLETE arrives only once the overlord has signalled cluster_ready. What `corekube demo` and
@@ -33,24 +33,24 @@ import { clusterKeys } from '../contracts/keys.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
 import { readStatus, type StatusReport } from '../overlord/status.ts';
 import type { Store } from '../overlord/store.ts';
-import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat } from '../scripts/local-heat/local-heat.ts';
-import { failPendingServers } from '../scripts/local-heat/local-cloud.ts';
-import { localCloudEnvironment, withoutCloudLookups } from '../scripts/local-heat/providers/environment.ts';
+import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat } from './heat/local-heat.ts';
+import { failPendingServers } from './heat/servers.ts';
+import { localCloudEnvironment, withoutCloudLookups } from './heat/providers/environment.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { aptImageFiles } from './apt-repo.ts';
+import { aptImageFiles } from './mirrors/apt-repo.ts';
 import { onExit } from './cleanup.ts';
 import { overlordImageTag } from './docker.ts';
-import { bootMachines, cleanupNet, machinesMissing, netsInUse, type Fleet, type Machine } from './machines.ts';
+import { bootMachines, cleanupNet, machinesMissing, netsInUse, type Fleet, type Machine } from './machines/machines.ts';
 import { stopDockerEngineDir } from './docker.ts';
-import { startMirror, type MirrorServer } from './mirror.ts';
+import { startMirror, type MirrorServer } from './mirrors/mirror.ts';
 import { freePort } from './ports.ts';
 import { Nova, type NovaEvent } from './nova.ts';
 import { defaultOverlordMode, OverlordHost, type OverlordMode, type OverlordRunner } from './overlord-runner.ts';
-import { localCloudImageFiles } from './image-files.ts';
+import { localCloudImageFiles } from './machines/image-files.ts';
 import { startMetadataStandIn, type MetadataStandIn } from './metadata.ts';
-import { startRegistry, registryMissing, type Registry } from './registry.ts';
-import { buildLocalCloudRelease, pushLocalCloudImages, releaseMirrorMissing, type LocalCloudRelease } from './release-mirror.ts';
+import { startRegistry, registryMissing, type Registry } from './mirrors/registry.ts';
+import { buildLocalCloudRelease, pushLocalCloudImages, releaseMirrorMissing, type LocalCloudRelease } from './mirrors/release-mirror.ts';
 import type { MirrorEvent } from '../release/mirror.ts';
 import { LAYOUT, PORTS } from '../units/layout.ts';
 import { CertificateAuthority } from '../overlord/pki/authority.ts';

@@ -1,6 +1,6 @@
 /**
  * The local cloud's Nova (and Neutron's DHCP): watches the stack for server stand-ins Heat is waiting for
- * (scripts/local-heat/local-cloud.ts pendingServers), boots one systemd-nspawn machine for each on the
+ * (localcloud/heat/servers.ts pendingServers), boots one systemd-nspawn machine for each on the
  * cloud's bridge — with the user_data Heat resolved as its cloud-init NoCloud user-data, at the fixed IP its
  * port asks for or the next free address of the subnet's allocation pool — and reports it booted to Heat as
  * soon as it runs with its network up (the server becomes CREATE_COMPLETE, `first_address` resolves).
@@ -8,9 +8,9 @@
  */
 import type { HeatClient, StackRef } from '../cloud/heat-client.ts';
 import { formatIpv4, parseIpv4 } from '../clusterspec/cidr.ts';
-import { BOOT_HANDLE } from '../scripts/local-heat/providers/compute.ts';
-import { pendingServers, reportBooted, type LocalServer } from '../scripts/local-heat/local-cloud.ts';
-import type { Fleet, Machine } from './machines.ts';
+import { BOOT_HANDLE } from './heat/providers/compute.ts';
+import { pendingServers, reportBooted, type LocalServer } from './heat/servers.ts';
+import type { Fleet, Machine } from './machines/machines.ts';
 
 export interface ServerBoot {
   readonly server: LocalServer;

@@ -25,7 +25,7 @@ import { CorekubeError } from '../core/errors.ts';
 import { configPath, MACHINE_PATHS, OVERLORD_HEALTH_PORT } from '../cloud-config/machine-paths.ts';
 import { onExit } from './cleanup.ts';
 import { buildOverlordImage, dockerClient, dockerMissing, ensureNodeBaseImage, startDockerEngine, type BuiltImage, type DockerEngine } from './docker.ts';
-import type { Machine } from './machines.ts';
+import type { Machine } from './machines/machines.ts';
 import { canListen, freePort } from './ports.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

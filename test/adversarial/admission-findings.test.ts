@@ -12,9 +12,9 @@
  * Net: 10.200.<53 + $COREKUBE_TEST_NET_OFFSET>.0/24.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { etcdMissing } from '../harness/etcd.ts';
+import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
 import { DEPLOYED_FOR, machineState, startHostileCluster, untilDeployed, type HostileCluster, type Node } from '../harness/hostile-cluster.ts';
-import { syntheticNonce } from '../harness/identities.ts';
+import { syntheticNonce } from '../../localcloud/identities.ts';
 import { captureLog } from '../harness/log-capture.ts';
 import { machinesMissing, netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';

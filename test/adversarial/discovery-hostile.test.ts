@@ -11,12 +11,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findSecrets } from '../../core/secrets.ts';
 import { keyRef } from '../../core/untrusted.ts';
-import { etcdMissing } from '../harness/etcd.ts';
+import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
 import { DEPLOYED_FOR, machineState, startHostileCluster, untilDeployed, type HostileCluster, type Node } from '../harness/hostile-cluster.ts';
 import { captureLog } from '../harness/log-capture.ts';
 import { machinesMissing, netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 import { HOSTILE_INPUTS, idOf, type HostileInput, type Machines } from './hostile-inputs.ts';
 
 const skip = missingParts(etcdMissing(), machinesMissing());

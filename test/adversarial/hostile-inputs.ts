@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { syntheticHostKey, syntheticNonce } from '../harness/identities.ts';
+import { syntheticHostKey, syntheticNonce } from '../../localcloud/identities.ts';
 
 /**
  * The hostile inputs of test/adversarial/discovery-hostile.test.ts: what a join-token holder can write under

@@ -27,14 +27,14 @@ import { parseMachineRecord } from '../../contracts/machine-record.ts';
 import type { Role } from '../../contracts/roles.ts';
 import { UNITS } from '../../units/index.ts';
 import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../units/pki-paths.ts';
-import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/apt-repo.ts';
+import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/mirrors/apt-repo.ts';
 import { deployWorkload, Kubectl, nodeRows, runClusterChecks, workloadPods, type WorkloadPod } from '../../localcloud/cluster-checks.ts';
 import { dockerMissing } from '../../localcloud/docker.ts';
 import { localCloudMissing, openLocalCloud, type LocalCloud, type LocalCloudEvent } from '../../localcloud/local-cloud.ts';
-import type { Machine } from '../../localcloud/machines.ts';
+import type { Machine } from '../../localcloud/machines/machines.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 
 const skip = missingParts(localCloudMissing(), process.env.CI ? dockerMissing() : undefined);
 const NET = netFromEnv(61);

@@ -27,7 +27,7 @@ import { runOverlord, type Overlord } from '../../overlord/overlord.ts';
 import { createSshRunner } from '../../overlord/ssh-runner.ts';
 import type { Store } from '../../overlord/store.ts';
 import { announce, CLI, doneSteps, doneUnitFacts, inFlight, ledgerText, notDeployedOnce, overlordProcess, readLedger, stepCount } from '../harness/deploy-e2e.ts';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { DEPLOYED_FOR, FAULT_FILE, TEST_SERVICES, testUnits } from '../harness/test-units.ts';

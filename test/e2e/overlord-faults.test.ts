@@ -37,7 +37,7 @@ import type { Role } from '../../contracts/roles.ts';
 import { runOverlord } from '../../overlord/overlord.ts';
 import { createSshRunner } from '../../overlord/ssh-runner.ts';
 import { announce as announceIn, CLI, doneSteps, doneUnitFacts, inFlight, ledgerText as textOf, notDeployedOnce, overlordProcess, readLedger, stepCount } from '../harness/deploy-e2e.ts';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';

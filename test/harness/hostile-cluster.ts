@@ -15,11 +15,11 @@ import { runOverlord, type Overlord } from '../../overlord/overlord.ts';
 import { createSshRunner } from '../../overlord/ssh-runner.ts';
 import type { Store } from '../../overlord/store.ts';
 import { parseClusterSpec, type ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { startAuthedDiscovery, type AuthedDiscovery } from './discovery-etcd.ts';
+import { startAuthedDiscovery, type AuthedDiscovery } from '../../localcloud/etcd/discovery-etcd.ts';
 import { onExit } from './cleanup.ts';
 import { bootMachines, type Fleet, type Machine } from './machines.ts';
 import { DEPLOYED_FOR, TEST_UNIT, testUnits } from './test-units.ts';
-import { until } from './until.ts';
+import { until } from '../../localcloud/until.ts';
 
 export { DEPLOYED_FOR, TEST_UNIT };
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HeatClient } from '../../cloud/heat-client.ts';
 import { KeystoneSession } from '../../cloud/keystone.ts';
-import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat, type LocalHeatOptions } from '../../scripts/local-heat/local-heat.ts';
+import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat, type LocalHeatOptions } from '../../localcloud/heat/local-heat.ts';
 import { onExit } from './cleanup.ts';
 
 /**

@@ -1,2 +1,2 @@
-/** Moved to localcloud/machines.ts (the local cloud uses it at run time; nothing there imports test/). */
-export * from '../../localcloud/machines.ts';
+/** Moved to localcloud/machines/machines.ts (the local cloud uses it at run time; nothing there imports test/). */
+export * from '../../localcloud/machines/machines.ts';

@@ -1,2 +1,2 @@
-/** Moved to localcloud/mirror.ts (the local cloud uses it at run time; nothing there imports test/). */
-export * from '../../localcloud/mirror.ts';
+/** Moved to localcloud/mirrors/mirror.ts (the local cloud uses it at run time; nothing there imports test/). */
+export * from '../../localcloud/mirrors/mirror.ts';

@@ -25,7 +25,7 @@ import { announceEnv } from '../harness/announce-env.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 
 const run = promisify(execFile);
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;

@@ -28,7 +28,7 @@ import { onExit } from '../harness/cleanup.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 
 const run = promisify(execFile);
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;

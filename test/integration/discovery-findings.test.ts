@@ -25,13 +25,13 @@ import { silentLogger, type Logger } from '../../overlord/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';
 import type { Store } from '../../overlord/store.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { startAuthedDiscovery, type AuthedDiscovery } from '../harness/discovery-etcd.ts';
+import { startAuthedDiscovery, type AuthedDiscovery } from '../../localcloud/etcd/discovery-etcd.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';
-import { etcdMissing } from '../harness/etcd.ts';
-import { syntheticHostKey, syntheticNonce } from '../harness/identities.ts';
+import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
+import { syntheticHostKey, syntheticNonce } from '../../localcloud/identities.ts';
 import { captureLog } from '../harness/log-capture.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 
 const skip = missingParts(etcdMissing());
 const spec = parseClusterSpec({ flags: { name: 'findings' } });

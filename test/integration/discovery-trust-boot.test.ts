@@ -38,7 +38,7 @@ import { buildToolsMissing } from '../../release/build.ts';
 import { etcdReleaseMirror } from '../harness/etcd-release.ts';
 import { startMirror, type MirrorServer } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { until } from '../harness/until.ts';
+import { until } from '../../localcloud/until.ts';
 
 // discovery's etcd comes from the release build (Go, cached by version)
 const skip = missingParts(machinesMissing(), await buildToolsMissing(false));

@@ -37,7 +37,7 @@ import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { announceEnv } from '../harness/announce-env.ts';
-import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
+import { startDiscoveryEtcd } from '../../localcloud/etcd/discovery-etcd.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const skip = missingParts(...['etcd', 'curl', 'ip', 'bash', 'ssh-keygen'].filter((b) => !has(b)).map((b) => `${b} is not installed`));

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
-import { etcdMissing, startEtcd } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd } from '../../localcloud/etcd/etcd.ts';
 import { bootMachines, machinesMissing, netFromEnv, WORK_ROOT } from '../harness/machines.ts';
 import { startMirror } from '../harness/mirror.ts';
 import { missingParts } from '../harness/requirements.ts';

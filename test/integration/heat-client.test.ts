@@ -11,9 +11,9 @@ import { fetchTransport } from '../../cloud/http.ts';
 import { KeystoneSession } from '../../cloud/keystone.ts';
 import { downCommand, stackStatusCommand, upCommand, type CloudIo } from '../../cli/cloud.ts';
 import { clusterTemplate } from '../../heat/cluster-template.ts';
-import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../scripts/local-heat/local-cloud.ts';
-import { startLocalHeat } from '../../scripts/local-heat/local-heat.ts';
-import { localCloudEnvironment, withoutCloudLookups } from '../../scripts/local-heat/providers/environment.ts';
+import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../localcloud/heat/servers.ts';
+import { startLocalHeat } from '../../localcloud/heat/local-heat.ts';
+import { localCloudEnvironment, withoutCloudLookups } from '../../localcloud/heat/providers/environment.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local-heat.ts';
 import { onExit } from '../harness/cleanup.ts';
@@ -22,8 +22,8 @@ import { missingParts } from '../harness/requirements.ts';
 
 /**
  * corekube's Keystone + Heat client against a real Keystone and a real Heat (Debian's Zed packages) run by
- * scripts/local-heat, started once for this file. Nova and Neutron are the local cloud's stand-ins
- * (scripts/local-heat/providers), mapped in through the environment; Heat resolves every function itself.
+ * localcloud/heat, started once for this file. Nova and Neutron are the local cloud's stand-ins
+ * (localcloud/heat/providers), mapped in through the environment; Heat resolves every function itself.
  * Prints the service's start time and each call's latency.
  */
 const skip = missingParts(localHeatMissing());

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../contracts/keys.ts';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { makeRecord } from '../unit/overlord/fakes.ts';

@@ -20,7 +20,7 @@ import { silentLogger } from '../../overlord/log.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import { runOverlord, type Overlord } from '../../overlord/overlord.ts';
 import type { Store, WatchEvent } from '../../overlord/store.ts';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { freePort } from '../harness/ports.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';

@@ -13,7 +13,7 @@ import { clusterKeys } from '../../contracts/keys.ts';
 import type { LeaderElection } from '../../overlord/leader.ts';
 import { readStatus } from '../../overlord/status.ts';
 import type { Store } from '../../overlord/store.ts';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';
 

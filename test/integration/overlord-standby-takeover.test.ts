@@ -26,9 +26,9 @@ import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
 import { addressPlan, ETCD_CLIENT_PORT } from '../../clusterspec/address-plan.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
+import { startDiscoveryEtcd } from '../../localcloud/etcd/discovery-etcd.ts';
 import { onExit } from '../harness/cleanup.ts';
-import { etcdMissing } from '../harness/etcd.ts';
+import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 

@@ -28,10 +28,10 @@ import { parseMachineRecord } from '../../contracts/machine-record.ts';
 import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
-import { etcdMissing } from '../harness/etcd.ts';
+import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { captureLog } from '../harness/log-capture.ts';
-import { startDiscoveryEtcd } from '../harness/discovery-etcd.ts';
+import { startDiscoveryEtcd } from '../../localcloud/etcd/discovery-etcd.ts';
 
 const skip = missingParts(etcdMissing());
 const CLUSTER = 'standby-it';

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../core/errors.ts';
-import { startRegistry, registryMissing, type Registry } from '../../localcloud/registry.ts';
+import { startRegistry, registryMissing, type Registry } from '../../localcloud/mirrors/registry.ts';
 import { buildToolsMissing } from '../../release/build.ts';
 import { clusterImages, releaseCatalog } from '../../release/catalog.ts';
 import { layoutIntact } from '../../release/images.ts';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { etcdMissing, startEtcd, type EtcdServer } from '../harness/etcd.ts';
+import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';

@@ -4,7 +4,7 @@ import { parseYaml } from '../../../core/yaml.ts';
 import { clusterTemplate } from '../../../heat/cluster-template.ts';
 import type { HeatValue } from '../../../heat/hot.ts';
 import { NODE_ROLES, nodeTemplate } from '../../../heat/node-template.ts';
-import { localCloudEnvironment, PROVIDERS, providerYaml, withoutCloudLookups } from '../../../scripts/local-heat/providers/environment.ts';
+import { localCloudEnvironment, PROVIDERS, providerYaml, withoutCloudLookups } from '../../../localcloud/heat/providers/environment.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 /**

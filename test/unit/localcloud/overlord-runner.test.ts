@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { bootPlan } from '../../../cloud-config/index.ts';
 import { parseYaml } from '../../../core/yaml.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import { aptImageFiles } from '../../../localcloud/apt-repo.ts';
+import { aptImageFiles } from '../../../localcloud/mirrors/apt-repo.ts';
 import { hostDockerRun } from '../../../localcloud/overlord-runner.ts';
 
 describe('hostDockerRun: the host runs the overlord container exactly as the machine\'s overlord.service would', () => {

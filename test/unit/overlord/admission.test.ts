@@ -15,7 +15,7 @@ import { credentialsFile, machinePassword, type MachineCredentials } from '../..
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../../../units/pki-paths.ts';
-import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
+import { syntheticHostKey, syntheticNonce } from '../../../localcloud/identities.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
 

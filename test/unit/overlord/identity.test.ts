@@ -14,7 +14,7 @@ import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
 import { readStatus } from '../../../overlord/status.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
+import { syntheticHostKey, syntheticNonce } from '../../../localcloud/identities.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_RECORD_BYTES } from '../../../contracts/discovery-limits.ts';
 import { parseMachineRecord } from '../../../contracts/machine-record.ts';
-import { syntheticHostKey, syntheticNonce } from '../../harness/identities.ts';
+import { syntheticHostKey, syntheticNonce } from '../../../localcloud/identities.ts';
 
 const ID = '0123456789abcdef0123456789abcdef';
 const GOOD = {

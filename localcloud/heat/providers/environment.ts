@@ -44,7 +44,7 @@ export function localCloudEnvironment(options: { bootTimeoutSeconds?: number } =
 export function providerYaml(type: string): string {
   const p = PROVIDERS[type];
   if (!p) throw new Error(`no local cloud stand-in for ${type}`);
-  return toYaml(p.template, { header: `# corekube local cloud: stand-in for ${type}. Generated from scripts/local-heat/providers/; do not edit.` });
+  return toYaml(p.template, { header: `# corekube local cloud: stand-in for ${type}. Generated from localcloud/heat/providers/; do not edit.` });
 }
 
 /** Parameter constraints that only a cloud with these services can check (Heat asks Nova, Glance, Neutron). */

@@ -4,13 +4,13 @@ import { DEFAULT_PORTS, startLocalHeat, stopLocalHeat } from './local-heat.ts';
 
 /**
  * A person's handle on the local Heat service (tests use test/harness/local-heat.ts instead):
- *   npx tsx scripts/local-heat/cli.ts start --state-dir DIR [--bind-address 10.200.x.1] [--detach]
+ *   npx tsx localcloud/heat/cli.ts start --state-dir DIR [--bind-address 10.200.x.1] [--detach]
  *       starts Keystone + heat-all and prints phase timings; then runs until Ctrl-C/SIGTERM and stops them.
  *       `. DIR/admin-openrc` for the openstack CLI or corekube up/down/stack status.
  *       --detach returns at once and leaves them running (stop them with `stop`). Where PID 1 does not reap
  *       orphans (this kind of VM), their entries linger as zombies after the stop: harmless, but the
  *       foreground mode avoids them.
- *   npx tsx scripts/local-heat/cli.ts stop --state-dir DIR [--purge]
+ *   npx tsx localcloud/heat/cli.ts stop --state-dir DIR [--purge]
  *       stops exactly what the start in DIR started (idempotent); --purge also removes DIR
  */
 const usage = 'usage: cli.ts start|stop --state-dir DIR [--bind-address ADDR] [--detach] [--purge]';

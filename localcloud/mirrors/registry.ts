@@ -7,10 +7,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CorekubeError } from '../core/errors.ts';
-import { toYaml } from '../core/yaml.ts';
-import { onExit } from './cleanup.ts';
-import { freePort } from './ports.ts';
+import { CorekubeError } from '../../core/errors.ts';
+import { toYaml } from '../../core/yaml.ts';
+import { onExit } from '../cleanup.ts';
+import { freePort } from '../ports.ts';
 
 export const REGISTRY_BIN = '/usr/bin/docker-registry';
 

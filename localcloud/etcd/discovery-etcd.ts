@@ -11,8 +11,8 @@ import { clusterKeys } from '../../contracts/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { freePort } from './ports.ts';
-import { until } from './until.ts';
+import { freePort } from '../ports.ts';
+import { until } from '../until.ts';
 
 /**
  * The flags of the discovery-etcd.service cloud-config renders (its ExecStart) that decide how it

@@ -3,8 +3,8 @@
  * bring, here the deviations only this host needs (LOCAL_CLOUD_DEVIATIONS). The overlord never writes them, so
  * every redeploy keeps them.
  */
-import { toYaml } from '../core/yaml.ts';
-import { LAYOUT } from '../units/layout.ts';
+import { toYaml } from '../../core/yaml.ts';
+import { LAYOUT } from '../../units/layout.ts';
 
 /**
  * The kubelet drop-in: this host's cgroups are v1, which the kubelet refuses since 1.35 unless failCgroupV1

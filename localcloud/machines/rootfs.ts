@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../scripts/build-rootfs.sh');
+const SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../scripts/build-rootfs.sh');
 
 /** Where the tree for the current package list lives (whether or not it is built yet). */
 export function rootfsPath(): string {

@@ -14,8 +14,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import type { IOptions } from 'etcd3';
-import { onExit } from './cleanup.ts';
-import { freePort } from './ports.ts';
+import { onExit } from '../cleanup.ts';
+import { freePort } from '../ports.ts';
 
 const run = promisify(execFile);
 

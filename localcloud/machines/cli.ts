@@ -1,5 +1,5 @@
 /**
- * `scripts/machines`: a thin CLI over localcloud/machines.ts for looking at what the tests do.
+ * `scripts/machines`: a thin CLI over localcloud/machines/machines.ts for looking at what the tests do.
  *   up N [--net K] [--key FILE.pub]  boots N machines, prints how to reach them, tears down on Ctrl-C/SIGTERM
  *   down [--net K | --all]          removes the traces of a killed run (processes, mounts, netns, bridge, cgroups)
  *   list                            nets with traces on this host
@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cleanupNow } from '../localcloud/cleanup.ts';
-import { bootMachines, cleanupNet, machinesMissing, netFromEnv, netsInUse } from '../localcloud/machines.ts';
+import { cleanupNow } from '../cleanup.ts';
+import { bootMachines, cleanupNet, machinesMissing, netFromEnv, netsInUse } from './machines.ts';
 
 const USAGE = `usage: scripts/machines up N [--net K] [--key FILE.pub] | down [--net K | --all] | list`;
 

@@ -121,7 +121,7 @@ export async function startLocalHeat(options: LocalHeatOptions): Promise<LocalHe
   const missing = missingPrerequisites();
   if (missing.length > 0) {
     throw new CorekubeError('E_IO', `the local Heat service cannot run: missing ${missing.join(', ')}`, {
-      hint: 'run scripts/setup (it installs keystone heat-api heat-engine with the debconf preseed in scripts/local-heat/)',
+      hint: 'run scripts/setup (it installs keystone heat-api heat-engine with the debconf preseed in localcloud/heat/)',
     });
   }
   const ports = options.ports ?? DEFAULT_PORTS;
@@ -446,7 +446,7 @@ async function assertPortFree(host: string, port: number): Promise<void> {
       const holder = portHolder(port);
       reject(new CorekubeError('E_IO', `${host}:${port} is in use${holder ? ` by pid ${holder.pid} (${holder.cmdline})` : ''} (${cause.code})`, {
         hint: holder?.stateDir
-          ? `another local Heat runs from ${holder.stateDir}: stop it with npx tsx scripts/local-heat/cli.ts stop --state-dir ${holder.stateDir}`
+          ? `another local Heat runs from ${holder.stateDir}: stop it with npx tsx localcloud/heat/cli.ts stop --state-dir ${holder.stateDir}`
           : 'stop whatever listens there, or start the local Heat with other ports',
         cause,
       }));

@@ -10,7 +10,7 @@ import { PORT_ID_IP } from './network.ts';
  *   or '' = DHCP: the harness picks one from the subnet's allocation_pools), `requested_networks`,
  *   `metadata`, `name`;
  * - it boots the machine, then signals the nested stack's `boot_handle` with
- *   `{status: SUCCESS, id: "1", data: "<ip>@<network id>"}` (scripts/local-heat/local-cloud.ts does this);
+ *   `{status: SUCCESS, id: "1", data: "<ip>@<network id>"}` (localcloud/heat/servers.ts does this);
  * - only then is the server CREATE_COMPLETE, and `first_address`, `networks` ({<network id>: [ip]}),
  *   `addresses` and `accessIPv4` resolve to the signalled address.
  * The wait is bounded by the `localcloud_boot_timeout` parameter (seconds), settable through the

@@ -2,7 +2,7 @@
  * The local cloud's apt repository: what the overlord server's cloud-config installs (`packages:
  * [docker.io]`) must come from somewhere its machines can reach, and no machine here reaches Debian's
  * mirrors. The repository holds one package, the Docker stand-in (`docker.io`, version `0~corekube.standin`:
- * localcloud/docker-standin/docker and docker.service), so cloud-init really runs `apt-get update` and `apt-get
+ * localcloud/mirrors/docker-standin/docker and docker.service), so cloud-init really runs `apt-get update` and `apt-get
  * install docker.io`, and the overlord's unit really runs — while the container runs on the host
  * (localcloud/README.md). A flat repository (`deb [trusted=yes] <url> ./`): Packages and an unsigned Release
  * listing it; machines trust it by the source line, which is part of their image (imageFiles below).

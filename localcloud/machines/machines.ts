@@ -36,7 +36,7 @@ import {
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { onExit } from './cleanup.ts';
+import { onExit } from '../cleanup.ts';
 import { ensureRootfs, rootfsMissing } from './rootfs.ts';
 
 export const WORK_ROOT = '/tmp/corekube-machines';

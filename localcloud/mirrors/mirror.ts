@@ -8,8 +8,8 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import { onExit } from './cleanup.ts';
-import { freePort } from './ports.ts';
+import { onExit } from '../cleanup.ts';
+import { freePort } from '../ports.ts';
 
 export interface MirrorRequest {
   readonly method: string;

@@ -8,12 +8,12 @@
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import type { BuiltProject } from '../release/build.ts';
-import type { Project } from '../release/catalog.ts';
-import { pushImages, writeImageLayout } from '../release/images.ts';
-import { buildMirror, type MirrorEvent } from '../release/mirror.ts';
-import { MIRROR_IMAGES_DIR, type MirrorManifest } from '../release/mirror-manifest.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
+import type { BuiltProject } from '../../release/build.ts';
+import type { Project } from '../../release/catalog.ts';
+import { pushImages, writeImageLayout } from '../../release/images.ts';
+import { buildMirror, type MirrorEvent } from '../../release/mirror.ts';
+import { MIRROR_IMAGES_DIR, type MirrorManifest } from '../../release/mirror-manifest.ts';
 import { buildAptRepo } from './apt-repo.ts';
 import type { Registry } from './registry.ts';
 
