@@ -3,7 +3,7 @@
  *
  * A real etcd run as discovery runs it (localcloud/etcd/discovery-etcd.ts: the overlord's discovery certificate,
  * the unit's TLS flags) with the auth the overlord sets up (root, joiner); the overlord's admission
- * (overlord/admission.ts) with the real per-machine etcd users (overlord/machine-credentials.ts). The one
+ * (overlord/discovery/admission.ts) with the real per-machine etcd users (overlord/trust/machine-credentials.ts). The one
  * stand-in: the machines' SSH side — each remote command costs L ms and succeeds. N join requests are put
  * (as nodes do, 64 at a time); measured until every one is admitted:
  *
@@ -19,17 +19,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
-import { Admission } from '../overlord/admission.ts';
-import { systemClock } from '../overlord/clock.ts';
-import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../overlord/discovery-auth.ts';
-import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
-import type { ExecResult, HostRunner, HostTarget } from '../overlord/host-runner.ts';
-import { IdentityBook } from '../overlord/identity.ts';
+import { Admission } from '../overlord/discovery/admission.ts';
+import { systemClock } from '../overlord/edges/clock.ts';
+import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../overlord/trust/discovery-auth.ts';
+import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
+import type { ExecResult, HostRunner, HostTarget } from '../overlord/edges/host-runner.ts';
+import { IdentityBook } from '../overlord/discovery/identity.ts';
 import { clusterKeys } from '../contracts/keys.ts';
-import { silentLogger } from '../overlord/log.ts';
-import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/machine-credentials.ts';
-import { CertificateAuthority } from '../overlord/pki/authority.ts';
-import { DirectoryPkiStore } from '../overlord/pki/store.ts';
+import { silentLogger } from '../overlord/edges/log.ts';
+import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/trust/machine-credentials.ts';
+import { CertificateAuthority } from '../overlord/trust/pki/authority.ts';
+import { DirectoryPkiStore } from '../overlord/trust/pki/store.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { startDiscoveryEtcd } from '../localcloud/etcd/discovery-etcd.ts';
 import { syntheticHostKey, syntheticNonce } from '../localcloud/identities.ts';

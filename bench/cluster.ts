@@ -1,7 +1,7 @@
-import { clusterView, stepsOf } from '../overlord/planner.ts';
+import { clusterView, stepsOf } from '../overlord/deploy/planner.ts';
 import type { MachineRecord } from '../contracts/machine-record.ts';
 import type { Role } from '../contracts/roles.ts';
-import { unitsForSpec } from '../overlord/units.ts';
+import { unitsForSpec } from '../overlord/deploy/machine-units.ts';
 import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
 
 /**

@@ -1,4 +1,4 @@
-import type { Store } from '../overlord/store.ts';
+import type { Store } from '../overlord/edges/store.ts';
 
 /**
  * The overlord's store with every request counted, by method (a watch counts once, when it is made; its

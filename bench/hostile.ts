@@ -25,13 +25,13 @@ import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { systemClock } from '../overlord/clock.ts';
-import { createEtcdStore, retryStaleAuth } from '../overlord/etcd-store.ts';
-import type { HostRunner } from '../overlord/host-runner.ts';
+import { systemClock } from '../overlord/edges/clock.ts';
+import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
+import type { HostRunner } from '../overlord/edges/host-runner.ts';
 import { clusterKeys } from '../contracts/keys.ts';
-import { createLogger } from '../overlord/log.ts';
-import { DiscoveryMachineCredentials } from '../overlord/machine-credentials.ts';
-import { runOverlord } from '../overlord/overlord.ts';
+import { createLogger } from '../overlord/edges/log.ts';
+import { DiscoveryMachineCredentials } from '../overlord/trust/machine-credentials.ts';
+import { runOverlord } from '../overlord/term.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery } from '../localcloud/etcd/discovery-etcd.ts';
 
@@ -77,7 +77,7 @@ async function main(): Promise<number> {
     const root = discovery.client({ username: 'root', password: discovery.passwords.root });
     const joiner = discovery.client({ username: 'joiner', password: discovery.joinToken });
     const good = 'a'.repeat(32);
-    // admitted as admission records it (overlord/identity.ts admittedValue; JSON here, so that this runs against
+    // admitted as admission records it (overlord/discovery/identity.ts admittedValue; JSON here, so that this runs against
     // an overlord from before issue 12 as well)
     await root.put(`${keys.prefix}admitted/${good}`).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfTheGoodMachine00000000000', admittedAt: '2026-01-01T00:00:00Z' }));
     await root.put(keys.machine(good)).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostname: 'good', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));

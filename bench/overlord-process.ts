@@ -12,14 +12,14 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
-import { systemClock } from '../overlord/clock.ts';
-import { createEtcdElection } from '../overlord/etcd-election.ts';
-import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { systemClock } from '../overlord/edges/clock.ts';
+import { createEtcdElection } from '../overlord/availability/etcd-election.ts';
+import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
-import { runLeader } from '../overlord/leader.ts';
-import { createLogger } from '../overlord/log.ts';
-import { flannelConfig } from '../overlord/subnets.ts';
-import { unitsForSpec } from '../overlord/units.ts';
+import { runLeader } from '../overlord/availability/leader.ts';
+import { createLogger } from '../overlord/edges/log.ts';
+import { flannelConfig } from '../overlord/pod-network/flannel.ts';
+import { unitsForSpec } from '../overlord/deploy/machine-units.ts';
 import { benchCluster } from './cluster.ts';
 import { countingStore, type StoreCounts } from './counting-store.ts';
 import { SimulatedHosts } from './simulated-hosts.ts';

@@ -22,7 +22,7 @@ import { fork } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { startEtcd } from '../localcloud/etcd/etcd.ts';
 import { benchCluster } from './cluster.ts';

@@ -1,5 +1,5 @@
 import { CorekubeError } from '../core/errors.ts';
-import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../overlord/host-runner.ts';
+import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../overlord/edges/host-runner.ts';
 
 /**
  * THE ONE STAND-IN of the benchmark: machines replaced by a model of what the executor relies on in

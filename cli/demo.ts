@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorekubeError } from '../core/errors.ts';
 import type { Stack, StackEvent } from '../cloud/heat-client.ts';
-import { prettyLogLines } from '../overlord/log.ts';
+import { prettyLogLines } from '../overlord/edges/log.ts';
 import type { LedgerEntry } from '../contracts/ledger-entry.ts';
 import { formatStatusTable, type StatusReport } from '../overlord/status.ts';
 import type { LocalCloud, LocalCloudEvent, LocalCloudTraces, MachineTiming } from '../localcloud/local-cloud.ts';

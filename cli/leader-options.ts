@@ -1,16 +1,16 @@
 import os from 'node:os';
 import { CorekubeError } from '../core/errors.ts';
-import { createEtcdElection } from '../overlord/etcd-election.ts';
-import type { EtcdStoreOptions } from '../overlord/etcd-store.ts';
-import { DEFAULT_ETCD_BUDGET_SECONDS, type EtcdHealth, leadershipHealth } from '../overlord/health.ts';
-import { startHealthServer, type HealthServer } from '../overlord/health-server.ts';
+import { createEtcdElection } from '../overlord/availability/etcd-election.ts';
+import type { EtcdStoreOptions } from '../overlord/edges/etcd-store.ts';
+import { DEFAULT_ETCD_BUDGET_SECONDS, type EtcdHealth, leadershipHealth } from '../overlord/availability/health.ts';
+import { startHealthServer, type HealthServer } from '../overlord/availability/health-server.ts';
 import type { ClusterKeys } from '../contracts/keys.ts';
-import { DEFAULT_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS, runLeader, validateLeaseTtl, type Leadership, type LeaderOptions } from '../overlord/leader.ts';
-import type { Ports } from '../overlord/overlord.ts';
+import { DEFAULT_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS, runLeader, validateLeaseTtl, type Leadership, type LeaderOptions } from '../overlord/availability/leader.ts';
+import type { Ports } from '../overlord/term.ts';
 
 /**
  * `corekube overlord`'s leader-election and health flags, and the wiring they describe: the etcd election,
- * the leadership loop (overlord/leader.ts) and the /healthz endpoint.
+ * the leadership loop (overlord/availability/leader.ts) and the /healthz endpoint.
  */
 export const LEADER_OPTIONS = {
   id: { type: 'string' },

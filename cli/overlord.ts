@@ -1,31 +1,31 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
-import { bootOverlord, type Booted } from '../overlord/bootstrap.ts';
-import { systemClock } from '../overlord/clock.ts';
-import { etcdHostKeys } from '../overlord/hostkeys.ts';
+import { bootOverlord, type Booted } from '../overlord/trust/bootstrap.ts';
+import { systemClock } from '../overlord/edges/clock.ts';
+import { etcdHostKeys } from '../overlord/discovery/hostkeys.ts';
 import { clusterKeys } from '../contracts/keys.ts';
-import { createLogger, errorFields, parseLogFormat } from '../overlord/log.ts';
-import { DEFAULT_CONCURRENCY } from '../overlord/overlord.ts';
-import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { createLogger, errorFields, parseLogFormat } from '../overlord/edges/log.ts';
+import { DEFAULT_CONCURRENCY } from '../overlord/term.ts';
+import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { MACHINE_PATHS, CONFIG_DIR } from '../cloud-config/machine-paths.ts';
-import { EtcdHealth, observedStore } from '../overlord/health.ts';
-import type { Leadership } from '../overlord/leader.ts';
-import { unitsForSpec } from '../overlord/units.ts';
+import { EtcdHealth, observedStore } from '../overlord/availability/health.ts';
+import type { Leadership } from '../overlord/availability/leader.ts';
+import { unitsForSpec } from '../overlord/deploy/machine-units.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, etcdStoreOptions } from './status.ts';
 import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags, startLeaderService } from './leader-options.ts';
-import { flannelConfig } from '../overlord/subnets.ts';
+import { flannelConfig } from '../overlord/pod-network/flannel.ts';
 import { createKubernetesApi } from '../overlord/kubernetes/api.ts';
 import { clusterAddons } from '../overlord/kubernetes/addons.ts';
-import type { KubernetesOptions } from '../overlord/overlord.ts';
+import type { KubernetesOptions } from '../overlord/term.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { machineAddresses } from '../overlord/identity.ts';
-import { DEFAULT_LIVENESS } from '../overlord/liveness.ts';
+import { machineAddresses } from '../overlord/discovery/identity.ts';
+import { DEFAULT_LIVENESS } from '../overlord/availability/liveness.ts';
 
 /*
  * `corekube overlord -c /etc/corekube/overlord.yaml` (no --etcd-endpoints: what overlord.service runs in the
- * overlord container) boots the cluster's trust first — overlord/bootstrap.ts, in order: its own SSH key
+ * overlord container) boots the cluster's trust first — overlord/trust/bootstrap.ts, in order: its own SSH key
  * (<state-dir>/ssh), the PKI (<state-dir>/pki: discovery CA + discovery server cert + its root client cert,
  * cluster and etcd CAs), overlord_ready signalled once to Heat (<config-dir>/heat/ready.{url,header}; no
  * URL = booted by hand), discovery's TLS files installed over SSH as corekube (unless discovery already
@@ -153,13 +153,13 @@ export const overlordCommand: Command = {
     const store = observedStore(createEtcdStore(etcd), health);
     let leadership: Leadership | undefined;
     // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
-    const { createSshRunner } = await import('../overlord/ssh-runner.ts');
+    const { createSshRunner } = await import('../overlord/edges/ssh-runner.ts');
     const hosts = createSshRunner({ user: sshUser, privateKey: privateKey!, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
 
     let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
     let follower: ReturnType<NonNullable<Booted['followState']>> | undefined;
     try {
-      // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/leader.ts
+      // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/availability/leader.ts
       service = await startLeaderService({
         flags: leaderFlags,
         etcd,

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
-import { createEtcdStore, type EtcdStoreOptions } from '../overlord/etcd-store.ts';
+import { createEtcdStore, type EtcdStoreOptions } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { formatStatusTable, readStatus } from '../overlord/status.ts';
-import type { Store } from '../overlord/store.ts';
+import type { Store } from '../overlord/edges/store.ts';
 import { parseOptions, type Command } from './command.ts';
 
 /** The etcd connection flags `corekube status` and `corekube overlord` share. */

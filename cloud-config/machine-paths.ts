@@ -10,7 +10,7 @@ export const CONFIG_DIR = '/etc/corekube';
 export const CONFIG_FILES = Object.freeze({
   /** the join token (password of discovery's `joiner` etcd user), one line, mode 0600 */
   joinToken: 'secrets/join-token',
-  /** overlords only: the overlord secret (seals the state standbys fetch, overlord/shared-state.ts), one line, mode 0600 */
+  /** overlords only: the overlord secret (seals the state standbys fetch, overlord/trust/shared-state.ts), one line, mode 0600 */
   overlordSecret: 'secrets/overlord-secret',
   /** the discovery etcd CA PEM (decoded from the discoveryCa placeholder) */
   discoveryCa: 'pki/discovery-ca.crt',
@@ -58,7 +58,7 @@ export const MACHINE_PATHS = Object.freeze({
 /**
  * The announce script's per-boot nonce, 64 hex, root-only in MACHINE_PATHS.announceRunDir: a join request carries
  * its SHA-256 (`nonceDigest`), and the overlord reads the nonce over SSH to prove the request came from the machine
- * it reached (overlord/admission.ts).
+ * it reached (overlord/discovery/admission.ts).
  */
 export const JOIN_NONCE_NAME = 'join-nonce';
 export const JOIN_NONCE_FILE = `${MACHINE_PATHS.announceRunDir}/${JOIN_NONCE_NAME}`;

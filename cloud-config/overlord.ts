@@ -14,7 +14,7 @@ import { renderCloudTemplate } from './templates.ts';
  *   files: its container makes the SSH key and the discovery CA and signals.
  * - A standby (role `overlord-standby`) gets the discovery CA instead (from overlord_ready's data) and no Heat
  *   handle: its container runs with `--standby`, fetches the bootstrap overlord's state from discovery (sealed
- *   with the overlord secret, overlord/shared-state.ts), signals nothing and stands by in the leader election.
+ *   with the overlord secret, overlord/trust/shared-state.ts), signals nothing and stands by in the leader election.
  */
 export function overlordPlan(spec: ClusterSpec, options: { standby?: boolean } = {}): BootPlan {
   const standby = options.standby ?? false;

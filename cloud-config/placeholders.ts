@@ -15,7 +15,7 @@ export const PLACEHOLDERS = {
   joinToken: '%%COREKUBE_JOIN_TOKEN%%',
   /**
    * overlords only (bootstrap and standbys): random secret (OS::Heat::RandomString) sealing the overlord state
-   * standbys fetch from discovery (overlord/shared-state.ts); '' = booted by hand, no standbys
+   * standbys fetch from discovery (overlord/trust/shared-state.ts); '' = booted by hand, no standbys
    */
   overlordSecret: '%%COREKUBE_OVERLORD_SECRET%%',
   /** the overlord's SSH public key line, made by the overlord at first boot (from overlord_ready data) */

@@ -9,7 +9,7 @@ export type OsProfile = 'flatcar' | 'ubuntu';
 export const OS_PROFILES: readonly OsProfile[] = ['flatcar', 'ubuntu'];
 export const MASTER_COUNTS = [1, 3, 5] as const;
 export const MAX_MINIONS = 500;
-/** Overlords: one bootstrap overlord plus up to four standbys (leader election, overlord/leader.ts). */
+/** Overlords: one bootstrap overlord plus up to four standbys (leader election, overlord/availability/leader.ts). */
 export const MIN_OVERLORDS = 1;
 export const MAX_OVERLORDS = 5;
 /** Kubernetes minors corekube's units are written and tested for. */

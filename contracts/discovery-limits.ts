@@ -12,7 +12,7 @@
 
 /**
  * discovery etcd's `--max-request-bytes`. The largest value written there legitimately is the overlord's sealed
- * state for standbys (~0.75 KB a machine, overlord/shared-state.ts MAX_SEALED_BYTES): 1 MiB holds ~1,300
+ * state for standbys (~0.75 KB a machine, overlord/trust/shared-state.ts MAX_SEALED_BYTES): 1 MiB holds ~1,300
  * machines, 2.5 times the largest cluster a spec describes (5 masters, 500 minions, 5 overlords). etcd's
  * default is 1.5 MiB.
  */

@@ -4,20 +4,20 @@
  * flannel's own keys live under its own prefix (`/coreos.com/network/` by default, per cluster here).
  *
  *   <prefix>/join/<id>          join request of a node not admitted yet (JSON, MachineRecord), written with the
- *                               shared join token under the node's lease; the overlord admits it (overlord/admission.ts)
+ *                               shared join token under the node's lease; the overlord admits it (overlord/discovery/admission.ts)
  *   <prefix>/machines/<id>      machine record, written by the admitted node as its own etcd user under a lease it
  *                               keeps alive (JSON, MachineRecord)
  *   <prefix>/ledger/<id>        deploy state of a machine, written only by the leading overlord (JSON, LedgerEntry)
  *   <prefix>/hostkeys/<id>      SSH host key pinned for the machine: at admission, or accepted on first use
- *   <prefix>/admitted/<id>      the identity a machine was admitted with (JSON: ip, host key; overlord/identity.ts),
+ *   <prefix>/admitted/<id>      the identity a machine was admitted with (JSON: ip, host key; overlord/discovery/identity.ts),
  *                               written only by the leading overlord: it deploys a machine only there, with that key
  *   <prefix>/leader/election/overlord/<lease>
- *                               leader election (etcd3 Election, overlord/leader.ts): one key a running
+ *                               leader election (etcd3 Election, overlord/availability/leader.ts): one key a running
  *                               overlord, under its lease, value = its id; the oldest (lowest create
  *                               revision) leads; every ledger write is fenced on the leader's key
  *   <prefix>/ssh/overlord.pub   the overlord's SSH public key (nodes read it)
  *   <prefix>/overlord/state     the overlord's state (SSH key, PKI) for standby overlords, ENCRYPTED with a key
- *                               derived from the overlord secret (overlord/shared-state.ts); only root writes it,
+ *                               derived from the overlord secret (overlord/trust/shared-state.ts); only root writes it,
  *                               discovery's `overlord` user may read it and nothing else
  *   <prefix>/network/config     flannel's network config (flanneld --etcd-prefix=<prefix>/network)
  *   <prefix>/network/subnets/…  flannel's subnet leases; the overlord writes one reservation (no TTL) a machine
@@ -38,7 +38,7 @@ export interface ClusterKeys {
   /** the election's candidate keys (etcd3 Election `overlord` under `<prefix>leader/`) */
   readonly leaderCandidates: string;
   readonly overlordSshKey: string;
-  /** the sealed overlord state for standbys (overlord/shared-state.ts) */
+  /** the sealed overlord state for standbys (overlord/trust/shared-state.ts) */
   readonly overlordState: string;
   readonly network: string;
   readonly subnets: string;

@@ -20,7 +20,7 @@ import type { StepId } from './step.ts';
  *   fails, a host key mismatch, templates that do not render) wait for a change: new units hash, a reboot
  *   (new bootId), or an operator deleting the entry.
  *
- * The transitions below are pure; `Ledger` (overlord/ledger.ts) is the thin edge that reads and writes them.
+ * The transitions below are pure; `Ledger` (overlord/deploy/ledger.ts) is the thin edge that reads and writes them.
  */
 export type StepState = 'pending' | 'in-flight' | 'done' | 'failed';
 export type MachineState = 'deploying' | 'deployed' | 'failed';

@@ -26,7 +26,7 @@ export interface MachineRecord {
   /**
    * SHA-256 (hex) of the per-boot nonce the announce script keeps root-only on the machine: a join request commits
    * to it, and the overlord admits the request only if the machine it reaches over SSH holds that nonce
-   * (overlord/admission.ts). Required in a join request.
+   * (overlord/discovery/admission.ts). Required in a join request.
    */
   readonly nonceDigest?: string;
   /** ISO 8601 */

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 /**
  * Made-up machine identities for tests and benchmarks that stand in for machines: a well-formed ed25519 host key
  * line (a real key blob shape, so fingerprints and parsing work; no private half exists), and a join nonce with the
- * digest a join request carries (what corekube-announce writes, overlord/admission.ts checks).
+ * digest a join request carries (what corekube-announce writes, overlord/discovery/admission.ts checks).
  */
 export function syntheticHostKey(seed: string): string {
   const name = Buffer.from('ssh-ed25519');

@@ -27,12 +27,12 @@ import { MACHINE_PATHS } from '../cloud-config/machine-paths.ts';
 import { HeatClient, type Stack, type StackEvent, type StackRef } from '../cloud/heat-client.ts';
 import { KeystoneSession } from '../cloud/keystone.ts';
 import { clusterTemplate } from '../heat/cluster-template.ts';
-import { ROOT_PASSWORD_NAME, ROOT_USER } from '../overlord/discovery-auth.ts';
-import { createEtcdStore } from '../overlord/etcd-store.ts';
+import { ROOT_PASSWORD_NAME, ROOT_USER } from '../overlord/trust/discovery-auth.ts';
+import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
 import { readStatus, type StatusReport } from '../overlord/status.ts';
-import type { Store } from '../overlord/store.ts';
+import type { Store } from '../overlord/edges/store.ts';
 import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat } from './heat/local-heat.ts';
 import { failPendingServers } from './heat/servers.ts';
 import { localCloudEnvironment, withoutCloudLookups } from './heat/providers/environment.ts';
@@ -53,9 +53,9 @@ import { startRegistry, registryMissing, type Registry } from './mirrors/registr
 import { buildLocalCloudRelease, pushLocalCloudImages, releaseMirrorMissing, type LocalCloudRelease } from './mirrors/release-mirror.ts';
 import type { MirrorEvent } from '../release/mirror.ts';
 import { LAYOUT, PORTS } from '../units/layout.ts';
-import { CertificateAuthority } from '../overlord/pki/authority.ts';
-import { embeddedKubeconfig, renderKubeconfig } from '../overlord/pki/kubeconfig.ts';
-import { DirectoryPkiStore, writeFileAtomic } from '../overlord/pki/store.ts';
+import { CertificateAuthority } from '../overlord/trust/pki/authority.ts';
+import { embeddedKubeconfig, renderKubeconfig } from '../overlord/trust/pki/kubeconfig.ts';
+import { DirectoryPkiStore, writeFileAtomic } from '../overlord/trust/pki/store.ts';
 
 export const DEFAULT_NET = 60;
 

@@ -1,9 +1,9 @@
 import type { ClusterKeys } from '../contracts/keys.ts';
 import { currentStep, parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
-import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './identity.ts';
+import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './discovery/identity.ts';
 import { parseMachineRecord, type MachineRecord, type ParsedRecord } from '../contracts/machine-record.ts';
-import type { KeyValue, Store } from './store.ts';
-import { subnetsByMachine } from './subnets.ts';
+import type { KeyValue, Store } from './edges/store.ts';
+import { subnetsByMachine } from './pod-network/flannel.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
 
 /**
@@ -14,16 +14,16 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet","node"}…],"leader":"<id>"}
  *
  * - pending: announced, nothing done yet (or waiting for a master) — with step `join` while the machine has
- *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/admission.ts); deploying: a deployment is under way
+ *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/discovery/admission.ts); deploying: a deployment is under way
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
- * - A machine admitted with an identity (overlord/identity.ts) is shown at its admitted address and role; a record
+ * - A machine admitted with an identity (overlord/discovery/identity.ts) is shown at its admitted address and role; a record
  *   that names another address, key or role is listed as failed with what differs (the overlord ignores it).
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  * - `node`: the machine's Kubernetes Node as the overlord last saw it (overlord/kubernetes/node-states.ts):
  *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
- * - `leader`: the id of the overlord that leads (overlord/leader.ts); the field is absent while none does.
+ * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
 

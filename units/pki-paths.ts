@@ -94,8 +94,8 @@ export const PKI_FILES_BY_ROLE: Readonly<Record<Role, readonly (keyof Omit<PkiPa
  *   with FLANNELD_ETCD_USERNAME and FLANNELD_ETCD_PASSWORD=<hex> — flanneld reads them as
  *   --etcd-username/--etcd-password (so the password is in no command line), and the announce script reads
  *   the same two lines to write the machine's record (cloud-config CONFIG_FILES.discoveryCredentials is this
- *   path). The overlord delivers it when it admits the machine (overlord/admission.ts) and again in its
- *   write-units step. Its role may write only this machine's record and subnet lease (overlord/discovery-auth.ts).
+ *   path). The overlord delivers it when it admits the machine (overlord/discovery/admission.ts) and again in its
+ *   write-units step. Its role may write only this machine's record and subnet lease (overlord/trust/discovery-auth.ts).
  */
 export const DISCOVERY_CLIENT_PATHS = Object.freeze({
   ca: `${PKI_DIR}/discovery-ca.crt`,

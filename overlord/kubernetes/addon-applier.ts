@@ -7,10 +7,10 @@
  * with backoff until it works or the overlord stops.
  */
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../clock.ts';
+import type { Clock } from '../edges/clock.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
-import { errorFields, type Logger } from '../log.ts';
-import type { Fence, Store } from '../store.ts';
+import { errorFields, type Logger } from '../edges/log.ts';
+import type { Fence, Store } from '../edges/store.ts';
 import type { KubernetesApi } from './api.ts';
 import type { Addon } from './addons.ts';
 

@@ -6,10 +6,10 @@
  * to its machine by name: the kubelet registers as the machine's hostname.
  */
 import { asCorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../clock.ts';
+import type { Clock } from '../edges/clock.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
-import { errorFields, type Logger } from '../log.ts';
-import type { Fence, Store } from '../store.ts';
+import { errorFields, type Logger } from '../edges/log.ts';
+import type { Fence, Store } from '../edges/store.ts';
 import type { KubernetesApi, NodeView } from './api.ts';
 
 export interface NodeState {

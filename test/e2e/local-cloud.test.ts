@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HeatClient, Stack, StackEvent } from '../../cloud/heat-client.ts';
 import { configPath, MACHINE_PATHS, OVERLORD_IMAGE_USER } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
 import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
 import { parseMachineRecord } from '../../contracts/machine-record.ts';

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { createLogger, type Logger } from '../../overlord/log.ts';
+import { createLogger, type Logger } from '../../overlord/edges/log.ts';
 
 /** A real pino logger (JSON, debug) writing into memory: what a test asserts about the overlord's log. */
 export function captureLog(): { log: Logger; text: () => string; events: () => Record<string, unknown>[]; event: (name: string) => Record<string, unknown> | undefined } {

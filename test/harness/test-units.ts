@@ -81,7 +81,7 @@ export function testUnits(options: TestUnitsOptions = {}): (record: MachineRecor
 
 /**
  * `unitsForSpec` for `corekube overlord` run with test/harness/units-mock.mjs: the CLI process, exactly as an
- * operator runs it, deploying these test units instead of Kubernetes' (overlord/units.ts's signature).
+ * operator runs it, deploying these test units instead of Kubernetes' (overlord/deploy/machine-units.ts's signature).
  */
 export function unitsForSpec(): (record: MachineRecord) => RenderedUnits {
   return testUnits();

@@ -2,13 +2,13 @@
  * `node --import test/harness/units-mock.mjs bin/corekube.js overlord --etcd-endpoints …`: `corekube overlord`
  * exactly as an operator runs it (its flags, leader election, health endpoint, signals, exit code), deploying
  * test/harness/test-units.ts's small real units instead of Kubernetes' — the child-process counterpart of
- * vi.mock('overlord/units.ts'). A module resolution hook answers test-units.ts where the CLI imports
- * overlord/units.ts; nothing else changes. For the e2e tests of the overlord's deploy mechanics, whose machines
+ * vi.mock('overlord/deploy/machine-units.ts'). A module resolution hook answers test-units.ts where the overlord imports
+ * overlord/deploy/machine-units.ts; nothing else changes. For the e2e tests of the overlord's deploy mechanics, whose machines
  * have no cluster PKI for the real units to start with.
  */
 import { register } from 'node:module';
 
-const target = new URL('../../overlord/units.ts', import.meta.url).href;
+const target = new URL('../../overlord/deploy/machine-units.ts', import.meta.url).href;
 const replacement = new URL('./test-units.ts', import.meta.url).href;
 const hooks = `export async function resolve(specifier, context, next) {
   const resolved = await next(specifier, context);

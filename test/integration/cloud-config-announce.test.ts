@@ -2,7 +2,7 @@
  * The rendered corekube-announce script against a real etcd (the pinned one, scripts/setup) set up the way discovery
  * is: https on the client port (certificates made with openssl here), auth enabled, a `root` user, and the
  * `joiner` user whose password is the join token with readwrite on the cluster's join/ prefix only: the
- * machine holds no credentials of its own yet, so its record is a join request (overlord/admission.ts).
+ * machine holds no credentials of its own yet, so its record is a join request (overlord/discovery/admission.ts).
  * The script runs on this host with its file paths and discovery address overridden through the
  * environment; 127.0.0.1 plays the discovery IP. Short TTLs keep the test quick.
  */

@@ -14,16 +14,16 @@ import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/clock.ts';
-import { createEtcdElection } from '../../overlord/etcd-election.ts';
-import { Discovery, JOIN_REQUESTS } from '../../overlord/discovery.ts';
-import { createEtcdStore } from '../../overlord/etcd-store.ts';
-import type { HostRunner } from '../../overlord/host-runner.ts';
+import { systemClock } from '../../overlord/edges/clock.ts';
+import { createEtcdElection } from '../../overlord/availability/etcd-election.ts';
+import { Discovery, JOIN_REQUESTS } from '../../overlord/discovery/discovery.ts';
+import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
+import type { HostRunner } from '../../overlord/edges/host-runner.ts';
 import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
-import { runLeader, type Leadership } from '../../overlord/leader.ts';
-import { silentLogger, type Logger } from '../../overlord/log.ts';
-import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/machine-credentials.ts';
-import type { Store } from '../../overlord/store.ts';
+import { runLeader, type Leadership } from '../../overlord/availability/leader.ts';
+import { silentLogger, type Logger } from '../../overlord/edges/log.ts';
+import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/trust/machine-credentials.ts';
+import type { Store } from '../../overlord/edges/store.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from '../../localcloud/etcd/discovery-etcd.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';
@@ -83,7 +83,7 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
     const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines);
     await credentials.ensure(good);
     credentials.close();
-    // what admission records for a machine it admitted (overlord/identity.ts admittedValue), written here as JSON so
+    // what admission records for a machine it admitted (overlord/discovery/identity.ts admittedValue), written here as JSON so
     // that this file runs against an overlord from before issue 12 as well (where it reproduces each finding)
     await root.put(`${keys.prefix}admitted/${good}`).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostKey, admittedAt: '2026-01-01T00:00:00Z' }));
     await root.put(keys.hostkeyOf(good)).value(hostKey);

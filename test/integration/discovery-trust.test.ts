@@ -1,10 +1,10 @@
 /**
  * Discovery's trust against a real etcd (the pinned one, scripts/setup) run with the TLS flags of the rendered
  * discovery-etcd.service, on certificates from the overlord's own PKI (CertificateAuthority.ensureDiscovery):
- * the auth the overlord sets up (overlord/discovery-auth.ts) gives root everything, lets a node holding the
+ * the auth the overlord sets up (overlord/trust/discovery-auth.ts) gives root everything, lets a node holding the
  * join token ask to join — over TLS with curl through etcd's JSON gateway, as the announce script does, and
  * with the real announce script — but read nothing and write nowhere else; a machine's own user
- * (overlord/machine-credentials.ts) writes its own record and subnet lease only; running the setup again
+ * (overlord/trust/machine-credentials.ts) writes its own record and subnet lease only; running the setup again
  * changes nothing (tokens issued before stay valid).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -28,12 +28,12 @@ import {
   pingDiscovery,
   type DiscoveryConnection,
   type DiscoveryRbac,
-} from '../../overlord/discovery-auth.ts';
-import { createEtcdStore } from '../../overlord/etcd-store.ts';
-import { DiscoveryMachineCredentials, machinePassword } from '../../overlord/machine-credentials.ts';
+} from '../../overlord/trust/discovery-auth.ts';
+import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
+import { DiscoveryMachineCredentials, machinePassword } from '../../overlord/trust/machine-credentials.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
-import { CertificateAuthority, type DiscoveryPki } from '../../overlord/pki/authority.ts';
-import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
+import { CertificateAuthority, type DiscoveryPki } from '../../overlord/trust/pki/authority.ts';
+import { DirectoryPkiStore } from '../../overlord/trust/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { announceEnv } from '../harness/announce-env.ts';
@@ -292,7 +292,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
       await sleep(4_500);
       expect(await r.get(keys.joinOf(id)).string()).toBe(request);
 
-      // 2. admitted (what overlord/admission.ts does over SSH): its user, the file, a restart
+      // 2. admitted (what overlord/discovery/admission.ts does over SSH): its user, the file, a restart
       await credentials.ensure(id);
       await writeFile(credentialsFile, credentials.fileFor(id).content, { mode: 0o600 });
       runs[0]!.proc.kill('SIGTERM');

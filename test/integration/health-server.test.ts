@@ -4,8 +4,8 @@
  * test/e2e/overlord-faults.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { startHealthServer, type HealthServer } from '../../overlord/health-server.ts';
-import { healthReport, type HealthReport } from '../../overlord/health.ts';
+import { startHealthServer, type HealthServer } from '../../overlord/availability/health-server.ts';
+import { healthReport, type HealthReport } from '../../overlord/availability/health.ts';
 
 describe('health endpoint', () => {
   let server: HealthServer | undefined;

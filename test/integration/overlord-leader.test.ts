@@ -1,18 +1,18 @@
 /**
- * The leader election's etcd adapter (overlord/etcd-election.ts) against a REAL etcd: etcd3's Election on
+ * The leader election's etcd adapter (overlord/availability/etcd-election.ts) against a REAL etcd: etcd3's Election on
  * a lease, the fence of a term, resigning, lease renewals as leader.ts reads them, and a candidate cut
  * off by a suspended TCP proxy. The overlord-level faults (kill -9, cut-off, etcd restarts, SSH) run on
  * real machines in test/e2e/overlord-faults.test.ts.
  */
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/clock.ts';
-import { createEtcdElection } from '../../overlord/etcd-election.ts';
-import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { systemClock } from '../../overlord/edges/clock.ts';
+import { createEtcdElection } from '../../overlord/availability/etcd-election.ts';
+import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
-import type { LeaderElection } from '../../overlord/leader.ts';
+import type { LeaderElection } from '../../overlord/availability/leader.ts';
 import { readStatus } from '../../overlord/status.ts';
-import type { Store } from '../../overlord/store.ts';
+import type { Store } from '../../overlord/edges/store.ts';
 import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { startTcpProxy } from '../harness/tcp-proxy.ts';

@@ -1,7 +1,7 @@
 /**
  * Standby overlords against a real etcd run with discovery's TLS flags (those of the rendered
  * discovery-etcd.service, like test/integration/discovery-trust.test.ts): the bootstrap overlord's boot
- * (overlord/bootstrap.ts, no SSH needed — discovery already serves the certificate of its PKI) sets up auth
+ * (overlord/trust/bootstrap.ts, no SSH needed — discovery already serves the certificate of its PKI) sets up auth
  * with the `overlord` user and publishes its sealed state; that user can read the state key and nothing else;
  * a standby started before it waits, fetches the state and ends with byte-identical ssh/ and pki/ files, and
  * its own boot changes nothing; a second publish changes nothing; certificates the leader issues for a machine
@@ -17,15 +17,15 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { bootOverlord, type Booted } from '../../overlord/bootstrap.ts';
-import { systemClock } from '../../overlord/clock.ts';
-import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/discovery-auth.ts';
+import { bootOverlord, type Booted } from '../../overlord/trust/bootstrap.ts';
+import { systemClock } from '../../overlord/edges/clock.ts';
+import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
-import { CertificateAuthority } from '../../overlord/pki/authority.ts';
-import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
-import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { CertificateAuthority } from '../../overlord/trust/pki/authority.ts';
+import { DirectoryPkiStore } from '../../overlord/trust/pki/store.ts';
+import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { parseMachineRecord } from '../../contracts/machine-record.ts';
-import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/shared-state.ts';
+import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/trust/shared-state.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../../localcloud/etcd/etcd.ts';

@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKubeconfig } from '../../cli/kubeconfig.ts';
 import { findSecrets } from '../../core/secrets.ts';
 import { parseYaml } from '../../core/yaml.ts';
-import { CertificateAuthority } from '../../overlord/pki/authority.ts';
-import { ADMIN_NAME } from '../../overlord/pki/catalog.ts';
-import { DirectoryPkiStore } from '../../overlord/pki/store.ts';
+import { CertificateAuthority } from '../../overlord/trust/pki/authority.ts';
+import { ADMIN_NAME } from '../../overlord/trust/pki/catalog.ts';
+import { DirectoryPkiStore } from '../../overlord/trust/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { missingParts } from '../harness/requirements.ts';
 

@@ -7,9 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../core/errors.ts';
-import type { HostRunner, HostTarget } from '../../overlord/host-runner.ts';
-import { writeFile } from '../../overlord/remote-commands.ts';
-import { createSshRunner, type HostKeyPolicy } from '../../overlord/ssh-runner.ts';
+import type { HostRunner, HostTarget } from '../../overlord/edges/host-runner.ts';
+import { writeFile } from '../../overlord/edges/remote-commands.ts';
+import { createSshRunner, type HostKeyPolicy } from '../../overlord/edges/ssh-runner.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 

@@ -3,10 +3,10 @@ import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/e
 import { missingParts } from '../harness/requirements.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import { createEtcdStore } from '../../overlord/etcd-store.ts';
+import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
-import type { Store } from '../../overlord/store.ts';
-import { ensureNetworkConfig, flannelConfig, reserveSubnet, subnetsByMachine, type FlannelConfig } from '../../overlord/subnets.ts';
+import type { Store } from '../../overlord/edges/store.ts';
+import { ensureNetworkConfig, flannelConfig, reserveSubnet, subnetsByMachine, type FlannelConfig } from '../../overlord/pod-network/flannel.ts';
 
 const skip = missingParts(etcdMissing());
 

@@ -1,5 +1,5 @@
 /**
- * Admission (overlord/admission.ts): a node holding only the join token asks to join at join/<id>; the
+ * Admission (overlord/discovery/admission.ts): a node holding only the join token asks to join at join/<id>; the
  * overlord checks the request, has the machine at its address prove it is that id (machine id and join nonce over
  * SSH, host key checked in the handshake), records its identity, makes its own discovery user, delivers the
  * credentials and restarts its announce. Fake etcd and machines (placed at addresses: a command to an address
@@ -7,11 +7,11 @@
  * test/integration/discovery-trust.test.ts, the whole path on real machines in test/adversarial/.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Admission, ANNOUNCE_UNIT } from '../../../overlord/admission.ts';
-import { IdentityBook, machineAddresses, parseAdmittedIdentity } from '../../../overlord/identity.ts';
+import { Admission, ANNOUNCE_UNIT } from '../../../overlord/discovery/admission.ts';
+import { IdentityBook, machineAddresses, parseAdmittedIdentity } from '../../../overlord/discovery/identity.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import { silentLogger, type Logger } from '../../../overlord/log.ts';
-import { credentialsFile, machinePassword, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
+import { silentLogger, type Logger } from '../../../overlord/edges/log.ts';
+import { credentialsFile, machinePassword, type MachineCredentials } from '../../../overlord/trust/machine-credentials.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS } from '../../../units/pki-paths.ts';

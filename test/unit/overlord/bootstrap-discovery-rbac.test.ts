@@ -1,12 +1,12 @@
 /**
- * The discovery etcd's users and roles (overlord/discovery-auth.ts discoveryRbac): least privilege, written
+ * The discovery etcd's users and roles (overlord/trust/discovery-auth.ts discoveryRbac): least privilege, written
  * down as data. What etcd does with them is tested against a real etcd in
  * test/integration/discovery-trust.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { discoveryRbac, ensureDiscoveryPasswords, MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../../overlord/discovery-auth.ts';
+import { discoveryRbac, ensureDiscoveryPasswords, MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import { MemoryPkiStore } from '../../../overlord/pki/store.ts';
+import { MemoryPkiStore } from '../../../overlord/trust/pki/store.ts';
 
 const keys = clusterKeys('demo');
 

@@ -1,5 +1,5 @@
 /**
- * Heat wait-condition signals from the overlord (overlord/heat-signal.ts): the files cloud-config writes,
+ * Heat wait-condition signals from the overlord (overlord/edges/heat-signal.ts): the files cloud-config writes,
  * the request Heat expects, retries of transient failures on a fake clock, and no token in any log line
  * or error. The same client against a real local HTTP server: test/integration/discovery-trust-boot.test.ts.
  */
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
-import { readHeatHandle, sendHeatSignal, signalBody, signalOnce } from '../../../overlord/heat-signal.ts';
+import { readHeatHandle, sendHeatSignal, signalBody, signalOnce } from '../../../overlord/edges/heat-signal.ts';
 import { FakeClock, flush } from './fakes.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 

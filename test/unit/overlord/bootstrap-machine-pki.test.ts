@@ -1,5 +1,5 @@
 /**
- * Each machine's PKI rides in its write-units step (overlord/machine-pki.ts + runOverlord's prepareMachines +
+ * Each machine's PKI rides in its write-units step (overlord/trust/machine-pki.ts + runOverlord's prepareMachines +
  * unitsForSpec's machineFiles): issued before the reconciler sees the machine, part of the units hash, so a
  * re-issued certificate redeploys the machine. Real units/ and real certificate issuance (in memory); the
  * machines and etcd are the in-memory fakes.
@@ -10,17 +10,17 @@ import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DISCOVERY_CLIENT_PATHS, PKI_PATHS } from '../../../units/pki-paths.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { parseLedgerEntry } from '../../../contracts/ledger-entry.ts';
-import { silentLogger } from '../../../overlord/log.ts';
-import { credentialsFile, machinePassword } from '../../../overlord/machine-credentials.ts';
-import { MachinePkiFiles } from '../../../overlord/machine-pki.ts';
+import { silentLogger } from '../../../overlord/edges/log.ts';
+import { credentialsFile, machinePassword } from '../../../overlord/trust/machine-credentials.ts';
+import { MachinePkiFiles } from '../../../overlord/trust/machine-pki.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { runOverlord, type Overlord } from '../../../overlord/overlord.ts';
-import { CertificateAuthority } from '../../../overlord/pki/authority.ts';
-import { CA_NAMES } from '../../../overlord/pki/catalog.ts';
-import { MemoryPkiStore, type PkiStore } from '../../../overlord/pki/store.ts';
-import { readCertificate } from '../../../overlord/pki/x509.ts';
-import { PreparedDiscovery } from '../../../overlord/prepared-discovery.ts';
-import { unitsForSpec } from '../../../overlord/units.ts';
+import { runOverlord, type Overlord } from '../../../overlord/term.ts';
+import { CertificateAuthority } from '../../../overlord/trust/pki/authority.ts';
+import { CA_NAMES } from '../../../overlord/trust/pki/catalog.ts';
+import { MemoryPkiStore, type PkiStore } from '../../../overlord/trust/pki/store.ts';
+import { readCertificate } from '../../../overlord/trust/pki/x509.ts';
+import { PreparedDiscovery } from '../../../overlord/deploy/prepared-discovery.ts';
+import { unitsForSpec } from '../../../overlord/deploy/machine-units.ts';
 import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
 
 const spec = parseClusterSpec({ flags: { name: 't', masters: '1', minions: '1' } });

@@ -1,5 +1,5 @@
 /**
- * The overlord's own SSH key (overlord/ssh-identity.ts): made once with node:crypto in OpenSSH's format,
+ * The overlord's own SSH key (overlord/trust/ssh-identity.ts): made once with node:crypto in OpenSSH's format,
  * kept 0600 in the state directory, reused on restart. ssh2 (what the overlord's SSH runner uses) must read
  * it; test/integration/discovery-trust-boot.test.ts logs in with it to a real sshd.
  */
@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
-import { ensureSshIdentity, fingerprintOfLine, SSH_KEY_FILE, SSH_PUBLIC_KEY_FILE } from '../../../overlord/ssh-identity.ts';
+import { ensureSshIdentity, fingerprintOfLine, SSH_KEY_FILE, SSH_PUBLIC_KEY_FILE } from '../../../overlord/trust/ssh-identity.ts';
 
 /** the slice of ssh2 (node-ssh's SSH library, no type declarations installed) this test uses */
 interface Ssh2Key {

@@ -1,11 +1,11 @@
 /**
- * Discovery (overlord/discovery.ts) against what a join-token holder or an admitted node can write: whatever a key
+ * Discovery (overlord/discovery/discovery.ts) against what a join-token holder or an admitted node can write: whatever a key
  * holds costs one log line and that key — never a throw out of a watch or list callback, never memory without
  * bound. Fake etcd (MemoryStore delivers watch events in microtasks, as etcd3 does from its stream); the real etcd
  * side is test/integration/discovery-findings.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Discovery, JOIN_REQUESTS, MACHINE_RECORDS, type RecordSource } from '../../../overlord/discovery.ts';
+import { Discovery, JOIN_REQUESTS, MACHINE_RECORDS, type RecordSource } from '../../../overlord/discovery/discovery.ts';
 import { MAX_INVALID_REMEMBERED } from '../../../contracts/discovery-limits.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { captureLog } from '../../harness/log-capture.ts';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import { DEFAULT_EXECUTOR_OPTIONS, hasFailed, reached, runStep, type ExecutorOptions } from '../../../overlord/executor.ts';
-import type { HostTarget } from '../../../overlord/host-runner.ts';
+import { DEFAULT_EXECUTOR_OPTIONS, hasFailed, reached, runStep, type ExecutorOptions } from '../../../overlord/deploy/executor.ts';
+import type { HostTarget } from '../../../overlord/edges/host-runner.ts';
 import type { Step } from '../../../contracts/step.ts';
 import { FakeClock, FakeMachines } from './fakes.ts';
 

@@ -1,5 +1,5 @@
 /**
- * An in-memory LeaderElection for UNIT tests of overlord/leader.ts (the etcd3 adapter is tested against a
+ * An in-memory LeaderElection for UNIT tests of overlord/availability/leader.ts (the etcd3 adapter is tested against a
  * real etcd in test/integration/overlord-leader.test.ts). Candidates are keys in a MemoryStore under
  * keys.leaderCandidates, so the store's fences behave as etcd's do; the oldest key leads. Time is the
  * FakeClock's; a connected candidate's lease is renewed continuously, a partitioned one's is not, and
@@ -7,7 +7,7 @@
  */
 import { CorekubeError } from '../../../core/errors.ts';
 import type { ClusterKeys } from '../../../contracts/keys.ts';
-import type { LeaderElection, Term } from '../../../overlord/leader.ts';
+import type { LeaderElection, Term } from '../../../overlord/availability/leader.ts';
 import type { FakeClock, MemoryStore } from './fakes.ts';
 
 interface Candidate {

@@ -9,12 +9,12 @@
  *   the id the overlord names), with its host key checked in the handshake, its machine id and join nonce.
  */
 import { CorekubeError } from '../../../core/errors.ts';
-import type { Clock } from '../../../overlord/clock.ts';
-import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../../../overlord/host-runner.ts';
+import type { Clock } from '../../../overlord/edges/clock.ts';
+import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../../../overlord/edges/host-runner.ts';
 import { parseMachineRecord, type MachineRecord } from '../../../contracts/machine-record.ts';
 import type { Role } from '../../../contracts/roles.ts';
 import type { RenderedUnits } from '../../../contracts/step.ts';
-import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from '../../../overlord/store.ts';
+import type { Fence, KeyValue, Listing, PutEntry, PutOptions, Store, WatchEvent, WatchHandle, WatchListener } from '../../../overlord/edges/store.ts';
 
 export const flush = async (rounds = 5) => {
   for (let i = 0; i < rounds; i++) await new Promise<void>((r) => setImmediate(r));

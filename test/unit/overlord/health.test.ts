@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import { EtcdHealth, healthReport, leadershipHealth, observedStore } from '../../../overlord/health.ts';
-import { createLogger } from '../../../overlord/log.ts';
+import { EtcdHealth, healthReport, leadershipHealth, observedStore } from '../../../overlord/availability/health.ts';
+import { createLogger } from '../../../overlord/edges/log.ts';
 import { FakeClock, MemoryStore } from './fakes.ts';
 
 function logLines() {

@@ -1,17 +1,17 @@
 /**
- * Admitted identity is fixed (overlord/identity.ts, overlord/admitted-discovery.ts): the overlord deploys a
+ * Admitted identity is fixed (overlord/discovery/identity.ts, overlord/discovery/admitted-discovery.ts): the overlord deploys a
  * machine only at the address and with the host key it was admitted with, at addresses of the cluster's machines,
  * one machine an address. Fake etcd and machines placed at addresses (a command to an address reaches the
  * machine there, whatever id the overlord names); the real thing is test/adversarial/.
  */
 import { describe, expect, it } from 'vitest';
-import { admittedValue, machineAddresses } from '../../../overlord/identity.ts';
+import { admittedValue, machineAddresses } from '../../../overlord/discovery/identity.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { parseLedgerEntry } from '../../../contracts/ledger-entry.ts';
-import type { Logger } from '../../../overlord/log.ts';
-import { credentialsFile, type MachineCredentials } from '../../../overlord/machine-credentials.ts';
+import type { Logger } from '../../../overlord/edges/log.ts';
+import { credentialsFile, type MachineCredentials } from '../../../overlord/trust/machine-credentials.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
+import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/term.ts';
 import { readStatus } from '../../../overlord/status.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { syntheticHostKey, syntheticNonce } from '../../../localcloud/identities.ts';

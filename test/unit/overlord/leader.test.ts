@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { ExecOptions, HostRunner, HostTarget } from '../../../overlord/host-runner.ts';
+import type { ExecOptions, HostRunner, HostTarget } from '../../../overlord/edges/host-runner.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import { runLeader, stepDownAfterMs, validateLeaseTtl, type Leadership } from '../../../overlord/leader.ts';
+import { runLeader, stepDownAfterMs, validateLeaseTtl, type Leadership } from '../../../overlord/availability/leader.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
-import { silentLogger } from '../../../overlord/log.ts';
+import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { FakeElection } from './fake-election.ts';
 import { FakeClock, FakeMachines, fakeUnits, makeRecord, MemoryStore } from './fakes.ts';

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { beginDeployment, currentStep, machineFailed, MAX_ERROR_CHARS, parseLedgerEntry, stepDone, stepFailed, stepRetrying } from '../../../contracts/ledger-entry.ts';
-import { Ledger } from '../../../overlord/ledger.ts';
-import { stepsOf } from '../../../overlord/planner.ts';
+import { Ledger } from '../../../overlord/deploy/ledger.ts';
+import { stepsOf } from '../../../overlord/deploy/planner.ts';
 import { fakeUnits, makeRecord, MemoryStore } from './fakes.ts';
 
 const T0 = '2026-01-01T00:00:00.000Z';

@@ -1,11 +1,11 @@
 /**
- * Liveness from more than the lease (overlord/liveness.ts): a record kept alive by someone else's keepalives does
+ * Liveness from more than the lease (overlord/availability/liveness.ts): a record kept alive by someone else's keepalives does
  * not keep a dead machine in the cluster; the machine must answer over its pinned SSH connection. Fake clock,
  * etcd and machines.
  */
 import { describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import { runOverlord } from '../../../overlord/overlord.ts';
+import { runOverlord } from '../../../overlord/term.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 

@@ -1,11 +1,11 @@
 /**
- * Each machine's own discovery user (overlord/machine-credentials.ts), as data: what its role may touch,
+ * Each machine's own discovery user (overlord/trust/machine-credentials.ts), as data: what its role may touch,
  * and a password that differs per machine and per overlord secret. What etcd does with them is tested in
  * test/integration/discovery-trust.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import { credentialsFile, machinePassword, machineRole, machineUser } from '../../../overlord/machine-credentials.ts';
+import { credentialsFile, machinePassword, machineRole, machineUser } from '../../../overlord/trust/machine-credentials.ts';
 
 const keys = clusterKeys('demo');
 const ID = 'a'.repeat(32);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { clusterView, plan, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/planner.ts';
+import { clusterView, plan, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/deploy/planner.ts';
 import { fakeUnits, makeRecord } from './fakes.ts';
 
 const NOW = '2026-01-01T00:00:00.000Z';

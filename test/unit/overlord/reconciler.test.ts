@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
-import { silentLogger } from '../../../overlord/log.ts';
+import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/overlord.ts';
+import { runOverlord, type Overlord, type OverlordOptions } from '../../../overlord/term.ts';
 import { readStatus } from '../../../overlord/status.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 

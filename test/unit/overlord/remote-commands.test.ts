@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { daemonReload, journalExcerpt, parseUnitState, startUnit, unitState, writeFile, enableUnit } from '../../../overlord/remote-commands.ts';
-import { Semaphore } from '../../../overlord/semaphore.ts';
+import { daemonReload, journalExcerpt, parseUnitState, startUnit, unitState, writeFile, enableUnit } from '../../../overlord/edges/remote-commands.ts';
+import { Semaphore } from '../../../core/semaphore.ts';
 import { formatStatusTable, machineStatuses } from '../../../overlord/status.ts';
 import { beginDeployment, stepDone } from '../../../contracts/ledger-entry.ts';
 import { fakeUnits, makeRecord } from './fakes.ts';
-import { stepsOf } from '../../../overlord/planner.ts';
+import { stepsOf } from '../../../overlord/deploy/planner.ts';
 import type { NodeState } from '../../../overlord/kubernetes/node-states.ts';
 
 const user = { user: 'corekube' };

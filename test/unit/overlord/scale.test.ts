@@ -7,14 +7,14 @@
 import { describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
-import { Ledger } from '../../../overlord/ledger.ts';
-import { Discovery } from '../../../overlord/discovery.ts';
-import { silentLogger } from '../../../overlord/log.ts';
+import { Ledger } from '../../../overlord/deploy/ledger.ts';
+import { Discovery } from '../../../overlord/discovery/discovery.ts';
+import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine } from '../../../overlord/planner.ts';
+import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine } from '../../../overlord/deploy/planner.ts';
 import type { RenderedUnits } from '../../../contracts/step.ts';
-import { runOverlord } from '../../../overlord/overlord.ts';
-import { reserveSubnet, SubnetBook, type FlannelConfig } from '../../../overlord/subnets.ts';
+import { runOverlord } from '../../../overlord/term.ts';
+import { reserveSubnet, SubnetBook, type FlannelConfig } from '../../../overlord/pod-network/flannel.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 
 const NOW = '2026-01-01T00:00:00.000Z';

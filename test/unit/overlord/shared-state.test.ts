@@ -1,5 +1,5 @@
 /**
- * The overlord state shared with standbys (overlord/shared-state.ts): packing, sealing with the overlord
+ * The overlord state shared with standbys (overlord/trust/shared-state.ts): packing, sealing with the overlord
  * secret, refusing a wrong secret or a changed byte, and the publish/fetch edges over an in-memory store.
  * The real etcd with discovery's auth: test/integration/overlord-standby.test.ts.
  */
@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
-import { discoveryRbac } from '../../../overlord/discovery-auth.ts';
+import { discoveryRbac } from '../../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import {
   fetchSharedState,
@@ -24,7 +24,7 @@ import {
   stateFingerprint,
   unpackState,
   type StateFile,
-} from '../../../overlord/shared-state.ts';
+} from '../../../overlord/trust/shared-state.ts';
 import { FakeClock, flush, MemoryStore } from './fakes.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 

@@ -1,10 +1,10 @@
 /**
  * etcd refuses a request checked against an older auth revision ("revision of auth store is old") before
  * applying it — every user the overlord makes as it admits a machine bumps the revision. The store sends such a
- * request again (overlord/etcd-store.ts retryStaleAuth); anything else goes up at once.
+ * request again (overlord/edges/etcd-store.ts retryStaleAuth); anything else goes up at once.
  */
 import { describe, expect, it } from 'vitest';
-import { isStaleAuth, retryStaleAuth } from '../../../overlord/etcd-store.ts';
+import { isStaleAuth, retryStaleAuth } from '../../../overlord/edges/etcd-store.ts';
 
 const stale = () => new Error('3 INVALID_ARGUMENT: etcdserver: revision of auth store is old');
 

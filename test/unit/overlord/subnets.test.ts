@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import { candidates, flannelConfig, podNetwork, reservationValue, subnetCidr, subnetName } from '../../../overlord/subnets.ts';
+import { candidates, flannelConfig, podNetwork, reservationValue, subnetCidr, subnetName } from '../../../overlord/pod-network/flannel.ts';
 
 describe('flannel network config', () => {
   it('is the pod network with vxlan on port 8472 and the spec VNI', () => {

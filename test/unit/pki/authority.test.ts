@@ -1,10 +1,10 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
-import { CertificateAuthority, type MachinePki } from '../../../overlord/pki/authority.ts';
-import { CA_NAMES, certEntriesOf, machineCertName } from '../../../overlord/pki/catalog.ts';
-import { MemoryPkiStore } from '../../../overlord/pki/store.ts';
-import { isSignedBy, readCertificate, type CertificateInfo } from '../../../overlord/pki/x509.ts';
+import { CertificateAuthority, type MachinePki } from '../../../overlord/trust/pki/authority.ts';
+import { CA_NAMES, certEntriesOf, machineCertName } from '../../../overlord/trust/pki/catalog.ts';
+import { MemoryPkiStore } from '../../../overlord/trust/pki/store.ts';
+import { isSignedBy, readCertificate, type CertificateInfo } from '../../../overlord/trust/pki/x509.ts';
 import { DAY, manualClock, master1, master2, minion1, spec } from './fixtures.ts';
 
 /** Collects log lines as JSON, as pino would write them. */

@@ -7,7 +7,7 @@ import {
   machineProfiles,
   type CertEntry,
   type CertProfile,
-} from '../../../overlord/pki/catalog.ts';
+} from '../../../overlord/trust/pki/catalog.ts';
 import { PKI_FILES_BY_ROLE } from '../../../units/pki-paths.ts';
 import { master1, master2, master3, minion1, minion2, spec } from './fixtures.ts';
 

@@ -1,9 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { findSecrets } from '../../../core/secrets.ts';
-import { CertificateAuthority, type DiscoveryPki, type MachinePki } from '../../../overlord/pki/authority.ts';
-import { CA_NAMES } from '../../../overlord/pki/catalog.ts';
-import { discoveryPkiFiles, machinePkiFiles } from '../../../overlord/pki/delivery.ts';
-import { MemoryPkiStore } from '../../../overlord/pki/store.ts';
+import { CertificateAuthority, type DiscoveryPki, type MachinePki } from '../../../overlord/trust/pki/authority.ts';
+import { CA_NAMES } from '../../../overlord/trust/pki/catalog.ts';
+import { discoveryPkiFiles, machinePkiFiles } from '../../../overlord/trust/pki/delivery.ts';
+import { MemoryPkiStore } from '../../../overlord/trust/pki/store.ts';
 import { PKI_PATHS } from '../../../units/pki-paths.ts';
 import { manualClock, master1, minion1, spec } from './fixtures.ts';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { findSecrets } from '../../../core/secrets.ts';
 import { parseYaml } from '../../../core/yaml.ts';
-import { embeddedKubeconfig, fileKubeconfig, renderKubeconfig } from '../../../overlord/pki/kubeconfig.ts';
+import { embeddedKubeconfig, fileKubeconfig, renderKubeconfig } from '../../../overlord/trust/pki/kubeconfig.ts';
 import { PKI_PATHS } from '../../../units/pki-paths.ts';
 
 // stand-in PEM bodies: the builder only base64-encodes them

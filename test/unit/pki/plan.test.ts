@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { machineProfiles, type CertProfile } from '../../../overlord/pki/catalog.ts';
-import { planIssuance, reasonToIssue, RENEW_BEFORE_MS, type CertFacts, type Existing } from '../../../overlord/pki/plan.ts';
+import { machineProfiles, type CertProfile } from '../../../overlord/trust/pki/catalog.ts';
+import { planIssuance, reasonToIssue, RENEW_BEFORE_MS, type CertFacts, type Existing } from '../../../overlord/trust/pki/plan.ts';
 import { DAY, master1, minion1, spec } from './fixtures.ts';
 
 const NOW = Date.parse('2026-11-21T22:00:00Z');

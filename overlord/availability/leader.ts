@@ -1,0 +1,265 @@
+import { setMaxListeners } from 'node:events';
+import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
+import { errorFields } from '../edges/log.ts';
+import { runOverlord, type Overlord, type OverlordOptions, type Ports } from '../term.ts';
+import type { Fence } from '../edges/store.ts';
+
+/**
+ * Leadership: any number of overlords run against one cluster; the one elected in etcd (etcd3's Election
+ * on a lease, keys.leaderCandidates; adapter: etcd-election.ts) deploys, the others stand by. Each won
+ * election is a TERM, and a term runs one overlord (runOverlord: ledger and discovery loaded afresh, so a
+ * new leader resumes from what the ledger says, whoever wrote it).
+ *
+ * Contract of a term:
+ * - Every ledger write (and TOFU host key record) carries the term's fence {key: the leader's election
+ *   key, createRevision}: etcd refuses it (E_NOT_LEADER) once that key is gone — its lease expired or was
+ *   revoked. A successor is elected only after that, so a deposed leader can never write after it.
+ * - The leader stops acting (no new step, every wait aborted, SSH commands abandoned) as soon as it can no
+ *   longer be sure of its lease, BEFORE etcd can expire it: when the lease is reported lost, when a fenced
+ *   write is refused, or when no renewal has been confirmed for `stepDownAfterMs` (2/3 of the TTL) counted
+ *   from when the request etcd last answered was SENT — etcd keeps the lease at least a TTL after it got
+ *   that request, so the leader is idle at least TTL/3 before a successor can exist.
+ * - Having stepped down it resigns (revokes its lease, retried while etcd is away: a standby takes over
+ *   at once rather than a TTL later) and campaigns again — behind the new leader, as a standby.
+ * A campaign that cannot reach etcd is retried with backoff, never a crash: the process keeps its state
+ * and leads again when etcd is back. Only a terminal error (credentials refused) ends `done` with it.
+ */
+export interface Term {
+  readonly fence: Fence;
+  /**
+   * Lower bound of etcd's last renewal of the lease, clock milliseconds: when the keepalive (or grant)
+   * request that etcd last answered was sent.
+   */
+  renewedAt(): number;
+  /** resolves (never rejects) with the reason once the lease is known to be gone */
+  readonly lost: Promise<string>;
+  /** revokes the lease (its key disappears at once); throws E_ETCD when etcd does not answer — call again */
+  resign(): Promise<void>;
+}
+
+/** The seam to etcd's election: etcd-election.ts over etcd3; unit tests use an in-memory one. */
+export interface LeaderElection {
+  /**
+   * Campaigns as `candidate` under a lease of `ttlSeconds` and resolves once elected. Rejects with E_ETCD
+   * (retryable) when etcd cannot be reached, or with the signal's reason when it aborts (the candidacy is
+   * withdrawn then).
+   */
+  campaign(candidate: string, ttlSeconds: number, signal: AbortSignal): Promise<Term>;
+  /** the id of the current leader, null when none */
+  leader(): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+export type Role = 'standby' | 'leader' | 'stopped';
+
+export const DEFAULT_LEASE_TTL_SECONDS = 10;
+export const MIN_LEASE_TTL_SECONDS = 2;
+export const MAX_LEASE_TTL_SECONDS = 300;
+
+/** How long without a confirmed renewal the leader keeps acting: 2/3 of the TTL (see the contract above). */
+export function stepDownAfterMs(ttlSeconds: number): number {
+  return Math.floor((ttlSeconds * 1000 * 2) / 3);
+}
+
+export interface LeaderOptions {
+  /** this overlord's id: the election value, shown by `corekube status` and /healthz */
+  readonly id: string;
+  readonly election: LeaderElection;
+  /** default DEFAULT_LEASE_TTL_SECONDS; a standby takes over at most this long after the leader vanished */
+  readonly leaseTtlSeconds?: number;
+  /** what each term runs; the term adds its own signal and fence */
+  readonly overlord: Omit<OverlordOptions, 'signal' | 'fence'>;
+  /** abort = stop: the leader stops its overlord and resigns, a standby withdraws */
+  readonly signal?: AbortSignal;
+  /** between failed campaigns (etcd unreachable) */
+  readonly campaignBackoffMs?: { readonly initial: number; readonly max: number };
+  readonly onRoleChange?: (role: Role) => void;
+}
+
+export interface Leadership {
+  readonly id: string;
+  readonly leaseTtlSeconds: number;
+  role(): Role;
+  /** the current term's fence; undefined while standing by */
+  fence(): Fence | undefined;
+  /** the current term's overlord; undefined while standing by or starting */
+  overlord(): Overlord | undefined;
+  /** terms won so far */
+  terms(): number;
+  /** resolves once stopped; rejects with a terminal error (e.g. etcd refused the credentials) */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function validateLeaseTtl(ttl: number): number {
+  if (!Number.isInteger(ttl) || ttl < MIN_LEASE_TTL_SECONDS || ttl > MAX_LEASE_TTL_SECONDS) {
+    throw new CorekubeError('E_USAGE', `the lease TTL must be a whole number of seconds from ${MIN_LEASE_TTL_SECONDS} to ${MAX_LEASE_TTL_SECONDS}, got ${ttl}`, {
+      hint: `use --lease-ttl ${DEFAULT_LEASE_TTL_SECONDS}: a standby takes over at most that long after the leader is gone`,
+    });
+  }
+  return ttl;
+}
+
+export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
+  const ttl = validateLeaseTtl(options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
+  const { clock, log } = ports;
+  const backoff = options.campaignBackoffMs ?? { initial: 500, max: 5_000 };
+  const stopping = new AbortController();
+  setMaxListeners(0, stopping.signal);
+  const onOuterAbort = () => stopping.abort(options.signal?.reason);
+  if (options.signal?.aborted) onOuterAbort();
+  else options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  let role: Role = 'standby';
+  let fence: Fence | undefined;
+  let current: Overlord | undefined;
+  let terms = 0;
+  /** revocations of past terms' leases still being retried (awaited on stop) */
+  const resigning = new Set<Promise<void>>();
+  const setRole = (next: Role) => {
+    if (role === next) return;
+    role = next;
+    options.onRoleChange?.(next);
+  };
+
+  /** Revokes a past term's lease, retrying while etcd is away, for at most a few TTLs. */
+  const resign = (term: Term): Promise<void> => {
+    const started = clock.now();
+    const attempt = async (): Promise<void> => {
+      let delay = backoff.initial;
+      for (;;) {
+        try {
+          await term.resign();
+          log.info({ event: 'leader.resigned', fence: term.fence.key }, 'resigned: the lease is revoked');
+          return;
+        } catch (err) {
+          // past a few TTLs the lease has expired on its own (an etcd restart extends leases by one TTL)
+          if (clock.now() - started > 3 * ttl * 1000 || stopping.signal.aborted) return;
+          log.debug({ event: 'leader.resign-retry', nextRetryMs: delay, ...errorFields(err) }, 'revoking the old lease failed; retrying');
+          await clock.sleep(delay, stopping.signal).catch(() => undefined);
+          delay = Math.min(backoff.max, delay * 2);
+        }
+      }
+    };
+    const p = attempt().finally(() => resigning.delete(p));
+    resigning.add(p);
+    return p;
+  };
+
+  /** Resolves with how long the lease went unconfirmed once that reaches stepDownAfterMs. */
+  const leaseDoubt = async (term: Term, signal: AbortSignal): Promise<number> => {
+    const limit = stepDownAfterMs(ttl);
+    for (;;) {
+      const silent = clock.now() - term.renewedAt();
+      if (silent >= limit) return silent;
+      await clock.sleep(limit - silent, signal);
+    }
+  };
+
+  const leadTerm = async (term: Term): Promise<void> => {
+    const termAbort = new AbortController();
+    setMaxListeners(0, termAbort.signal);
+    let reason: CorekubeError | undefined;
+    const stepDown = (why: CorekubeError) => {
+      if (termAbort.signal.aborted) return;
+      reason = why;
+      fence = undefined;
+      setRole(stopping.signal.aborted ? 'stopped' : 'standby');
+      const fields = { event: 'leader.stepping-down', term: terms, fence: term.fence.key, ...errorFields(why) };
+      if (why.code === 'E_NOT_LEADER') log.warn(fields, `stepping down: ${why.message}; no new step, waits aborted`);
+      else log.info(fields, 'stepping down: the overlord stops');
+      termAbort.abort(why);
+    };
+    const onStop = () => stepDown(new CorekubeError('E_INTERNAL', 'the overlord is stopping', { hint: 'a standby takes over' }));
+
+    fence = term.fence;
+    setRole('leader');
+    log.info({ event: 'leader.elected', id: options.id, term: terms, fence: term.fence.key, leaseTtlSeconds: ttl }, `elected leader (term ${terms}): deploying`);
+    stopping.signal.addEventListener('abort', onStop, { once: true });
+    if (stopping.signal.aborted) onStop();
+    leaseDoubt(term, termAbort.signal).then(
+      (silentMs) =>
+        stepDown(
+          new CorekubeError('E_NOT_LEADER', `no lease renewal confirmed for ${silentMs} ms (lease TTL ${ttl} s): etcd may expire the lease soon`, {
+            hint: 'check that etcd is reachable from the overlord; a standby takes over if it expires',
+          }),
+        ),
+      () => undefined,
+    );
+    void term.lost.then((why) => stepDown(new CorekubeError('E_NOT_LEADER', `the leader lease is lost: ${why}`, { hint: 'a standby takes over; this overlord campaigns again' })));
+
+    try {
+      const overlord = await runOverlord(ports, { ...options.overlord, signal: termAbort.signal, fence: () => term.fence });
+      current = overlord;
+      await overlord.done;
+    } catch (err) {
+      const e = asCorekubeError(err);
+      if (!termAbort.signal.aborted) {
+        stepDown(e);
+        if (e.code !== 'E_NOT_LEADER') throw e;
+      }
+    } finally {
+      current = undefined;
+      stopping.signal.removeEventListener('abort', onStop);
+    }
+    log.info({ event: 'leader.stepped-down', term: terms, reason: reason?.message }, 'stepped down: the overlord of this term has stopped');
+    void resign(term);
+  };
+
+  const loop = async (): Promise<void> => {
+    let delay = backoff.initial;
+    while (!stopping.signal.aborted) {
+      let term: Term;
+      try {
+        log.info({ event: 'leader.campaign', id: options.id, leaseTtlSeconds: ttl }, 'standing by: campaigning for the lead');
+        term = await options.election.campaign(options.id, ttl, stopping.signal);
+      } catch (err) {
+        if (stopping.signal.aborted) break;
+        const e = asCorekubeError(err, 'E_ETCD');
+        if (!e.retryable) throw e;
+        log.warn({ event: 'leader.campaign-failed', nextRetryMs: delay, ...errorFields(e) }, 'campaigning failed; retrying');
+        await clock.sleep(delay, stopping.signal).catch(() => undefined);
+        delay = Math.min(backoff.max, delay * 2);
+        continue;
+      }
+      delay = backoff.initial;
+      terms++;
+      await leadTerm(term);
+    }
+  };
+
+  let resolveDone!: () => void;
+  let rejectDone!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  done.catch(() => undefined);
+  const finished = loop()
+    .then(
+      () => undefined,
+      (err: unknown) => err,
+    )
+    .then(async (err) => {
+      setRole('stopped');
+      fence = undefined;
+      options.signal?.removeEventListener('abort', onOuterAbort);
+      await Promise.allSettled([...resigning]);
+      if (err === undefined) resolveDone();
+      else rejectDone(err);
+    });
+
+  return {
+    id: options.id,
+    leaseTtlSeconds: ttl,
+    role: () => role,
+    fence: () => fence,
+    overlord: () => current,
+    terms: () => terms,
+    done,
+    stop: async () => {
+      if (!stopping.signal.aborted) stopping.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
+      await finished;
+    },
+  };
+}

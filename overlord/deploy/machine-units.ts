@@ -1,0 +1,41 @@
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
+import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../../units/index.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { ClusterView } from './planner.ts';
+import type { RenderedUnits } from '../../contracts/step.ts';
+import type { RemoteFile } from '../../contracts/step.ts';
+
+/**
+ * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's
+ * units name every announced master (its etcd member joins one initial cluster); a minion's name the
+ * deployed masters (the API it joins — the planner holds minions until one exists). TLS files sit at
+ * PKI_PATHS; the PKI room delivers them. A throw (e.g. no deployed master yet) fails only that machine,
+ * and only once the planner's gates let it run.
+ *
+ * `machineFiles` adds files of the machine's own to its write-units step — its certificates and keys
+ * (overlord/trust/machine-pki.ts MachinePkiFiles.filesFor). They are part of the hash, so re-issued certificates
+ * redeploy the machine like changed units do.
+ */
+export interface UnitsWiring {
+  readonly machineFiles?: (record: MachineRecord, view: ClusterView) => readonly RemoteFile[];
+  /**
+   * true: a machine that runs a kubelet is deployed once its Node is Ready (the `node-ready` step, which needs
+   * the overlord's Kubernetes side); false (default): the units alone — an overlord without the cluster's PKI
+   * cannot reach the API.
+   */
+  readonly nodeReady?: boolean;
+}
+
+export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
+  return (record, view) => {
+    const masters = record.role === 'master' ? view.masters : view.deployedMasters;
+    const units = renderUnits(
+      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
+    );
+    const { node, ...withoutNode } = units;
+    const rendered = wiring.nodeReady && node !== undefined ? units : withoutNode;
+    if (!wiring.machineFiles) return rendered;
+    const files = [...rendered.files, ...wiring.machineFiles(record, view)];
+    return { ...rendered, files, hash: hashFiles(files) };
+  };
+}

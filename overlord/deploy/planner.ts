@@ -1,0 +1,195 @@
+import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { Role } from '../../contracts/roles.ts';
+import type { RenderedUnits, Step, StepId } from '../../contracts/step.ts';
+
+/**
+ * The planner: PURE. `plan(desired, observed)` says, for every announced machine, what is left to do —
+ * deterministic, and safe to apply twice (every step is idempotent; a start step checks the unit first).
+ *
+ * Rules, in order of precedence (each is a test in test/unit/overlord/planner.test.ts):
+ * 1. Steps of a machine: write-units → daemon-reload → start each unit in the order units/ gives
+ *    (the download oneshot first, `until: exited`, then services `until: active`) → node-ready, when the
+ *    machine runs a kubelet (its Node registered, with its pod subnet, Ready).
+ * 2. Units that do not render: the machine fails (terminal) with the reason; nothing runs.
+ * 3. No ledger entry, or a different units hash (templates changed): every step, from the start.
+ * 4. A new boot (bootId differs from the ledger's): the steps not done plus every start step again —
+ *    files and unit definitions survive a reboot, but only enabled units come back by themselves, and each
+ *    start step checks the unit before starting it, so units that did come back are not touched.
+ * 5. Failed, same boot, same hash: retryable failures (SSH, etcd) are planned again (the reconciler adds
+ *    the backoff); terminal ones stay failed until rule 3 or 4 applies or an operator deletes the entry.
+ * 6. Deploying, same boot, same hash (an overlord stopped mid-deploy): the steps not done, in order; the
+ *    step that was in flight is redone (start steps check first).
+ * 7. Deployed, same boot, same hash: nothing.
+ * Gates (a machine with work to do — or units that do not render yet — waits instead):
+ * 8. Masters wait until `expectedMasters` master records have announced (their etcd members form one
+ *    initial cluster, rendered from every master's address).
+ * 9. Minions wait until at least one master has been deployed (its API is up) and no master is being
+ *    deployed (new, rebooted or changed): a minion renders against the deployed masters, so starting it
+ *    while the second of three masters deploys would redeploy it when that master is done.
+ * Order: masters first, then minions, each by id.
+ */
+export type DesiredMachine =
+  | { readonly record: MachineRecord; readonly units: RenderedUnits }
+  | { readonly record: MachineRecord; readonly renderError: string };
+
+/** What units/ needs to know of the cluster beyond the machine itself. */
+export interface ClusterView {
+  /** every announced master with a valid record, by id: a master's etcd initial cluster */
+  readonly masters: readonly MachineRecord[];
+  /** the announced masters that have been deployed (ledger `deployedAt`), by id: what minions talk to */
+  readonly deployedMasters: readonly MachineRecord[];
+}
+
+/** PURE: the view every machine's units are rendered against. */
+export function clusterView(records: Iterable<MachineRecord>, ledger: ReadonlyMap<string, LedgerEntry>): ClusterView {
+  const masters = [...records].filter((r) => r.role === 'master').sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { masters, deployedMasters: masters.filter((m) => (ledger.get(m.id)?.deployedAt ?? null) !== null) };
+}
+
+export interface Desired {
+  readonly machines: readonly DesiredMachine[];
+  /** masters of the initial cluster: masters deploy once this many have announced */
+  readonly expectedMasters: number;
+}
+
+export interface Observed {
+  readonly ledger: ReadonlyMap<string, LedgerEntry>;
+}
+
+export type DeployReason = 'new' | 'units-changed' | 'reboot' | 'retry' | 'resume';
+
+interface PlanBase {
+  readonly id: string;
+  readonly role: Role;
+}
+
+export type MachinePlan =
+  | (PlanBase & {
+      readonly action: 'deploy';
+      readonly reason: DeployReason;
+      /** what is left, in order */
+      readonly steps: readonly Step[];
+      /** every step of the machine's units, in order (the ledger's `plan`) */
+      readonly stepIds: readonly StepId[];
+      readonly unitsHash: string;
+    })
+  | (PlanBase & { readonly action: 'wait'; readonly reason: string })
+  | (PlanBase & { readonly action: 'fail'; readonly reason: string })
+  | (PlanBase & { readonly action: 'none'; readonly state: 'deployed' | 'failed' });
+
+/** The steps of one machine's units, in order. */
+export function stepsOf(units: RenderedUnits): Step[] {
+  return [
+    { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
+    { kind: 'daemon-reload', id: 'daemon-reload' },
+    ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until })),
+    ...(units.node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node: units.node } as const]),
+  ];
+}
+
+export function plan(desired: Desired, observed: Observed): MachinePlan[] {
+  const machines = [...desired.machines].sort((a, b) => rank(a.record) - rank(b.record) || (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0));
+  const gates = planGates(
+    machines.filter((m) => m.record.role === 'master'),
+    desired.expectedMasters,
+    observed,
+  );
+  return machines.map((m) => planGated(m, gates, observed));
+}
+
+/**
+ * PURE: one machine's plan, equal to `plan(desired, observed).find(p => p.id === machine.record.id)` but at
+ * the cost of planning it and the masters (`masters`: every announced master, the machine itself included
+ * when it is one) — what the reconciler needs when a queued machine gets its slot, without planning a
+ * thousand others again.
+ */
+export function planMachine(machine: DesiredMachine, masters: readonly DesiredMachine[], expectedMasters: number, observed: Observed): MachinePlan {
+  return planGated(machine, planGates(masters, expectedMasters, observed), observed);
+}
+
+/** What the gates (rules 8 and 9) need to know of the masters: `plan` = planGates once, then planGated each. */
+export interface Gates {
+  readonly expectedMasters: number;
+  readonly announcedMasters: number;
+  readonly masterDeployed: boolean;
+  readonly mastersBusy: boolean;
+}
+
+/** PURE: the gates, from every announced master. */
+export function planGates(masters: readonly DesiredMachine[], expectedMasters: number, observed: Observed): Gates {
+  const plans = masters.map((m) => planOneMemo(m, observed.ledger.get(m.record.id) ?? null));
+  return {
+    expectedMasters,
+    announcedMasters: plans.length,
+    masterDeployed: plans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
+    mastersBusy: plans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
+  };
+}
+
+/** PURE: one machine's plan under the gates. */
+export function planGated(machine: DesiredMachine, gates: Gates, observed: Observed): MachinePlan {
+  return gated(planOneMemo(machine, observed.ledger.get(machine.record.id) ?? null), gates);
+}
+
+function gated(p: MachinePlan, g: Gates): MachinePlan {
+  if (p.action !== 'deploy' && p.action !== 'fail') return p;
+  const reason = gateReason(p.role, g);
+  return reason === undefined ? p : { id: p.id, role: p.role, action: 'wait', reason };
+}
+
+/** PURE: why a machine of this role with work to do must wait (rules 8 and 9), or undefined when it need not. */
+export function gateReason(role: Role, g: Gates): string | undefined {
+  if (role === 'master' && g.announcedMasters < g.expectedMasters) return `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)`;
+  if (role === 'minion' && !g.masterDeployed) return 'waiting for a master to be deployed';
+  if (role === 'minion' && g.mastersBusy) return 'waiting for the masters being deployed';
+  return undefined;
+}
+
+/**
+ * PURE: the plan of a machine that has no ledger entry yet, when its role's gate is closed: it waits, and
+ * its units need not be rendered to know it (a thousand minions announcing before any master is deployed
+ * cost no render). Undefined when the machine must be planned with its units (planGated).
+ */
+export function planUnrendered(record: MachineRecord, gates: Gates, observed: Observed): MachinePlan | undefined {
+  if (observed.ledger.has(record.id)) return undefined;
+  const reason = gateReason(record.role, gates);
+  return reason === undefined ? undefined : { id: record.id, role: record.role, action: 'wait', reason };
+}
+
+/**
+ * planOne is a pure function of two immutable values — the desired machine (the reconciler keeps one
+ * object per record and render) and its ledger entry (frozen, replaced on every write) — so its result is
+ * kept per pair: a pass over a thousand machines of which two changed plans two.
+ */
+const memo = new WeakMap<DesiredMachine, { readonly entry: LedgerEntry | null; readonly plan: MachinePlan }>();
+
+function planOneMemo(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
+  const hit = memo.get(m);
+  if (hit && hit.entry === entry) return hit.plan;
+  const p = Object.freeze(planOne(m, entry));
+  memo.set(m, { entry, plan: p });
+  return p;
+}
+
+function rank(r: MachineRecord): number {
+  return r.role === 'master' ? 0 : 1;
+}
+
+function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
+  const base = { id: m.record.id, role: m.record.role };
+  if ('renderError' in m) {
+    const recorded = entry?.state === 'failed' && entry.error === m.renderError && entry.bootId === m.record.bootId;
+    return recorded ? { ...base, action: 'none', state: 'failed' } : { ...base, action: 'fail', reason: m.renderError };
+  }
+  const steps = stepsOf(m.units);
+  const stepIds = steps.map((s) => s.id);
+  const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash });
+  if (entry === null) return deploy('new', steps);
+  if (entry.unitsHash !== m.units.hash) return deploy('units-changed', steps);
+  const notDone = (s: Step) => entry.steps[s.id]?.state !== 'done';
+  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start' || s.kind === 'node-ready'));
+  if (entry.state === 'failed') return entry.retryable ? deploy('retry', steps.filter(notDone)) : { ...base, action: 'none', state: 'failed' };
+  if (entry.state === 'deployed') return { ...base, action: 'none', state: 'deployed' };
+  return deploy('resume', steps.filter(notDone));
+}

@@ -1,0 +1,92 @@
+import { CorekubeError, asCorekubeError } from '../../core/errors.ts';
+import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
+import { DISCOVERY_CLIENT_PATHS } from '../../units/pki-paths.ts';
+import { errorFields, type Logger } from '../edges/log.ts';
+import type { MachineCredentials } from './machine-credentials.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
+import type { CertificateAuthority } from './pki/authority.ts';
+import { masterIpsOf, type CatalogOptions } from './pki/catalog.ts';
+import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
+import type { ClusterView } from '../deploy/planner.ts';
+import type { RemoteFile } from '../../contracts/step.ts';
+
+/**
+ * Each machine's PKI files, ready when its units are rendered. Issuing is asynchronous (WebCrypto), but a
+ * machine's units are rendered synchronously in the reconciler's pass, so the work is split:
+ * - `prepare(records)` (async) issues — or reuses from the PKI store — every announced machine's
+ *   certificates for the current set of machines, and keeps its files;
+ * - `filesFor(record, view)` (sync) returns them when the units are rendered.
+ * runOverlord's `prepareMachines` runs `prepare` before the reconciler sees a change of the machines, so
+ * `filesFor` always finds the files for the very record and masters the units are rendered for.
+ *
+ * The files (overlord/trust/pki/delivery.ts machinePkiFiles: CA certificates, the machine's own pairs, keys 0600,
+ * never a CA key) are carried by the machine's write-units step, so they are part of the units hash: a
+ * re-issued certificate (a new master changes every API server cert's SANs) redeploys the machine. Added to
+ * them, for the machine's access to discovery (units/pki-paths.ts DISCOVERY_CLIENT_PATHS): the discovery CA,
+ * and the machine's own discovery etcd user (0600; overlord/trust/machine-credentials.ts).
+ *
+ * Certificates are checked for renewal when a machine's record or the masters change, and at every start
+ * of the overlord (a pair expiring within 30 days is re-issued then).
+ */
+export interface MachinePkiOptions {
+  readonly authority: CertificateAuthority;
+  readonly spec: ClusterSpec;
+  /** the discovery CA certificate (PEM) */
+  readonly discoveryCa: string;
+  /** each machine's own discovery etcd user (its credentials file) */
+  readonly credentials: Pick<MachineCredentials, 'fileFor'>;
+  readonly log: Logger;
+  readonly catalog?: CatalogOptions;
+}
+
+type Prepared = { readonly key: string; readonly files: readonly RemoteFile[] } | { readonly key: string; readonly error: CorekubeError };
+
+export class MachinePkiFiles {
+  private readonly prepared = new Map<string, Prepared>();
+  private readonly shared: readonly RemoteFile[];
+
+  constructor(private readonly options: MachinePkiOptions) {
+    this.shared = Object.freeze([Object.freeze({ path: DISCOVERY_CLIENT_PATHS.ca, content: options.discoveryCa, mode: CERT_MODE })]);
+  }
+
+  /**
+   * Issues what the machines in `records` lack (idempotent: a machine whose record and masters did not change
+   * is skipped without touching the store). A machine whose PKI cannot be issued keeps the error, which
+   * `filesFor` throws: the reconciler then fails that machine with the reason.
+   */
+  async prepare(records: readonly MachineRecord[]): Promise<void> {
+    const masterIps = masterIpsOf(records);
+    const ids = new Set(records.map((r) => r.id));
+    for (const id of this.prepared.keys()) if (!ids.has(id)) this.prepared.delete(id);
+    for (const record of records) {
+      const key = keyOf(record, masterIps);
+      if (this.prepared.get(record.id)?.key === key) continue;
+      try {
+        const pki = await this.options.authority.issueFor(this.options.spec, records, record, this.options.catalog);
+        this.prepared.set(record.id, Object.freeze({ key, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
+      } catch (err) {
+        const e = asCorekubeError(err, 'E_PKI');
+        this.options.log.error({ event: 'pki.machine-failed', machine: record.id, hostname: record.hostname, ...errorFields(e) }, 'cannot issue the machine\'s certificates');
+        this.prepared.set(record.id, Object.freeze({ key, error: e }));
+      }
+    }
+  }
+
+  /** The files of one machine, for the masters of `view`; throws when `prepare` did not cover them. */
+  filesFor(record: MachineRecord, view: ClusterView): readonly RemoteFile[] {
+    const entry = this.prepared.get(record.id);
+    const key = keyOf(record, masterIpsOf(view.masters));
+    if (entry === undefined || entry.key !== key) {
+      throw new CorekubeError('E_INTERNAL', `the PKI of machine ${record.id} was not prepared for its current record and masters`, {
+        hint: 'runOverlord must be given prepareMachines (the MachinePkiFiles prepare) together with these files',
+      });
+    }
+    if ('error' in entry) throw entry.error;
+    return entry.files;
+  }
+}
+
+/** What a machine's certificates depend on: its identity, its address and name, and (masters) every master IP. */
+function keyOf(record: MachineRecord, masterIps: readonly string[]): string {
+  return JSON.stringify([record.id, record.role, record.ip, record.hostname, record.role === 'master' ? masterIps : []]);
+}

@@ -1,0 +1,328 @@
+import { CorekubeError } from '../../../core/errors.ts';
+import type { ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
+import type { MachineRecord } from '../../../contracts/machine-record.ts';
+import type { Role } from '../../../contracts/roles.ts';
+import {
+  adminProfile,
+  CA_KINDS,
+  CA_NAMES,
+  caCommonName,
+  discoveryProfiles,
+  holdsServiceAccountKey,
+  machineProfiles,
+  SERVICE_ACCOUNT_NAME,
+  type CaKind,
+  type CatalogOptions,
+  type CertEntry,
+  type CertProfile,
+} from './catalog.ts';
+import { planIssuance, RENEW_BEFORE_MS, type Existing, type IssueReason } from './plan.ts';
+import type { PkiStore } from './store.ts';
+import {
+  createCaCertificate,
+  generateKeyPair,
+  importPrivateKey,
+  privateKeyPem,
+  publicKeyId,
+  publicKeyPem,
+  readCertificate,
+  signCertificate,
+  type KeyPairHandle,
+  type Signer,
+} from './x509.ts';
+
+/**
+ * The overlord's certificate authority: the edge that turns the catalog's profiles and the plan's decisions
+ * into keys and certificates in the PkiStore. Idempotent: each CA is made once and reused for ever (also by a
+ * restarted overlord); a leaf is issued only when the plan says so (missing, expiring within 30 days, or its
+ * subject/SANs/usage/issuer changed). Calls are serialised, so concurrent deploys never make two CAs.
+ *
+ * Logs carry names, reasons, serials and dates — never key or certificate content.
+ */
+export const CA_VALIDITY_MS = 3650 * 24 * 3600 * 1000;
+export const LEAF_VALIDITY_MS = 365 * 24 * 3600 * 1000;
+/** notBefore is backdated so a machine whose clock is a little behind the overlord's accepts a new cert */
+export const BACKDATE_MS = 5 * 60 * 1000;
+
+export interface Clock {
+  now(): number;
+}
+
+/** The slice of a pino logger the PKI uses. */
+export interface PkiLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface AuthorityOptions {
+  readonly store: PkiStore;
+  readonly clock: Clock;
+  /** cluster name, in each CA's subject */
+  readonly cluster: string;
+  readonly log?: PkiLog;
+  /**
+   * false: a missing CA is an error instead of being made (tools such as `corekube kubeconfig`, which must use
+   * the cluster's existing CA or nothing)
+   */
+  readonly createCas?: boolean;
+}
+
+export interface IssuedPair {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface Issued {
+  readonly name: string;
+  readonly reason: IssueReason;
+  readonly serialNumber: string;
+  readonly notAfter: string;
+}
+
+export interface CaCertificate {
+  readonly kind: CaKind;
+  readonly cert: string;
+  /** subject key id (hex) */
+  readonly keyId: string;
+}
+
+/** What one machine receives: the CA certificates, its own pairs and (masters) the service-account key. */
+export interface MachinePki {
+  readonly machineId: string;
+  readonly role: Role;
+  readonly clusterCa: string;
+  readonly etcdCa: string;
+  readonly frontProxyCa: string;
+  readonly pairs: Readonly<Partial<Record<CertEntry, IssuedPair>>>;
+  readonly serviceAccount: { readonly publicKey: string; readonly privateKey: string } | undefined;
+  /** what this call issued (empty when everything was current) */
+  readonly issued: readonly Issued[];
+}
+
+export interface DiscoveryPki {
+  readonly ca: string;
+  readonly server: IssuedPair;
+  /** the overlord's own client cert for discovery (CN=root); stays on the overlord */
+  readonly overlordClient: IssuedPair;
+  readonly issued: readonly Issued[];
+}
+
+export interface AdminPki {
+  readonly ca: string;
+  readonly client: IssuedPair;
+  readonly issued: readonly Issued[];
+}
+
+interface LoadedCa extends CaCertificate {
+  readonly key: KeyPairHandle;
+}
+
+const silent: PkiLog = { info: () => undefined, warn: () => undefined };
+
+export class CertificateAuthority {
+  private readonly store: PkiStore;
+  private readonly clock: Clock;
+  private readonly cluster: string;
+  private readonly log: PkiLog;
+  private readonly createCas: boolean;
+  private readonly cas = new Map<CaKind, LoadedCa>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: AuthorityOptions) {
+    this.store = options.store;
+    this.clock = options.clock;
+    this.cluster = options.cluster;
+    this.log = options.log ?? silent;
+    this.createCas = options.createCas ?? true;
+  }
+
+  /** The CA of `kind`, made on first use and read back from the store ever after. */
+  ensureCa(kind: CaKind): Promise<CaCertificate> {
+    return this.exclusive(async () => publicCa(await this.loadCa(kind)));
+  }
+
+  /** The service-account signing key pair (PEM), made once. */
+  ensureServiceAccountKey(): Promise<{ publicKey: string; privateKey: string }> {
+    return this.exclusive(() => this.loadServiceAccountKey());
+  }
+
+  /** Ensures every profile has a current pair; returns them by profile name. */
+  ensure(profiles: readonly CertProfile[]): Promise<{ pairs: ReadonlyMap<string, IssuedPair>; issued: readonly Issued[] }> {
+    return this.exclusive(() => this.ensureProfiles(profiles));
+  }
+
+  /**
+   * One machine's PKI, issuing what is missing or stale. `machines` are all current records: the API server
+   * cert of a master names every master, so a new master re-issues the others' on their next call.
+   */
+  issueFor(spec: ClusterSpec, machines: readonly MachineRecord[], machine: MachineRecord, options: CatalogOptions = {}): Promise<MachinePki> {
+    return this.exclusive(async () => {
+      const profiles = machineProfiles(spec, machines, machine, options);
+      const { pairs, issued } = await this.ensureProfiles(profiles);
+      const byEntry: Partial<Record<CertEntry, IssuedPair>> = {};
+      for (const p of profiles) {
+        if (p.owner.kind === 'machine') byEntry[p.owner.entry] = pairs.get(p.name)!;
+      }
+      const [cluster, etcd, frontProxy] = [await this.loadCa('cluster'), await this.loadCa('etcd'), await this.loadCa('front-proxy')];
+      return Object.freeze({
+        machineId: machine.id,
+        role: machine.role,
+        clusterCa: cluster.cert,
+        etcdCa: etcd.cert,
+        frontProxyCa: frontProxy.cert,
+        pairs: Object.freeze(byEntry),
+        serviceAccount: holdsServiceAccountKey(machine.role) ? await this.loadServiceAccountKey() : undefined,
+        issued,
+      });
+    });
+  }
+
+  /** First boot: discovery's CA, its server cert and the overlord's root client cert. */
+  ensureDiscovery(spec: ClusterSpec): Promise<DiscoveryPki> {
+    return this.exclusive(async () => {
+      const [server, client] = discoveryProfiles(spec) as [CertProfile, CertProfile];
+      const { pairs, issued } = await this.ensureProfiles([server, client]);
+      return Object.freeze({ ca: (await this.loadCa('discovery')).cert, server: pairs.get(server.name)!, overlordClient: pairs.get(client.name)!, issued });
+    });
+  }
+
+  /** The admin client cert (CN=admin, O=system:masters) for kubeconfigs. */
+  ensureAdmin(): Promise<AdminPki> {
+    return this.exclusive(async () => {
+      const profile = adminProfile();
+      const { pairs, issued } = await this.ensureProfiles([profile]);
+      return Object.freeze({ ca: (await this.loadCa('cluster')).cert, client: pairs.get(profile.name)!, issued });
+    });
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private validity(lifetimeMs: number): { notBefore: Date; notAfter: Date } {
+    const now = this.clock.now();
+    return { notBefore: new Date(now - BACKDATE_MS), notAfter: new Date(now + lifetimeMs) };
+  }
+
+  private async loadCa(kind: CaKind): Promise<LoadedCa> {
+    const cached = this.cas.get(kind);
+    if (cached) return cached;
+    const name = CA_NAMES[kind];
+    const [keyPem, certPem] = await Promise.all([this.store.read(`${name}.key`), this.store.read(`${name}.crt`)]);
+    if (keyPem === undefined && certPem !== undefined) {
+      throw new CorekubeError('E_PKI', `the ${kind} CA certificate ${name}.crt is stored but its key ${name}.key is not`, {
+        hint: `restore ${name}.key from the overlord's backup: machines trust this CA, so corekube will not replace it with a new one`,
+      });
+    }
+    let key: KeyPairHandle;
+    if (keyPem === undefined) {
+      if (!this.createCas) {
+        throw new CorekubeError('E_PKI', `there is no ${kind} CA in the PKI store`, {
+          hint: "point --pki-dir at the overlord's PKI directory (/var/lib/corekube/pki in the overlord container)",
+        });
+      }
+      key = await generateKeyPair();
+      await this.store.write(`${name}.key`, await privateKeyPem(key));
+    } else {
+      key = await importPrivateKey(keyPem, `${name}.key`);
+    }
+    const spki = await publicKeyId(key);
+    let cert = certPem;
+    let info = cert === undefined ? undefined : readCertificateOrUndefined(cert, `${name}.crt`);
+    if (cert === undefined || info === undefined || !info.isCa || info.publicKey !== spki) {
+      // a key without a (matching) certificate: a crash between the two writes, or a damaged file
+      cert = await createCaCertificate(key, caCommonName(this.cluster, kind), this.validity(CA_VALIDITY_MS));
+      await this.store.write(`${name}.crt`, cert);
+      info = readCertificate(cert, `${name}.crt`);
+      const event = keyPem === undefined ? 'pki.ca.created' : 'pki.ca.recertified';
+      this.log.info({ event, ca: kind, serialNumber: info.serialNumber, notAfter: new Date(info.notAfter).toISOString() }, `${kind} CA ${keyPem === undefined ? 'created' : 'certificate re-made from its stored key'}`);
+    }
+    if (info.notAfter - this.clock.now() < RENEW_BEFORE_MS) {
+      this.log.warn({ event: 'pki.ca.expiring', ca: kind, notAfter: new Date(info.notAfter).toISOString() }, `${kind} CA expires soon: rotate it by hand`);
+    }
+    const loaded: LoadedCa = Object.freeze({ kind, cert, keyId: info.subjectKeyId ?? '', key });
+    this.cas.set(kind, loaded);
+    return loaded;
+  }
+
+  private async loadServiceAccountKey(): Promise<{ publicKey: string; privateKey: string }> {
+    const name = `${SERVICE_ACCOUNT_NAME}.key`;
+    let privateKey = await this.store.read(name);
+    let key: KeyPairHandle;
+    if (privateKey === undefined) {
+      key = await generateKeyPair();
+      privateKey = await privateKeyPem(key);
+      await this.store.write(name, privateKey);
+      this.log.info({ event: 'pki.key.created', name: SERVICE_ACCOUNT_NAME }, 'service-account signing key created');
+    } else {
+      key = await importPrivateKey(privateKey, name);
+    }
+    return { publicKey: await publicKeyPem(key), privateKey };
+  }
+
+  private async ensureProfiles(profiles: readonly CertProfile[]): Promise<{ pairs: ReadonlyMap<string, IssuedPair>; issued: Issued[] }> {
+    const cas = new Map<CaKind, LoadedCa>();
+    for (const kind of new Set(profiles.map((p) => p.ca))) cas.set(kind, await this.loadCa(kind));
+
+    const stored = new Map<string, { cert?: string; key?: string; handle?: KeyPairHandle }>();
+    const existing = new Map<string, Existing>();
+    await Promise.all(
+      profiles.map(async (p) => {
+        const [key, cert] = await Promise.all([this.store.read(`${p.name}.key`), this.store.read(`${p.name}.crt`)]);
+        const handle = key === undefined ? undefined : await importPrivateKey(key, `${p.name}.key`).catch(() => {
+          this.log.warn({ event: 'pki.key.unreadable', name: p.name }, 'stored key is not readable: a new one will be made');
+          return undefined;
+        });
+        const facts = cert === undefined ? undefined : readCertificateOrUndefined(cert, `${p.name}.crt`);
+        stored.set(p.name, { ...(cert === undefined ? {} : { cert }), ...(handle === undefined ? {} : { key, handle }) });
+        existing.set(p.name, { cert: facts, keyPublicKey: handle === undefined ? undefined : await publicKeyId(handle) });
+      }),
+    );
+
+    const caKeyIds = Object.fromEntries(CA_KINDS.map((k) => [k, cas.get(k)?.keyId])) as Record<CaKind, string | undefined>;
+    const plan = planIssuance(profiles, existing, caKeyIds, this.clock.now());
+    const issued: Issued[] = [];
+    for (const { profile, reason, keepKey } of plan) {
+      const had = stored.get(profile.name)!;
+      let handle = keepKey ? had.handle : undefined;
+      let keyPem = keepKey ? had.key : undefined;
+      if (handle === undefined || keyPem === undefined) {
+        handle = await generateKeyPair();
+        keyPem = await privateKeyPem(handle);
+        // key first: a crash before the cert is written leaves a key whose cert no longer matches, which the
+        // next run re-issues (key-mismatch) for that key
+        await this.store.write(`${profile.name}.key`, keyPem);
+      }
+      const ca = cas.get(profile.ca)!;
+      const signer: Signer = { cert: ca.cert, key: ca.key };
+      const cert = await signCertificate(profile, handle.publicKey, signer, this.validity(LEAF_VALIDITY_MS));
+      await this.store.write(`${profile.name}.crt`, cert);
+      const info = readCertificate(cert, `${profile.name}.crt`);
+      const entry: Issued = Object.freeze({ name: profile.name, reason, serialNumber: info.serialNumber, notAfter: new Date(info.notAfter).toISOString() });
+      issued.push(entry);
+      stored.set(profile.name, { cert, key: keyPem, handle });
+      this.log.info({ event: 'pki.cert.issued', ...entry, ca: profile.ca, commonName: profile.commonName }, `issued ${profile.name} (${reason})`);
+    }
+
+    const pairs = new Map<string, IssuedPair>();
+    for (const p of profiles) {
+      const s = stored.get(p.name)!;
+      pairs.set(p.name, Object.freeze({ cert: s.cert!, key: s.key! }));
+    }
+    return { pairs, issued };
+  }
+}
+
+function publicCa(ca: LoadedCa): CaCertificate {
+  return Object.freeze({ kind: ca.kind, cert: ca.cert, keyId: ca.keyId });
+}
+
+function readCertificateOrUndefined(pem: string, what: string) {
+  try {
+    return readCertificate(pem, what);
+  } catch {
+    return undefined;
+  }
+}
