@@ -20,7 +20,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { Admission } from '../overlord/discovery/admission.ts';
-import { systemClock } from '../overlord/edges/clock.ts';
+import { systemClock } from '../core/clock.ts';
 import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from '../overlord/trust/discovery-auth.ts';
 import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
 import type { ExecResult, HostRunner, HostTarget } from '../overlord/edges/host-runner.ts';

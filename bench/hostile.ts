@@ -25,7 +25,7 @@ import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { systemClock } from '../overlord/edges/clock.ts';
+import { systemClock } from '../core/clock.ts';
 import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
 import type { HostRunner } from '../overlord/edges/host-runner.ts';
 import { clusterKeys } from '../contracts/keys.ts';

@@ -12,7 +12,7 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
-import { systemClock } from '../overlord/edges/clock.ts';
+import { systemClock } from '../core/clock.ts';
 import { createEtcdElection } from '../overlord/availability/etcd-election.ts';
 import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';

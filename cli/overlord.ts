@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { CorekubeError } from '../core/errors.ts';
 import { bootOverlord, type Booted } from '../overlord/trust/bootstrap.ts';
-import { systemClock } from '../overlord/edges/clock.ts';
+import { systemClock } from '../core/clock.ts';
 import { etcdHostKeys } from '../overlord/discovery/hostkeys.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/edges/log.ts';

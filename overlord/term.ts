@@ -1,5 +1,6 @@
 import { asCorekubeError, CorekubeError } from '../core/errors.ts';
-import type { Clock } from './edges/clock.ts';
+import type { Backoff } from '../core/retry.ts';
+import type { Clock } from '../core/clock.ts';
 import { Admission } from './discovery/admission.ts';
 import { AdmittedDiscovery } from './discovery/admitted-discovery.ts';
 import { Discovery } from './discovery/discovery.ts';
@@ -95,7 +96,7 @@ export interface OverlordOptions {
   readonly admission?: {
     readonly credentials: MachineCredentials;
     readonly concurrency?: number;
-    readonly backoffMs?: { readonly initial: number; readonly max: number };
+    readonly backoff?: Backoff;
     /** join requests tracked at once, and attempts a second (overlord/discovery/admission.ts) */
     readonly maxPending?: number;
     readonly rate?: { readonly perSecond: number; readonly burst: number };
@@ -202,7 +203,7 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
         ...(options.fence ? { fence: options.fence } : {}),
         ...(options.addresses ? { addresses: options.addresses } : {}),
         ...(a.concurrency ? { concurrency: a.concurrency } : {}),
-        ...(a.backoffMs ? { backoffMs: a.backoffMs } : {}),
+        ...(a.backoff ? { backoff: a.backoff } : {}),
         ...(a.maxPending ? { maxPending: a.maxPending } : {}),
         ...(a.rate ? { rate: a.rate } : {}),
       },

@@ -1,6 +1,6 @@
 import { Etcd3, Lease, type Campaign, type Election } from 'etcd3';
 import { CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import { etcdClientOptions, toEtcdError, type EtcdStoreOptions } from '../edges/etcd-store.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
 import type { LeaderElection, Term } from './leader.ts';

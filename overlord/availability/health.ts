@@ -1,5 +1,5 @@
 import { asCorekubeError, type CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { LeaderElection, Leadership, Role } from './leader.ts';
 import type { Logger } from '../edges/log.ts';
 import type { Store } from '../edges/store.ts';

@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
+import { BACKOFF, Backoffs, retry, type Backoff } from '../../core/retry.ts';
 import { errorFields } from '../edges/log.ts';
 import { runOverlord, type Overlord, type OverlordOptions, type Ports } from '../term.ts';
 import type { Fence } from '../edges/store.ts';
@@ -71,8 +72,8 @@ export interface LeaderOptions {
   readonly overlord: Omit<OverlordOptions, 'signal' | 'fence'>;
   /** abort = stop: the leader stops its overlord and resigns, a standby withdraws */
   readonly signal?: AbortSignal;
-  /** between failed campaigns (etcd unreachable) */
-  readonly campaignBackoffMs?: { readonly initial: number; readonly max: number };
+  /** between failed campaigns and resignations (etcd unreachable); default BACKOFF.election */
+  readonly backoff?: Backoff;
   readonly onRoleChange?: (role: Role) => void;
 }
 
@@ -103,7 +104,7 @@ export function validateLeaseTtl(ttl: number): number {
 export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
   const ttl = validateLeaseTtl(options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
   const { clock, log } = ports;
-  const backoff = options.campaignBackoffMs ?? { initial: 500, max: 5_000 };
+  const backoff = options.backoff ?? BACKOFF.election;
   const stopping = new AbortController();
   setMaxListeners(0, stopping.signal);
   const onOuterAbort = () => stopping.abort(options.signal?.reason);
@@ -125,23 +126,19 @@ export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
   /** Revokes a past term's lease, retrying while etcd is away, for at most a few TTLs. */
   const resign = (term: Term): Promise<void> => {
     const started = clock.now();
-    const attempt = async (): Promise<void> => {
-      let delay = backoff.initial;
-      for (;;) {
-        try {
-          await term.resign();
-          log.info({ event: 'leader.resigned', fence: term.fence.key }, 'resigned: the lease is revoked');
-          return;
-        } catch (err) {
-          // past a few TTLs the lease has expired on its own (an etcd restart extends leases by one TTL)
-          if (clock.now() - started > 3 * ttl * 1000 || stopping.signal.aborted) return;
-          log.debug({ event: 'leader.resign-retry', nextRetryMs: delay, ...errorFields(err) }, 'revoking the old lease failed; retrying');
-          await clock.sleep(delay, stopping.signal).catch(() => undefined);
-          delay = Math.min(backoff.max, delay * 2);
-        }
-      }
-    };
-    const p = attempt().finally(() => resigning.delete(p));
+    const p = retry(() => term.resign(), {
+      policy: backoff,
+      clock,
+      signal: stopping.signal,
+      // past a few TTLs the lease has expired on its own (an etcd restart extends leases by one TTL)
+      retryIf: () => clock.now() - started <= 3 * ttl * 1000,
+      onRetry: (err, _failures, delay) => log.debug({ event: 'leader.resign-retry', nextRetryMs: delay, ...errorFields(err) }, 'revoking the old lease failed; retrying'),
+    })
+      .then(
+        () => log.info({ event: 'leader.resigned', fence: term.fence.key }, 'resigned: the lease is revoked'),
+        () => undefined,
+      )
+      .finally(() => resigning.delete(p));
     resigning.add(p);
     return p;
   };
@@ -207,7 +204,7 @@ export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
   };
 
   const loop = async (): Promise<void> => {
-    let delay = backoff.initial;
+    const failures = new Backoffs(backoff);
     while (!stopping.signal.aborted) {
       let term: Term;
       try {
@@ -217,12 +214,12 @@ export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
         if (stopping.signal.aborted) break;
         const e = asCorekubeError(err, 'E_ETCD');
         if (!e.retryable) throw e;
+        const delay = failures.next();
         log.warn({ event: 'leader.campaign-failed', nextRetryMs: delay, ...errorFields(e) }, 'campaigning failed; retrying');
         await clock.sleep(delay, stopping.signal).catch(() => undefined);
-        delay = Math.min(backoff.max, delay * 2);
         continue;
       }
-      delay = backoff.initial;
+      failures.reset();
       terms++;
       await leadTerm(term);
     }

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { asCorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import { probe } from '../edges/remote-commands.ts';

@@ -1,5 +1,5 @@
 import { CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import type { Until } from '../../contracts/step.ts';
 import * as remote from '../edges/remote-commands.ts';

@@ -1,4 +1,5 @@
-import type { Clock } from '../edges/clock.ts';
+import { BACKOFF, Backoffs, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { DiscoverySnapshot } from '../discovery/discovery.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
@@ -20,7 +21,8 @@ export interface PreparedDiscoveryOptions {
   readonly onChange: () => void;
   readonly clock: Clock;
   readonly log: Logger;
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between failed runs of `prepare` (default BACKOFF.boot) */
+  readonly backoff?: Backoff;
 }
 
 const EMPTY: DiscoverySnapshot = Object.freeze({ records: new Map(), invalid: new Map(), overflow: 0 });
@@ -52,21 +54,20 @@ export class PreparedDiscovery {
   }
 
   private async loop(): Promise<void> {
-    const backoff = this.options.backoffMs ?? { initial: 1_000, max: 30_000 };
-    let delay = backoff.initial;
+    const failures = new Backoffs(this.options.backoff ?? BACKOFF.boot);
     while (this.dirty && !this.stopping.signal.aborted) {
       this.dirty = false;
       const next = this.options.source.snapshot();
       try {
         await this.options.prepare([...next.records.values()]);
       } catch (err) {
+        const delay = failures.next();
         this.options.log.error({ event: 'machines.prepare-failed', nextRetryMs: delay, ...errorFields(err) }, 'preparing the machines failed; retrying');
         this.dirty = true;
         await this.options.clock.sleep(delay, this.stopping.signal).catch(() => undefined);
-        delay = Math.min(backoff.max, delay * 2);
         continue;
       }
-      delay = backoff.initial;
+      failures.reset();
       if (this.stopping.signal.aborted) return;
       this.view = next;
       this.options.onChange();

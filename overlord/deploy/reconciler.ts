@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import pRetry from 'p-retry';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import type { Discovery } from '../discovery/discovery.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import { runStep, type ExecutorOptions } from './executor.ts';
 import type { NodeReadiness } from '../kubernetes/node-ready.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { asCorekubeError, CorekubeError, type ErrorCode } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import { BACKOFF, decide, delayMs, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import { Discovery, JOIN_REQUESTS } from './discovery.ts';
 import { MAX_INVALID_REMEMBERED } from '../../contracts/discovery-limits.ts';
 import { fingerprintOf, sameHostKey } from '../edges/host-key.ts';
@@ -12,7 +13,6 @@ import { errorFields, type Logger } from '../edges/log.ts';
 import type { MachineCredentials } from '../trust/machine-credentials.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import { parseIdentity, readIdentity, restartUnit, writeFile, type RemoteContext } from '../edges/remote-commands.ts';
-import { REQUEUED_CODES } from '../deploy/reconciler.ts';
 import { Semaphore } from '../../core/semaphore.ts';
 import type { Fence, PutEntry, Store } from '../edges/store.ts';
 import { BoundedMemo, escapeText } from '../../core/untrusted.ts';
@@ -69,8 +69,8 @@ export interface AdmissionOptions {
   readonly addresses?: MachineAddresses;
   /** machines admitted at once (default 16) */
   readonly concurrency?: number;
-  /** backoff of a retryable failure (default 2 s doubling to 60 s) */
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between attempts of a request that failed for a reason worth waiting for (default BACKOFF.admission) */
+  readonly backoff?: Backoff;
   /** deadline of one SSH command (default 60 s) */
   readonly commandTimeoutMs?: number;
   /** requests tracked at once, those waiting for a retry included (default 256) */
@@ -238,7 +238,7 @@ export class Admission {
 
   private async attempt(p: Pending): Promise<void> {
     const { log, clock } = this.deps;
-    const backoff = this.options.backoffMs ?? { initial: 2_000, max: 60_000 };
+    const policy = { ...(this.options.backoff ?? BACKOFF.admission), retries: Infinity };
     const signal = this.stopping.signal;
     const request = p.request;
     let release: (() => void) | undefined;
@@ -257,13 +257,13 @@ export class Admission {
     } catch (err) {
       if (signal.aborted) return;
       const e = asCorekubeError(err, 'E_INTERNAL');
-      if (e.code === 'E_NOT_LEADER') return; // the term is over: the next leader admits it
       p.failures++;
-      // the reconciler's rule: the machine's surroundings (SSH, etcd) are worth waiting for, the rest is not
-      const retryable = e.retryable || REQUEUED_CODES.includes(e.code);
+      // the policy's one decision: a retryable failure, or one of the machine's surroundings (SSH, etcd), is worth waiting for
+      const decision = decide(e, p.failures, policy);
+      if (decision.kind === 'stop') return; // the term is over: the next leader admits it
       const fields = { machine: request.id, ip: request.ip, hostname: request.hostname, attempt: p.failures, ...errorFields(e) };
-      if (retryable) {
-        p.notBefore = clock.now() + Math.min(backoff.max, backoff.initial * 2 ** (p.failures - 1));
+      if (decision.kind !== 'give-up') {
+        p.notBefore = clock.now() + delayMs(policy, p.failures);
         log.warn({ event: `${p.kind}.failed`, ...fields, nextRetryMs: p.notBefore - clock.now() }, `cannot ${p.kind === 'join' ? 'admit' : 'move'} ${request.hostname} yet: retrying`);
         return;
       }

@@ -1,4 +1,5 @@
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
+import type { Backoff } from '../../core/retry.ts';
 import { MAX_INVALID_REMEMBERED } from '../../contracts/discovery-limits.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
@@ -65,7 +66,7 @@ export interface DiscoveryOptions {
   /** default MACHINE_RECORDS */
   readonly source?: RecordSource;
   /** wait between failed re-lists while etcd is unreachable */
-  readonly relistBackoffMs?: { readonly initial: number; readonly max: number };
+  readonly relistBackoff?: Backoff;
 }
 
 interface View {
@@ -93,7 +94,7 @@ export class Discovery {
     this.source = options.source ?? MACHINE_RECORDS;
     this.prefix = options.keys[this.source.prefix];
     this.watch = new PrefixWatch(
-      { store: options.store, prefix: this.prefix, clock: options.clock, log: options.log, what: `${this.source.noun}s`, ...(options.relistBackoffMs ? { backoffMs: options.relistBackoffMs } : {}) },
+      { store: options.store, prefix: this.prefix, clock: options.clock, log: options.log, what: `${this.source.noun}s`, ...(options.relistBackoff ? { backoff: options.relistBackoff } : {}) },
       {
         begin: () => {
           // built aside and swapped in whole: a listing that fails half way leaves the view as it was

@@ -1,7 +1,7 @@
 import { addressPlan } from '../../clusterspec/address-plan.ts';
 import { parseIpv4 } from '../../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../edges/log.ts';
 import { PrefixWatch } from '../edges/prefix-watch.ts';
 import { fingerprintOf, hostKeyOf, sameHostKey } from '../edges/host-key.ts';

@@ -1,5 +1,7 @@
 import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdInvalidAuthTokenError, GRPCResourceExhastedError, Range, type IOptions, type Watcher } from 'etcd3';
+import { systemClock } from '../../core/clock.ts';
 import { CorekubeError } from '../../core/errors.ts';
+import { BACKOFF, retry } from '../../core/retry.ts';
 import { ETCD_RECEIVE_LIMIT_BYTES, LIST_PAGE_KEYS } from '../../contracts/discovery-limits.ts';
 import { collect, type Fence, type KeyValue, type Listing, type PutEntry, type PutOptions, type Store, type WatchEvent, type WatchHandle, type WatchListener } from './store.ts';
 
@@ -228,18 +230,11 @@ class EtcdStore implements Store {
 /**
  * etcd refuses a request checked against an older auth revision than the current one ("revision of auth store
  * is old") — every user, role or grant made meanwhile bumps it, and the overlord makes one user a machine when
- * it admits it. etcd refused the request before applying it, so sending it again is safe: up to 16 times, a
- * few milliseconds apart, before the error goes up like any other.
+ * it admits it. etcd refused the request before applying it, so sending it again is safe: a few times, a few
+ * milliseconds apart (BACKOFF.staleAuth), before the error goes up like any other.
  */
-export async function retryStaleAuth<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (attempt >= 16 || !isStaleAuth(err)) throw err;
-      await new Promise((r) => setTimeout(r, 2 + Math.random() * Math.min(50, 5 * attempt)));
-    }
-  }
+export function retryStaleAuth<T>(fn: () => Promise<T>): Promise<T> {
+  return retry(fn, { policy: BACKOFF.staleAuth, clock: systemClock, retryIf: (e) => isStaleAuth(e.cause ?? e) });
 }
 
 export function isStaleAuth(err: unknown): boolean {

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { CorekubeError } from '../../core/errors.ts';
-import type { Clock } from './clock.ts';
+import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import { errorFields, type Logger } from './log.ts';
 import { writeFileAtomic } from '../trust/pki/store.ts';
 
@@ -42,8 +43,8 @@ export interface SignalDeps {
   readonly signal?: AbortSignal;
   /** default: the global fetch */
   readonly fetch?: typeof fetch;
-  /** backoff between attempts; default 1 s doubling to 60 s */
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between attempts; default BACKOFF.heat */
+  readonly backoff?: Backoff;
   /** give up after this many attempts (default: never, until the signal aborts) */
   readonly maxAttempts?: number;
   /** one request's deadline (default 30 s) */
@@ -85,45 +86,45 @@ export function signalBody(s: HeatSignal): string {
 
 /** Sends one signal, retrying transient failures; resolves once Heat accepted it (2xx). */
 export async function sendHeatSignal(handle: HeatHandle, s: HeatSignal, deps: SignalDeps): Promise<void> {
-  const doFetch = deps.fetch ?? fetch;
-  const backoff = deps.backoffMs ?? { initial: 1_000, max: 60_000 };
   const target = safeUrl(handle.url);
-  let delay = backoff.initial;
-  for (let attempt = 1; ; attempt++) {
-    let failure: CorekubeError;
-    try {
-      const timeout = AbortSignal.timeout(deps.requestTimeoutMs ?? 30_000);
-      const res = await doFetch(handle.url, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-Auth-Token': handle.token },
-        body: signalBody(s),
-        signal: deps.signal ? AbortSignal.any([deps.signal, timeout]) : timeout,
-      });
-      // the body is read only to free the connection; Heat's answers hold no secret but are not logged either
-      await res.arrayBuffer().catch(() => undefined);
-      if (res.ok) {
-        deps.log.info({ event: 'heat.signalled', id: s.id, url: target, attempt }, `Heat wait condition signalled (${s.status})`);
-        return;
-      }
-      const transient = res.status >= 500 || res.status === 408 || res.status === 429;
-      failure = new CorekubeError('E_HEAT', `Heat answered HTTP ${res.status} to the signal at ${target}`, {
-        retryable: transient,
-        hint: transient
-          ? 'Heat is busy or restarting; the overlord retries'
-          : 'the wait-condition handle refused the signal: check that the stack still exists and its handle token is current',
-      });
-    } catch (err) {
-      if (deps.signal?.aborted) throw deps.signal.reason;
-      failure = new CorekubeError('E_HEAT', `cannot reach Heat at ${target}: ${(err as Error).message ?? String(err)}`, {
-        retryable: true,
-        hint: 'check that the overlord can reach the Heat API (the endpoint in the signal URL file)',
-      });
-    }
-    if (!failure.retryable || (deps.maxAttempts !== undefined && attempt >= deps.maxAttempts)) throw failure;
-    deps.log.warn({ event: 'heat.signal-retry', id: s.id, url: target, attempt, nextRetryMs: delay, ...errorFields(failure) }, 'signalling Heat failed; retrying');
-    await deps.clock.sleep(delay, deps.signal);
-    delay = Math.min(backoff.max, delay * 2);
+  const attempt = await retry((n) => postSignal(handle, s, deps).then(() => n), {
+    policy: { ...(deps.backoff ?? BACKOFF.heat), retries: deps.maxAttempts === undefined ? Infinity : deps.maxAttempts - 1 },
+    clock: deps.clock,
+    ...(deps.signal ? { signal: deps.signal } : {}),
+    onRetry: (e, n, delay) => deps.log.warn({ event: 'heat.signal-retry', id: s.id, url: target, attempt: n, nextRetryMs: delay, ...errorFields(e) }, 'signalling Heat failed; retrying'),
+  });
+  deps.log.info({ event: 'heat.signalled', id: s.id, url: target, attempt }, `Heat wait condition signalled (${s.status})`);
+}
+
+/** One POST of the signal: resolves on 2xx; E_HEAT otherwise, retryable when Heat may take it later. */
+async function postSignal(handle: HeatHandle, s: HeatSignal, deps: SignalDeps): Promise<void> {
+  const target = safeUrl(handle.url);
+  let res: Response;
+  try {
+    const timeout = AbortSignal.timeout(deps.requestTimeoutMs ?? 30_000);
+    res = await (deps.fetch ?? fetch)(handle.url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-Auth-Token': handle.token },
+      body: signalBody(s),
+      signal: deps.signal ? AbortSignal.any([deps.signal, timeout]) : timeout,
+    });
+  } catch (err) {
+    if (deps.signal?.aborted) throw deps.signal.reason;
+    throw new CorekubeError('E_HEAT', `cannot reach Heat at ${target}: ${(err as Error).message ?? String(err)}`, {
+      retryable: true,
+      hint: 'check that the overlord can reach the Heat API (the endpoint in the signal URL file)',
+    });
   }
+  // the body is read only to free the connection; Heat's answers hold no secret but are not logged either
+  await res.arrayBuffer().catch(() => undefined);
+  if (res.ok) return;
+  const transient = res.status >= 500 || res.status === 408 || res.status === 429;
+  throw new CorekubeError('E_HEAT', `Heat answered HTTP ${res.status} to the signal at ${target}`, {
+    retryable: transient,
+    hint: transient
+      ? 'Heat is busy or restarting; the overlord retries'
+      : 'the wait-condition handle refused the signal: check that the stack still exists and its handle token is current',
+  });
 }
 
 /**

@@ -1,5 +1,5 @@
-import { asCorekubeError } from '../../core/errors.ts';
-import type { Clock } from './clock.ts';
+import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { Logger } from './log.ts';
 import { nextRevision, type KeyValue, type Store, type WatchEvent, type WatchHandle } from './store.ts';
 
@@ -24,8 +24,8 @@ export interface PrefixWatchOptions {
   readonly log: Logger;
   /** what the log calls the keys ("machine records") */
   readonly what: string;
-  /** wait between failed listings while etcd is unreachable */
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** wait between failed listings while etcd is unreachable (default BACKOFF.peer) */
+  readonly backoff?: Backoff;
 }
 
 export class PrefixWatch {
@@ -71,24 +71,16 @@ export class PrefixWatch {
     });
   }
 
-  /** Lists again until it works (etcd may be down), then watches from there. */
+  /** Lists again until it works (etcd may be down, whatever it answers), then watches from there. */
   private async relist(): Promise<void> {
-    const backoff = this.options.backoffMs ?? { initial: 500, max: 15_000 };
-    let delay = backoff.initial;
-    while (!this.stopping.signal.aborted) {
-      try {
-        await this.listAndWatch();
-        return;
-      } catch (err) {
-        const e = asCorekubeError(err, 'E_ETCD');
-        this.options.log.warn({ event: 'discovery.relist-failed', prefix: this.options.prefix, code: e.code, reason: e.message, nextRetryMs: delay }, `listing ${this.options.what} failed`);
-        try {
-          await this.options.clock.sleep(delay, this.stopping.signal);
-        } catch {
-          return;
-        }
-        delay = Math.min(backoff.max, delay * 2);
-      }
-    }
+    await retry(() => this.listAndWatch(), {
+      policy: this.options.backoff ?? BACKOFF.peer,
+      clock: this.options.clock,
+      signal: this.stopping.signal,
+      code: 'E_ETCD',
+      retryIf: () => true,
+      onRetry: (e, _failures, delay) =>
+        this.options.log.warn({ event: 'discovery.relist-failed', prefix: this.options.prefix, code: e.code, reason: e.message, nextRetryMs: delay }, `listing ${this.options.what} failed`),
+    }).catch(() => undefined);
   }
 }

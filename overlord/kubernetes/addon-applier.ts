@@ -7,7 +7,8 @@
  * with backoff until it works or the overlord stops.
  */
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { Fence, Store } from '../edges/store.ts';
@@ -29,7 +30,8 @@ export interface AddonApplierPorts {
 }
 
 export interface AddonApplierOptions {
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between failed attempts (default BACKOFF.peer) */
+  readonly backoff?: Backoff;
   readonly pollMs?: number;
 }
 
@@ -52,37 +54,36 @@ export class AddonApplier {
 
   async #applyAll(signal: AbortSignal): Promise<void> {
     const { api, log, clock } = this.ports;
-    const backoff = this.options.backoffMs ?? { initial: 1_000, max: 15_000 };
-    let delay = backoff.initial;
+    const notReady = new CorekubeError('E_KUBERNETES', 'the API server is not ready yet', { retryable: true });
     let waitingLogged = false;
-    for (;;) {
-      signal.throwIfAborted();
-      try {
-        if (!(await api.ready(signal))) {
-          if (!waitingLogged) log.info({ event: 'addons.waiting' }, 'add-ons wait for the API server to be ready');
-          waitingLogged = true;
-          throw new CorekubeError('E_KUBERNETES', 'the API server is not ready yet', { retryable: true });
-        }
-        for (const addon of this.addons) {
-          const t = clock.now();
-          await api.apply(addon.objects);
-          const record: AddonRecord = { hash: addon.hash, appliedAt: new Date(clock.now()).toISOString() };
-          const fence = this.ports.fence?.();
-          await this.ports.store.put(addonKey(this.ports.keys, addon.name), JSON.stringify(record), fence ? { fence } : {});
-          log.info({ event: 'addons.applied', addon: addon.name, objects: addon.objects.length, hash: addon.hash.slice(0, 12), durationMs: clock.now() - t, server: api.server }, `add-on ${addon.name} applied (${addon.objects.length} objects)`);
-        }
-        return;
-      } catch (err) {
-        const e = asCorekubeError(err, 'E_KUBERNETES');
-        if (signal.aborted) throw signal.reason;
-        if (e.code === 'E_NOT_LEADER') throw e;
-        if (!(e.code === 'E_KUBERNETES' && e.message.includes('not ready yet'))) {
-          log.warn({ event: 'addons.retry', nextRetryMs: delay, ...errorFields(e) }, 'applying the add-ons failed; retrying');
-        }
-        await clock.sleep(delay, signal);
-        delay = Math.min(backoff.max, delay * 2);
+    const applyAll = async () => {
+      if (!(await api.ready(signal))) {
+        if (!waitingLogged) log.info({ event: 'addons.waiting' }, 'add-ons wait for the API server to be ready');
+        waitingLogged = true;
+        throw notReady;
       }
-    }
+      for (const addon of this.addons) {
+        const t = clock.now();
+        await api.apply(addon.objects);
+        const record: AddonRecord = { hash: addon.hash, appliedAt: new Date(clock.now()).toISOString() };
+        const fence = this.ports.fence?.();
+        await this.ports.store.put(addonKey(this.ports.keys, addon.name), JSON.stringify(record), fence ? { fence } : {});
+        log.info({ event: 'addons.applied', addon: addon.name, objects: addon.objects.length, hash: addon.hash.slice(0, 12), durationMs: clock.now() - t, server: api.server }, `add-on ${addon.name} applied (${addon.objects.length} objects)`);
+      }
+    };
+    // a refused object is tried again too: the API server may be mid-upgrade, and nothing else would apply it
+    await retry(applyAll, {
+      policy: this.options.backoff ?? BACKOFF.peer,
+      clock,
+      signal,
+      code: 'E_KUBERNETES',
+      retryIf: () => true,
+      onRetry: (e, _failures, delay) => {
+        if (e !== notReady) log.warn({ event: 'addons.retry', nextRetryMs: delay, ...errorFields(e) }, 'applying the add-ons failed; retrying');
+      },
+    }).catch((err: unknown) => {
+      throw signal.aborted ? signal.reason : err;
+    });
   }
 
   /**

@@ -12,7 +12,7 @@
  * failure: the two allocations disagree and only an operator can say which is right.
  */
 import { CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import * as remote from '../edges/remote-commands.ts';
 import type { KubernetesApi, NodeView } from './api.ts';

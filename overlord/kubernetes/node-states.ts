@@ -6,7 +6,7 @@
  * to its machine by name: the kubelet registers as the machine's hostname.
  */
 import { asCorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { Fence, Store } from '../edges/store.ts';

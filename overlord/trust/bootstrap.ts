@@ -5,7 +5,7 @@ import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import { addressPlan } from '../../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
-import type { Clock } from '../edges/clock.ts';
+import type { Clock } from '../../core/clock.ts';
 import { discoveryRbac, ensureDiscoveryAuth, ensureDiscoveryPasswords, pingDiscovery, ROOT_USER, type DiscoveryConnection } from './discovery-auth.ts';
 import { derOf, fileHostKeys, pushDiscoveryFiles, servedCertificate } from './discovery-push.ts';
 import { createEtcdStore, type EtcdStoreOptions } from '../edges/etcd-store.ts';

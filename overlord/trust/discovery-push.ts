@@ -2,7 +2,8 @@ import { lstat, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import { writeFile as writeFileArgv } from '../edges/remote-commands.ts';
@@ -49,7 +50,8 @@ export interface PushOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly signal?: AbortSignal;
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** default BACKOFF.boot */
+  readonly backoff?: Backoff;
   /** one command's deadline (default 30 s) */
   readonly commandTimeoutMs?: number;
 }
@@ -60,29 +62,28 @@ export interface PushOptions {
  * (E_SSH_HOSTKEY) is not retried: someone else answers at discovery's address.
  */
 export async function pushDiscoveryFiles(hosts: HostRunner, target: HostTarget, files: readonly RemoteFile[], options: PushOptions): Promise<void> {
-  const backoff = options.backoffMs ?? { initial: 2_000, max: 30_000 };
-  let delay = backoff.initial;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      for (const file of files) {
-        const { argv, stdin } = writeFileArgv({ user: options.user }, file);
-        const res = await hosts.exec(target, argv, { stdin, timeoutMs: options.commandTimeoutMs ?? 30_000, ...(options.signal ? { signal: options.signal } : {}) });
-        if (res.code !== 0) {
-          throw new CorekubeError('E_COMMAND_FAILED', `writing ${file.path} on discovery (${target.ip}) exited with ${res.code}: ${firstLine(res.stderr)}`, {
-            retryable: true,
-            hint: `check that user ${options.user} may run 'sudo -n' on discovery (cloud-config writes /etc/sudoers.d/corekube)`,
-          });
-        }
-      }
-      options.log.info({ event: 'discovery.tls-installed', ip: target.ip, paths: files.map((f) => f.path), attempt }, `installed discovery's TLS files on ${target.ip}`);
-      return;
-    } catch (err) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      const e = asCorekubeError(err, 'E_SSH');
-      if (!e.retryable) throw e;
-      options.log.warn({ event: 'discovery.push-retry', ip: target.ip, attempt, nextRetryMs: delay, ...errorFields(e) }, 'cannot install discovery\'s TLS files yet; retrying');
-      await options.clock.sleep(delay, options.signal);
-      delay = Math.min(backoff.max, delay * 2);
+  const attempt = await retry((n) => writeEach(hosts, target, files, options).then(() => n), {
+    policy: options.backoff ?? BACKOFF.boot,
+    clock: options.clock,
+    code: 'E_SSH',
+    ...(options.signal ? { signal: options.signal } : {}),
+    onRetry: (e, n, delay) => options.log.warn({ event: 'discovery.push-retry', ip: target.ip, attempt: n, nextRetryMs: delay, ...errorFields(e) }, 'cannot install discovery\'s TLS files yet; retrying'),
+  }).catch((err: unknown) => {
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw asCorekubeError(err, 'E_SSH');
+  });
+  options.log.info({ event: 'discovery.tls-installed', ip: target.ip, paths: files.map((f) => f.path), attempt }, `installed discovery's TLS files on ${target.ip}`);
+}
+
+async function writeEach(hosts: HostRunner, target: HostTarget, files: readonly RemoteFile[], options: PushOptions): Promise<void> {
+  for (const file of files) {
+    const { argv, stdin } = writeFileArgv({ user: options.user }, file);
+    const res = await hosts.exec(target, argv, { stdin, timeoutMs: options.commandTimeoutMs ?? 30_000, ...(options.signal ? { signal: options.signal } : {}) });
+    if (res.code !== 0) {
+      throw new CorekubeError('E_COMMAND_FAILED', `writing ${file.path} on discovery (${target.ip}) exited with ${res.code}: ${firstLine(res.stderr)}`, {
+        retryable: true,
+        hint: `check that user ${options.user} may run 'sudo -n' on discovery (cloud-config writes /etc/sudoers.d/corekube)`,
+      });
     }
   }
 }

@@ -3,7 +3,8 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
-import type { Clock } from '../edges/clock.ts';
+import { BACKOFF, Backoffs, type Backoff } from '../../core/retry.ts';
+import type { Clock } from '../../core/clock.ts';
 import { DISCOVERY_MAX_REQUEST_BYTES } from '../../contracts/discovery-limits.ts';
 import { createEtcdStore, type EtcdStoreOptions } from '../edges/etcd-store.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
@@ -315,8 +316,8 @@ export interface FetchDeps {
   readonly log: Logger;
   readonly clock: Clock;
   readonly signal?: AbortSignal;
-  /** between attempts while discovery, the `overlord` user or the state is not there yet (default 1 s doubling to 30 s) */
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between attempts while discovery, the `overlord` user or the state is not there yet (default BACKOFF.boot) */
+  readonly backoff?: Backoff;
   /** for tests: the store of one attempt (default: createEtcdStore) */
   readonly createStore?: (options: EtcdStoreOptions) => Store;
 }
@@ -328,10 +329,9 @@ export interface FetchDeps {
  * nothing is deleted: a state that does not open (a wrong secret) is E_OVERLORD_STATE, terminal.
  */
 export async function fetchSharedState(input: FetchInput, deps: FetchDeps): Promise<{ fingerprint: string; files: number; written: readonly string[] }> {
-  const backoff = deps.backoffMs ?? { initial: 1_000, max: 30_000 };
+  const failures = new Backoffs(deps.backoff ?? BACKOFF.boot);
   const context = input.keys.overlordState;
   const make = deps.createStore ?? createEtcdStore;
-  let delay = backoff.initial;
   for (let attempt = 1; ; attempt++) {
     if (deps.signal?.aborted) throw deps.signal.reason;
     let sealed: string | undefined;
@@ -356,9 +356,9 @@ export async function fetchSharedState(input: FetchInput, deps: FetchDeps): Prom
       deps.log.info({ event: 'overlord-state.fetched', key: context, fingerprint, files: files.length, written: written.length, attempt }, `overlord state ${fingerprint} fetched (${files.length} files, ${written.length} written)`);
       return { fingerprint, files: files.length, written };
     }
+    const delay = failures.next();
     deps.log.info({ event: 'overlord-state.waiting', key: context, attempt, nextRetryMs: delay, reason: why }, `waiting for the overlord state: ${why}`);
     await deps.clock.sleep(delay, deps.signal);
-    delay = Math.min(backoff.max, delay * 2);
   }
 }
 
@@ -379,7 +379,8 @@ export interface FollowInput {
    * one that publishes; a late write of a deposed leader must not overwrite what it issued since).
    */
   readonly applies: () => boolean;
-  readonly backoffMs?: { readonly initial: number; readonly max: number };
+  /** between failed reads while etcd is away (default BACKOFF.boot) */
+  readonly backoff?: Backoff;
 }
 
 export interface Follower {
@@ -396,7 +397,7 @@ export interface Follower {
  */
 export function followSharedState(input: FollowInput): Follower {
   const stopping = new AbortController();
-  const backoff = input.backoffMs ?? { initial: 1_000, max: 30_000 };
+  const failures = new Backoffs(input.backoff ?? BACKOFF.boot);
   const key = input.keys.overlordState;
   let lastApplied: string | undefined;
   let applied = 0;
@@ -420,7 +421,6 @@ export function followSharedState(input: FollowInput): Follower {
   };
 
   const loop = async (): Promise<void> => {
-    let delay = backoff.initial;
     while (!stopping.signal.aborted) {
       if (!dirty) {
         await new Promise<void>((resolve) => (wake = resolve));
@@ -450,12 +450,12 @@ export function followSharedState(input: FollowInput): Follower {
           pending = undefined;
           await apply(value, modRevision);
         }
-        delay = backoff.initial;
+        failures.reset();
       } catch (err) {
         dirty = true;
+        const delay = failures.next();
         input.log.warn({ event: 'overlord-state.follow-retry', nextRetryMs: delay, ...errorFields(err) }, 'following the overlord state failed; retrying');
         await input.clock.sleep(delay, stopping.signal).catch(() => undefined);
-        delay = Math.min(backoff.max, delay * 2);
       }
     }
   };

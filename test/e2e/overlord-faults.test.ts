@@ -27,7 +27,7 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { etcdHostKeys } from '../../overlord/discovery/hostkeys.ts';
 import { clusterKeys } from '../../contracts/keys.ts';

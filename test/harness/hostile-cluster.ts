@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { etcdHostKeys } from '../../overlord/discovery/hostkeys.ts';
 import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
@@ -113,7 +113,7 @@ export async function startHostileCluster(options: { net: number; name: string; 
           concurrency: 4,
           retry: { retries: 2, minMs: 500, factor: 2, maxMs: 2_000 },
           requeue: { retries: Infinity, minMs: 1_000, factor: 2, maxMs: 5_000 },
-          admission: { credentials, backoffMs: { initial: 500, max: 2_000 } },
+          admission: { credentials, backoff: { initialMs: 500, maxMs: 2_000 } },
           // the machines' range and liveness (overlord options since issue 12)
           ...{ addresses, ...(options.liveness ? { liveness: options.liveness } : {}) },
         },

@@ -14,7 +14,7 @@ import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { createEtcdElection } from '../../overlord/availability/etcd-election.ts';
 import { Discovery, JOIN_REQUESTS } from '../../overlord/discovery/discovery.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
@@ -201,7 +201,7 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
     const proxy = await startTcpProxy(discovery.etcd.port);
     const store = createEtcdStore({ ...discovery.rootStore, endpoints: [`https://127.0.0.1:${proxy.port}`] });
     const capture = captureLog();
-    const watched = new Discovery({ store, keys, log: capture.log, clock: systemClock, source: JOIN_REQUESTS, onChange: () => undefined, relistBackoffMs: { initial: 200, max: 1_000 } });
+    const watched = new Discovery({ store, keys, log: capture.log, clock: systemClock, source: JOIN_REQUESTS, onChange: () => undefined, relistBackoff: { initialMs: 200, maxMs: 1_000 } });
     try {
       await watched.start();
       proxy.cut();

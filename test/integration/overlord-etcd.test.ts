@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
 import { nodeStateKey, type NodeState } from '../../overlord/kubernetes/node-states.ts';

@@ -6,7 +6,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { createEtcdElection } from '../../overlord/availability/etcd-election.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../../contracts/keys.ts';

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
 import { bootOverlord, type Booted } from '../../overlord/trust/bootstrap.ts';
-import { systemClock } from '../../overlord/edges/clock.ts';
+import { systemClock } from '../../core/clock.ts';
 import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
 import { CertificateAuthority } from '../../overlord/trust/pki/authority.ts';

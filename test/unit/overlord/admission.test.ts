@@ -51,7 +51,7 @@ function world(options: { log?: Logger; moved?: Map<string, MachineRecord>; maxP
   const moved = options.moved ?? new Map<string, MachineRecord>();
   admission = new Admission(
     { store, hosts, credentials, keys, log: options.log ?? silentLogger(), clock, book, machines: { moved: () => moved } },
-    { remote: { user: 'corekube' }, addresses: ADDRESSES, backoffMs: { initial: 1_000, max: 4_000 }, ...(options.maxPending ? { maxPending: options.maxPending } : {}), ...(options.rate ? { rate: options.rate } : {}) },
+    { remote: { user: 'corekube' }, addresses: ADDRESSES, backoff: { initialMs: 1_000, maxMs: 4_000 }, ...(options.maxPending ? { maxPending: options.maxPending } : {}), ...(options.rate ? { rate: options.rate } : {}) },
   );
   const ask = (r: MachineRecord) => store.put(keys.joinOf(r.id), JSON.stringify(r));
   const settle = async () => {

@@ -86,7 +86,7 @@ describe('sending a Heat signal', () => {
     const { log, text } = captureLog();
     const t0 = clock.now();
     let done = false;
-    const sending = sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock, log, fetch: f.fetch, backoffMs: { initial: 1_000, max: 60_000 } }).then(() => {
+    const sending = sendHeatSignal({ url: URL_, token: TOKEN }, signal, { clock, log, fetch: f.fetch, backoff: { initialMs: 1_000, maxMs: 60_000 } }).then(() => {
       done = true;
     });
     await clock.runUntil(() => done);

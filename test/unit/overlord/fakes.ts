@@ -9,7 +9,7 @@
  *   the id the overlord names), with its host key checked in the handshake, its machine id and join nonce.
  */
 import { CorekubeError } from '../../../core/errors.ts';
-import type { Clock } from '../../../overlord/edges/clock.ts';
+import type { Clock } from '../../../core/clock.ts';
 import type { ExecOptions, ExecResult, HostRunner, HostTarget } from '../../../overlord/edges/host-runner.ts';
 import { parseMachineRecord, type MachineRecord } from '../../../contracts/machine-record.ts';
 import type { Role } from '../../../contracts/roles.ts';

@@ -40,7 +40,7 @@ function world() {
         id,
         election,
         leaseTtlSeconds: TTL,
-        campaignBackoffMs: { initial: 1_000, max: 4_000 },
+        backoff: { initialMs: 1_000, maxMs: 4_000 },
         overlord: {
           cluster: 't',
           sshUser: 'corekube',

@@ -198,7 +198,7 @@ describe('publishing and fetching the state', () => {
     const logins: string[] = [];
     const fetching = fetchSharedState(
       { etcd: { endpoints: ['https://127.0.0.1:2379'] }, keys, stateDir: standby, secret: SECRET },
-      { log, clock, createStore: (o) => (logins.push(o.auth!.password), store), backoffMs: { initial: 1_000, max: 4_000 } },
+      { log, clock, createStore: (o) => (logins.push(o.auth!.password), store), backoff: { initialMs: 1_000, maxMs: 4_000 } },
     );
     await clock.advance(3_000);
     expect(text()).toContain('"event":"overlord-state.waiting"');
