@@ -28,6 +28,7 @@ import { IdentityBook } from '../overlord/discovery/identity.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { silentLogger } from '../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../overlord/pod-network/flannel.ts';
 import { CertificateAuthority } from '../overlord/trust/pki/authority.ts';
 import { DirectoryPkiStore } from '../overlord/trust/pki/store.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
@@ -98,7 +99,7 @@ async function main(): Promise<number> {
     const base = createEtcdStore({ endpoints: [etcd.endpoint], tls: { ca: Buffer.from(pki.ca) }, auth });
     closers.push(() => base.close());
     const counted = countingStore(base);
-    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines, flannelGrants);
     closers.push(() => credentials.close());
     // the same credentials, with the auth changes they make counted
     let authChanges = 0;

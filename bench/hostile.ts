@@ -31,6 +31,7 @@ import type { HostRunner } from '../overlord/edges/host-runner.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { createLogger } from '../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials } from '../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../overlord/pod-network/flannel.ts';
 import { runOverlord } from '../overlord/term.ts';
 import { parseClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery } from '../localcloud/etcd/discovery-etcd.ts';
@@ -100,7 +101,7 @@ async function main(): Promise<number> {
     const log = createLogger({ destination: sink, format: 'json' });
     const store = createEtcdStore(discovery.rootStore);
     closers.unshift(() => store.close());
-    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
     closers.unshift(() => credentials.close());
     const overlord = await runOverlord(
       { store, hosts: unreachable, clock: systemClock, log },

@@ -17,8 +17,9 @@ import { createEtcdElection } from '../overlord/availability/etcd-election.ts';
 import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { runLeader } from '../overlord/availability/leader.ts';
+import { overlordTerms } from '../overlord/term.ts';
 import { createLogger } from '../overlord/edges/log.ts';
-import { flannelConfig } from '../overlord/pod-network/flannel.ts';
+import { podNetworkOf } from '../overlord/pod-network/registry.ts';
 import { unitsForSpec } from '../overlord/deploy/machine-units.ts';
 import { benchCluster } from './cluster.ts';
 import { countingStore, type StoreCounts } from './counting-store.ts';
@@ -89,21 +90,19 @@ const log = createLogger({ format: 'json', level: 'debug', destination: sink });
 
 const counted = countingStore(createEtcdStore({ endpoints: [config.endpoint] }));
 const election = createEtcdElection({ endpoints: [config.endpoint], keys: clusterKeys(config.cluster), clock: systemClock });
-const leadership = runLeader(
-  { store: counted.store, hosts, clock: systemClock, log },
-  {
-    id: 'bench',
-    election,
-    overlord: {
-      cluster: config.cluster,
-      sshUser: 'corekube',
-      unitsFor: unitsForSpec(bench.spec),
-      expected: { masters: config.masters, minions: config.machines - config.masters },
-      concurrency: config.concurrency,
-      podNetwork: flannelConfig(bench.spec),
-    },
-  },
-);
+const ports = { store: counted.store, hosts, clock: systemClock, log };
+const leadership = runLeader(ports, {
+  id: 'bench',
+  election,
+  term: overlordTerms(ports, {
+    cluster: config.cluster,
+    sshUser: 'corekube',
+    unitsFor: unitsForSpec(bench.spec),
+    expected: { masters: config.masters, minions: config.machines - config.masters },
+    concurrency: config.concurrency,
+    podNetwork: podNetworkOf(bench.spec),
+  }),
+});
 
 // ready once elected and its overlord listed the machines (none yet) and watches
 while (!leadership.overlord()) await new Promise((r) => setTimeout(r, 10));

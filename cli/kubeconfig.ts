@@ -2,7 +2,8 @@ import path from 'node:path';
 import { CorekubeError } from '../core/errors.ts';
 import { CertificateAuthority, type Clock } from '../overlord/trust/pki/authority.ts';
 import { embeddedKubeconfig, renderKubeconfig } from '../overlord/trust/pki/kubeconfig.ts';
-import { DEFAULT_PKI_DIR, DirectoryPkiStore, writeFileAtomic } from '../overlord/trust/pki/store.ts';
+import { DEFAULT_PKI_DIR, DirectoryPkiStore } from '../overlord/trust/pki/store.ts';
+import { writeFileAtomic } from '../core/private-files.ts';
 import { parseOptions, type Command } from './command.ts';
 
 const usage = `Usage: corekube kubeconfig --server https://HOST:6443 [--pki-dir DIR] [--name CLUSTER] [-o FILE]

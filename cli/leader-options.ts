@@ -1,16 +1,12 @@
 import os from 'node:os';
 import { CorekubeError } from '../core/errors.ts';
-import { createEtcdElection } from '../overlord/availability/etcd-election.ts';
-import type { EtcdStoreOptions } from '../overlord/edges/etcd-store.ts';
-import { DEFAULT_ETCD_BUDGET_SECONDS, type EtcdHealth, leadershipHealth } from '../overlord/availability/health.ts';
-import { startHealthServer, type HealthServer } from '../overlord/availability/health-server.ts';
-import type { ClusterKeys } from '../contracts/keys.ts';
-import { DEFAULT_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS, runLeader, validateLeaseTtl, type Leadership, type LeaderOptions } from '../overlord/availability/leader.ts';
-import type { Ports } from '../overlord/term.ts';
+import { DEFAULT_ETCD_BUDGET_SECONDS } from '../overlord/availability/health.ts';
+import { DEFAULT_LEASE_TTL_SECONDS, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS, validateLeaseTtl } from '../overlord/availability/leader.ts';
+import type { LeaderConfig } from '../overlord/availability/leader-service.ts';
 
 /**
- * `corekube overlord`'s leader-election and health flags, and the wiring they describe: the etcd election,
- * the leadership loop (overlord/availability/leader.ts) and the /healthz endpoint.
+ * `corekube overlord`'s leader-election and health flags, parsed into what overlord/availability/leader-service.ts
+ * starts: the etcd election, the leadership loop and the /healthz endpoint.
  */
 export const LEADER_OPTIONS = {
   id: { type: 'string' },
@@ -30,16 +26,9 @@ export const LEADER_USAGE = `  --id ID                this overlord's name in th
   --etcd-retry-budget S  seconds etcd may be unreachable before the overlord logs an error and /healthz answers
                          503; it keeps retrying either way (default ${DEFAULT_ETCD_BUDGET_SECONDS})`;
 
-export interface LeaderFlags {
-  readonly id: string;
-  readonly leaseTtlSeconds: number;
-  readonly health: { readonly port: number; readonly address: string } | undefined;
-  readonly etcdBudgetMs: number;
-}
-
 type Values = { readonly [K in keyof typeof LEADER_OPTIONS]?: string };
 
-export function parseLeaderFlags(values: Values): LeaderFlags {
+export function parseLeaderFlags(values: Values): LeaderConfig {
   const id = values.id ?? `${os.hostname()}-${process.pid}`;
   if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$/.test(id)) {
     throw new CorekubeError('E_USAGE', `--id ${JSON.stringify(id)} is not a name of letters, digits, '.', '_', ':' or '-' (at most 63)`, { hint: 'for example --id overlord-1' });
@@ -52,48 +41,6 @@ export function parseLeaderFlags(values: Values): LeaderFlags {
   if (port !== undefined && (port < 1 || port > 65535)) throw new CorekubeError('E_USAGE', `--health-port must be a TCP port (1..65535), got ${port}`, { hint: 'for example --health-port 8740' });
   const address = values['health-address'] ?? '127.0.0.1';
   return Object.freeze({ id, leaseTtlSeconds: ttl, health: port === undefined ? undefined : { port, address }, etcdBudgetMs: budget * 1000 });
-}
-
-export interface LeaderService {
-  readonly leadership: Leadership;
-  readonly health: HealthServer | undefined;
-  /** stops nothing: closes the election's client and the health endpoint once the leadership is done */
-  close(): Promise<void>;
-}
-
-/** Starts the election, the leadership loop and (when asked) the health endpoint. */
-export async function startLeaderService(input: {
-  readonly flags: LeaderFlags;
-  readonly etcd: EtcdStoreOptions;
-  readonly keys: ClusterKeys;
-  readonly health: EtcdHealth;
-  readonly ports: Ports;
-  readonly overlord: LeaderOptions['overlord'];
-  readonly signal: AbortSignal;
-}): Promise<LeaderService> {
-  const { flags, ports } = input;
-  const election = createEtcdElection({ ...input.etcd, keys: input.keys, clock: ports.clock, observer: input.health });
-  const leadership = runLeader(ports, { id: flags.id, election, leaseTtlSeconds: flags.leaseTtlSeconds, overlord: input.overlord, signal: input.signal });
-  let server: HealthServer | undefined;
-  try {
-    if (flags.health) {
-      server = await startHealthServer({ host: flags.health.address, port: flags.health.port, report: () => leadershipHealth(leadership, election, input.health) });
-      ports.log.info({ event: 'health.listening', url: server.url }, `health endpoint at ${server.url}`);
-    }
-  } catch (err) {
-    await leadership.stop();
-    await election.close();
-    throw err;
-  }
-  return {
-    leadership,
-    health: server,
-    close: async () => {
-      await server?.close();
-      input.health.close();
-      await election.close();
-    },
-  };
 }
 
 function wholeNumber(flag: string, value: string, example: number): number {

@@ -1,39 +1,21 @@
 import { readFileSync } from 'node:fs';
-import { CorekubeError } from '../core/errors.ts';
-import { bootOverlord, type Booted } from '../overlord/trust/bootstrap.ts';
+import { CONFIG_DIR, MACHINE_PATHS } from '../cloud-config/machine-paths.ts';
 import { systemClock } from '../core/clock.ts';
-import { etcdHostKeys } from '../overlord/discovery/hostkeys.ts';
-import { clusterKeys } from '../contracts/keys.ts';
+import { CorekubeError } from '../core/errors.ts';
 import { createLogger, errorFields, parseLogFormat } from '../overlord/edges/log.ts';
+import { serveOverlord, type OverlordConfig } from '../overlord/overlord.ts';
 import { DEFAULT_CONCURRENCY } from '../overlord/term.ts';
-import { createEtcdStore } from '../overlord/edges/etcd-store.ts';
-import { MACHINE_PATHS, CONFIG_DIR } from '../cloud-config/machine-paths.ts';
-import { EtcdHealth, observedStore } from '../overlord/availability/health.ts';
-import type { Leadership } from '../overlord/availability/leader.ts';
-import { unitsForSpec } from '../overlord/deploy/machine-units.ts';
 import type { Command } from './command.ts';
+import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags } from './leader-options.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, etcdStoreOptions } from './status.ts';
-import { LEADER_OPTIONS, LEADER_USAGE, parseLeaderFlags, startLeaderService } from './leader-options.ts';
-import { flannelConfig } from '../overlord/pod-network/flannel.ts';
-import { createKubernetesApi } from '../overlord/kubernetes/api.ts';
-import { clusterAddons } from '../overlord/kubernetes/addons.ts';
-import type { KubernetesOptions } from '../overlord/term.ts';
-import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { machineAddresses } from '../overlord/discovery/identity.ts';
-import { DEFAULT_LIVENESS } from '../overlord/availability/liveness.ts';
 
 /*
  * `corekube overlord -c /etc/corekube/overlord.yaml` (no --etcd-endpoints: what overlord.service runs in the
- * overlord container) boots the cluster's trust first — overlord/trust/bootstrap.ts, in order: its own SSH key
- * (<state-dir>/ssh), the PKI (<state-dir>/pki: discovery CA + discovery server cert + its root client cert,
- * cluster and etcd CAs), overlord_ready signalled once to Heat (<config-dir>/heat/ready.{url,header}; no
- * URL = booted by hand), discovery's TLS files installed over SSH as corekube (unless discovery already
- * serves them), discovery's etcd awaited over TLS, its users and roles set up (root, joiner = the join token
- * from <config-dir>/secrets/join-token, flannel) and auth enabled, the public key published at
- * <prefix>ssh/overlord.pub — then runs the overlord against discovery as root, each machine's PKI in its
- * write-units step, and signals cluster_ready once when the initial masters and minions are deployed.
- * With --etcd-endpoints it only runs the overlord, on the etcd and SSH key the flags give.
+ * overlord container) boots the cluster's trust first (overlord/trust/bootstrap.ts: its SSH key, its PKI,
+ * overlord_ready, discovery's TLS files, users and auth), then runs the overlord against discovery as root.
+ * With --etcd-endpoints it only runs the overlord, on the etcd and SSH key the flags give. The wiring is
+ * overlord/overlord.ts, the composition root: this command parses, calls it and sets the exit code.
  */
 const usage = `Usage: corekube overlord -c overlord.yaml [--state-dir DIR] [--config-dir DIR] [--standby] [options]
        corekube overlord --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
@@ -49,9 +31,9 @@ stdout: JSON, or pretty on a terminal.
 
 Without --etcd-endpoints the overlord boots the cluster first (what the overlord server runs): makes its
 SSH key and CAs, signals overlord_ready to Heat, installs discovery's certificate over SSH, sets up the
-discovery etcd's users (root, joiner, flannel) and enables auth, then deploys with each machine's
-certificates; it signals cluster_ready once the initial machines are deployed. Every step is idempotent:
-a restart reuses its key and CAs.
+discovery etcd's users (root, joiner, and overlord for standbys) and enables auth, then admits each
+machine with a discovery user of its own and deploys it with its certificates; it signals cluster_ready
+once the initial machines are deployed. Every step is idempotent: a restart reuses its key and CAs.
   --state-dir DIR        the overlord's state: SSH key, PKI, markers (default ${MACHINE_PATHS.overlordState})
   --config-dir DIR       where the join token and the Heat signal files are (default ${CONFIG_DIR})
   --standby              a standby overlord server: first fetch the bootstrap overlord's state (SSH key, CAs;
@@ -131,67 +113,19 @@ export const overlordCommand: Command = {
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
-    let booted: Booted | undefined;
-    if (booting) {
-      try {
-        booted = await bootOverlord(
-          { spec, cluster, stateDir: values['state-dir'] ?? MACHINE_PATHS.overlordState, configDir: values['config-dir'] ?? CONFIG_DIR, sshUser, sshPort, standby: values.standby === true },
-          { log, clock: systemClock, signal: stop.signal },
-        );
-      } catch (err) {
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        if (stop.signal.aborted) return 0;
-        log.fatal({ event: 'overlord.fatal', ...errorFields(err) }, 'overlord boot failed');
-        throw err;
-      }
-      privateKey = booted.identity.privateKey;
-    }
-    const etcd = booted?.etcd ?? etcdStoreOptions(values);
-    // every etcd answer and failure feeds the health (/healthz, the etcd.unreachable error)
-    const health = new EtcdHealth(systemClock, log, leaderFlags.etcdBudgetMs);
-    const store = observedStore(createEtcdStore(etcd), health);
-    let leadership: Leadership | undefined;
-    // loaded here, not at the top: `corekube --help` and other commands need not load ssh2
-    const { createSshRunner } = await import('../overlord/edges/ssh-runner.ts');
-    const hosts = createSshRunner({ user: sshUser, privateKey: privateKey!, port: sshPort, connectTimeoutMs: 20_000, hostKeys: etcdHostKeys(store, clusterKeys(cluster), () => leadership?.fence()) });
-
-    let service: Awaited<ReturnType<typeof startLeaderService>> | undefined;
-    let follower: ReturnType<NonNullable<Booted['followState']>> | undefined;
+    const config: OverlordConfig = {
+      spec,
+      cluster,
+      sshUser,
+      sshPort,
+      concurrency,
+      leader: leaderFlags,
+      ...(booting
+        ? { boot: { stateDir: values['state-dir'] ?? MACHINE_PATHS.overlordState, configDir: values['config-dir'] ?? CONFIG_DIR, standby: values.standby === true } }
+        : { given: { etcd: etcdStoreOptions(values), privateKey: privateKey! } }),
+    };
     try {
-      // only the elected overlord runs the deployment (a term = one runOverlord); see overlord/availability/leader.ts
-      service = await startLeaderService({
-        flags: leaderFlags,
-        etcd,
-        keys: clusterKeys(cluster),
-        health,
-        ports: { store, hosts, clock: systemClock, log },
-        overlord: {
-          cluster,
-          sshUser,
-          unitsFor: unitsForSpec(spec, booted?.units),
-          expected: { masters: spec.masters, minions: spec.minions },
-          concurrency,
-          podNetwork: flannelConfig(spec),
-          // machines are deployed only while they answer over SSH; booted, only at addresses of the private network
-          // (by hand, on --etcd-endpoints, records name whatever addresses the operator's machines have)
-          liveness: DEFAULT_LIVENESS,
-          ...(booted
-            ? {
-                addresses: machineAddresses(spec),
-                prepareMachines: booted.prepareMachines,
-                admission: { credentials: booted.credentials },
-                onClusterReady: () => booted.signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`),
-                kubernetes: await kubernetesOf(spec, booted),
-              }
-            : {}),
-        },
-        signal: stop.signal,
-      });
-      leadership = service.leadership;
-      // a standby keeps the certificates the leader issues, so that it takes over without re-issuing them
-      follower = booted?.followState?.(store, () => leadership?.role() !== 'leader');
-      await leadership.done;
+      await serveOverlord(config, { log, clock: systemClock, signal: stop.signal });
       return 0;
     } catch (err) {
       log.fatal({ event: 'overlord.fatal', ...errorFields(err) }, 'overlord stopped on an error');
@@ -199,21 +133,9 @@ export const overlordCommand: Command = {
     } finally {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      await follower?.stop();
-      await service?.close();
-      await hosts.close().catch(() => undefined);
-      booted?.credentials.close();
-      await store.close();
     }
   },
 };
-
-/** The cluster's Kubernetes side, as its admin (the client certificate the overlord's PKI issues). */
-async function kubernetesOf(spec: ClusterSpec, booted: Booted): Promise<KubernetesOptions> {
-  const admin = await booted.authority.ensureAdmin();
-  const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
-  return { api: (servers) => createKubernetesApi(servers, credentials), addons: clusterAddons(spec) };
-}
 
 function positiveInt(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;

@@ -1,3 +1,5 @@
+import type { MachineRecord } from './machine-record.ts';
+
 /**
  * What units/ renders for one machine, and the steps that deploy it: a step is the small typed value the
  * planner emits and the executor runs. The executor knows nothing of roles or Kubernetes; the planner knows
@@ -23,6 +25,14 @@ export interface RenderedUnits {
   readonly node?: string;
   /** sha256 (hex) over every file's path, mode and content, in path order: a change redeploys the machine */
   readonly hash: string;
+}
+
+/** What a machine's units are rendered against beyond the machine itself. */
+export interface ClusterView {
+  /** every announced master with a valid record, by id: a master's etcd initial cluster */
+  readonly masters: readonly MachineRecord[];
+  /** the announced masters that have been deployed (ledger `deployedAt`), by id: what minions talk to */
+  readonly deployedMasters: readonly MachineRecord[];
 }
 
 export type Step =

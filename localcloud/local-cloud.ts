@@ -55,7 +55,8 @@ import type { MirrorEvent } from '../release/mirror.ts';
 import { LAYOUT, PORTS } from '../units/layout.ts';
 import { CertificateAuthority } from '../overlord/trust/pki/authority.ts';
 import { embeddedKubeconfig, renderKubeconfig } from '../overlord/trust/pki/kubeconfig.ts';
-import { DirectoryPkiStore, writeFileAtomic } from '../overlord/trust/pki/store.ts';
+import { DirectoryPkiStore } from '../overlord/trust/pki/store.ts';
+import { writeFileAtomic } from '../core/private-files.ts';
 
 export const DEFAULT_NET = 60;
 

@@ -3,7 +3,7 @@ import { currentStep, parseLedgerEntry, type LedgerEntry } from '../contracts/le
 import { admittedMismatch, parseAdmittedIdentity, type AdmittedIdentity } from './discovery/identity.ts';
 import { parseMachineRecord, type MachineRecord, type ParsedRecord } from '../contracts/machine-record.ts';
 import type { KeyValue, Store } from './edges/store.ts';
-import { subnetsByMachine } from './pod-network/flannel.ts';
+import { podSubnets } from './pod-network/registry.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
 
 /**
@@ -111,7 +111,7 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
       }
     }),
     store.list(keys.ledger),
-    subnetsByMachine(store, keys),
+    podSubnets(store, keys),
     store.list(keys.leaderCandidates),
     readNodeStates(store, keys),
   ]);

@@ -1,49 +1,45 @@
-import { asCorekubeError, CorekubeError } from '../core/errors.ts';
-import type { Backoff } from '../core/retry.ts';
+import { clusterKeys, type ClusterKeys } from '../contracts/keys.ts';
+import type { MachineRecord } from '../contracts/machine-record.ts';
+import type { RenderedUnits } from '../contracts/step.ts';
 import type { Clock } from '../core/clock.ts';
+import { CorekubeError } from '../core/errors.ts';
+import { BACKOFF, retry, type Backoff, type RetryPolicy } from '../core/retry.ts';
+import { Liveness } from './availability/liveness.ts';
+import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './deploy/executor.ts';
+import { Ledger } from './deploy/ledger.ts';
+import { clusterView } from './deploy/planner.ts';
+import { type ClusterView } from '../contracts/step.ts';
+import { PreparedDiscovery } from './deploy/prepared-discovery.ts';
+import { Reconciler } from './deploy/reconciler.ts';
+import type { Summary } from './deploy/summary.ts';
 import { Admission } from './discovery/admission.ts';
 import { AdmittedDiscovery } from './discovery/admitted-discovery.ts';
 import { Discovery } from './discovery/discovery.ts';
-import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './deploy/executor.ts';
-import type { HostRunner } from './edges/host-runner.ts';
 import { IdentityBook, type MachineAddresses } from './discovery/identity.ts';
-import { clusterKeys } from '../contracts/keys.ts';
-import { Ledger } from './deploy/ledger.ts';
-import { Liveness } from './availability/liveness.ts';
-import { PreparedDiscovery } from './deploy/prepared-discovery.ts';
+import type { HostRunner } from './edges/host-runner.ts';
 import { errorFields, type Logger } from './edges/log.ts';
-import type { MachineCredentials } from './trust/machine-credentials.ts';
-import type { MachineRecord } from '../contracts/machine-record.ts';
-import type { ClusterView } from './deploy/planner.ts';
-import type { RenderedUnits } from '../contracts/step.ts';
-import { Reconciler, type RetryPolicy, type Summary } from './deploy/reconciler.ts';
 import type { Fence, Store } from './edges/store.ts';
-import { ensureNetworkConfig, reserveSubnet, SubnetBook, subnetCidr, subnetLeaseName, type FlannelConfig } from './pod-network/flannel.ts';
-import { clusterView } from './deploy/planner.ts';
-import type { KubernetesApi } from './kubernetes/api.ts';
-import type { Addon } from './kubernetes/addons.ts';
-import { AddonApplier } from './kubernetes/addon-applier.ts';
-import { createNodeReadiness, DEFAULT_NODE_READINESS, type NodeReadiness } from './kubernetes/node-ready.ts';
-import { recordNodeStates } from './kubernetes/node-states.ts';
-import { PORTS } from '../units/layout.ts';
+import { KubernetesSide, type KubernetesOptions } from './kubernetes/cluster-side.ts';
+import type { PodNetwork } from './pod-network/pod-network.ts';
+import { createPodNetwork, type PodNetworkSpec } from './pod-network/registry.ts';
+import type { MachineCredentials } from './trust/machine-credentials.ts';
 
 /**
- * The overlord, as a library: `runOverlord(ports, options)` is the one programmatic entry (the CLI
- * `corekube overlord`, the e2e tests and the benchmark all call it). With leader election, the CLI and the
- * benchmark call it through overlord/availability/leader.ts `runLeader`: one runOverlord a term won, with the term's
- * signal and fence.
+ * One term of the overlord: what runs while it leads — `runOverlord(ports, options)`. The composition root
+ * (overlord.ts) runs one a term won, through availability/leader.ts `runLeader`, with the term's signal and
+ * fence; tests and the benchmark call it directly:
  *
  *   const overlord = await runOverlord(
  *     { store, hosts, clock: systemClock, log },          // Ports: etcd (Store), SSH (HostRunner), time, pino
  *     {
  *       cluster: 'demo',                                   // key prefix /corekube/demo/
  *       sshUser: 'corekube',                               // 'root' = no `sudo -n`
- *       unitsFor: unitsForSpec(spec),                      // overlord/deploy/machine-units.ts: units/ for this spec
+ *       unitsFor: unitsForSpec(spec),                      // deploy/machine-units.ts: units/ for this spec
  *       expected: { masters: spec.masters, minions: spec.minions },  // masters gate + cluster-ready
  *       concurrency: 10,
  *       signal,                                            // abort = stop (like SIGTERM)
  *       onClusterReady: () => signalHeat(),                // once, when every expected machine is deployed
- *       // optional: executor (timeouts, poll), retry (per step), requeue (per machine), fence (issue 5)
+ *       // optional: executor (timeouts, poll), retry (per step), requeue (per machine), fence (leader election)
  *     },
  *   );
  *   await overlord.clusterReady;      // or: await overlord.idle() — nothing running or queued
@@ -51,9 +47,12 @@ import { PORTS } from '../units/layout.ts';
  *   await overlord.stop();            // = abort the signal; resolves once workers stopped and SSH closed
  *   await overlord.done;              // resolves on stop; rejects with E_NOT_LEADER if the lead was lost
  *
- * runOverlord resolves once the ledger is loaded and discovery lists and watches (both retried with
- * backoff while etcd is unreachable — startup never crash-loops). The caller owns the ports: it closes
- * the store after `done`; the overlord closes the hosts' connections when it stops.
+ * The machines flow: discovery's records (discovery/discovery.ts) → the identity rules and liveness
+ * (discovery/admitted-discovery.ts) → prepared: their certificates issued (deploy/prepared-discovery.ts) → the
+ * reconciler (deploy/reconciler.ts), which plans and deploys. Beside it: admission of join requests, the pod
+ * network, the Kubernetes side. runOverlord resolves once the ledger is loaded and discovery lists and watches
+ * (retried with backoff while etcd is unreachable — startup never crash-loops). The caller owns the ports: it
+ * closes the store after `done`; the overlord closes the hosts' connections when it stops.
  */
 export interface Ports {
   readonly store: Store;
@@ -65,73 +64,61 @@ export interface Ports {
 export interface OverlordOptions {
   readonly cluster: string;
   readonly sshUser: string;
-  /** renders one machine's units (units/index.ts); a throw fails that machine with the reason */
+  /** renders one machine's units (deploy/machine-units.ts); a throw fails that machine with the reason */
   readonly unitsFor: (record: MachineRecord, cluster: ClusterView) => RenderedUnits;
   readonly expected: { readonly masters: number; readonly minions: number };
   /** machines deployed at once; default 10 */
   readonly concurrency?: number;
   readonly executor?: Partial<Omit<ExecutorOptions, 'remote'>>;
+  /** a step's attempts (default BACKOFF.step) */
   readonly retry?: RetryPolicy;
-  readonly requeue?: RetryPolicy;
+  /** a machine failed for its surroundings, planned again (default BACKOFF.requeue) */
+  readonly requeue?: Backoff;
+  /** while etcd is unreachable: the startup reads, ledger writes, failed passes (default BACKOFF.peer) */
+  readonly etcdBackoff?: Backoff;
   readonly signal?: AbortSignal;
   readonly fence?: () => Fence | undefined;
   readonly onClusterReady?: () => void | Promise<void>;
   /**
-   * flannel's network (overlord/pod-network/flannel.ts flannelConfig(spec)): written at start if absent (a different
-   * one already there stops the overlord: E_NETWORK_CONFIG_CHANGED), and a subnet reserved for every
-   * machine before its steps run. Absent = the overlord leaves flannel's keys alone.
+   * The cluster's pod network (pod-network/registry.ts podNetworkOf(spec)): its config written at start if absent
+   * (a different one already there stops the overlord: E_NETWORK_CONFIG_CHANGED), and a subnet reserved for every
+   * machine before its steps run. Absent = the overlord leaves the pod network alone.
    */
-  readonly podNetwork?: FlannelConfig;
+  readonly podNetwork?: PodNetworkSpec;
   /**
    * Makes what each machine's units need and cannot be made while rendering them (its certificates:
-   * overlord/trust/machine-pki.ts), for every announced machine, each time the machines change — before the
-   * reconciler sees the change (overlord/deploy/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
+   * trust/machine-pki.ts), for every announced machine, each time the machines change — before the
+   * reconciler sees the change (deploy/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
    */
-  readonly prepareMachines?: (records: readonly MachineRecord[], fence?: Fence) => Promise<void>;
+  readonly machinePki?: { prepare(records: readonly MachineRecord[], fence?: Fence): Promise<void> };
   /**
-   * Admission of join requests (overlord/discovery/admission.ts): each node that asks to join with the shared join
-   * token gets its own discovery etcd user over SSH; with `podNetwork`, its role is also granted its subnet
-   * lease once reserved. Absent = join requests are left alone (records are written by other means).
+   * Admission of join requests (discovery/admission.ts): each node that asks to join with the shared join
+   * token gets its own discovery etcd user over SSH; with `podNetwork`, it is also granted its subnet once
+   * reserved. Absent = join requests are left alone (records are written by other means).
    */
   readonly admission?: {
     readonly credentials: MachineCredentials;
     readonly concurrency?: number;
     readonly backoff?: Backoff;
-    /** join requests tracked at once, and attempts a second (overlord/discovery/admission.ts) */
+    /** join requests tracked at once, and attempts a second (discovery/admission.ts) */
     readonly maxPending?: number;
     readonly rate?: { readonly perSecond: number; readonly burst: number };
   };
   /**
-   * The addresses machines can have (overlord/discovery/identity.ts machineAddresses(spec)): a record or join request naming
+   * The addresses machines can have (discovery/identity.ts machineAddresses(spec)): a record or join request naming
    * another is refused. Absent = any IPv4 address (an overlord run by hand on a test etcd).
    */
   readonly addresses?: MachineAddresses;
   /**
-   * Liveness beyond the lease (overlord/availability/liveness.ts): every deployable machine is asked over SSH every
+   * Liveness beyond the lease (availability/liveness.ts): every deployable machine is asked over SSH every
    * `intervalMs`; one silent for `deadAfterMs` is treated as gone. Absent = the lease alone decides.
    */
   readonly liveness?: { readonly intervalMs?: number; readonly deadAfterMs?: number };
-  /** backoff of the startup reads while etcd is unreachable */
-  readonly startupBackoffMs?: { readonly initial: number; readonly max: number };
   /**
-   * The cluster's Kubernetes side (overlord/kubernetes/): the API of the deployed masters (`api` makes it from
-   * their https URLs), the add-ons applied once it is ready, every kubelet's Node brought to Ready with its pod
-   * subnet (the `node-ready` step), each Node's state recorded for `corekube status` — and the cluster-ready
-   * hook held until the add-ons are available. Absent = the overlord deploys units only (tests of mechanics).
+   * The cluster's Kubernetes side (kubernetes/cluster-side.ts): node readiness, the add-ons, Node states, and
+   * the cluster-ready hook held until the add-ons are available. Absent = the overlord deploys units only.
    */
   readonly kubernetes?: KubernetesOptions;
-}
-
-export interface KubernetesOptions {
-  readonly api: (servers: () => readonly string[]) => KubernetesApi;
-  readonly addons: readonly Addon[];
-  /** node-ready: how long a Node may take to be Ready (default 180 s) */
-  readonly nodeTimeoutMs?: number;
-  /** the cluster-ready gate: how long the add-ons may take to be available (default 600 s) */
-  readonly addonsTimeoutMs?: number;
-  /** how often Node states are read (default 10 s) */
-  readonly nodeStatesIntervalMs?: number;
-  readonly pollMs?: number;
 }
 
 export interface Overlord {
@@ -147,61 +134,199 @@ export interface Overlord {
 
 export const DEFAULT_CONCURRENCY = 10;
 
+/** What each leader term runs (availability/leader.ts `term`): an overlord with these options and the term's signal and fence. */
+export function overlordTerms(ports: Ports, options: Omit<OverlordOptions, 'signal' | 'fence'>): (term: { readonly signal: AbortSignal; readonly fence: () => Fence }) => Promise<Overlord> {
+  return (term) => runOverlord(ports, { ...options, ...term });
+}
+
 export async function runOverlord(ports: Ports, options: OverlordOptions): Promise<Overlord> {
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new CorekubeError('E_USAGE', `concurrency must be a positive whole number, got ${concurrency}`, { hint: 'use --concurrency 10' });
   }
-  const keys = clusterKeys(options.cluster);
-  const log = ports.log;
-  const ledger = new Ledger(ports.store, keys, options.fence);
+  const term = new Term(ports, options, concurrency);
+  await term.start();
+  return term.overlord();
+}
 
-  let reconciler: Reconciler | undefined;
-  let resolveReady!: () => void;
-  const clusterReady = new Promise<void>((r) => (resolveReady = r));
-  let resolveDone!: () => void;
-  let rejectDone!: (err: unknown) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolveDone = res;
-    rejectDone = rej;
-  });
-  done.catch(() => undefined);
-  let fatal: CorekubeError | undefined;
+/** The parts of one term, wired in the order the machines flow through them. */
+class Term {
+  private readonly keys: ClusterKeys;
+  private readonly ledger: Ledger;
+  private readonly book = new IdentityBook();
+  private readonly discovery: Discovery;
+  private readonly liveness: Liveness | undefined;
+  private readonly machines: AdmittedDiscovery;
+  private readonly prepared: PreparedDiscovery | undefined;
+  private readonly admission: Admission | undefined;
+  private readonly podNetwork: PodNetwork | undefined;
+  private readonly kube: KubernetesSide | undefined;
+  private readonly reconciler: Reconciler;
+  /** the startup reads: aborted with the term */
+  private readonly startup = new AbortController();
+  /** the term's background tasks (the Kubernetes side) */
+  private readonly tasks = new AbortController();
+  private readonly ready = promised<void>();
+  private readonly finished = promised<void>();
+  private fatal: CorekubeError | undefined;
+  private stopping: Promise<void> | undefined;
 
-  const startup = new AbortController();
-  const onAbort = () => startup.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', onAbort, { once: true });
-
-  // discovery's records → the identity rules and liveness (machines) → prepared (certificates) → the reconciler
-  let prepared: PreparedDiscovery | undefined;
-  let admission: Admission | undefined;
-  const book = new IdentityBook();
-  const discovery = new Discovery({ store: ports.store, keys, log, clock: ports.clock, onChange: () => machines.invalidate() });
-  const liveness = options.liveness ? new Liveness({ hosts: ports.hosts, clock: ports.clock, log, onChange: () => machines.invalidate(), ...options.liveness }) : undefined;
-  const machines = new AdmittedDiscovery({
-    source: discovery,
-    rules: { book, requireAdmission: options.admission !== undefined, ...(options.addresses ? { addresses: options.addresses } : {}) },
-    ...(liveness ? { liveness } : {}),
-    log,
-    onChange: () => {
-      if (prepared) void prepared.refresh();
-      else reconciler?.trigger();
-      admission?.pass();
-    },
-  });
-  if (options.prepareMachines) {
-    const prepareMachines = options.prepareMachines;
-    prepared = new PreparedDiscovery({ source: machines, prepare: (records) => prepareMachines(records, options.fence?.()), onChange: () => reconciler?.trigger(), clock: ports.clock, log });
+  constructor(
+    private readonly ports: Ports,
+    private readonly options: OverlordOptions,
+    private readonly concurrency: number,
+  ) {
+    const { store, hosts, clock, log } = ports;
+    const keys = (this.keys = clusterKeys(options.cluster));
+    this.ledger = new Ledger(store, keys, options.fence);
+    // discovery's records → the identity rules and liveness (machines) → prepared (certificates) → the reconciler
+    this.discovery = new Discovery({ store, keys, log, clock, onChange: () => this.machines.invalidate() });
+    this.liveness = options.liveness ? new Liveness({ hosts, clock, log, onChange: () => this.machines.invalidate(), ...options.liveness }) : undefined;
+    this.machines = new AdmittedDiscovery({
+      source: this.discovery,
+      rules: { book: this.book, requireAdmission: options.admission !== undefined, ...(options.addresses ? { addresses: options.addresses } : {}) },
+      ...(this.liveness ? { liveness: this.liveness } : {}),
+      log,
+      onChange: () => this.machinesChanged(),
+    });
+    const pki = options.machinePki;
+    this.prepared = pki ? new PreparedDiscovery({ source: this.machines, prepare: (records) => pki.prepare(records, options.fence?.()), onChange: () => this.reconciler.trigger(), clock, log }) : undefined;
+    this.admission = options.admission ? this.makeAdmission(options.admission) : undefined;
+    this.podNetwork = options.podNetwork ? createPodNetwork(options.podNetwork, { store, keys, log, ...(options.admission ? { credentials: options.admission.credentials } : {}) }) : undefined;
+    const view = this.prepared ?? this.machines;
+    this.kube = options.kubernetes
+      ? new KubernetesSide(
+          options.kubernetes,
+          {
+            store, hosts, clock, log, keys,
+            ...(options.fence ? { fence: options.fence } : {}),
+            ...(this.podNetwork ? { podNetwork: this.podNetwork } : {}),
+            records: () => view.snapshot().records.values(),
+            deployedMasters: () => clusterView(view.snapshot().records.values(), this.ledger.entries()).deployedMasters,
+          },
+          { user: options.sshUser },
+          this.tasks.signal,
+        )
+      : undefined;
+    this.reconciler = new Reconciler(
+      {
+        hosts, clock, log, discovery: view, ledger: this.ledger,
+        ...(this.kube ? { nodes: this.kube.nodes } : {}),
+        ...(this.podNetwork ? { podNetwork: this.podNetwork } : {}),
+        ...(options.fence ? { fence: options.fence } : {}),
+      },
+      {
+        unitsFor: options.unitsFor,
+        expected: options.expected,
+        concurrency,
+        executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
+        ...(options.retry ? { retry: options.retry } : {}),
+        ...(options.requeue ? { requeue: options.requeue } : {}),
+        ...(options.etcdBackoff ? { etcdBackoff: options.etcdBackoff } : {}),
+        onClusterReady: () => this.clusterReady(),
+        onFatal: (err) => {
+          this.fatal = err;
+          void this.stop();
+        },
+      },
+    );
   }
 
-  if (options.admission) {
-    const a = options.admission;
-    admission = new Admission(
-      { store: ports.store, hosts: ports.hosts, credentials: a.credentials, keys, log, clock: ports.clock, book, machines },
+  /** Reads what the term starts from (each read retried while etcd is unreachable), then starts working. */
+  async start(): Promise<void> {
+    const { options, ports } = this;
+    const onAbort = () => this.startup.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    ports.log.info({ event: 'overlord.start', cluster: options.cluster, concurrency: this.concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
+    try {
+      await this.untilItWorks('loading the ledger', () => this.ledger.load());
+      const podNetwork = this.podNetwork;
+      if (podNetwork) await this.untilItWorks(`writing the ${podNetwork.name} network config`, () => podNetwork.ensureConfig(options.fence?.()));
+      await this.untilItWorks('reading admitted identities', () => this.book.start({ store: ports.store, keys: this.keys, log: ports.log, clock: ports.clock }));
+      await this.untilItWorks('listing machine records', () => this.discovery.start());
+      await this.prepared?.refresh();
+      const admission = this.admission;
+      if (admission) await this.untilItWorks('listing join requests', () => admission.start());
+    } catch (err) {
+      this.prepared?.stop();
+      this.machines.close();
+      await this.admission?.stop();
+      await this.discovery.stop();
+      await this.book.stop();
+      throw err;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+    const stopOnAbort = () => void this.stop();
+    if (options.signal?.aborted) void this.stop();
+    else options.signal?.addEventListener('abort', stopOnAbort, { once: true });
+    this.finished.promise.finally(() => options.signal?.removeEventListener('abort', stopOnAbort)).catch(() => undefined);
+    this.liveness?.start();
+    this.reconciler.trigger();
+    this.admission?.pass();
+    this.kube?.start();
+  }
+
+  overlord(): Overlord {
+    const { reconciler, discovery, machines } = this;
+    return {
+      done: this.finished.promise,
+      clusterReady: this.ready.promise,
+      stop: () => this.stop(),
+      idle: () => reconciler.idle(),
+      summary: () => reconciler.summary(),
+      discovery: { get lists() { return discovery.lists; }, snapshot: () => machines.snapshot() },
+      reconciler,
+    };
+  }
+
+  private stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const { log } = this.ports;
+      log.info({ event: 'overlord.stopping' }, 'overlord stopping: no new work; steps in flight stay recorded');
+      // the reconciler first, synchronously: no new step may start while the watch is being cancelled
+      // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
+      const reconcilerStopped = this.reconciler.stop();
+      this.tasks.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
+      this.prepared?.stop();
+      this.machines.close();
+      const admissionStopped = this.admission?.stop();
+      const livenessStopped = this.liveness?.stop();
+      await this.discovery.stop();
+      await this.book.stop();
+      await admissionStopped;
+      await livenessStopped;
+      await reconcilerStopped;
+      log.info({ event: 'overlord.stopped', summary: this.reconciler.summary().text }, 'overlord stopped');
+      if (this.fatal) this.finished.reject(this.fatal);
+      else this.finished.resolve();
+    })();
+    return this.stopping;
+  }
+
+  /** The admitted machines changed: prepare them (then the reconciler looks), and look at the join requests. */
+  private machinesChanged(): void {
+    if (this.prepared) void this.prepared.refresh();
+    else this.reconciler?.trigger();
+    this.admission?.pass();
+  }
+
+  /** Every expected machine is deployed: once the Kubernetes side says the cluster is usable, it is ready. */
+  private async clusterReady(): Promise<void> {
+    await this.kube?.gate(this.options.expected.minions);
+    this.ready.resolve();
+    await this.options.onClusterReady?.();
+  }
+
+  private makeAdmission(a: NonNullable<OverlordOptions['admission']>): Admission {
+    const { store, hosts, log, clock } = this.ports;
+    const o = this.options;
+    return new Admission(
+      { store, hosts, credentials: a.credentials, keys: this.keys, log, clock, book: this.book, machines: this.machines },
       {
-        remote: { user: options.sshUser },
-        ...(options.fence ? { fence: options.fence } : {}),
-        ...(options.addresses ? { addresses: options.addresses } : {}),
+        remote: { user: o.sshUser },
+        ...(o.fence ? { fence: o.fence } : {}),
+        ...(o.addresses ? { addresses: o.addresses } : {}),
         ...(a.concurrency ? { concurrency: a.concurrency } : {}),
         ...(a.backoff ? { backoff: a.backoff } : {}),
         ...(a.maxPending ? { maxPending: a.maxPending } : {}),
@@ -210,196 +335,25 @@ export async function runOverlord(ports: Ports, options: OverlordOptions): Promi
     );
   }
 
-  log.info({ event: 'overlord.start', cluster: options.cluster, concurrency, expected: options.expected }, `overlord starting for cluster ${options.cluster}`);
-  try {
-    await untilItWorks('loading the ledger', () => ledger.load(), ports, startup.signal, options.startupBackoffMs);
-    const podNetwork = options.podNetwork;
-    if (podNetwork) {
-      await untilItWorks('writing flannel network config', () => ensureNetworkConfig(ports.store, keys, podNetwork, options.fence?.()).then(() => undefined), ports, startup.signal, options.startupBackoffMs);
-    }
-    await untilItWorks('reading admitted identities', () => book.start({ store: ports.store, keys, log, clock: ports.clock }), ports, startup.signal, options.startupBackoffMs);
-    await untilItWorks('listing machine records', () => discovery.start(), ports, startup.signal, options.startupBackoffMs);
-    await prepared?.refresh();
-    if (admission) await untilItWorks('listing join requests', () => admission.start(), ports, startup.signal, options.startupBackoffMs);
-  } catch (err) {
-    prepared?.stop();
-    machines.close();
-    await admission?.stop();
-    await discovery.stop();
-    await book.stop();
-    options.signal?.removeEventListener('abort', onAbort);
-    throw err;
-  }
-
-  const records = () => (prepared ?? machines).snapshot().records.values();
-  const tasks = new AbortController();
-  const kube = options.kubernetes ? kubernetesSide(options.kubernetes, ports, keys, options, { records, ledger }, tasks.signal) : undefined;
-
-  reconciler = new Reconciler(
-    { hosts: ports.hosts, clock: ports.clock, log, discovery: prepared ?? machines, ledger, ...(kube ? { nodes: kube.nodes } : {}) },
-    {
-      unitsFor: options.unitsFor,
-      expected: options.expected,
-      concurrency,
-      executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
-      ...(options.retry ? { retry: options.retry } : {}),
-      ...(options.requeue ? { requeue: options.requeue } : {}),
-      ...(options.podNetwork ? { prepare: reservePodSubnet(ports, keys, options.podNetwork, options.fence, options.admission?.credentials) } : {}),
-      onClusterReady: async () => {
-        if (kube) await kube.gate();
-        resolveReady();
-        await options.onClusterReady?.();
-      },
-      onFatal: (err) => {
-        fatal = err;
-        void stop();
-      },
-    },
-  );
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      log.info({ event: 'overlord.stopping' }, 'overlord stopping: no new work; steps in flight stay recorded');
-      options.signal?.removeEventListener('abort', stopOnAbort);
-      // the reconciler first, synchronously: no new step may start while the watch is being cancelled
-      // (cancelling it waits for etcd, which may be unreachable — that is often why we stop)
-      const reconcilerStopped = reconciler!.stop();
-      tasks.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
-      prepared?.stop();
-      machines.close();
-      const admissionStopped = admission?.stop();
-      const livenessStopped = liveness?.stop();
-      await discovery.stop();
-      await book.stop();
-      await admissionStopped;
-      await livenessStopped;
-      await reconcilerStopped;
-      log.info({ event: 'overlord.stopped', summary: reconciler!.summary().text }, 'overlord stopped');
-      if (fatal) rejectDone(fatal);
-      else resolveDone();
-    })();
-    return stopping;
-  };
-  const stopOnAbort = () => void stop();
-  options.signal?.removeEventListener('abort', onAbort);
-  if (options.signal?.aborted) void stop();
-  else options.signal?.addEventListener('abort', stopOnAbort, { once: true });
-
-  liveness?.start();
-  reconciler.trigger();
-  admission?.pass();
-  kube?.start();
-  const r = reconciler;
-  return {
-    done,
-    clusterReady,
-    stop,
-    idle: () => r.idle(),
-    summary: () => r.summary(),
-    discovery: { get lists() { return discovery.lists; }, snapshot: () => machines.snapshot() },
-    reconciler: r,
-  };
-}
-
-/**
- * The Kubernetes side of one term: node readiness for the reconciler's node-ready steps, the add-ons (applied
- * in the background once a master is deployed), the Node states for `corekube status`, and the cluster-ready
- * gate: the API ready, the add-ons applied and (with minions, where CoreDNS runs) available.
- */
-function kubernetesSide(
-  k: KubernetesOptions,
-  ports: Ports,
-  keys: ReturnType<typeof clusterKeys>,
-  options: OverlordOptions,
-  observed: { readonly records: () => Iterable<MachineRecord>; readonly ledger: Ledger },
-  signal: AbortSignal,
-) {
-  const servers = () => clusterView(observed.records(), observed.ledger.entries()).deployedMasters.map((m) => `https://${m.ip}:${PORTS.apiServer}`);
-  const api = k.api(servers);
-  const fence = options.fence ? { fence: options.fence } : {};
-  const nodes: NodeReadiness = createNodeReadiness(
-    {
-      api,
-      hosts: ports.hosts,
-      clock: ports.clock,
-      podCidrOf: async (id) => {
-        const kv = await ports.store.get(keys.subnetOf(id));
-        return kv ? subnetCidr(kv.value) : undefined;
-      },
-    },
-    { remote: { user: options.sshUser }, timeoutMs: k.nodeTimeoutMs ?? DEFAULT_NODE_READINESS.timeoutMs, pollMs: k.pollMs ?? DEFAULT_NODE_READINESS.pollMs },
-  );
-  const applier = new AddonApplier({ api, store: ports.store, keys, clock: ports.clock, log: ports.log, ...fence }, k.addons, k.pollMs ? { pollMs: k.pollMs } : {});
-  const untilApiKnown = async () => {
-    while (servers().length === 0) await ports.clock.sleep(1_000, signal);
-  };
-  const background = (what: string, task: () => Promise<void>) =>
-    void task().catch((err: unknown) => {
-      if (!signal.aborted) ports.log.error({ event: 'kubernetes.task-failed', task: what, ...errorFields(err) }, `${what} stopped on an error`);
+  private untilItWorks(what: string, fn: () => Promise<void>): Promise<void> {
+    const { log, clock } = this.ports;
+    return retry(fn, {
+      policy: this.options.etcdBackoff ?? BACKOFF.peer,
+      clock,
+      signal: this.startup.signal,
+      code: 'E_ETCD',
+      onRetry: (e, _failures, delay) => log.warn({ event: 'overlord.startup-retry', what, nextRetryMs: delay, ...errorFields(e) }, `${what} failed; retrying`),
     });
-  return {
-    nodes,
-    start() {
-      background('applying the add-ons', async () => {
-        await untilApiKnown();
-        await applier.applied(signal);
-      });
-      background('recording Node states', () =>
-        recordNodeStates(
-          {
-            api, store: ports.store, keys, clock: ports.clock, log: ports.log, ...fence,
-            machinesByHostname: () => new Map([...observed.records()].map((r) => [r.hostname, r.id])),
-            apiKnown: () => servers().length > 0,
-          },
-          signal,
-          k.nodeStatesIntervalMs,
-        ),
-      );
-    },
-    /** holds the cluster-ready signal until the cluster is usable */
-    async gate() {
-      await untilApiKnown();
-      await applier.applied(signal);
-      if (options.expected.minions === 0) {
-        ports.log.info({ event: 'cluster.gate', addons: 'applied' }, 'add-ons applied; CoreDNS runs once a minion joins (this cluster has none yet)');
-        return;
-      }
-      const missing = await applier.available(signal, k.addonsTimeoutMs ?? 600_000);
-      if (missing.length > 0) {
-        throw new CorekubeError('E_KUBERNETES', `the add-ons are not available after ${Math.round((k.addonsTimeoutMs ?? 600_000) / 1000)} s: ${missing.join('; ')}`, {
-          hint: 'kubectl -n kube-system get pods,events says why (an image that cannot be pulled, no Ready node)',
-        });
-      }
-      ports.log.info({ event: 'cluster.gate', addons: 'available' }, 'the API is ready, every Node is Ready and the add-ons are available');
-    },
-  };
-}
-
-function reservePodSubnet(ports: Ports, keys: ReturnType<typeof clusterKeys>, config: FlannelConfig, fence: OverlordOptions['fence'], credentials?: MachineCredentials) {
-  // one book of the reservations for this overlord's life: one listing, not one a machine (issue 5)
-  const book = new SubnetBook();
-  return async (record: MachineRecord) => {
-    const subnet = await reserveSubnet(ports.store, keys, config, record, fence?.(), book);
-    ports.log.debug({ event: 'subnet.reserved', machine: record.id, hostname: record.hostname, subnet }, `pod subnet ${subnet}`);
-    // flanneld on the machine writes its own lease as the machine's etcd user: grant it that one key
-    const changes = await credentials?.ensure(record.id, subnetLeaseName(subnet));
-    if (changes?.length) ports.log.debug({ event: 'credentials.granted', machine: record.id, changes }, 'the machine may write its subnet lease');
-  };
-}
-
-async function untilItWorks(what: string, fn: () => Promise<void>, ports: Ports, signal: AbortSignal, backoff = { initial: 500, max: 15_000 }): Promise<void> {
-  let delay = backoff.initial;
-  for (;;) {
-    try {
-      await fn();
-      return;
-    } catch (err) {
-      const e = asCorekubeError(err, 'E_ETCD');
-      if (!e.retryable || signal.aborted) throw e;
-      ports.log.warn({ event: 'overlord.startup-retry', what, nextRetryMs: delay, ...errorFields(e) }, `${what} failed; retrying`);
-      await ports.clock.sleep(delay, signal);
-      delay = Math.min(backoff.max, delay * 2);
-    }
   }
+}
+
+function promised<T>(): { readonly promise: Promise<T>; resolve(value: T): void; reject(err: unknown): void } {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
 }

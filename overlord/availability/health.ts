@@ -1,6 +1,6 @@
 import { asCorekubeError, type CorekubeError } from '../../core/errors.ts';
 import type { Clock } from '../../core/clock.ts';
-import type { LeaderElection, Leadership, Role } from './leader.ts';
+import type { LeaderElection, Leadership, Role, TermWork } from './leader.ts';
 import type { Logger } from '../edges/log.ts';
 import type { Store } from '../edges/store.ts';
 
@@ -146,13 +146,16 @@ export function healthReport(input: HealthInput): HealthReport {
   return { status: etcd.overBudget || input.role === 'stopped' ? 503 : 200, body };
 }
 
+/** A term that says how far it got (term.ts Overlord). */
+export type ReportingTerm = TermWork & { summary(): { readonly total: number; readonly deployed: number; readonly failed: readonly unknown[] } };
+
 /**
  * Gathers the health of a running leadership: its role, who leads (read from etcd by a standby, given
  * up on after `leaderTimeoutMs`: an unreachable etcd must not hang the health check), etcd's state and,
  * for the leader, its progress.
  */
 export async function leadershipHealth(
-  leadership: Pick<Leadership, 'id' | 'role' | 'overlord'>,
+  leadership: Pick<Leadership<ReportingTerm>, 'id' | 'role' | 'overlord'>,
   election: Pick<LeaderElection, 'leader'>,
   health: Pick<EtcdHealth, 'state'>,
   leaderTimeoutMs = 1_000,

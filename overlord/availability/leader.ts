@@ -2,13 +2,14 @@ import { setMaxListeners } from 'node:events';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import { BACKOFF, Backoffs, retry, type Backoff } from '../../core/retry.ts';
 import { errorFields } from '../edges/log.ts';
-import { runOverlord, type Overlord, type OverlordOptions, type Ports } from '../term.ts';
+import type { Logger } from '../edges/log.ts';
+import type { Clock } from '../../core/clock.ts';
 import type { Fence } from '../edges/store.ts';
 
 /**
  * Leadership: any number of overlords run against one cluster; the one elected in etcd (etcd3's Election
  * on a lease, keys.leaderCandidates; adapter: etcd-election.ts) deploys, the others stand by. Each won
- * election is a TERM, and a term runs one overlord (runOverlord: ledger and discovery loaded afresh, so a
+ * election is a TERM, and a term runs what `term` starts (the composition root gives term.ts runOverlord: ledger and discovery loaded afresh, so a
  * new leader resumes from what the ledger says, whoever wrote it).
  *
  * Contract of a term:
@@ -62,14 +63,19 @@ export function stepDownAfterMs(ttlSeconds: number): number {
   return Math.floor((ttlSeconds * 1000 * 2) / 3);
 }
 
-export interface LeaderOptions {
+/** What a term runs, once started: `done` settles when it has stopped (rejects with E_NOT_LEADER when it lost the lead). */
+export interface TermWork {
+  readonly done: Promise<void>;
+}
+
+export interface LeaderOptions<T extends TermWork = TermWork> {
   /** this overlord's id: the election value, shown by `corekube status` and /healthz */
   readonly id: string;
   readonly election: LeaderElection;
   /** default DEFAULT_LEASE_TTL_SECONDS; a standby takes over at most this long after the leader vanished */
   readonly leaseTtlSeconds?: number;
-  /** what each term runs; the term adds its own signal and fence */
-  readonly overlord: Omit<OverlordOptions, 'signal' | 'fence'>;
+  /** starts what a term runs, with the term's signal (abort = step down) and fence (every write of the term carries it) */
+  readonly term: (scope: { readonly signal: AbortSignal; readonly fence: () => Fence }) => Promise<T>;
   /** abort = stop: the leader stops its overlord and resigns, a standby withdraws */
   readonly signal?: AbortSignal;
   /** between failed campaigns and resignations (etcd unreachable); default BACKOFF.election */
@@ -77,14 +83,14 @@ export interface LeaderOptions {
   readonly onRoleChange?: (role: Role) => void;
 }
 
-export interface Leadership {
+export interface Leadership<T extends TermWork = TermWork> {
   readonly id: string;
   readonly leaseTtlSeconds: number;
   role(): Role;
   /** the current term's fence; undefined while standing by */
   fence(): Fence | undefined;
-  /** the current term's overlord; undefined while standing by or starting */
-  overlord(): Overlord | undefined;
+  /** what the current term runs; undefined while standing by or starting */
+  overlord(): T | undefined;
   /** terms won so far */
   terms(): number;
   /** resolves once stopped; rejects with a terminal error (e.g. etcd refused the credentials) */
@@ -101,7 +107,7 @@ export function validateLeaseTtl(ttl: number): number {
   return ttl;
 }
 
-export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
+export function runLeader<T extends TermWork>(ports: { readonly clock: Clock; readonly log: Logger }, options: LeaderOptions<T>): Leadership<T> {
   const ttl = validateLeaseTtl(options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
   const { clock, log } = ports;
   const backoff = options.backoff ?? BACKOFF.election;
@@ -113,7 +119,7 @@ export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
 
   let role: Role = 'standby';
   let fence: Fence | undefined;
-  let current: Overlord | undefined;
+  let current: T | undefined;
   let terms = 0;
   /** revocations of past terms' leases still being retried (awaited on stop) */
   const resigning = new Set<Promise<void>>();
@@ -186,9 +192,9 @@ export function runLeader(ports: Ports, options: LeaderOptions): Leadership {
     void term.lost.then((why) => stepDown(new CorekubeError('E_NOT_LEADER', `the leader lease is lost: ${why}`, { hint: 'a standby takes over; this overlord campaigns again' })));
 
     try {
-      const overlord = await runOverlord(ports, { ...options.overlord, signal: termAbort.signal, fence: () => term.fence });
-      current = overlord;
-      await overlord.done;
+      const work = await options.term({ signal: termAbort.signal, fence: () => term.fence });
+      current = work;
+      await work.done;
     } catch (err) {
       const e = asCorekubeError(err);
       if (!termAbort.signal.aborted) {

@@ -1,7 +1,7 @@
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../../units/index.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
-import type { ClusterView } from './planner.ts';
+import type { ClusterView } from '../../contracts/step.ts';
 import type { RenderedUnits } from '../../contracts/step.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
 

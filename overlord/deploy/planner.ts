@@ -1,7 +1,7 @@
 import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
-import type { Role } from '../../contracts/roles.ts';
-import type { RenderedUnits, Step, StepId } from '../../contracts/step.ts';
+import { byRoleThenId, ROLE_TRAITS, type Role } from '../../contracts/roles.ts';
+import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/step.ts';
 
 /**
  * The planner: PURE. `plan(desired, observed)` says, for every announced machine, what is left to do —
@@ -33,17 +33,9 @@ export type DesiredMachine =
   | { readonly record: MachineRecord; readonly units: RenderedUnits }
   | { readonly record: MachineRecord; readonly renderError: string };
 
-/** What units/ needs to know of the cluster beyond the machine itself. */
-export interface ClusterView {
-  /** every announced master with a valid record, by id: a master's etcd initial cluster */
-  readonly masters: readonly MachineRecord[];
-  /** the announced masters that have been deployed (ledger `deployedAt`), by id: what minions talk to */
-  readonly deployedMasters: readonly MachineRecord[];
-}
-
 /** PURE: the view every machine's units are rendered against. */
 export function clusterView(records: Iterable<MachineRecord>, ledger: ReadonlyMap<string, LedgerEntry>): ClusterView {
-  const masters = [...records].filter((r) => r.role === 'master').sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const masters = [...records].filter((r) => ROLE_TRAITS[r.role].controlPlane).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return { masters, deployedMasters: masters.filter((m) => (ledger.get(m.id)?.deployedAt ?? null) !== null) };
 }
 
@@ -89,9 +81,9 @@ export function stepsOf(units: RenderedUnits): Step[] {
 }
 
 export function plan(desired: Desired, observed: Observed): MachinePlan[] {
-  const machines = [...desired.machines].sort((a, b) => rank(a.record) - rank(b.record) || (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0));
+  const machines = [...desired.machines].sort((a, b) => byRoleThenId(a.record, b.record));
   const gates = planGates(
-    machines.filter((m) => m.record.role === 'master'),
+    machines.filter((m) => ROLE_TRAITS[m.record.role].controlPlane),
     desired.expectedMasters,
     observed,
   );
@@ -118,21 +110,30 @@ export interface Gates {
 
 /** PURE: the gates, from every announced master. */
 export function planGates(masters: readonly DesiredMachine[], expectedMasters: number, observed: Observed): Gates {
-  const plans = masters.map((m) => planOneMemo(m, observed.ledger.get(m.record.id) ?? null));
+  return gatesOf(
+    masters.map((m) => planOne(m, observed.ledger.get(m.record.id) ?? null)),
+    expectedMasters,
+    observed,
+  );
+}
+
+/** PURE: the gates, from the (ungated) plans of every announced master. */
+export function gatesOf(masterPlans: readonly MachinePlan[], expectedMasters: number, observed: Observed): Gates {
   return {
     expectedMasters,
-    announcedMasters: plans.length,
-    masterDeployed: plans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
-    mastersBusy: plans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
+    announcedMasters: masterPlans.length,
+    masterDeployed: masterPlans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
+    mastersBusy: masterPlans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
   };
 }
 
 /** PURE: one machine's plan under the gates. */
 export function planGated(machine: DesiredMachine, gates: Gates, observed: Observed): MachinePlan {
-  return gated(planOneMemo(machine, observed.ledger.get(machine.record.id) ?? null), gates);
+  return gated(planOne(machine, observed.ledger.get(machine.record.id) ?? null), gates);
 }
 
-function gated(p: MachinePlan, g: Gates): MachinePlan {
+/** PURE: a plan under the gates: a machine with work to do waits while its role's gate is closed. */
+export function gated(p: MachinePlan, g: Gates): MachinePlan {
   if (p.action !== 'deploy' && p.action !== 'fail') return p;
   const reason = gateReason(p.role, g);
   return reason === undefined ? p : { id: p.id, role: p.role, action: 'wait', reason };
@@ -140,9 +141,11 @@ function gated(p: MachinePlan, g: Gates): MachinePlan {
 
 /** PURE: why a machine of this role with work to do must wait (rules 8 and 9), or undefined when it need not. */
 export function gateReason(role: Role, g: Gates): string | undefined {
-  if (role === 'master' && g.announcedMasters < g.expectedMasters) return `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)`;
-  if (role === 'minion' && !g.masterDeployed) return 'waiting for a master to be deployed';
-  if (role === 'minion' && g.mastersBusy) return 'waiting for the masters being deployed';
+  if (ROLE_TRAITS[role].controlPlane) {
+    return g.announcedMasters < g.expectedMasters ? `waiting for ${g.expectedMasters} masters to announce (${g.announcedMasters} so far)` : undefined;
+  }
+  if (!g.masterDeployed) return 'waiting for a master to be deployed';
+  if (g.mastersBusy) return 'waiting for the masters being deployed';
   return undefined;
 }
 
@@ -157,26 +160,8 @@ export function planUnrendered(record: MachineRecord, gates: Gates, observed: Ob
   return reason === undefined ? undefined : { id: record.id, role: record.role, action: 'wait', reason };
 }
 
-/**
- * planOne is a pure function of two immutable values — the desired machine (the reconciler keeps one
- * object per record and render) and its ledger entry (frozen, replaced on every write) — so its result is
- * kept per pair: a pass over a thousand machines of which two changed plans two.
- */
-const memo = new WeakMap<DesiredMachine, { readonly entry: LedgerEntry | null; readonly plan: MachinePlan }>();
-
-function planOneMemo(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
-  const hit = memo.get(m);
-  if (hit && hit.entry === entry) return hit.plan;
-  const p = Object.freeze(planOne(m, entry));
-  memo.set(m, { entry, plan: p });
-  return p;
-}
-
-function rank(r: MachineRecord): number {
-  return r.role === 'master' ? 0 : 1;
-}
-
-function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
+/** PURE: one machine's plan before the gates, from its desired state and its ledger entry (rules 1 to 7). */
+export function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePlan {
   const base = { id: m.record.id, role: m.record.role };
   if ('renderError' in m) {
     const recorded = entry?.state === 'failed' && entry.error === m.renderError && entry.bootId === m.record.bootId;

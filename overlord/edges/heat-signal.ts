@@ -4,7 +4,7 @@ import { CorekubeError } from '../../core/errors.ts';
 import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
 import type { Clock } from '../../core/clock.ts';
 import { errorFields, type Logger } from './log.ts';
-import { writeFileAtomic } from '../trust/pki/store.ts';
+import { writeFileAtomic } from '../../core/private-files.ts';
 
 /**
  * Heat wait-condition signals from the overlord (overlord_ready, cluster_ready): the same request the

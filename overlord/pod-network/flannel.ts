@@ -3,10 +3,13 @@ import { CorekubeError } from '../../core/errors.ts';
 import { formatIpv4, parseCidr, type Cidr } from '../../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
+import type { MachineRecord } from '../../contracts/machine-record.ts';
 import type { Fence, Store } from '../edges/store.ts';
+import type { PermissionSpec } from '../trust/discovery-auth.ts';
+import type { PodNetwork, PodNetworkPorts } from './pod-network.ts';
 
 /**
- * flannel's network in discovery's etcd, owned by the overlord (flanneld on every machine reads it with
+ * flannel, the pod network (pod-network.ts): its network in discovery's etcd, owned by the overlord (flanneld on every machine reads it with
  * `--etcd-prefix=<cluster prefix>/network`):
  *
  * - the network config at `network/config`, written once (create-if-absent); a spec whose pod network
@@ -22,13 +25,62 @@ import type { Fence, Store } from '../edges/store.ts';
  */
 export const VXLAN_PORT = 8472;
 
+/** flannel as the cluster's pod network: one book of the reservations for its life (make one a leader term). */
+export class FlannelNetwork implements PodNetwork {
+  readonly name = 'flannel';
+  private readonly book = new SubnetBook();
+
+  constructor(
+    private readonly config: FlannelConfig,
+    private readonly ports: PodNetworkPorts,
+  ) {}
+
+  async ensureConfig(fence?: Fence): Promise<void> {
+    await ensureNetworkConfig(this.ports.store, this.ports.keys, this.config, fence);
+  }
+
+  async reserve(record: MachineRecord, fence?: Fence): Promise<string> {
+    const subnet = await reserveSubnet(this.ports.store, this.ports.keys, this.config, record, fence, this.book);
+    this.ports.log.debug({ event: 'subnet.reserved', machine: record.id, hostname: record.hostname, subnet }, `pod subnet ${subnet}`);
+    // flanneld on the machine writes its own lease as the machine's etcd user: grant it that one key
+    const changes = await this.ports.credentials?.ensure(record.id, subnetLeaseName(subnet));
+    if (changes?.length) this.ports.log.debug({ event: 'credentials.granted', machine: record.id, changes }, 'the machine may write its subnet lease');
+    return subnet;
+  }
+
+  async subnetOf(machineId: string): Promise<string | undefined> {
+    const kv = await this.ports.store.get(this.ports.keys.subnetOf(machineId));
+    return kv ? subnetCidr(kv.value) : undefined;
+  }
+}
+
+/** a flannel subnet lease name: `10.244.3.0-24` */
+const SUBNET_NAME = /^(\d{1,3}\.){3}\d{1,3}-\d{1,2}$/;
+
+/**
+ * What a machine's own etcd user may do with flannel's keys: read the network config and every subnet lease
+ * (flanneld routes to every other node), and — once `subnet` (a lease name) is reserved for it — write its own lease.
+ */
+export function flannelGrants(keys: ClusterKeys, subnet?: string): readonly PermissionSpec[] {
+  if (subnet !== undefined && !SUBNET_NAME.test(subnet)) throw new CorekubeError('E_INTERNAL', `${JSON.stringify(subnet)} is not a flannel subnet lease name`, { hint: 'subnet names come from overlord/pod-network/flannel.ts, e.g. 10.244.3.0-24' });
+  const grants: PermissionSpec[] = [
+    { permission: 'Read', key: `${keys.network}config`, prefix: false },
+    // flanneld lists and watches path.Join(prefix, "subnets") as a prefix — no trailing slash — and etcd
+    // permits a range only inside a granted one: granting `subnets/` refuses flanneld's every read
+    { permission: 'Read', key: `${keys.network}subnets`, prefix: true },
+  ];
+  if (subnet !== undefined) grants.push({ permission: 'Readwrite', key: `${keys.network}subnets/${subnet}`, prefix: false });
+  return grants;
+}
+
 export interface FlannelConfig {
   readonly Network: string;
   readonly SubnetLen: number;
   readonly Backend: { readonly Type: 'vxlan'; readonly VNI: number; readonly Port: number };
 }
 
-export interface PodNetwork {
+/** The pod network's address space as flannel divides it. */
+export interface SubnetSpace {
   readonly cidr: Cidr;
   readonly subnetLength: number;
   /** how many subnets of `subnetLength` the pod network holds */
@@ -43,14 +95,14 @@ export function flannelConfig(spec: ClusterSpec): FlannelConfig {
   };
 }
 
-export function podNetwork(config: FlannelConfig): PodNetwork {
+export function subnetSpace(config: FlannelConfig): SubnetSpace {
   const cidr = parseCidr(config.Network);
   if ('error' in cidr) throw new CorekubeError('E_INTERNAL', `flannel network ${config.Network} ${cidr.error}`);
   return { cidr, subnetLength: config.SubnetLen, size: 2 ** (config.SubnetLen - cidr.prefix) };
 }
 
 /** The n-th subnet in flannel's key form, `10.244.3.0-24`. */
-export function subnetName(net: PodNetwork, n: number): string {
+export function subnetName(net: SubnetSpace, n: number): string {
   return `${formatIpv4(net.cidr.network + n * 2 ** (32 - net.subnetLength))}-${net.subnetLength}`;
 }
 
@@ -65,7 +117,7 @@ export function subnetLeaseName(cidr: string): string {
 }
 
 /** A machine's candidate subnets, in the order it tries them: from a hash of its id, all the way round. */
-export function* candidates(net: PodNetwork, machineId: string): Generator<string> {
+export function* candidates(net: SubnetSpace, machineId: string): Generator<string> {
   const start = createHash('sha256').update(machineId).digest().readUInt32BE(0) % net.size;
   for (let i = 0; i < net.size; i++) yield subnetName(net, (start + i) % net.size);
 }
@@ -177,7 +229,7 @@ export interface SubnetHolder {
  * every subnet of the pod network is held.
  */
 export async function reserveSubnet(store: Store, keys: ClusterKeys, config: FlannelConfig, machine: SubnetHolder, fence?: Fence, book?: SubnetBook): Promise<string> {
-  const net = podNetwork(config);
+  const net = subnetSpace(config);
   const indexKey = keys.subnetOf(machine.id);
   const leaseKey = (name: string) => `${keys.network}subnets/${name}`;
   const fenced = fence ? { fence } : {};

@@ -7,7 +7,7 @@ import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import { writeFile as writeFileArgv } from '../edges/remote-commands.ts';
-import { writeFileAtomic } from './pki/store.ts';
+import { writeFileAtomic } from '../../core/private-files.ts';
 import type { HostKeyPolicy } from '../edges/ssh-runner.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
 

@@ -14,9 +14,8 @@ import type { RemoteFile } from '../../contracts/step.ts';
  * holds `machine-<id>`, whose role may:
  *
  *   READWRITE  <prefix>machines/<id>                its record (and the lease it is attached to)
- *   READ       <prefix>network/config               flannel's network config
- *   READ       <prefix>network/subnets (range)      every subnet lease: flanneld routes to every other node
- *   READWRITE  <prefix>network/subnets/<its subnet> its own lease, once the overlord reserved it
+ *   and what the pod network grants it (overlord/pod-network/: flannel's config and subnet leases to read, its
+ *   own lease to write once the overlord reserved it)
  *
  * and nothing else. The password is derived, never stored: HMAC-SHA256(the overlord's machine secret, the user
  * name), hex — so a restarted overlord (or a standby with the same state) derives the same one, and a machine
@@ -25,8 +24,6 @@ import type { RemoteFile } from '../../contracts/step.ts';
 export const MACHINE_USER_PREFIX = 'machine-';
 
 const MACHINE_ID = /^[0-9a-f]{32}$/;
-/** a flannel subnet lease name: `10.244.3.0-24` */
-const SUBNET_NAME = /^(\d{1,3}\.){3}\d{1,3}-\d{1,2}$/;
 
 /** PURE: the etcd user (and role) name of a machine. */
 export function machineUser(id: string): string {
@@ -39,17 +36,9 @@ export function machinePassword(secret: string, id: string): string {
   return createHmac('sha256', secret).update(`corekube discovery user ${machineUser(id)}`).digest('hex');
 }
 
-/** PURE: the machine's role; `subnet` (a lease name such as 10.244.3.0-24) once one is reserved for it. */
-export function machineRole(keys: ClusterKeys, id: string, subnet?: string): RoleSpec {
-  if (subnet !== undefined && !SUBNET_NAME.test(subnet)) throw new CorekubeError('E_INTERNAL', `${JSON.stringify(subnet)} is not a flannel subnet lease name`, { hint: 'subnet names come from overlord/pod-network/flannel.ts, e.g. 10.244.3.0-24' });
-  const permissions: PermissionSpec[] = [
-    { permission: 'Readwrite', key: keys.machine(id), prefix: false },
-    { permission: 'Read', key: `${keys.network}config`, prefix: false },
-    // flanneld lists and watches path.Join(prefix, "subnets") as a prefix — no trailing slash — and etcd
-    // permits a range only inside a granted one: granting `subnets/` refuses flanneld's every read
-    { permission: 'Read', key: `${keys.network}subnets`, prefix: true },
-  ];
-  if (subnet !== undefined) permissions.push({ permission: 'Readwrite', key: `${keys.network}subnets/${subnet}`, prefix: false });
+/** PURE: the machine's role: its own record, and what the pod network grants it (`podNetwork`). */
+export function machineRole(keys: ClusterKeys, id: string, podNetwork: readonly PermissionSpec[] = []): RoleSpec {
+  const permissions: PermissionSpec[] = [{ permission: 'Readwrite', key: keys.machine(id), prefix: false }, ...podNetwork];
   return Object.freeze({ name: machineUser(id), permissions: Object.freeze(permissions) });
 }
 
@@ -82,6 +71,8 @@ export class DiscoveryMachineCredentials implements MachineCredentials {
     rootPassword: string,
     private readonly keys: ClusterKeys,
     private readonly secret: string,
+    /** what the pod network grants a machine (overlord/pod-network/ PodNetworkGrants) */
+    private readonly podNetworkGrants: (keys: ClusterKeys, subnet?: string) => readonly PermissionSpec[],
   ) {
     if (!/^[0-9a-f]{64}$/.test(secret)) throw new CorekubeError('E_INTERNAL', 'the machine secret must be 64 hex characters');
     this.admin = new Etcd3(discoveryClientOptions(conn, { username: ROOT_USER, password: rootPassword }));
@@ -94,7 +85,7 @@ export class DiscoveryMachineCredentials implements MachineCredentials {
   }
 
   async ensure(id: string, subnet?: string): Promise<readonly string[]> {
-    const role = machineRole(this.keys, id, subnet);
+    const role = machineRole(this.keys, id, this.podNetworkGrants(this.keys, subnet));
     const user: UserSpec = { name: machineUser(id), password: machinePassword(this.secret, id), roles: [role.name] };
     const syncKey = subnet ?? '';
     if (this.synced.get(id) === syncKey) return [];

@@ -7,8 +7,9 @@ import type { MachineRecord } from '../../contracts/machine-record.ts';
 import type { CertificateAuthority } from './pki/authority.ts';
 import { masterIpsOf, type CatalogOptions } from './pki/catalog.ts';
 import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
-import type { ClusterView } from '../deploy/planner.ts';
+import type { ClusterView } from '../../contracts/step.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
+import type { Fence } from '../edges/store.ts';
 
 /**
  * Each machine's PKI files, ready when its units are rendered. Issuing is asynchronous (WebCrypto), but a
@@ -89,4 +90,23 @@ export class MachinePkiFiles {
 /** What a machine's certificates depend on: its identity, its address and name, and (masters) every master IP. */
 function keyOf(record: MachineRecord, masterIps: readonly string[]): string {
   return JSON.stringify([record.id, record.role, record.ip, record.hostname, record.role === 'master' ? masterIps : []]);
+}
+
+/**
+ * The machines' PKI of a booted overlord, as a term prepares it: issued before the reconciler sees a change of the
+ * machines, and — when that wrote anything and standbys share the state — the state published again.
+ */
+export class SharedMachinePki {
+  constructor(
+    private readonly files: MachinePkiFiles,
+    /** PKI files written so far (trust/bootstrap.ts Booted.pkiWrites) */
+    private readonly writes: () => number,
+    private readonly republisher: { publish(fence: Fence | undefined): Promise<void> } | undefined,
+  ) {}
+
+  async prepare(records: readonly MachineRecord[], fence?: Fence): Promise<void> {
+    const before = this.writes();
+    await this.files.prepare(records);
+    if (this.writes() !== before) await this.republisher?.publish(fence);
+  }
 }

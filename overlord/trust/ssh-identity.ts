@@ -2,7 +2,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, ran
 import { lstat, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CorekubeError } from '../../core/errors.ts';
-import { writeFileAtomic } from './pki/store.ts';
+import { writeFileAtomic } from '../../core/private-files.ts';
 
 /**
  * The overlord's own SSH identity: an ed25519 key pair made at first boot with node:crypto (no ssh-keygen

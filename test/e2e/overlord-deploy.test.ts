@@ -123,7 +123,7 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
         unitsFor: testUnits(),
         expected,
         concurrency: 4,
-        retry: { retries: 1, minMs: 300, factor: 1, maxMs: 300 },
+        retry: { retries: 1, initialMs: 300, factor: 1, maxMs: 300 },
       },
     );
     overlords.push(overlord);

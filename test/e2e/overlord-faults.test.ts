@@ -353,8 +353,8 @@ describe.skipIf(skip)('overlord survives faults (e2e)', () => {
           unitsFor: testUnits(),
           expected: { masters: 1, minions: 3 },
           concurrency: 4,
-          retry: { retries: 1, minMs: 300, factor: 2, maxMs: 1_000 },
-          requeue: { retries: Infinity, minMs: 1_500, factor: 2, maxMs: 6_000 },
+          retry: { retries: 1, initialMs: 300, factor: 2, maxMs: 1_000 },
+          requeue: { initialMs: 1_500, factor: 2, maxMs: 6_000 },
           executor: { commandTimeoutMs: 5_000 },
         },
       );

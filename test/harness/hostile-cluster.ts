@@ -11,6 +11,7 @@ import { etcdHostKeys } from '../../overlord/discovery/hostkeys.ts';
 import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
 import type { Logger } from '../../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../../overlord/pod-network/flannel.ts';
 import { runOverlord, type Overlord } from '../../overlord/term.ts';
 import { createSshRunner } from '../../overlord/edges/ssh-runner.ts';
 import type { Store } from '../../overlord/edges/store.ts';
@@ -98,7 +99,7 @@ export async function startHostileCluster(options: { net: number; name: string; 
     const store = createEtcdStore(discovery.rootStore);
     closers.push(() => store.close());
     const hosts = createSshRunner({ user: 'corekube', privateKey, connectTimeoutMs: 5_000, hostKeys: etcdHostKeys(store, keys) });
-    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
     closers.push(() => credentials.close());
     let version = 1;
     const addresses = { first: `10.200.${options.net}.32`, last: `10.200.${options.net}.254` };
@@ -111,8 +112,8 @@ export async function startHostileCluster(options: { net: number; name: string; 
           unitsFor: testUnits({ version: () => version, services: false }),
           expected: { masters: 1, minions: options.nodes.filter((n) => n.role === 'minion').length },
           concurrency: 4,
-          retry: { retries: 2, minMs: 500, factor: 2, maxMs: 2_000 },
-          requeue: { retries: Infinity, minMs: 1_000, factor: 2, maxMs: 5_000 },
+          retry: { retries: 2, initialMs: 500, factor: 2, maxMs: 2_000 },
+          requeue: { initialMs: 1_000, factor: 2, maxMs: 5_000 },
           admission: { credentials, backoff: { initialMs: 500, maxMs: 2_000 } },
           // the machines' range and liveness (overlord options since issue 12)
           ...{ addresses, ...(options.liveness ? { liveness: options.liveness } : {}) },

@@ -21,8 +21,10 @@ import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import type { HostRunner } from '../../overlord/edges/host-runner.ts';
 import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
 import { runLeader, type Leadership } from '../../overlord/availability/leader.ts';
+import { overlordTerms, type Overlord } from '../../overlord/term.ts';
 import { silentLogger, type Logger } from '../../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../../overlord/pod-network/flannel.ts';
 import type { Store } from '../../overlord/edges/store.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { startAuthedDiscovery, type AuthedDiscovery } from '../../localcloud/etcd/discovery-etcd.ts';
@@ -50,7 +52,7 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
   let root: Etcd3;
   let joiner: Etcd3;
   let n = 0;
-  const running: { leadership: Leadership; store: Store; credentials: DiscoveryMachineCredentials; election: ReturnType<typeof createEtcdElection> }[] = [];
+  const running: { leadership: Leadership<Overlord>; store: Store; credentials: DiscoveryMachineCredentials; election: ReturnType<typeof createEtcdElection> }[] = [];
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-findings-'));
@@ -80,7 +82,7 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
     n++;
     const good = `${'a'.repeat(31)}${n}`;
     const hostKey = syntheticHostKey(good);
-    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
     await credentials.ensure(good);
     credentials.close();
     // what admission records for a machine it admitted (overlord/discovery/identity.ts admittedValue), written here as JSON so
@@ -93,27 +95,25 @@ describe.skipIf(skip)('issue 12 findings against discovery\'s real etcd', () => 
   }
 
   /** The overlord as `corekube overlord` runs it once booted: elected, admission on; two masters expected (the good one waits). */
-  function startOverlord(keys: ClusterKeys, log: Logger): Leadership {
+  function startOverlord(keys: ClusterKeys, log: Logger): Leadership<Overlord> {
     const name = keys.prefix.split('/')[2]!;
     const store = createEtcdStore(discovery.rootStore);
     const election = createEtcdElection({ ...discovery.rootStore, keys, clock: systemClock });
-    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines);
-    const leadership = runLeader(
-      { store, hosts: unreachable, clock: systemClock, log },
-      {
-        id: 'overlord-findings',
-        election,
-        leaseTtlSeconds: 5,
-        overlord: {
-          cluster: name,
-          sshUser: 'corekube',
-          unitsFor: () => ({ files: [], start: [], hash: 'none' }),
-          expected: { masters: 2, minions: 0 },
-          admission: { credentials },
-          startupBackoffMs: { initial: 200, max: 1_000 },
-        },
-      },
-    );
+    const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
+    const ports = { store, hosts: unreachable, clock: systemClock, log };
+    const leadership = runLeader(ports, {
+      id: 'overlord-findings',
+      election,
+      leaseTtlSeconds: 5,
+      term: overlordTerms(ports, {
+        cluster: name,
+        sshUser: 'corekube',
+        unitsFor: () => ({ files: [], start: [], hash: 'none' }),
+        expected: { masters: 2, minions: 0 },
+        admission: { credentials },
+        etcdBackoff: { initialMs: 200, maxMs: 1_000 },
+      }),
+    });
     running.push({ leadership, store, credentials, election });
     return leadership;
   }

@@ -31,6 +31,7 @@ import {
 } from '../../overlord/trust/discovery-auth.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { DiscoveryMachineCredentials, machinePassword } from '../../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../../overlord/pod-network/flannel.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
 import { CertificateAuthority, type DiscoveryPki } from '../../overlord/trust/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/trust/pki/store.ts';
@@ -205,7 +206,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
   });
 
   it("gives a machine's own user its record and, once reserved, its subnet lease — and nothing else", async () => {
-    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines, flannelGrants);
     const id = 'e'.repeat(32);
     const other = 'f'.repeat(32);
     try {
@@ -234,7 +235,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
       expect(await root().get(keys.machine(id)).string()).toBeNull();
 
       // idempotent, also for an overlord that restarted (a new object: nothing cached)
-      const again = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+      const again = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines, flannelGrants);
       try {
         expect(await again.ensure(id, '10.244.9.0-24')).toEqual([]);
       } finally {
@@ -261,7 +262,7 @@ describe.skipIf(skip)('discovery trust on a real etcd with discovery\'s TLS flag
     await writeFile(script, bootPlan('minion', spec).files.find((x) => x.path.endsWith('/corekube-announce'))!.content);
     chmodSync(script, 0o755);
     const credentialsFile = path.join(config, CONFIG_FILES.discoveryCredentials);
-    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines);
+    const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines, flannelGrants);
     const r = root();
     const announce = () => {
       const proc = spawn('bash', [script], {

@@ -61,7 +61,7 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
         expected: { masters: 1, minions },
         concurrency: 4,
         executor: { poll: { initialMs: 5, factor: 1.5, maxMs: 50 } },
-        retry: { retries: 1, minMs: 10, factor: 2, maxMs: 50 },
+        retry: { retries: 1, initialMs: 10, factor: 2, maxMs: 50 },
       },
     );
 

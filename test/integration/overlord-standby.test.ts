@@ -17,7 +17,12 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { findSecrets } from '../../core/secrets.ts';
-import { bootOverlord, type Booted } from '../../overlord/trust/bootstrap.ts';
+import { bootOverlord, handleDeps, type Booted } from '../../overlord/trust/bootstrap.ts';
+import { signalClusterReady } from '../../overlord/trust/heat-handles.ts';
+import { DiscoveryMachineCredentials } from '../../overlord/trust/machine-credentials.ts';
+import { MachinePkiFiles, SharedMachinePki } from '../../overlord/trust/machine-pki.ts';
+import { followSharedState, StateRepublisher } from '../../overlord/trust/shared-state.ts';
+import { flannelGrants } from '../../overlord/pod-network/flannel.ts';
 import { systemClock } from '../../core/clock.ts';
 import { discoveryClientOptions, ROOT_PASSWORD_NAME } from '../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
@@ -25,7 +30,7 @@ import { CertificateAuthority } from '../../overlord/trust/pki/authority.ts';
 import { DirectoryPkiStore } from '../../overlord/trust/pki/store.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { parseMachineRecord } from '../../contracts/machine-record.ts';
-import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/trust/shared-state.ts';
+import { overlordDiscoveryPassword, readStateFiles } from '../../overlord/trust/sealed-state.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { etcdMissing } from '../../localcloud/etcd/etcd.ts';
@@ -68,7 +73,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
   const boot = (stateDir: string, config: string, log: ReturnType<typeof captureLog>, standby = false, signal?: AbortSignal) =>
     bootOverlord(
       { spec, cluster: CLUSTER, stateDir, configDir: config, discoveryEndpoint: endpoint, standby },
-      { log: log.log, clock: systemClock, backoffMs: { initial: 100, max: 400 }, ...(signal ? { signal } : {}) },
+      { log: log.log, clock: systemClock, backoff: { initialMs: 100, maxMs: 400 }, ...(signal ? { signal } : {}) },
     );
 
   beforeAll(async () => {
@@ -144,7 +149,7 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
     expect(standbyLog.event('overlord-state.published')).toBeUndefined();
     expect(standbyLog.event('heat.signalled')).toBeUndefined();
     expect(standbyLog.event('boot.done')).toBeDefined();
-    await standby.signalClusterReady('test');
+    await signalClusterReady('test', standby.standby, handleDeps(standby, { log: standbyLog.log, clock: systemClock }));
     expect(standbyLog.event('heat.signalled')).toBeUndefined();
   });
 
@@ -184,14 +189,19 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
 
   it('publishes again when the leader issues a machine\'s certificates, and the standby follows: it holds them too', async () => {
     const root = createEtcdStore(bootstrap.etcd);
-    const follower = standby.followState!(root, () => true);
+    const follower = followSharedState({ store: root, keys, stateDir: standby.stateDir, secret: standby.overlordSecret!, log: standbyLog.log, clock: systemClock, applies: () => true });
+    // what the composition root gives a booted overlord's terms (overlord/overlord.ts)
+    const { conn, rootPassword, secret } = bootstrap.machineUsers;
+    const credentials = new DiscoveryMachineCredentials(conn, rootPassword, keys, secret, flannelGrants);
+    const files = new MachinePkiFiles({ authority: bootstrap.authority, spec, discoveryCa: bootstrap.discovery.ca, credentials, log: bootstrapLog.log });
+    const machinePki = new SharedMachinePki(files, bootstrap.pkiWrites, new StateRepublisher({ etcd: bootstrap.etcd, keys, stateDir: bootstrap.stateDir, secret: bootstrap.overlordSecret!, log: bootstrapLog.log }));
     try {
       const id = 'e'.repeat(32);
       const parsed = parseMachineRecord(id, JSON.stringify({ schema: 1, id, role: 'minion', ip: '10.240.0.40', hostname: 'minion-1', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
       if (!parsed.ok) throw new Error(parsed.reason);
       const before = (await root.get(keys.overlordState))!.modRevision;
       const filesBefore = (await readStateFiles(d('standby'))).length;
-      await bootstrap.prepareMachines([parsed.record]);
+      await machinePki.prepare([parsed.record]);
       const after = (await root.get(keys.overlordState))!.modRevision;
       expect(after).not.toBe(before);
       const deadline = Date.now() + 10_000;
@@ -201,9 +211,10 @@ describe.skipIf(skip)('standby overlords fetch the bootstrap overlord\'s sealed 
       }
       expect((await readStateFiles(d('standby'))).length).toBeGreaterThan(filesBefore);
       // nothing new to issue: nothing published
-      await bootstrap.prepareMachines([parsed.record]);
+      await machinePki.prepare([parsed.record]);
       expect((await root.get(keys.overlordState))!.modRevision).toBe(after);
     } finally {
+      credentials.close();
       await follower.stop();
       await root.close();
     }

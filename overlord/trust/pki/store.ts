@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { chmod, lstat, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CorekubeError } from '../../../core/errors.ts';
+import { writeFileAtomic } from '../../../core/private-files.ts';
 
 /**
  * Where the overlord keeps its PKI: every CA key and certificate, every issued pair, the service-account key.
@@ -66,61 +65,6 @@ export class DirectoryPkiStore implements PkiStore {
   async write(name: string, content: string): Promise<void> {
     checkName(name);
     await writeFileAtomic(path.join(this.root, name), content, { root: this.root });
-  }
-}
-
-/**
- * Writes `content` to `file` with mode 0600 atomically (temporary file in the same directory, fsync, rename,
- * fsync of the directory). Missing directories are made with mode 0700; with `root`, only those under it.
- * Also used by `corekube kubeconfig -o FILE`.
- */
-export async function writeFileAtomic(file: string, content: string, options: { root?: string } = {}): Promise<void> {
-  const dir = path.dirname(file);
-  try {
-    if (options.root === undefined) await mkdir(dir, { recursive: true, mode: 0o700 });
-    else await mkdirPrivate(options.root, dir);
-  } catch (err) {
-    throw ioError(`cannot create the directory ${dir}`, err);
-  }
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    const handle = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    try {
-      // the umask may only narrow 0600, but make the mode explicit anyway
-      await handle.chmod(0o600);
-      await handle.writeFile(content, 'utf8');
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, file);
-    const d = await open(dir, constants.O_RDONLY);
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw ioError(`cannot write ${file}`, err);
-  }
-}
-
-/** mkdir -p of `dir` under `root`, every directory it creates (the root too) mode 0700. */
-async function mkdirPrivate(root: string, dir: string): Promise<void> {
-  const rel = path.relative(root, dir);
-  if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${dir} is outside ${root}`);
-  const made = await mkdir(root, { recursive: true, mode: 0o700 });
-  if (made !== undefined) await chmod(root, 0o700);
-  let current = root;
-  for (const part of rel === '' ? [] : rel.split(path.sep)) {
-    current = path.join(current, part);
-    try {
-      await mkdir(current, { mode: 0o700 });
-      await chmod(current, 0o700);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * Each machine's PKI rides in its write-units step (overlord/trust/machine-pki.ts + runOverlord's prepareMachines +
+ * Each machine's PKI rides in its write-units step (overlord/trust/machine-pki.ts + runOverlord's machinePki +
  * unitsForSpec's machineFiles): issued before the reconciler sees the machine, part of the units hash, so a
  * re-issued certificate redeploys the machine. Real units/ and real certificate issuance (in memory); the
  * machines and etcd are the in-memory fakes.
@@ -51,8 +51,8 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
         sshUser: 'corekube',
         unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v) }),
         expected: { masters: 1, minions: 1 },
-        prepareMachines,
-        retry: { retries: 1, minMs: 1_000, factor: 2, maxMs: 1_000 },
+        machinePki: { prepare: prepareMachines },
+        retry: { retries: 1, initialMs: 1_000, factor: 2, maxMs: 1_000 },
       },
     );
   /** runs the fake clock and the issuing until nothing is deploying, waiting or being issued */

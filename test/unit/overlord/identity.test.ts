@@ -50,7 +50,7 @@ function world(log?: Logger) {
     start: (extra: Partial<OverlordOptions> = {}) =>
       runOverlord(
         { store, hosts, clock, log: log ?? capture!.log },
-        { cluster: 't', sshUser: 'corekube', unitsFor: fakeUnits(), expected: { masters: 1, minions: 1 }, concurrency: 4, retry: { retries: 1, minMs: 1_000, factor: 2, maxMs: 2_000 }, addresses: ADDRESSES, admission: { credentials }, ...extra },
+        { cluster: 't', sshUser: 'corekube', unitsFor: fakeUnits(), expected: { masters: 1, minions: 1 }, concurrency: 4, retry: { retries: 1, initialMs: 1_000, factor: 2, maxMs: 2_000 }, addresses: ADDRESSES, admission: { credentials }, ...extra },
       ),
   };
 }

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ExecOptions, HostRunner, HostTarget } from '../../../overlord/edges/host-runner.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { runLeader, stepDownAfterMs, validateLeaseTtl, type Leadership } from '../../../overlord/availability/leader.ts';
+import { overlordTerms } from '../../../overlord/term.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
@@ -34,24 +35,22 @@ function world() {
   const election = new FakeElection(store, keys, clock);
   const start = (id: string) => {
     const hosts = new Attributed(machines, clock);
-    const leadership = runLeader(
-      { store, hosts, clock, log: silentLogger() },
-      {
-        id,
-        election,
-        leaseTtlSeconds: TTL,
-        backoff: { initialMs: 1_000, maxMs: 4_000 },
-        overlord: {
-          cluster: 't',
-          sshUser: 'corekube',
-          unitsFor: fakeUnits(),
-          expected: { masters: 1, minions: 3 },
-          concurrency: 4,
-          retry: { retries: 2, minMs: 1_000, factor: 2, maxMs: 10_000 },
-          executor: { poll: { initialMs: 200, factor: 1.5, maxMs: 1_000 } },
-        },
-      },
-    );
+    const ports = { store, hosts, clock, log: silentLogger() };
+    const leadership = runLeader(ports, {
+      id,
+      election,
+      leaseTtlSeconds: TTL,
+      backoff: { initialMs: 1_000, maxMs: 4_000 },
+      term: overlordTerms(ports, {
+        cluster: 't',
+        sshUser: 'corekube',
+        unitsFor: fakeUnits(),
+        expected: { masters: 1, minions: 3 },
+        concurrency: 4,
+        retry: { retries: 2, initialMs: 1_000, factor: 2, maxMs: 10_000 },
+        executor: { poll: { initialMs: 200, factor: 1.5, maxMs: 1_000 } },
+      }),
+    });
     return { leadership, hosts };
   };
   const ledger = (id: string): LedgerEntry | null => {

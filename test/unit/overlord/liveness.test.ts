@@ -22,7 +22,7 @@ async function world() {
   for (const r of [master, minion]) await store.put(keys.machine(r.id), JSON.stringify(r));
   const o = await runOverlord(
     { store, hosts, clock, log: capture.log },
-    { cluster: 't', sshUser: 'corekube', unitsFor: fakeUnits(), expected: { masters: 1, minions: 1 }, concurrency: 4, retry: { retries: 0, minMs: 1_000, factor: 2, maxMs: 1_000 }, liveness: LIVENESS },
+    { cluster: 't', sshUser: 'corekube', unitsFor: fakeUnits(), expected: { masters: 1, minions: 1 }, concurrency: 4, retry: { retries: 0, initialMs: 1_000, factor: 2, maxMs: 1_000 }, liveness: LIVENESS },
   );
   await clock.runUntil(() => o.summary().deployed === 2);
   return { store, clock, hosts, capture, o, master, minion };

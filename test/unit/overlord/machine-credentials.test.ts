@@ -6,13 +6,14 @@
 import { describe, expect, it } from 'vitest';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { credentialsFile, machinePassword, machineRole, machineUser } from '../../../overlord/trust/machine-credentials.ts';
+import { flannelGrants } from '../../../overlord/pod-network/flannel.ts';
 
 const keys = clusterKeys('demo');
 const ID = 'a'.repeat(32);
 
 describe("a machine's discovery credentials", () => {
   it('may write its own record and read flannel\'s config and leases — nothing else until a subnet is reserved', () => {
-    expect(machineRole(keys, ID)).toEqual({
+    expect(machineRole(keys, ID, flannelGrants(keys))).toEqual({
       name: `machine-${ID}`,
       permissions: [
         { permission: 'Readwrite', key: `/corekube/demo/machines/${ID}`, prefix: false },
@@ -23,13 +24,13 @@ describe("a machine's discovery credentials", () => {
   });
 
   it('may write exactly its own subnet lease once it holds one', () => {
-    expect(machineRole(keys, ID, '10.244.3.0-24').permissions.at(-1)).toEqual({ permission: 'Readwrite', key: '/corekube/demo/network/subnets/10.244.3.0-24', prefix: false });
+    expect(machineRole(keys, ID, flannelGrants(keys, '10.244.3.0-24')).permissions.at(-1)).toEqual({ permission: 'Readwrite', key: '/corekube/demo/network/subnets/10.244.3.0-24', prefix: false });
   });
 
   it('refuses a machine id or subnet name that could widen a grant', () => {
     expect(() => machineUser('a'.repeat(31))).toThrow(/not a machine id/);
-    expect(() => machineRole(keys, ID, '10.244.3.0/24')).toThrow(/not a flannel subnet lease name/);
-    expect(() => machineRole(keys, ID, '')).toThrow(/not a flannel subnet lease name/);
+    expect(() => machineRole(keys, ID, flannelGrants(keys, '10.244.3.0/24'))).toThrow(/not a flannel subnet lease name/);
+    expect(() => machineRole(keys, ID, flannelGrants(keys, ''))).toThrow(/not a flannel subnet lease name/);
   });
 
   it('derives a password per machine and per overlord secret: 64 hex digits, the same every time', () => {

@@ -3,7 +3,7 @@ import { CorekubeError } from '../../../core/errors.ts';
 import { createNodeReadiness, nodePatch, ROLE_LABEL } from '../../../overlord/kubernetes/node-ready.ts';
 import type { NodeView } from '../../../overlord/kubernetes/api.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, runStep } from '../../../overlord/deploy/executor.ts';
-import type { ClusterView } from '../../../overlord/deploy/planner.ts';
+import type { ClusterView } from '../../../contracts/step.ts';
 import { unitsForSpec } from '../../../overlord/deploy/machine-units.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { drive, FakeKubernetesApi } from './fake-kubernetes.ts';

@@ -8,7 +8,7 @@ import { readStatus } from '../../../overlord/status.ts';
 import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } from './fakes.ts';
 
 const keys = clusterKeys('t');
-const retry = { retries: 2, minMs: 1_000, factor: 2, maxMs: 10_000 };
+const retry = { retries: 2, initialMs: 1_000, factor: 2, maxMs: 10_000 };
 
 async function announce(store: MemoryStore, r: MachineRecord) {
   await store.put(keys.machine(r.id), JSON.stringify(r));
@@ -192,7 +192,7 @@ describe('reconciler', () => {
     await announce(w.store, master);
     await announce(w.store, minions[0]!);
     w.hosts.machine(minions[0]!.id).reachable = false;
-    const o = await w.start({ expected: { masters: 1, minions: 1 }, requeue: { retries: Infinity, minMs: 60_000, factor: 2, maxMs: 60_000 } });
+    const o = await w.start({ expected: { masters: 1, minions: 1 }, requeue: { initialMs: 60_000, factor: 2, maxMs: 60_000 } });
     await w.clock.runUntil(() => ledgerOf(w.store, minions[0]!.id)?.state === 'failed');
     expect(ledgerOf(w.store, minions[0]!.id)).toMatchObject({ retryable: true });
     expect(ledgerOf(w.store, minions[0]!.id)!.error).toContain('E_SSH');
@@ -281,7 +281,7 @@ describe('reconciler', () => {
 });
 
 describe('pod subnets', () => {
-  const network = { Network: '10.244.0.0/23', SubnetLen: 24, Backend: { Type: 'vxlan' as const, VNI: 1, Port: 8472 } };
+  const network = { kind: 'flannel' as const, config: { Network: '10.244.0.0/23', SubnetLen: 24, Backend: { Type: 'vxlan' as const, VNI: 1, Port: 8472 } } };
 
   it('reserves a subnet for every machine before deploying it and shows it in status', async () => {
     const w = world(10);
@@ -291,7 +291,7 @@ describe('pod subnets', () => {
     const status = await readStatus(w.store, keys);
     expect(status.machines.map((m) => m.state)).toEqual(['deployed', 'deployed']);
     expect(new Set(status.machines.map((m) => m.subnet))).toEqual(new Set(['10.244.0.0/24', '10.244.1.0/24']));
-    expect(JSON.parse(w.store.data.get(`${keys.network}config`)!.value)).toEqual(network);
+    expect(JSON.parse(w.store.data.get(`${keys.network}config`)!.value)).toEqual(network.config);
     await o.stop();
   });
 
@@ -310,7 +310,7 @@ describe('pod subnets', () => {
 
   it('refuses to start when the cluster already has a different pod network', async () => {
     const w = world();
-    await w.store.put(`${keys.network}config`, JSON.stringify({ ...network, Network: '10.32.0.0/16' }));
+    await w.store.put(`${keys.network}config`, JSON.stringify({ ...network.config, Network: '10.32.0.0/16' }));
     await expect(w.start({ podNetwork: network })).rejects.toMatchObject({ code: 'E_NETWORK_CONFIG_CHANGED' });
   });
 });

@@ -12,6 +12,7 @@ import { Discovery } from '../../../overlord/discovery/discovery.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { plan, planGates, planMachine, planUnrendered, stepsOf, type DesiredMachine } from '../../../overlord/deploy/planner.ts';
+import { MachinePlans } from '../../../overlord/deploy/machine-plans.ts';
 import type { RenderedUnits } from '../../../contracts/step.ts';
 import { runOverlord } from '../../../overlord/term.ts';
 import { reserveSubnet, SubnetBook, type FlannelConfig } from '../../../overlord/pod-network/flannel.ts';
@@ -70,18 +71,29 @@ describe('planning one machine', () => {
     }
   });
 
-  it('plans a machine again only when its desired state or its ledger entry changed', () => {
+  it('plans a machine again only when its record, the cluster or its ledger entry changed (the reconciler\'s one cache)', () => {
+    let renders = 0;
+    const cache = new MachinePlans((r) => (renders++, units(r)), 2);
     const ledger = new Map(masters.map((m): [string, LedgerEntry] => [m.id, entryOf(m, 99)]));
-    const first = plan({ machines: all, expectedMasters: 2 }, { ledger });
-    const again = plan({ machines: all, expectedMasters: 2 }, { ledger });
-    // the same objects: nothing was planned twice
+    const snapshot = { records: new Map([...masters, ...minions].map((r) => [r.id, r])) };
+    const planAll = () => {
+      const cluster = cache.cluster(snapshot.records.values(), ledger);
+      return cache.inPlanOrder(snapshot).map((r) => cache.plan(r, cluster, ledger));
+    };
+    const first = planAll();
+    expect(renders).toBe(8);
+    expect(first).toEqual(plan({ machines: all, expectedMasters: 2 }, { ledger }));
+    const again = planAll();
+    // the same objects: nothing was rendered or planned twice
+    expect(renders).toBe(8);
     for (let i = 0; i < first.length; i++) expect(again[i]).toBe(first[i]);
     ledger.set(minions[0]!.id, entryOf(minions[0]!, 1));
-    const changed = plan({ machines: all, expectedMasters: 2 }, { ledger });
+    const changed = planAll();
     const i = changed.findIndex((p) => p.id === minions[0]!.id);
     expect(changed[i]).not.toBe(first[i]);
     expect(changed[i]).toMatchObject({ action: 'deploy', reason: 'resume' });
     expect(changed.filter((p, j) => j !== i).every((p, j) => p === first.filter((_, k) => k !== i)[j])).toBe(true);
+    expect(renders).toBe(8);
   });
 });
 

@@ -11,20 +11,8 @@ import { CorekubeError } from '../../../core/errors.ts';
 import { findSecrets } from '../../../core/secrets.ts';
 import { discoveryRbac } from '../../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
-import {
-  fetchSharedState,
-  followSharedState,
-  openState,
-  overlordDiscoveryPassword,
-  packState,
-  publishSharedState,
-  readOverlordSecret,
-  readStateFiles,
-  sealState,
-  stateFingerprint,
-  unpackState,
-  type StateFile,
-} from '../../../overlord/trust/shared-state.ts';
+import { fetchSharedState, followSharedState, publishSharedState } from '../../../overlord/trust/shared-state.ts';
+import { openState, overlordDiscoveryPassword, packState, readOverlordSecret, readStateFiles, sealState, stateFingerprint, unpackState, type StateFile } from '../../../overlord/trust/sealed-state.ts';
 import { FakeClock, flush, MemoryStore } from './fakes.ts';
 import { captureLog } from '../../harness/log-capture.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import { candidates, flannelConfig, podNetwork, reservationValue, subnetCidr, subnetName } from '../../../overlord/pod-network/flannel.ts';
+import { candidates, flannelConfig, subnetSpace, reservationValue, subnetCidr, subnetName } from '../../../overlord/pod-network/flannel.ts';
 
 describe('flannel network config', () => {
   it('is the pod network with vxlan on port 8472 and the spec VNI', () => {
@@ -10,7 +10,7 @@ describe('flannel network config', () => {
 });
 
 describe('subnet candidates', () => {
-  const net = podNetwork({ Network: '10.244.0.0/22', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
+  const net = subnetSpace({ Network: '10.244.0.0/22', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
 
   it('names subnets in flannel key form', () => {
     expect(net.size).toBe(4);
@@ -26,7 +26,7 @@ describe('subnet candidates', () => {
   });
 
   it('spreads machines over the network so racing allocators rarely collide', () => {
-    const big = podNetwork({ Network: '10.244.0.0/14', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
+    const big = subnetSpace({ Network: '10.244.0.0/14', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
     const starts = new Set<string>();
     for (let i = 0; i < 200; i++) starts.add(candidates(big, i.toString(16).padStart(32, '0')).next().value!);
     expect(starts.size).toBeGreaterThan(170);
