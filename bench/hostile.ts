@@ -1,12 +1,12 @@
 /**
- * The overlord's memory and log under hostile writes (issue 12): `npm run -s bench:hostile -- [--writes 1000]
+ * The overlord's memory and log under hostile writes: `npm run -s bench:hostile -- [--writes 1000]
  * [--value-kb 900] [--kinds rewrite,keys,deep,foreign] [--json]`.
  *
  * A real etcd run as discovery runs it (the rendered unit's TLS, password hashing and size flags; auth set up by
  * the overlord's code), the overlord in this process as the booted CLI runs it (admission on, the real
  * per-machine etcd users; its SSH side a stand-in that never answers — no hostile request gets that far), one good
  * machine record. Then a join-token holder writes N hostile values under join/, in turn of the kinds given (all
- * four by default; an overlord from before issue 12 dies of `deep` at once, so compare it without):
+ * four by default; an overlord that parses before it bounds dies of `deep` at once, so compare one without):
  *
  *   rewrite  one key rewritten with a new value of --value-kb KB each time (a bad role embedding the value)
  *   keys     a new key each time, a small value with a bad field
@@ -79,7 +79,7 @@ async function main(): Promise<number> {
     const joiner = discovery.client({ username: 'joiner', password: discovery.joinToken });
     const good = 'a'.repeat(32);
     // admitted as admission records it (overlord/discovery/identity.ts admittedValue; JSON here, so that this runs against
-    // an overlord from before issue 12 as well)
+    // an overlord without admission as well)
     await root.put(`${keys.prefix}admitted/${good}`).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfTheGoodMachine00000000000', admittedAt: '2026-01-01T00:00:00Z' }));
     await root.put(keys.machine(good)).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostname: 'good', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
 

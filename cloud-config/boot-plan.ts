@@ -1,12 +1,11 @@
-import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { COREKUBE_USER, configPath, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 import { renderCloudTemplate } from './templates.ts';
 
 /**
  * What one machine gets at first boot, independent of the OS: files, systemd units (enabled and started
- * without blocking boot, unless another unit starts them), whether it needs Docker. The per-OS envelopes (flatcar.ts, ubuntu.ts)
- * only translate a BootPlan into their cloud-config dialect; every decision is made here and in the
+ * without blocking boot, unless another unit starts them), whether it needs Docker. The per-OS envelopes (ignition.ts, ubuntu.ts)
+ * only translate a BootPlan into their dialect (Ignition, cloud-init); every decision is made here and in the
  * role modules (discovery.ts, overlord.ts, node.ts).
  */
 /** `overlord-standby`: a standby overlord server (the overlord profile, fetching the state instead of making it) */
@@ -82,5 +81,3 @@ export function plan(role: BootRole, parts: { files: BootFile[]; units: BootUnit
     needsDocker: parts.needsDocker ?? false,
   });
 }
-
-export type RoleBuilder = (spec: ClusterSpec) => BootPlan;

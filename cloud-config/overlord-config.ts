@@ -1,7 +1,7 @@
 import { toYaml } from '../core/yaml.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { SPEC_FIELDS, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { configPath, CONFIG_FILES, MACHINE_PATHS } from './machine-paths.ts';
+import { configPath, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 
 /**
@@ -44,13 +44,3 @@ export function renderOverlordConfig(spec: ClusterSpec): string {
   ].join('\n');
   return toYaml(overlordSpecFile(spec), { header });
 }
-
-/** Where the overlord finds its inputs on the overlord server (all under /etc/corekube, read-only). */
-export const OVERLORD_FILES = Object.freeze({
-  config: configPath('overlordConfig'),
-  joinToken: configPath('joinToken'),
-  readySignal: { url: configPath('readyUrl'), header: configPath('readyHeader') },
-  clusterReadySignal: { url: configPath('clusterReadyUrl'), header: configPath('clusterReadyHeader') },
-  stateDir: MACHINE_PATHS.overlordState,
-  relative: CONFIG_FILES,
-});

@@ -41,16 +41,7 @@ export function cidrSize(c: Cidr): number {
   return 2 ** (32 - c.prefix);
 }
 
-export function cidrContains(c: Cidr, ip: number): boolean {
-  return ip >= c.network && ip < c.network + cidrSize(c);
-}
-
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   return a.network < b.network + cidrSize(b) && b.network < a.network + cidrSize(a);
 }
 
-/** The n-th address of a block (0 is the network address). Throws past the end: callers size blocks first. */
-export function nthAddress(c: Cidr, n: number): string {
-  if (n < 0 || n >= cidrSize(c)) throw new RangeError(`${c.text} has no address number ${n}`);
-  return formatIpv4(c.network + n);
-}

@@ -1,6 +1,6 @@
 /**
  * The sizes that bound what a join-token holder (or an admitted node) can make the overlord hold, read or log
- * (issue 12), in one place: discovery's etcd enforces the first two (cloud-config/discovery.ts renders them as
+ * in one place: discovery's etcd enforces the first two (cloud-config/discovery.ts renders them as
  * its flags), the overlord the rest, before it parses anything.
  *
  *   any one etcd request ≤ DISCOVERY_MAX_REQUEST_BYTES  (etcd refuses larger puts: no key or value is larger)

@@ -7,7 +7,7 @@ import { isRole, ROLES, type Role } from './roles.ts';
 /**
  * What a node announces about itself at `<prefix>/machines/<id>` (JSON), under a lease it keeps alive,
  * so a dead machine's record expires; the same JSON is its join request at `<prefix>/join/<id>`. Written by
- * `announce` (cloud-config) on the node; read here, as untrusted input (issue 12): the text is bounded in size
+ * `announce` (cloud-config) on the node; read here, as untrusted input: the text is bounded in size
  * and depth before it is parsed (core/untrusted.ts), every field is checked, unknown fields are refused, and
  * a refusal names each bad field with a short excerpt of its value — never the value itself. A record that fails
  * to parse is reported and skipped, never fatal; this function never throws.

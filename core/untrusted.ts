@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 /**
  * Values written by someone else — discovery's join requests (anyone holding the join token) and machine
- * records (each admitted node) — are untrusted input (issue 12). Everything the overlord does with one goes
+ * records (each admitted node) — are untrusted input. Everything the overlord does with one goes
  * through this module first:
  *
  * - `parseBoundedJson`: the size and the nesting depth are checked on the TEXT, before JSON.parse builds

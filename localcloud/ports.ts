@@ -30,26 +30,3 @@ export async function freePort(hosts: readonly string[] = ['127.0.0.1'], avoid: 
   }
   throw new Error(`no TCP port free on ${hosts.join(', ')} after 50 attempts`);
 }
-
-/** Resolves once `host:port` accepts a TCP connection, or rejects after `timeoutMs`. */
-export async function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host, port });
-      socket.setTimeout(1000);
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('timeout', () => {
-        socket.destroy();
-        resolve(false);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${host}:${port} did not accept a connection within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

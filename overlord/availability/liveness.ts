@@ -7,7 +7,7 @@ import { probe } from '../edges/remote-commands.ts';
 import { Semaphore } from '../../core/semaphore.ts';
 
 /**
- * Liveness from more than the lease (issue 12). A machine record lives as long as its lease is kept alive — and
+ * Liveness from more than the lease. A machine record lives as long as its lease is kept alive — and
  * etcd (before v3.6.14) lets any authenticated client keep any lease alive, so a record can outlive its machine,
  * and a dead master would stay in every machine's units forever. So the overlord also asks each machine it
  * deploys, over its pinned SSH connection, every `intervalMs` (a no-op command: any exit code is an answer);

@@ -15,8 +15,8 @@ import type { NodeReadiness } from '../kubernetes/node-ready.ts';
  * unit is already where the step wants it (this is how a step left in flight by a stopped overlord is
  * "checked before it is redone", and why a reboot's re-check does not restart running units). Otherwise
  * it clears a stale `failed` and starts the unit with `systemctl start`, which returns when systemd has
- * finished the start job — the moment the machine's work is done, not the next tick of a poll (issue 5:
- * the overlord must cost the machines no time). A service must then still be up `poll.initialMs` after
+ * finished the start job — the moment the machine's work is done, not the next tick of a poll (the
+ * overlord must cost the machines no time). A service must then still be up `poll.initialMs` after
  * its start (a service that dies at once is caught, not recorded as started). Then it reads the unit's
  * state — at a growing interval while it is still on its way — until the target state, `failed` (at once:
  * E_UNIT_FAILED with the unit's last journal lines), or the step's timeout (E_STEP_TIMEOUT).

@@ -19,7 +19,7 @@ import { BoundedMemo, escapeText } from '../../core/untrusted.ts';
 
 /**
  * Admission: how a node that holds only the shared join token gets its own discovery credential — and proves,
- * first, that it is the machine that asked (issue 12).
+ * first, that it is the machine that asked.
  *
  *   node (join token)  ──put──►  <prefix>join/<id>   (its record + nonceDigest = sha256 of a per-boot nonce only
  *                                                     root on the node can read; no node can read requests back)

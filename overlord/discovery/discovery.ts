@@ -14,7 +14,7 @@ import { BoundedMemo, keyRef } from '../../core/untrusted.ts';
  * is lost). Every change only calls `onChange` — the reconciler then reads the whole view and plans
  * (level-based: a change is a reason to look, never a delta to apply).
  *
- * What is under the prefix is untrusted (issue 12): a record that does not parse (too large, too deep,
+ * What is under the prefix is untrusted: a record that does not parse (too large, too deep,
  * malformed, a bad field — contracts/machine-record.ts) is kept aside in `invalid` — under a short reference to
  * its key, with a short reason naming the field — reported ONCE per key and problem (one warning line, and
  * `corekube status`), and never planned. What it remembers is bounded: at most MAX_INVALID_REMEMBERED bad keys

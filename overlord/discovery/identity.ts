@@ -12,7 +12,7 @@ import type { Store } from '../edges/store.ts';
 import { keyRef, parseBoundedJson } from '../../core/untrusted.ts';
 
 /**
- * A machine's admitted identity (issue 12): the address and SSH host key the overlord admitted it with
+ * A machine's admitted identity: the address and SSH host key the overlord admitted it with
  * (overlord/discovery/admission.ts, after the machine proved over SSH that it is the id that asked), stored at
  * `<prefix>admitted/<id>` by the leading overlord only. From then on:
  *

@@ -9,7 +9,7 @@ import { collect, type Fence, type KeyValue, type Listing, type PutEntry, type P
  * The etcd3 adapter of Store: the only module that imports etcd3. Every error the library throws is
  * converted here, once (see toEtcdError); nothing above sees an etcd3 or gRPC error class.
  *
- * Bounded against what others write into discovery (issue 12): listings are read in pages of LIST_PAGE_KEYS
+ * Bounded against what others write into discovery: listings are read in pages of LIST_PAGE_KEYS
  * keys at one revision (no answer is larger than ETCD_RECEIVE_LIMIT_BYTES, whatever is stored); nothing a watch
  * listener throws reaches etcd3 (which would rethrow it as an uncaught exception and end the process) — it ends
  * the watch instead, and the consumer lists again; a watch answer larger than the client accepts ends the watch

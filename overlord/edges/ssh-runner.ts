@@ -8,7 +8,7 @@
  * - `timeoutMs` is enforced on both ends: we stop waiting (E_SSH, retryable) and `timeout` ends the command
  *   on the machine shortly after;
  * - host keys: the key the HostKeyPolicy pinned for the machine (etcd) wins: a target that names another key is
- *   refused before any connection (a record cannot move a machine to another key, issue 12); else the target's
+ *   refused before any connection (a record cannot move a machine to another key); else the target's
  *   key; else the first one seen, which is then pinned (trust on first use). A mismatch is E_SSH_HOSTKEY, terminal;
  * - one connection per machine and address, reused and opened again after it drops (a request naming a machine
  *   at another address never closes the connection the deployment uses); `close()` closes them all;

@@ -41,7 +41,7 @@ export interface WatchHandle {
 }
 
 /**
- * Leader fencing (issue 5): a write succeeds only while `key` still exists with this create revision —
+ * Leader fencing: a write succeeds only while `key` still exists with this create revision —
  * the election key of the leader that holds it. A failed fence throws E_NOT_LEADER.
  */
 export interface Fence {

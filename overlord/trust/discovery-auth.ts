@@ -19,7 +19,7 @@ import type { PkiStore } from './pki/store.ts';
 import { OVERLORD_USER } from './shared-state.ts';
 
 /**
- * Least privilege on the discovery etcd (issue 4 point 3), set up by the overlord once discovery's etcd
+ * Least privilege on the discovery etcd, set up by the overlord once discovery's etcd
  * serves TLS — idempotently: every start reads what exists and changes only what differs, so a second run
  * changes nothing (which matters: every auth change in etcd invalidates every client's auth token).
  *

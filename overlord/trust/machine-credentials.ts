@@ -8,7 +8,7 @@ import { KEY_MODE } from './pki/delivery.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
 
 /**
- * Each machine's own discovery etcd user (issue 4 point 3: "nodes hold a credential that can only register
+ * Each machine's own discovery etcd user ("nodes hold a credential that can only register
  * their own machine record"). The join token every node boots with only lets it ask to join
  * (overlord/trust/discovery-auth.ts); once the overlord has admitted a machine (overlord/discovery/admission.ts) the machine
  * holds `machine-<id>`, whose role may:

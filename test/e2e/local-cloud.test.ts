@@ -22,7 +22,6 @@ import { configPath, MACHINE_PATHS, OVERLORD_IMAGE_USER } from '../../cloud-conf
 import { findSecrets } from '../../core/secrets.ts';
 import { MACHINE_SECRET_NAME, ROOT_PASSWORD_NAME } from '../../overlord/trust/discovery-auth.ts';
 import { clusterKeys } from '../../contracts/keys.ts';
-import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
 import { parseMachineRecord } from '../../contracts/machine-record.ts';
 import type { Role } from '../../contracts/roles.ts';
 import { UNITS } from '../../units/index.ts';
