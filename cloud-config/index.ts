@@ -1,13 +1,14 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { BootPlan, BootRole } from './boot-plan.ts';
 import { discoveryPlan } from './discovery.ts';
-import { flatcarCloudConfig } from './flatcar.ts';
+import { ignitionUserData } from './ignition.ts';
 import { nodePlan } from './node.ts';
 import { overlordPlan } from './overlord.ts';
 import { ubuntuCloudConfig } from './ubuntu.ts';
 
 /**
- * cloud-config/: the user_data of every role on every OS profile. renderUserData is pure: the same role
+ * cloud-config/: the user_data of every role on every OS profile — an Ignition config for Flatcar (ignition.ts),
+ * a #cloud-config for Ubuntu (ubuntu.ts), both from the same BootPlan. renderUserData is pure: the same role
  * and spec give the same text, with the PLACEHOLDERS tokens left verbatim for Heat's str_replace (or for
  * fillPlaceholders). What each placeholder must hold and the files each role gets: cloud-config/README.md.
  */
@@ -31,5 +32,5 @@ export function bootPlan(role: BootRole, spec: ClusterSpec): BootPlan {
 
 export function renderUserData(role: BootRole, spec: ClusterSpec): string {
   const plan = bootPlan(role, spec);
-  return spec.os === 'flatcar' ? flatcarCloudConfig(plan) : ubuntuCloudConfig(plan);
+  return spec.os === 'flatcar' ? ignitionUserData(plan) : ubuntuCloudConfig(plan);
 }

@@ -33,7 +33,7 @@ export function imageParameter(value: string | undefined, os: ClusterSpec['os'])
     {
       type: 'string',
       label: 'Image',
-      description: `Glance image (name or ID) of every server. This template's user_data is written for ${os === 'flatcar' ? 'Flatcar Container Linux (coreos-cloudinit)' : 'Ubuntu (cloud-init)'}; generate with --os for another OS.`,
+      description: `Glance image (name or ID) of every server. This template's user_data is written for ${os === 'flatcar' ? 'Flatcar Container Linux (Ignition)' : 'Ubuntu (cloud-init)'}; generate with --os for another OS.`,
       constraints: [{ custom_constraint: 'glance.image', description: 'must be an existing Glance image' }],
     },
     value,

@@ -21,7 +21,7 @@ import { promisify } from 'node:util';
 import { CorekubeError } from '../core/errors.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Project } from './catalog.ts';
-import { recipes, type CRecipe, type GoRecipe, type Recipe, type VersionProbe } from './recipes.ts';
+import { recipes, toolRecipes, type CRecipe, type GoRecipe, type Recipe, type VersionProbe } from './recipes.ts';
 
 const run = promisify(execFile);
 const GOMOD_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'gomod');
@@ -93,6 +93,20 @@ export async function ensureBuilt(versions: ClusterSpec['versions'], options: Bu
     index++;
     const built = await buildProject(recipe, { goVersion, env, index, total: all.length, emit: options.onEvent ?? (() => undefined), update: options.updateBuildModules ?? false });
     out.set(recipe.project, built);
+  }
+  return out;
+}
+
+/** The tools of recipes.ts toolRecipes (Ignition's validator), built or found in the cache like the release. */
+export async function ensureTools(options: Omit<BuildOptions, 'projects'> = {}): Promise<Map<Project, BuiltProject>> {
+  const env = options.env ?? process.env;
+  const goVersion = (await run('go', ['env', 'GOVERSION'], { env: goEnv(env, false) }).catch(() => ({ stdout: '' }))).stdout.trim();
+  if (goVersion === '') throw new CorekubeError('E_IO', 'go is not installed, so the tools cannot be built', { hint: 'install Go 1.26 or newer' });
+  const out = new Map<Project, BuiltProject>();
+  const all = toolRecipes();
+  let index = 0;
+  for (const recipe of all) {
+    out.set(recipe.project, await buildProject(recipe, { goVersion, env, index: ++index, total: all.length, emit: options.onEvent ?? (() => undefined), update: options.updateBuildModules ?? false }));
   }
   return out;
 }

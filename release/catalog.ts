@@ -38,7 +38,9 @@ export interface ArtifactMember {
   readonly installDir: 'bin' | 'cni';
 }
 
-export type Project = 'kubernetes' | 'etcd' | 'flannel' | 'containerd' | 'runc' | 'cni-plugins' | 'coredns' | 'pause';
+export type Project = 'kubernetes' | 'etcd' | 'flannel' | 'containerd' | 'runc' | 'cni-plugins' | 'coredns' | 'pause'
+  /** not a release artifact: a tool corekube's checks build the same way (recipes.ts toolRecipes) */
+  | 'ignition';
 
 export interface Artifact {
   /** short stable name, also the name of its install stamp on a machine: `kube-apiserver`, `etcd`, `cni-plugins` */

@@ -91,10 +91,11 @@ async function buildMirrorIn(dir: string, options: MirrorBuildOptions): Promise<
       for (const n of r.notes) note(n);
       if (r.kind === 'go') for (const a of r.assembled) note(a.why);
     }
+    const modules = sourceModules(options.versions);
     for (const a of catalog) {
       const b = built.get(a.project)!;
       const packed = await packedArtifact(a, b, new Date(0));
-      const entry = await place(a, packed, dir, `built from source (${builtFrom(sourceModule(a), a.version)}) by corekube`, await cachedDigest(packed));
+      const entry = await place(a, packed, dir, `built from source (${builtFrom(modules.get(a.project)!, a.version)}) by corekube`, await cachedDigest(packed));
       artifacts.push(entry);
       emit({ kind: 'artifact', artifact: entry });
     }
@@ -171,9 +172,9 @@ async function cachedDigest(file: string): Promise<string> {
   return digest;
 }
 
-function sourceModule(a: Artifact): string {
-  const r = { kubernetes: 'k8s.io/kubernetes', etcd: 'go.etcd.io/etcd', flannel: 'github.com/flannel-io/flannel', containerd: 'github.com/containerd/containerd/v2', runc: 'github.com/opencontainers/runc', 'cni-plugins': 'github.com/containernetworking/plugins', coredns: 'github.com/coredns/coredns', pause: 'k8s.io/kubernetes/build/pause' } as const;
-  return r[a.project];
+/** The module (and, for C, the directory of the source) each project is built from, by project. */
+function sourceModules(versions: ClusterSpec['versions']): Map<Project, string> {
+  return new Map(recipes(versions, '').map((r) => [r.project, r.kind === 'go' ? r.module : `${r.module}/${path.dirname(r.source)}`]));
 }
 
 /**

@@ -91,6 +91,23 @@ export const KUBERNETES_STAGING = [
 
 export const KUBERNETES_PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet', 'kube-proxy'] as const;
 
+/**
+ * Tools corekube's own checks run, built the same way but no part of a cluster's release: Ignition's validator
+ * (CI validates every role's Flatcar config with it).
+ */
+export const TOOLS = Object.freeze({ ignition: Object.freeze({ module: 'github.com/coreos/ignition/v2', version: 'v2.24.0' }) });
+
+export function toolRecipes(): readonly GoRecipe[] {
+  const { module, version } = TOOLS.ignition;
+  return Object.freeze([
+    {
+      kind: 'go', project: 'ignition', module, version, alsoRequire: [], replace: {}, assembled: [],
+      programs: [{ pkg: `${module}/validate`, program: 'ignition-validate', probe: { args: ['--version'], expect: version } }],
+      cgo: false, tags: [], stamps: { [`${module}/internal/version.Raw`]: version }, static: true, notes: [],
+    },
+  ]);
+}
+
 /** What a from-source build stamps where upstream stamps a git commit: the module it was built from. */
 export const builtFrom = (module: string, version: string) => `${module}@${version}`;
 

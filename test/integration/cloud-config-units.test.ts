@@ -2,19 +2,21 @@
  * What cloud-config writes, checked by real tools as shipped (taken from the rendered user_data of every
  * role on both OS profiles): `systemd-analyze verify` on every unit, under --root with the role's files
  * written and stand-ins for the binaries the OS provides (docker, test) or a script downloads (etcd),
- * failing on ANY output since warnings exit 0; `bash -n` and shellcheck on every script.
+ * failing on ANY output since warnings exit 0; `bash -n` and shellcheck on every script; Ignition's own
+ * ignition-validate (built from its Go module at the pinned version) on every Flatcar config.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { BOOT_ROLES, renderUserData } from '../../cloud-config/index.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BOOT_ROLES, fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
+import { ensureTools } from '../../release/build.ts';
 import { MACHINE_PATHS } from '../../cloud-config/machine-paths.ts';
 import { parseClusterSpec, type OsProfile } from '../../clusterspec/cluster-spec.ts';
 import { missingParts } from '../harness/requirements.ts';
-import YAML from 'yaml';
+import { machineView } from '../harness/user-data-view.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const SYSTEM_UNIT_DIR = ['/usr/lib/systemd/system', '/lib/systemd/system'].find((d) => existsSync(path.join(d, 'multi-user.target')));
@@ -24,17 +26,10 @@ interface Shipped {
   files: { path: string; content: string; permissions: string }[];
 }
 
-/** The units and files exactly as the user_data carries them, per OS dialect. */
+/** The units and files exactly as the user_data carries them (read as cloud-init or Ignition reads them). */
 function shipped(role: (typeof BOOT_ROLES)[number], os: OsProfile): Shipped {
-  const doc = YAML.parse(renderUserData(role, parseClusterSpec({ flags: { name: 'verify', os } }))) as {
-    coreos?: { units: { name: string; content: string }[] };
-    write_files: { path: string; content: string; permissions: string }[];
-  };
-  const unitDir = `${MACHINE_PATHS.unitDir}/`;
-  const units = os === 'flatcar'
-    ? doc.coreos!.units.map((u) => ({ name: u.name, content: u.content }))
-    : doc.write_files.filter((f) => f.path.startsWith(unitDir)).map((f) => ({ name: f.path.slice(unitDir.length), content: f.content }));
-  return { units, files: doc.write_files.filter((f) => !f.path.startsWith(unitDir)) };
+  const view = machineView(renderUserData(role, parseClusterSpec({ flags: { name: 'verify', os } })));
+  return { units: view.units, files: view.files };
 }
 
 const CASES = BOOT_ROLES.flatMap((role) => (['flatcar', 'ubuntu'] as const).map((os) => ({ role, os })));
@@ -108,5 +103,47 @@ describe.skipIf(shellSkip)('the scripts cloud-config writes', () => {
       expect(await runFile('bash', ['-n', file]), s.path).toEqual({ code: 0, out: '' });
       expect(await runFile('shellcheck', ['--shell=bash', '--severity=info', file]), s.path).toEqual({ code: 0, out: '' });
     }
+  });
+});
+
+const goSkip = missingParts(has('go') ? undefined : 'go is not installed (Go 1.26 builds ignition-validate)');
+
+describe.skipIf(goSkip)("Ignition's own validator", () => {
+  let validate = '';
+  beforeAll(async () => {
+    validate = (await ensureTools()).get('ignition')!.programs.get('ignition-validate')!;
+  }, 900_000);
+
+  const check = async (name: string, text: string) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-ign-'));
+    dirs.push(dir);
+    const file = path.join(dir, `${name}.ign`);
+    await writeFile(file, text);
+    return runFile(validate, [file]);
+  };
+
+  // the tokens themselves are no valid data (they are never shipped: Heat's str_replace fills every one)
+  it.each(BOOT_ROLES)('accepts the %s config as Heat fills it, and with every value empty (booted by hand, no Heat)', async (role) => {
+    const text = renderUserData(role, parseClusterSpec({ flags: { name: 'verify', os: 'flatcar' } }));
+    expect(await check(`${role}-empty`, fillPlaceholders(text, {}))).toEqual({ code: 0, out: '' });
+    const filled = fillPlaceholders(text, {
+      joinToken: 'Ab3dEfGh1jKlMn0pQrStUvWxYz0123456789',
+      overlordSecret: 'Zy9xWv8uTs7rQp6oNm5lKj4iHg3fEd2cBa1ZYXWVUTSRQPONMLKJ',
+      overlordSshKey: Buffer.from('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb+Zz/9Tq0c2m overlord@verify').toString('base64'),
+      discoveryCa: Buffer.from('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n').toString('base64'),
+      readyUrl: 'https://heat.example:8004/v1/abc/stacks/verify/5678/resources/overlord_ready_handle/signal?a=%3A#frag',
+      readyToken: 'gAAAAABn-fake_Fernet-token==',
+      clusterReadyUrl: 'https://heat.example:8004/v1/abc/stacks/verify/5678/resources/cluster_ready_handle/signal',
+      clusterReadyToken: 'gAAAAABn-other_token==',
+      masterCount: '3',
+      minionCount: '50',
+    });
+    expect(await check(`${role}-filled`, filled)).toEqual({ code: 0, out: '' });
+  });
+
+  it('rejects what Ignition cannot apply (the validator is not a rubber stamp)', async () => {
+    const r = await check('bad', JSON.stringify({ ignition: { version: '3.3.0' }, storage: { files: [{ path: 'relative/path', contents: { source: 'data:,x' } }] } }));
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/path not absolute/);
   });
 });

@@ -1,4 +1,5 @@
 import YAML from 'yaml';
+export { dataUrlText, fileAt, machineView, type IgnitionDoc, type MachineView, type WrittenFile } from '../../harness/user-data-view.ts';
 import { BOOT_ROLES, type BootRole } from '../../../cloud-config/index.ts';
 import type { PlaceholderName } from '../../../cloud-config/placeholders.ts';
 import { parseClusterSpec, type ClusterSpec, type OsProfile } from '../../../clusterspec/cluster-spec.ts';
@@ -15,27 +16,9 @@ export function parse12(text: string): Record<string, unknown> {
   return YAML.parse(text, { strict: true, uniqueKeys: true }) as Record<string, unknown>;
 }
 
-/** The same text read as YAML 1.1 — what PyYAML (cloud-init) and go-yaml (coreos-cloudinit) see. */
+/** The same text read as YAML 1.1 — what PyYAML (cloud-init) sees. */
 export function parse11(text: string): Record<string, unknown> {
   return YAML.parse(text, { version: '1.1', strict: true, uniqueKeys: true }) as Record<string, unknown>;
-}
-
-export interface WrittenFile {
-  path: string;
-  permissions: string;
-  owner?: string;
-  encoding?: string;
-  content: string;
-}
-
-export function writeFilesOf(doc: Record<string, unknown>): WrittenFile[] {
-  return doc.write_files as WrittenFile[];
-}
-
-export function fileAt(doc: Record<string, unknown>, path: string): WrittenFile {
-  const f = writeFilesOf(doc).find((x) => x.path === path);
-  if (!f) throw new Error(`no write_files entry for ${path}`);
-  return f;
 }
 
 /** Realistic values, shaped as Heat fills them: base64 with + / =, a Heat signal URL, a Fernet-like token. */

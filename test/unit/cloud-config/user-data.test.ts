@@ -5,7 +5,8 @@ import { PLACEHOLDERS, type PlaceholderName } from '../../../cloud-config/placeh
 import { UBUNTU_TOP_LEVEL_KEYS } from '../../../cloud-config/ubuntu.ts';
 import { parseYaml } from '../../../core/yaml.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
-import { CA_PEM, CASES, fileAt, FILLED, OSES, parse11, parse12, specFor, SSH_KEY_LINE, writeFilesOf } from './fixtures.ts';
+import { FLATCAR_UPDATE_CONF, IGNITION_VERSION } from '../../../cloud-config/ignition.ts';
+import { CA_PEM, CASES, fileAt, FILLED, machineView, OSES, parse11, parse12, specFor, SSH_KEY_LINE, type IgnitionDoc } from './fixtures.ts';
 
 /** Which placeholders each role's user_data carries: the contract the Heat template's str_replace follows. */
 const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
@@ -16,44 +17,39 @@ const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
   minion: ['joinToken', 'overlordSshKey', 'discoveryCa'],
 };
 
-const UNIT_DIR = `${MACHINE_PATHS.unitDir}/`;
-
 describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
   const spec = specFor(os);
   const text = renderUserData(role, spec);
-  const doc = parse12(text);
-
-  it('is a #cloud-config document that YAML 1.1 readers (cloud-init, coreos-cloudinit) read the same way', () => {
-    expect(text.startsWith('#cloud-config\n')).toBe(true);
-    expect(() => parseYaml(text)).not.toThrow();
-    expect(parse11(text)).toEqual(doc);
-  });
-
-  it('matches its snapshot', async () => {
-    await expect(text).toMatchFileSnapshot(`__snapshots__/${role}-${os}.yaml`);
-  });
-
-  it('carries exactly the placeholders of its role, each token alone on a block-scalar line', () => {
-    expect(placeholdersIn(text)).toEqual(EXPECTED_PLACEHOLDERS[role]);
-    for (const name of placeholdersIn(text)) {
-      for (const line of text.split('\n').filter((l) => l.includes(PLACEHOLDERS[name]))) {
-        // alone on a line of a block scalar, after a fixed header prefix, or in quotes inside overlord.yaml
-        expect(line).toMatch(/^\s+(X-Auth-Token: )?%%COREKUBE_[A-Z_]+%%$|^\s+\w+: "%%COREKUBE_[A-Z_]+%%"$/);
-      }
-    }
-  });
+  const view = machineView(text);
+  const plan = bootPlan(role, spec);
+  const atBoot = bootUnits(plan).map((u) => u.name);
 
   it('holds no credential other than placeholders, and secrets only in 0600 files', () => {
-    expect(text).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|ssh-(ed25519|rsa) AAAA|X-Auth-Token: [^%<]/);
-    for (const f of writeFilesOf(doc)) {
+    const readable = view.files.map((f) => f.content).join('\n') + view.units.map((u) => u.content).join('\n');
+    expect(readable).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|ssh-(ed25519|rsa) AAAA|X-Auth-Token: [^%<]/);
+    for (const f of view.files) {
       const secret = [PLACEHOLDERS.joinToken, PLACEHOLDERS.overlordSecret, PLACEHOLDERS.readyToken, PLACEHOLDERS.clusterReadyToken].some((t) => f.content.includes(t));
       if (secret) expect(f.permissions, f.path).toBe('0600');
     }
   });
 
+  it('carries exactly the placeholders of its role', () => {
+    expect(placeholdersIn(text)).toEqual(EXPECTED_PLACEHOLDERS[role]);
+  });
+
   it('gives user corekube passwordless sudo', () => {
-    expect(fileAt(doc, MACHINE_PATHS.sudoers)).toMatchObject({ permissions: '0440', content: 'corekube ALL=(ALL) NOPASSWD:ALL\n' });
-    expect(JSON.stringify(doc.users)).toContain('"name":"corekube"');
+    expect(fileAt(view, MACHINE_PATHS.sudoers)).toMatchObject({ permissions: '0440', content: 'corekube ALL=(ALL) NOPASSWD:ALL\n' });
+    expect(JSON.stringify(view.users)).toContain('"name":"corekube"');
+  });
+
+  it('writes every unit of its plan, enabling those started at boot and only those', () => {
+    expect(view.units.map((u) => u.name)).toEqual(plan.units.map((u) => u.name));
+    expect(view.units.filter((u) => u.enabled).map((u) => u.name)).toEqual(atBoot);
+    for (const u of view.units) expect(u.content).toBe(plan.units.find((p) => p.name === u.name)!.content);
+  });
+
+  it('writes every file of its plan with its mode and content', () => {
+    for (const f of plan.files) expect(fileAt(view, f.path), f.path).toEqual({ path: f.path, permissions: f.mode, content: f.base64 ? f.content.trim() : f.content });
   });
 
   it('is well under the Nova user_data limit', () => {
@@ -61,9 +57,8 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
   });
 
   it('writes every script its units run (etcd itself is downloaded by corekube-install-etcd)', () => {
-    const units = bootPlan(role, spec).units;
-    const written = new Set(bootPlan(role, spec).files.map((f) => f.path));
-    for (const u of units) {
+    const written = new Set(plan.files.map((f) => f.path));
+    for (const u of plan.units) {
       for (const m of u.content.matchAll(/^Exec\w+=-?(\/opt\/corekube\/bin\/[\w-]+)/gm)) {
         const bin = m[1]!;
         if (bin === `${MACHINE_PATHS.binDir}/etcd`) expect(written.has(`${MACHINE_PATHS.binDir}/corekube-install-etcd`)).toBe(true);
@@ -73,32 +68,59 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
   });
 
   if (os === 'flatcar') {
-    it('uses only coreos-cloudinit keys, snake_case, no runcmd; every unit enabled and started', () => {
-      expect(Object.keys(doc).sort()).toEqual(['coreos', 'users', 'write_files']);
-      const keys: string[] = [];
-      const walk = (v: unknown) => {
-        if (Array.isArray(v)) v.forEach(walk);
-        else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) (keys.push(k), walk(x));
-      };
-      walk(doc);
-      expect(keys.filter((k) => k.includes('-'))).toEqual([]);
-      const coreos = doc.coreos as { update: unknown; units: { name: string; enable: unknown; command: unknown; content: string }[] };
-      expect(coreos.update).toEqual({ reboot_strategy: 'off' });
-      expect(coreos.units.map((u) => u.name)).toEqual(bootPlan(role, spec).units.map((u) => u.name));
-      const atBoot = bootUnits(bootPlan(role, spec)).map((u) => u.name);
-      for (const u of coreos.units) {
-        if (atBoot.includes(u.name)) expect(u).toMatchObject({ enable: true, command: 'start' });
-        else expect(Object.keys(u).sort()).toEqual(['content', 'name']);
+    const doc = JSON.parse(text) as IgnitionDoc;
+
+    it('is an Ignition 3.3.0 config on one line, as Butane writes it', () => {
+      expect(text).not.toContain('\n');
+      expect(doc.ignition).toEqual({ version: IGNITION_VERSION });
+      expect(Object.keys(doc).sort()).toEqual(['ignition', 'passwd', 'storage', 'systemd']);
+    });
+
+    it('matches its snapshot', async () => {
+      await expect(`${JSON.stringify(doc, null, 2)}\n`).toMatchFileSnapshot(`__snapshots__/${role}-${os}.ign.json`);
+    });
+
+    it('puts each placeholder token alone in the data of a data URL, the way Heat fills it', () => {
+      for (const name of placeholdersIn(text)) {
+        const token = PLACEHOLDERS[name];
+        const around = [...text.matchAll(new RegExp(`"([^"]*)${token}([^"]*)"`, 'g'))].map((m) => [m[1], m[2]]);
+        expect(around.length, name).toBeGreaterThan(0);
+        for (const [before, after] of around) {
+          expect(['data:,', 'data:;base64,']).toContain(before);
+          expect(after).toBe('');
+        }
       }
-      expect(writeFilesOf(doc).some((f) => f.path.startsWith(UNIT_DIR))).toBe(false);
+    });
+
+    it('writes units through systemd, not files, and turns off reboots for updates', () => {
+      expect(view.files.some((f) => f.path.startsWith(`${MACHINE_PATHS.unitDir}/`))).toBe(false);
+      expect(fileAt(view, FLATCAR_UPDATE_CONF)).toMatchObject({ permissions: '0644', content: 'REBOOT_STRATEGY=off\n' });
+      for (const f of doc.storage.files) expect(f.overwrite).toBe(true);
     });
   } else {
+    const doc = parse12(text);
+
+    it('is a #cloud-config document that YAML 1.1 readers (cloud-init) read the same way', () => {
+      expect(text.startsWith('#cloud-config\n')).toBe(true);
+      expect(() => parseYaml(text)).not.toThrow();
+      expect(parse11(text)).toEqual(doc);
+    });
+
+    it('matches its snapshot', async () => {
+      await expect(text).toMatchFileSnapshot(`__snapshots__/${role}-${os}.yaml`);
+    });
+
+    it('puts each placeholder token alone on a block-scalar line', () => {
+      for (const name of placeholdersIn(text)) {
+        for (const line of text.split('\n').filter((l) => l.includes(PLACEHOLDERS[name]))) {
+          // alone on a line of a block scalar, after a fixed header prefix, or in quotes inside overlord.yaml
+          expect(line).toMatch(/^\s+(X-Auth-Token: )?%%COREKUBE_[A-Z_]+%%$|^\s+\w+: "%%COREKUBE_[A-Z_]+%%"$/);
+        }
+      }
+    });
+
     it('uses only cloud-init keys of its known set; writes units and starts them without blocking cloud-init', () => {
       expect(Object.keys(doc).every((k) => (UBUNTU_TOP_LEVEL_KEYS as readonly string[]).includes(k))).toBe(true);
-      expect(doc).not.toHaveProperty('coreos');
-      const unitNames = writeFilesOf(doc).filter((f) => f.path.startsWith(UNIT_DIR)).map((f) => f.path.slice(UNIT_DIR.length));
-      expect(unitNames).toEqual(bootPlan(role, spec).units.map((u) => u.name));
-      const atBoot = bootUnits(bootPlan(role, spec)).map((u) => u.name);
       expect(doc.runcmd).toEqual([
         ['systemctl', 'daemon-reload'],
         ['systemctl', 'enable', ...atBoot],
@@ -112,37 +134,38 @@ describe.each(CASES)('$role user_data on $os', ({ role, os }) => {
 });
 
 describe('filling the placeholders', () => {
-  it.each(CASES)('keeps the $role user_data on $os valid YAML with every value intact', ({ role, os }) => {
-    const doc = parse12(fillPlaceholders(renderUserData(role, specFor(os)), FILLED));
-    expect(parse11(fillPlaceholders(renderUserData(role, specFor(os)), FILLED))).toEqual(doc);
-    const files = writeFilesOf(doc);
-    for (const f of files) expect(f.content).not.toContain('%%COREKUBE_');
-    const b64 = (path: string) => {
-      const f = fileAt(doc, path);
-      expect(f.encoding).toBe('b64');
-      return Buffer.from(f.content, 'base64').toString('utf8');
-    };
+  it.each(CASES)('keeps the $role user_data on $os valid with every value intact', ({ role, os }) => {
+    const text = fillPlaceholders(renderUserData(role, specFor(os)), FILLED);
+    if (os === 'ubuntu') expect(parse11(text)).toEqual(parse12(text));
+    else expect(() => JSON.parse(text)).not.toThrow();
+    const view = machineView(text);
+    for (const f of view.files) expect(f.content).not.toContain('%%COREKUBE_');
     if (role !== 'overlord' && role !== 'overlord-standby') {
-      expect(b64(configPath('overlordSshKey'))).toBe(SSH_KEY_LINE);
+      expect(fileAt(view, configPath('overlordSshKey')).content).toBe(SSH_KEY_LINE);
     }
     if (role === 'master' || role === 'minion' || role === 'overlord-standby') {
-      expect(b64(configPath('discoveryCa'))).toBe(CA_PEM);
-      expect(fileAt(doc, configPath('joinToken')).content).toBe(`${FILLED.joinToken}\n`);
+      expect(fileAt(view, configPath('discoveryCa')).content).toBe(CA_PEM);
+      expect(fileAt(view, configPath('joinToken')).content).toBe(`${FILLED.joinToken}\n`);
     }
     if (role === 'overlord' || role === 'overlord-standby') {
-      expect(fileAt(doc, configPath('overlordSecret'))).toMatchObject({ permissions: '0600', content: `${FILLED.overlordSecret}\n` });
+      expect(fileAt(view, configPath('overlordSecret'))).toMatchObject({ permissions: '0600', content: `${FILLED.overlordSecret}\n` });
     } else {
-      expect(files.some((f) => f.content.includes(FILLED.overlordSecret)), 'only overlords hold the overlord secret').toBe(false);
+      expect(view.files.some((f) => f.content.includes(FILLED.overlordSecret)), 'only overlords hold the overlord secret').toBe(false);
     }
     if (role === 'discovery' || role === 'overlord') {
-      expect(fileAt(doc, configPath('readyUrl')).content).toBe(`${FILLED.readyUrl}\n`);
-      expect(fileAt(doc, configPath('readyHeader')).content).toBe(`X-Auth-Token: ${FILLED.readyToken}\n`);
+      expect(fileAt(view, configPath('readyUrl')).content).toBe(`${FILLED.readyUrl}\n`);
+      expect(fileAt(view, configPath('readyHeader')).content).toBe(`X-Auth-Token: ${FILLED.readyToken}\n`);
     }
     if (role === 'overlord') {
-      expect(fileAt(doc, configPath('clusterReadyHeader')).content).toBe(`X-Auth-Token: ${FILLED.clusterReadyToken}\n`);
-      const config = parseYaml(fileAt(doc, configPath('overlordConfig')).content) as Record<string, unknown>;
+      expect(fileAt(view, configPath('clusterReadyHeader')).content).toBe(`X-Auth-Token: ${FILLED.clusterReadyToken}\n`);
+      const config = parseYaml(fileAt(view, configPath('overlordConfig')).content) as Record<string, unknown>;
       expect([config.masters, config.minions]).toEqual(['3', '50']);
     }
+  });
+
+  it('refuses a value that is not base64 where an Ignition config decodes base64, naming the placeholder', () => {
+    const text = renderUserData('minion', specFor('flatcar'));
+    expect(() => fillPlaceholders(text, { ...FILLED, discoveryCa: CA_PEM.replace(/\n/g, ' ') })).toThrow(/placeholder discoveryCa must be base64/);
   });
 });
 
@@ -159,8 +182,7 @@ describe('user_data and the counts', () => {
 
 describe('the overlord configuration file', () => {
   const spec = specFor('ubuntu', { 'admin-cidr': '203.0.113.0/24', 'dns-nameservers': '1.1.1.1,9.9.9.9', masters: '3', minions: '7' });
-  const doc = parse12(renderUserData('overlord', spec));
-  const text = fileAt(doc, configPath('overlordConfig')).content;
+  const text = fileAt(machineView(renderUserData('overlord', spec)), configPath('overlordConfig')).content;
 
   it('is the cluster spec in -c format, with the initial counts as placeholders', () => {
     const config = parseYaml(text) as Record<string, unknown>;
