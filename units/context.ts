@@ -1,11 +1,11 @@
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { isRole, ROLES, type Role } from '../contracts/roles.ts';
-import { clusterKeys } from '../contracts/keys.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { parseIpv4 } from '../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME, LAYOUT, PORTS, TIMEOUTS, type Layout } from './layout.ts';
-import { DISCOVERY_CLIENT_PATHS, type PkiPaths } from './pki-paths.ts';
+import type { PkiPaths } from './pki-paths.ts';
+import { podNetworkUnits as podNetworkUnitsOf, type PodNetworkContext, type PodNetworkUnits } from './pod-network.ts';
 import { clusterImages } from '../release/catalog.ts';
 import { artifactsFor, type ReleaseArtifact } from './release.ts';
 
@@ -71,17 +71,9 @@ export interface UnitContext {
     /** the CN of the front-proxy client certificate the API server accepts request headers from */
     readonly frontProxyClientName: string;
   };
-  readonly flannel: {
-    /** the discovery etcd (https), where the overlord keeps flannel's config and reservations */
-    readonly etcdEndpoints: string;
-    /** discovery's CA, and the EnvironmentFile with the machine's own discovery etcd user and password */
-    readonly caFile: string;
-    readonly envFile: string;
-    /** `/corekube/<cluster>/network`: flannel reads `<prefix>/config` and leases `<prefix>/subnets/` */
-    readonly etcdPrefix: string;
-    readonly iface: string;
-    readonly healthzPort: number;
-  };
+  /** the pod network's units (units/pod-network.ts) and what its templates read */
+  readonly podNetworkUnits: PodNetworkUnits;
+  readonly podNetwork: PodNetworkContext;
   readonly kubeProxy: { readonly mode: 'iptables' | 'nftables'; readonly healthzPort: number };
   /** the images containerd pulls for the cluster itself (the pod sandbox) */
   readonly images: { readonly pause: string };
@@ -127,6 +119,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
   if (problems.length > 0) throw new InvalidInputError(`units of machine ${machine.id}`, problems, 'E_RECORD_INVALID');
 
   const plan = addressPlan(spec);
+  const podNetworkUnits = podNetworkUnitsOf(spec);
   const isMaster = machine.role === 'master';
   const etcdServers = masterIps.map((ip) => `https://${ip}:${PORTS.etcdClient}`).join(',');
   const ctx: UnitContext = {
@@ -163,14 +156,8 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
       frontProxyClientName: FRONT_PROXY_CLIENT_NAME,
     },
-    flannel: {
-      etcdEndpoints: plan.discoveryEndpoint,
-      caFile: DISCOVERY_CLIENT_PATHS.ca,
-      envFile: DISCOVERY_CLIENT_PATHS.credentials,
-      etcdPrefix: clusterKeys(spec.name).network.replace(/\/$/, ''),
-      iface: machine.ip,
-      healthzPort: PORTS.flannelHealthz,
-    },
+    podNetworkUnits,
+    podNetwork: podNetworkUnits.context(spec, machine),
     kubeProxy: { mode: 'iptables', healthzPort: PORTS.kubeProxyHealthz },
     images: { pause: clusterImages(spec.versions).pause },
     registryMirror: spec.registryMirror === undefined ? undefined : { url: spec.registryMirror, host: new URL(spec.registryMirror).host },

@@ -6,6 +6,7 @@ import type { Role } from '../contracts/roles.ts';
 import type { RemoteFile, RenderedUnits, Until } from '../contracts/step.ts';
 import type { UnitContext } from './context.ts';
 import { LAYOUT } from './layout.ts';
+import { FLANNEL_UNITS, type PodNetworkUnits } from './pod-network.ts';
 import { releaseManifest } from './release.ts';
 
 /**
@@ -20,28 +21,35 @@ interface UnitDef {
   readonly until: Until;
 }
 
-/** Every unit, in start order (dependency order within each role). */
-export const UNITS: readonly UnitDef[] = [
+/** Every unit, in start order (dependency order within each role): the pod network's between the two. */
+const CONTROL_PLANE: readonly UnitDef[] = [
   { unit: 'corekube-download.service', roles: ['master', 'minion'], until: 'exited' },
   { unit: 'corekube-etcd.service', roles: ['master'], until: 'active' },
   { unit: 'kube-apiserver.service', roles: ['master'], until: 'active' },
   { unit: 'kube-controller-manager.service', roles: ['master'], until: 'active' },
   { unit: 'kube-scheduler.service', roles: ['master'], until: 'active' },
-  { unit: 'flanneld.service', roles: ['master', 'minion'], until: 'active' },
+];
+const NODE: readonly UnitDef[] = [
   { unit: 'corekube-containerd.service', roles: ['minion'], until: 'active' },
   { unit: 'kubelet.service', roles: ['minion'], until: 'active' },
   { unit: 'kube-proxy.service', roles: ['minion'], until: 'active' },
 ];
 
-/** Helper scripts installed into LAYOUT.libexecDir, per role. */
+/** Every unit of a cluster whose pod network is `podNetwork`, in start order. */
+export function unitsOf(podNetwork: PodNetworkUnits): readonly UnitDef[] {
+  return [...CONTROL_PLANE, ...podNetwork.units, ...NODE];
+}
+
+/** Every unit of a cluster whose pod network is flannel (every cluster today), in start order. */
+export const UNITS: readonly UnitDef[] = unitsOf(FLANNEL_UNITS);
+
+/** Helper scripts installed into LAYOUT.libexecDir, per role (the pod network's come with it). */
 const SCRIPTS: readonly { readonly name: string; readonly roles: readonly Role[] }[] = [
   { name: 'corekube-download', roles: ['master', 'minion'] },
-  { name: 'corekube-redact', roles: ['master', 'minion'] },
   { name: 'corekube-wait-api', roles: ['master'] },
   { name: 'corekube-wait-healthz', roles: ['minion'] },
   { name: 'corekube-wait-file', roles: ['minion'] },
   { name: 'corekube-kernel-setup', roles: ['minion'] },
-  { name: 'corekube-cni-config', roles: ['minion'] },
   { name: 'corekube-metadata-guard', roles: ['minion'] },
   { name: 'corekube-resolv-conf', roles: ['minion'] },
 ];
@@ -74,9 +82,9 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
   const add = (path: string, content: string, mode = '0644') => files.push(Object.freeze({ path, content, mode }));
   const template = (name: string) => renderTemplate(source(templateDir, `${name}.hbs`), ctx, `units/templates/${name}.hbs`);
 
-  const units = UNITS.filter((u) => u.roles.includes(ctx.role));
+  const units = unitsOf(ctx.podNetworkUnits).filter((u) => u.roles.includes(ctx.role));
   for (const u of units) add(`${LAYOUT.unitDir}/${u.unit}`, template(u.unit));
-  for (const s of SCRIPTS.filter((x) => x.roles.includes(ctx.role))) add(`${LAYOUT.libexecDir}/${s.name}`, source(scriptDir, s.name), '0755');
+  for (const s of [...SCRIPTS, ...ctx.podNetworkUnits.scripts].filter((x) => x.roles.includes(ctx.role))) add(`${LAYOUT.libexecDir}/${s.name}`, source(scriptDir, s.name), '0755');
   add(LAYOUT.releaseManifest, releaseManifest(ctx.artifacts));
 
   const yamlHeader = `# ${HEADER(ctx)}`;
