@@ -9,7 +9,7 @@ import type { Stack, StackEvent } from '../cloud/heat-client.ts';
 import { prettyLogLines } from '../overlord/edges/log.ts';
 import type { LedgerEntry } from '../contracts/ledger-entry.ts';
 import { formatStatusTable, type StatusReport } from '../overlord/status.ts';
-import type { LocalCloud, LocalCloudEvent, LocalCloudTraces, MachineTiming } from '../localcloud/local-cloud.ts';
+import type { LocalCloud, LocalCloudEvent, LocalCloudTraces, MachineTiming } from '../localcloud/cloud.ts';
 import type { OverlordMode } from '../localcloud/overlord-runner.ts';
 import { parseOptions, type Command } from './command.ts';
 import { formatStack } from './cloud.ts';
