@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +10,7 @@ import { KeystoneSession } from '../../cloud/keystone.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import { renderTemplateFile } from '../../core/template.ts';
 import { registerHeat } from './identity.ts';
+import { assertPortFree, groupMembers, runStep, startDaemon, stopGroup, waitForEngine, waitForHttp } from './processes.ts';
 
 /**
  * corekube's own runner of a real OpenStack Heat on this machine: Keystone (uwsgi) + heat-all (heat-api,
@@ -106,89 +106,113 @@ interface ConfigContext {
 }
 
 export async function startLocalHeat(options: LocalHeatOptions): Promise<LocalHeat> {
-  const t0 = Date.now();
-  const deadline = t0 + (options.timeoutMs ?? 120_000);
-  const timings: Record<string, number> = {};
-  /** Runs one named step, recording its own duration (steps of the two branches overlap). */
-  const step = async <T>(name: string, fn: () => Promise<T> | T): Promise<T> => {
-    const started = Date.now();
-    const result = await fn();
-    timings[name] = Date.now() - started;
-    options.onPhase?.(name, timings[name]!);
-    return result;
-  };
-
   const missing = missingPrerequisites();
   if (missing.length > 0) {
     throw new CorekubeError('E_IO', `the local Heat service cannot run: missing ${missing.join(', ')}`, {
       hint: 'run scripts/setup (it installs keystone heat-api heat-engine with the debconf preseed in localcloud/heat/)',
     });
   }
-  const ports = options.ports ?? DEFAULT_PORTS;
-  const region = options.region ?? 'RegionOne';
-  const stateDir = options.stateDir;
-  const advertisedHost = options.bindAddress ?? '127.0.0.1';
-  const keystoneBindHosts = ['127.0.0.1', ...(options.bindAddress && options.bindAddress !== '127.0.0.1' ? [options.bindAddress] : [])];
+  const start = new HeatStart(options);
+  await start.prepare();
+  try {
+    // Two branches in parallel (most of the time is Python start-up): Keystone's database, bootstrap, server
+    // and Heat's identity; Heat's database and heat-all. The engine check needs both.
+    await Promise.all([start.keystone(), start.heat()]);
+    // The API answers before the engine has registered its RPC server: a validate goes through both.
+    await start.engine();
+    return start.service();
+  } catch (err) {
+    await stopLocalHeat(options.stateDir);
+    throw err;
+  }
+}
 
-  await stopLocalHeat(stateDir); // a previous run in the same dir, if any
-  for (const [host, port] of [...keystoneBindHosts.map((h) => [h, ports.keystone] as const), [advertisedHost, ports.heat] as const, [advertisedHost, ports.cfn] as const]) {
-    await assertPortFree(host, port);
+/** One start of the service in a state directory, step by step (each step's duration recorded). */
+class HeatStart {
+  private readonly t0 = Date.now();
+  private readonly deadline: number;
+  private readonly timings: Record<string, number> = {};
+  private readonly ports: LocalHeatPorts;
+  private readonly region: string;
+  private readonly stateDir: string;
+  private readonly advertisedHost: string;
+  private readonly keystoneBindHosts: string[];
+  private readonly adminPassword = secret();
+  private readonly context: ConfigContext;
+  private readonly env: Readonly<Record<string, string>>;
+  private readonly authUrl: string;
+  private readonly cacheDir: string | undefined;
+  private heatAll: ChildProcess | undefined;
+  private configs: { keystone: string; uwsgi: string; heat: string } | undefined;
+
+  constructor(private readonly options: LocalHeatOptions) {
+    this.deadline = this.t0 + (options.timeoutMs ?? 120_000);
+    this.ports = options.ports ?? DEFAULT_PORTS;
+    this.region = options.region ?? 'RegionOne';
+    this.stateDir = options.stateDir;
+    this.advertisedHost = options.bindAddress ?? '127.0.0.1';
+    this.keystoneBindHosts = ['127.0.0.1', ...(options.bindAddress && options.bindAddress !== '127.0.0.1' ? [options.bindAddress] : [])];
+    this.context = {
+      stateDir: this.stateDir,
+      passwordHashRounds: 4,
+      keystoneBindHosts: this.keystoneBindHosts,
+      keystonePort: this.ports.keystone,
+      heatBindHost: this.advertisedHost,
+      advertisedHost: this.advertisedHost,
+      heatPort: this.ports.heat,
+      cfnPort: this.ports.cfn,
+      region: this.region,
+      authEncryptionKey: randomBytes(16).toString('hex'), // exactly 32 characters, as Heat requires
+      heatPassword: secret(),
+      domainAdminPassword: secret(),
+    };
+    this.authUrl = `http://127.0.0.1:${this.ports.keystone}/v3`;
+    this.env = Object.freeze({
+      OS_AUTH_URL: this.authUrl,
+      OS_IDENTITY_API_VERSION: '3',
+      OS_USERNAME: 'admin',
+      OS_PASSWORD: this.adminPassword,
+      OS_PROJECT_NAME: 'admin',
+      OS_USER_DOMAIN_NAME: 'Default',
+      OS_PROJECT_DOMAIN_NAME: 'Default',
+      OS_REGION_NAME: this.region,
+      OS_INTERFACE: 'public',
+    });
+    this.cacheDir = options.schemaCache === false ? undefined : (options.schemaCache ?? defaultSchemaCache());
   }
 
-  for (const d of ['etc', 'log', 'run']) mkdirSync(join(stateDir, d), { recursive: true });
-  for (const f of readdirSync(stateDir)) {
-    if (/^(keystone|heat)\.db/.test(f) || /^keystone-(fernet|credential)-keys$/.test(f)) rmSync(join(stateDir, f), { recursive: true, force: true });
-  }
-  // Keystone's key repositories: what `keystone-manage fernet_setup` / `credential_setup` write (files 0 =
-  // staged and 1 = primary, each a Fernet key: url-safe base64 of 32 random bytes), written here to save
-  // two Python start-ups (~1.7 s each).
-  for (const d of ['keystone-fernet-keys', 'keystone-credential-keys']) {
-    mkdirSync(join(stateDir, d), { mode: 0o700 });
-    for (const k of ['0', '1']) writeFileSync(join(stateDir, d, k), `${randomBytes(32).toString('base64url')}=`, { mode: 0o600 });
+  /** A previous run stopped, the ports free, a fresh state directory: its key repositories, configs and openrc. */
+  async prepare(): Promise<void> {
+    const { stateDir, ports, advertisedHost } = this;
+    await stopLocalHeat(stateDir); // a previous run in the same dir, if any
+    for (const [host, port] of [...this.keystoneBindHosts.map((h) => [h, ports.keystone] as const), [advertisedHost, ports.heat] as const, [advertisedHost, ports.cfn] as const]) {
+      await assertPortFree(host, port);
+    }
+    for (const d of ['etc', 'log', 'run']) mkdirSync(join(stateDir, d), { recursive: true });
+    for (const f of readdirSync(stateDir)) {
+      if (/^(keystone|heat)\.db/.test(f) || /^keystone-(fernet|credential)-keys$/.test(f)) rmSync(join(stateDir, f), { recursive: true, force: true });
+    }
+    // Keystone's key repositories: what `keystone-manage fernet_setup` / `credential_setup` write (files 0 =
+    // staged and 1 = primary, each a Fernet key: url-safe base64 of 32 random bytes), written here to save
+    // two Python start-ups (~1.7 s each).
+    for (const d of ['keystone-fernet-keys', 'keystone-credential-keys']) {
+      mkdirSync(join(stateDir, d), { mode: 0o700 });
+      for (const k of ['0', '1']) writeFileSync(join(stateDir, d, k), `${randomBytes(32).toString('base64url')}=`, { mode: 0o600 });
+    }
+    this.configs = {
+      keystone: writeConfig(stateDir, 'keystone.conf', this.context),
+      uwsgi: writeConfig(stateDir, 'keystone-uwsgi.ini', this.context),
+      heat: writeConfig(stateDir, 'heat.conf', this.context),
+    };
+    writeFileSync(join(stateDir, 'admin-openrc'), Object.entries(this.env).map(([k, v]) => `export ${k}=${v}\n`).join(''), { mode: 0o600 });
   }
 
-  const secret = () => randomBytes(18).toString('base64url');
-  const adminPassword = secret();
-  const context: ConfigContext = {
-    stateDir,
-    passwordHashRounds: 4,
-    keystoneBindHosts,
-    keystonePort: ports.keystone,
-    heatBindHost: advertisedHost,
-    advertisedHost,
-    heatPort: ports.heat,
-    cfnPort: ports.cfn,
-    region,
-    authEncryptionKey: randomBytes(16).toString('hex'), // exactly 32 characters, as Heat requires
-    heatPassword: secret(),
-    domainAdminPassword: secret(),
-  };
-  const keystoneConf = writeConfig(stateDir, 'keystone.conf', context);
-  const uwsgiIni = writeConfig(stateDir, 'keystone-uwsgi.ini', context);
-  const heatConf = writeConfig(stateDir, 'heat.conf', context);
-  const authUrl = `http://127.0.0.1:${ports.keystone}/v3`;
-  const env = Object.freeze({
-    OS_AUTH_URL: authUrl,
-    OS_IDENTITY_API_VERSION: '3',
-    OS_USERNAME: 'admin',
-    OS_PASSWORD: adminPassword,
-    OS_PROJECT_NAME: 'admin',
-    OS_USER_DOMAIN_NAME: 'Default',
-    OS_PROJECT_DOMAIN_NAME: 'Default',
-    OS_REGION_NAME: region,
-    OS_INTERFACE: 'public',
-  });
-  writeFileSync(join(stateDir, 'admin-openrc'), Object.entries(env).map(([k, v]) => `export ${k}=${v}\n`).join(''), { mode: 0o600 });
-  const authConfig = parseAuthConfig(env);
-  const remaining = () => Math.max(1_000, deadline - Date.now());
-  const cacheDir = options.schemaCache === false ? undefined : (options.schemaCache ?? defaultSchemaCache());
-
-  // Two branches in parallel (most of the time is Python start-up): Keystone's database, bootstrap, server
-  // and Heat's identity; Heat's database and heat-all. The engine check needs both.
-  const keystone = async () => {
+  /** Keystone's database, bootstrap and server, then Heat's identity in it. */
+  async keystone(): Promise<void> {
+    const { stateDir, ports, region, advertisedHost } = this;
     const km = (args: string[], extraEnv: Record<string, string> = {}) =>
-      runStep('/usr/bin/keystone-manage', ['--config-file', keystoneConf, ...args], join(stateDir, 'log', 'keystone-manage.log'), remaining(), extraEnv);
-    await step('keystone db_sync', () => migratedDatabase(join(stateDir, 'keystone.db'), cacheDir, async () => {
+      runStep('/usr/bin/keystone-manage', ['--config-file', this.configs!.keystone, ...args], join(stateDir, 'log', 'keystone-manage.log'), this.remaining(), extraEnv);
+    await this.step('keystone db_sync', () => migratedDatabase(join(stateDir, 'keystone.db'), this.cacheDir, async () => {
       await km(['db_sync']);
       await enableWal(join(stateDir, 'keystone.db'), stateDir);
     }));
@@ -196,54 +220,73 @@ export async function startLocalHeat(options: LocalHeatOptions): Promise<LocalHe
     const localUrl = `http://127.0.0.1:${ports.keystone}/v3/`;
     await Promise.all([
       // The password goes through the environment (keystone-manage reads OS_BOOTSTRAP_PASSWORD), not argv.
-      step('keystone bootstrap', () => km([
+      this.step('keystone bootstrap', () => km([
         'bootstrap', '--bootstrap-username', 'admin', '--bootstrap-project-name', 'admin', '--bootstrap-role-name', 'admin',
         '--bootstrap-service-name', 'keystone', '--bootstrap-region-id', region,
         '--bootstrap-public-url', publicUrl, '--bootstrap-internal-url', localUrl, '--bootstrap-admin-url', localUrl,
-      ], { OS_BOOTSTRAP_PASSWORD: adminPassword })),
-      step('keystone server', async () => {
-        const uwsgi = startDaemon('keystone', '/usr/bin/uwsgi', ['--ini', uwsgiIni], stateDir);
-        await waitForHttp(`http://127.0.0.1:${ports.keystone}/v3`, (s) => s === 200, uwsgi, deadline, join(stateDir, 'log', 'keystone.stdout'));
+      ], { OS_BOOTSTRAP_PASSWORD: this.adminPassword })),
+      this.step('keystone server', async () => {
+        const uwsgi = startDaemon('keystone', '/usr/bin/uwsgi', ['--ini', this.configs!.uwsgi], stateDir);
+        await waitForHttp(`http://127.0.0.1:${ports.keystone}/v3`, (s) => s === 200, uwsgi, this.deadline, join(stateDir, 'log', 'keystone.stdout'));
       }),
     ]);
-    await step('heat identity', async () => {
-      const admin = await KeystoneSession.open(authConfig);
+    await this.step('heat identity', async () => {
+      const admin = await KeystoneSession.open(parseAuthConfig(this.env));
       await registerHeat(admin, {
         region, advertisedHost, heatPort: ports.heat, cfnPort: ports.cfn,
-        heatPassword: context.heatPassword, domainAdminPassword: context.domainAdminPassword,
+        heatPassword: this.context.heatPassword, domainAdminPassword: this.context.domainAdminPassword,
       });
     });
-  };
-  let heatAll: ChildProcess | undefined;
-  const heat = async () => {
-    await step('heat db_sync', () => migratedDatabase(join(stateDir, 'heat.db'), cacheDir, async () => {
-      await runStep('/usr/bin/heat-manage', ['--config-file', heatConf, 'db_sync'], join(stateDir, 'log', 'heat-manage.log'), remaining());
+  }
+
+  /** Heat's database, then heat-all (its API answering). */
+  async heat(): Promise<void> {
+    const { stateDir } = this;
+    await this.step('heat db_sync', () => migratedDatabase(join(stateDir, 'heat.db'), this.cacheDir, async () => {
+      await runStep('/usr/bin/heat-manage', ['--config-file', this.configs!.heat, 'db_sync'], join(stateDir, 'log', 'heat-manage.log'), this.remaining());
       await enableWal(join(stateDir, 'heat.db'), stateDir);
     }));
-    await step('heat-api', async () => {
-      heatAll = startDaemon('heat-all', '/usr/bin/heat-all', ['--config-file', heatConf], stateDir);
-      await waitForHttp(`http://${advertisedHost}:${ports.heat}/`, () => true, heatAll, deadline, join(stateDir, 'log', 'heat-all.stdout'));
+    await this.step('heat-api', async () => {
+      this.heatAll = startDaemon('heat-all', '/usr/bin/heat-all', ['--config-file', this.configs!.heat], stateDir);
+      await waitForHttp(`http://${this.advertisedHost}:${this.ports.heat}/`, () => true, this.heatAll, this.deadline, join(stateDir, 'log', 'heat-all.stdout'));
     });
-  };
+  }
 
-  try {
-    await Promise.all([keystone(), heat()]);
-    // The API answers before the engine has registered its RPC server: a validate goes through both.
-    await step('heat-engine', async () => {
-      const session = await KeystoneSession.open(authConfig);
-      await waitForEngine(new HeatClient(session), heatAll!, deadline, join(stateDir, 'log', 'heat-all.log'));
+  /** The engine answers (a validate goes through the API and the engine). */
+  async engine(): Promise<void> {
+    await this.step('heat-engine', async () => {
+      const session = await KeystoneSession.open(parseAuthConfig(this.env));
+      await waitForEngine(new HeatClient(session), this.heatAll!, this.deadline, join(this.stateDir, 'log', 'heat-all.log'));
     });
-    timings.total = Date.now() - t0;
+  }
+
+  service(): LocalHeat {
+    this.timings.total = Date.now() - this.t0;
+    const { stateDir, authUrl, region, ports, env } = this;
     return {
-      stateDir, authUrl, region, ports, env, authConfig,
-      heatBaseUrl: `http://${advertisedHost}:${ports.heat}/v1`,
-      timings,
+      stateDir, authUrl, region, ports, env, authConfig: parseAuthConfig(env),
+      heatBaseUrl: `http://${this.advertisedHost}:${ports.heat}/v1`,
+      timings: this.timings,
       stop: () => stopLocalHeat(stateDir),
     };
-  } catch (err) {
-    await stopLocalHeat(stateDir);
-    throw err;
   }
+
+  /** Runs one named step, recording its own duration (steps of the two branches overlap). */
+  private async step<T>(name: string, fn: () => Promise<T> | T): Promise<T> {
+    const started = Date.now();
+    const result = await fn();
+    this.timings[name] = Date.now() - started;
+    this.options.onPhase?.(name, this.timings[name]!);
+    return result;
+  }
+
+  private remaining(): number {
+    return Math.max(1_000, this.deadline - Date.now());
+  }
+}
+
+function secret(): string {
+  return randomBytes(18).toString('base64url');
 }
 
 /**
@@ -280,46 +323,6 @@ export function killLocalHeatNow(stateDir: string): void {
       }
     }
   }
-}
-
-async function stopGroup(pgid: number, marker: string): Promise<void> {
-  const signalAll = (sig: NodeJS.Signals) => {
-    const members = groupMembers(pgid, marker);
-    for (const pid of members) {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        /* exited meanwhile */
-      }
-    }
-    return members.length;
-  };
-  if (signalAll('SIGTERM') === 0) return;
-  const until = Date.now() + 10_000;
-  while (Date.now() < until) {
-    await sleep(100);
-    if (groupMembers(pgid, marker).length === 0) return;
-  }
-  signalAll('SIGKILL');
-  for (let i = 0; i < 50 && groupMembers(pgid, marker).length > 0; i++) await sleep(100);
-}
-
-/** Live (not zombie) processes of process group `pgid` whose command line contains `marker`. */
-function groupMembers(pgid: number, marker: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) !== pgid || fields[0] === 'Z') continue;
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes(marker)) out.push(Number(entry));
-    } catch {
-      /* the process exited while we looked */
-    }
-  }
-  return out;
 }
 
 /** `<tmpdir>/corekube-heat-schema-cache/<keystone version>+<heat version>`, from the packages' egg-info names. */
@@ -366,141 +369,8 @@ function writeConfig(stateDir: string, name: string, context: ConfigContext): st
   return path;
 }
 
-/** Starts a long-running service in its own process group, output to `<stateDir>/log/<name>.stdout`. */
-function startDaemon(name: string, command: string, args: string[], stateDir: string): ChildProcess {
-  const out = openSync(join(stateDir, 'log', `${name}.stdout`), 'a');
-  const child = spawn(command, args, { detached: true, stdio: ['ignore', out, out], env: serviceEnv() });
-  closeSync(out);
-  child.unref();
-  if (child.pid === undefined) throw new CorekubeError('E_IO', `could not start ${command}`, { hint: 'is it installed? run scripts/setup' });
-  writeFileSync(join(stateDir, 'run', `${name}.pid`), `${child.pid}\n`);
-  return child;
-}
-
-/** The services' environment: ours without OS_* (an openrc sourced in the shell must not leak into them). */
-function serviceEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('OS_') && !k.startsWith('PYTHON')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-/** Runs a setup command to completion, output appended to `logFile`; failure → E_IO with the log's tail. */
-function runStep(command: string, args: string[], logFile: string, timeoutMs: number, extraEnv: Record<string, string> = {}): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const out = openSync(logFile, 'a');
-    const child = spawn(command, args, { stdio: ['ignore', out, out], env: serviceEnv(extraEnv), timeout: timeoutMs, killSignal: 'SIGKILL' });
-    closeSync(out);
-    child.on('error', (cause) => reject(new CorekubeError('E_IO', `${command} could not run: ${cause.message}`, { cause, hint: 'run scripts/setup' })));
-    child.on('exit', (code, signal) => {
-      if (code === 0) return resolve();
-      reject(new CorekubeError('E_IO', `${command} ${args.filter((a) => !a.startsWith('/')).join(' ')} failed (${signal ?? `exit ${code}`})\n${tail(logFile)}`, {
-        hint: `read ${logFile}`,
-      }));
-    });
-  });
-}
-
 /** WAL journal mode persists in the database file; without it Keystone answers "database is locked". */
 function enableWal(db: string, stateDir: string): Promise<void> {
   return runStep(SYSTEM_PYTHON, ['-c', 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")', db], join(stateDir, 'log', 'sqlite.log'), 10_000);
 }
 
-async function waitForHttp(url: string, ready: (status: number) => boolean, child: ChildProcess, deadline: number, log: string): Promise<void> {
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new CorekubeError('E_IO', `${child.spawnfile} exited (${child.signalCode ?? child.exitCode}) before serving ${url}\n${tail(log)}`, { hint: `read ${log}` });
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      await res.arrayBuffer();
-      if (ready(res.status)) return;
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) throw new CorekubeError('E_STEP_TIMEOUT', `${url} did not answer in time`, { hint: `read ${log}` });
-    await sleep(100);
-  }
-}
-
-async function waitForEngine(heat: HeatClient, child: ChildProcess, deadline: number, log: string): Promise<void> {
-  const template = { heat_template_version: '2021-04-16', resources: {} };
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new CorekubeError('E_IO', `heat-all exited (${child.signalCode ?? child.exitCode}) before its engine was ready\n${tail(log)}`, { hint: `read ${log}` });
-    }
-    try {
-      await heat.validate({ template });
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw new CorekubeError('E_STEP_TIMEOUT', `heat-engine did not answer in time: ${(err as Error).message}`, { hint: `read ${log}`, cause: err });
-    }
-    await sleep(200);
-  }
-}
-
-/** Fails fast (naming the holder) when host:port is taken: a health poll would be answered by the old server. */
-async function assertPortFree(host: string, port: number): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const server = createServer();
-    server.once('error', (cause: NodeJS.ErrnoException) => {
-      const holder = portHolder(port);
-      reject(new CorekubeError('E_IO', `${host}:${port} is in use${holder ? ` by pid ${holder.pid} (${holder.cmdline})` : ''} (${cause.code})`, {
-        hint: holder?.stateDir
-          ? `another local Heat runs from ${holder.stateDir}: stop it with npx tsx localcloud/heat/cli.ts stop --state-dir ${holder.stateDir}`
-          : 'stop whatever listens there, or start the local Heat with other ports',
-        cause,
-      }));
-    });
-    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve()));
-  });
-}
-
-function portHolder(port: number): { pid: number; cmdline: string; stateDir: string | undefined } | undefined {
-  try {
-    const inodes = new Set<string>();
-    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-      for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
-        const f = line.trim().split(/\s+/);
-        if (f.length > 9 && f[3] === '0A' && parseInt(f[1]!.split(':')[1]!, 16) === port) inodes.add(f[9]!);
-      }
-    }
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      let fds: string[];
-      try {
-        fds = readdirSync(`/proc/${entry}/fd`);
-      } catch {
-        continue;
-      }
-      for (const fd of fds) {
-        let link = '';
-        try {
-          link = readlinkSync(`/proc/${entry}/fd/${fd}`);
-        } catch {
-          continue;
-        }
-        const m = /^socket:\[(\d+)\]$/.exec(link);
-        if (m && inodes.has(m[1]!)) {
-          const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
-          const stateDir = /(\S+)\/etc\/(?:heat\.conf|keystone-uwsgi\.ini)/.exec(cmdline)?.[1];
-          return { pid: Number(entry), cmdline, stateDir };
-        }
-      }
-    }
-  } catch {
-    /* best effort */
-  }
-  return undefined;
-}
-
-function tail(file: string, lines = 20): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).map((l) => `  | ${l}`).join('\n');
-  } catch {
-    return `  | (no ${file})`;
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
