@@ -12,6 +12,12 @@ export const MAX_MINIONS = 500;
 /** Overlords: one bootstrap overlord plus up to four standbys (leader election, overlord/availability/leader.ts). */
 export const MIN_OVERLORDS = 1;
 export const MAX_OVERLORDS = 5;
+/**
+ * How nodes reach the Kubernetes API: `octavia` = an OpenStack load balancer (listener 6443, a pool of the
+ * masters, a health monitor) whose fixed VIP every kubeconfig names; `none` = the first master's address.
+ */
+export type ApiLoadBalancer = 'octavia' | 'none';
+export const API_LOAD_BALANCERS: readonly ApiLoadBalancer[] = ['octavia', 'none'];
 /** Kubernetes minors corekube's units are written and tested for. */
 export const KUBERNETES_MINORS = ['1.34', '1.35', '1.36'] as const;
 
@@ -22,6 +28,8 @@ export interface ClusterSpec {
   /** overlord servers: the bootstrap one plus `overlords - 1` standbys that take over when it is gone */
   readonly overlords: number;
   readonly os: OsProfile;
+  /** the API endpoint (default: `octavia` with more than one master, `none` with one) */
+  readonly apiLoadBalancer: ApiLoadBalancer;
   /** Release tags of every upstream component (release/catalog.ts lists the artifacts of each). */
   readonly versions: {
     readonly kubernetes: string;
@@ -109,6 +117,7 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'minions', flag: 'minions', kind: 'int', default: 3 },
   { path: 'overlords', flag: 'overlords', kind: 'int', default: 1 },
   { path: 'os', flag: 'os', kind: 'string', default: 'flatcar' },
+  { path: 'apiLoadBalancer', flag: 'api-load-balancer', kind: 'string', default: undefined },
   { path: 'versions.kubernetes', flag: 'kubernetes-version', kind: 'string', default: 'v1.36.5' },
   { path: 'versions.etcd', flag: 'etcd-version', kind: 'string', default: 'v3.6.17' },
   { path: 'versions.flannel', flag: 'flannel-version', kind: 'string', default: 'v0.28.10' },
@@ -220,6 +229,10 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
   const os = get<string | undefined>('os');
   if (os !== undefined && !(OS_PROFILES as readonly string[]).includes(os)) {
     bad('os', `must be one of ${OS_PROFILES.join(', ')}`, 'use --os flatcar (Flatcar Container Linux) or --os ubuntu');
+  }
+  const lb = get<string | undefined>('apiLoadBalancer');
+  if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) {
+    bad('apiLoadBalancer', `must be one of ${API_LOAD_BALANCERS.join(', ')}`, 'use octavia (an OpenStack load balancer in front of the masters) or none (nodes use the first master)');
   }
 
   for (const [path, label] of [
@@ -334,6 +347,7 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     minions: get('minions'),
     overlords: get('overlords'),
     os: get('os'),
+    apiLoadBalancer: get<ApiLoadBalancer | undefined>('apiLoadBalancer') ?? (get<number>('masters') > 1 ? 'octavia' : 'none'),
     versions: {
       kubernetes: get('versions.kubernetes'),
       etcd: get('versions.etcd'),

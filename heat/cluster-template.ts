@@ -1,6 +1,7 @@
 import { toYaml } from '../core/yaml.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import { apiLoadBalancerResources } from './api-load-balancer.ts';
 import { HOT_VERSION, type Template } from './hot.ts';
 import { JOIN_TOKEN, joinTokenResource } from './join-token.ts';
 import { OVERLORD_SECRET, overlordSecretResource } from './overlord-secret.ts';
@@ -35,6 +36,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
       ...securityResources(spec),
       ...waitConditionResources({ clusterReadyAfter: [MASTERS, MINIONS] }),
       ...serverResources(spec, plan, render),
+      ...apiLoadBalancerResources(spec, plan),
     },
     outputs: clusterOutputs(spec),
   };

@@ -3,6 +3,8 @@ import type { ClusterSpec, OsProfile } from '../clusterspec/cluster-spec.ts';
 import { getAttr, getResource, strReplace, type Output } from './hot.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, PORTS } from './security.ts';
+import { addressPlan } from '../clusterspec/address-plan.ts';
+import { API_LB } from './api-load-balancer.ts';
 import { DISCOVERY_PORT, firstMemberIp, groupIps, MASTERS, MINIONS, OVERLORD_FLOATING_IP, OVERLORD_PORT, OVERLORD_STANDBYS, portIp } from './servers.ts';
 
 /**
@@ -20,6 +22,9 @@ export const ADMIN_SSH_USER: Readonly<Record<OsProfile, string>> = { flatcar: 'c
 export function clusterOutputs(spec: ClusterSpec): Record<string, Output> {
   const user = ADMIN_SSH_USER[spec.os];
   const overlordPublicIp = getAttr(OVERLORD_FLOATING_IP, 'floating_ip_address');
+  const lb = spec.apiLoadBalancer === 'octavia';
+  // the VIP as Octavia reports it, or the first master's address
+  const apiHost = lb ? getAttr(API_LB, 'vip_address') : firstMemberIp(MASTERS);
   return {
     discovery_endpoint: {
       description: 'Client URL of the discovery etcd (TLS, client certificates only).',
@@ -32,13 +37,15 @@ export function clusterOutputs(spec: ClusterSpec): Record<string, Output> {
     master_ips: { description: 'Private IPs of the masters, in index order.', value: groupIps(MASTERS) },
     minion_ips: { description: 'Private IPs of the minions, in index order.', value: groupIps(MINIONS) },
     api_endpoint: {
-      description: 'Kubernetes API of the first master (private address: reach it from admin_cidr or through the overlord, see api_tunnel).',
-      value: strReplace(`https://HOST:${PORTS.apiserver}`, { HOST: firstMemberIp(MASTERS) }),
+      description: lb
+        ? `Kubernetes API behind the load balancer (VIP ${addressPlan(spec).apiVip}, every master; private address: reach it from admin_cidr or through the overlord, see api_tunnel).`
+        : 'Kubernetes API of the first master (private address: reach it from admin_cidr or through the overlord, see api_tunnel).',
+      value: strReplace(`https://HOST:${PORTS.apiserver}`, { HOST: apiHost }),
     },
     api_tunnel: {
       description: 'Forwards the Kubernetes API to localhost:6443 through the overlord.',
       value: strReplace(`ssh -N -L ${PORTS.apiserver}:MASTER:${PORTS.apiserver} ${user}@OVERLORD`, {
-        MASTER: firstMemberIp(MASTERS),
+        MASTER: apiHost,
         OVERLORD: overlordPublicIp,
       }),
     },

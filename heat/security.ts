@@ -8,7 +8,8 @@ import { getParam, getResource, ifCondition, type HeatValue, type Resource } fro
  * - cluster: every machine. Between members only (remote_group = the group itself): etcd client + peer,
  *   flannel VXLAN, kubelet, kube-apiserver, ICMP. SSH only from the overlord's group.
  * - overlord: SSH from admin_cidr (to follow `docker logs overlord`).
- * - master: kube-apiserver from admin_cidr.
+ * - master: kube-apiserver from admin_cidr, and from the private network when an Octavia load balancer fronts
+ *   the masters (its amphorae reach the members, and probe /readyz, from their own ports on that network).
  * - minion: NodePorts (TCP + UDP) from node_port_cidr, only when it is not empty.
  */
 export const CLUSTER_SECGROUP = 'cluster_secgroup';
@@ -77,9 +78,14 @@ export function securityResources(spec: ClusterSpec): Record<string, Resource> {
         remote_group_id: getResource(OVERLORD_SECGROUP),
       },
     ]),
-    [MASTER_SECGROUP]: group('master', 'corekube masters: Kubernetes API from admin_cidr', [
-      fromCidr('tcp', PORTS.apiserver, PORTS.apiserver, getParam('admin_cidr')),
-    ]),
+    [MASTER_SECGROUP]: group(
+      'master',
+      spec.apiLoadBalancer === 'octavia' ? 'corekube masters: Kubernetes API from admin_cidr and the load balancer' : 'corekube masters: Kubernetes API from admin_cidr',
+      [
+        fromCidr('tcp', PORTS.apiserver, PORTS.apiserver, getParam('admin_cidr')),
+        ...(spec.apiLoadBalancer === 'octavia' ? [fromCidr('tcp', PORTS.apiserver, PORTS.apiserver, spec.network.privateCidr)] : []),
+      ],
+    ),
     [MINION_SECGROUP]: group(
       'minion',
       'corekube minions: NodePorts from node_port_cidr when it is set',

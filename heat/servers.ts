@@ -13,7 +13,7 @@ import { CLUSTER_READY, DISCOVERY_READY, OVERLORD_READY, overlordReadyPart, sign
 /**
  * The cluster's servers. discovery and overlord sit on Neutron ports with the address plan's fixed IPs;
  * the overlord also gets a floating IP so an admin can SSH in and follow `docker logs overlord`. Masters
- * and minions are ResourceGroups whose user_data never depends on a count nor on %index%, so changing a
+ * (at the address plan's fixed addresses, by index) and minions (DHCP) are ResourceGroups whose user_data never depends on a count nor on %index%, so changing a
  * count adds or removes servers and never replaces one.
  *
  * Boot order follows the data: the overlord boots first; discovery, masters and minions need its SSH key
@@ -67,7 +67,7 @@ function fixedPort(spec: ClusterSpec, role: Role, ip: string, groups: string[]):
   };
 }
 
-function nodeGroup(spec: ClusterSpec, role: 'master' | 'minion', count: string, roleGroup: string, render: RenderUserData): Resource {
+function nodeGroup(spec: ClusterSpec, plan: AddressPlan, role: 'master' | 'minion', count: string, roleGroup: string, render: RenderUserData): Resource {
   const text = render(role, spec);
   if (text.includes('%index%')) {
     throw new CorekubeError('E_INTERNAL', `the ${role} user_data contains %index%, which ResourceGroup would replace per server`, {
@@ -86,7 +86,11 @@ function nodeGroup(spec: ClusterSpec, role: 'master' | 'minion', count: string, 
           spec,
           role,
           `${spec.name}-${role}-%index%`,
-          { network: getResource(PRIVATE_NET), subnet: getResource(PRIVATE_SUBNET) },
+          // masters sit at the address plan's fixed addresses, by index: the load balancer's pool names them, and a
+          // master replaced at an index keeps its etcd member's address; minions take DHCP addresses
+          role === 'master'
+            ? { network: getResource(PRIVATE_NET), subnet: getResource(PRIVATE_SUBNET), fixed_ip: plan.masterAddressPattern }
+            : { network: getResource(PRIVATE_NET), subnet: getResource(PRIVATE_SUBNET) },
           userData,
           [getResource(CLUSTER_SECGROUP), getResource(roleGroup)],
         ),
@@ -178,8 +182,8 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
       depends_on: [ROUTER_INTERFACE],
       properties: serverProperties(spec, 'discovery', `${spec.name}-discovery`, { port: getResource(DISCOVERY_PORT) }, discoveryUserData),
     },
-    [MASTERS]: nodeGroup(spec, 'master', 'master_count', MASTER_SECGROUP, render),
-    [MINIONS]: nodeGroup(spec, 'minion', 'minion_count', MINION_SECGROUP, render),
+    [MASTERS]: nodeGroup(spec, plan, 'master', 'master_count', MASTER_SECGROUP, render),
+    [MINIONS]: nodeGroup(spec, plan, 'minion', 'minion_count', MINION_SECGROUP, render),
   };
 }
 

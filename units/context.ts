@@ -65,8 +65,13 @@ export interface UnitContext {
   };
   readonly apiServer: {
     readonly port: number;
-    /** the URL this machine's clients use: 127.0.0.1 on masters, the first deployed master on minions */
+    /**
+     * the URL this machine's clients use: 127.0.0.1 on masters; on minions the API load balancer's VIP
+     * (spec.apiLoadBalancer `octavia`), else the first deployed master
+     */
     readonly url: string;
+    /** the AuthenticationConfiguration file: anonymous requests only to the health endpoints (a load balancer's monitor) */
+    readonly authenticationConfig: string;
     readonly serviceAccountIssuer: string;
     /** the CN of the front-proxy client certificate the API server accepts request headers from */
     readonly frontProxyClientName: string;
@@ -152,7 +157,8 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
     },
     apiServer: {
       port: PORTS.apiServer,
-      url: isMaster ? `https://127.0.0.1:${PORTS.apiServer}` : `https://${masterIps[0]}:${PORTS.apiServer}`,
+      url: isMaster ? `https://127.0.0.1:${PORTS.apiServer}` : `https://${spec.apiLoadBalancer === 'octavia' ? plan.apiVip : masterIps[0]}:${PORTS.apiServer}`,
+      authenticationConfig: `${LAYOUT.configDir}/kube-apiserver/authentication.yaml`,
       serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
       frontProxyClientName: FRONT_PROXY_CLIENT_NAME,
     },

@@ -92,6 +92,7 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
     add(`${LAYOUT.kubeconfigDir}/${component}.kubeconfig`, toYaml(kubeconfigObject(ctx, user, pair), { header: yamlHeader }));
 
   if (ctx.role === 'master') {
+    add(ctx.apiServer.authenticationConfig, toYaml(apiServerAuthentication(), { header: yamlHeader }));
     kubeconfig('kube-controller-manager', 'system:kube-controller-manager', ctx.pki.controllerManager);
     kubeconfig('kube-scheduler', 'system:kube-scheduler', ctx.pki.scheduler);
   } else {
@@ -123,6 +124,21 @@ export function hashFiles(files: readonly RemoteFile[]): string {
     h.update(f.content);
   }
   return h.digest('hex');
+}
+
+/**
+ * The API server's authentication: client certificates and service account tokens as before, and anonymous
+ * requests only to the health endpoints (KEP-4633, stable since 1.34) — what a load balancer's health monitor
+ * asks without credentials; RBAC's system:public-info-viewer lets them through. Every other anonymous request
+ * is refused (401), as `--anonymous-auth=false` did.
+ */
+export const ANONYMOUS_PATHS = ['/healthz', '/livez', '/readyz'] as const;
+function apiServerAuthentication() {
+  return {
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'AuthenticationConfiguration',
+    anonymous: { enabled: true, conditions: ANONYMOUS_PATHS.map((path) => ({ path })) },
+  };
 }
 
 /** A kubeconfig that names certificate files (never embeds key material): the PKI room delivers the files. */

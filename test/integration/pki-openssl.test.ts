@@ -107,7 +107,7 @@ describe.skipIf(skip)('the PKI checked with openssl', () => {
     const san = /X509v3 Subject Alternative Name:\s*\n\s*(.*)/.exec(out)?.[1]?.split(', ').sort();
     expect(san).toEqual([
       'DNS:api.example.org', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local', 'DNS:localhost',
-      'IP Address:10.240.0.32', 'IP Address:10.240.0.33', 'IP Address:10.96.0.1', 'IP Address:127.0.0.1', 'IP Address:203.0.113.7',
+      'IP Address:10.240.0.12', 'IP Address:10.240.0.32', 'IP Address:10.240.0.33', 'IP Address:10.96.0.1', 'IP Address:127.0.0.1', 'IP Address:203.0.113.7',
     ]);
     expect(out).toMatch(/X509v3 Basic Constraints: critical\s*\n\s*CA:FALSE/);
     expect(out).toMatch(/X509v3 Key Usage: critical\s*\n\s*Digital Signature\n/);

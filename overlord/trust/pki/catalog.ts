@@ -105,13 +105,15 @@ type Subject = Pick<CertProfile, 'ca' | 'commonName' | 'organizations' | 'usage'
 const ENTRY_PROFILES: Readonly<Record<CertEntry, (m: MachineRecord, v: MachineView) => Subject>> = {
   apiServer: (m, v) => {
     const endpoints = v.apiEndpoints;
+    const plan = addressPlan(v.spec);
     return {
       ca: 'cluster',
       commonName: 'kube-apiserver',
       organizations: [],
       usage: 'server',
       dns: [...kubernetesServiceNames(), 'localhost', ...endpoints.filter((e) => !isIpv4(e))],
-      ips: [addressPlan(v.spec).kubernetesServiceIp, ...v.masterIps, m.ip, '127.0.0.1', ...endpoints.filter(isIpv4)],
+      // the load balancer's VIP: every node's kubeconfig names it (spec.apiLoadBalancer octavia)
+      ips: [plan.kubernetesServiceIp, ...(v.spec.apiLoadBalancer === 'octavia' ? [plan.apiVip] : []), ...v.masterIps, m.ip, '127.0.0.1', ...endpoints.filter(isIpv4)],
     };
   },
   // O=system:masters: the API server may proxy, exec and read logs through every kubelet

@@ -172,11 +172,19 @@ describe('filling the placeholders', () => {
 describe('user_data and the counts', () => {
   it.each(BOOT_ROLES)('the %s user_data does not change when only the master or minion count changes', (role) => {
     for (const os of OSES) {
-      const small = renderUserData(role, specFor(os, { masters: '1', minions: '0' }));
-      const large = renderUserData(role, specFor(os, { masters: '5', minions: '500' }));
-      expect(large).toBe(small);
-      expect(small).not.toContain('%index%');
+      for (const lb of ['octavia', 'none']) {
+        const small = renderUserData(role, specFor(os, { masters: '1', minions: '0', 'api-load-balancer': lb }));
+        const large = renderUserData(role, specFor(os, { masters: '5', minions: '500', 'api-load-balancer': lb }));
+        expect(large).toBe(small);
+        expect(small).not.toContain('%index%');
+      }
     }
+  });
+
+  it("writes the API endpoint the template was generated with into the overlord's spec: the default follows the masters at generation", () => {
+    const endpoint = (masters: string) => (parseYaml(fileAt(machineView(renderUserData('overlord', specFor('ubuntu', { masters }))), configPath('overlordConfig')).content) as Record<string, unknown>).apiLoadBalancer;
+    expect(endpoint('1')).toBe('none');
+    expect(endpoint('3')).toBe('octavia');
   });
 });
 

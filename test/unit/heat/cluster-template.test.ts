@@ -306,3 +306,67 @@ describe('cluster template standby overlords', () => {
     expect(readers).toEqual(['overlord_standbys']);
   });
 });
+
+describe('the API endpoint', () => {
+  const lbResources = (t: Template) => Object.entries(t.resources).filter(([, r]) => r.type.startsWith('OS::Octavia::'));
+
+  it('puts an Octavia load balancer in front of 3 or 5 masters by default, and none in front of 1', () => {
+    expect(lbResources(generate({ masters: '3' })).map(([, r]) => r.type).sort()).toEqual(['OS::Octavia::HealthMonitor', 'OS::Octavia::Listener', 'OS::Octavia::LoadBalancer', 'OS::Octavia::Pool']);
+    expect(generate({ masters: '5' }).resources.api_pool_members!.properties!.resource_def).toMatchObject({ type: 'OS::Octavia::PoolMember' });
+    expect(lbResources(generate({ masters: '1' }))).toEqual([]);
+    expect(lbResources(generate({ masters: '1', 'api-load-balancer': 'octavia' })).length).toBe(4);
+    expect(lbResources(generate({ masters: '3', 'api-load-balancer': 'none' }))).toEqual([]);
+  });
+
+  it('serves the VIP at the fixed address, passes TCP 6443 through to a pool of every master, probed on /readyz', () => {
+    const t = generate({ masters: '3', 'admin-cidr': '203.0.113.0/24' });
+    expect(t.resources.api_lb!.properties).toMatchObject({ vip_address: '10.240.0.12', vip_subnet: { get_resource: 'private_subnet' } });
+    expect(t.resources.api_listener!.properties).toMatchObject({ protocol: 'TCP', protocol_port: 6443, allowed_cidrs: ['10.240.0.0/16', { get_param: 'admin_cidr' }] });
+    expect(t.resources.api_pool!.properties).toMatchObject({ protocol: 'TCP', listener: { get_resource: 'api_listener' } });
+    expect(t.resources.api_monitor!.properties).toMatchObject({ type: 'HTTPS', url_path: '/readyz', expected_codes: '200', pool: { get_resource: 'api_pool' } });
+    const members = t.resources.api_pool_members!.properties!;
+    expect(members.count).toEqual({ get_param: 'master_count' });
+    expect((members.resource_def as { properties: Record<string, HeatValue> }).properties).toMatchObject({ address: '10.240.0.2%index%', protocol_port: 6443, pool: { get_resource: 'api_pool' } });
+  });
+
+  it('boots the masters at the fixed addresses the pool names, by index; minions on DHCP', () => {
+    const t = generate({ masters: '3' });
+    expect(groupServer(t, 'masters').networks).toEqual([{ network: { get_resource: 'private_net' }, subnet: { get_resource: 'private_subnet' }, fixed_ip: '10.240.0.2%index%' }]);
+    expect(groupServer(t, 'minions').networks).toEqual([{ network: { get_resource: 'private_net' }, subnet: { get_resource: 'private_subnet' } }]);
+  });
+
+  it('lets the load balancer reach the masters from the private network, and only with one', () => {
+    const fromPrivate = (t: Template) => rules(t).filter((r) => r.remote_ip_prefix === '10.240.0.0/16' && r.port_range_min === 6443);
+    expect(fromPrivate(generate({ masters: '3' })).length).toBe(1);
+    expect(fromPrivate(generate({ masters: '1' }))).toEqual([]);
+  });
+
+  it("gives the VIP as api_endpoint and api_tunnel's target with a load balancer, the first master without", () => {
+    const lb = generate({ masters: '3' }).outputs;
+    expect(lb.api_endpoint!.value).toEqual({ str_replace: { template: 'https://HOST:6443', params: { HOST: { get_attr: ['api_lb', 'vip_address'] } } } });
+    expect(JSON.stringify(lb.api_tunnel!.value)).toContain('"MASTER":{"get_attr":["api_lb","vip_address"]}');
+    expect(JSON.stringify(generate({ masters: '1' }).outputs.api_endpoint!.value)).toContain('"resource.0"');
+  });
+
+  it('refuses an unknown load balancer kind, naming the field and what to use', () => {
+    expect(() => spec({ 'api-load-balancer': 'f5' })).toThrow(/api-load-balancer.*must be one of octavia, none/s);
+  });
+});
+
+describe('the address plan', () => {
+  it.each([
+    ['10.240.0.0/16', '10.240.0.20', '10.240.0.2%index%'],
+    ['192.168.7.0/24', '192.168.7.20', '192.168.7.2%index%'],
+    ['10.1.2.64/26', '10.1.2.80', '10.1.2.8%index%'],
+    ['10.1.2.128/26', '10.1.2.150', '10.1.2.15%index%'],
+    ['10.1.2.192/26', '10.1.2.210', '10.1.2.21%index%'],
+  ])('in %s puts the masters at five fixed addresses below DHCP from %s, written %s for Heat', (cidr, first, pattern) => {
+    const plan = addressPlan(spec({ 'private-cidr': cidr }));
+    expect(plan.masters[0]).toBe(first);
+    expect(plan.masterAddressPattern).toBe(pattern);
+    plan.masters.forEach((ip, i) => expect(pattern.replace('%index%', String(i))).toBe(ip));
+    const host = (ip: string) => parseIpv4(ip)! - parseIpv4(cidr.split('/')[0]!)!;
+    for (const ip of [...plan.masters, plan.apiVip, plan.discovery, plan.overlord]) expect(host(ip)).toBeLessThan(32);
+    expect(new Set([...plan.masters, plan.apiVip, plan.discovery, plan.overlord, plan.gateway]).size).toBe(9);
+  });
+});

@@ -91,7 +91,7 @@ describe('the certificate authority', () => {
     expect(kubelet).toMatchObject({ commonName: 'system:node:demo-minion-11', organizations: ['system:nodes'], usage: 'peer', dnsNames: ['demo-minion-11'], ipAddresses: ['10.240.0.40'] });
     const api = info(m1.pairs.apiServer!.cert);
     expect(api.usage).toBe('server');
-    expect(api.ipAddresses).toEqual(['10.96.0.1', '10.240.0.32', '127.0.0.1']);
+    expect(api.ipAddresses).toEqual(['10.96.0.1', '10.240.0.12', '10.240.0.32', '127.0.0.1']);
     expect(api.dnsNames).toContain('kubernetes.default.svc.cluster.local');
     expect(info(m1.pairs.controllerManager!.cert)).toMatchObject({ commonName: 'system:kube-controller-manager', usage: 'client', dnsNames: [], ipAddresses: [] });
   });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import {
   adminProfile,
   certEntriesOf,
@@ -20,11 +21,13 @@ function entry(profiles: CertProfile[], e: CertEntry): CertProfile {
 }
 
 describe('the certificate catalog', () => {
-  it('names every Kubernetes name of the API server, the first service IP, every master and loopback in the API server cert', () => {
+  it('names every Kubernetes name of the API server, the first service IP, the load balancer VIP, every master and loopback in the API server cert', () => {
     const api = entry(machineProfiles(spec, machines, master2), 'apiServer');
     expect(api).toMatchObject({ ca: 'cluster', commonName: 'kube-apiserver', usage: 'server', organizations: [] });
     expect(api.dnsNames).toEqual(['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost']);
-    expect(api.ipAddresses).toEqual(['10.96.0.1', '10.240.0.32', '10.240.0.33', '10.240.0.34', '127.0.0.1']);
+    expect(api.ipAddresses).toEqual(['10.96.0.1', '10.240.0.12', '10.240.0.32', '10.240.0.33', '10.240.0.34', '127.0.0.1']);
+    const direct = parseClusterSpec({ flags: { name: spec.name, masters: '3', 'api-load-balancer': 'none' } });
+    expect(entry(machineProfiles(direct, machines, master2), 'apiServer').ipAddresses).not.toContain('10.240.0.12');
   });
 
   it('adds the API endpoint to the API server SANs as an IP or a DNS name', () => {

@@ -102,7 +102,14 @@ describe('renderUnits', () => {
     }
     const api = fileOf('master', '/etc/systemd/system/kube-apiserver.service');
     expect(api).toContain('--authorization-mode=Node,RBAC');
-    expect(api).toContain('--anonymous-auth=false');
+    // anonymous requests only to the health endpoints (a load balancer's monitor), refused everywhere else
+    expect(api).toContain('--authentication-config=/etc/corekube/kube-apiserver/authentication.yaml ');
+    expect(api).not.toContain('--anonymous-auth');
+    expect(parseYaml(fileOf('master', '/etc/corekube/kube-apiserver/authentication.yaml'))).toEqual({
+      apiVersion: 'apiserver.config.k8s.io/v1',
+      kind: 'AuthenticationConfiguration',
+      anonymous: { enabled: true, conditions: [{ path: '/healthz' }, { path: '/livez' }, { path: '/readyz' }] },
+    });
     expect(api).toContain('--enable-admission-plugins=NodeRestriction');
     expect(api).toContain('--etcd-servers=https://10.240.0.32:2379,https://10.240.0.33:2379,https://10.240.0.34:2379');
     const etcd = fileOf('master', '/etc/systemd/system/corekube-etcd.service');
@@ -230,9 +237,12 @@ describe('renderUnits', () => {
     expect(mirrored[1]!.content).toContain("server = 'http://10.200.60.1:5000'\n");
   });
 
-  it('writes kubeconfigs that name certificate files: minions reach the first master, masters loopback', () => {
+  it('writes kubeconfigs that name certificate files: minions reach the load balancer (or the first master without one), masters loopback', () => {
     const kubelet = parseYaml(fileOf('minion', '/etc/corekube/kubeconfigs/kubelet.kubeconfig')) as Record<string, any>;
-    expect(kubelet.clusters[0].cluster.server).toBe('https://10.240.0.32:6443');
+    expect(kubelet.clusters[0].cluster.server).toBe('https://10.240.0.12:6443');
+    for (const f of renderUnits(context('minion', spec({ 'api-load-balancer': 'none' }))).files.filter((x) => x.path.endsWith('.kubeconfig'))) {
+      expect((parseYaml(f.content) as Record<string, any>).clusters[0].cluster.server, f.path).toBe('https://10.240.0.32:6443');
+    }
     expect(kubelet.users[0]).toEqual({ name: 'system:node:demo-minion-0', user: { 'client-certificate': '/etc/corekube/pki/kubelet.crt', 'client-key': '/etc/corekube/pki/kubelet.key' } });
     const cm = parseYaml(fileOf('master', '/etc/corekube/kubeconfigs/kube-controller-manager.kubeconfig')) as Record<string, any>;
     expect(cm.clusters[0].cluster.server).toBe('https://127.0.0.1:6443');
@@ -265,7 +275,10 @@ describe('units hash', () => {
     const base = renderUnits(context('minion')).hash;
     expect(renderUnits(context('minion', spec({ 'kubernetes-version': 'v1.36.3' }))).hash).not.toBe(base);
     expect(renderUnits(context('minion', spec({ 'flannel-version': 'v0.27.5' }))).hash).not.toBe(base);
-    expect(renderUnits(context('minion', spec(), ['10.240.0.33'])).hash).not.toBe(base);
+    const direct = spec({ 'api-load-balancer': 'none' });
+    expect(renderUnits(context('minion', direct, ['10.240.0.33'])).hash).not.toBe(renderUnits(context('minion', direct)).hash);
+    // behind the load balancer a minion's units do not name a master: a master replaced or added changes nothing
+    expect(renderUnits(context('minion', spec(), ['10.240.0.33'])).hash).toBe(base);
     const files = renderUnits(context('minion')).files;
     expect(hashFiles(files.map((f, i) => (i === 0 ? { ...f, mode: '0600' } : f)))).not.toBe(base);
   });
