@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import type { LedgerEntry } from '../../../contracts/ledger-entry.ts';
-import { formatEvent, formatTimings, parseDemoArgs, touchedMachines } from '../../../cli/demo.ts';
+import { parseDemoArgs } from '../../../cli/demo-options.ts';
+import { formatEvent, formatTimings, touchedMachines } from '../../../cli/demo-output.ts';
 
 describe('corekube demo options', () => {
   it('defaults to 1 master, 2 minions, no scale-up, human output, net 60, torn down at the end', () => {

@@ -1,0 +1,106 @@
+import { CorekubeError } from '../core/errors.ts';
+import type { OverlordMode } from '../localcloud/overlord-runner.ts';
+import { parseOptions } from './command.ts';
+
+/** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
+export const DEMO_USAGE = `Usage: corekube demo [--masters N] [--minions M] [--overlords O [--failover]] [--scale] [--json] [--keep]
+                     [--overlord docker|process] [--net K]
+       corekube demo --down [--net K]
+
+Brings up a local cloud on this machine and a real Kubernetes cluster on it, end to end: a real OpenStack Heat
+(Keystone + heat-all) creates the Heat template corekube generates; every server is a systemd-nspawn machine
+booted by a real cloud-init from the user_data Heat resolved; the overlord deploys the real Kubernetes, etcd,
+flannel, containerd, runc and CNI plugins (built from their Go modules at the pinned versions, served by a
+local mirror and registry) and signals cluster_ready once every Node is Ready and CoreDNS is available — so
+CREATE_COMPLETE means a working cluster. Shows the overlord's log as it works, the status, \`kubectl get nodes\`,
+and checks the cluster with the real kubectl: a workload on every minion, pod traffic across minions (VXLAN),
+a Service through kube-proxy, names resolved by CoreDNS, the metadata service refused to pods. Then tears
+everything down (also on Ctrl-C), unless --keep. Needs root and scripts/setup. localcloud/README.md lists
+where the local cloud departs from a real one; the demo prints that list too.
+
+Options:
+  --masters N          masters (1, 3 or 5; default 1)
+  --minions M          minions (1-20; default 2)
+  --overlords O        overlord servers (1-3; default 1): the bootstrap overlord and O - 1 standbys, booted by
+                       Heat from the stack's overlord_count, each fetching the bootstrap overlord's sealed state
+  --failover           (with --overlords 2 or more) once deployed, kill the bootstrap overlord's container and
+                       show a standby taking over within the lease TTL; with --scale, the standby deploys it
+  --scale              once deployed, raise minion_count by one with a Heat stack update (PATCH): one more
+                       machine boots, becomes a Ready Node and runs the workload; the others are left alone
+  --json               print progress on stderr and, as the last line on stdout, the final status object (the
+                       shape of \`corekube status --json\`) with "kubernetes": {nodes, checks}
+  --keep               leave the cloud running (machines, Heat, Keystone, the cluster) and print the admin
+                       kubeconfig (KUBECONFIG=), an openrc for the openstack CLI (OPENRC=), the kubectl built for
+                       the cluster (kubectl:) and the command that tears it all down (down:)
+  --down               tear down what \`corekube demo --keep\` left running on net K
+  --overlord MODE      where the overlord container runs: docker (a private Docker engine on this host, the
+                       image built from overlord/Dockerfile; the default when docker.io is installed) or
+                       process (\`corekube overlord\` as a child process)
+  --net K              the cloud's network 10.200.K.0/24, bridge ckbrK (default 60)
+
+Exit status: 0 when every machine is deployed, every minion's Node is Ready and every check passed (and, with
+--scale, the new minion too); 1 otherwise; 2 on bad options; 130 when interrupted.`;
+
+const usage = DEMO_USAGE;
+
+export interface DemoOptions {
+  readonly masters: number;
+  readonly minions: number;
+  readonly overlords: number;
+  readonly failover: boolean;
+  readonly scale: boolean;
+  readonly json: boolean;
+  readonly keep: boolean;
+  readonly down: boolean;
+  readonly overlord: OverlordMode | undefined;
+  readonly net: number;
+  /** internal: this process is the kept cloud's keeper (started by --keep), its output in this log file */
+  readonly keeperLog: string | undefined;
+}
+
+const MAX_DEMO_MINIONS = 20;
+
+/** PURE: the demo's flags, each checked, every problem reported at once. */
+export function parseDemoArgs(argv: readonly string[]): DemoOptions {
+  const { values } = parseOptions(
+    argv,
+    {
+      masters: { type: 'string' },
+      minions: { type: 'string' },
+      overlords: { type: 'string' },
+      failover: { type: 'boolean' },
+      scale: { type: 'boolean' },
+      json: { type: 'boolean' },
+      overlord: { type: 'string' },
+      net: { type: 'string' },
+      keep: { type: 'boolean' },
+      down: { type: 'boolean' },
+      'keeper-log': { type: 'string' },
+    },
+    usage,
+  );
+  const problems: string[] = [];
+  const whole = (flag: string, raw: string | undefined, fallback: number, ok: (n: number) => boolean, allowed: string): number => {
+    if (raw === undefined) return fallback;
+    const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+    if (!ok(n)) problems.push(`--${flag} must be ${allowed} (got ${JSON.stringify(raw)})`);
+    return n;
+  };
+  const masters = whole('masters', values.masters, 1, (n) => [1, 3, 5].includes(n), '1, 3 or 5');
+  const minions = whole('minions', values.minions, 2, (n) => n >= 1 && n <= MAX_DEMO_MINIONS, `a whole number from 1 to ${MAX_DEMO_MINIONS} (the checks run a workload on the minions)`);
+  const overlords = whole('overlords', values.overlords, 1, (n) => n >= 1 && n <= 3, 'a whole number from 1 to 3');
+  const failover = values.failover ?? false;
+  if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
+  const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
+  const overlord = values.overlord;
+  if (overlord !== undefined && overlord !== 'docker' && overlord !== 'process') problems.push(`--overlord must be docker or process (got ${JSON.stringify(overlord)})`);
+  const keep = values.keep ?? false;
+  const down = values.down ?? false;
+  if (down) {
+    const others = Object.keys(values).filter((k) => !['down', 'net', 'json'].includes(k));
+    if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
+  }
+  if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
+  return Object.freeze({ masters, minions, overlords, failover, scale: values.scale ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+}
+
