@@ -14,6 +14,7 @@ import { clusterTemplate } from '../../heat/cluster-template.ts';
 import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../localcloud/heat/servers.ts';
 import { startLocalHeat } from '../../localcloud/heat/local-heat.ts';
 import { localCloudEnvironment, withoutCloudLookups } from '../../localcloud/heat/providers/environment.ts';
+import { loadBalancersOf, stackOctavia } from '../../localcloud/load-balancer.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local-heat.ts';
 import { onExit } from '../harness/cleanup.ts';
@@ -251,8 +252,8 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     await until('the name to be free', () => heat.resolve(name).then(() => undefined, (e: unknown) => ((e as OpenStackError).status === 404 ? true : undefined)));
   });
 
-  it('creates corekube\'s own cluster template through the stand-ins up to the overlord\'s boot', async () => {
-    const spec = parseClusterSpec({ flags: { os: 'ubuntu', minions: '2', 'private-cidr': '10.200.91.0/24' } });
+  it('creates corekube\'s own cluster template through the stand-ins up to the overlord\'s boot, its load balancer described for the host', async () => {
+    const spec = parseClusterSpec({ flags: { os: 'ubuntu', masters: '3', minions: '2', 'private-cidr': '10.200.91.0/24' } });
     const template = withoutCloudLookups(clusterTemplate(spec, renderUserData));
     const input = { template, ...localCloudEnvironment({ bootTimeoutSeconds: 120 }), parameters: { key_name: 'k', image: 'img', external_network: 'public' } };
     await timed('validate (cluster template)', () => heat.validate(input));
@@ -271,7 +272,16 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
         overlord_ip: '10.200.91.11',
         overlord_public_ip: '10.200.91.11',
         discovery_endpoint: 'https://10.200.91.10:2379',
+        api_endpoint: 'https://10.200.91.12:6443',
       });
+      // what the host's haproxy is configured from: the VIP, the listener, the three masters' fixed addresses, the probe
+      const [lb] = loadBalancersOf(await until('the load balancer resources', async () => {
+        const found = await stackOctavia(heat, ref)();
+        return found.filter((r) => r.type === 'OS::Octavia::PoolMember').length === 3 ? found : undefined;
+      }));
+      expect(lb).toMatchObject({ vip: '10.200.91.12', listeners: [{ port: 6443, protocol: 'TCP', allowedCidrs: ['10.200.91.0/24', '10.200.91.0/24'] }] });
+      expect(lb!.listeners[0]!.members.map((m) => `${m.address}:${m.port}`)).toEqual(['10.200.91.20:6443', '10.200.91.21:6443', '10.200.91.22:6443']);
+      expect(lb!.listeners[0]!.monitor).toMatchObject({ type: 'HTTPS', urlPath: '/readyz' });
     } finally {
       await failPendingServers(heat, ref);
       const { sinceEventId } = await heat.deleteStack(ref);

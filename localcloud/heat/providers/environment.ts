@@ -1,10 +1,11 @@
 import { parseYaml, toYaml } from '../../../core/yaml.ts';
 import { BOOT_TIMEOUT_PARAMETER, server } from './compute.ts';
+import { healthMonitor, listener, loadBalancer, pool, poolMember } from './load-balancer.ts';
 import { floatingIp, net, port, router, routerInterface, securityGroup, subnet } from './network.ts';
 import type { ProviderTemplate } from './provider.ts';
 
 /**
- * The local cloud's Heat environment: every Nova and Neutron type corekube's templates use, mapped to its
+ * The local cloud's Heat environment: every Nova, Neutron and Octavia type corekube's templates use, mapped to its
  * stand-in provider template, plus the templates themselves as the `files` of a stack create/update/validate
  * (Heat reads a provider from `files` by the name the registry gives it). Any other OS::Nova/Neutron type
  * stays unmapped and Heat refuses it ("neutron network endpoint is not in service catalog"), so a template
@@ -19,6 +20,11 @@ export const PROVIDERS: Readonly<Record<string, { file: string; template: Provid
   'OS::Neutron::RouterInterface': { file: 'localcloud/router-interface.yaml', template: routerInterface },
   'OS::Neutron::SecurityGroup': { file: 'localcloud/security-group.yaml', template: securityGroup },
   'OS::Neutron::FloatingIP': { file: 'localcloud/floating-ip.yaml', template: floatingIp },
+  'OS::Octavia::LoadBalancer': { file: 'localcloud/loadbalancer.yaml', template: loadBalancer },
+  'OS::Octavia::Listener': { file: 'localcloud/listener.yaml', template: listener },
+  'OS::Octavia::Pool': { file: 'localcloud/pool.yaml', template: pool },
+  'OS::Octavia::HealthMonitor': { file: 'localcloud/health-monitor.yaml', template: healthMonitor },
+  'OS::Octavia::PoolMember': { file: 'localcloud/pool-member.yaml', template: poolMember },
 };
 
 export interface LocalCloudEnvironment {

@@ -8,7 +8,7 @@ import { localCloudEnvironment, PROVIDERS, providerYaml, withoutCloudLookups } f
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 /**
- * The local cloud's Nova/Neutron stand-ins against corekube's own templates: every Nova/Neutron type they
+ * The local cloud's Nova/Neutron/Octavia stand-ins against corekube's own templates: every such type they
  * use has a stand-in that takes every property they pass. (Heat itself checks each stand-in against the
  * real type — required properties, kinds, attributes — in test/integration/heat-client.test.ts.)
  */
@@ -20,16 +20,16 @@ function cloudResources(resources: Record<string, Res>): Res[] {
     if (r.type === 'OS::Heat::ResourceGroup') out.push(r.properties!.resource_def as unknown as Res);
     else out.push(r);
   }
-  return out.filter((r) => /^OS::(Nova|Neutron|Cinder|Glance)::/.test(r.type));
+  return out.filter((r) => /^OS::(Nova|Neutron|Cinder|Glance|Octavia)::/.test(r.type));
 }
 
 const templates = (['flatcar', 'ubuntu'] as const).flatMap((os) => {
-  const spec = parseClusterSpec({ flags: { os, 'node-port-cidr': '10.0.0.0/8' } });
+  const spec = parseClusterSpec({ flags: { os, masters: '3', 'node-port-cidr': '10.0.0.0/8' } });
   return [clusterTemplate(spec, renderUserData), ...NODE_ROLES.map((role) => nodeTemplate(spec, role, renderUserData))];
 });
 
 describe('local cloud stand-ins', () => {
-  it('exist for every Nova and Neutron type corekube\'s cluster and node templates use', () => {
+  it('exist for every Nova, Neutron and Octavia type corekube\'s cluster and node templates use (3 masters: the load balancer)', () => {
     const used = new Set(templates.flatMap((t) => cloudResources(t.resources as Record<string, Res>).map((r) => r.type)));
     expect([...used].filter((t) => !(t in PROVIDERS))).toEqual([]);
   });
