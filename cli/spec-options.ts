@@ -3,7 +3,8 @@ import path from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { parseYaml } from '../core/yaml.ts';
-import { envNameOf, parseClusterSpec, SPEC_FIELDS, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import { envNameOf, SPEC_FIELDS } from '../clusterspec/fields.ts';
 import { parseOptions } from './command.ts';
 
 /**

@@ -1,6 +1,7 @@
 import { toYaml } from '../core/yaml.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
-import { SPEC_FIELDS, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import { SPEC_FIELDS } from '../clusterspec/fields.ts';
 import { configPath, MACHINE_PATHS } from './machine-paths.ts';
 import { PLACEHOLDERS } from './placeholders.ts';
 

@@ -1,5 +1,6 @@
 import { cidrSize, formatIpv4, parseCidr, type Cidr } from './cidr.ts';
-import { RESERVED_HOSTS, type ClusterSpec } from './cluster-spec.ts';
+import type { ClusterSpec } from './cluster-spec.ts';
+import { RESERVED_HOSTS } from './fields.ts';
 
 /**
  * Where the fixed addresses of a cluster sit, derived from the spec alone (pure), so the Heat template,

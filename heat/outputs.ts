@@ -1,5 +1,6 @@
 import { ETCD_CLIENT_PORT } from '../clusterspec/address-plan.ts';
-import type { ClusterSpec, OsProfile } from '../clusterspec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { OsProfile } from '../clusterspec/fields.ts';
 import { getAttr, getResource, strReplace, type Output } from './hot.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, PORTS } from './security.ts';

@@ -1,4 +1,5 @@
-import { MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import { MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS } from '../clusterspec/fields.ts';
 import type { Parameter, Template } from './hot.ts';
 import { clusterReadyTimeoutParameter } from './wait-conditions.ts';
 

@@ -8,7 +8,7 @@ import { Liveness } from './availability/liveness.ts';
 import { DEFAULT_EXECUTOR_OPTIONS, type ExecutorOptions } from './deploy/executor.ts';
 import { Ledger } from './deploy/ledger.ts';
 import { clusterView } from './deploy/planner.ts';
-import { type ClusterView } from '../contracts/step.ts';
+import type { ClusterView } from '../contracts/step.ts';
 import { PreparedDiscovery } from './deploy/prepared-discovery.ts';
 import { Reconciler } from './deploy/reconciler.ts';
 import type { Summary } from './deploy/summary.ts';

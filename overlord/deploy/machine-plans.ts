@@ -4,7 +4,7 @@ import { byRoleThenId } from '../../contracts/roles.ts';
 import type { RenderedUnits } from '../../contracts/step.ts';
 import { asCorekubeError } from '../../core/errors.ts';
 import { clusterView, gated, gatesOf, planOne, planUnrendered, type DesiredMachine, type Gates, type MachinePlan } from './planner.ts';
-import { type ClusterView } from '../../contracts/step.ts';
+import type { ClusterView } from '../../contracts/step.ts';
 
 /**
  * The reconciler's one cache: per machine, its units rendered for its record and the cluster view, and its

@@ -30,7 +30,7 @@ import { DOCKER_STANDIN_PACKAGE } from '../../localcloud/mirrors/apt-repo.ts';
 import { deployWorkload, Kubectl, nodeRows, runClusterChecks, workloadPods, type WorkloadPod } from '../../localcloud/cluster-checks.ts';
 import { dockerMissing } from '../../localcloud/docker.ts';
 import { localCloudMissing, openLocalCloud } from '../../localcloud/local-cloud.ts';
-import { type LocalCloud, type LocalCloudEvent } from '../../localcloud/cloud.ts';
+import type { LocalCloud, LocalCloudEvent } from '../../localcloud/cloud.ts';
 import type { Machine } from '../../localcloud/machines/machines.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';

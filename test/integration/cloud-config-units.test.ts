@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOOT_ROLES, fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
 import { ensureTools } from '../../release/build.ts';
 import { MACHINE_PATHS } from '../../cloud-config/machine-paths.ts';
-import { parseClusterSpec, type OsProfile } from '../../clusterspec/cluster-spec.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
+import type { OsProfile } from '../../clusterspec/fields.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { machineView } from '../harness/user-data-view.ts';
 

@@ -2,7 +2,8 @@ import YAML from 'yaml';
 export { dataUrlText, fileAt, machineView, type IgnitionDoc, type MachineView, type WrittenFile } from '../../harness/user-data-view.ts';
 import { BOOT_ROLES, type BootRole } from '../../../cloud-config/index.ts';
 import type { PlaceholderName } from '../../../cloud-config/placeholders.ts';
-import { parseClusterSpec, type ClusterSpec, type OsProfile } from '../../../clusterspec/cluster-spec.ts';
+import { parseClusterSpec, type ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
+import type { OsProfile } from '../../../clusterspec/fields.ts';
 
 export const OSES: readonly OsProfile[] = ['flatcar', 'ubuntu'];
 export const CASES: readonly { role: BootRole; os: OsProfile }[] = BOOT_ROLES.flatMap((role) => OSES.map((os) => ({ role, os })));

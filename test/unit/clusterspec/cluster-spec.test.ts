@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidInputError, type FieldProblem } from '../../../core/errors.ts';
 import { addressPlan } from '../../../clusterspec/address-plan.ts';
-import { parseClusterSpec, type SpecSources } from '../../../clusterspec/cluster-spec.ts';
+import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
+import type { SpecSources } from '../../../clusterspec/sources.ts';
 
 function problemsOf(sources: SpecSources): FieldProblem[] {
   try {
