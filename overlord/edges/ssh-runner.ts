@@ -17,7 +17,7 @@
 import { constants as osConstants } from 'node:os';
 import { NodeSSH } from 'node-ssh';
 import { CorekubeError } from '../../core/errors.ts';
-import { fingerprintOf, formatHostKey, hostKeyFingerprint, parseHostKey, sameHostKey } from './host-key.ts';
+import { fingerprintOf, formatHostKey, hostKeyFingerprint, parseHostKey, sameHostKey, type ParsedHostKey } from './host-key.ts';
 import type { ExecOptions, ExecResult, HostRunner, HostTarget } from './host-runner.ts';
 
 /** Where trust-on-first-use keys are kept (the overlord implements it over `<prefix>/hostkeys/<id>`). */
@@ -66,8 +66,6 @@ export function quoteArgv(argv: readonly string[]): string {
 // ---------------------------------------------------------------------------------------------------------
 // Host keys (parsed and compared in overlord/edges/host-key.ts)
 
-export { formatHostKey, hostKeyFingerprint, parseHostKey, type ParsedHostKey } from './host-key.ts';
-
 /** The host key algorithms to offer when a key of this type is expected (so the server presents that one). */
 function hostKeyAlgorithms(type: string): string[] {
   return type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [type];
@@ -103,137 +101,23 @@ interface Slot {
 const where = (t: HostTarget, port: number) => `machine ${t.id} (${t.ip}:${port})`;
 
 export function createSshRunner(options: SshRunnerOptions): HostRunner {
-  const port = options.port ?? 22;
-  const keepaliveIntervalMs = options.keepaliveIntervalMs ?? 5000;
-  const maxChannels = options.maxChannelsPerHost ?? 8;
-  const slots = new Map<string, Slot>();
+  return new SshRunner(options);
+}
 
-  const slotKey = (t: HostTarget) => `${t.id} ${t.ip}`;
-  const drop = (key: string, slot: Slot) => {
-    if (slots.get(key) === slot) slots.delete(key);
-    slot.connection?.ssh.dispose();
-  };
+/** One connection a machine (per id, address and pinned key), shared by at most `maxChannelsPerHost` commands at once. */
+class SshRunner implements HostRunner {
+  private readonly port: number;
+  private readonly keepaliveIntervalMs: number;
+  private readonly maxChannels: number;
+  private readonly slots = new Map<string, Slot>();
 
-  async function open(target: HostTarget, slot: () => Slot): Promise<Connection> {
-    const pinned = await callPolicy(target, () => options.hostKeys.expected(target));
-    if (pinned !== undefined && target.hostKey !== undefined && !sameHostKey(pinned, target.hostKey)) {
-      throw new CorekubeError('E_SSH_HOSTKEY', `${where(target, port)} is given host key ${fingerprintOf(target.hostKey)}, but ${fingerprintOf(pinned)} is pinned for it`, {
-        hint: `the overlord connects only with the key it pinned first; if the machine was reinstalled, delete <prefix>/hostkeys/${target.id} in etcd`,
-      });
-    }
-    const expectedLine = target.hostKey ?? pinned;
-    const expected = expectedLine === undefined ? undefined : parseHostKey(expectedLine);
-    if (expectedLine !== undefined && !expected) {
-      throw new CorekubeError('E_SSH_HOSTKEY', `the host key on record for ${where(target, port)} is not an SSH public key`, {
-        hint: `fix the machine's record (sshHostKey) or delete <prefix>/hostkeys/${target.id} in etcd`,
-      });
-    }
-    let presented: Buffer | undefined;
-    let mismatch: CorekubeError | undefined;
-    const ssh = new NodeSSH();
-    try {
-      await ssh.connect({
-        host: target.ip,
-        port,
-        username: options.user,
-        privateKey: options.privateKey,
-        readyTimeout: options.connectTimeoutMs,
-        keepaliveInterval: keepaliveIntervalMs,
-        keepaliveCountMax: 3,
-        ...(expected ? { algorithms: { serverHostKey: hostKeyAlgorithms(expected.type) } } : {}),
-        hostVerifier: (key: Buffer) => {
-          presented = Buffer.from(key);
-          if (expected && !presented.equals(expected.blob)) {
-            mismatch = new CorekubeError(
-              'E_SSH_HOSTKEY',
-              `${where(target, port)} presented host key ${hostKeyFingerprint(presented)}, expected ${hostKeyFingerprint(expected.blob)}`,
-              {
-                hint: target.hostKey
-                  ? 'the machine is not the one that announced itself, or its host key changed: check the machine, then re-announce it'
-                  : `if the machine was reinstalled, delete <prefix>/hostkeys/${target.id} in etcd to trust its new key`,
-              },
-            );
-            return false;
-          }
-          return true;
-        },
-      });
-    } catch (err) {
-      ssh.dispose();
-      if (mismatch) throw mismatch;
-      throw connectError(target, port, err);
-    }
-
-    const connection: Connection = { ip: target.ip, ssh, lost: undefined, active: 0, waiting: [] };
-    // node-ssh removes its own error listener once connected: without ours, a later transport error
-    // would be an unhandled 'error' event and crash the process.
-    const raw = ssh.connection as unknown as NodeJS.EventEmitter | null;
-    raw?.on('error', (err: Error) => {
-      connection.lost = err.message;
-    });
-    raw?.on('close', () => {
-      connection.lost ??= 'connection closed';
-      const current = slot();
-      if (current.connection === connection) drop(slotKey(target), current);
-    });
-
-    if (!expected && presented) {
-      try {
-        await callPolicy(target, () => options.hostKeys.remember(target, formatHostKey(presented as Buffer)));
-      } catch (err) {
-        ssh.dispose();
-        throw err;
-      }
-    }
-    return connection;
+  constructor(private readonly options: SshRunnerOptions) {
+    this.port = options.port ?? 22;
+    this.keepaliveIntervalMs = options.keepaliveIntervalMs ?? 5000;
+    this.maxChannels = options.maxChannelsPerHost ?? 8;
   }
 
-  function connectionFor(target: HostTarget): Promise<Connection> {
-    const key = slotKey(target);
-    const existing = slots.get(key);
-    if (existing && existing.hostKey === target.hostKey && !existing.connection?.lost) return existing.ready;
-    if (existing) drop(key, existing);
-    const slot: Slot = {
-      id: target.id,
-      ip: target.ip,
-      hostKey: target.hostKey,
-      connection: undefined,
-      ready: undefined as unknown as Promise<Connection>,
-    };
-    (slot as { ready: Promise<Connection> }).ready = open(target, () => slot).then(
-      (connection) => {
-        if (slots.get(key) !== slot) {
-          // closed while connecting
-          connection.ssh.dispose();
-          throw new CorekubeError('E_SSH', `connection to ${where(target, port)} was closed while it was opening`, { retryable: true });
-        }
-        slot.connection = connection;
-        return connection;
-      },
-      (err) => {
-        if (slots.get(key) === slot) slots.delete(key);
-        throw err;
-      },
-    );
-    slots.set(key, slot);
-    return slot.ready;
-  }
-
-  async function acquire(c: Connection): Promise<void> {
-    if (c.active < maxChannels) {
-      c.active++;
-      return;
-    }
-    await new Promise<void>((resolve) => c.waiting.push(resolve));
-  }
-
-  function release(c: Connection): void {
-    const next = c.waiting.shift();
-    if (next) next();
-    else c.active--;
-  }
-
-  async function exec(target: HostTarget, argv: readonly string[], execOptions: ExecOptions = {}): Promise<ExecResult> {
+  async exec(target: HostTarget, argv: readonly string[], execOptions: ExecOptions = {}): Promise<ExecResult> {
     // sshd neither forwards "signal" requests nor hangs up a command without a pty when its channel closes,
     // so a command we stop waiting for would run on: with a timeout, coreutils `timeout` on the machine ends
     // it (TERM a second after we gave up, KILL 5 s later; sudo relays the TERM to its command). A command
@@ -249,25 +133,40 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
       return new CorekubeError(
         'E_SSH',
         timedOut
-          ? `\`${what}\` on ${where(target, port)} did not finish within ${execOptions.timeoutMs} ms`
-          : `\`${what}\` on ${where(target, port)} was cancelled`,
+          ? `\`${what}\` on ${where(target, this.port)} did not finish within ${execOptions.timeoutMs} ms`
+          : `\`${what}\` on ${where(target, this.port)} was cancelled`,
         { retryable: true, cause: signal?.reason },
       );
     };
     if (signal?.aborted) throw abortError();
+    const connection = await this.connectionFor(target);
+    await this.acquire(connection);
+    try {
+      if (signal?.aborted) throw abortError();
+      return await this.run(connection, target, command, what, execOptions.stdin, signal, abortError);
+    } finally {
+      this.release(connection);
+    }
+  }
 
-    const connection = await connectionFor(target);
-    await acquire(connection);
+  async close(id?: string): Promise<void> {
+    const entries = id === undefined ? [...this.slots.entries()] : [...this.slots.entries()].filter(([, slot]) => slot.id === id);
+    for (const [key, slot] of entries) this.drop(key, slot);
+    // connections still opening are disposed when they finish (their slot is gone)
+    await Promise.all(entries.map(([, slot]) => slot.ready.catch(() => undefined)));
+  }
+
+  /** Runs one command on an open connection; a signal that aborts closes its channel. */
+  private async run(connection: Connection, target: HostTarget, command: string, what: string, stdin: string | undefined, signal: AbortSignal | undefined, abortError: () => CorekubeError): Promise<ExecResult> {
     let channel: Channel | undefined;
     let onAbort: (() => void) | undefined;
     try {
-      if (signal?.aborted) throw abortError();
       const running = connection.ssh.execCommand(command, {
         noTrim: true,
         onChannel: (c) => {
           channel = c as unknown as Channel;
         },
-        ...(execOptions.stdin === undefined ? {} : { stdin: execOptions.stdin }),
+        ...(stdin === undefined ? {} : { stdin }),
       });
       const aborted = new Promise<never>((_, reject) => {
         onAbort = () => {
@@ -288,7 +187,7 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
       } catch (err) {
         if (err instanceof CorekubeError) throw err;
         connection.lost ??= err instanceof Error ? err.message : String(err);
-        throw new CorekubeError('E_SSH', `cannot run \`${what}\` on ${where(target, port)}: ${describe(err)}`, { retryable: true, cause: err });
+        throw new CorekubeError('E_SSH', `cannot run \`${what}\` on ${where(target, this.port)}: ${describe(err)}`, { retryable: true, cause: err });
       }
       if (typeof response.code === 'number') return { code: response.code, stdout: response.stdout, stderr: response.stderr };
       if (response.signal && !connection.lost) {
@@ -296,25 +195,152 @@ export function createSshRunner(options: SshRunnerOptions): HostRunner {
         return { code: 128 + number, stdout: response.stdout, stderr: response.stderr };
       }
       connection.lost ??= 'no exit status';
-      throw new CorekubeError('E_SSH', `connection to ${where(target, port)} was lost while running \`${what}\` (${connection.lost})`, {
+      throw new CorekubeError('E_SSH', `connection to ${where(target, this.port)} was lost while running \`${what}\` (${connection.lost})`, {
         retryable: true,
         hint: 'the command may or may not have run: check its effect before running it again',
       });
     } finally {
       if (onAbort) signal?.removeEventListener('abort', onAbort);
-      release(connection);
     }
   }
 
-  async function close(id?: string): Promise<void> {
-    const entries = id === undefined ? [...slots.entries()] : [...slots.entries()].filter(([, slot]) => slot.id === id);
-    for (const [key, slot] of entries) drop(key, slot);
-    // connections still opening are disposed when they finish (their slot is gone)
-    await Promise.all(entries.map(([, slot]) => slot.ready.catch(() => undefined)));
+  private connectionFor(target: HostTarget): Promise<Connection> {
+    const key = slotKey(target);
+    const existing = this.slots.get(key);
+    if (existing && existing.hostKey === target.hostKey && !existing.connection?.lost) return existing.ready;
+    if (existing) this.drop(key, existing);
+    const slot: Slot = {
+      id: target.id,
+      ip: target.ip,
+      hostKey: target.hostKey,
+      connection: undefined,
+      ready: undefined as unknown as Promise<Connection>,
+    };
+    (slot as { ready: Promise<Connection> }).ready = this.open(target, () => slot).then(
+      (connection) => {
+        if (this.slots.get(key) !== slot) {
+          // closed while connecting
+          connection.ssh.dispose();
+          throw new CorekubeError('E_SSH', `connection to ${where(target, this.port)} was closed while it was opening`, { retryable: true });
+        }
+        slot.connection = connection;
+        return connection;
+      },
+      (err) => {
+        if (this.slots.get(key) === slot) this.slots.delete(key);
+        throw err;
+      },
+    );
+    this.slots.set(key, slot);
+    return slot.ready;
   }
 
-  return { exec, close };
+  /** Opens a connection with the host key checked in the handshake; a key seen for the first time is recorded. */
+  private async open(target: HostTarget, slot: () => Slot): Promise<Connection> {
+    const expected = await this.expectedKey(target);
+    let presented: Buffer | undefined;
+    let mismatch: CorekubeError | undefined;
+    const ssh = new NodeSSH();
+    try {
+      await ssh.connect({
+        host: target.ip,
+        port: this.port,
+        username: this.options.user,
+        privateKey: this.options.privateKey,
+        readyTimeout: this.options.connectTimeoutMs,
+        keepaliveInterval: this.keepaliveIntervalMs,
+        keepaliveCountMax: 3,
+        ...(expected ? { algorithms: { serverHostKey: hostKeyAlgorithms(expected.type) } } : {}),
+        hostVerifier: (key: Buffer) => {
+          presented = Buffer.from(key);
+          if (expected && !presented.equals(expected.blob)) {
+            mismatch = new CorekubeError(
+              'E_SSH_HOSTKEY',
+              `${where(target, this.port)} presented host key ${hostKeyFingerprint(presented)}, expected ${hostKeyFingerprint(expected.blob)}`,
+              {
+                hint: target.hostKey
+                  ? 'the machine is not the one that announced itself, or its host key changed: check the machine, then re-announce it'
+                  : `if the machine was reinstalled, delete <prefix>/hostkeys/${target.id} in etcd to trust its new key`,
+              },
+            );
+            return false;
+          }
+          return true;
+        },
+      });
+    } catch (err) {
+      ssh.dispose();
+      if (mismatch) throw mismatch;
+      throw connectError(target, this.port, err);
+    }
+    const connection = this.watched(ssh, target, slot);
+    if (!expected && presented) {
+      try {
+        await callPolicy(target, () => this.options.hostKeys.remember(target, formatHostKey(presented as Buffer)));
+      } catch (err) {
+        ssh.dispose();
+        throw err;
+      }
+    }
+    return connection;
+  }
+
+  /** The key the machine must present: the one its target names, else the one pinned for it (none: trust on first use). */
+  private async expectedKey(target: HostTarget): Promise<ParsedHostKey | undefined> {
+    const pinned = await callPolicy(target, () => this.options.hostKeys.expected(target));
+    if (pinned !== undefined && target.hostKey !== undefined && !sameHostKey(pinned, target.hostKey)) {
+      throw new CorekubeError('E_SSH_HOSTKEY', `${where(target, this.port)} is given host key ${fingerprintOf(target.hostKey)}, but ${fingerprintOf(pinned)} is pinned for it`, {
+        hint: `the overlord connects only with the key it pinned first; if the machine was reinstalled, delete <prefix>/hostkeys/${target.id} in etcd`,
+      });
+    }
+    const expectedLine = target.hostKey ?? pinned;
+    const expected = expectedLine === undefined ? undefined : parseHostKey(expectedLine);
+    if (expectedLine !== undefined && !expected) {
+      throw new CorekubeError('E_SSH_HOSTKEY', `the host key on record for ${where(target, this.port)} is not an SSH public key`, {
+        hint: `fix the machine's record (sshHostKey) or delete <prefix>/hostkeys/${target.id} in etcd`,
+      });
+    }
+    return expected;
+  }
+
+  /** A connection whose transport errors and close mark it lost (the next exec opens a new one). */
+  private watched(ssh: NodeSSH, target: HostTarget, slot: () => Slot): Connection {
+    const connection: Connection = { ip: target.ip, ssh, lost: undefined, active: 0, waiting: [] };
+    // node-ssh removes its own error listener once connected: without ours, a later transport error
+    // would be an unhandled 'error' event and crash the process.
+    const raw = ssh.connection as unknown as NodeJS.EventEmitter | null;
+    raw?.on('error', (err: Error) => {
+      connection.lost = err.message;
+    });
+    raw?.on('close', () => {
+      connection.lost ??= 'connection closed';
+      const current = slot();
+      if (current.connection === connection) this.drop(slotKey(target), current);
+    });
+    return connection;
+  }
+
+  private async acquire(c: Connection): Promise<void> {
+    if (c.active < this.maxChannels) {
+      c.active++;
+      return;
+    }
+    await new Promise<void>((resolve) => c.waiting.push(resolve));
+  }
+
+  private release(c: Connection): void {
+    const next = c.waiting.shift();
+    if (next) next();
+    else c.active--;
+  }
+
+  private drop(key: string, slot: Slot): void {
+    if (this.slots.get(key) === slot) this.slots.delete(key);
+    slot.connection?.ssh.dispose();
+  }
 }
+
+const slotKey = (t: HostTarget) => `${t.id} ${t.ip}`;
 
 async function callPolicy<T>(target: HostTarget, call: () => Promise<T>): Promise<T> {
   try {

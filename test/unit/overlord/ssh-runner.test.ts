@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
-import { formatHostKey, hostKeyFingerprint, parseHostKey, quoteArg, quoteArgv } from '../../../overlord/edges/ssh-runner.ts';
+import { quoteArg, quoteArgv } from '../../../overlord/edges/ssh-runner.ts';
+import { formatHostKey, hostKeyFingerprint, parseHostKey } from '../../../overlord/edges/host-key.ts';
 
 // a public key made with `ssh-keygen -t ed25519`; `ssh-keygen -lf` printed the fingerprint below
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAi8XvyIMaOUGTipiAAu8dPdZwm3WU5gnbG7F4EMiu4s';
