@@ -108,79 +108,153 @@ export function validateLeaseTtl(ttl: number): number {
 }
 
 export function runLeader<T extends TermWork>(ports: { readonly clock: Clock; readonly log: Logger }, options: LeaderOptions<T>): Leadership<T> {
-  const ttl = validateLeaseTtl(options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
-  const { clock, log } = ports;
-  const backoff = options.backoff ?? BACKOFF.election;
-  const stopping = new AbortController();
-  setMaxListeners(0, stopping.signal);
-  const onOuterAbort = () => stopping.abort(options.signal?.reason);
-  if (options.signal?.aborted) onOuterAbort();
-  else options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  return new LeaderLoop(ports, options);
+}
 
-  let role: Role = 'standby';
-  let fence: Fence | undefined;
-  let current: T | undefined;
-  let terms = 0;
+/** The loop of one overlord in the election: campaign, lead a term, step down, resign, campaign again. */
+class LeaderLoop<T extends TermWork> implements Leadership<T> {
+  readonly id: string;
+  readonly leaseTtlSeconds: number;
+  readonly done: Promise<void>;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly backoff: Backoff;
+  private readonly stopping = new AbortController();
+  private readonly finished: Promise<void>;
+  private currentRole: Role = 'standby';
+  private currentFence: Fence | undefined;
+  private current: T | undefined;
+  private termCount = 0;
   /** revocations of past terms' leases still being retried (awaited on stop) */
-  const resigning = new Set<Promise<void>>();
-  const setRole = (next: Role) => {
-    if (role === next) return;
-    role = next;
-    options.onRoleChange?.(next);
-  };
+  private readonly resigning = new Set<Promise<void>>();
 
-  /** Revokes a past term's lease, retrying while etcd is away, for at most a few TTLs. */
-  const resign = (term: Term): Promise<void> => {
-    const started = clock.now();
-    const p = retry(() => term.resign(), {
-      policy: backoff,
-      clock,
-      signal: stopping.signal,
-      // past a few TTLs the lease has expired on its own (an etcd restart extends leases by one TTL)
-      retryIf: () => clock.now() - started <= 3 * ttl * 1000,
-      onRetry: (err, _failures, delay) => log.debug({ event: 'leader.resign-retry', nextRetryMs: delay, ...errorFields(err) }, 'revoking the old lease failed; retrying'),
-    })
+  constructor(
+    ports: { readonly clock: Clock; readonly log: Logger },
+    private readonly options: LeaderOptions<T>,
+  ) {
+    this.id = options.id;
+    this.leaseTtlSeconds = validateLeaseTtl(options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
+    this.clock = ports.clock;
+    this.log = ports.log;
+    this.backoff = options.backoff ?? BACKOFF.election;
+    setMaxListeners(0, this.stopping.signal);
+    const onOuterAbort = () => this.stopping.abort(options.signal?.reason);
+    if (options.signal?.aborted) onOuterAbort();
+    else options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+    let resolveDone!: () => void;
+    let rejectDone!: (err: unknown) => void;
+    this.done = new Promise<void>((res, rej) => {
+      resolveDone = res;
+      rejectDone = rej;
+    });
+    this.done.catch(() => undefined);
+    this.finished = this.loop()
       .then(
-        () => log.info({ event: 'leader.resigned', fence: term.fence.key }, 'resigned: the lease is revoked'),
         () => undefined,
+        (err: unknown) => err,
       )
-      .finally(() => resigning.delete(p));
-    resigning.add(p);
-    return p;
-  };
+      .then(async (err) => {
+        this.setRole('stopped');
+        this.currentFence = undefined;
+        options.signal?.removeEventListener('abort', onOuterAbort);
+        await Promise.allSettled([...this.resigning]);
+        if (err === undefined) resolveDone();
+        else rejectDone(err);
+      });
+  }
 
-  /** Resolves with how long the lease went unconfirmed once that reaches stepDownAfterMs. */
-  const leaseDoubt = async (term: Term, signal: AbortSignal): Promise<number> => {
-    const limit = stepDownAfterMs(ttl);
-    for (;;) {
-      const silent = clock.now() - term.renewedAt();
-      if (silent >= limit) return silent;
-      await clock.sleep(limit - silent, signal);
+  role(): Role {
+    return this.currentRole;
+  }
+
+  fence(): Fence | undefined {
+    return this.currentFence;
+  }
+
+  overlord(): T | undefined {
+    return this.current;
+  }
+
+  terms(): number {
+    return this.termCount;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.stopping.signal.aborted) this.stopping.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
+    await this.finished;
+  }
+
+  /** Campaigns until stopped, leading a term each time it wins; a campaign etcd does not answer is tried again. */
+  private async loop(): Promise<void> {
+    const { log, options, stopping } = this;
+    const failures = new Backoffs(this.backoff);
+    while (!stopping.signal.aborted) {
+      let term: Term;
+      try {
+        log.info({ event: 'leader.campaign', id: options.id, leaseTtlSeconds: this.leaseTtlSeconds }, 'standing by: campaigning for the lead');
+        term = await options.election.campaign(options.id, this.leaseTtlSeconds, stopping.signal);
+      } catch (err) {
+        if (stopping.signal.aborted) break;
+        const e = asCorekubeError(err, 'E_ETCD');
+        if (!e.retryable) throw e;
+        const delay = failures.next();
+        log.warn({ event: 'leader.campaign-failed', nextRetryMs: delay, ...errorFields(e) }, 'campaigning failed; retrying');
+        await this.clock.sleep(delay, stopping.signal).catch(() => undefined);
+        continue;
+      }
+      failures.reset();
+      this.termCount++;
+      await this.leadTerm(term);
     }
-  };
+  }
 
-  const leadTerm = async (term: Term): Promise<void> => {
+  /** One term: runs what the term runs until it stops, or until the lease is in doubt or lost; then resigns. */
+  private async leadTerm(term: Term): Promise<void> {
+    const { log, options, stopping } = this;
     const termAbort = new AbortController();
     setMaxListeners(0, termAbort.signal);
     let reason: CorekubeError | undefined;
     const stepDown = (why: CorekubeError) => {
       if (termAbort.signal.aborted) return;
       reason = why;
-      fence = undefined;
-      setRole(stopping.signal.aborted ? 'stopped' : 'standby');
-      const fields = { event: 'leader.stepping-down', term: terms, fence: term.fence.key, ...errorFields(why) };
+      this.currentFence = undefined;
+      this.setRole(stopping.signal.aborted ? 'stopped' : 'standby');
+      const fields = { event: 'leader.stepping-down', term: this.termCount, fence: term.fence.key, ...errorFields(why) };
       if (why.code === 'E_NOT_LEADER') log.warn(fields, `stepping down: ${why.message}; no new step, waits aborted`);
       else log.info(fields, 'stepping down: the overlord stops');
       termAbort.abort(why);
     };
     const onStop = () => stepDown(new CorekubeError('E_INTERNAL', 'the overlord is stopping', { hint: 'a standby takes over' }));
 
-    fence = term.fence;
-    setRole('leader');
-    log.info({ event: 'leader.elected', id: options.id, term: terms, fence: term.fence.key, leaseTtlSeconds: ttl }, `elected leader (term ${terms}): deploying`);
+    this.currentFence = term.fence;
+    this.setRole('leader');
+    log.info({ event: 'leader.elected', id: options.id, term: this.termCount, fence: term.fence.key, leaseTtlSeconds: this.leaseTtlSeconds }, `elected leader (term ${this.termCount}): deploying`);
     stopping.signal.addEventListener('abort', onStop, { once: true });
     if (stopping.signal.aborted) onStop();
-    leaseDoubt(term, termAbort.signal).then(
+    this.watchLease(term, termAbort.signal, stepDown);
+
+    try {
+      const work = await options.term({ signal: termAbort.signal, fence: () => term.fence });
+      this.current = work;
+      await work.done;
+    } catch (err) {
+      const e = asCorekubeError(err);
+      if (!termAbort.signal.aborted) {
+        stepDown(e);
+        if (e.code !== 'E_NOT_LEADER') throw e;
+      }
+    } finally {
+      this.current = undefined;
+      stopping.signal.removeEventListener('abort', onStop);
+    }
+    log.info({ event: 'leader.stepped-down', term: this.termCount, reason: reason?.message }, 'stepped down: the overlord of this term has stopped');
+    void this.resign(term);
+  }
+
+  /** Steps down once no renewal was confirmed for stepDownAfterMs, or once the lease is reported lost. */
+  private watchLease(term: Term, signal: AbortSignal, stepDown: (why: CorekubeError) => void): void {
+    const ttl = this.leaseTtlSeconds;
+    this.leaseDoubt(term, signal).then(
       (silentMs) =>
         stepDown(
           new CorekubeError('E_NOT_LEADER', `no lease renewal confirmed for ${silentMs} ms (lease TTL ${ttl} s): etcd may expire the lease soon`, {
@@ -190,79 +264,42 @@ export function runLeader<T extends TermWork>(ports: { readonly clock: Clock; re
       () => undefined,
     );
     void term.lost.then((why) => stepDown(new CorekubeError('E_NOT_LEADER', `the leader lease is lost: ${why}`, { hint: 'a standby takes over; this overlord campaigns again' })));
+  }
 
-    try {
-      const work = await options.term({ signal: termAbort.signal, fence: () => term.fence });
-      current = work;
-      await work.done;
-    } catch (err) {
-      const e = asCorekubeError(err);
-      if (!termAbort.signal.aborted) {
-        stepDown(e);
-        if (e.code !== 'E_NOT_LEADER') throw e;
-      }
-    } finally {
-      current = undefined;
-      stopping.signal.removeEventListener('abort', onStop);
+  /** Resolves with how long the lease went unconfirmed once that reaches stepDownAfterMs. */
+  private async leaseDoubt(term: Term, signal: AbortSignal): Promise<number> {
+    const limit = stepDownAfterMs(this.leaseTtlSeconds);
+    for (;;) {
+      const silent = this.clock.now() - term.renewedAt();
+      if (silent >= limit) return silent;
+      await this.clock.sleep(limit - silent, signal);
     }
-    log.info({ event: 'leader.stepped-down', term: terms, reason: reason?.message }, 'stepped down: the overlord of this term has stopped');
-    void resign(term);
-  };
+  }
 
-  const loop = async (): Promise<void> => {
-    const failures = new Backoffs(backoff);
-    while (!stopping.signal.aborted) {
-      let term: Term;
-      try {
-        log.info({ event: 'leader.campaign', id: options.id, leaseTtlSeconds: ttl }, 'standing by: campaigning for the lead');
-        term = await options.election.campaign(options.id, ttl, stopping.signal);
-      } catch (err) {
-        if (stopping.signal.aborted) break;
-        const e = asCorekubeError(err, 'E_ETCD');
-        if (!e.retryable) throw e;
-        const delay = failures.next();
-        log.warn({ event: 'leader.campaign-failed', nextRetryMs: delay, ...errorFields(e) }, 'campaigning failed; retrying');
-        await clock.sleep(delay, stopping.signal).catch(() => undefined);
-        continue;
-      }
-      failures.reset();
-      terms++;
-      await leadTerm(term);
-    }
-  };
+  /** Revokes a past term's lease, retrying while etcd is away, for at most a few TTLs. */
+  private resign(term: Term): Promise<void> {
+    const { clock, log } = this;
+    const started = clock.now();
+    const p = retry(() => term.resign(), {
+      policy: this.backoff,
+      clock,
+      signal: this.stopping.signal,
+      // past a few TTLs the lease has expired on its own (an etcd restart extends leases by one TTL)
+      retryIf: () => clock.now() - started <= 3 * this.leaseTtlSeconds * 1000,
+      onRetry: (err, _failures, delay) => log.debug({ event: 'leader.resign-retry', nextRetryMs: delay, ...errorFields(err) }, 'revoking the old lease failed; retrying'),
+    })
+      .then(
+        () => log.info({ event: 'leader.resigned', fence: term.fence.key }, 'resigned: the lease is revoked'),
+        () => undefined,
+      )
+      .finally(() => this.resigning.delete(p));
+    this.resigning.add(p);
+    return p;
+  }
 
-  let resolveDone!: () => void;
-  let rejectDone!: (err: unknown) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolveDone = res;
-    rejectDone = rej;
-  });
-  done.catch(() => undefined);
-  const finished = loop()
-    .then(
-      () => undefined,
-      (err: unknown) => err,
-    )
-    .then(async (err) => {
-      setRole('stopped');
-      fence = undefined;
-      options.signal?.removeEventListener('abort', onOuterAbort);
-      await Promise.allSettled([...resigning]);
-      if (err === undefined) resolveDone();
-      else rejectDone(err);
-    });
-
-  return {
-    id: options.id,
-    leaseTtlSeconds: ttl,
-    role: () => role,
-    fence: () => fence,
-    overlord: () => current,
-    terms: () => terms,
-    done,
-    stop: async () => {
-      if (!stopping.signal.aborted) stopping.abort(new CorekubeError('E_INTERNAL', 'the overlord is stopping'));
-      await finished;
-    },
-  };
+  private setRole(next: Role): void {
+    if (this.currentRole === next) return;
+    this.currentRole = next;
+    this.options.onRoleChange?.(next);
+  }
 }
