@@ -1,4 +1,4 @@
-import { Etcd3, Lease, type Campaign, type Election } from 'etcd3';
+import { Etcd3, Lease, type Campaign, type Election, type Namespace } from 'etcd3';
 import { CorekubeError } from '../../core/errors.ts';
 import type { Clock } from '../../core/clock.ts';
 import { etcdClientOptions, toEtcdError, type EtcdStoreOptions } from '../edges/etcd-store.ts';
@@ -32,107 +32,120 @@ export interface EtcdElectionOptions extends EtcdStoreOptions {
 const ELECTION = 'overlord';
 
 export function createEtcdElection(options: EtcdElectionOptions): LeaderElection {
-  const endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
-  if (endpoints.length === 0) throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
-  const client = new Etcd3(etcdClientOptions(options, endpoints));
-  const namespace = client.namespace(`${options.keys.leader}/`);
-  const { clock, observer } = options;
+  return new EtcdElection(options);
+}
+
+class EtcdElection implements LeaderElection {
+  private readonly endpoints: readonly string[];
+  private readonly client: Etcd3;
+  private readonly namespace: Namespace;
   /** elections whose campaign may still hold a watch */
-  const open = new Set<Election>();
-  const failed = (what: string, err: unknown): CorekubeError => {
-    const e = toEtcdError(what, err, endpoints);
-    observer?.failed(e);
+  private readonly open = new Set<Election>();
+
+  constructor(private readonly options: EtcdElectionOptions) {
+    this.endpoints = options.endpoints.map((e) => e.trim()).filter((e) => e !== '');
+    if (this.endpoints.length === 0) throw new CorekubeError('E_USAGE', 'no etcd endpoint given', { hint: 'pass --etcd-endpoints https://HOST:2379[,…]' });
+    this.client = new Etcd3(etcdClientOptions(options, this.endpoints));
+    this.namespace = this.client.namespace(`${options.keys.leader}/`);
+  }
+
+  async campaign(candidate: string, ttlSeconds: number, signal: AbortSignal): Promise<Term> {
+    if (signal.aborted) throw signal.reason;
+    // the lease grant goes out as the campaign is made: its send time is the first renewal's lower bound
+    const grantSentAt = this.options.clock.now();
+    const election = this.namespace.election(ELECTION, ttlSeconds);
+    this.open.add(election);
+    const campaign = election.campaign(candidate);
+    const lease = leaseOf(campaign);
+    const renewals = followRenewals(lease, grantSentAt, this.options.clock, this.options.observer, (err) => this.failed('renewing the leader lease', err));
+    let resolveLost!: (reason: string) => void;
+    const lost = new Promise<string>((r) => (resolveLost = r));
+    // etcd3 emits 'error' when the lease is lost or the campaign fails; an unheard 'error' would crash
+    campaign.on('error', (err: Error) => resolveLost(err.message || 'the lease is gone'));
+    // a candidacy that fails before its term starts: stop renewing, withdraw, drop the election's watches
+    const withdraw = async (): Promise<void> => {
+      renewals.stop();
+      await campaign.resign().catch(() => undefined);
+      await cancelWatches(election);
+      this.open.delete(election);
+    };
+    let fence: Term['fence'];
+    try {
+      await this.elected(campaign, candidate, signal);
+      fence = await this.fenceOf(campaign);
+    } catch (err) {
+      await withdraw();
+      throw err;
+    }
+    let resigned = false;
+    return {
+      fence,
+      renewedAt: () => renewals.renewedAt(),
+      lost,
+      resign: async () => {
+        renewals.stop();
+        // Campaign.resign revokes once; a revoke that failed (etcd away) is retried on the lease itself
+        if (!resigned) {
+          resigned = true;
+          await this.call('revoking the leader lease', () => campaign.resign());
+        } else {
+          await this.call('revoking the leader lease', () => lease.revoke());
+        }
+        this.open.delete(election);
+      },
+    };
+  }
+
+  async leader(): Promise<string | null> {
+    const value = await this.call('reading the leader', () => this.namespace.election(ELECTION).leader());
+    return value ?? null;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.open].map(cancelWatches));
+    this.open.clear();
+    this.client.close();
+  }
+
+  /** Resolves once the campaign is elected; rejects when it fails or the signal aborts. */
+  private async elected(campaign: Campaign, candidate: string, signal: AbortSignal): Promise<void> {
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        campaign.once('elected', () => resolve());
+        campaign.once('error', (err: Error) => reject(this.failed(`campaigning for the lead as ${candidate}`, err)));
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** The term's fence: the leader key and its create revision, read back (gone already = its lease expired). */
+  private async fenceOf(campaign: Campaign): Promise<Term['fence']> {
+    const key = await campaign.getCampaignKey();
+    const res = await this.call(`reading the leader key ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    if (!kv) throw new CorekubeError('E_ETCD', `elected, but the leader key ${key} is already gone (its lease expired)`, { retryable: true, hint: 'campaigning again' });
+    return Object.freeze({ key, createRevision: String(kv.create_revision) });
+  }
+
+  private failed(what: string, err: unknown): CorekubeError {
+    const e = toEtcdError(what, err, this.endpoints);
+    this.options.observer?.failed(e);
     return e;
-  };
-  const call = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       const res = await fn();
-      observer?.answered();
+      this.options.observer?.answered();
       return res;
     } catch (err) {
-      throw failed(what, err);
+      throw this.failed(what, err);
     }
-  };
-
-  return {
-    async campaign(candidate: string, ttlSeconds: number, signal: AbortSignal): Promise<Term> {
-      if (signal.aborted) throw signal.reason;
-      // the lease grant goes out as the campaign is made: its send time is the first renewal's lower bound
-      const grantSentAt = clock.now();
-      const election = namespace.election(ELECTION, ttlSeconds);
-      open.add(election);
-      const campaign = election.campaign(candidate);
-      const lease = leaseOf(campaign);
-      const renewals = followRenewals(lease, grantSentAt, clock, observer, (err) => failed('renewing the leader lease', err));
-      let resolveLost!: (reason: string) => void;
-      const lost = new Promise<string>((r) => (resolveLost = r));
-      // etcd3 emits 'error' when the lease is lost or the campaign fails; an unheard 'error' would crash
-      campaign.on('error', (err: Error) => resolveLost(err.message || 'the lease is gone'));
-
-      let onAbort: (() => void) | undefined;
-      // a candidacy that fails before its term starts: stop renewing, withdraw, drop the election's watches
-      const withdraw = async (): Promise<void> => {
-        renewals.stop();
-        await campaign.resign().catch(() => undefined);
-        await cancelWatches(election);
-        open.delete(election);
-      };
-      try {
-        await new Promise<void>((resolve, reject) => {
-          campaign.once('elected', () => resolve());
-          campaign.once('error', (err: Error) => reject(failed(`campaigning for the lead as ${candidate}`, err)));
-          onAbort = () => reject(signal.reason);
-          signal.addEventListener('abort', onAbort, { once: true });
-        });
-      } catch (err) {
-        await withdraw();
-        throw err;
-      } finally {
-        if (onAbort) signal.removeEventListener('abort', onAbort);
-      }
-
-      let fence: Term['fence'];
-      try {
-        const key = await campaign.getCampaignKey();
-        const res = await call(`reading the leader key ${key}`, () => client.get(key).exec());
-        const kv = res.kvs[0];
-        if (!kv) throw new CorekubeError('E_ETCD', `elected, but the leader key ${key} is already gone (its lease expired)`, { retryable: true, hint: 'campaigning again' });
-        fence = Object.freeze({ key, createRevision: String(kv.create_revision) });
-      } catch (err) {
-        await withdraw();
-        throw err;
-      }
-
-      let resigned = false;
-      return {
-        fence,
-        renewedAt: () => renewals.renewedAt(),
-        lost,
-        resign: async () => {
-          renewals.stop();
-          // Campaign.resign revokes once; a revoke that failed (etcd away) is retried on the lease itself
-          if (!resigned) {
-            resigned = true;
-            await call('revoking the leader lease', () => campaign.resign());
-          } else {
-            await call('revoking the leader lease', () => lease.revoke());
-          }
-          open.delete(election);
-        },
-      };
-    },
-
-    async leader(): Promise<string | null> {
-      const value = await call('reading the leader', () => namespace.election(ELECTION).leader());
-      return value ?? null;
-    },
-
-    async close(): Promise<void> {
-      await Promise.all([...open].map(cancelWatches));
-      open.clear();
-      client.close();
-    },
-  };
+  }
 }
 
 /**
