@@ -73,31 +73,113 @@ export function etcdMissing(): string | undefined {
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdServer> {
   const hosts = ['127.0.0.1', ...(options.listenOn ?? [])];
   const dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-etcd-'));
-  const name = `ck-${randomBytes(4).toString('hex')}`;
   const tls = options.tls ? await makeTls(dir, hosts) : undefined;
-  const scheme = tls ? 'https' : 'http';
-  const readyTimeoutMs = options.readyTimeoutMs ?? 15_000;
+  const etcd = new LocalEtcd(dir, hosts, tls, options.readyTimeoutMs ?? 15_000);
+  await etcd.firstStart();
+  return etcd;
+}
 
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
-  let clientPort = 0;
-  let peerPort = 0;
-  const unregister = onExit(`etcd ${name}`, () => {
-    if (child?.pid && child.exitCode === null && child.signalCode === null) {
+/** One etcd member on this machine: its process, its ports and data directory kept across stops. */
+class LocalEtcd implements EtcdServer {
+  readonly name = `ck-${randomBytes(4).toString('hex')}`;
+  clientPort = 0;
+  peerPort = 0;
+  private child: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private readonly scheme: 'http' | 'https';
+  private readonly unregister: () => void;
+
+  constructor(
+    readonly dir: string,
+    private readonly hosts: readonly string[],
+    readonly tls: EtcdTls | undefined,
+    private readonly readyTimeoutMs: number,
+  ) {
+    this.scheme = tls ? 'https' : 'http';
+    this.unregister = onExit(`etcd ${this.name}`, () => {
+      const child = this.child;
+      if (child?.pid && child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+  }
+
+  get endpoints(): readonly string[] {
+    return this.hosts.map((h) => `${this.scheme}://${h}:${this.clientPort}`);
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  clientOptions(): IOptions {
+    const tls = this.tls;
+    return {
+      hosts: [`${this.scheme}://127.0.0.1:${this.clientPort}`],
+      ...(tls ? { credentials: { rootCertificate: Buffer.from(tls.ca), privateKey: Buffer.from(tls.key), certChain: Buffer.from(tls.cert) } } : {}),
+    };
+  }
+
+  issueClientCert(cn: string): Promise<{ cert: string; key: string; certFile: string; keyFile: string }> {
+    if (!this.tls) throw new Error('issueClientCert needs an etcd started with tls: true');
+    return issueCert(this.tls.dir, `client-${cn.replace(/[^A-Za-z0-9_.-]/g, '_')}`, cn, 'extendedKeyUsage=clientAuth\n');
+  }
+
+  stop(): Promise<void> {
+    return this.signal('SIGTERM');
+  }
+
+  kill(): Promise<void> {
+    return this.signal('SIGKILL');
+  }
+
+  async start(): Promise<void> {
+    if (this.child) return;
+    await this.waitHealthy(this.spawn());
+  }
+
+  async restart(): Promise<void> {
+    await this.signal('SIGTERM');
+    await this.waitHealthy(this.spawn());
+  }
+
+  async destroy(): Promise<void> {
+    await this.signal('SIGKILL');
+    await rm(this.dir, { recursive: true, force: true });
+    this.unregister();
+  }
+
+  /** The first start picks ports; a lost race for a port (etcd dies on a busy port) picks new ones. */
+  async firstStart(): Promise<void> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      this.clientPort = await freePort(this.hosts);
+      this.peerPort = await freePort(['127.0.0.1'], [this.clientPort]);
       try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
+        await this.waitHealthy(this.spawn());
+        return;
+      } catch (err) {
+        lastError = err;
+        await this.signal('SIGKILL');
+        await rm(path.join(this.dir, 'data'), { recursive: true, force: true });
       }
     }
-    rmSync(dir, { recursive: true, force: true });
-  });
+    this.unregister();
+    await rm(this.dir, { recursive: true, force: true });
+    throw lastError;
+  }
 
-  const spawnEtcd = () => {
-    const urls = (port: number) => hosts.map((h) => `${scheme}://${h}:${port}`).join(',');
+  private spawn(): ChildProcess {
+    const { name, scheme, tls, clientPort, peerPort } = this;
+    const urls = (port: number) => this.hosts.map((h) => `${scheme}://${h}:${port}`).join(',');
     const args = [
       '--name', name,
-      '--data-dir', path.join(dir, 'data'),
+      '--data-dir', path.join(this.dir, 'data'),
       '--listen-client-urls', urls(clientPort),
       '--advertise-client-urls', `${scheme}://127.0.0.1:${clientPort}`,
       '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
@@ -109,107 +191,41 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
       ...(tls ? ['--cert-file', path.join(tls.dir, 'server.pem'), '--key-file', path.join(tls.dir, 'server-key.pem'),
         '--client-cert-auth', '--trusted-ca-file', tls.caFile] : []),
     ];
-    const log = openSync(path.join(dir, 'etcd.log'), 'a');
+    const log = openSync(path.join(this.dir, 'etcd.log'), 'a');
     const proc = spawn('etcd', args, { stdio: ['ignore', log, log] });
     closeSync(log);
-    child = proc;
-    exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    this.child = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
     return proc;
-  };
+  }
 
-  const waitHealthy = async (proc: ChildProcess) => {
-    const deadline = Date.now() + readyTimeoutMs;
+  private async waitHealthy(proc: ChildProcess): Promise<void> {
+    const { scheme, clientPort, tls } = this;
+    const deadline = Date.now() + this.readyTimeoutMs;
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null) {
-        throw new Error(`etcd exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${await tail(path.join(dir, 'etcd.log'))}`);
+        throw new Error(`etcd exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${await tail(path.join(this.dir, 'etcd.log'))}`);
       }
       const health = await request(scheme, clientPort, 'GET', '/health', undefined, tls).catch(() => undefined);
       if (health && /"health":\s*"true"/.test(health)) {
         // the port could belong to another etcd that answers for us: check the member is ours
         const members = await request(scheme, clientPort, 'POST', '/v3/cluster/member/list', '{}', tls).catch(() => '');
-        if (members.includes(`"name":"${name}"`)) return;
+        if (members.includes(`"name":"${this.name}"`)) return;
         throw new Error(`port ${clientPort} is answered by another etcd`);
       }
-      if (Date.now() > deadline) throw new Error(`etcd not healthy within ${readyTimeoutMs} ms:\n${await tail(path.join(dir, 'etcd.log'))}`);
+      if (Date.now() > deadline) throw new Error(`etcd not healthy within ${this.readyTimeoutMs} ms:\n${await tail(path.join(this.dir, 'etcd.log'))}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-  };
+  }
 
-  const start = async () => {
-    await waitHealthy(spawnEtcd());
-  };
-
-  const signal = async (sig: NodeJS.Signals) => {
-    const proc = child;
+  private async signal(sig: NodeJS.Signals): Promise<void> {
+    const proc = this.child;
     if (proc && proc.exitCode === null && proc.signalCode === null) {
       proc.kill(sig);
-      await exited;
+      await this.exited;
     }
-    child = undefined;
-  };
-
-  // The first start picks ports; a lost race for a port (etcd dies on a busy port) picks new ones.
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    clientPort = await freePort(hosts);
-    peerPort = await freePort(['127.0.0.1'], [clientPort]);
-    try {
-      await start();
-      lastError = undefined;
-      break;
-    } catch (err) {
-      lastError = err;
-      await signal('SIGKILL');
-      await rm(path.join(dir, 'data'), { recursive: true, force: true });
-    }
+    this.child = undefined;
   }
-  if (lastError) {
-    unregister();
-    await rm(dir, { recursive: true, force: true });
-    throw lastError;
-  }
-
-  const server: EtcdServer = {
-    name,
-    dir,
-    get clientPort() {
-      return clientPort;
-    },
-    get peerPort() {
-      return peerPort;
-    },
-    endpoints: hosts.map((h) => `${scheme}://${h}:${clientPort}`),
-    tls,
-    get pid() {
-      return child?.pid;
-    },
-    clientOptions: () => ({
-      hosts: [`${scheme}://127.0.0.1:${clientPort}`],
-      ...(tls
-        ? { credentials: { rootCertificate: Buffer.from(tls.ca), privateKey: Buffer.from(tls.key), certChain: Buffer.from(tls.cert) } }
-        : {}),
-    }),
-    issueClientCert: async (cn: string) => {
-      if (!tls) throw new Error('issueClientCert needs an etcd started with tls: true');
-      return issueCert(tls.dir, `client-${cn.replace(/[^A-Za-z0-9_.-]/g, '_')}`, cn, 'extendedKeyUsage=clientAuth\n');
-    },
-    stop: () => signal('SIGTERM'),
-    kill: () => signal('SIGKILL'),
-    start: async () => {
-      if (child) return;
-      await start();
-    },
-    restart: async () => {
-      await signal('SIGTERM');
-      await start();
-    },
-    destroy: async () => {
-      await signal('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
-      unregister();
-    },
-  };
-  return server;
 }
 
 function request(scheme: 'http' | 'https', port: number, method: string, urlPath: string, body: string | undefined, tls: EtcdTls | undefined): Promise<string> {
