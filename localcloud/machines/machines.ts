@@ -83,16 +83,7 @@ export async function bootMachines(specs: readonly MachineSpec[], options: Fleet
   const netDir = path.join(WORK_ROOT, `ck${k}`);
   const ownerFile = path.join(netDir, 'owner.pid');
 
-  // one owner per net: a live owner means another test uses k; a dead one left traces to remove
-  if (existsSync(ownerFile)) {
-    const owner = Number(readFileSync(ownerFile, 'utf8'));
-    if (owner !== process.pid && alive(owner)) throw new Error(`net ${k} (${bridge}) is in use by pid ${owner}: give this test another net index`);
-    if (owner !== process.pid) cleanupNet(k);
-  } else if (tracesOf(k).length > 0 || sh(['ip', 'link', 'show', bridge], true) !== '') {
-    cleanupNet(k);
-  }
-  mkdirSync(netDir, { recursive: true });
-  writeFileSync(ownerFile, String(process.pid));
+  claimNet(k, netDir, ownerFile);
 
   const rootfs = options.rootfs ?? (await ensureRootfs());
   const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
@@ -108,11 +99,7 @@ export async function bootMachines(specs: readonly MachineSpec[], options: Fleet
     restoreHostSettings();
   });
 
-  if (sh(['ip', 'link', 'show', bridge], true) === '') {
-    sh(['ip', 'link', 'add', bridge, 'type', 'bridge']);
-    sh(['ip', 'addr', 'add', `${gateway}/24`, 'dev', bridge]);
-    sh(['ip', 'link', 'set', bridge, 'up']);
-  }
+  bridgeUp(bridge, gateway);
 
   const add = async (more: readonly MachineSpec[], addOptions: AddOptions = {}): Promise<Machine[]> => {
     const start = machines.length + 1;
@@ -162,3 +149,24 @@ export async function bootMachines(specs: readonly MachineSpec[], options: Fleet
   return fleet;
 }
 
+/** Makes this process the owner of net k: a live owner means another test uses k; a dead one left traces to remove. */
+function claimNet(k: number, netDir: string, ownerFile: string): void {
+  const bridge = bridgeOf(k);
+  if (existsSync(ownerFile)) {
+    const owner = Number(readFileSync(ownerFile, 'utf8'));
+    if (owner !== process.pid && alive(owner)) throw new Error(`net ${k} (${bridge}) is in use by pid ${owner}: give this test another net index`);
+    if (owner !== process.pid) cleanupNet(k);
+  } else if (tracesOf(k).length > 0 || sh(['ip', 'link', 'show', bridge], true) !== '') {
+    cleanupNet(k);
+  }
+  mkdirSync(netDir, { recursive: true });
+  writeFileSync(ownerFile, String(process.pid));
+}
+
+/** The bridge with the host's address on it, unless it is up already. */
+function bridgeUp(bridge: string, gateway: string): void {
+  if (sh(['ip', 'link', 'show', bridge], true) !== '') return;
+  sh(['ip', 'link', 'add', bridge, 'type', 'bridge']);
+  sh(['ip', 'addr', 'add', `${gateway}/24`, 'dev', bridge]);
+  sh(['ip', 'link', 'set', bridge, 'up']);
+}
