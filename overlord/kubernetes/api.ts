@@ -62,47 +62,11 @@ export const FIELD_MANAGER = 'corekube';
  */
 export function createKubernetesApi(servers: () => readonly string[], credentials: AdminCredentials, options: { timeoutMs?: number } = {}): KubernetesApi {
   const timeoutMs = options.timeoutMs ?? 15_000;
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  const configs = new Map<string, k8s.KubeConfig>();
-  const configFor = (server: string) => {
-    let kc = configs.get(server);
-    if (!kc) {
-      kc = new k8s.KubeConfig();
-      kc.loadFromOptions({
-        clusters: [{ name: 'corekube', server, caData: b64(credentials.ca), skipTLSVerify: false }],
-        users: [{ name: 'admin', certData: b64(credentials.cert), keyData: b64(credentials.key) }],
-        contexts: [{ name: 'corekube', cluster: 'corekube', user: 'admin' }],
-        currentContext: 'corekube',
-      });
-      configs.set(server, kc);
-    }
-    return kc;
-  };
-  let last: string | undefined;
-
-  /** Runs `fn` against the last good server first, then the others; the first non-connection error ends it. */
-  const call = async <T>(what: string, fn: (kc: k8s.KubeConfig, server: string) => Promise<T>): Promise<T> => {
-    const all = [...servers()];
-    if (all.length === 0) throw new CorekubeError('E_KUBERNETES', `${what}: no API server is known yet`, { hint: 'a master must be deployed first', retryable: true });
-    const order = last && all.includes(last) ? [last, ...all.filter((s) => s !== last)] : all;
-    let lastErr: CorekubeError | undefined;
-    for (const server of order) {
-      try {
-        const out = await withTimeout(fn(configFor(server), server), timeoutMs, `${what} at ${server}`);
-        last = server;
-        return out;
-      } catch (err) {
-        const e = toKubernetesError(err, what, server);
-        if (!isConnectionError(err)) throw e;
-        lastErr = e;
-      }
-    }
-    throw lastErr!;
-  };
-
+  const api = new ApiServers(servers, credentials, timeoutMs);
+  const call = <T>(what: string, fn: (kc: k8s.KubeConfig, server: string) => Promise<T>) => api.call(what, fn);
   return {
     get server() {
-      return last;
+      return api.last;
     },
     ready: (signal) =>
       call('GET /readyz', (kc, server) => readyz(kc, server, timeoutMs, signal)).catch((err: unknown) => {
@@ -142,6 +106,55 @@ export function createKubernetesApi(servers: () => readonly string[], credential
       }
     },
   };
+}
+
+/** The API servers of the cluster, as admin: one kubeconfig each, the last one that answered tried first. */
+class ApiServers {
+  private readonly configs = new Map<string, k8s.KubeConfig>();
+  last: string | undefined;
+
+  constructor(
+    private readonly servers: () => readonly string[],
+    private readonly credentials: AdminCredentials,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Runs `fn` against the last good server first, then the others; the first non-connection error ends it. */
+  async call<T>(what: string, fn: (kc: k8s.KubeConfig, server: string) => Promise<T>): Promise<T> {
+    const all = [...this.servers()];
+    if (all.length === 0) throw new CorekubeError('E_KUBERNETES', `${what}: no API server is known yet`, { hint: 'a master must be deployed first', retryable: true });
+    const last = this.last;
+    const order = last && all.includes(last) ? [last, ...all.filter((s) => s !== last)] : all;
+    let lastErr: CorekubeError | undefined;
+    for (const server of order) {
+      try {
+        const out = await withTimeout(fn(this.configFor(server), server), this.timeoutMs, `${what} at ${server}`);
+        this.last = server;
+        return out;
+      } catch (err) {
+        const e = toKubernetesError(err, what, server);
+        if (!isConnectionError(err)) throw e;
+        lastErr = e;
+      }
+    }
+    throw lastErr!;
+  }
+
+  private configFor(server: string): k8s.KubeConfig {
+    let kc = this.configs.get(server);
+    if (!kc) {
+      const b64 = (s: string) => Buffer.from(s).toString('base64');
+      kc = new k8s.KubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'corekube', server, caData: b64(this.credentials.ca), skipTLSVerify: false }],
+        users: [{ name: 'admin', certData: b64(this.credentials.cert), keyData: b64(this.credentials.key) }],
+        contexts: [{ name: 'corekube', cluster: 'corekube', user: 'admin' }],
+        currentContext: 'corekube',
+      });
+      this.configs.set(server, kc);
+    }
+    return kc;
+  }
 }
 
 /** PURE: the view of a Node object. */
