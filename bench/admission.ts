@@ -25,7 +25,7 @@ import { discoveryClientOptions, discoveryRbac, ensureDiscoveryAuth, ensureDisco
 import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
 import type { ExecResult, HostRunner, HostTarget } from '../overlord/edges/host-runner.ts';
 import { IdentityBook } from '../overlord/discovery/identity.ts';
-import { clusterKeys } from '../contracts/keys.ts';
+import { clusterKeys, type ClusterKeys } from '../contracts/keys.ts';
 import { silentLogger } from '../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials, type MachineCredentials } from '../overlord/trust/machine-credentials.ts';
 import { flannelGrants } from '../overlord/pod-network/flannel.ts';
@@ -84,16 +84,7 @@ async function main(): Promise<number> {
   const conn: DiscoveryConnection = { endpoints: [etcd.endpoint], ca: pki.ca, callTimeoutMs: 10_000 };
   const closers: (() => Promise<unknown> | void)[] = [];
   try {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      try {
-        await pingDiscovery(conn);
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await untilDiscoveryAnswers(conn);
     await ensureDiscoveryAuth(conn, discoveryRbac(keys, { root: passwords.root, joiner: 'bench-join-token-0123456789' }));
     const auth = { username: ROOT_USER, password: passwords.root };
     const base = createEtcdStore({ endpoints: [etcd.endpoint], tls: { ca: Buffer.from(pki.ca) }, auth });
@@ -101,26 +92,10 @@ async function main(): Promise<number> {
     const counted = countingStore(base);
     const credentials = new DiscoveryMachineCredentials(conn, passwords.root, keys, passwords.machines, flannelGrants);
     closers.push(() => credentials.close());
-    // the same credentials, with the auth changes they make counted
-    let authChanges = 0;
-    const counting: MachineCredentials = {
-      fileFor: (id) => credentials.fileFor(id),
-      ensure: async (id, subnet) => {
-        const changes = await credentials.ensure(id, subnet);
-        authChanges += changes.length;
-        return changes;
-      },
-    };
+    const counting = countingCredentials(credentials);
     const ssh = new SimulatedSsh();
-    const failures: Record<string, number> = {};
-    const log = silentLogger();
-    const warn = log.warn.bind(log);
-    log.warn = ((obj: Record<string, unknown>, ...rest: unknown[]) => {
-      const reason = String(obj?.reason ?? obj?.code ?? 'unknown').replace(/[0-9a-f]{32}/g, '<id>').slice(0, 160);
-      failures[reason] = (failures[reason] ?? 0) + 1;
-      return (warn as (...a: unknown[]) => void)(obj, ...rest);
-    }) as typeof log.warn;
-    const admission = new Admission({ store: counted.store, hosts: ssh, credentials: counting, keys, log, clock: systemClock, book: new IdentityBook() }, { remote: { user: 'corekube' }, concurrency, maxPending: machines, rate: { perSecond: 1_000, burst: machines } });
+    const { log, failures } = failureCountingLog();
+    const admission = new Admission({ store: counted.store, hosts: ssh, credentials: counting.credentials, keys, log, clock: systemClock, book: new IdentityBook() }, { remote: { user: 'corekube' }, concurrency, maxPending: machines, rate: { perSecond: 1_000, burst: machines } });
     closers.push(() => admission.stop());
     await admission.start();
     const before = counted.counts();
@@ -129,16 +104,7 @@ async function main(): Promise<number> {
     const nodes = new Etcd3(discoveryClientOptions(conn, auth));
     closers.push(() => nodes.close());
     const t0 = Date.now();
-    for (let i = 0; i < machines; i += 64) {
-      await Promise.all(
-        Array.from({ length: Math.min(64, machines - i) }, (_, j) => {
-          const n = i + j;
-          const id = hex(n + 1, 32);
-          const record = { schema: 1, id, role: 'minion', ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, hostname: `minion-${n}`, bootId: hex(n + 1, 32), sshHostKey: syntheticHostKey(id), nonceDigest: syntheticNonce(id).digest, announcedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
-          return retryStaleAuth(() => nodes.put(keys.joinOf(id)).value(JSON.stringify(record)).exec());
-        }),
-      );
-    }
+    await putJoinRequests(nodes, keys);
     while (admission.admitted < machines) await new Promise((r) => setTimeout(r, 20));
     const wallMs = Date.now() - t0;
     const after = counted.counts();
@@ -152,7 +118,7 @@ async function main(): Promise<number> {
       commandLatencyMs,
       wallMs,
       machinesPerSecond: Math.round((machines / wallMs) * 1000 * 10) / 10,
-      etcdAuthChangesPerMachine: Math.round((authChanges / machines) * 100) / 100,
+      etcdAuthChangesPerMachine: Math.round((counting.changes() / machines) * 100) / 100,
       kvWritesPerMachine: Math.round(((after.writes - before.writes) / machines) * 100) / 100,
       kvRequestsPerMachine: Math.round(((after.requests - before.requests) / machines) * 100) / 100,
       commandsPerMachine: Math.round((ssh.commands / machines) * 100) / 100,
@@ -172,6 +138,62 @@ async function main(): Promise<number> {
     for (const close of closers.reverse()) await Promise.resolve(close()).catch(() => undefined);
     etcd.proc.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function untilDiscoveryAnswers(conn: DiscoveryConnection): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      await pingDiscovery(conn);
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** The same credentials, with the auth changes they make counted. */
+function countingCredentials(credentials: MachineCredentials): { credentials: MachineCredentials; changes(): number } {
+  let authChanges = 0;
+  return {
+    credentials: {
+      fileFor: (id) => credentials.fileFor(id),
+      ensure: async (id, subnet) => {
+        const changes = await credentials.ensure(id, subnet);
+        authChanges += changes.length;
+        return changes;
+      },
+    },
+    changes: () => authChanges,
+  };
+}
+
+/** A silent log that counts its warnings by reason (the failures admission retried). */
+function failureCountingLog(): { log: ReturnType<typeof silentLogger>; failures: Record<string, number> } {
+  const failures: Record<string, number> = {};
+  const log = silentLogger();
+  const warn = log.warn.bind(log);
+  log.warn = ((obj: Record<string, unknown>, ...rest: unknown[]) => {
+    const reason = String(obj?.reason ?? obj?.code ?? 'unknown').replace(/[0-9a-f]{32}/g, '<id>').slice(0, 160);
+    failures[reason] = (failures[reason] ?? 0) + 1;
+    return (warn as (...a: unknown[]) => void)(obj, ...rest);
+  }) as typeof log.warn;
+  return { log, failures };
+}
+
+/** The nodes: each puts its join request (here as root, 64 at a time, as fast as etcd takes them). */
+async function putJoinRequests(nodes: Etcd3, keys: ClusterKeys): Promise<void> {
+  for (let i = 0; i < machines; i += 64) {
+    await Promise.all(
+      Array.from({ length: Math.min(64, machines - i) }, (_, j) => {
+        const n = i + j;
+        const id = hex(n + 1, 32);
+        const record = { schema: 1, id, role: 'minion', ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`, hostname: `minion-${n}`, bootId: hex(n + 1, 32), sshHostKey: syntheticHostKey(id), nonceDigest: syntheticNonce(id).digest, announcedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
+        return retryStaleAuth(() => nodes.put(keys.joinOf(id)).value(JSON.stringify(record)).exec());
+      }),
+    );
   }
 }
 

@@ -28,7 +28,8 @@ import { runInNewContext } from 'node:vm';
 import { systemClock } from '../core/clock.ts';
 import { createEtcdStore, retryStaleAuth } from '../overlord/edges/etcd-store.ts';
 import type { HostRunner } from '../overlord/edges/host-runner.ts';
-import { clusterKeys } from '../contracts/keys.ts';
+import { clusterKeys, type ClusterKeys } from '../contracts/keys.ts';
+import type { Etcd3 } from 'etcd3';
 import { createLogger } from '../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials } from '../overlord/trust/machine-credentials.ts';
 import { flannelGrants } from '../overlord/pod-network/flannel.ts';
@@ -83,22 +84,8 @@ async function main(): Promise<number> {
     await root.put(`${keys.prefix}admitted/${good}`).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfTheGoodMachine00000000000', admittedAt: '2026-01-01T00:00:00Z' }));
     await root.put(keys.machine(good)).value(JSON.stringify({ schema: 1, id: good, role: 'master', ip: '10.240.0.40', hostname: 'good', bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' }));
 
-    // the log, counted and never kept
-    let lines = 0;
-    let longest = 0;
-    let bytes = 0;
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        const text = chunk.toString();
-        for (const l of text.split('\n')) if (l.length > 0) {
-          lines++;
-          longest = Math.max(longest, l.length);
-        }
-        bytes += chunk.length;
-        done();
-      },
-    });
-    const log = createLogger({ destination: sink, format: 'json' });
+    const counted = countedLog();
+    const log = counted.log;
     const store = createEtcdStore(discovery.rootStore);
     closers.unshift(() => store.close());
     const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
@@ -110,33 +97,10 @@ async function main(): Promise<number> {
     closers.unshift(() => overlord.stop());
     await new Promise((r) => setTimeout(r, 500));
     const heapBefore = heapMb();
-    const linesBefore = lines;
+    const linesBefore = counted.lines;
 
-    const big = 'r'.repeat(valueKb * 1000);
     const t0 = Date.now();
-    let written = 0;
-    for (let i = 0; i < writes; i++) {
-      const kind = kinds[i % kinds.length];
-      const id = i.toString(16).padStart(32, '0');
-      let key: string;
-      let value: string;
-      if (kind === 'rewrite') {
-        key = keys.joinOf('e'.repeat(32));
-        value = JSON.stringify({ schema: 1, id: 'e'.repeat(32), role: `${i}${big}`, ip: '10.240.0.41' });
-      } else if (kind === 'keys') {
-        key = keys.joinOf(id);
-        value = JSON.stringify({ schema: 1, id, role: 'minion', ip: `10.240.0.${i % 256}; reboot`, hostname: `h${i}`, bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' });
-      } else if (kind === 'deep') {
-        key = keys.joinOf(id);
-        value = `{"schema":${'['.repeat(5_000)}${']'.repeat(5_000)}}`;
-      } else {
-        key = keys.joinOf(id);
-        value = JSON.stringify({ schema: 1, id, role: 'minion', ip: '169.254.169.254', hostname: `h${i}`, bootId: 'b'.repeat(32), sshHostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfAStandInMachine0000000', nonceDigest: 'd'.repeat(64), announcedAt: '2026-01-01T00:00:00Z' });
-      }
-      // (an overlord that makes etcd users for these requests changes etcd's auth revision meanwhile)
-      await retryStaleAuth(() => joiner.put(key).value(value).exec());
-      written += value.length + key.length;
-    }
+    const written = await writeHostile(joiner, keys);
     const writeMs = Date.now() - t0;
     await new Promise((r) => setTimeout(r, 2_000)); // the watch catches up
     const heapAfter = heapMb();
@@ -151,9 +115,9 @@ async function main(): Promise<number> {
       heapAfterMb: heapAfter,
       heapGrowthMb: Math.round((heapAfter - heapBefore) * 10) / 10,
       peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
-      logLines: lines - linesBefore,
-      logBytes: bytes,
-      longestLogLine: longest,
+      logLines: counted.lines - linesBefore,
+      logBytes: counted.bytes,
+      longestLogLine: counted.longest,
       goodMachinePlanned: snapshot.records.has(good),
       summary: overlord.summary().text,
     };
@@ -163,6 +127,52 @@ async function main(): Promise<number> {
   } finally {
     for (const close of closers) await Promise.resolve(close()).catch(() => undefined);
   }
+}
+
+/** The log, counted and never kept. */
+function countedLog(): { readonly log: ReturnType<typeof createLogger>; readonly lines: number; readonly bytes: number; readonly longest: number } {
+  const counts = { lines: 0, bytes: 0, longest: 0 };
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l.length > 0) {
+        counts.lines++;
+        counts.longest = Math.max(counts.longest, l.length);
+      }
+      counts.bytes += chunk.length;
+      done();
+    },
+  });
+  const log = createLogger({ destination: sink, format: 'json' });
+  return { log, get lines() { return counts.lines; }, get bytes() { return counts.bytes; }, get longest() { return counts.longest; } };
+}
+
+/** The join-token holder's writes, the kinds in turn; returns the bytes written. */
+async function writeHostile(joiner: Etcd3, keys: ClusterKeys): Promise<number> {
+  const big = 'r'.repeat(valueKb * 1000);
+  let written = 0;
+  for (let i = 0; i < writes; i++) {
+    const kind = kinds[i % kinds.length];
+    const id = i.toString(16).padStart(32, '0');
+    let key: string;
+    let value: string;
+    if (kind === 'rewrite') {
+      key = keys.joinOf('e'.repeat(32));
+      value = JSON.stringify({ schema: 1, id: 'e'.repeat(32), role: `${i}${big}`, ip: '10.240.0.41' });
+    } else if (kind === 'keys') {
+      key = keys.joinOf(id);
+      value = JSON.stringify({ schema: 1, id, role: 'minion', ip: `10.240.0.${i % 256}; reboot`, hostname: `h${i}`, bootId: 'b'.repeat(32), announcedAt: '2026-01-01T00:00:00Z' });
+    } else if (kind === 'deep') {
+      key = keys.joinOf(id);
+      value = `{"schema":${'['.repeat(5_000)}${']'.repeat(5_000)}}`;
+    } else {
+      key = keys.joinOf(id);
+      value = JSON.stringify({ schema: 1, id, role: 'minion', ip: '169.254.169.254', hostname: `h${i}`, bootId: 'b'.repeat(32), sshHostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkHostKeyOfAStandInMachine0000000', nonceDigest: 'd'.repeat(64), announcedAt: '2026-01-01T00:00:00Z' });
+    }
+    // (an overlord that makes etcd users for these requests changes etcd's auth revision meanwhile)
+    await retryStaleAuth(() => joiner.put(key).value(value).exec());
+    written += value.length + key.length;
+  }
+  return written;
 }
 
 main().then(
