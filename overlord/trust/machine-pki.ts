@@ -17,8 +17,8 @@ import type { Fence } from '../edges/store.ts';
  * - `prepare(records)` (async) issues — or reuses from the PKI store — every announced machine's
  *   certificates for the current set of machines, and keeps its files;
  * - `filesFor(record, view)` (sync) returns them when the units are rendered.
- * runOverlord's `prepareMachines` runs `prepare` before the reconciler sees a change of the machines, so
- * `filesFor` always finds the files for the very record and masters the units are rendered for.
+ * runOverlord's `machinePki` (SharedMachinePki below) runs `prepare` before the reconciler sees a change of the
+ * machines, so `filesFor` always finds the files for the very record and masters the units are rendered for.
  *
  * The files (overlord/trust/pki/delivery.ts machinePkiFiles: CA certificates, the machine's own pairs, keys 0600,
  * never a CA key) are carried by the machine's write-units step, so they are part of the units hash: a
@@ -79,7 +79,7 @@ export class MachinePkiFiles {
     const key = keyOf(record, masterIpsOf(view.masters));
     if (entry === undefined || entry.key !== key) {
       throw new CorekubeError('E_INTERNAL', `the PKI of machine ${record.id} was not prepared for its current record and masters`, {
-        hint: 'runOverlord must be given prepareMachines (the MachinePkiFiles prepare) together with these files',
+        hint: 'runOverlord must be given machinePki (SharedMachinePki over these files) together with them',
       });
     }
     if ('error' in entry) throw entry.error;
