@@ -1,4 +1,5 @@
 import { CorekubeError } from '../../core/errors.ts';
+import { Backoffs, type Backoff } from '../../core/retry.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import type { Until } from '../../contracts/step.ts';
@@ -29,7 +30,7 @@ export interface ExecutorOptions {
    * a service counts as started once still up `initialMs` after its start; unit state reads while a unit
    * is on its way: `initialMs` apart, then ×`factor`, at most `maxMs` apart
    */
-  readonly poll: { readonly initialMs: number; readonly factor: number; readonly maxMs: number };
+  readonly poll: Backoff;
   /** one remote command (not the wait) */
   readonly commandTimeoutMs: number;
 }
@@ -132,12 +133,9 @@ async function startAndWait(
     if (settle > 0) await ports.clock.sleep(settle, signal);
   }
 
-  let delay = options.poll.initialMs;
+  const polls = new Backoffs(options.poll);
   for (let first = true; ; first = false) {
-    if (!first) {
-      await ports.clock.sleep(Math.min(delay, Math.max(0, deadline - ports.clock.now())), signal);
-      delay = Math.min(options.poll.maxMs, delay * options.poll.factor);
-    }
+    if (!first) await ports.clock.sleep(Math.min(polls.next(), Math.max(0, deadline - ports.clock.now())), signal);
     const state = await read();
     if (reached(state, until, before.invocationId)) return { changed: true };
     if (hasFailed(state)) {
