@@ -15,10 +15,11 @@ import type { StepId } from './step.ts';
  *   found by a restarted overlord may or may not have run: it is redone, and a `start` step first checks
  *   the unit's state (see executor.ts), so a unit already running is not started twice.
  * - machine `deployed`: every step `done` for this `bootId` and `unitsHash`.
- * - machine `failed`: a step failed after its retries (`error` says which and why). `retryable` failures
- *   (SSH unreachable, etcd) are retried by the reconciler after a backoff; terminal ones (a unit that
- *   fails, a host key mismatch, templates that do not render) wait for a change: new units hash, a reboot
- *   (new bootId), or an operator deleting the entry.
+ * - machine `failed`: a step failed after its retries (`error` says which and why). `retryable` failures —
+ *   the machine's surroundings failed (SSH unreachable, etcd, the API server): core/retry.ts decides it, the
+ *   requeue — are planned again after the requeue backoff; the others (a unit that keeps failing, a host key
+ *   mismatch, templates that do not render) wait for a change: new units hash, a reboot (new bootId), or an
+ *   operator deleting the entry.
  *
  * The transitions below are pure; `Ledger` (overlord/deploy/ledger.ts) is the thin edge that reads and writes them.
  */
@@ -50,6 +51,7 @@ export interface LedgerEntry {
   readonly steps: Readonly<Record<string, StepRecord>>;
   /** why the machine failed: `<step>: <reason>` */
   readonly error: string | null;
+  /** the failure requeues the machine (core/retry.ts `decide`): it is planned again after the requeue backoff */
   readonly retryable: boolean;
   readonly startedAt: string;
   readonly finishedAt: string | null;
