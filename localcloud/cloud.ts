@@ -15,7 +15,8 @@
  *   }
  *
  * Network: 10.200.<net>.0/24 (default net 60) on bridge ckbr<net>: .1 the host (Heat's endpoints, the
- * release mirror), .10 discovery, .11 overlord, DHCP from .32 (the spec's address plan).
+ * release mirror), .10 discovery, .11 overlord, .12 the API load balancer's VIP (haproxy on the host, with
+ * 3 or 5 masters), masters from .20, DHCP from .32 (the spec's address plan).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -40,6 +41,7 @@ import { aptImageFiles } from './mirrors/apt-repo.ts';
 import type { Fleet, Machine } from './machines/machines.ts';
 import type { MirrorServer } from './mirrors/mirror.ts';
 import { freePort } from './ports.ts';
+import { HostLoadBalancer, stackOctavia, type LoadBalancerEvent } from './load-balancer.ts';
 import { Nova, type NovaEvent } from './nova.ts';
 import { OverlordHost, type OverlordMode, type OverlordRunner } from './overlord-runner.ts';
 import { localCloudImageFiles } from './machines/image-files.ts';
@@ -61,6 +63,8 @@ export type LocalCloudEvent =
   | { readonly kind: 'phase'; readonly name: string; readonly ms: number; readonly detail?: string }
   | { readonly kind: 'heat'; readonly event: StackEvent }
   | { readonly kind: 'nova'; readonly event: NovaEvent }
+  /** the Octavia load balancer (haproxy on the host) configured or failing */
+  | { readonly kind: 'octavia'; readonly event: LoadBalancerEvent }
   | { readonly kind: 'overlord.started'; readonly mode: OverlordMode; readonly command: readonly string[]; readonly name?: string }
   /** building (or finding in the cache) the real programs and the mirror tree */
   | { readonly kind: 'release'; readonly event: MirrorEvent };
@@ -94,6 +98,10 @@ export interface LocalCloud {
   /** the test workload's image, in the registry */
   readonly workloadImage: string;
   readonly nova: Nova;
+  /** Octavia's load balancer (haproxy on the host), once create() was called with spec.apiLoadBalancer octavia */
+  readonly loadBalancer: HostLoadBalancer | undefined;
+  /** the URL of the Kubernetes API the nodes use: the load balancer's VIP, or the first deployed master */
+  apiUrl(): Promise<string>;
   /** the stack, once create() was called */
   readonly stack: StackRef | undefined;
   /** set once the overlord machine booted and its overlord started */
@@ -123,7 +131,7 @@ export interface LocalCloud {
   store(): Promise<Store>;
   /**
    * Writes the admin kubeconfig corekube issues (the overlord's PKI; `corekube kubeconfig`) to `file` (mode
-   * 0600; default: in the cloud's work dir), for the API of the first deployed master; returns its path.
+   * 0600; default: in the cloud's work dir), for the API endpoint (apiUrl()); returns its path.
    */
   kubeconfig(file?: string): Promise<string>;
   /** the kubectl built for the cluster's version */
@@ -148,6 +156,7 @@ export interface LocalCloudTraces {
 
 export class Cloud implements LocalCloud {
   readonly nova: Nova;
+  loadBalancer: HostLoadBalancer | undefined;
   stack: StackRef | undefined;
   overlord: OverlordRunner | undefined;
   readonly standbys = new Map<string, OverlordRunner>();
@@ -208,13 +217,19 @@ export class Cloud implements LocalCloud {
   async kubeconfig(file = path.join(this.workDir, 'admin.kubeconfig')): Promise<string> {
     const root = this.#overlordMachine()?.root;
     if (!root) throw new Error('the overlord server has not booted');
-    const master = (await this.status()).machines.find((m) => m.role === 'master' && m.state === 'deployed' && m.ip);
-    if (!master) throw new CorekubeError('E_KUBERNETES', 'no master is deployed yet', { hint: 'create the stack first' });
+    const server = await this.apiUrl();
     const authority = new CertificateAuthority({ store: new DirectoryPkiStore(path.join(root, MACHINE_PATHS.overlordState, 'pki')), clock: { now: () => Date.now() }, cluster: this.spec.name, createCas: false });
     const admin = await authority.ensureAdmin();
-    const text = renderKubeconfig(embeddedKubeconfig({ cluster: this.spec.name, server: `https://${master.ip}:${PORTS.apiServer}`, user: 'admin', caCert: admin.ca, clientCert: admin.client.cert, clientKey: admin.client.key }));
+    const text = renderKubeconfig(embeddedKubeconfig({ cluster: this.spec.name, server, user: 'admin', caCert: admin.ca, clientCert: admin.client.cert, clientKey: admin.client.key }));
     await writeFileAtomic(file, text);
     return file;
+  }
+
+  async apiUrl(): Promise<string> {
+    if (this.spec.apiLoadBalancer === 'octavia') return `https://${addressPlan(this.spec).apiVip}:${PORTS.apiServer}`;
+    const master = (await this.status()).machines.find((m) => m.role === 'master' && m.state === 'deployed' && m.ip);
+    if (!master) throw new CorekubeError('E_KUBERNETES', 'no master is deployed yet', { hint: 'create the stack first' });
+    return `https://${master.ip}:${PORTS.apiServer}`;
   }
 
   async heat(): Promise<HeatClient> {
@@ -234,6 +249,10 @@ export class Cloud implements LocalCloud {
     const ref = await heat.createStack({ name: this.spec.name, ...input, timeoutMins: 30, disableRollback: true });
     this.stack = ref;
     this.nova.start(heat, ref);
+    if (this.spec.apiLoadBalancer === 'octavia') {
+      this.loadBalancer = new HostLoadBalancer({ resources: stackOctavia(heat, ref), bridge: this.fleet.bridge, dir: path.join(this.workDir, 'octavia'), onEvent: (event) => this.emit({ kind: 'octavia', event }) });
+      this.loadBalancer.start();
+    }
     // the overlord server: once its machine runs and its overlord.service has prepared the files. Its
     // failure ends the wait for the stack; the end of the wait (either way) ends it.
     const failed = new AbortController();
@@ -357,6 +376,7 @@ export class Cloud implements LocalCloud {
     await step('the overlord', async () => this.overlord?.stop());
     await step('the etcd client', async () => this.#store?.close());
     await step('the overlord\'s engine', () => this.overlordHost.close());
+    await step('the load balancer', async () => this.loadBalancer?.stop());
     await step('the machines', () => this.fleet.teardown());
     await step('Heat, the mirror and the work dir', () => this.closeInfra());
     if (problems.length > 0) throw new Error(`teardown left something behind:\n  ${problems.join('\n  ')}`);

@@ -14,6 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { HeatClient, StackRef, StackResource } from '../cloud/heat-client.ts';
 import { CorekubeError } from '../core/errors.ts';
+import { onExit } from './cleanup.ts';
 import { until } from './until.ts';
 
 export interface LbMember {
@@ -226,6 +227,7 @@ export class HostLoadBalancer {
   #stopped = false;
   #busy: Promise<void> = Promise.resolve();
   #stderr = '';
+  #unregister: (() => void) | undefined;
 
   constructor(options: HostLoadBalancerOptions) {
     this.#o = options;
@@ -267,6 +269,12 @@ export class HostLoadBalancer {
     if (this.#haproxy === undefined || this.#haproxy.exitCode !== null) {
       // master-worker: SIGUSR2 reloads the configuration with new workers, the old ones finish their connections
       this.#haproxy = spawn('haproxy', ['-W', '-db', '-f', file, '-p', path.join(this.#o.dir, 'haproxy.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = this.#haproxy;
+      this.#unregister?.();
+      this.#unregister = onExit(`haproxy in ${this.#o.dir}`, () => {
+        if (child.exitCode === null) child.kill('SIGKILL');
+        this.#removeVips();
+      });
       this.#haproxy.stderr?.on('data', (d: Buffer) => (this.#stderr = `${this.#stderr}${d.toString('utf8')}`.slice(-8000)));
       await until('haproxy to open its statistics socket', 10_000, async () => ((await tryConnect(this.statsSocket)) ? true : undefined), () => this.#stderr.slice(-2000), 100);
     } else {
@@ -299,6 +307,11 @@ export class HostLoadBalancer {
       await Promise.race([exited, sleep(5000)]);
       if (p.exitCode === null) p.kill('SIGKILL');
     }
+    this.#removeVips();
+    this.#unregister?.();
+  }
+
+  #removeVips(): void {
     for (const vip of this.#vips) {
       try {
         execFileSync('ip', ['addr', 'del', `${vip}/32`, 'dev', this.#o.bridge!], { stdio: 'ignore' });
@@ -317,13 +330,32 @@ export class HostLoadBalancer {
   }
 }
 
-/** The pid haproxy wrote, if running (for a cleanup after a killed demo). */
-export function haproxyPid(dir: string): number | undefined {
+/** Why the load balancer cannot run here, or undefined. */
+export function haproxyMissing(): string | undefined {
   try {
-    const pid = Number(readFileSync(path.join(dir, 'haproxy.pid'), 'utf8').trim());
-    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
-  } catch {
+    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
     return undefined;
+  } catch {
+    return 'haproxy is not installed (Debian package haproxy; scripts/setup installs it)';
+  }
+}
+
+/** Kills the haproxy whose pid `dir` holds, if it runs (a cleanup after a killed demo); true if it did. */
+export function killHaproxyNow(dir: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(path.join(dir, 'haproxy.pid'), 'utf8').trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  try {
+    // only a haproxy whose command line names this directory: a pid may have been reused
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return false;
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -35,6 +35,7 @@ import { startRegistry, registryMissing, type Registry } from './mirrors/registr
 import { buildLocalCloudRelease, pushLocalCloudImages, releaseMirrorMissing, type LocalCloudRelease } from './mirrors/release-mirror.ts';
 import { LAYOUT } from '../units/layout.ts';
 import { Cloud, type LocalCloud, type LocalCloudEvent, type LocalCloudTraces } from './cloud.ts';
+import { haproxyMissing, killHaproxyNow } from './load-balancer.ts';
 
 export const DEFAULT_NET = 60;
 
@@ -61,7 +62,7 @@ export interface LocalCloudOptions {
 export function localCloudMissing(): string | undefined {
   const heat = missingPrerequisites();
   if (heat.length > 0) return `the local Heat needs ${heat.join(', ')} (scripts/setup installs keystone heat-api heat-engine)`;
-  return machinesMissing() ?? releaseMirrorMissing() ?? registryMissing();
+  return machinesMissing() ?? releaseMirrorMissing() ?? registryMissing() ?? haproxyMissing();
 }
 
 /** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
@@ -117,6 +118,7 @@ export async function cleanupLocalCloud(net: number, traces?: Partial<LocalCloud
     left.push('the Docker engine');
   }
   if (traces?.workDir && existsSync(traces.workDir)) {
+    if (killHaproxyNow(path.join(traces.workDir, 'octavia'))) left.push('the load balancer (haproxy)');
     rmSync(traces.workDir, { recursive: true, force: true });
     left.push(traces.workDir);
   }
