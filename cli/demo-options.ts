@@ -3,7 +3,7 @@ import type { OverlordMode } from '../localcloud/overlord-runner.ts';
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N] [--minions M] [--overlords O [--failover]] [--scale] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -19,7 +19,11 @@ everything down (also on Ctrl-C), unless --keep. Needs root and scripts/setup. l
 where the local cloud departs from a real one; the demo prints that list too.
 
 Options:
-  --masters N          masters (1, 3 or 5; default 1)
+  --masters N          masters (1, 3 or 5; default 1); with 3 or 5 the API is behind the stack's Octavia load
+                       balancer (haproxy on this host plays it) and every kubeconfig names its VIP
+  --fail-master        (with --masters 3 or 5) once deployed, power off the master the load balancer used last
+                       and keep asking the API through the VIP for a minute: it must answer every time and every
+                       Node stay Ready; --json adds "apiEndpoint": {address, survivedMasterLoss}
   --minions M          minions (1-20; default 2)
   --overlords O        overlord servers (1-3; default 1): the bootstrap overlord and O - 1 standbys, booted by
                        Heat from the stack's overlord_count, each fetching the bootstrap overlord's sealed state
@@ -39,7 +43,7 @@ Options:
   --net K              the cloud's network 10.200.K.0/24, bridge ckbrK (default 60)
 
 Exit status: 0 when every machine is deployed, every minion's Node is Ready and every check passed (and, with
---scale, the new minion too); 1 otherwise; 2 on bad options; 130 when interrupted.`;
+--scale, the new minion too; with --fail-master, the API answered through the loss); 1 otherwise; 2 on bad options; 130 when interrupted.`;
 
 const usage = DEMO_USAGE;
 
@@ -48,6 +52,7 @@ export interface DemoOptions {
   readonly minions: number;
   readonly overlords: number;
   readonly failover: boolean;
+  readonly failMaster: boolean;
   readonly scale: boolean;
   readonly json: boolean;
   readonly keep: boolean;
@@ -69,6 +74,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       minions: { type: 'string' },
       overlords: { type: 'string' },
       failover: { type: 'boolean' },
+      'fail-master': { type: 'boolean' },
       scale: { type: 'boolean' },
       json: { type: 'boolean' },
       overlord: { type: 'string' },
@@ -91,6 +97,8 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   const overlords = whole('overlords', values.overlords, 1, (n) => n >= 1 && n <= 3, 'a whole number from 1 to 3');
   const failover = values.failover ?? false;
   if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
+  const failMaster = values['fail-master'] ?? false;
+  if (failMaster && masters < 3) problems.push(`--fail-master needs masters that survive one's loss behind a load balancer: give --masters 3 or 5 (got ${masters})`);
   const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
   const overlord = values.overlord;
   if (overlord !== undefined && overlord !== 'docker' && overlord !== 'process') problems.push(`--overlord must be docker or process (got ${JSON.stringify(overlord)})`);
@@ -101,6 +109,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, scale: values.scale ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 

@@ -31,6 +31,10 @@ export function formatEvent(e: LocalCloudEvent, stackName: string): string[] {
       if (r.kind === 'done' && !r.built.cached) return [`[release]         ${r.built.project} ${r.built.version} built in ${r.built.seconds} s`];
       return [];
     }
+    case 'octavia':
+      return e.event.kind === 'lb.configured'
+        ? [`[octavia]   haproxy on this host serves the load balancer ${e.event.vips.join(', ')} (${e.event.members} pool members, the stack's Octavia resources)`]
+        : [`[octavia]   could not configure the load balancer (will retry): ${e.event.reason}`];
     case 'nova': {
       const n = e.event;
       if (n.kind === 'poll.failed') return [`[nova]      could not read the stack (will retry): ${n.reason}`];

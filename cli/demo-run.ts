@@ -14,6 +14,7 @@ type LocalCloudModule = typeof import('../localcloud/local-cloud.ts');
 type ChecksModule = typeof import('../localcloud/cluster-checks.ts');
 type Kubectl = InstanceType<ChecksModule['Kubectl']>;
 type CheckResults = Awaited<ReturnType<ChecksModule['runClusterChecks']>>;
+type MasterLoss = import('../localcloud/master-loss.ts').MasterLoss;
 
 const STACK_NAME = 'demo';
 
@@ -68,9 +69,10 @@ class DemoRun {
       const kubectl = new this.checks.Kubectl(cloud.kubectl, kubeconfig);
       const results = await this.check(cloud, kubectl);
       if (options.failover) await this.failover(cloud);
+      const loss = options.failMaster ? await this.failMaster(cloud, kubectl) : undefined;
       const scaled = options.scale ? await this.scale(cloud, kubectl) : { report, untouched: true, ready: true };
-      report = scaled.report;
-      exit = await this.verdict(report, kubectl, results, scaled);
+      report = loss ? await cloud.status() : scaled.report;
+      exit = await this.verdict(report, kubectl, results, scaled, loss);
       if (options.keep) {
         kept = true;
         await keep(cloud, kubeconfig, options, (t) => this.say(t));
@@ -149,6 +151,12 @@ class DemoRun {
     this.say(`[cloud]     ${lead.name} leads ${((lead.at - killedAt) / 1000).toFixed(1)} s after the bootstrap overlord died (lease TTL 15 s)`);
   }
 
+  /** `--fail-master`: the master the load balancer used last powered off; the API must answer through the VIP. */
+  private async failMaster(cloud: LocalCloud, kubectl: Kubectl): Promise<MasterLoss> {
+    const { loseMaster } = await import('../localcloud/master-loss.ts');
+    return loseMaster(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
+  }
+
   /** `--scale`: one more minion through a stack update; it must become a Ready Node, and nothing deployed before be touched. */
   private async scale(cloud: LocalCloud, kubectl: Kubectl): Promise<{ report: StatusReport; untouched: boolean; ready: boolean }> {
     const { options, checks, signal } = this;
@@ -172,18 +180,23 @@ class DemoRun {
   }
 
   /** 0 when every machine is deployed, every Node Ready and every check passed; with --json, the status and the Nodes. */
-  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }): Promise<number> {
+  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined): Promise<number> {
     const { options } = this;
     const nodes = await this.checks.nodeRows(kubectl);
     const expected = options.masters + options.minions + (options.scale ? 1 : 0);
-    const deployed = report.machines.filter((m) => m.state === 'deployed').length;
+    // a master powered off by --fail-master still counts: it was deployed, then lost on purpose
+    const deployed = report.machines.filter((m) => m.state === 'deployed' || m.ip === loss?.lost.ip).length;
     const minionsReady = nodes.length === options.minions + (options.scale ? 1 : 0) && nodes.every((n) => n.ready);
     const checked = results.podNetwork.ok && results.service.ok && results.dns.ok && results.metadataBlocked.ok;
-    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked ? 0 : 1;
+    const survived = loss === undefined || loss.survivedMasterLoss;
+    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived ? 0 : 1;
     this.say(exit === 0 ? `[cloud]     done: ${deployed}/${expected} machines deployed, ${nodes.length} Nodes Ready, every check passed` : `[cloud]     not done: ${deployed}/${expected} machines deployed, Nodes ${nodes.map((n) => `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`).join(', ')}, checks ${checked ? 'passed' : 'FAILED'}`);
     if (options.json) {
       const kubernetes = { nodes: nodes.map((n) => ({ name: n.name, ready: n.ready, podCIDR: n.podCIDR })), checks: { podNetwork: results.podNetwork.ok, service: results.service.ok, dns: results.dns.ok } };
-      process.stdout.write(`${JSON.stringify({ ...report, kubernetes })}\n`);
+      const apiEndpoint = loss
+        ? { address: loss.address, survivedMasterLoss: loss.survivedMasterLoss, lostMaster: loss.lost, requests: loss.requests, failedRequests: loss.failedRequests, markedDownMs: loss.markedDownMs ?? null, nodesAlwaysReady: loss.nodesAlwaysReady }
+        : undefined;
+      process.stdout.write(`${JSON.stringify({ ...report, kubernetes, ...(apiEndpoint ? { apiEndpoint } : {}) })}\n`);
     }
     return exit;
   }

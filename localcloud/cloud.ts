@@ -140,6 +140,8 @@ export interface LocalCloud {
   readonly workDir: string;
   /** runs argv on the machine of a server (by its hostname) */
   exec(hostname: string, argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** stops the machine of a server by its address: SIGTERM a clean poweroff, SIGKILL a power cut (a lost server) */
+  stopMachine(ip: string, how: 'SIGTERM' | 'SIGKILL'): Promise<{ readonly name: string; readonly role: string }>;
   /** the memory each machine uses now */
   machineMemory(): Promise<{ readonly name: string; readonly role: string; readonly bytes: number }[]>;
   /** what cleanupLocalCloud needs to remove the cloud after its process was killed */
@@ -197,6 +199,13 @@ export class Cloud implements LocalCloud {
     const machine = [...this.nova.boots.values()].find((b) => b.machine?.hostname === hostname)?.machine;
     if (!machine) throw new CorekubeError('E_USAGE', `no machine of this cloud is named ${hostname}`);
     return machine.exec(argv, { timeoutMs: 30_000 });
+  }
+
+  async stopMachine(ip: string, how: 'SIGTERM' | 'SIGKILL'): Promise<{ name: string; role: string }> {
+    const boot = [...this.nova.boots.values()].find((b) => b.ip === ip && b.machine !== undefined);
+    if (!boot) throw new CorekubeError('E_USAGE', `no machine of this cloud has the address ${ip}`);
+    await boot.machine!.stop(how);
+    return { name: boot.server.name, role: boot.role };
   }
 
   async machineMemory(): Promise<{ name: string; role: string; bytes: number }[]> {

@@ -122,6 +122,9 @@ export function haproxyConfig(lbs: readonly LoadBalancerConfig[], options: { sta
     '  mode tcp',
     '  log global',
     '  option tcplog',
+    // as Octavia's amphorae: a connection a member refuses is retried, the last time on another member
+    '  retries 3',
+    '  option redispatch',
     '  timeout connect 5s',
     // the API's watches are long-lived: Octavia's default member/client timeouts are 50 s, kubelets reconnect
     '  timeout client 300s',
