@@ -38,15 +38,26 @@ export interface AdmittedIdentity {
   readonly admittedAt: string;
 }
 
-/** The addresses a machine of the cluster can have: the private network's DHCP range (clusterspec/address-plan.ts). */
+/**
+ * The addresses a machine of the cluster can have (clusterspec/address-plan.ts): the masters' five fixed
+ * addresses, and the private network's DHCP range (minions, and anything booted by hand).
+ */
 export interface MachineAddresses {
+  readonly masters: AddressRange;
+  readonly dhcp: AddressRange;
+}
+
+export interface AddressRange {
   readonly first: string;
   readonly last: string;
 }
 
 export function machineAddresses(spec: ClusterSpec): MachineAddresses {
   const plan = addressPlan(spec);
-  return Object.freeze({ first: plan.dhcpStart, last: plan.dhcpEnd });
+  return Object.freeze({
+    masters: Object.freeze({ first: plan.masters[0]!, last: plan.masters[plan.masters.length - 1]! }),
+    dhcp: Object.freeze({ first: plan.dhcpStart, last: plan.dhcpEnd }),
+  });
 }
 
 /** PURE: why `ip` cannot be a machine's address, or undefined when it can. */
@@ -54,8 +65,9 @@ export function addressProblem(ip: string, addresses: MachineAddresses | undefin
   if (addresses === undefined) return undefined;
   const n = parseIpv4(ip);
   if (n === undefined) return 'is not an IPv4 address';
-  if (n < parseIpv4(addresses.first)! || n > parseIpv4(addresses.last)!) return `is not a machine address of the cluster (${addresses.first} to ${addresses.last})`;
-  return undefined;
+  const within = (r: AddressRange) => n >= parseIpv4(r.first)! && n <= parseIpv4(r.last)!;
+  if (within(addresses.masters) || within(addresses.dhcp)) return undefined;
+  return `is not a machine address of the cluster (masters ${addresses.masters.first} to ${addresses.masters.last}, other machines ${addresses.dhcp.first} to ${addresses.dhcp.last})`;
 }
 
 /** The JSON stored at `admitted/<id>`. */

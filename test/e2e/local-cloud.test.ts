@@ -124,8 +124,9 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
       overlord_standby_ips: machinesOf('overlord-standby').map((m) => m.ip),
     });
     expect([...(outputs.minion_ips as string[])].sort()).toEqual(machinesOf('minion').map((m) => m.ip).sort());
-    // DHCP from the subnet's allocation pool (.32 on)
-    for (const { m } of nodes()) expect(Number(m.ip.split('.')[3])).toBeGreaterThanOrEqual(32);
+    // the masters at the address plan's fixed addresses (.20 on), the minions by DHCP from the allocation pool (.32 on)
+    expect(machinesOf('master').map((m) => m.ip)).toEqual([`${base}.20`]);
+    for (const m of machinesOf('minion')) expect(Number(m.ip.split('.')[3])).toBeGreaterThanOrEqual(32);
   });
 
   it('booted every machine through cloud-init from the user_data Heat resolved, which finished cleanly', async () => {

@@ -8,6 +8,7 @@ import { fillPlaceholders, renderUserData } from '../../cloud-config/index.ts';
 import { systemClock } from '../../core/clock.ts';
 import { createEtcdStore } from '../../overlord/edges/etcd-store.ts';
 import { etcdHostKeys } from '../../overlord/discovery/hostkeys.ts';
+import type { MachineAddresses } from '../../overlord/discovery/identity.ts';
 import { clusterKeys, type ClusterKeys } from '../../contracts/keys.ts';
 import type { Logger } from '../../overlord/edges/log.ts';
 import { DiscoveryMachineCredentials, machinePassword, machineUser } from '../../overlord/trust/machine-credentials.ts';
@@ -66,7 +67,7 @@ export interface HostileCluster {
   redeploy(): Promise<void>;
   readonly unitsVersion: () => number;
   /** the first DHCP address of the net and the last (the machines' range) */
-  readonly addresses: { readonly first: string; readonly last: string };
+  readonly addresses: MachineAddresses;
   close(): Promise<void>;
 }
 
@@ -102,7 +103,7 @@ export async function startHostileCluster(options: { net: number; name: string; 
     const credentials = new DiscoveryMachineCredentials(discovery.conn, discovery.passwords.root, keys, discovery.passwords.machines, flannelGrants);
     closers.push(() => credentials.close());
     let version = 1;
-    const addresses = { first: `10.200.${options.net}.32`, last: `10.200.${options.net}.254` };
+    const addresses: MachineAddresses = { masters: { first: `10.200.${options.net}.20`, last: `10.200.${options.net}.24` }, dhcp: { first: `10.200.${options.net}.32`, last: `10.200.${options.net}.254` } };
     const start = () =>
       runOverlord(
         { store, hosts, clock: systemClock, log: options.log },

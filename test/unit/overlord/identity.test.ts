@@ -5,7 +5,7 @@
  * machine there, whatever id the overlord names); the real thing is test/adversarial/.
  */
 import { describe, expect, it } from 'vitest';
-import { admittedValue, machineAddresses } from '../../../overlord/discovery/identity.ts';
+import { addressProblem, admittedValue, machineAddresses } from '../../../overlord/discovery/identity.ts';
 import { clusterKeys } from '../../../contracts/keys.ts';
 import { parseLedgerEntry } from '../../../contracts/ledger-entry.ts';
 import type { Logger } from '../../../overlord/edges/log.ts';
@@ -118,6 +118,8 @@ describe('admitted identity is fixed', () => {
     ['10.96.0.1'], // the service network
     ['10.240.0.10'], // discovery
     ['10.240.0.11'], // the overlord
+    ['10.240.0.12'], // the API load balancer's VIP
+    ['10.240.0.25'], // past the masters' five fixed addresses
     ['10.240.255.255'], // broadcast
   ])('never deploys to %s, a record names it as it may', async (ip) => {
     const w = world();
@@ -128,6 +130,11 @@ describe('admitted identity is fixed', () => {
     expect(ledgerState(w, master.id)).toBeUndefined();
     expect(w.capture!.event('machine.refused')).toMatchObject({ machine: master.id, field: 'ip' });
     await o.stop();
+  });
+
+  it('deploys a master at its fixed address (the address plan\'s .20 to .24, outside DHCP)', () => {
+    for (const ip of ['10.240.0.20', '10.240.0.24', '10.240.0.32']) expect(addressProblem(ip, ADDRESSES), ip).toBeUndefined();
+    expect(addressProblem('10.240.0.25', ADDRESSES)).toBe('is not a machine address of the cluster (masters 10.240.0.20 to 10.240.0.24, other machines 10.240.0.32 to 10.240.255.254)');
   });
 
   it('deploys no two records that name one address (neither is admitted there), and none at an address admitted to another machine', async () => {
