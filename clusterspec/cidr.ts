@@ -14,6 +14,11 @@ export function parseIpv4(text: string): number | undefined {
   return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
 }
 
+/** Distinct addresses in numeric order (anything not IPv4 first). */
+export function sortIps(ips: readonly string[]): string[] {
+  return [...new Set(ips)].sort((a, b) => (parseIpv4(a) ?? 0) - (parseIpv4(b) ?? 0));
+}
+
 export function formatIpv4(n: number): string {
   return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
 }

@@ -29,8 +29,14 @@ export interface RenderedUnits {
 
 /** What a machine's units are rendered against beyond the machine itself. */
 export interface ClusterView {
-  /** every announced master with a valid record, by id: a master's etcd initial cluster */
+  /** every announced master with a valid record, by id */
   readonly masters: readonly MachineRecord[];
+  /**
+   * The address of every master of the cluster, sorted: the announced ones, and the deployed ones that stopped
+   * announcing (powered off, partitioned — still an etcd member until removed). A master's etcd initial cluster
+   * and its API server's etcd list: a master that goes away changes no other master.
+   */
+  readonly masterIps: readonly string[];
   /** the announced masters that have been deployed (ledger `deployedAt`), by id: what minions talk to */
   readonly deployedMasters: readonly MachineRecord[];
 }

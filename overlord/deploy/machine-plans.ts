@@ -45,7 +45,7 @@ export class MachinePlans {
   cluster(records: Iterable<MachineRecord>, ledger: ReadonlyMap<string, LedgerEntry>): { readonly view: ClusterView; readonly gates: Gates } {
     const view = clusterView(records, ledger);
     const observed = { ledger };
-    return { view, gates: gatesOf(view.masters.map((m) => this.ungated(m, view, ledger)), this.expectedMasters, observed) };
+    return { view, gates: gatesOf(view.masters.map((m) => this.ungated(m, view, ledger)), this.expectedMasters, observed, view.masterIps.length) };
   }
 
   /** One machine's plan under the gates: its units rendered only when its role's gate lets it have work. */
@@ -92,7 +92,7 @@ export class MachinePlans {
   private viewKey(view: ClusterView): string {
     let key = this.viewKeys.get(view);
     if (key === undefined) {
-      key = `${view.masters.map((m) => m.ip).join(',')}|${view.deployedMasters.map((m) => m.ip).join(',')}`;
+      key = `${view.masterIps.join(',')}|${view.deployedMasters.map((m) => m.ip).join(',')}`;
       this.viewKeys.set(view, key);
     }
     return key;

@@ -7,7 +7,7 @@ import type { RemoteFile } from '../../contracts/step.ts';
 
 /**
  * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's
- * units name every announced master (its etcd member joins one initial cluster); a minion's name the
+ * units name every master (ClusterView.masterIps: its etcd member joins one initial cluster); a minion's name the
  * deployed masters (the API it joins — the planner holds minions until one exists). TLS files sit at
  * PKI_PATHS; the PKI room delivers them. A throw (e.g. no deployed master yet) fails only that machine,
  * and only once the planner's gates let it run.
@@ -28,9 +28,9 @@ export interface UnitsWiring {
 
 export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
   return (record, view) => {
-    const masters = record.role === 'master' ? view.masters : view.deployedMasters;
+    const masterIps = record.role === 'master' ? view.masterIps : view.deployedMasters.map((m) => m.ip);
     const units = renderUnits(
-      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps: masters.map((m) => m.ip) }, PKI_PATHS),
+      buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps }, PKI_PATHS),
     );
     const { node, ...withoutNode } = units;
     const rendered = wiring.nodeReady && node !== undefined ? units : withoutNode;

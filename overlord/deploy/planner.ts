@@ -1,3 +1,4 @@
+import { sortIps } from '../../clusterspec/cidr.ts';
 import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import { byRoleThenId, ROLE_TRAITS, type Role } from '../../contracts/roles.ts';
@@ -36,7 +37,10 @@ export type DesiredMachine =
 /** PURE: the view every machine's units are rendered against. */
 export function clusterView(records: Iterable<MachineRecord>, ledger: ReadonlyMap<string, LedgerEntry>): ClusterView {
   const masters = [...records].filter((r) => ROLE_TRAITS[r.role].controlPlane).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { masters, deployedMasters: masters.filter((m) => (ledger.get(m.id)?.deployedAt ?? null) !== null) };
+  const present = new Set(masters.map((m) => m.id));
+  const gone: string[] = [];
+  for (const e of ledger.values()) if (ROLE_TRAITS[e.role].controlPlane && e.deployedAt !== null && !present.has(e.id)) gone.push(e.ip);
+  return { masters, masterIps: sortIps([...masters.map((m) => m.ip), ...gone]), deployedMasters: masters.filter((m) => (ledger.get(m.id)?.deployedAt ?? null) !== null) };
 }
 
 export interface Desired {
@@ -114,14 +118,18 @@ export function planGates(masters: readonly DesiredMachine[], expectedMasters: n
     masters.map((m) => planOne(m, observed.ledger.get(m.record.id) ?? null)),
     expectedMasters,
     observed,
+    clusterView(masters.map((m) => m.record), observed.ledger).masterIps.length,
   );
 }
 
-/** PURE: the gates, from the (ungated) plans of every announced master. */
-export function gatesOf(masterPlans: readonly MachinePlan[], expectedMasters: number, observed: Observed): Gates {
+/**
+ * PURE: the gates, from the (ungated) plans of every announced master. `members`: how many masters the cluster
+ * has (ClusterView.masterIps: a deployed master that stopped announcing still counts), the announced ones by default.
+ */
+export function gatesOf(masterPlans: readonly MachinePlan[], expectedMasters: number, observed: Observed, members = masterPlans.length): Gates {
   return {
     expectedMasters,
-    announcedMasters: masterPlans.length,
+    announcedMasters: Math.max(members, masterPlans.length),
     masterDeployed: masterPlans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
     mastersBusy: masterPlans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
   };

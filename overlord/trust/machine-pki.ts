@@ -5,7 +5,7 @@ import { errorFields, type Logger } from '../edges/log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import type { CertificateAuthority } from './pki/authority.ts';
-import { masterIpsOf, type CatalogOptions } from './pki/catalog.ts';
+import type { CatalogOptions } from './pki/catalog.ts';
 import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
 import type { ClusterView } from '../../contracts/step.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
@@ -18,7 +18,7 @@ import type { Fence } from '../edges/store.ts';
  *   certificates for the current set of machines, and keeps its files;
  * - `filesFor(record, view)` (sync) returns them when the units are rendered.
  * runOverlord's `machinePki` (SharedMachinePki below) runs `prepare` before the reconciler sees a change of the
- * machines, so `filesFor` always finds the files for the very record and masters the units are rendered for.
+ * machines, so `filesFor` always finds the files for the very record the units are rendered for.
  *
  * The files (overlord/trust/pki/delivery.ts machinePkiFiles: CA certificates, the machine's own pairs, keys 0600,
  * never a CA key) are carried by the machine's write-units step, so they are part of the units hash: a
@@ -51,19 +51,18 @@ export class MachinePkiFiles {
   }
 
   /**
-   * Issues what the machines in `records` lack (idempotent: a machine whose record and masters did not change
+   * Issues what the machines in `records` lack (idempotent: a machine whose record did not change
    * is skipped without touching the store). A machine whose PKI cannot be issued keeps the error, which
    * `filesFor` throws: the reconciler then fails that machine with the reason.
    */
   async prepare(records: readonly MachineRecord[]): Promise<void> {
-    const masterIps = masterIpsOf(records);
     const ids = new Set(records.map((r) => r.id));
     for (const id of this.prepared.keys()) if (!ids.has(id)) this.prepared.delete(id);
     for (const record of records) {
-      const key = keyOf(record, masterIps);
+      const key = keyOf(record);
       if (this.prepared.get(record.id)?.key === key) continue;
       try {
-        const pki = await this.options.authority.issueFor(this.options.spec, records, record, this.options.catalog);
+        const pki = await this.options.authority.issueFor(this.options.spec, record, this.options.catalog);
         this.prepared.set(record.id, Object.freeze({ key, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
       } catch (err) {
         const e = asCorekubeError(err, 'E_PKI');
@@ -76,7 +75,7 @@ export class MachinePkiFiles {
   /** The files of one machine, for the masters of `view`; throws when `prepare` did not cover them. */
   filesFor(record: MachineRecord, view: ClusterView): readonly RemoteFile[] {
     const entry = this.prepared.get(record.id);
-    const key = keyOf(record, masterIpsOf(view.masters));
+    const key = keyOf(record);
     if (entry === undefined || entry.key !== key) {
       throw new CorekubeError('E_INTERNAL', `the PKI of machine ${record.id} was not prepared for its current record and masters`, {
         hint: 'runOverlord must be given machinePki (SharedMachinePki over these files) together with them',
@@ -87,9 +86,9 @@ export class MachinePkiFiles {
   }
 }
 
-/** What a machine's certificates depend on: its identity, its address and name, and (masters) every master IP. */
-function keyOf(record: MachineRecord, masterIps: readonly string[]): string {
-  return JSON.stringify([record.id, record.role, record.ip, record.hostname, record.role === 'master' ? masterIps : []]);
+/** What a machine's certificates depend on: its identity, its address and name. */
+function keyOf(record: MachineRecord): string {
+  return JSON.stringify([record.id, record.role, record.ip, record.hostname]);
 }
 
 /**

@@ -152,12 +152,12 @@ export class CertificateAuthority {
   }
 
   /**
-   * One machine's PKI, issuing what is missing or stale. `machines` are all current records: the API server
-   * cert of a master names every master, so a new master re-issues the others' on their next call.
+   * One machine's PKI, issuing what is missing or stale (a new address or name re-issues what names it). A
+   * machine's certificates name the machine alone: a master that comes or goes re-issues no other's.
    */
-  issueFor(spec: ClusterSpec, machines: readonly MachineRecord[], machine: MachineRecord, options: CatalogOptions = {}): Promise<MachinePki> {
+  issueFor(spec: ClusterSpec, machine: MachineRecord, options: CatalogOptions = {}): Promise<MachinePki> {
     return this.exclusive(async () => {
-      const profiles = machineProfiles(spec, machines, machine, options);
+      const profiles = machineProfiles(spec, machine, options);
       const { pairs, issued } = await this.ensureProfiles(profiles);
       const byEntry: Partial<Record<CertEntry, IssuedPair>> = {};
       for (const p of profiles) {

@@ -1,6 +1,6 @@
 import { CorekubeError } from '../../../core/errors.ts';
 import { addressPlan } from '../../../clusterspec/address-plan.ts';
-import { parseIpv4 } from '../../../clusterspec/cidr.ts';
+import { parseIpv4, sortIps } from '../../../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { CLUSTER_DOMAIN, FRONT_PROXY_CLIENT_NAME } from '../../../units/layout.ts';
 import { PKI_FILES_BY_ROLE, type KeyPair, type PkiPaths } from '../../../units/pki-paths.ts';
@@ -92,7 +92,6 @@ export function kubernetesServiceNames(): string[] {
 
 interface MachineView {
   readonly spec: ClusterSpec;
-  readonly masterIps: readonly string[];
   readonly apiEndpoints: readonly string[];
 }
 
@@ -112,8 +111,10 @@ const ENTRY_PROFILES: Readonly<Record<CertEntry, (m: MachineRecord, v: MachineVi
       organizations: [],
       usage: 'server',
       dns: [...kubernetesServiceNames(), 'localhost', ...endpoints.filter((e) => !isIpv4(e))],
-      // the load balancer's VIP: every node's kubeconfig names it (spec.apiLoadBalancer octavia)
-      ips: [plan.kubernetesServiceIp, ...(v.spec.apiLoadBalancer === 'octavia' ? [plan.apiVip] : []), ...v.masterIps, m.ip, '127.0.0.1', ...endpoints.filter(isIpv4)],
+      // the addresses clients dial this API server at: the `kubernetes` service, the load balancer's VIP (every
+      // node's kubeconfig names it with spec.apiLoadBalancer octavia), its own address, loopback and the public
+      // endpoints — never the other masters' (so a master that comes or goes re-issues no other master's cert)
+      ips: [plan.kubernetesServiceIp, ...(v.spec.apiLoadBalancer === 'octavia' ? [plan.apiVip] : []), m.ip, '127.0.0.1', ...endpoints.filter(isIpv4)],
     };
   },
   // O=system:masters: the API server may proxy, exec and read logs through every kubelet
@@ -143,14 +144,9 @@ export function holdsServiceAccountKey(role: Role): boolean {
   return PKI_FILES_BY_ROLE[role].includes('serviceAccount');
 }
 
-/** The masters' IPs among the records, sorted numerically: every API server cert names all of them. */
-export function masterIpsOf(machines: readonly MachineRecord[]): string[] {
-  return sortIps(machines.filter((m) => m.role === 'master').map((m) => m.ip));
-}
-
-/** The certificates of one machine, given every machine of the cluster (the API server cert names every master). */
-export function machineProfiles(spec: ClusterSpec, machines: readonly MachineRecord[], machine: MachineRecord, options: CatalogOptions = {}): CertProfile[] {
-  const view: MachineView = { spec, masterIps: masterIpsOf(machines), apiEndpoints: validEndpoints(options.apiEndpoints ?? []) };
+/** The certificates of one machine: they name the machine alone (its address, name and id), never its peers. */
+export function machineProfiles(spec: ClusterSpec, machine: MachineRecord, options: CatalogOptions = {}): CertProfile[] {
+  const view: MachineView = { spec, apiEndpoints: validEndpoints(options.apiEndpoints ?? []) };
   return certEntriesOf(machine.role).map((entry) => {
     const s = ENTRY_PROFILES[entry](machine, view);
     return profile(machineCertName(machine.id, entry), { kind: 'machine', id: machine.id, entry }, s);
@@ -176,7 +172,7 @@ export function discoveryProfiles(spec: ClusterSpec): CertProfile[] {
 
 /** Every certificate of the cluster: discovery's, the admin's and each machine's. */
 export function clusterProfiles(spec: ClusterSpec, machines: readonly MachineRecord[], options: CatalogOptions = {}): CertProfile[] {
-  return [...discoveryProfiles(spec), adminProfile(), ...machines.flatMap((m) => machineProfiles(spec, machines, m, options))];
+  return [...discoveryProfiles(spec), adminProfile(), ...machines.flatMap((m) => machineProfiles(spec, m, options))];
 }
 
 function profile(name: string, owner: Owner, s: Subject): CertProfile {
@@ -194,10 +190,6 @@ function profile(name: string, owner: Owner, s: Subject): CertProfile {
 
 function isIpv4(s: string): boolean {
   return parseIpv4(s) !== undefined;
-}
-
-export function sortIps(ips: readonly string[]): string[] {
-  return [...new Set(ips)].sort((a, b) => (parseIpv4(a) ?? 0) - (parseIpv4(b) ?? 0));
 }
 
 const DNS_NAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;

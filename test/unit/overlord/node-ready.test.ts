@@ -159,7 +159,7 @@ describe('node-ready in the deploy', () => {
   const spec = parseClusterSpec({ flags: { name: 't', masters: '1', minions: '1' } });
   const master = makeRecord(1, 'master');
   const minion = makeRecord(10, 'minion');
-  const view: ClusterView = { masters: [master], deployedMasters: [master] };
+  const view: ClusterView = { masters: [master], masterIps: [master.ip], deployedMasters: [master] };
 
   it("is planned only by an overlord that has the cluster's Kubernetes side (nodeReady), for machines that run a kubelet", () => {
     expect(unitsForSpec(spec)(minion, view).node).toBeUndefined();

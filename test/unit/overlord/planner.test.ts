@@ -182,7 +182,31 @@ describe('plan: gates', () => {
   it('gives units the announced masters, and the deployed ones apart', () => {
     const view = clusterView([minion, master2, master], new Map([[master2.id, ledgerOf(master2)]]));
     expect(view.masters.map((m) => m.id)).toEqual([master.id, master2.id]);
+    expect(view.masterIps).toEqual([master.ip, master2.ip]);
     expect(view.deployedMasters.map((m) => m.id)).toEqual([master2.id]);
+  });
+
+  it('keeps a deployed master that stopped announcing among the masters\' addresses (an etcd member until removed), not one never deployed', () => {
+    const gone = makeRecord(3, 'master');
+    const neverDeployed = makeRecord(4, 'master');
+    const ledger = new Map([
+      [master.id, ledgerOf(master)],
+      [gone.id, ledgerOf(gone)],
+      [neverDeployed.id, ledgerOf(neverDeployed, 1)],
+    ]);
+    const view = clusterView([master, minion], ledger);
+    expect(view.masters.map((m) => m.id)).toEqual([master.id]);
+    expect(view.masterIps).toEqual([master.ip, gone.ip]);
+    expect(view.deployedMasters.map((m) => m.id)).toEqual([master.id]);
+  });
+
+  it('lets a master with changed units deploy while a deployed master is away: the away one still counts toward the expected masters', () => {
+    const gone = makeRecord(3, 'master');
+    const ledger = new Map([
+      [master.id, ledgerOf(master, undefined, fakeUnits('v0'))],
+      [gone.id, ledgerOf(gone)],
+    ]);
+    expect(find(plan({ machines: [desired(master), desired(minion)], expectedMasters: 2 }, { ledger }), master)).toMatchObject({ action: 'deploy', reason: 'units-changed' });
   });
 });
 

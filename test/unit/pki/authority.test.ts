@@ -28,8 +28,8 @@ let m1: MachinePki;
 let n1: MachinePki;
 
 beforeAll(async () => {
-  m1 = await ca.issueFor(spec, machines, master1);
-  n1 = await ca.issueFor(spec, machines, minion1);
+  m1 = await ca.issueFor(spec, master1);
+  n1 = await ca.issueFor(spec, minion1);
 });
 
 describe('the certificate authority', () => {
@@ -100,23 +100,24 @@ describe('the certificate authority', () => {
     expect(m1.serviceAccount?.privateKey).toMatch(/^-----BEGIN PRIVATE KEY-----/);
     expect(m1.serviceAccount?.publicKey).toMatch(/^-----BEGIN PUBLIC KEY-----/);
     expect(n1.serviceAccount).toBeUndefined();
-    expect((await ca.issueFor(spec, machines, master1)).serviceAccount).toEqual(m1.serviceAccount);
+    expect((await ca.issueFor(spec, master1)).serviceAccount).toEqual(m1.serviceAccount);
   });
 
   it('issues nothing the second time: same certificates, same keys', async () => {
-    const again = await ca.issueFor(spec, machines, master1);
+    const again = await ca.issueFor(spec, master1);
     expect(again.issued).toEqual([]);
     expect(again.pairs).toEqual(m1.pairs);
   });
 
-  it("re-issues a master's API server cert, keeping its key, when a master joins — and nothing else", async () => {
+  it("re-issues a master's API server cert, keeping its key, when its names change (a public endpoint added) — and nothing else", async () => {
     const s = new MemoryPkiStore();
     const a = new CertificateAuthority({ store: s, clock, cluster: 'demo' });
-    const before = await a.issueFor(spec, [master1], master1);
-    const after = await a.issueFor(spec, [master1, master2], master1);
+    const before = await a.issueFor(spec, master1);
+    expect((await a.issueFor(spec, master1)).issued).toEqual([]);
+    const after = await a.issueFor(spec, master1, { apiEndpoints: ['203.0.113.7'] });
     expect(after.issued.map((i) => [i.name, i.reason])).toEqual([[machineCertName(master1.id, 'apiServer'), 'sans-changed']]);
     expect(after.pairs.apiServer!.key).toBe(before.pairs.apiServer!.key);
-    expect(info(after.pairs.apiServer!.cert).ipAddresses).toContain('10.240.0.33');
+    expect(info(after.pairs.apiServer!.cert).ipAddresses).toContain('203.0.113.7');
     expect(after.pairs.etcdServer).toEqual(before.pairs.etcdServer);
   });
 
@@ -124,11 +125,11 @@ describe('the certificate authority', () => {
     const s = new MemoryPkiStore();
     const c = manualClock();
     const a = new CertificateAuthority({ store: s, clock: c, cluster: 'demo' });
-    const first = await a.issueFor(spec, machines, minion1);
+    const first = await a.issueFor(spec, minion1);
     c.advance(334 * DAY);
-    expect((await a.issueFor(spec, machines, minion1)).issued).toEqual([]);
+    expect((await a.issueFor(spec, minion1)).issued).toEqual([]);
     c.advance(2 * DAY);
-    const renewed = await a.issueFor(spec, machines, minion1);
+    const renewed = await a.issueFor(spec, minion1);
     expect(renewed.issued.map((i) => i.reason)).toEqual(certEntriesOf('minion').map(() => 'expiring'));
     expect(renewed.clusterCa).toBe(first.clusterCa);
     expect(info(renewed.pairs.kubelet!.cert).notAfter).toBe(c.now() + 365 * DAY);
@@ -136,9 +137,9 @@ describe('the certificate authority', () => {
 
   it('re-makes a lost CA certificate from its stored key, so existing leaves stay valid', async () => {
     const s = new MemoryPkiStore();
-    const first = await new CertificateAuthority({ store: s, clock, cluster: 'demo' }).issueFor(spec, machines, minion1);
+    const first = await new CertificateAuthority({ store: s, clock, cluster: 'demo' }).issueFor(spec, minion1);
     await s.write(`${CA_NAMES.cluster}.crt`, 'garbage');
-    const again = await new CertificateAuthority({ store: s, clock, cluster: 'demo' }).issueFor(spec, machines, minion1);
+    const again = await new CertificateAuthority({ store: s, clock, cluster: 'demo' }).issueFor(spec, minion1);
     expect(again.clusterCa).not.toBe(first.clusterCa);
     expect(again.issued).toEqual([]);
     expect(await isSignedBy(first.pairs.kubelet!.cert, again.clusterCa)).toBe(true);

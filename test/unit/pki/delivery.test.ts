@@ -14,8 +14,8 @@ let minion: MachinePki;
 let discovery: DiscoveryPki;
 
 beforeAll(async () => {
-  master = await ca.issueFor(spec, [master1, minion1], master1);
-  minion = await ca.issueFor(spec, [master1, minion1], minion1);
+  master = await ca.issueFor(spec, master1);
+  minion = await ca.issueFor(spec, minion1);
   discovery = await ca.ensureDiscovery(spec);
 });
 

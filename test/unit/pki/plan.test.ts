@@ -4,7 +4,7 @@ import { planIssuance, reasonToIssue, RENEW_BEFORE_MS, type CertFacts, type Exis
 import { DAY, master1, minion1, spec } from './fixtures.ts';
 
 const NOW = Date.parse('2026-11-21T22:00:00Z');
-const kubelet = machineProfiles(spec, [master1, minion1], minion1).find((p) => p.name.endsWith('/kubelet'))!;
+const kubelet = machineProfiles(spec, minion1).find((p) => p.name.endsWith('/kubelet'))!;
 const cas = { cluster: 'aa', etcd: 'bb', 'front-proxy': 'dd', discovery: 'cc' };
 
 function issued(p: CertProfile, change: Partial<CertFacts> = {}): Existing {
