@@ -60,6 +60,11 @@ export interface LedgerEntry {
    * it set has served the API (minions render against such masters, see reconciler.ts ClusterView)
    */
   readonly deployedAt: string | null;
+  /**
+   * the earliest expiry (ISO 8601) of the certificates the deployed units deliver (`corekube status`
+   * certificatesExpire); null when they deliver none (absent in entries written before it was recorded)
+   */
+  readonly certificatesExpire: string | null;
   readonly updatedAt: string;
 }
 
@@ -86,7 +91,7 @@ function freeze(entry: LedgerEntry): LedgerEntry {
 export function beginDeployment(
   prev: LedgerEntry | null,
   record: MachineRecord,
-  units: { readonly hash: string; readonly stepIds: readonly StepId[] },
+  units: { readonly hash: string; readonly stepIds: readonly StepId[]; readonly certificatesExpire?: string | null },
   remaining: readonly StepId[],
   now: string,
 ): LedgerEntry {
@@ -109,6 +114,7 @@ export function beginDeployment(
     startedAt: now,
     finishedAt: first === undefined ? now : null,
     deployedAt: prev?.deployedAt ?? (first === undefined ? now : null),
+    certificatesExpire: units.certificatesExpire ?? null,
     updatedAt: now,
   });
 }
@@ -161,6 +167,7 @@ export function machineFailed(prev: LedgerEntry | null, record: MachineRecord, u
     startedAt: prev?.startedAt ?? now,
     finishedAt: now,
     deployedAt: prev?.deployedAt ?? null,
+    certificatesExpire: prev?.certificatesExpire ?? null,
     updatedAt: now,
   });
 }
@@ -206,7 +213,8 @@ export function parseLedgerEntry(text: string): LedgerEntry | null {
     if (!strOrNull(s.startedAt) || !strOrNull(s.finishedAt) || !strOrNull(s.lastError)) return null;
   }
   if (!(v.plan as string[]).every((id) => isObject((v.steps as Record<string, unknown>)[id]))) return null;
-  return freeze(structuredClone(v) as unknown as LedgerEntry);
+  if (v.certificatesExpire !== undefined && !strOrNull(v.certificatesExpire)) return null;
+  return freeze({ ...(structuredClone(v) as unknown as LedgerEntry), certificatesExpire: (v.certificatesExpire as string | null | undefined) ?? null });
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

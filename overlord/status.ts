@@ -11,7 +11,7 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  * works from anywhere that reaches etcd and needs no running overlord. The shape is an interface that
  * scripts rely on (`corekube status --json`, `corekube demo --json`):
  *
- *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet","node"}…],"leader":"<id>"}
+ *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet","node","certificatesExpire"}…],"leader":"<id>"}
  *
  * - pending: announced, nothing done yet (or waiting for a master) — with step `join` while the machine has
  *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/discovery/admission.ts); deploying: a deployment is under way
@@ -23,6 +23,8 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  * - `node`: the machine's Kubernetes Node as the overlord last saw it (overlord/kubernetes/node-states.ts):
  *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
+ * - `certificatesExpire`: the earliest expiry (ISO 8601) of the certificates the overlord last deployed to the
+ *   machine (the ledger records it with the deployment), null before its first deployment.
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
@@ -36,6 +38,7 @@ export interface MachineStatus {
   readonly error: string | null;
   readonly subnet: string | null;
   readonly node: NodeState | null;
+  readonly certificatesExpire: string | null;
 }
 
 export interface StatusReport {
@@ -58,7 +61,7 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
   const rows = new Map<string, MachineStatus>();
   for (const r of records) {
     if ('invalid' in r) {
-      rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'failed', step: null, error: `skipped: ${r.invalid}`, subnet: null, node: null });
+      rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'failed', step: null, error: `skipped: ${r.invalid}`, subnet: null, node: null, certificatesExpire: null });
       continue;
     }
     rows.set(r.id, rowOf(r.record.id, r.record.role, r.record.ip, ledger.get(r.id) ?? null, r.record.bootId));
@@ -67,7 +70,7 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
     if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
   }
   for (const r of joining) {
-    if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null });
+    if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null, certificatesExpire: null });
   }
   for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null, node: nodes.get(id) ?? null });
   const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
@@ -76,7 +79,7 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
 }
 
 function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, bootId: string): MachineStatus {
-  const none = { subnet: null, node: null };
+  const none = { subnet: null, node: null, certificatesExpire: entry?.certificatesExpire ?? null };
   if (!entry) return { id, role, ip, state: 'pending', step: null, error: null, ...none };
   const step = currentStep(entry);
   if (entry.state === 'failed') return { id, role, ip, state: 'failed', step, error: entry.error, ...none };
@@ -135,9 +138,9 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
 export function formatStatusTable(report: StatusReport): string {
   const leader = `leader: ${report.leader ?? 'none (no overlord is running, or none has been elected yet)'}\n`;
   if (report.machines.length === 0) return `no machines have announced themselves yet\n${leader}`;
-  const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'NODE', 'STEP', 'ERROR'];
+  const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'NODE', 'CERTS EXPIRE', 'STEP', 'ERROR'];
   const node = (n: NodeState | null) => (n === null ? '-' : `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`);
-  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
+  const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.certificatesExpire?.slice(0, 10) ?? '-', m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');

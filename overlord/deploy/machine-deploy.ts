@@ -105,7 +105,7 @@ class Deployment {
     private readonly signal: AbortSignal,
   ) {
     this.log = deps.log.child({ machine: p.id, role: p.role, hostname: record.hostname });
-    this.entry = beginDeployment(deps.ledger.get(p.id), record, { hash: p.unitsHash, stepIds: p.stepIds }, p.steps.map((s) => s.id), this.now());
+    this.entry = beginDeployment(deps.ledger.get(p.id), record, { hash: p.unitsHash, stepIds: p.stepIds, certificatesExpire: p.certificatesExpire }, p.steps.map((s) => s.id), this.now());
   }
 
   async run(): Promise<Outcome> {

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../../units/index.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
@@ -36,6 +37,28 @@ export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (reco
     const rendered = wiring.nodeReady && node !== undefined ? units : withoutNode;
     if (!wiring.machineFiles) return rendered;
     const files = [...rendered.files, ...wiring.machineFiles(record, view)];
-    return { ...rendered, files, hash: hashFiles(files) };
+    const expire = certificatesExpire(files);
+    return { ...rendered, files, hash: hashFiles(files), ...(expire === undefined ? {} : { certificatesExpire: expire }) };
   };
 }
+
+/** The earliest notAfter (ISO 8601) of the PEM certificates among `files`, or undefined when there are none. */
+export function certificatesExpire(files: readonly RemoteFile[]): string | undefined {
+  let earliest: number | undefined;
+  for (const f of files) {
+    if (!f.content.includes(PEM_CERTIFICATE)) continue;
+    for (const pem of f.content.match(PEM_BLOCKS) ?? []) {
+      let at: number;
+      try {
+        at = Date.parse(new X509Certificate(pem).validTo);
+      } catch {
+        continue; // not a certificate its consumer could load either: not this function's to judge
+      }
+      if (earliest === undefined || at < earliest) earliest = at;
+    }
+  }
+  return earliest === undefined ? undefined : new Date(earliest).toISOString();
+}
+
+const PEM_CERTIFICATE = '-----BEGIN CERTIFICATE-----';
+const PEM_BLOCKS = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;

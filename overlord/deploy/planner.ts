@@ -69,6 +69,8 @@ export type MachinePlan =
       /** every step of the machine's units, in order (the ledger's `plan`) */
       readonly stepIds: readonly StepId[];
       readonly unitsHash: string;
+      /** the earliest expiry of the certificates the units deliver (RenderedUnits.certificatesExpire), or null */
+      readonly certificatesExpire: string | null;
     })
   | (PlanBase & { readonly action: 'wait'; readonly reason: string })
   | (PlanBase & { readonly action: 'fail'; readonly reason: string })
@@ -177,7 +179,7 @@ export function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePl
   }
   const steps = stepsOf(m.units);
   const stepIds = steps.map((s) => s.id);
-  const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash });
+  const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash, certificatesExpire: m.units.certificatesExpire ?? null });
   if (entry === null) return deploy('new', steps);
   if (entry.unitsHash !== m.units.hash) return deploy('units-changed', steps);
   const notDone = (s: Step) => entry.steps[s.id]?.state !== 'done';

@@ -105,6 +105,12 @@ describe('machine PKI in the write-units step', () => {
     expect(readCertificate(n.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet').commonName).toBe(`system:node:${minion.hostname}`);
     expect(readCertificate(m.get(PKI_PATHS.frontProxyClient.cert)!.content, 'front-proxy-client').commonName).toBe('front-proxy-client');
     expect(m.get(PKI_PATHS.frontProxyCa)).toMatchObject({ mode: '0644' });
+    // the ledger records when the earliest of the delivered certificates expires (`corekube status` certificatesExpire)
+    const kubeletExpires = readCertificate(n.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet').notAfter;
+    const recorded = Date.parse(w.ledger(minion.id).certificatesExpire!);
+    expect(recorded).toBeLessThanOrEqual(kubeletExpires);
+    expect(recorded).toBeGreaterThan(kubeletExpires - 60_000);
+    expect(w.ledger(master1.id).certificatesExpire).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/);
     // each machine's own client certificate for discovery's etcd (flanneld presents it)
     for (const [files, record] of [[m, master1], [n, minion]] as const) {
       expect(readCertificate(files.get(PKI_PATHS.discoveryClient.cert)!.content, 'discovery-client').commonName).toBe(`machine-${record.id}`);

@@ -99,13 +99,19 @@ describe('status rows', () => {
       [{ id: minion.id, record: minion }, { id: master.id, record: master }, { id: 'f'.repeat(32), invalid: 'record is not JSON', role: null, ip: null }],
       new Map([[master.id, deployed], [minion.id, deploying]]),
     );
-    expect(report.machines.map((m) => Object.keys(m))).toEqual(Array(3).fill(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node']));
+    expect(report.machines.map((m) => Object.keys(m))).toEqual(Array(3).fill(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node', 'certificatesExpire']));
     expect(report.machines).toEqual([
-      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
-      { id: minion.id, role: 'minion', ip: minion.ip, state: 'deploying', step: 'daemon-reload', error: null, subnet: null, node: null },
-      { id: 'f'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record is not JSON', subnet: null, node: null },
+      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null, certificatesExpire: null },
+      { id: minion.id, role: 'minion', ip: minion.ip, state: 'deploying', step: 'daemon-reload', error: null, subnet: null, node: null, certificatesExpire: null },
+      { id: 'f'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record is not JSON', subnet: null, node: null, certificatesExpire: null },
     ]);
     expect(formatStatusTable(report)).toContain('3 machines: 1 deployed, 1 deploying, 0 pending, 1 failed');
+  });
+
+  it('shows the earliest expiry of the certificates the overlord deployed to a machine, from its ledger', () => {
+    const report = machineStatuses([{ id: master.id, record: master }, { id: minion.id, record: minion }], new Map([[master.id, { ...deployed, certificatesExpire: '2027-12-06T18:43:17.000Z' }]]));
+    expect(report.machines.map((m) => m.certificatesExpire)).toEqual(['2027-12-06T18:43:17.000Z', null]);
+    expect(formatStatusTable(report)).toMatch(/ deployed +- +2027-12-06 /);
   });
 
   it('shows a machine without a ledger as pending, and a deployed machine in a new boot as deploying', () => {
@@ -118,8 +124,8 @@ describe('status rows', () => {
     const joining = makeRecord(20, 'minion');
     const report = machineStatuses([{ id: master.id, record: master }], new Map([[master.id, deployed]]), new Map(), [joining, master]);
     expect(report.machines).toEqual([
-      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
-      { id: joining.id, role: 'minion', ip: joining.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null },
+      { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null, certificatesExpire: null },
+      { id: joining.id, role: 'minion', ip: joining.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null, certificatesExpire: null },
     ]);
   });
 
@@ -131,7 +137,7 @@ describe('status rows', () => {
       [minion.id, '10.244.3.0/24', node],
     ]);
     const table = formatStatusTable(report);
-    expect(table).toMatch(/^ID +ROLE +IP +SUBNET +STATE +NODE +STEP +ERROR$/m);
+    expect(table).toMatch(/^ID +ROLE +IP +SUBNET +STATE +NODE +CERTS EXPIRE +STEP +ERROR$/m);
     expect(table).toContain(`${minion.hostname} NotReady`);
     expect(table).toContain('KubeletNotReady: container runtime network not ready');
   });
