@@ -65,6 +65,11 @@ export interface LedgerEntry {
    * certificatesExpire); null when they deliver none (absent in entries written before it was recorded)
    */
   readonly certificatesExpire: string | null;
+  /**
+   * per started unit, the inputs hash (Step `inputs`) it last ran on — recorded when its start step is done,
+   * kept through redeploys: a unit whose inputs changed since is restarted (overlord/deploy/planner.ts)
+   */
+  readonly applied: Readonly<Record<string, string>>;
   readonly updatedAt: string;
 }
 
@@ -81,6 +86,7 @@ function freeze(entry: LedgerEntry): LedgerEntry {
   for (const s of Object.values(entry.steps)) Object.freeze(s);
   Object.freeze(entry.steps);
   Object.freeze(entry.plan);
+  Object.freeze(entry.applied);
   return Object.freeze(entry);
 }
 
@@ -115,6 +121,7 @@ export function beginDeployment(
     finishedAt: first === undefined ? now : null,
     deployedAt: prev?.deployedAt ?? (first === undefined ? now : null),
     certificatesExpire: units.certificatesExpire ?? null,
+    applied: prev?.applied ?? {},
     updatedAt: now,
   });
 }
@@ -126,11 +133,13 @@ function identityOf(record: MachineRecord) {
 
 /**
  * A step finished. With `startNext`, the next step that is not done is recorded in flight in the same
- * write (one write per step); the last step done makes the machine deployed.
+ * write (one write per step); the last step done makes the machine deployed. `applied`: a start step's unit
+ * now runs on these inputs (recorded in `applied`).
  */
-export function stepDone(entry: LedgerEntry, step: StepId, now: string, options: { startNext: boolean }): LedgerEntry {
+export function stepDone(entry: LedgerEntry, step: StepId, now: string, options: { startNext: boolean; applied?: { readonly unit: string; readonly inputs: string } }): LedgerEntry {
   const old = stepOf(entry, step);
-  let next = withStep(entry, step, { ...old, state: 'done', finishedAt: now, lastError: null }, now);
+  const applied = options.applied ? { ...entry.applied, [options.applied.unit]: options.applied.inputs } : entry.applied;
+  let next = withStep({ ...entry, applied }, step, { ...old, state: 'done', finishedAt: now, lastError: null }, now);
   const following = next.plan.find((id) => next.steps[id]?.state !== 'done');
   if (following === undefined) {
     return freeze({ ...next, state: 'deployed', error: null, retryable: false, finishedAt: now, deployedAt: next.deployedAt ?? now });
@@ -168,6 +177,7 @@ export function machineFailed(prev: LedgerEntry | null, record: MachineRecord, u
     finishedAt: now,
     deployedAt: prev?.deployedAt ?? null,
     certificatesExpire: prev?.certificatesExpire ?? null,
+    applied: prev?.applied ?? {},
     updatedAt: now,
   });
 }
@@ -214,7 +224,12 @@ export function parseLedgerEntry(text: string): LedgerEntry | null {
   }
   if (!(v.plan as string[]).every((id) => isObject((v.steps as Record<string, unknown>)[id]))) return null;
   if (v.certificatesExpire !== undefined && !strOrNull(v.certificatesExpire)) return null;
-  return freeze({ ...(structuredClone(v) as unknown as LedgerEntry), certificatesExpire: (v.certificatesExpire as string | null | undefined) ?? null });
+  if (v.applied !== undefined && !(isObject(v.applied) && Object.values(v.applied).every(str))) return null;
+  return freeze({
+    ...(structuredClone(v) as unknown as LedgerEntry),
+    certificatesExpire: (v.certificatesExpire as string | null | undefined) ?? null,
+    applied: (v.applied as Record<string, string> | undefined) ?? {},
+  });
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

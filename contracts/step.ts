@@ -49,8 +49,10 @@ export type Step =
   /**
    * Start a unit and wait: `exited` = a oneshot that must finish successfully (the download);
    * `active` = a service that must be running. A unit that reaches `failed` fails the step at once.
+   * `inputs`: a hash of the files the unit reads (overlord/deploy/unit-inputs.ts), recorded in the ledger once
+   * the unit runs on them; `restart`: it runs on older inputs — restart it, and wait for a new invocation.
    */
-  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: Until }
+  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: Until; readonly inputs: string; readonly restart?: boolean }
   /**
    * The machine's kubelet registered its Node, which has its pod subnet as podCIDR and is Ready (run through the
    * Kubernetes API, not SSH: overlord/kubernetes/node-ready.ts). The last step of a machine that runs a kubelet.

@@ -82,7 +82,7 @@ export async function runStep(ports: ExecutorPorts, target: HostTarget, step: St
       await mustSucceed('systemctl daemon-reload', remote.daemonReload(options.remote));
       return { changed: true };
     case 'start':
-      return startAndWait(ports, target, step.unit, step.until, options, run, mustSucceed, signal);
+      return startAndWait(ports, target, step.unit, step.until, step.restart === true, options, run, mustSucceed, signal);
     case 'node-ready':
       if (!ports.nodes) throw new CorekubeError('E_INTERNAL', `a node-ready step for ${step.node}, but this overlord has no Kubernetes API`, { hint: 'runOverlord needs its kubernetes option to deploy machines that run a kubelet' });
       return ports.nodes.ensureReady(target, step.node, signal);
@@ -96,6 +96,7 @@ async function startAndWait(
   target: HostTarget,
   unit: string,
   until: Until,
+  restart: boolean,
   options: ExecutorOptions,
   run: Run,
   mustSucceed: (what: string, argv: readonly string[]) => Promise<unknown>,
@@ -106,20 +107,23 @@ async function startAndWait(
   // starts it at every boot by itself, in its dependency order, whether or not an overlord is running
   await mustSucceed(`systemctl enable ${unit}`, remote.enableUnit(options.remote, unit));
   const before = await read();
-  if (reached(before, until, null)) return { changed: false };
+  // a restart (the unit runs on older inputs) is never skipped: it is done once a new invocation is up
+  const fresh = restart ? before.invocationId : null;
+  if (!restart && reached(before, until, null)) return { changed: false };
   if (before.activeState === 'failed') await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));
 
+  const verb = restart ? 'restart' : 'start';
   const started = ports.clock.now();
   const deadline = started + options.startTimeoutMs[until];
   try {
-    const job = await run(remote.startUnit(options.remote, unit), undefined, options.startTimeoutMs[until]);
+    const job = await run(restart ? remote.restartUnit(options.remote, unit) : remote.startUnit(options.remote, unit), undefined, options.startTimeoutMs[until]);
     if (job.code !== 0) {
       // a failed job is read below (failed, or restarting: E_UNIT_FAILED with the journal); anything else
       // (no such unit, no privilege) is the command's own failure
       const state = await read();
-      if (!hasFailed(state) && !reached(state, until, before.invocationId)) {
-        throw new CorekubeError('E_COMMAND_FAILED', `systemctl start ${unit} on ${target.ip} exited ${job.code}: ${excerpt(job.stderr || job.stdout)}`, {
-          hint: `run 'systemctl start ${unit}' on ${target.ip} to see why`,
+      if (!hasFailed(state) && !reached(state, until, before.invocationId, fresh)) {
+        throw new CorekubeError('E_COMMAND_FAILED', `systemctl ${verb} ${unit} on ${target.ip} exited ${job.code}: ${excerpt(job.stderr || job.stdout)}`, {
+          hint: `run 'systemctl ${verb} ${unit}' on ${target.ip} to see why`,
           retryable: true,
         });
       }
@@ -137,7 +141,7 @@ async function startAndWait(
   for (let first = true; ; first = false) {
     if (!first) await ports.clock.sleep(Math.min(polls.next(), Math.max(0, deadline - ports.clock.now())), signal);
     const state = await read();
-    if (reached(state, until, before.invocationId)) return { changed: true };
+    if (reached(state, until, before.invocationId, fresh)) return { changed: true };
     if (hasFailed(state)) {
       const journal = await journalOf(run, options, unit);
       throw new CorekubeError('E_UNIT_FAILED', `${unit} failed on ${target.ip} (${describe(state)})${journal}`, {
@@ -159,8 +163,10 @@ async function startAndWait(
  * Has the unit reached the step's target? `exited`: a oneshot that finished successfully — `active/exited`
  * with RemainAfterExit, or `inactive` with result `success` from a run of this boot (an invocation id, and
  * a new one when we started it: `before` is the id seen before our start, null when only checking).
+ * `replaced`: after a restart, the invocation id seen before it — only a newer invocation counts.
  */
-export function reached(state: remote.UnitState, until: Until, before: string | null): boolean {
+export function reached(state: remote.UnitState, until: Until, before: string | null, replaced: string | null = null): boolean {
+  if (replaced !== null && replaced !== '' && state.invocationId === replaced) return false;
   if (until === 'active') return state.activeState === 'active' || state.activeState === 'reloading';
   if (state.activeState === 'active' && state.subState === 'exited') return true;
   return state.activeState === 'inactive' && state.result === 'success' && state.invocationId !== '' && state.invocationId !== before;

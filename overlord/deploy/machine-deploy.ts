@@ -140,7 +140,8 @@ class Deployment {
       return 'changed';
     }
     const slog = this.log.child({ step: step.id });
-    slog.info({ event: 'step.start' }, 'step started');
+    const restart = step.kind === 'start' && step.restart === true;
+    slog.info({ event: 'step.start', ...(restart ? { restart: true } : {}) }, restart ? 'step started: a restart (the unit runs on files that changed since)' : 'step started');
     const ts = this.deps.clock.now();
     const run = await this.attempts(step, slog);
     if (run === 'stopped') return 'stopped'; // the step stays recorded in flight
@@ -151,7 +152,7 @@ class Deployment {
       return run.requeue ? 'requeue' : 'failed';
     }
     slog.info({ event: 'step.done', durationMs: this.deps.clock.now() - ts, changed: run.changed }, run.changed ? 'step done' : 'step done (already so on the machine)');
-    this.entry = stepDone(this.entry, step.id, this.now(), { startNext: !this.signal.aborted });
+    this.entry = stepDone(this.entry, step.id, this.now(), { startNext: !this.signal.aborted, ...(step.kind === 'start' ? { applied: { unit: step.unit, inputs: step.inputs } } : {}) });
     await this.write(this.entry);
     return undefined;
   }

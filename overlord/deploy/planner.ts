@@ -2,6 +2,7 @@ import { sortIps } from '../../clusterspec/cidr.ts';
 import type { LedgerEntry } from '../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import { byRoleThenId, ROLE_TRAITS, type Role } from '../../contracts/roles.ts';
+import { unitInputs } from './unit-inputs.ts';
 import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/step.ts';
 
 /**
@@ -28,6 +29,9 @@ import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/s
  * 9. Minions wait until at least one master has been deployed (its API is up) and no master is being
  *    deployed (new, rebooted or changed): a minion renders against the deployed masters, so starting it
  *    while the second of three masters deploys would redeploy it when that master is done.
+ * 10. A deployed master whose units change (or whose change was left half done) waits while another
+ *    deployed master changes: one master at a time, so etcd keeps its quorum and the API its servers. New
+ *    masters (the initial cluster) start together.
  * Order: masters first, then minions, each by id.
  */
 export type DesiredMachine =
@@ -78,10 +82,11 @@ export type MachinePlan =
 
 /** The steps of one machine's units, in order. */
 export function stepsOf(units: RenderedUnits): Step[] {
+  const inputs = unitInputs(units);
   return [
     { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
     { kind: 'daemon-reload', id: 'daemon-reload' },
-    ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until })),
+    ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until, inputs: inputs.get(s.unit)! })),
     ...(units.node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node: units.node } as const]),
   ];
 }
@@ -112,6 +117,13 @@ export interface Gates {
   readonly announcedMasters: number;
   readonly masterDeployed: boolean;
   readonly mastersBusy: boolean;
+  /**
+   * the one master whose running control plane may change now (rule 10): the first deployed master, in plan
+   * order, with a change to apply; undefined when none has one
+   */
+  readonly changingMaster: string | undefined;
+  /** the masters deployed once (ledger `deployedAt`): their control plane runs */
+  readonly runningMasters: ReadonlySet<string>;
 }
 
 /** PURE: the gates, from every announced master. */
@@ -134,6 +146,7 @@ export function gatesOf(masterPlans: readonly MachinePlan[], expectedMasters: nu
     announcedMasters: Math.max(members, masterPlans.length),
     masterDeployed: masterPlans.some((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null),
     mastersBusy: masterPlans.some((p) => p.action === 'deploy' && p.reason !== 'retry'),
+    ...runningChange(masterPlans, observed),
   };
 }
 
@@ -145,8 +158,23 @@ export function planGated(machine: DesiredMachine, gates: Gates, observed: Obser
 /** PURE: a plan under the gates: a machine with work to do waits while its role's gate is closed. */
 export function gated(p: MachinePlan, g: Gates): MachinePlan {
   if (p.action !== 'deploy' && p.action !== 'fail') return p;
-  const reason = gateReason(p.role, g);
+  const reason = gateReason(p.role, g) ?? oneMasterAtATime(p, g);
   return reason === undefined ? p : { id: p.id, role: p.role, action: 'wait', reason };
+}
+
+/** Deploy reasons that change a running control plane (a deployed master's units, or a change left half done). */
+const CHANGES: readonly DeployReason[] = ['units-changed', 'resume', 'retry'];
+
+function runningChange(masterPlans: readonly MachinePlan[], observed: Observed): Pick<Gates, 'changingMaster' | 'runningMasters'> {
+  const runningMasters = new Set(masterPlans.filter((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null).map((p) => p.id));
+  const changing = masterPlans.find((p) => p.action === 'deploy' && CHANGES.includes(p.reason) && runningMasters.has(p.id));
+  return { changingMaster: changing?.id, runningMasters };
+}
+
+/** Rule 10: a running master changes only while no other master does (etcd keeps its quorum, the API its servers). */
+function oneMasterAtATime(p: MachinePlan & { action: 'deploy' | 'fail' }, g: Gates): string | undefined {
+  if (p.action !== 'deploy' || !g.runningMasters.has(p.id) || !CHANGES.includes(p.reason)) return undefined;
+  return g.changingMaster === undefined || g.changingMaster === p.id ? undefined : `waiting for master ${g.changingMaster} to finish its change (masters change one at a time)`;
 }
 
 /** PURE: why a machine of this role with work to do must wait (rules 8 and 9), or undefined when it need not. */
@@ -177,14 +205,38 @@ export function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePl
     const recorded = entry?.state === 'failed' && entry.error === m.renderError && entry.bootId === m.record.bootId;
     return recorded ? { ...base, action: 'none', state: 'failed' } : { ...base, action: 'fail', reason: m.renderError };
   }
-  const steps = stepsOf(m.units);
+  const steps = withRestarts(stepsOf(m.units), entry);
   const stepIds = steps.map((s) => s.id);
   const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash, certificatesExpire: m.units.certificatesExpire ?? null });
   if (entry === null) return deploy('new', steps);
   if (entry.unitsHash !== m.units.hash) return deploy('units-changed', steps);
   const notDone = (s: Step) => entry.steps[s.id]?.state !== 'done';
-  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start' || s.kind === 'node-ready'));
+  // a new boot started every enabled unit on the files it found: check them, restart none
+  if (entry.bootId !== m.record.bootId) return deploy('reboot', steps.filter((s) => notDone(s) || s.kind === 'start' || s.kind === 'node-ready').map(withoutRestart));
   if (entry.state === 'failed') return entry.retryable ? deploy('retry', steps.filter(notDone)) : { ...base, action: 'none', state: 'failed' };
   if (entry.state === 'deployed') return { ...base, action: 'none', state: 'deployed' };
   return deploy('resume', steps.filter(notDone));
+}
+
+/**
+ * PURE: the start steps of units that run on older inputs than these units give them (the ledger's `applied`
+ * differs from the step's `inputs`) marked `restart`; once the download restarts (new release binaries), every
+ * unit started after it restarts too. A unit the ledger never recorded (new, or a ledger from before `applied`)
+ * is only started: it starts on the new files, or it already runs on them.
+ */
+export function withRestarts(steps: readonly Step[], entry: LedgerEntry | null): Step[] {
+  let cascade = false;
+  return steps.map((s) => {
+    if (s.kind !== 'start') return s;
+    const applied = entry?.applied[s.unit];
+    const restart = cascade || (applied !== undefined && applied !== s.inputs);
+    if (restart && s.until === 'exited') cascade = true;
+    return restart ? { ...s, restart: true } : s;
+  });
+}
+
+function withoutRestart(s: Step): Step {
+  if (s.kind !== 'start' || !s.restart) return s;
+  const { restart: _restart, ...rest } = s;
+  return rest;
 }

@@ -30,7 +30,7 @@ import { announce, CLI, doneSteps, doneUnitFacts, inFlight, ledgerText, notDeplo
 import { etcdMissing, startEtcd, type EtcdServer } from '../../localcloud/etcd/etcd.ts';
 import { bootMachines, machinesMissing, netFromEnv, type Fleet, type Machine } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
-import { DEPLOYED_FOR, FAULT_FILE, TEST_SERVICES, testUnits } from '../harness/test-units.ts';
+import { DEPLOYED_FOR, FAULT_FILE, TEST_SERVICES, TEST_UNIT, testUnits, unitFacts } from '../harness/test-units.ts';
 import type { UnitFacts } from '../harness/test-units.ts';
 
 const run = promisify(execFile);
@@ -110,7 +110,7 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
     return { stream, text, lines: () => text().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
   }
 
-  async function startInProcess(cluster: string, expected: { masters: number; minions: number }, sink: Writable): Promise<Overlord> {
+  async function startInProcess(cluster: string, expected: { masters: number; minions: number }, sink: Writable, unitsFor = testUnits()): Promise<Overlord> {
     const store = createEtcdStore({ endpoints: [etcd.endpoints[0]!] });
     stores.push(store);
     const keys = clusterKeys(cluster);
@@ -120,7 +120,7 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
       {
         cluster,
         sshUser: 'corekube',
-        unitsFor: testUnits(),
+        unitsFor,
         expected,
         concurrency: 4,
         retry: { retries: 1, initialMs: 300, factor: 1, maxMs: 300 },
@@ -218,6 +218,50 @@ describe.skipIf(skip)('overlord deploys machines over SSH (e2e)', () => {
     expect(row?.error).toContain('refusing to start');
     await overlord.stop();
   }, 120_000);
+
+  it('applies a change: restarts exactly the units whose files changed (all after the oneshot when it changed), records what each runs on, leaves the rest running', async () => {
+    const cluster = 'e2e-apply';
+    const [master, minion] = await fleet.add([{ hostname: 'apply-master' }, { hostname: 'apply-minion' }]);
+    let editions: Record<string, number> = {};
+    await announce(client, cluster, master!, 'master');
+    await announce(client, cluster, minion!, 'minion');
+    const sink = logSink();
+    const overlord = await startInProcess(cluster, { masters: 1, minions: 1 }, sink.stream, testUnits({ editions: () => editions }));
+    await untilStates(cluster, { [master!.id]: 'deployed', [minion!.id]: 'deployed' }, 60_000);
+    const minionUnits = [TEST_UNIT, ...TEST_SERVICES.minion];
+    const masterUnits = [TEST_UNIT, ...TEST_SERVICES.master];
+    const ids = async (m: Machine, units: readonly string[]) => Object.fromEntries(Object.entries(await unitFacts(m, units)).map(([u, f]) => [u, f.invocationId]));
+    const first = { minion: await ids(minion!, minionUnits), master: await ids(master!, masterUnits), ledger: await readLedger(client, cluster) };
+    expect(Object.keys(first.ledger.get(minion!.id)!.applied).sort()).toEqual([...minionUnits].sort());
+
+    // one service's unit file changes: that service alone restarts
+    const node = TEST_SERVICES.minion.at(-1)!;
+    editions = { [node]: 1 };
+    const mark = sink.lines().length;
+    await announce(client, cluster, minion!, 'minion'); // a new record: the overlord renders the minion's units again
+    const redeployed = async () => (await readLedger(client, cluster)).get(minion!.id)!;
+    await until('the minion is deployed with its new units', async () => { const e = await redeployed(); return e.state === 'deployed' && e.unitsHash !== first.ledger.get(minion!.id)!.unitsHash; }, 60_000, async () => ledgerText(await readLedger(client, cluster)));
+    const second = await ids(minion!, minionUnits);
+    for (const u of minionUnits) {
+      if (u === node) expect(second[u], `${u} restarted`).not.toBe(first.minion[u]);
+      else expect(second[u], `${u} untouched`).toBe(first.minion[u]);
+    }
+    expect((await minion!.exec(['systemctl', 'show', '-p', 'Environment', node])).stdout.trim()).toBe('Environment=COREKUBE_TEST_EDITION=1');
+    const entry = await redeployed();
+    expect(entry.applied[node]).not.toBe(first.ledger.get(minion!.id)!.applied[node]);
+    for (const u of minionUnits.filter((x) => x !== node)) expect(entry.applied[u], u).toBe(first.ledger.get(minion!.id)!.applied[u]);
+    expect(await ids(master!, masterUnits)).toEqual(first.master);
+    expect(sink.lines().slice(mark).filter((l) => l.event === 'step.done' && String(l.step).startsWith('start:') && l.machine === minion!.id && l.changed === true).map((l) => l.step)).toEqual([`start:${node}`]);
+
+    // the oneshot changes (as the download does with a new release): it runs again, and every service after it restarts
+    editions = { [node]: 1, [TEST_UNIT]: 1 };
+    await announce(client, cluster, minion!, 'minion');
+    await until('the minion is deployed with its new oneshot', async () => { const e = await redeployed(); return e.state === 'deployed' && e.applied[TEST_UNIT] !== entry.applied[TEST_UNIT]; }, 60_000, async () => ledgerText(await readLedger(client, cluster)));
+    const third = await ids(minion!, minionUnits);
+    for (const u of minionUnits) expect(third[u], `${u} restarted`).not.toBe(second[u]);
+    expect(await ids(master!, masterUnits)).toEqual(first.master);
+    await overlord.stop();
+  }, 180_000);
 
   it('resumes after kill -9 at several points mid-deploy: every machine deployed, no completed step run twice', async () => {
     const cluster = 'e2e-crash';

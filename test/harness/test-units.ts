@@ -32,6 +32,11 @@ export interface TestUnitsOptions {
   readonly version?: () => number;
   /** the role's services too (default true); false: the oneshot alone */
   readonly services?: boolean;
+  /**
+   * per unit, an edition written into its unit file (`Environment=COREKUBE_TEST_EDITION=<n>`): a new edition
+   * changes that unit's inputs alone, so a redeploy restarts it and nothing else (overlord/deploy/unit-inputs.ts)
+   */
+  readonly editions?: () => Readonly<Record<string, number>>;
 }
 
 /** Every unit a machine of `role` gets, in start order. */
@@ -67,9 +72,11 @@ WantedBy=multi-user.target
 export function testUnits(options: TestUnitsOptions = {}): (record: MachineRecord) => RenderedUnits {
   return (record) => {
     const units = testUnitNames(record.role, options);
+    const editions = options.editions?.() ?? {};
+    const edited = (u: string, text: string) => (editions[u] === undefined ? text : text.replace('[Service]\n', `[Service]\nEnvironment=COREKUBE_TEST_EDITION=${editions[u]}\n`));
     const files = [
       { path: DEPLOYED_FOR, content: `${record.id} ${record.hostname} ${record.role} ${record.ip} v${options.version?.() ?? 1}\n`, mode: '0644' },
-      ...units.map((u) => ({ path: `/etc/systemd/system/${u}`, content: u === TEST_UNIT ? ONESHOT : service(), mode: '0644' })),
+      ...units.map((u) => ({ path: `/etc/systemd/system/${u}`, content: edited(u, u === TEST_UNIT ? ONESHOT : service()), mode: '0644' })),
     ];
     return {
       files,

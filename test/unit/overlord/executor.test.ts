@@ -18,8 +18,8 @@ const write: Step = {
   ],
 };
 const reload: Step = { kind: 'daemon-reload', id: 'daemon-reload' };
-const download: Step = { kind: 'start', id: 'start:corekube-download.service', unit: 'corekube-download.service', until: 'exited' };
-const kubelet: Step = { kind: 'start', id: 'start:kubelet.service', unit: 'kubelet.service', until: 'active' };
+const download: Step = { kind: 'start', id: 'start:corekube-download.service', unit: 'corekube-download.service', until: 'exited', inputs: 'i0' };
+const kubelet: Step = { kind: 'start', id: 'start:kubelet.service', unit: 'kubelet.service', until: 'active', inputs: 'i0' };
 
 async function setup() {
   const clock = new FakeClock();
@@ -72,6 +72,26 @@ describe('executor: write-units and daemon-reload', () => {
 });
 
 describe('executor: start and wait', () => {
+  it('restarts a running unit whose inputs changed (never skipped as already active), done once a new invocation runs', async () => {
+    const { m, run } = await setup();
+    await run(download);
+    await run(kubelet);
+    const before = { download: m.unit('corekube-download.service').invocation, kubelet: m.unit('kubelet.service').invocation };
+    expect((await run({ ...kubelet, restart: true })).result).toEqual({ changed: true });
+    expect((await run({ ...download, restart: true })).result).toEqual({ changed: true });
+    expect(m.log.filter((l) => l.startsWith('systemctl restart'))).toEqual(['systemctl restart kubelet.service', 'systemctl restart corekube-download.service']);
+    expect(m.unit('kubelet.service')).toMatchObject({ activeState: 'active', invocation: before.kubelet + 1 });
+    expect(m.unit('corekube-download.service')).toMatchObject({ activeState: 'active', subState: 'exited', invocation: before.download + 1 });
+    // without `restart` the same step finds it running and does nothing
+    expect((await run(kubelet)).result).toEqual({ changed: false });
+  });
+
+  it('counts only a newer invocation as restarted', () => {
+    const up = { activeState: 'active', subState: 'running', result: 'success', invocationId: 'inv1' };
+    expect(reached(up, 'active', 'inv1', 'inv1')).toBe(false);
+    expect(reached({ ...up, invocationId: 'inv2' }, 'active', 'inv1', 'inv1')).toBe(true);
+  });
+
   it('starts the download and waits until it has exited successfully', async () => {
     const { m, run } = await setup();
     const { result } = await run(download);
@@ -158,7 +178,7 @@ describe('executor: start and wait', () => {
 
   it('reports a unit that does not exist as a failed command', async () => {
     const { run } = await setup();
-    const { error } = await run({ kind: 'start', id: 'start:nope.service', unit: 'nope.service', until: 'active' });
+    const { error } = await run({ kind: 'start', id: 'start:nope.service', unit: 'nope.service', until: 'active', inputs: 'i0' });
     expect(error).toMatchObject({ code: 'E_COMMAND_FAILED' });
   });
 

@@ -352,11 +352,18 @@ export class FakeMachine {
       return ok();
     }
     if (a[0] === 'systemctl' && a[1] === 'restart') {
-      const u = this.unit(a[2]!);
+      // a new invocation whatever the state (a oneshot runs again), settling as a start does
+      const name = a[2]!;
+      const u = this.unit(name);
       u.starts++;
       u.invocation++;
-      Object.assign(u, { activeState: 'active', subState: 'running', result: 'success', settling: 0 });
-      return ok();
+      if (!this.loaded.has(name)) {
+        Object.assign(u, { activeState: 'active', subState: 'running', result: 'success', settling: 0 });
+        return ok();
+      }
+      Object.assign(u, { activeState: 'activating', subState: 'start', result: 'success', settling: 1 });
+      this.settle(name, u);
+      return u.activeState === 'failed' ? fail(1, `Job for ${name} failed because the control process exited with error code.`) : ok();
     }
     if (a[0] === 'systemctl' && a[1] === 'show') {
       const name = a[4]!;

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { beginDeployment, stepDone, stepFailed, type LedgerEntry } from '../../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../../contracts/machine-record.ts';
-import { clusterView, plan, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/deploy/planner.ts';
+import { clusterView, plan, planOne, stepsOf, type DesiredMachine, type MachinePlan } from '../../../overlord/deploy/planner.ts';
+import type { RenderedUnits } from '../../../contracts/step.ts';
 import { fakeUnits, makeRecord } from './fakes.ts';
 
 const NOW = '2026-01-01T00:00:00.000Z';
@@ -179,6 +180,22 @@ describe('plan: gates', () => {
     expect(find(plan({ machines: [desired(master), broken], expectedMasters: 1 }, { ledger: new Map() }), minion)).toMatchObject({ action: 'wait' });
   });
 
+  it('changes deployed masters one at a time; the next goes once the first is done (new masters start together)', () => {
+    const master3 = makeRecord(3, 'master');
+    const all = [master, master2, master3];
+    const v2 = fakeUnits('v2');
+    const ledger = new Map(all.map((m) => [m.id, ledgerOf(m)]));
+    const plans = plan({ machines: all.map((m) => desired(m, v2)), expectedMasters: 3 }, { ledger });
+    expect(plans.map((p) => [p.action, p.action === 'wait' ? p.reason : ''])).toEqual([
+      ['deploy', ''],
+      ['wait', `waiting for master ${master.id} to finish its change (masters change one at a time)`],
+      ['wait', `waiting for master ${master.id} to finish its change (masters change one at a time)`],
+    ]);
+    ledger.set(master.id, ledgerOf(master, undefined, v2));
+    expect(plan({ machines: all.map((m) => desired(m, v2)), expectedMasters: 3 }, { ledger }).map((p) => p.action)).toEqual(['none', 'deploy', 'wait']);
+    expect(plan({ machines: all.map((m) => desired(m)), expectedMasters: 3 }, { ledger: new Map() }).map((p) => p.action)).toEqual(['deploy', 'deploy', 'deploy']);
+  });
+
   it('gives units the announced masters, and the deployed ones apart', () => {
     const view = clusterView([minion, master2, master], new Map([[master2.id, ledgerOf(master2)]]));
     expect(view.masters.map((m) => m.id)).toEqual([master.id, master2.id]);
@@ -215,5 +232,64 @@ describe('plan: applying twice does no harm', () => {
     const ledger = new Map([[master.id, ledgerOf(master, 3)]]);
     const input = { machines: [desired(master), desired(minion)], expectedMasters: 1 };
     expect(plan(input, { ledger })).toEqual(plan(input, { ledger }));
+  });
+});
+
+describe('plan: applying what changed', () => {
+  /** units whose files name each unit's own config file: a change to one config is that unit's alone */
+  const configured = (configs: Record<string, string>) => (r: MachineRecord): RenderedUnits => {
+    const units = ['corekube-download.service', 'flanneld.service', 'kubelet.service'];
+    const files = units.flatMap((u) => [
+      { path: `/etc/systemd/system/${u}`, content: `[Service]\nExecStart=/opt/corekube/bin/${u} --config=/etc/corekube/${u}/config\n`, mode: '0644' },
+      { path: `/etc/corekube/${u}/config`, content: `${configs[u] ?? 'v1'} ${r.hostname}\n`, mode: '0644' },
+    ]);
+    return { files, start: units.map((u) => ({ unit: u, until: u.includes('download') ? ('exited' as const) : ('active' as const) })), hash: JSON.stringify(configs) };
+  };
+  const restarts = (p: MachinePlan) => (p.action === 'deploy' ? p.steps.filter((s) => s.kind === 'start' && s.restart).map((s) => s.id) : []);
+  const deployedWith = (render: (r: MachineRecord) => RenderedUnits) => {
+    const steps = stepsOf(render(minion));
+    let e = beginDeployment(null, minion, { hash: render(minion).hash, stepIds: steps.map((s) => s.id) }, steps.map((s) => s.id), NOW);
+    for (const s of steps) e = stepDone(e, s.id, NOW, { startNext: true, ...(s.kind === 'start' ? { applied: { unit: s.unit, inputs: s.inputs } } : {}) });
+    return e;
+  };
+
+  it('restarts only the unit whose files changed, and records per unit what it runs on', () => {
+    const entry = deployedWith(configured({}));
+    expect(Object.keys(entry.applied).sort()).toEqual(['corekube-download.service', 'flanneld.service', 'kubelet.service']);
+    const p = planOne({ record: minion, units: configured({ 'kubelet.service': 'v2' })(minion) }, entry);
+    expect(p).toMatchObject({ action: 'deploy', reason: 'units-changed' });
+    expect(restarts(p)).toEqual(['start:kubelet.service']);
+  });
+
+  it('restarts every unit after the download when the download\'s files changed (a new release: new binaries)', () => {
+    const entry = deployedWith(configured({}));
+    expect(restarts(planOne({ record: minion, units: configured({ 'corekube-download.service': 'v2' })(minion) }, entry))).toEqual([
+      'start:corekube-download.service', 'start:flanneld.service', 'start:kubelet.service',
+    ]);
+  });
+
+  it('restarts nothing after a reboot that followed the new files (the boot started every unit on them), nor a unit the ledger never recorded', () => {
+    const entry = deployedWith(configured({}));
+    const changed = configured({ 'kubelet.service': 'v2' })(minion);
+    const steps = stepsOf(changed);
+    // the new files written, the machine rebooted before the restart
+    const written = stepDone(stepDone(beginDeployment(entry, minion, { hash: changed.hash, stepIds: steps.map((s) => s.id) }, steps.map((s) => s.id), NOW), 'write-units', NOW, { startNext: true }), 'daemon-reload', NOW, { startNext: true });
+    const rebooted = { ...minion, bootId: 'b'.repeat(32) };
+    const after = planOne({ record: rebooted, units: configured({ 'kubelet.service': 'v2' })(rebooted) }, written);
+    expect(after).toMatchObject({ action: 'deploy', reason: 'reboot' });
+    expect(restarts(after)).toEqual([]);
+    const older = { ...entry, applied: {} };
+    expect(restarts(planOne({ record: minion, units: configured({ 'kubelet.service': 'v2' })(minion) }, older))).toEqual([]);
+  });
+
+  it('restarts again after an overlord stopped mid-restart (the unit\'s new inputs were not recorded)', () => {
+    const entry = deployedWith(configured({}));
+    const changed = configured({ 'kubelet.service': 'v2' })(minion);
+    const steps = stepsOf(changed);
+    let e = beginDeployment(entry, minion, { hash: changed.hash, stepIds: steps.map((s) => s.id) }, steps.map((s) => s.id), NOW);
+    for (const s of steps.slice(0, 3)) e = stepDone(e, s.id, NOW, { startNext: true, ...(s.kind === 'start' ? { applied: { unit: s.unit, inputs: s.inputs } } : {}) });
+    const resumed = planOne({ record: minion, units: changed }, e);
+    expect(resumed).toMatchObject({ action: 'deploy', reason: 'resume' });
+    expect(restarts(resumed)).toEqual(['start:kubelet.service']);
   });
 });

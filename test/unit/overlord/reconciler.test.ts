@@ -159,6 +159,9 @@ describe('reconciler', () => {
     expect(m.files.get('/etc/systemd/system/etcd.service')!.content).toContain('v2');
     expect(ledgerOf(w.store, master.id)).toMatchObject({ state: 'deployed', unitsHash: `v2-master-${master.ip}` });
     expect(m.reloads).toBe(2);
+    // every unit file changed: each unit restarted on it (a second invocation), the ledger records what each runs on
+    for (const u of ['corekube-download.service', 'etcd.service', 'kube-apiserver.service']) expect(m.unit(u).starts, u).toBe(2);
+    expect(Object.keys(ledgerOf(w.store, master.id)!.applied).sort()).toEqual(['corekube-download.service', 'etcd.service', 'kube-apiserver.service']);
     await changed.stop();
   });
 
