@@ -30,6 +30,15 @@ export const CONFIG_FILES = Object.freeze({
   /** overlord only: cluster_ready signal, same format */
   clusterReadyUrl: 'heat/cluster-ready.url',
   clusterReadyHeader: 'heat/cluster-ready.header',
+  /**
+   * bootstrap overlord only, with the OpenStack cloud provider: the stack user that reads the cloud credentials
+   * from Heat (heat/cloud-provider.ts); one value per file, the password 0600
+   */
+  cloudAuthUrl: 'heat/cloud/auth-url',
+  cloudUserId: 'heat/cloud/user-id',
+  cloudPassword: 'heat/cloud/password',
+  cloudProjectId: 'heat/cloud/project-id',
+  cloudStackId: 'heat/cloud/stack-id',
   /** overlord only: the overlord's configuration (cloud-config/overlord-config.ts) */
   overlordConfig: 'overlord.yaml',
 });

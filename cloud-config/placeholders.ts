@@ -5,10 +5,11 @@
  * them from flags instead (booting a node by hand). A token that is not filled renders as '' in files
  * whose consumers treat empty as "not given" (e.g. no Heat signal when booted by hand).
  *
- * All of them are public except JOIN_TOKEN, OVERLORD_SECRET and the wait-condition tokens, which are the only
- * credentials in user_data: the join token may only register machine records in discovery, a wait-condition
- * token may only signal its one wait condition, and the overlord secret (overlord servers only, never a node)
- * opens the overlord state that only overlords may read.
+ * All of them are public except JOIN_TOKEN, OVERLORD_SECRET, the wait-condition tokens and the cloud stack user's
+ * password, which are the only credentials in user_data: the join token may only register machine records in
+ * discovery, a wait-condition token may only signal its one wait condition, the overlord secret (overlord
+ * servers only, never a node) opens the overlord state that only overlords may read, and the cloud password
+ * (the bootstrap overlord only) may only read one Heat resource's metadata.
  */
 export const PLACEHOLDERS = {
   /** random cluster token (OS::Heat::RandomString): the password of discovery's `joiner` etcd user */
@@ -28,6 +29,16 @@ export const PLACEHOLDERS = {
   /** overlord only: the cluster_ready handle, signalled when every node of the initial stack is deployed */
   clusterReadyUrl: '%%COREKUBE_CLUSTER_READY_URL%%',
   clusterReadyToken: '%%COREKUBE_CLUSTER_READY_TOKEN%%',
+  /**
+   * bootstrap overlord only, with the OpenStack cloud provider: the stack user of Heat's cloud_credentials
+   * resource (heat/cloud-provider.ts), which may read that resource's metadata — the application credential —
+   * and nothing else: Keystone's URL, the user's id, password and project, the stack path
+   */
+  cloudAuthUrl: '%%COREKUBE_CLOUD_AUTH_URL%%',
+  cloudUserId: '%%COREKUBE_CLOUD_USER_ID%%',
+  cloudPassword: '%%COREKUBE_CLOUD_PASSWORD%%',
+  cloudProjectId: '%%COREKUBE_CLOUD_PROJECT_ID%%',
+  cloudStackId: '%%COREKUBE_CLOUD_STACK_ID%%',
   /** overlord only: the initial counts (the overlord server ignores user_data updates: counts may change) */
   masterCount: '%%COREKUBE_MASTER_COUNT%%',
   minionCount: '%%COREKUBE_MINION_COUNT%%',

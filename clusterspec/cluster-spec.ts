@@ -1,6 +1,6 @@
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { checkSpec, SpecValues } from './checks.ts';
-import type { ApiLoadBalancer, OsProfile } from './fields.ts';
+import type { ApiLoadBalancer, CloudProvider, OsProfile } from './fields.ts';
 import { gather, type SpecSources } from './sources.ts';
 
 /**
@@ -16,6 +16,8 @@ export interface ClusterSpec {
   readonly os: OsProfile;
   /** the API endpoint (default: `octavia` with more than one master, `none` with one) */
   readonly apiLoadBalancer: ApiLoadBalancer;
+  /** the OpenStack cloud controller manager and Cinder CSI as add-ons (`openstack`, the default), or `none` */
+  readonly cloudProvider: CloudProvider;
   /** Release tags of every upstream component (release/catalog.ts lists the artifacts of each). */
   readonly versions: {
     readonly kubernetes: string;
@@ -99,6 +101,7 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     overlords: get('overlords'),
     os: get('os'),
     apiLoadBalancer: get<ApiLoadBalancer | undefined>('apiLoadBalancer') ?? (get<number>('masters') > 1 ? 'octavia' : 'none'),
+    cloudProvider: get('cloudProvider'),
     versions: {
       kubernetes: get('versions.kubernetes'),
       etcd: get('versions.etcd'),

@@ -15,6 +15,14 @@ export const MAX_OVERLORDS = 5;
  */
 export type ApiLoadBalancer = 'octavia' | 'none';
 export const API_LOAD_BALANCERS: readonly ApiLoadBalancer[] = ['octavia', 'none'];
+/**
+ * The cloud integration: `openstack` = the OpenStack cloud controller manager and the Cinder CSI driver as
+ * add-ons (LoadBalancer Services through Octavia, PersistentVolumes on Cinder), kubelets with
+ * `--cloud-provider=external`, cloud.conf from an application credential given as hidden stack parameters;
+ * `none` = neither (a cloud without those APIs, the local cloud).
+ */
+export type CloudProvider = 'openstack' | 'none';
+export const CLOUD_PROVIDERS: readonly CloudProvider[] = ['openstack', 'none'];
 /** Kubernetes minors corekube's units are written and tested for. */
 export const KUBERNETES_MINORS = ['1.34', '1.35', '1.36'] as const;
 
@@ -38,6 +46,7 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'overlords', flag: 'overlords', kind: 'int', default: 1 },
   { path: 'os', flag: 'os', kind: 'string', default: 'flatcar' },
   { path: 'apiLoadBalancer', flag: 'api-load-balancer', kind: 'string', default: undefined },
+  { path: 'cloudProvider', flag: 'cloud-provider', kind: 'string', default: 'openstack' },
   { path: 'versions.kubernetes', flag: 'kubernetes-version', kind: 'string', default: 'v1.36.5' },
   { path: 'versions.etcd', flag: 'etcd-version', kind: 'string', default: 'v3.6.17' },
   { path: 'versions.flannel', flag: 'flannel-version', kind: 'string', default: 'v0.28.10' },

@@ -2,6 +2,7 @@ import { toYaml } from '../core/yaml.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { apiLoadBalancerResources } from './api-load-balancer.ts';
+import { cloudProviderParameterGroup, cloudProviderParameters, cloudProviderResources } from './cloud-provider.ts';
 import { HOT_VERSION, type Template } from './hot.ts';
 import { JOIN_TOKEN, joinTokenResource } from './join-token.ts';
 import { OVERLORD_SECRET, overlordSecretResource } from './overlord-secret.ts';
@@ -26,8 +27,8 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
       'A discovery etcd, an overlord that deploys every node over SSH (with optional standby overlords), masters and minions on a private network.',
       'CREATE_COMPLETE means every initial node is deployed; follow progress with the follow_progress output.',
     ].join(' '),
-    parameter_groups: clusterParameterGroups,
-    parameters: clusterParameters(spec),
+    parameter_groups: spec.cloudProvider === 'openstack' ? [...clusterParameterGroups, cloudProviderParameterGroup] : clusterParameterGroups,
+    parameters: { ...clusterParameters(spec), ...cloudProviderParameters(spec) },
     conditions: securityConditions,
     resources: {
       [JOIN_TOKEN]: joinTokenResource,
@@ -37,6 +38,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
       ...waitConditionResources({ clusterReadyAfter: [MASTERS, MINIONS] }),
       ...serverResources(spec, plan, render),
       ...apiLoadBalancerResources(spec, plan),
+      ...cloudProviderResources(spec),
     },
     outputs: clusterOutputs(spec),
   };

@@ -31,6 +31,8 @@ export interface Resource {
   properties?: { [key: string]: HeatValue };
   depends_on?: string[];
   condition?: string;
+  /** the resource's metadata (readable through Heat's API: by the project, and by the resource's own stack user) */
+  metadata?: { [key: string]: HeatValue };
 }
 
 export interface Output {

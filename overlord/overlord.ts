@@ -13,10 +13,12 @@ import type { Logger } from './edges/log.ts';
 import type { Store } from './edges/store.ts';
 import { createKubernetesApi } from './kubernetes/api.ts';
 import { clusterAddons } from './kubernetes/addons.ts';
+import { cloudProviderAddons } from './kubernetes/cloud-provider.ts';
 import type { KubernetesOptions } from './kubernetes/cluster-side.ts';
 import { podNetworkGrants, podNetworkOf } from './pod-network/registry.ts';
 import { overlordTerms, type Overlord, type OverlordOptions } from './term.ts';
 import { bootOverlord, handleDeps, type Booted } from './trust/bootstrap.ts';
+import { cloudCredentials } from './trust/cloud-credentials.ts';
 import { signalClusterReady } from './trust/heat-handles.ts';
 import { DiscoveryMachineCredentials } from './trust/machine-credentials.ts';
 import { MachinePkiFiles, SharedMachinePki } from './trust/machine-pki.ts';
@@ -140,16 +142,23 @@ async function termOptions(
     // booted, only at addresses of the private network (by hand, records name whatever addresses the operator's machines have)
     addresses: machineAddresses(spec),
     admission: { credentials },
-    kubernetes: await kubernetes(spec, booted),
+    kubernetes: await kubernetes(spec, booted, deps),
     onClusterReady: () => signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`, booted.standby, handleDeps(booted, deps)),
   };
 }
 
-/** The cluster's Kubernetes side, as its admin (the client certificate the overlord's PKI issues). */
-async function kubernetes(spec: ClusterSpec, booted: Booted): Promise<KubernetesOptions> {
+/**
+ * The cluster's Kubernetes side, as its admin (the client certificate the overlord's PKI issues): its add-ons,
+ * with the OpenStack cloud provider's when the spec has it (their credentials read from Heat, or kept).
+ */
+async function kubernetes(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<KubernetesOptions> {
   const admin = await booted.authority.ensureAdmin();
   const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
-  return { api: (servers) => createKubernetesApi(servers, credentials), addons: clusterAddons(spec) };
+  const cloud =
+    spec.cloudProvider === 'openstack'
+      ? cloudProviderAddons(spec, await cloudCredentials({ configDir: booted.configDir, stateDir: booted.stateDir, clock: deps.clock, log: deps.log, signal: deps.signal }))
+      : [];
+  return { api: (servers) => createKubernetesApi(servers, credentials), addons: [...clusterAddons(spec), ...cloud] };
 }
 
 /** 4. A booted overlord that does not lead follows the state the leader publishes (none without an overlord secret). */

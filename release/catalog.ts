@@ -191,3 +191,45 @@ export function clusterImages(versions: ClusterSpec['versions']): { readonly pau
     coredns: `${UPSTREAM_REGISTRY}/coredns/coredns:${versions.coredns}`,
   });
 }
+
+/**
+ * The OpenStack cloud provider's releases (kubernetes/cloud-provider-openstack: the cloud controller manager and
+ * the Cinder CSI plugin), one per Kubernetes minor — the release made for that minor, at its latest patch.
+ */
+export const CLOUD_PROVIDER_OPENSTACK: Readonly<Record<string, string>> = Object.freeze({ '1.34': 'v1.34.1', '1.35': 'v1.35.0', '1.36': 'v1.36.0' });
+
+/** The CSI sidecars the Cinder CSI plugin runs with (as cloud-provider-openstack v1.36.0's manifests pin them). */
+export const CSI_SIDECARS = Object.freeze({
+  attacher: 'v4.10.0',
+  provisioner: 'v5.3.0',
+  resizer: 'v1.14.0',
+  livenessProbe: 'v2.17.0',
+  nodeDriverRegistrar: 'v2.15.0',
+});
+
+export interface CloudProviderImages {
+  readonly controllerManager: string;
+  readonly cinderCsi: string;
+  readonly attacher: string;
+  readonly provisioner: string;
+  readonly resizer: string;
+  readonly livenessProbe: string;
+  readonly nodeDriverRegistrar: string;
+}
+
+/** The OpenStack cloud provider's images for the spec's Kubernetes minor (undefined: no release for that minor). */
+export function cloudProviderImages(versions: ClusterSpec['versions']): CloudProviderImages | undefined {
+  const minor = /^v(\d+\.\d+)\./.exec(versions.kubernetes)?.[1];
+  const tag = minor === undefined ? undefined : CLOUD_PROVIDER_OPENSTACK[minor];
+  if (tag === undefined) return undefined;
+  const sig = (name: string, v: string) => `${UPSTREAM_REGISTRY}/sig-storage/${name}:${v}`;
+  return Object.freeze({
+    controllerManager: `${UPSTREAM_REGISTRY}/provider-os/openstack-cloud-controller-manager:${tag}`,
+    cinderCsi: `${UPSTREAM_REGISTRY}/provider-os/cinder-csi-plugin:${tag}`,
+    attacher: sig('csi-attacher', CSI_SIDECARS.attacher),
+    provisioner: sig('csi-provisioner', CSI_SIDECARS.provisioner),
+    resizer: sig('csi-resizer', CSI_SIDECARS.resizer),
+    livenessProbe: sig('livenessprobe', CSI_SIDECARS.livenessProbe),
+    nodeDriverRegistrar: sig('csi-node-driver-registrar', CSI_SIDECARS.nodeDriverRegistrar),
+  });
+}

@@ -80,6 +80,8 @@ export interface UnitContext {
   readonly podNetworkUnits: PodNetworkUnits;
   readonly podNetwork: PodNetworkContext;
   readonly kubeProxy: { readonly mode: 'iptables' | 'nftables'; readonly healthzPort: number };
+  /** `--cloud-provider=external` (spec.cloudProvider openstack): the cloud controller manager initialises the Node */
+  readonly kubelet: { readonly externalCloudProvider: boolean };
   /** the images containerd pulls for the cluster itself (the pod sandbox) */
   readonly images: { readonly pause: string };
   /** the registry mirror containerd pulls through (spec.registryMirror), or undefined */
@@ -165,6 +167,7 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
     podNetworkUnits,
     podNetwork: podNetworkUnits.context(spec, machine),
     kubeProxy: { mode: 'iptables', healthzPort: PORTS.kubeProxyHealthz },
+    kubelet: { externalCloudProvider: spec.cloudProvider === 'openstack' },
     images: { pause: clusterImages(spec.versions).pause },
     registryMirror: spec.registryMirror === undefined ? undefined : { url: spec.registryMirror, host: new URL(spec.registryMirror).host },
   };

@@ -30,7 +30,7 @@ import { writeFileAtomic } from '../../core/private-files.ts';
  * Nothing secret is logged: files are named and counted, the state is named by a fingerprint (sha256 of the
  * packed plaintext, first 16 hex digits), which says whether two overlords hold the same state and nothing more.
  */
-export const SHARED_STATE_DIRS = ['ssh', 'pki', 'handles'] as const;
+export const SHARED_STATE_DIRS = ['ssh', 'pki', 'handles', 'cloud'] as const;
 export const STATE_SCHEMA = 1;
 
 /** The HMAC message of the `overlord` discovery user's password. */

@@ -35,6 +35,9 @@ import type { Machine } from '../../localcloud/machines/machines.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { until } from '../../localcloud/until.ts';
+import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
+import { cloudProviderAddons } from '../../overlord/kubernetes/cloud-provider.ts';
+import { parseOpenStackCloud } from '../../contracts/openstack-cloud.ts';
 
 const skip = missingParts(localCloudMissing(), process.env.CI ? dockerMissing() : undefined);
 const NET = netFromEnv(61);
@@ -194,6 +197,19 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     // the status corekube shows has each machine's Node
     const status = await cloud!.status();
     for (const m of machinesOf('minion')) expect(status.machines.find((r) => r.id === m.id)?.node, m.hostname).toMatchObject({ name: m.hostname, ready: true });
+  });
+
+  it('has the OpenStack cloud provider\'s add-ons accepted by the real API server (server-side dry run: the local cloud has no Nova or Cinder to run them against)', async () => {
+    const cloudSpec = parseClusterSpec({ flags: { name: NAME, minions: '2' } });
+    const addons = cloudProviderAddons(cloudSpec, parseOpenStackCloud({ auth_url: 'https://keystone.example:5000/v3', region: 'RegionOne', application_credential_id: '0c4f1d2e3a', application_credential_secret: 'dry-run-only', subnet_id: 'a1b2', floating_network_id: 'ext' }, 'e2e'));
+    const objects = addons.flatMap((a) => a.objects);
+    const r = await kubectl.run(['apply', '--server-side', '--dry-run=server', '--field-manager=corekube', '-f', '-'], { stdin: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toHaveLength(objects.length);
+    expect(r.stdout).toContain('deployment.apps/openstack-cloud-controller-manager serverside-applied (server dry run)');
+    expect(r.stdout).toContain('storageclass.storage.k8s.io/csi-cinder serverside-applied (server dry run)');
+    // nothing was made
+    expect((await kubectl.run(['get', 'storageclass', 'csi-cinder'])).code).not.toBe(0);
   });
 
   it('runs a workload on every minion: pods reach each other across minions, a Service answers, CoreDNS resolves, the metadata service refuses pods', async () => {

@@ -10,6 +10,9 @@ import { renderClusterTemplate } from '../../heat/cluster-template.ts';
 import { renderNodeTemplate } from '../../heat/node-template.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 
+/** the OpenStack cloud provider's parameters (on by default): Keystone's URL and an application credential */
+const CLOUD = ['-P', 'openstack_auth_url=https://keystone.example:5000/v3', '-P', 'application_credential_id=0123abcd', '-P', 'application_credential_secret=s3cret-Val_ue'];
+
 /**
  * OpenStack Heat's own engine (Debian python3-heat, Zed) validates the generated templates offline through
  * ../shared/tools/heat-validate, found beside the repository. Missing tool or engine: skipped, except in CI.
@@ -46,7 +49,7 @@ describe.skipIf(missing.length > 0 && !process.env.CI)(`Heat's engine (missing h
         }
       }
     }
-    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', ...files]);
+    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', ...CLOUD, ...files]);
     expect(out).not.toMatch(/ERROR|INVALID/);
     for (const f of files) expect(out).toContain(`${f}: OK`);
     expect(code).toBe(0);
@@ -62,7 +65,7 @@ describe.skipIf(missing.length > 0 && !process.env.CI)(`Heat's engine (missing h
         files.push(file);
       }
     }
-    const params = ['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public'];
+    const params = ['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', ...CLOUD];
     const { code, out } = await validate([...params, ...files]);
     expect(out).not.toMatch(/ERROR|INVALID/);
     for (const f of files) expect(out).toContain(`${f}: OK`);
@@ -95,12 +98,12 @@ describe.skipIf(missing.length > 0 && !process.env.CI)(`Heat's engine (missing h
   it('rejects a 0.0.0.0/0 admin CIDR, a minion count over 500 and an overlord count of 0 or 6 given at stack create', async () => {
     const file = join(dir, 'cluster-defaults.yaml');
     writeFileSync(file, renderClusterTemplate(parseClusterSpec({}), renderUserData));
-    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', '-P', 'admin_cidr=0.0.0.0/0', '-P', 'minion_count=501', '-P', 'overlord_count=6', file]);
+    const { code, out } = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', ...CLOUD, '-P', 'admin_cidr=0.0.0.0/0', '-P', 'minion_count=501', '-P', 'overlord_count=6', file]);
     expect(code).toBe(1);
     expect(out).toMatch(/admin_cidr/);
     expect(out).toMatch(/minion_count/);
     expect(out).toMatch(/overlord_count/);
-    const zero = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', '-P', 'overlord_count=0', file]);
+    const zero = await validate(['-P', 'key_name=k', '-P', 'image=img', '-P', 'external_network=public', ...CLOUD, '-P', 'overlord_count=0', file]);
     expect(zero.code).toBe(1);
     expect(zero.out).toMatch(/overlord_count/);
   });

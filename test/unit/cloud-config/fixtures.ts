@@ -34,6 +34,12 @@ export const FILLED: Record<PlaceholderName, string> = {
   readyToken: 'gAAAAABn-fake_Fernet-token_with-dashes_and_underscores==',
   clusterReadyUrl: 'https://heat.example:8004/v1/abc/stacks/demo/5678/resources/cluster_ready_handle/signal',
   clusterReadyToken: 'gAAAAABn-other_token==',
+  // Heat's stack user password: letters, digits and !@#%^&* (heat/common/password_gen.py)
+  cloudAuthUrl: 'https://keystone.example:5000/v3/',
+  cloudUserId: '4b6f0c1c2a9e4e8f9a2f6f0e1d2c3b4a',
+  cloudPassword: 'qx#t@V3TQe%ZPX^DY1JD!n7z&jDlc6*x',
+  cloudProjectId: 'c2be9e343ef945dfa3387dc3d68d3cd9',
+  cloudStackId: 'demo/ebe9735d-3b42-4734-af7f-6ed51c976f10',
   masterCount: '3',
   minionCount: '50',
 };

@@ -11,7 +11,8 @@ import { CA_PEM, CASES, fileAt, FILLED, machineView, OSES, parse11, parse12, spe
 /** Which placeholders each role's user_data carries: the contract the Heat template's str_replace follows. */
 const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
   discovery: ['overlordSshKey', 'readyUrl', 'readyToken'],
-  overlord: ['joinToken', 'overlordSecret', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'masterCount', 'minionCount'],
+  // with the OpenStack cloud provider (the default): the stack user that reads the cloud credentials from Heat
+  overlord: ['joinToken', 'overlordSecret', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'cloudAuthUrl', 'cloudUserId', 'cloudPassword', 'cloudProjectId', 'cloudStackId', 'masterCount', 'minionCount'],
   'overlord-standby': ['joinToken', 'overlordSecret', 'discoveryCa', 'masterCount', 'minionCount'],
   master: ['joinToken', 'overlordSshKey', 'discoveryCa'],
   minion: ['joinToken', 'overlordSshKey', 'discoveryCa'],
@@ -226,7 +227,7 @@ describe('the overlord configuration file', () => {
       'ExecStartPre=-/usr/bin/docker rm --force overlord',
       'ExecStartPre=/usr/bin/install -d -o 10001 -g 10001 -m 0700 /var/lib/corekube',
       'ExecStartPre=/usr/bin/chown -R 10001:10001 /var/lib/corekube',
-      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/secrets/overlord-secret /etc/corekube/heat/ready.header /etc/corekube/heat/cluster-ready.header',
+      'ExecStartPre=/usr/bin/chown 10001:10001 /etc/corekube/secrets/join-token /etc/corekube/secrets/overlord-secret /etc/corekube/heat/ready.header /etc/corekube/heat/cluster-ready.header /etc/corekube/heat/cloud/password',
     ]);
     // a StateDirectory= would hand the directory back to root at every start
     expect(unit).not.toContain('StateDirectory');

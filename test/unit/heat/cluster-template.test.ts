@@ -31,14 +31,14 @@ const strReplaceOf = (userData: HeatValue) => (userData as { str_replace: { temp
 const groupServer = (t: Template, group: string) => (t.resources[group]!.properties!.resource_def as { properties: Record<string, HeatValue> }).properties;
 
 describe('cluster template parameters', () => {
-  it('leaves exactly key_name, image and external_network without a default', () => {
-    const t = generate();
-    const required = Object.entries(t.parameters).filter(([, p]) => p.default === undefined).map(([name]) => name);
-    expect(required.sort()).toEqual(['external_network', 'image', 'key_name']);
+  it('leaves exactly key_name, image and external_network without a default — and the cloud provider\'s Keystone URL and application credential', () => {
+    const required = (t: ReturnType<typeof generate>) => Object.entries(t.parameters).filter(([, p]) => p.default === undefined).map(([name]) => name).sort();
+    expect(required(generate({ 'cloud-provider': 'none' }))).toEqual(['external_network', 'image', 'key_name']);
+    expect(required(generate())).toEqual(['application_credential_id', 'application_credential_secret', 'external_network', 'image', 'key_name', 'openstack_auth_url']);
   });
 
   it('takes defaults for key_name, image and external_network from the spec when it gives them', () => {
-    const t = generate({ 'key-name': 'ops', image: 'flatcar-stable', 'external-network': 'public' });
+    const t = generate({ 'key-name': 'ops', image: 'flatcar-stable', 'external-network': 'public', 'cloud-provider': 'none' });
     expect(Object.values(t.parameters).every((p) => p.default !== undefined)).toBe(true);
     expect(t.parameters.key_name!.default).toBe('ops');
   });
@@ -164,7 +164,7 @@ describe('cluster template boot order and user_data', () => {
     if (PLACEHOLDERS.clusterReadyUrl in params) expect(params[PLACEHOLDERS.clusterReadyUrl]).toEqual({ get_attr: ['cluster_ready_handle', 'endpoint'] });
     if (PLACEHOLDERS.minionCount in params) expect(params[PLACEHOLDERS.minionCount]).toEqual({ get_param: 'minion_count' });
     expect(JSON.stringify(params)).not.toContain('overlord_ready"');
-    expect(JSON.stringify(params)).not.toContain('"data"');
+    expect(JSON.stringify(params)).not.toContain('"data"]');
   });
 
   it('starts masters and minions after discovery_ready, and times cluster_ready from when they exist', () => {
@@ -368,5 +368,50 @@ describe('the address plan', () => {
     const host = (ip: string) => parseIpv4(ip)! - parseIpv4(cidr.split('/')[0]!)!;
     for (const ip of [...plan.masters, plan.apiVip, plan.discovery, plan.overlord]) expect(host(ip)).toBeLessThan(32);
     expect(new Set([...plan.masters, plan.apiVip, plan.discovery, plan.overlord, plan.gateway]).size).toBe(9);
+  });
+});
+
+describe('the OpenStack cloud provider\'s credentials', () => {
+  const t = generate();
+  const text = JSON.stringify(t);
+  const paramsOf = (userData: HeatValue) => strReplaceOf(userData).params;
+
+  it('takes the application credential as hidden parameters, into the metadata of one resource whose stack user alone may read it', () => {
+    expect(t.parameters.application_credential_id).toMatchObject({ hidden: true });
+    expect(t.parameters.application_credential_secret).toMatchObject({ hidden: true });
+    expect(t.resources.cloud_credentials).toEqual({
+      type: 'OS::Heat::DeployedServer',
+      properties: { software_config_transport: 'POLL_SERVER_HEAT' },
+      metadata: {
+        corekube_cloud: {
+          auth_url: { get_param: 'openstack_auth_url' },
+          region: { get_param: 'openstack_region' },
+          application_credential_id: { get_param: 'application_credential_id' },
+          application_credential_secret: { get_param: 'application_credential_secret' },
+          subnet_id: { get_resource: 'private_subnet' },
+          floating_network_id: { get_attr: ['router', 'external_gateway_info', 'network_id'] },
+        },
+      },
+    });
+    expect(t.parameter_groups!.at(-1)).toMatchObject({ label: 'OpenStack cloud provider', parameters: ['openstack_auth_url', 'openstack_region', 'application_credential_id', 'application_credential_secret'] });
+  });
+
+  it('never puts the credential in user_data or an output: the bootstrap overlord gets the stack user, percent-encoded for Ignition', () => {
+    const credential = (v: unknown) => JSON.stringify(v).includes('application_credential');
+    for (const [name, r] of Object.entries(t.resources)) if (name !== 'cloud_credentials') expect(credential(r), name).toBe(false);
+    expect(credential(t.outputs)).toBe(false);
+    const overlord = paramsOf(t.resources.overlord!.properties!.user_data!);
+    expect(overlord[PLACEHOLDERS.cloudUserId]).toEqual({ get_attr: ['cloud_credentials', 'os_collect_config', 'heat', 'user_id'] });
+    expect(JSON.stringify(overlord[PLACEHOLDERS.cloudPassword])).toContain(".replace('#', '%23')");
+    expect(paramsOf(generate({ os: 'ubuntu' }).resources.overlord!.properties!.user_data!)[PLACEHOLDERS.cloudPassword]).toEqual({ get_attr: ['cloud_credentials', 'os_collect_config', 'heat', 'password'] });
+    for (const role of ['discovery', 'masters', 'minions', 'overlord_standbys']) expect(JSON.stringify(t.resources[role] ?? {}), role).not.toContain('cloud_credentials');
+    expect(text.match(/application_credential_secret/g)).toHaveLength(4); // the parameter, its group, the metadata's key and value
+  });
+
+  it('has neither with --cloud-provider none', () => {
+    const none = generate({ 'cloud-provider': 'none' });
+    expect(none.resources.cloud_credentials).toBeUndefined();
+    expect(Object.keys(none.parameters).filter((p) => p.includes('credential') || p.startsWith('openstack_'))).toEqual([]);
+    expect(JSON.stringify(none.resources.overlord)).not.toContain('cloud_credentials');
   });
 });
