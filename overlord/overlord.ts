@@ -1,5 +1,6 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { clusterKeys } from '../contracts/keys.ts';
+import { asCorekubeError } from '../core/errors.ts';
 import type { Clock } from '../core/clock.ts';
 import { startLeaderService, type LeaderConfig, type LeaderService } from './availability/leader-service.ts';
 import { EtcdHealth, observedStore } from './availability/health.ts';
@@ -9,10 +10,10 @@ import { machineAddresses } from './discovery/identity.ts';
 import { etcdHostKeys } from './discovery/hostkeys.ts';
 import { createEtcdStore, type EtcdStoreOptions } from './edges/etcd-store.ts';
 import type { HostRunner } from './edges/host-runner.ts';
-import type { Logger } from './edges/log.ts';
+import { errorFields, type Logger } from './edges/log.ts';
 import type { Store } from './edges/store.ts';
 import { createKubernetesApi } from './kubernetes/api.ts';
-import { clusterAddons } from './kubernetes/addons.ts';
+import { clusterAddons, type Addon } from './kubernetes/addons.ts';
 import { cloudProviderAddons } from './kubernetes/cloud-provider.ts';
 import type { KubernetesOptions } from './kubernetes/cluster-side.ts';
 import { podNetworkGrants, podNetworkOf } from './pod-network/registry.ts';
@@ -154,11 +155,24 @@ async function termOptions(
 async function kubernetes(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<KubernetesOptions> {
   const admin = await booted.authority.ensureAdmin();
   const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
-  const cloud =
-    spec.cloudProvider === 'openstack'
-      ? cloudProviderAddons(spec, await cloudCredentials({ configDir: booted.configDir, stateDir: booted.stateDir, clock: deps.clock, log: deps.log, signal: deps.signal }))
-      : [];
-  return { api: (servers) => createKubernetesApi(servers, credentials), addons: [...clusterAddons(spec), ...cloud] };
+  return { api: (servers) => createKubernetesApi(servers, credentials), addons: [...clusterAddons(spec), ...(await cloudAddons(spec, booted, deps))] };
+}
+
+/**
+ * The OpenStack cloud provider's add-ons, when the spec has it. Without its credentials (booted by hand, or Heat
+ * away at a first boot) the machines are still deployed: the error says what is missing, and the cluster is
+ * not ready until they come (its Nodes keep the uninitialised taint); the next term tries again.
+ */
+async function cloudAddons(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<Addon[]> {
+  if (spec.cloudProvider !== 'openstack') return [];
+  try {
+    return cloudProviderAddons(spec, await cloudCredentials({ configDir: booted.configDir, stateDir: booted.stateDir, clock: deps.clock, log: deps.log, signal: deps.signal }));
+  } catch (err) {
+    if (deps.signal.aborted) throw err;
+    const e = asCorekubeError(err, 'E_HEAT');
+    deps.log.error({ event: 'cloud.credentials-missing', ...errorFields(e) }, `the OpenStack cloud provider's add-ons are not applied: ${e.message}`);
+    return [];
+  }
 }
 
 /** 4. A booted overlord that does not lead follows the state the leader publishes (none without an overlord secret). */

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +21,21 @@ import { localHeatMissing, startTestHeat, type TestHeat } from '../harness/local
 import { onExit } from '../harness/cleanup.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
+import { systemClock } from '../../core/clock.ts';
+import { cloudAgentValues, cloudProviderParameters, cloudProviderResources } from '../../heat/cloud-provider.ts';
+import { createLogger } from '../../overlord/edges/log.ts';
+import { cloudCredentials } from '../../overlord/trust/cloud-credentials.ts';
+
+/** A project-scoped token for a user id and password (what the overlord's cloud-credentials.ts asks Keystone for). */
+async function keystoneToken(authUrl: string, userId: string, password: string, projectId: string): Promise<string> {
+  const res = await fetch(`${authUrl.replace(/\/+$/, '')}/auth/tokens`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ auth: { identity: { methods: ['password'], password: { user: { id: userId, password } } }, scope: { project: { id: projectId } } } }),
+  });
+  return res.headers.get('x-subject-token') ?? '';
+}
 
 /**
  * corekube's Keystone + Heat client against a real Keystone and a real Heat (Debian's Zed packages) run by
@@ -253,7 +269,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
   });
 
   it('creates corekube\'s own cluster template through the stand-ins up to the overlord\'s boot, its load balancer described for the host', async () => {
-    const spec = parseClusterSpec({ flags: { os: 'ubuntu', masters: '3', minions: '2', 'private-cidr': '10.200.91.0/24' } });
+    const spec = parseClusterSpec({ flags: { os: 'ubuntu', masters: '3', minions: '2', 'private-cidr': '10.200.91.0/24', 'cloud-provider': 'none' } });
     const template = withoutCloudLookups(clusterTemplate(spec, renderUserData));
     const input = { template, ...localCloudEnvironment({ bootTimeoutSeconds: 120 }), parameters: { key_name: 'k', image: 'img', external_network: 'public' } };
     await timed('validate (cluster template)', () => heat.validate(input));
@@ -288,6 +304,58 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
       expect((await timed('wait: DELETE (cluster mid-create)', () => heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 }))).status).toBe('DELETE_COMPLETE');
     }
   });
+
+  it('hands the OpenStack cloud credentials to the overlord only through cloud_credentials\' stack user: a Keystone token, then the resource\'s metadata', async () => {
+    const spec = parseClusterSpec({ flags: { name: 'cred' } });
+    const template = {
+      heat_template_version: '2021-04-16',
+      parameters: { ...cloudProviderParameters(spec), subnet: { type: 'string', default: 'subnet-1' } },
+      resources: Object.fromEntries(Object.entries(cloudProviderResources(spec)).map(([k, r]) => [k, { ...r, metadata: { corekube_cloud: { ...(r.metadata!.corekube_cloud as Record<string, unknown>), subnet_id: { get_param: 'subnet' }, floating_network_id: 'ext-1' } } }])),
+      outputs: Object.fromEntries(Object.entries(cloudAgentValues(spec)).map(([k, v]) => [k, { value: v }])),
+    };
+    const secret = `appcred-${Date.now()}-Secret_value`;
+    const ref = await heat.createStack({
+      name: `cred-${Date.now()}`,
+      template,
+      parameters: { openstack_auth_url: 'https://keystone.example:5000/v3', application_credential_id: 'c0ffee12', application_credential_secret: secret },
+      timeoutMins: 5,
+    });
+    try {
+      expect((await heat.waitForStack(ref, 'CREATE', { timeoutMs: 60_000 })).status).toBe('CREATE_COMPLETE');
+      const agent = await heat.outputs(ref);
+      // what the bootstrap overlord's user_data would carry: the stack user, never the credential
+      expect(JSON.stringify(agent)).not.toContain(secret);
+      const dir = mkdtempSync(join(tmpdir(), 'corekube-cloud-'));
+      try {
+        const files: Record<string, unknown> = {
+          [CONFIG_FILES.cloudAuthUrl]: agent.cloudAuthUrl,
+          [CONFIG_FILES.cloudUserId]: agent.cloudUserId,
+          [CONFIG_FILES.cloudPassword]: decodeURIComponent(String(agent.cloudPassword)),
+          [CONFIG_FILES.cloudProjectId]: agent.cloudProjectId,
+          [CONFIG_FILES.cloudStackId]: agent.cloudStackId,
+        };
+        for (const [f, v] of Object.entries(files)) {
+          mkdirSync(join(dir, 'etc', f, '..'), { recursive: true });
+          writeFileSync(join(dir, 'etc', f), `${String(v)}\n`);
+        }
+        mkdirSync(join(dir, 'state'), { mode: 0o700 });
+        const lines: string[] = [];
+        const log = createLogger({ format: 'json', destination: new Writable({ write: (c, _e, done) => (lines.push(String(c)), done()) }) });
+        const cloud = await cloudCredentials({ configDir: join(dir, 'etc'), stateDir: join(dir, 'state'), clock: systemClock, log, attempts: 1 });
+        expect(cloud).toEqual({ authUrl: 'https://keystone.example:5000/v3', region: 'RegionOne', applicationCredentialId: 'c0ffee12', applicationCredentialSecret: secret, subnetId: 'subnet-1', floatingNetworkId: 'ext-1' });
+        expect(lines.join('')).not.toContain(secret);
+        // the stack user reads that one resource, nothing else of the stack
+        const token = await keystoneToken(String(agent.cloudAuthUrl), String(agent.cloudUserId), decodeURIComponent(String(agent.cloudPassword)), String(agent.cloudProjectId));
+        const other = await fetch(`${service.heatBaseUrl}/stacks/${String(agent.cloudStackId)}`, { headers: { 'X-Auth-Token': token } });
+        expect([401, 403, 404]).toContain(other.status); // refused (Heat answers 404 for a stack the token's project cannot see)
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } finally {
+      const { sinceEventId } = await heat.deleteStack(ref);
+      await heat.waitForStack(ref, 'DELETE', { sinceEventId, timeoutMs: 60_000 });
+    }
+  }, 120_000);
 
   it('corekube up, stack status and down drive a stack through the same client', async () => {
     const out: string[] = [];

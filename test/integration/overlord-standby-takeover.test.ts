@@ -37,7 +37,7 @@ const LINK = `ck${NET}standby`;
 const skip = missingParts(etcdMissing(), process.getuid?.() === 0 ? undefined : 'a bridge for the discovery IP needs root', spawnSync('ip', ['-V']).error ? 'ip is not installed (iproute2)' : undefined);
 const REPO = path.resolve(import.meta.dirname, '../..');
 const TTL = 3;
-const spec = parseClusterSpec({ flags: { name: 'takeover', masters: '1', minions: '0', overlords: '2', 'private-cidr': `10.200.${NET}.0/24` } });
+const spec = parseClusterSpec({ flags: { name: 'takeover', masters: '1', minions: '0', overlords: '2', 'private-cidr': `10.200.${NET}.0/24`, 'cloud-provider': 'none' } }); // booted without Heat: no cloud credentials to read
 const JOIN_TOKEN = randomBytes(24).toString('hex');
 const SECRET = randomBytes(32).toString('hex');
 const HANDLE_TOKEN = randomBytes(16).toString('hex');
