@@ -55,3 +55,14 @@ export function parseOpenStackCloud(value: unknown, where: string): OpenStackClo
   });
 }
 
+/** The inverse of parseOpenStackCloud: the fields as the template writes them (what the overlord keeps, too). */
+export function openStackCloudFields(cloud: OpenStackCloud): Record<string, string> {
+  return {
+    auth_url: cloud.authUrl,
+    region: cloud.region,
+    application_credential_id: cloud.applicationCredentialId,
+    application_credential_secret: cloud.applicationCredentialSecret,
+    subnet_id: cloud.subnetId,
+    ...(cloud.floatingNetworkId ? { floating_network_id: cloud.floatingNetworkId } : {}),
+  };
+}

@@ -5,7 +5,7 @@ import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import { writeFileAtomic } from '../../core/private-files.ts';
 import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
-import { CLOUD_CREDENTIALS, CLOUD_METADATA_KEY, parseOpenStackCloud, type OpenStackCloud } from '../../contracts/openstack-cloud.ts';
+import { CLOUD_CREDENTIALS, CLOUD_METADATA_KEY, openStackCloudFields, parseOpenStackCloud, type OpenStackCloud } from '../../contracts/openstack-cloud.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 
 /**
@@ -77,7 +77,7 @@ export async function cloudCredentials(deps: CloudCredentialsDeps): Promise<Open
       ...(deps.signal ? { signal: deps.signal } : {}),
       onRetry: (e, n, delay) => deps.log.warn({ event: 'cloud.credentials-retry', attempt: n, nextRetryMs: delay, ...errorFields(e) }, 'reading the cloud credentials from Heat failed; retrying'),
     });
-    await writeFileAtomic(path.join(deps.stateDir, CLOUD_STATE_FILE), `${JSON.stringify(toKept(cloud))}\n`, { root: deps.stateDir });
+    await writeFileAtomic(path.join(deps.stateDir, CLOUD_STATE_FILE), `${JSON.stringify(openStackCloudFields(cloud))}\n`, { root: deps.stateDir });
     deps.log.info({ event: 'cloud.credentials', authUrl: cloud.authUrl, region: cloud.region, applicationCredentialId: cloud.applicationCredentialId }, `OpenStack cloud credentials read from Heat (application credential ${cloud.applicationCredentialId})`);
     return cloud;
   } catch (err) {
@@ -139,17 +139,6 @@ export function heatEndpoint(tokenBody: unknown): string | undefined {
     if (typeof url === 'string' && /^https?:\/\//.test(url)) return url;
   }
   return undefined;
-}
-
-function toKept(cloud: OpenStackCloud): Record<string, string> {
-  return {
-    auth_url: cloud.authUrl,
-    region: cloud.region,
-    application_credential_id: cloud.applicationCredentialId,
-    application_credential_secret: cloud.applicationCredentialSecret,
-    subnet_id: cloud.subnetId,
-    ...(cloud.floatingNetworkId ? { floating_network_id: cloud.floatingNetworkId } : {}),
-  };
 }
 
 async function readKept(stateDir: string): Promise<OpenStackCloud | undefined> {

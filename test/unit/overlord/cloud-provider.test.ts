@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { CONFIG_FILES } from '../../../cloud-config/machine-paths.ts';
-import { parseOpenStackCloud, type OpenStackCloud } from '../../../contracts/openstack-cloud.ts';
+import { openStackCloudFields, parseOpenStackCloud, type OpenStackCloud } from '../../../contracts/openstack-cloud.ts';
 import type { Clock } from '../../../core/clock.ts';
 import { InvalidInputError } from '../../../core/errors.ts';
 import { createLogger } from '../../../overlord/edges/log.ts';
@@ -62,7 +62,7 @@ describe('cloud.conf', () => {
   });
 
   it('escapes quotes and backslashes, so no value can open a key or a section', () => {
-    const odd = parseOpenStackCloud({ ...rawOf(cloud), application_credential_secret: 'a"b\\c]\n[x' .replace('\n', '') }, 'test');
+    const odd = parseOpenStackCloud({ ...openStackCloudFields(cloud), application_credential_secret: 'a"b\\c]\n[x' .replace('\n', '') }, 'test');
     expect(cloudConf(odd)).toContain('application-credential-secret="a\\"b\\\\c][x"');
     const { floatingNetworkId: _f, ...noFloating } = cloud;
     expect(cloudConf(noFloating)).not.toContain('floating-network-id');
@@ -131,7 +131,7 @@ describe('the overlord reads the credentials from Heat', () => {
   const log = createLogger({ format: 'json', destination: new Writable({ write: (c, _e, done) => (lines.push(String(c)), done()) }) });
   const clock: Clock = { now: () => Date.now(), sleep: async () => {} };
   const PASSWORD = 'qx#t@V3TQe%ZPX^DY1JD!n7z&jDlc6*x';
-  const metadata = { corekube_cloud: rawOf(cloud), 'os-collect-config': { heat: { password: PASSWORD } } };
+  const metadata = { corekube_cloud: openStackCloudFields(cloud), 'os-collect-config': { heat: { password: PASSWORD } } };
   const calls: { url: string; init?: RequestInit }[] = [];
   let heatUp = true;
   const fakeFetch = (async (url: string | URL, init?: RequestInit) => {
@@ -173,7 +173,7 @@ describe('the overlord reads the credentials from Heat', () => {
     expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ auth: { identity: { methods: ['password'], password: { user: { id: 'u1', password: PASSWORD } } }, scope: { project: { id: 'p1' } } } });
     const kept = path.join(stateDir, CLOUD_STATE_FILE);
     expect((await stat(kept)).mode & 0o777).toBe(0o600);
-    expect(JSON.parse(await readFile(kept, 'utf8'))).toEqual(rawOf(cloud));
+    expect(JSON.parse(await readFile(kept, 'utf8'))).toEqual(openStackCloudFields(cloud));
     const logged = lines.join('');
     expect(logged).toContain('0c4f1d2e3a');
     for (const secret of [SECRET, PASSWORD, 'tok123']) expect(logged).not.toContain(secret);
@@ -195,14 +195,3 @@ describe('the overlord reads the credentials from Heat', () => {
     await expect(cloudCredentials(deps())).rejects.toMatchObject({ code: 'E_HEAT', hint: expect.stringContaining('--cloud-provider none') });
   });
 });
-
-function rawOf(c: OpenStackCloud): Record<string, string> {
-  return {
-    auth_url: c.authUrl,
-    region: c.region,
-    application_credential_id: c.applicationCredentialId,
-    application_credential_secret: c.applicationCredentialSecret,
-    subnet_id: c.subnetId,
-    ...(c.floatingNetworkId ? { floating_network_id: c.floatingNetworkId } : {}),
-  };
-}
