@@ -21,7 +21,7 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { InvalidInputError } from '../../core/errors.ts';
 import type { OpenStackCloud } from '../../contracts/openstack-cloud.ts';
-import { cloudProviderImages } from '../../release/catalog.ts';
+import { cloudProviderImages, type CloudProviderImages } from '../../release/catalog.ts';
 import { hashObjects, MANAGED_BY, type Addon } from './addons.ts';
 
 export const CLOUD_CONFIG_SECRET = Object.freeze({ namespace: 'kube-system', name: 'cloud-config', key: 'cloud.conf' });
@@ -87,9 +87,6 @@ function addon(name: string, objects: KubernetesObject[], deployment: string): A
 
 function controllerManager(spec: ClusterSpec, image: string, conf: string, confDigest: string): Addon {
   const { namespace, name, serviceAccount } = CCM;
-  const labels = { 'k8s-app': name };
-  // two on separate minions for a leader and a stand-in, one when there is a single minion
-  const replicas = spec.minions >= 2 ? 2 : 1;
   return addon(
     name,
     [
@@ -116,91 +113,75 @@ function controllerManager(spec: ClusterSpec, image: string, conf: string, confD
         rule([''], ['secrets'], ['list', 'get', 'watch']),
       ]),
       binding('system:cloud-controller-manager', 'system:cloud-controller-manager', serviceAccount),
-      {
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: meta(name, namespace, labels),
-        spec: {
-          replicas,
-          selector: { matchLabels: labels },
-          strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } },
-          template: {
-            metadata: { labels, annotations: { [CONF_DIGEST]: confDigest } },
-            spec: {
-              priorityClassName: 'system-cluster-critical',
-              serviceAccountName: serviceAccount,
-              hostNetwork: true,
-              dnsPolicy: 'ClusterFirstWithHostNet',
-              securityContext: { runAsUser: 1001, runAsNonRoot: true },
-              nodeSelector: { 'kubernetes.io/os': 'linux' },
-              tolerations: [
-                { key: UNINITIALIZED_TAINT, value: 'true', effect: 'NoSchedule' },
-                { key: 'CriticalAddonsOnly', operator: 'Exists' },
-                { key: 'node.kubernetes.io/not-ready', operator: 'Exists', effect: 'NoSchedule' },
-              ],
-              affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: labels }, topologyKey: 'kubernetes.io/hostname' }] } },
-              containers: [
-                {
-                  name,
-                  image,
-                  imagePullPolicy: 'IfNotPresent',
-                  args: [
-                    '/bin/openstack-cloud-controller-manager',
-                    '--v=1',
-                    `--cluster-name=${spec.name}`,
-                    `--cloud-config=${CONF_MOUNT}/${CLOUD_CONFIG_SECRET.key}`,
-                    '--cloud-provider=openstack',
-                    '--use-service-account-credentials=false',
-                    '--bind-address=127.0.0.1',
-                    '--leader-elect=true',
-                  ],
-                  resources: { requests: { cpu: '200m', memory: '64Mi' } },
-                  securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, readOnlyRootFilesystem: true },
-                  volumeMounts: [
-                    { name: 'cloud-config', mountPath: CONF_MOUNT, readOnly: true },
-                    { name: 'ca-certs', mountPath: '/etc/ssl/certs', readOnly: true },
-                  ],
-                },
-              ],
-              volumes: [
-                { name: 'cloud-config', secret: { secretName: CLOUD_CONFIG_SECRET.name } },
-                { name: 'ca-certs', hostPath: { path: '/etc/ssl/certs', type: 'DirectoryOrCreate' } },
-              ],
-            },
-          },
-        },
-      } as KubernetesObject,
+      controllerDeployment(spec, image, confDigest),
     ],
     name,
   );
 }
 
-function cinderCsi(spec: ClusterSpec, images: NonNullable<ReturnType<typeof cloudProviderImages>>, confDigest: string): Addon {
+/** The controller manager itself: on minions (masters run no kubelet), two for a leader and a stand-in, one with one minion. */
+function controllerDeployment(spec: ClusterSpec, image: string, confDigest: string): KubernetesObject {
+  const { namespace, name, serviceAccount } = CCM;
+  const labels = { 'k8s-app': name };
+  const replicas = spec.minions >= 2 ? 2 : 1;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: meta(name, namespace, labels),
+    spec: {
+      replicas,
+      selector: { matchLabels: labels },
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } },
+      template: {
+        metadata: { labels, annotations: { [CONF_DIGEST]: confDigest } },
+        spec: {
+          priorityClassName: 'system-cluster-critical',
+          serviceAccountName: serviceAccount,
+          hostNetwork: true,
+          dnsPolicy: 'ClusterFirstWithHostNet',
+          securityContext: { runAsUser: 1001, runAsNonRoot: true },
+          nodeSelector: { 'kubernetes.io/os': 'linux' },
+          tolerations: [
+            { key: UNINITIALIZED_TAINT, value: 'true', effect: 'NoSchedule' },
+            { key: 'CriticalAddonsOnly', operator: 'Exists' },
+            { key: 'node.kubernetes.io/not-ready', operator: 'Exists', effect: 'NoSchedule' },
+          ],
+          affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ labelSelector: { matchLabels: labels }, topologyKey: 'kubernetes.io/hostname' }] } },
+          containers: [
+            {
+              name,
+              image,
+              imagePullPolicy: 'IfNotPresent',
+              args: [
+                '/bin/openstack-cloud-controller-manager',
+                '--v=1',
+                `--cluster-name=${spec.name}`,
+                `--cloud-config=${CONF_MOUNT}/${CLOUD_CONFIG_SECRET.key}`,
+                '--cloud-provider=openstack',
+                '--use-service-account-credentials=false',
+                '--bind-address=127.0.0.1',
+                '--leader-elect=true',
+              ],
+              resources: { requests: { cpu: '200m', memory: '64Mi' } },
+              securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] }, readOnlyRootFilesystem: true },
+              volumeMounts: [
+                { name: 'cloud-config', mountPath: CONF_MOUNT, readOnly: true },
+                { name: 'ca-certs', mountPath: '/etc/ssl/certs', readOnly: true },
+              ],
+            },
+          ],
+          volumes: [
+            { name: 'cloud-config', secret: { secretName: CLOUD_CONFIG_SECRET.name } },
+            { name: 'ca-certs', hostPath: { path: '/etc/ssl/certs', type: 'DirectoryOrCreate' } },
+          ],
+        },
+      },
+    },
+  } as KubernetesObject;
+}
+
+function cinderCsi(spec: ClusterSpec, images: CloudProviderImages, confDigest: string): Addon {
   const c = CINDER_CSI;
-  const proxySocket = '/var/lib/csi/sockets/pluginproxy/';
-  const pluginDir = `/var/lib/kubelet/plugins/${c.driver}`;
-  const sidecar = (name: string, image: string, args: string[]) => ({
-    name,
-    image,
-    imagePullPolicy: 'IfNotPresent',
-    args: ['--csi-address=$(ADDRESS)', '--timeout=3m', ...args],
-    env: [{ name: 'ADDRESS', value: `${proxySocket}csi.sock` }],
-    volumeMounts: [{ name: 'socket-dir', mountPath: proxySocket }],
-  });
-  const plugin = (extraArgs: string[], mounts: Record<string, unknown>[], privileged: boolean) => ({
-    name: 'cinder-csi-plugin',
-    image: images.cinderCsi,
-    imagePullPolicy: 'IfNotPresent',
-    args: ['--endpoint=$(CSI_ENDPOINT)', `--cloud-config=${CONF_MOUNT}/${CLOUD_CONFIG_SECRET.key}`, ...extraArgs, '--v=1'],
-    env: [{ name: 'CSI_ENDPOINT', value: 'unix://csi/csi.sock' }],
-    ports: [{ containerPort: 9808, name: 'healthz', protocol: 'TCP' }],
-    livenessProbe: { httpGet: { path: '/healthz', port: 'healthz' }, failureThreshold: 5, initialDelaySeconds: 10, timeoutSeconds: 10, periodSeconds: 60 },
-    ...(privileged ? { securityContext: { privileged: true, capabilities: { add: ['SYS_ADMIN'] }, allowPrivilegeEscalation: true } } : {}),
-    volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }, ...mounts, { name: 'cloud-config', mountPath: CONF_MOUNT, readOnly: true }],
-  });
-  const controllerLabels = { app: c.controller };
-  const nodeLabels = { app: c.node };
-  const cloudConfigVolume = { name: 'cloud-config', secret: { secretName: CLOUD_CONFIG_SECRET.name } };
   return addon(
     'cinder-csi',
     [
@@ -237,78 +218,8 @@ function cinderCsi(spec: ClusterSpec, images: NonNullable<ReturnType<typeof clou
       { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(c.nodeAccount, 'kube-system') },
       clusterRole('corekube:csi-cinder-nodeplugin', [rule([''], ['events'], ['get', 'list', 'watch', 'create', 'update', 'patch'])]),
       binding('corekube:csi-cinder-nodeplugin', 'corekube:csi-cinder-nodeplugin', c.nodeAccount),
-      {
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: meta(c.controller, 'kube-system', controllerLabels),
-        spec: {
-          replicas: 1,
-          strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
-          selector: { matchLabels: controllerLabels },
-          template: {
-            metadata: { labels: controllerLabels, annotations: { [CONF_DIGEST]: confDigest } },
-            spec: {
-              priorityClassName: 'system-cluster-critical',
-              serviceAccountName: c.controllerAccount,
-              containers: [
-                sidecar('csi-attacher', images.attacher, ['--leader-election=true', '--default-fstype=ext4']),
-                sidecar('csi-provisioner', images.provisioner, ['--default-fstype=ext4', '--feature-gates=Topology=true', '--extra-create-metadata', '--leader-election=true']),
-                sidecar('csi-resizer', images.resizer, ['--handle-volume-inuse-error=false', '--leader-election=true']),
-                { name: 'liveness-probe', image: images.livenessProbe, imagePullPolicy: 'IfNotPresent', args: ['--csi-address=$(ADDRESS)'], env: [{ name: 'ADDRESS', value: `${proxySocket}csi.sock` }], volumeMounts: [{ name: 'socket-dir', mountPath: proxySocket }] },
-                plugin([`--cluster=${spec.name}`, '--pvc-annotations'], [], false),
-              ],
-              volumes: [{ name: 'socket-dir', emptyDir: {} }, cloudConfigVolume],
-            },
-          },
-        },
-      } as KubernetesObject,
-      {
-        apiVersion: 'apps/v1',
-        kind: 'DaemonSet',
-        metadata: meta(c.node, 'kube-system', nodeLabels),
-        spec: {
-          selector: { matchLabels: nodeLabels },
-          template: {
-            metadata: { labels: nodeLabels, annotations: { [CONF_DIGEST]: confDigest } },
-            spec: {
-              priorityClassName: 'system-node-critical',
-              serviceAccountName: c.nodeAccount,
-              hostNetwork: true,
-              tolerations: [{ operator: 'Exists' }],
-              containers: [
-                {
-                  name: 'node-driver-registrar',
-                  image: images.nodeDriverRegistrar,
-                  imagePullPolicy: 'IfNotPresent',
-                  args: ['--csi-address=$(ADDRESS)', '--kubelet-registration-path=$(DRIVER_REG_SOCK_PATH)'],
-                  env: [
-                    { name: 'ADDRESS', value: '/csi/csi.sock' },
-                    { name: 'DRIVER_REG_SOCK_PATH', value: `${pluginDir}/csi.sock` },
-                    { name: 'KUBE_NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
-                  ],
-                  volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }, { name: 'registration-dir', mountPath: '/registration' }],
-                },
-                { name: 'liveness-probe', image: images.livenessProbe, imagePullPolicy: 'IfNotPresent', args: ['--csi-address=/csi/csi.sock'], volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }] },
-                plugin(
-                  ['--provide-controller-service=false'],
-                  [
-                    { name: 'kubelet-dir', mountPath: '/var/lib/kubelet', mountPropagation: 'Bidirectional' },
-                    { name: 'pods-probe-dir', mountPath: '/dev', mountPropagation: 'HostToContainer' },
-                  ],
-                  true,
-                ),
-              ],
-              volumes: [
-                { name: 'socket-dir', hostPath: { path: pluginDir, type: 'DirectoryOrCreate' } },
-                { name: 'registration-dir', hostPath: { path: '/var/lib/kubelet/plugins_registry/', type: 'Directory' } },
-                { name: 'kubelet-dir', hostPath: { path: '/var/lib/kubelet', type: 'Directory' } },
-                { name: 'pods-probe-dir', hostPath: { path: '/dev', type: 'Directory' } },
-                cloudConfigVolume,
-              ],
-            },
-          },
-        },
-      } as KubernetesObject,
+      csiControllerPlugin(spec, images, confDigest),
+      csiNodePlugin(images, confDigest),
       {
         apiVersion: 'storage.k8s.io/v1',
         kind: 'StorageClass',
@@ -321,4 +232,120 @@ function cinderCsi(spec: ClusterSpec, images: NonNullable<ReturnType<typeof clou
     ],
     c.controller,
   );
+}
+
+/** The CSI controller plugin: the Cinder plugin with the attacher, provisioner and resizer sidecars. */
+function csiControllerPlugin(spec: ClusterSpec, images: CloudProviderImages, confDigest: string): KubernetesObject {
+  const c = CINDER_CSI;
+  const controllerLabels = { app: c.controller };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: meta(c.controller, 'kube-system', controllerLabels),
+    spec: {
+      replicas: 1,
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      selector: { matchLabels: controllerLabels },
+      template: {
+        metadata: { labels: controllerLabels, annotations: { [CONF_DIGEST]: confDigest } },
+        spec: {
+          priorityClassName: 'system-cluster-critical',
+          serviceAccountName: c.controllerAccount,
+          containers: [
+            sidecar('csi-attacher', images.attacher, ['--leader-election=true', '--default-fstype=ext4']),
+            sidecar('csi-provisioner', images.provisioner, ['--default-fstype=ext4', '--feature-gates=Topology=true', '--extra-create-metadata', '--leader-election=true']),
+            sidecar('csi-resizer', images.resizer, ['--handle-volume-inuse-error=false', '--leader-election=true']),
+            { name: 'liveness-probe', image: images.livenessProbe, imagePullPolicy: 'IfNotPresent', args: ['--csi-address=$(ADDRESS)'], env: [{ name: 'ADDRESS', value: `${PROXY_SOCKET}csi.sock` }], volumeMounts: [{ name: 'socket-dir', mountPath: PROXY_SOCKET }] },
+            plugin(images, [`--cluster=${spec.name}`, '--pvc-annotations'], [], false),
+          ],
+          volumes: [{ name: 'socket-dir', emptyDir: {} }, cloudConfigVolume],
+        },
+      },
+    },
+  } as KubernetesObject;
+}
+
+/** The CSI node plugin on every Node: it mounts volumes for the kubelet (privileged, the kubelet's directory shared both ways). */
+function csiNodePlugin(images: CloudProviderImages, confDigest: string): KubernetesObject {
+  const c = CINDER_CSI;
+  const nodeLabels = { app: c.node };
+  const pluginDir = `/var/lib/kubelet/plugins/${c.driver}`;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: meta(c.node, 'kube-system', nodeLabels),
+    spec: {
+      selector: { matchLabels: nodeLabels },
+      template: {
+        metadata: { labels: nodeLabels, annotations: { [CONF_DIGEST]: confDigest } },
+        spec: {
+          priorityClassName: 'system-node-critical',
+          serviceAccountName: c.nodeAccount,
+          hostNetwork: true,
+          tolerations: [{ operator: 'Exists' }],
+          containers: [
+            {
+              name: 'node-driver-registrar',
+              image: images.nodeDriverRegistrar,
+              imagePullPolicy: 'IfNotPresent',
+              args: ['--csi-address=$(ADDRESS)', '--kubelet-registration-path=$(DRIVER_REG_SOCK_PATH)'],
+              env: [
+                { name: 'ADDRESS', value: '/csi/csi.sock' },
+                { name: 'DRIVER_REG_SOCK_PATH', value: `${pluginDir}/csi.sock` },
+                { name: 'KUBE_NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+              ],
+              volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }, { name: 'registration-dir', mountPath: '/registration' }],
+            },
+            { name: 'liveness-probe', image: images.livenessProbe, imagePullPolicy: 'IfNotPresent', args: ['--csi-address=/csi/csi.sock'], volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }] },
+            plugin(
+              images,
+              ['--provide-controller-service=false'],
+              [
+                { name: 'kubelet-dir', mountPath: '/var/lib/kubelet', mountPropagation: 'Bidirectional' },
+                { name: 'pods-probe-dir', mountPath: '/dev', mountPropagation: 'HostToContainer' },
+              ],
+              true,
+            ),
+          ],
+          volumes: [
+            { name: 'socket-dir', hostPath: { path: pluginDir, type: 'DirectoryOrCreate' } },
+            { name: 'registration-dir', hostPath: { path: '/var/lib/kubelet/plugins_registry/', type: 'Directory' } },
+            { name: 'kubelet-dir', hostPath: { path: '/var/lib/kubelet', type: 'Directory' } },
+            { name: 'pods-probe-dir', hostPath: { path: '/dev', type: 'Directory' } },
+            cloudConfigVolume,
+          ],
+        },
+      },
+    },
+  } as KubernetesObject;
+}
+
+const PROXY_SOCKET = '/var/lib/csi/sockets/pluginproxy/';
+const cloudConfigVolume = { name: 'cloud-config', secret: { secretName: CLOUD_CONFIG_SECRET.name } };
+
+/** A CSI sidecar of the controller plugin, on the plugin's socket. */
+function sidecar(name: string, image: string, args: string[]) {
+  return {
+    name,
+    image,
+    imagePullPolicy: 'IfNotPresent',
+    args: ['--csi-address=$(ADDRESS)', '--timeout=3m', ...args],
+    env: [{ name: 'ADDRESS', value: `${PROXY_SOCKET}csi.sock` }],
+    volumeMounts: [{ name: 'socket-dir', mountPath: PROXY_SOCKET }],
+  };
+}
+
+/** The Cinder CSI plugin's container, as the controller or a node runs it. */
+function plugin(images: CloudProviderImages, extraArgs: string[], mounts: Record<string, unknown>[], privileged: boolean) {
+  return {
+    name: 'cinder-csi-plugin',
+    image: images.cinderCsi,
+    imagePullPolicy: 'IfNotPresent',
+    args: ['--endpoint=$(CSI_ENDPOINT)', `--cloud-config=${CONF_MOUNT}/${CLOUD_CONFIG_SECRET.key}`, ...extraArgs, '--v=1'],
+    env: [{ name: 'CSI_ENDPOINT', value: 'unix://csi/csi.sock' }],
+    ports: [{ containerPort: 9808, name: 'healthz', protocol: 'TCP' }],
+    livenessProbe: { httpGet: { path: '/healthz', port: 'healthz' }, failureThreshold: 5, initialDelaySeconds: 10, timeoutSeconds: 10, periodSeconds: 60 },
+    ...(privileged ? { securityContext: { privileged: true, capabilities: { add: ['SYS_ADMIN'] }, allowPrivilegeEscalation: true } } : {}),
+    volumeMounts: [{ name: 'socket-dir', mountPath: '/csi' }, ...mounts, { name: 'cloud-config', mountPath: CONF_MOUNT, readOnly: true }],
+  };
 }
