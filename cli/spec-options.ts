@@ -34,6 +34,7 @@ const DESCRIPTIONS: Readonly<Record<string, string>> = {
   minions: 'number of minions: 0..500',
   os: 'OS profile of the image: flatcar or ubuntu',
   'api-load-balancer': 'API endpoint: octavia (a load balancer in front of the masters; default with 3 or 5) or none',
+  'cert-renew-before-days': 'the overlord issues a machine certificate again this many days before it expires (1..180)',
   'cloud-provider': 'openstack (cloud controller manager + Cinder CSI, from an application credential given to the stack; default) or none',
   'kubernetes-version': 'Kubernetes release tag',
   'etcd-version': 'etcd release tag',

@@ -1,6 +1,6 @@
 import type { FieldProblem } from '../core/errors.ts';
 import { cidrSize, cidrsOverlap, isCidr, parseCidr, type Cidr } from './cidr.ts';
-import { API_LOAD_BALANCERS, CLOUD_PROVIDERS, KUBERNETES_MINORS, MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, OS_PROFILES, RESERVED_HOSTS, SPEC_FIELDS } from './fields.ts';
+import { API_LOAD_BALANCERS, CLOUD_PROVIDERS, RENEW_BEFORE_DAYS, KUBERNETES_MINORS, MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, OS_PROFILES, RESERVED_HOSTS, SPEC_FIELDS } from './fields.ts';
 import type { Gathered } from './sources.ts';
 
 /**
@@ -63,6 +63,10 @@ function checkCounts(spec: SpecValues): void {
   const lb = spec.get<string | undefined>('apiLoadBalancer');
   if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) {
     spec.bad('apiLoadBalancer', `must be one of ${API_LOAD_BALANCERS.join(', ')}`, 'use octavia (an OpenStack load balancer in front of the masters) or none (nodes use the first master)');
+  }
+  const renew = spec.get<number | undefined>('certificates.renewBeforeDays');
+  if (renew !== undefined && (renew < RENEW_BEFORE_DAYS.min || renew > RENEW_BEFORE_DAYS.max)) {
+    spec.bad('certificates.renewBeforeDays', `must be between ${RENEW_BEFORE_DAYS.min} and ${RENEW_BEFORE_DAYS.max} days (certificates are valid 365 days)`, 'use --cert-renew-before-days 30 (the default)');
   }
   const cloud = spec.get<string | undefined>('cloudProvider');
   if (cloud !== undefined && !(CLOUD_PROVIDERS as readonly string[]).includes(cloud)) {

@@ -58,6 +58,10 @@ export interface ClusterSpec {
     /** The overlord container image the overlord server runs. */
     readonly image: string;
   };
+  readonly certificates: {
+    /** the overlord issues a machine's certificate again this many days before it expires, and rolls it out */
+    readonly renewBeforeDays: number;
+  };
   /**
    * Where machines download release artifacts from: undefined = each project's upstream home (dl.k8s.io,
    * GitHub releases); a URL = a corekube mirror (release/catalog.ts's layout, `corekube mirror build`).
@@ -134,6 +138,7 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
       },
     },
     overlord: { image: get('overlord.image') },
+    certificates: { renewBeforeDays: get('certificates.renewBeforeDays') },
     releaseBaseUrl: get('releaseBaseUrl'),
     releaseDigests: { ...(get<Record<string, string> | undefined>('releaseDigests') ?? {}) },
     registryMirror: get('registryMirror'),

@@ -23,6 +23,8 @@ export const API_LOAD_BALANCERS: readonly ApiLoadBalancer[] = ['octavia', 'none'
  */
 export type CloudProvider = 'openstack' | 'none';
 export const CLOUD_PROVIDERS: readonly CloudProvider[] = ['openstack', 'none'];
+/** Machine certificates are valid a year; the overlord issues one again this many days before it expires. */
+export const RENEW_BEFORE_DAYS = { min: 1, max: 180 } as const;
 /** Kubernetes minors corekube's units are written and tested for. */
 export const KUBERNETES_MINORS = ['1.34', '1.35', '1.36'] as const;
 
@@ -71,6 +73,7 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'openstack.flavors.master', flag: 'master-flavor', kind: 'string', default: 'm1.medium' },
   { path: 'openstack.flavors.minion', flag: 'minion-flavor', kind: 'string', default: 'm1.medium' },
   { path: 'overlord.image', flag: 'overlord-image', kind: 'string', default: 'corekube/overlord:0.1.0' },
+  { path: 'certificates.renewBeforeDays', flag: 'cert-renew-before-days', kind: 'int', default: 30 },
   { path: 'releaseBaseUrl', flag: 'release-base-url', kind: 'string', default: undefined },
   { path: 'releaseDigests', flag: 'release-digests', kind: 'digests', default: {} },
   { path: 'registryMirror', flag: 'registry-mirror', kind: 'string', default: undefined },

@@ -133,7 +133,7 @@ async function termOptions(
     liveness: DEFAULT_LIVENESS,
   };
   if (!booted || !credentials) return { ...common, unitsFor: unitsForSpec(spec) };
-  const files = new MachinePkiFiles({ authority: booted.authority, spec, discoveryCa: booted.discovery.ca, credentials, log: deps.log });
+  const files = new MachinePkiFiles({ authority: booted.authority, spec, discoveryCa: booted.discovery.ca, credentials, log: deps.log, clock: deps.clock });
   const secret = booted.overlordSecret;
   const republisher = secret === undefined ? undefined : new StateRepublisher({ etcd: booted.etcd, keys: booted.keys, stateDir: booted.stateDir, secret, log: deps.log });
   return {

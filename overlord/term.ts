@@ -90,7 +90,11 @@ export interface OverlordOptions {
    * trust/machine-pki.ts), for every announced machine, each time the machines change — before the
    * reconciler sees the change (deploy/prepared-discovery.ts). Absent = the reconciler sees discovery as is.
    */
-  readonly machinePki?: { prepare(records: readonly MachineRecord[], fence?: Fence): Promise<void> };
+  readonly machinePki?: {
+    prepare(records: readonly MachineRecord[], fence?: Fence): Promise<void>;
+    /** bumped when a machine's certificates are issued anew (a renewal): its units are rendered again */
+    versionOf?(id: string): number;
+  };
   /**
    * Admission of join requests (discovery/admission.ts): each node that asks to join with the shared join
    * token gets its own discovery etcd user over SSH; with `podNetwork`, it is also granted its subnet once
@@ -115,11 +119,19 @@ export interface OverlordOptions {
    */
   readonly liveness?: { readonly intervalMs?: number; readonly deadAfterMs?: number };
   /**
+   * How often the machines are prepared again although nothing changed, so certificates due for renewal are
+   * issued anew and rolled out (trust/machine-pki.ts; default hourly). Only with `machinePki`.
+   */
+  readonly renewalCheckMs?: number;
+  /**
    * The cluster's Kubernetes side (kubernetes/cluster-side.ts): node readiness, the add-ons, Node states, and
    * the cluster-ready hook held until the add-ons are available. Absent = the overlord deploys units only.
    */
   readonly kubernetes?: KubernetesOptions;
 }
+
+/** How often a term prepares the machines again for certificate renewals (OverlordOptions.renewalCheckMs). */
+export const RENEWAL_CHECK_MS = 3600_000;
 
 export interface Overlord {
   readonly done: Promise<void>;
@@ -217,6 +229,7 @@ class Term {
       },
       {
         unitsFor: options.unitsFor,
+        ...(options.machinePki?.versionOf ? { filesVersion: (id: string) => options.machinePki!.versionOf!(id) } : {}),
         expected: options.expected,
         concurrency,
         executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
@@ -265,6 +278,22 @@ class Term {
     this.reconciler.trigger();
     this.admission?.pass();
     this.kube?.start();
+    void this.checkRenewals();
+  }
+
+  /** Until the term stops: prepare the machines again every renewalCheckMs (certificates due for renewal). */
+  private async checkRenewals(): Promise<void> {
+    const prepared = this.prepared;
+    if (!prepared) return;
+    const every = this.options.renewalCheckMs ?? RENEWAL_CHECK_MS;
+    while (!this.tasks.signal.aborted) {
+      try {
+        await this.ports.clock.sleep(every, this.tasks.signal);
+      } catch {
+        return;
+      }
+      await prepared.refresh();
+    }
   }
 
   overlord(): Overlord {

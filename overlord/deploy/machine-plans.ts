@@ -28,6 +28,8 @@ export class MachinePlans {
   constructor(
     private readonly unitsFor: (record: MachineRecord, cluster: ClusterView) => RenderedUnits,
     private readonly expectedMasters: number,
+    /** a machine's files beyond its record and the view (its certificates): a new version renders it again */
+    private readonly filesVersion: (id: string) => number = () => 0,
   ) {}
 
   /** The records of `snapshot` in plan order (control plane first, then by id); forgets machines no longer in it. */
@@ -77,15 +79,16 @@ export class MachinePlans {
     }
     // compared in two parts, not as one concatenated string: a pass over a thousand machines builds none
     const viewKey = this.viewKey(view);
+    const version = this.filesVersion(record.id);
     const hit = this.machines.get(record.id);
-    if (hit && hit.recordKey === recordKey && hit.viewKey === viewKey) return hit.desired;
+    if (hit && hit.recordKey === recordKey && hit.viewKey === viewKey && hit.version === version) return hit.desired;
     let desired: DesiredMachine;
     try {
       desired = { record, units: this.unitsFor(record, view) };
     } catch (err) {
       desired = { record, renderError: asCorekubeError(err, 'E_TEMPLATE').describe() };
     }
-    this.machines.set(record.id, { recordKey, viewKey, desired, plan: undefined });
+    this.machines.set(record.id, { recordKey, viewKey, version, desired, plan: undefined });
     return desired;
   }
 
@@ -102,6 +105,7 @@ export class MachinePlans {
 interface Cached {
   readonly recordKey: string;
   readonly viewKey: string;
+  readonly version: number;
   readonly desired: DesiredMachine;
   /** the plan for a ledger entry (frozen objects: compared by identity) */
   plan: { readonly entry: LedgerEntry | null; readonly plan: MachinePlan } | undefined;

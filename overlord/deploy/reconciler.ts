@@ -51,6 +51,8 @@ export interface ReconcilerDeps {
 
 export interface ReconcilerOptions {
   readonly unitsFor: (record: MachineRecord, cluster: ClusterView) => RenderedUnits;
+  /** a machine's files beyond its record and the view (OverlordOptions.machineFilesVersion) */
+  readonly filesVersion?: (id: string) => number;
   readonly expected: { readonly masters: number; readonly minions: number };
   readonly concurrency: number;
   readonly executor: ExecutorOptions;
@@ -94,7 +96,7 @@ export class Reconciler {
     this.semaphore = new Semaphore(options.concurrency);
     // every queued machine and every wait listens to this one signal: thousands at once are expected
     setMaxListeners(0, this.abort.signal);
-    this.cache = new MachinePlans(options.unitsFor, options.expected.masters);
+    this.cache = new MachinePlans(options.unitsFor, options.expected.masters, options.filesVersion);
     const etcdBackoff = options.etcdBackoff ?? BACKOFF.peer;
     this.passFailures = new Backoffs(etcdBackoff);
     this.machines = new MachineDeploy(

@@ -109,6 +109,7 @@ export interface Booted {
   pkiWrites(): number;
 }
 
+const DAY_MS = 24 * 3600 * 1000;
 const JOIN_TOKEN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
 
 export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<Booted> {
@@ -202,7 +203,7 @@ class Boot {
     const directory = new DirectoryPkiStore(path.join(this.inputs.stateDir, 'pki'));
     let writes = 0;
     const pkiStore: PkiStore = { read: (name) => directory.read(name), write: (name, content) => directory.write(name, content).then(() => void writes++) };
-    const authority = new CertificateAuthority({ store: pkiStore, clock: this.deps.clock, cluster: this.cluster, log: this.log });
+    const authority = new CertificateAuthority({ store: pkiStore, clock: this.deps.clock, cluster: this.cluster, log: this.log, renewBeforeMs: this.inputs.spec.certificates.renewBeforeDays * DAY_MS });
     const discovery = await authority.ensureDiscovery(this.inputs.spec);
     await authority.ensureCa('cluster');
     await authority.ensureCa('etcd');

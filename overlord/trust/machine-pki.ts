@@ -4,7 +4,9 @@ import { DISCOVERY_CLIENT_PATHS } from '../../units/pki-paths.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { MachineCredentials } from './machine-credentials.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
-import type { CertificateAuthority } from './pki/authority.ts';
+import type { CertificateAuthority, MachinePki } from './pki/authority.ts';
+import { readCertificate } from './pki/x509.ts';
+import { systemClock, type Clock } from '../../core/clock.ts';
 import type { CatalogOptions } from './pki/catalog.ts';
 import { CERT_MODE, machinePkiFiles } from './pki/delivery.ts';
 import type { ClusterView } from '../../contracts/step.ts';
@@ -26,8 +28,11 @@ import type { Fence } from '../edges/store.ts';
  * them, for the machine's access to discovery (units/pki-paths.ts DISCOVERY_CLIENT_PATHS): the discovery CA,
  * and the machine's own discovery etcd user (0600; overlord/trust/machine-credentials.ts).
  *
- * Certificates are checked for renewal when a machine's record or the masters change, and at every start
- * of the overlord (a pair expiring within 30 days is re-issued then).
+ * Certificates are renewed: a machine whose earliest certificate expires within the authority's renewBeforeMs
+ * (spec certificates.renewBeforeDays, 30 by default) is prepared again, at the next `prepare` after that moment —
+ * the term asks for one every `renewalCheckMs` (overlord/term.ts) — and the authority issues it new pairs; their new
+ * content changes the units hash, so the machine is redeployed and the units that read them restart (one master
+ * at a time: overlord/deploy/planner.ts rule 10). Also checked when a machine's record changes and at every start.
  */
 export interface MachinePkiOptions {
   readonly authority: CertificateAuthority;
@@ -38,12 +43,17 @@ export interface MachinePkiOptions {
   readonly credentials: Pick<MachineCredentials, 'fileFor'>;
   readonly log: Logger;
   readonly catalog?: CatalogOptions;
+  /** now, for renewals (default: the system clock) */
+  readonly clock?: Pick<Clock, 'now'>;
 }
 
-type Prepared = { readonly key: string; readonly files: readonly RemoteFile[] } | { readonly key: string; readonly error: CorekubeError };
+/** `renewAt`: when the machine's earliest certificate is due for renewal (its notAfter less renewBeforeMs) */
+type Prepared = { readonly key: string; readonly files: readonly RemoteFile[]; readonly renewAt: number } | { readonly key: string; readonly error: CorekubeError };
 
 export class MachinePkiFiles {
   private readonly prepared = new Map<string, Prepared>();
+  /** per machine, how often its files were prepared anew (the reconciler renders it again on a new version) */
+  private readonly versions = new Map<string, number>();
   private readonly shared: readonly RemoteFile[];
 
   constructor(private readonly options: MachinePkiOptions) {
@@ -58,18 +68,28 @@ export class MachinePkiFiles {
   async prepare(records: readonly MachineRecord[]): Promise<void> {
     const ids = new Set(records.map((r) => r.id));
     for (const id of this.prepared.keys()) if (!ids.has(id)) this.prepared.delete(id);
+    const now = (this.options.clock ?? systemClock).now();
     for (const record of records) {
       const key = keyOf(record);
-      if (this.prepared.get(record.id)?.key === key) continue;
+      const had = this.prepared.get(record.id);
+      // due when it expires within renewBeforeMs (strictly, as the authority's plan says 'expiring')
+      if (had?.key === key && !('renewAt' in had && now > had.renewAt)) continue;
       try {
         const pki = await this.options.authority.issueFor(this.options.spec, record, this.options.catalog);
-        this.prepared.set(record.id, Object.freeze({ key, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
+        const renewAt = earliestNotAfter(pki) - this.options.authority.renewBeforeMs;
+        this.prepared.set(record.id, Object.freeze({ key, renewAt, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
+        this.versions.set(record.id, (this.versions.get(record.id) ?? 0) + 1);
       } catch (err) {
         const e = asCorekubeError(err, 'E_PKI');
         this.options.log.error({ event: 'pki.machine-failed', machine: record.id, hostname: record.hostname, ...errorFields(e) }, 'cannot issue the machine\'s certificates');
         this.prepared.set(record.id, Object.freeze({ key, error: e }));
       }
     }
+  }
+
+  /** How often the machine's files were prepared anew. */
+  versionOf(id: string): number {
+    return this.versions.get(id) ?? 0;
   }
 
   /** The files of one machine, for the masters of `view`; throws when `prepare` did not cover them. */
@@ -103,9 +123,20 @@ export class SharedMachinePki {
     private readonly republisher: { publish(fence: Fence | undefined): Promise<void> } | undefined,
   ) {}
 
+  versionOf(id: string): number {
+    return this.files.versionOf(id);
+  }
+
   async prepare(records: readonly MachineRecord[], fence?: Fence): Promise<void> {
     const before = this.writes();
     await this.files.prepare(records);
     if (this.writes() !== before) await this.republisher?.publish(fence);
   }
+}
+
+/** The earliest notAfter (ms) of a machine's own certificates. */
+function earliestNotAfter(pki: MachinePki): number {
+  let earliest = Infinity;
+  for (const [entry, pair] of Object.entries(pki.pairs)) if (pair) earliest = Math.min(earliest, readCertificate(pair.cert, entry).notAfter);
+  return earliest;
 }

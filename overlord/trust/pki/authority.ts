@@ -65,6 +65,8 @@ export interface AuthorityOptions {
    * the cluster's existing CA or nothing)
    */
   readonly createCas?: boolean;
+  /** a leaf is issued again once it expires within this long (default RENEW_BEFORE_MS, 30 days; spec certificates.renewBeforeDays) */
+  readonly renewBeforeMs?: number;
 }
 
 export interface IssuedPair {
@@ -128,12 +130,16 @@ export class CertificateAuthority {
   private readonly cas = new Map<CaKind, LoadedCa>();
   private queue: Promise<unknown> = Promise.resolve();
 
+  /** how long before a leaf's expiry it is issued again */
+  readonly renewBeforeMs: number;
+
   constructor(options: AuthorityOptions) {
     this.store = options.store;
     this.clock = options.clock;
     this.cluster = options.cluster;
     this.log = options.log ?? silent;
     this.createCas = options.createCas ?? true;
+    this.renewBeforeMs = options.renewBeforeMs ?? RENEW_BEFORE_MS;
   }
 
   /** The CA of `kind`, made on first use and read back from the store ever after. */
@@ -282,7 +288,7 @@ export class CertificateAuthority {
     );
 
     const caKeyIds = Object.fromEntries(CA_KINDS.map((k) => [k, cas.get(k)?.keyId])) as Record<CaKind, string | undefined>;
-    const plan = planIssuance(profiles, existing, caKeyIds, this.clock.now());
+    const plan = planIssuance(profiles, existing, caKeyIds, this.clock.now(), this.renewBeforeMs);
     const issued: Issued[] = [];
     for (const { profile, reason, keepKey } of plan) {
       const had = stored.get(profile.name)!;

@@ -56,10 +56,11 @@ export function planIssuance(
   existing: ReadonlyMap<string, Existing>,
   caKeyIds: Readonly<Record<CaKind, string | undefined>>,
   now: number,
+  renewBeforeMs = RENEW_BEFORE_MS,
 ): Issuance[] {
   const out: Issuance[] = [];
   for (const profile of profiles) {
-    const reason = reasonToIssue(profile, existing.get(profile.name), caKeyIds[profile.ca], now);
+    const reason = reasonToIssue(profile, existing.get(profile.name), caKeyIds[profile.ca], now, renewBeforeMs);
     if (reason === undefined) continue;
     const keyPresent = existing.get(profile.name)?.keyPublicKey !== undefined;
     // a key is replaced only when absent; a mismatched pair gets a new cert for the stored key
@@ -68,7 +69,7 @@ export function planIssuance(
   return out;
 }
 
-export function reasonToIssue(profile: CertProfile, found: Existing | undefined, caKeyId: string | undefined, now: number): IssueReason | undefined {
+export function reasonToIssue(profile: CertProfile, found: Existing | undefined, caKeyId: string | undefined, now: number, renewBeforeMs = RENEW_BEFORE_MS): IssueReason | undefined {
   if (found?.keyPublicKey === undefined) return found?.cert === undefined ? 'missing' : 'key-missing';
   const cert = found.cert;
   if (cert === undefined) return 'missing';
@@ -77,7 +78,7 @@ export function reasonToIssue(profile: CertProfile, found: Existing | undefined,
   if (cert.commonName !== profile.commonName || !sameSet(cert.organizations, profile.organizations)) return 'subject-changed';
   if (!sameSet(cert.dnsNames, profile.dnsNames) || !sameSet(cert.ipAddresses, profile.ipAddresses)) return 'sans-changed';
   if (cert.usage !== profile.usage) return 'usage-changed';
-  if (cert.notAfter - now < RENEW_BEFORE_MS) return 'expiring';
+  if (cert.notAfter - now < renewBeforeMs) return 'expiring';
   return undefined;
 }
 

@@ -34,7 +34,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
   const clock = new FakeClock();
   const hosts = new FakeMachines({ clock, ms: 10 });
   const authority = new CertificateAuthority({ store: pkiStore, clock, cluster: 't' });
-  const files = new MachinePkiFiles({ authority, spec, discoveryCa: DISCOVERY_CA, credentials, log: silentLogger() });
+  const files = new MachinePkiFiles({ authority, spec, discoveryCa: DISCOVERY_CA, credentials, log: silentLogger(), clock });
   // issuing runs on real crypto, outside the fake clock: the tests wait for it explicitly
   const inflight = new Set<Promise<void>>();
   const prepareMachines = (records: readonly MachineRecord[]) => {
@@ -51,7 +51,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
         sshUser: 'corekube',
         unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v) }),
         expected: { masters: 1, minions: 1 },
-        machinePki: { prepare: prepareMachines },
+        machinePki: { prepare: prepareMachines, versionOf: (id) => files.versionOf(id) },
         retry: { retries: 1, initialMs: 1_000, factor: 2, maxMs: 1_000 },
       },
     );
@@ -81,6 +81,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
   return { clock, hosts, etcd, pkiStore, authority, files, start, settle, announce, ledger };
 }
 
+const DAY = 24 * 3600 * 1000;
 const master1 = makeRecord(1, 'master');
 const master2 = makeRecord(2, 'master');
 const minion = makeRecord(10, 'minion');
@@ -173,6 +174,38 @@ describe('machine PKI in the write-units step', () => {
     expect([master1, master2, minion].map((r) => again.hosts.machine(r.id).reloads)).toEqual([0, 0, 0]);
     expect(reloads.every((n) => n > 0)).toBe(true);
     await o2.stop();
+  });
+
+  it('renews a machine\'s certificates before they expire and rolls them out: the units that read them restart, nothing else', async () => {
+    const w = world();
+    await w.announce(master1);
+    await w.announce(minion);
+    const o = await w.start();
+    await w.settle(o);
+    const m = w.hosts.machine(minion.id);
+    const before = { hash: w.ledger(minion.id).unitsHash, kubelet: readCertificate(m.files.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet'), expires: w.ledger(minion.id).certificatesExpire! };
+    const starts = () => Object.fromEntries(['flanneld.service', 'kubelet.service', 'kube-proxy.service', 'corekube-containerd.service'].map((u) => [u, m.unit(u).starts]));
+    const startsBefore = starts();
+
+    // 300 days on: not due yet (certificates live 365 days, renewed 30 days before); the hourly check changes nothing
+    await w.clock.advance(300 * DAY);
+    await w.settle(o);
+    expect(w.ledger(minion.id).unitsHash).toBe(before.hash);
+
+    // 340 days on: due — new pairs, a redeploy, and the units that read them restart (containerd reads none)
+    await w.clock.advance(40 * DAY);
+    for (let i = 0; i < 20 && w.ledger(minion.id).unitsHash === before.hash; i++) {
+      await w.settle(o);
+      await w.clock.next();
+    }
+    await w.settle(o);
+    const after = readCertificate(m.files.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet');
+    expect(after.serialNumber).not.toBe(before.kubelet.serialNumber);
+    expect(after.notAfter).toBeGreaterThan(before.kubelet.notAfter);
+    expect(w.ledger(minion.id).unitsHash).not.toBe(before.hash);
+    expect(Date.parse(w.ledger(minion.id).certificatesExpire!)).toBeGreaterThan(Date.parse(before.expires));
+    expect(starts()).toEqual({ ...startsBefore, 'flanneld.service': startsBefore['flanneld.service']! + 1, 'kubelet.service': startsBefore['kubelet.service']! + 1, 'kube-proxy.service': startsBefore['kube-proxy.service']! + 1 });
+    await o.stop();
   });
 
   it('fails only the machine whose certificates cannot be issued, with the reason', async () => {
