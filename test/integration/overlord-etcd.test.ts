@@ -235,12 +235,12 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
       expect(stdout.trim().split('\n')).toHaveLength(1);
       const status = JSON.parse(stdout) as { machines: Record<string, unknown>[] };
       expect(Object.keys(status)).toEqual(['machines']);
-      for (const m of status.machines) expect(Object.keys(m)).toEqual(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node']);
+      for (const m of status.machines) expect(Object.keys(m)).toEqual(['id', 'role', 'ip', 'state', 'step', 'error', 'subnet', 'node', 'certificatesExpire']);
       expect(status.machines).toEqual([
-        { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null },
-        { id: minion.id, role: 'minion', ip: minion.ip, state: 'deployed', step: null, error: null, subnet: null, node },
-        { id: failing.id, role: 'minion', ip: failing.ip, state: 'failed', step: 'start:kubelet.service', error: expect.stringContaining('E_UNIT_FAILED: kubelet.service failed'), subnet: null, node: null },
-        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record value is not JSON (got "not json")', subnet: null, node: null },
+        { id: master.id, role: 'master', ip: master.ip, state: 'deployed', step: null, error: null, subnet: null, node: null, certificatesExpire: null },
+        { id: minion.id, role: 'minion', ip: minion.ip, state: 'deployed', step: null, error: null, subnet: null, node, certificatesExpire: null },
+        { id: failing.id, role: 'minion', ip: failing.ip, state: 'failed', step: 'start:kubelet.service', error: expect.stringContaining('E_UNIT_FAILED: kubelet.service failed'), subnet: null, node: null, certificatesExpire: null },
+        { id: 'e'.repeat(32), role: null, ip: null, state: 'failed', step: null, error: 'skipped: record value is not JSON (got "not json")', subnet: null, node: null, certificatesExpire: null },
       ]);
     });
 
@@ -255,7 +255,7 @@ describe.skipIf(skip)('overlord against a real etcd', () => {
         client.close();
         const args = ['status', '--etcd-endpoints', secure.endpoints[0]!, '--etcd-ca', tls.caFile, '--etcd-cert', tls.certFile, '--etcd-key', tls.keyFile, '--cluster', c];
         const { stdout } = await run(process.execPath, [path.join(root, 'bin/corekube.js'), ...args, '--json'], { cwd: root });
-        expect(JSON.parse(stdout)).toEqual({ machines: [{ id: master.id, role: 'master', ip: master.ip, state: 'pending', step: null, error: null, subnet: null, node: null }] });
+        expect(JSON.parse(stdout)).toEqual({ machines: [{ id: master.id, role: 'master', ip: master.ip, state: 'pending', step: null, error: null, subnet: null, node: null, certificatesExpire: null }] });
         const table = await run(process.execPath, [path.join(root, 'bin/corekube.js'), ...args], { cwd: root });
         expect(table.stdout).toContain('1 machines: 0 deployed, 0 deploying, 1 pending, 0 failed');
       } finally {
