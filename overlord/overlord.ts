@@ -1,6 +1,7 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { clusterKeys } from '../contracts/keys.ts';
 import { asCorekubeError } from '../core/errors.ts';
+import { BACKOFF, Backoffs } from '../core/retry.ts';
 import type { Clock } from '../core/clock.ts';
 import { startLeaderService, type LeaderConfig, type LeaderService } from './availability/leader-service.ts';
 import { EtcdHealth, observedStore } from './availability/health.ts';
@@ -155,23 +156,33 @@ async function termOptions(
 async function kubernetes(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<KubernetesOptions> {
   const admin = await booted.authority.ensureAdmin();
   const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
-  return { api: (servers) => createKubernetesApi(servers, credentials), addons: [...clusterAddons(spec), ...(await cloudAddons(spec, booted, deps))] };
+  return {
+    api: (servers) => createKubernetesApi(servers, credentials),
+    addons: clusterAddons(spec),
+    ...(spec.cloudProvider === 'openstack' ? { laterAddons: (signal: AbortSignal) => cloudAddons(spec, booted, deps, signal) } : {}),
+  };
 }
 
 /**
- * The OpenStack cloud provider's add-ons, when the spec has it. Without its credentials (booted by hand, or Heat
- * away at a first boot) the machines are still deployed: the error says what is missing, and the cluster is
- * not ready until they come (its Nodes keep the uninitialised taint); the next term tries again.
+ * The OpenStack cloud provider's add-ons, once its credentials are read (trust/cloud-credentials.ts). Without them
+ * (booted by hand without Heat, or Heat away at a first boot with no kept copy) the machines are still deployed:
+ * the error says what is missing, and the credentials are tried again every few minutes until they come — the
+ * cluster is not ready before (its Nodes keep the uninitialised taint).
  */
-async function cloudAddons(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<Addon[]> {
-  if (spec.cloudProvider !== 'openstack') return [];
-  try {
-    return cloudProviderAddons(spec, await cloudCredentials({ configDir: booted.configDir, stateDir: booted.stateDir, clock: deps.clock, log: deps.log, signal: deps.signal }));
-  } catch (err) {
-    if (deps.signal.aborted) throw err;
-    const e = asCorekubeError(err, 'E_HEAT');
-    deps.log.error({ event: 'cloud.credentials-missing', ...errorFields(e) }, `the OpenStack cloud provider's add-ons are not applied: ${e.message}`);
-    return [];
+async function cloudAddons(spec: ClusterSpec, booted: Booted, deps: OverlordDeps, signal: AbortSignal): Promise<Addon[]> {
+  const waits = new Backoffs(BACKOFF.heat);
+  let reported = '';
+  for (;;) {
+    try {
+      return cloudProviderAddons(spec, await cloudCredentials({ configDir: booted.configDir, stateDir: booted.stateDir, clock: deps.clock, log: deps.log, signal }));
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      const e = asCorekubeError(err, 'E_HEAT');
+      const delay = waits.next();
+      if (e.message !== reported) deps.log.error({ event: 'cloud.credentials-missing', nextRetryMs: delay, ...errorFields(e) }, `the OpenStack cloud provider's add-ons wait for their credentials: ${e.message}`);
+      reported = e.message;
+      await deps.clock.sleep(delay, signal);
+    }
   }
 }
 

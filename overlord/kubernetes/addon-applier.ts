@@ -39,20 +39,29 @@ export const addonKey = (keys: ClusterKeys, name: string) => `${keys.prefix}addo
 
 export class AddonApplier {
   #applied: Promise<void> | undefined;
+  /** the later add-ons, once `later` gave them */
+  #later: readonly Addon[] = [];
 
   constructor(
     private readonly ports: AddonApplierPorts,
     private readonly addons: readonly Addon[],
     private readonly options: AddonApplierOptions = {},
+    /** add-ons known only later (the cloud provider's, once its credentials are read): applied after the others */
+    private readonly later?: (signal: AbortSignal) => Promise<readonly Addon[]>,
   ) {}
 
   /** Applies every add-on (once this term): resolves once they are all applied; rejects only when `signal` aborts. */
   applied(signal: AbortSignal): Promise<void> {
-    this.#applied ??= this.#applyAll(signal);
+    this.#applied ??= (async () => {
+      await this.#applyAll(this.addons, signal);
+      if (!this.later) return;
+      this.#later = await this.later(signal);
+      await this.#applyAll(this.#later, signal);
+    })();
     return this.#applied;
   }
 
-  async #applyAll(signal: AbortSignal): Promise<void> {
+  async #applyAll(addons: readonly Addon[], signal: AbortSignal): Promise<void> {
     const { api, log, clock } = this.ports;
     const notReady = new CorekubeError('E_KUBERNETES', 'the API server is not ready yet', { retryable: true });
     let waitingLogged = false;
@@ -62,7 +71,7 @@ export class AddonApplier {
         waitingLogged = true;
         throw notReady;
       }
-      for (const addon of this.addons) {
+      for (const addon of addons) {
         const t = clock.now();
         await api.apply(addon.objects);
         const record: AddonRecord = { hash: addon.hash, appliedAt: new Date(clock.now()).toISOString() };
@@ -96,7 +105,7 @@ export class AddonApplier {
     for (;;) {
       signal.throwIfAborted();
       const missing: string[] = [];
-      for (const a of this.addons) {
+      for (const a of [...this.addons, ...this.#later]) {
         const d = await api.deployment(a.deployment.namespace, a.deployment.name).catch((err: unknown) => {
           const e = asCorekubeError(err, 'E_KUBERNETES');
           if (!e.retryable) throw e;

@@ -18,6 +18,11 @@ export interface KubernetesOptions {
   /** the API of the deployed masters, made from their https URLs (createKubernetesApi with the admin's credentials) */
   readonly api: (servers: () => readonly string[]) => KubernetesApi;
   readonly addons: readonly Addon[];
+  /**
+   * add-ons whose objects are known only later (the OpenStack cloud provider's, made from credentials read from
+   * Heat): applied once this resolves, after the others; the cluster is not ready before
+   */
+  readonly laterAddons?: (signal: AbortSignal) => Promise<readonly Addon[]>;
   /** node-ready: how long a Node may take to be Ready (default 180 s) */
   readonly nodeTimeoutMs?: number;
   /** the cluster-ready gate: how long the add-ons may take to be available (default 600 s) */
@@ -64,7 +69,7 @@ export class KubernetesSide {
       { api: this.api, hosts: ports.hosts, clock: ports.clock, podCidrOf: async (id) => ports.podNetwork?.subnetOf(id) },
       { remote, timeoutMs: options.nodeTimeoutMs ?? DEFAULT_NODE_READINESS.timeoutMs, pollMs: options.pollMs ?? DEFAULT_NODE_READINESS.pollMs },
     );
-    this.applier = new AddonApplier({ api: this.api, store: ports.store, keys: ports.keys, clock: ports.clock, log: ports.log, ...fence }, options.addons, options.pollMs ? { pollMs: options.pollMs } : {});
+    this.applier = new AddonApplier({ api: this.api, store: ports.store, keys: ports.keys, clock: ports.clock, log: ports.log, ...fence }, options.addons, options.pollMs ? { pollMs: options.pollMs } : {}, options.laterAddons);
   }
 
   /** Starts applying the add-ons (once the API is known) and recording Node states, in the background. */
