@@ -17,7 +17,8 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/discovery/admission.ts); deploying: a deployment is under way
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
- *   the reason. A machine whose record expired but whose ledger remains is listed from the ledger.
+ *   the reason. unreachable: the overlord deployed (or tried) it, but its record expired — powered off,
+ *   rebooting or cut off; it is listed from the ledger and never removed by that alone.
  * - A machine admitted with an identity (overlord/discovery/identity.ts) is shown at its admitted address and role; a record
  *   that names another address, key or role is listed as failed with what differs (the overlord ignores it).
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
@@ -27,7 +28,7 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  *   machine (the ledger records it with the deployment), null before its first deployment.
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
-export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed';
+export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable';
 
 export interface MachineStatus {
   readonly id: string;
@@ -67,7 +68,7 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
     rows.set(r.id, rowOf(r.record.id, r.record.role, r.record.ip, ledger.get(r.id) ?? null, r.record.bootId));
   }
   for (const [id, entry] of ledger) {
-    if (!rows.has(id)) rows.set(id, rowOf(id, entry.role, entry.ip, entry, entry.bootId));
+    if (!rows.has(id)) rows.set(id, { ...rowOf(id, entry.role, entry.ip, entry, entry.bootId), state: 'unreachable', step: null, error: UNREACHABLE });
   }
   for (const r of joining) {
     if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null, certificatesExpire: null });
@@ -77,6 +78,8 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
   const machines = [...rows.values()].sort((a, b) => rank(a.role) - rank(b.role) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return { machines };
 }
+
+const UNREACHABLE = 'no machine record: its lease expired (powered off, rebooting or cut off); it comes back when the machine announces again';
 
 function rowOf(id: string, role: string, ip: string, entry: LedgerEntry | null, bootId: string): MachineStatus {
   const none = { subnet: null, node: null, certificatesExpire: entry?.certificatesExpire ?? null };
@@ -143,6 +146,7 @@ export function formatStatusTable(report: StatusReport): string {
   const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.certificatesExpire?.slice(0, 10) ?? '-', m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  const counts = (['deployed', 'deploying', 'pending', 'failed'] as const).map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
+  const states = ['deployed', 'deploying', 'pending', 'failed', ...(report.machines.some((m) => m.state === 'unreachable') ? (['unreachable'] as const) : [])] as const;
+  const counts = states.map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
   return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${leader}`;
 }

@@ -108,6 +108,12 @@ describe('status rows', () => {
     expect(formatStatusTable(report)).toContain('3 machines: 1 deployed, 1 deploying, 0 pending, 1 failed');
   });
 
+  it('shows a deployed machine whose record expired as unreachable, from its ledger, and counts it apart', () => {
+    const report = machineStatuses([{ id: minion.id, record: minion }], new Map([[master.id, deployed], [minion.id, deploying]]));
+    expect(report.machines[0]).toMatchObject({ id: master.id, role: 'master', ip: master.ip, state: 'unreachable', step: null, error: expect.stringContaining('lease expired') });
+    expect(formatStatusTable(report)).toContain('2 machines: 0 deployed, 1 deploying, 0 pending, 0 failed, 1 unreachable');
+  });
+
   it('shows the earliest expiry of the certificates the overlord deployed to a machine, from its ledger', () => {
     const report = machineStatuses([{ id: master.id, record: master }, { id: minion.id, record: minion }], new Map([[master.id, { ...deployed, certificatesExpire: '2027-12-06T18:43:17.000Z' }]]));
     expect(report.machines.map((m) => m.certificatesExpire)).toEqual(['2027-12-06T18:43:17.000Z', null]);
