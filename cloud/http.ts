@@ -14,6 +14,11 @@ export interface HttpRequest {
   readonly body?: unknown;
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /**
+   * Sending it twice does no harm (GET, PUT and DELETE always; a POST only when its caller says so, e.g. asking
+   * Keystone for a token): it is sent once more when the connection it went out on was closed under it.
+   */
+  readonly idempotent?: boolean;
 }
 
 export interface HttpResponse {
@@ -40,7 +45,11 @@ export function fetchTransport(service: string): Transport {
     const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
     let res: Response;
     try {
-      res = await fetch(req.url, { method: req.method, headers, body, redirect: 'manual', signal });
+      res = await fetch(req.url, { method: req.method, headers, body, redirect: 'manual', signal }).catch((cause: unknown) => {
+        // a kept-alive connection the server closed as the request went out on it: once more, on a new one
+        if (!closedUnder(cause) || signal.aborted || !(req.idempotent ?? IDEMPOTENT.has(req.method))) throw cause;
+        return fetch(req.url, { method: req.method, headers, body, redirect: 'manual', signal });
+      });
     } catch (cause) {
       throw networkError(service, req, cause, timeout.aborted);
     }
@@ -52,6 +61,14 @@ export function fetchTransport(service: string): Transport {
     }
     return { status: res.status, headers: res.headers, body: parseBody(text, res.headers.get('content-type')) };
   };
+}
+
+const IDEMPOTENT: ReadonlySet<HttpRequest['method']> = new Set(['GET', 'PUT', 'DELETE']);
+
+/** The far end closed the connection before answering (undici's UND_ERR_SOCKET, or a reset). */
+function closedUnder(cause: unknown): boolean {
+  const code = (cause as { cause?: { code?: string } })?.cause?.code;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
 }
 
 function parseBody(text: string, contentType: string | null): unknown {

@@ -94,7 +94,8 @@ export class KeystoneSession {
 
   async #authenticate(): Promise<void> {
     const url = `${this.config.authUrl}/auth/tokens`;
-    const res = await this.#transport({ method: 'POST', url, body: authRequestBody(this.config) });
+    // a second token request does no harm: sent again if the connection closes under it
+    const res = await this.#transport({ method: 'POST', url, body: authRequestBody(this.config), idempotent: true });
     if (res.status !== 201 && res.status !== 200) {
       throw toOpenStackError({ service: 'Keystone', method: 'POST', url }, res);
     }
