@@ -39,6 +39,7 @@ export const CONFIG_FILES = Object.freeze({
   cloudPassword: 'heat/cloud/password',
   cloudProjectId: 'heat/cloud/project-id',
   cloudStackId: 'heat/cloud/stack-id',
+  cloudRegion: 'heat/cloud/region',
   /** overlord only: the overlord's configuration (cloud-config/overlord-config.ts) */
   overlordConfig: 'overlord.yaml',
 });

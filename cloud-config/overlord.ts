@@ -36,6 +36,7 @@ export function overlordPlan(spec: ClusterSpec, options: { standby?: boolean } =
               placeholderFile(configPath('cloudPassword'), PLACEHOLDERS.cloudPassword, '0600'),
               placeholderFile(configPath('cloudProjectId'), PLACEHOLDERS.cloudProjectId, '0644'),
               placeholderFile(configPath('cloudStackId'), PLACEHOLDERS.cloudStackId, '0644'),
+              placeholderFile(configPath('cloudRegion'), PLACEHOLDERS.cloudRegion, '0644'),
             ]
           : []),
       ];

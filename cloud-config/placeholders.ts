@@ -32,13 +32,14 @@ export const PLACEHOLDERS = {
   /**
    * bootstrap overlord only, with the OpenStack cloud provider: the stack user of Heat's cloud_credentials
    * resource (heat/cloud-provider.ts), which may read that resource's metadata — the application credential —
-   * and nothing else: Keystone's URL, the user's id, password and project, the stack path
+   * and nothing else: Keystone's URL, the user's id, password and project, the stack path, the region
    */
   cloudAuthUrl: '%%COREKUBE_CLOUD_AUTH_URL%%',
   cloudUserId: '%%COREKUBE_CLOUD_USER_ID%%',
   cloudPassword: '%%COREKUBE_CLOUD_PASSWORD%%',
   cloudProjectId: '%%COREKUBE_CLOUD_PROJECT_ID%%',
   cloudStackId: '%%COREKUBE_CLOUD_STACK_ID%%',
+  cloudRegion: '%%COREKUBE_CLOUD_REGION%%',
   /** overlord only: the initial counts (the overlord server ignores user_data updates: counts may change) */
   masterCount: '%%COREKUBE_MASTER_COUNT%%',
   minionCount: '%%COREKUBE_MINION_COUNT%%',

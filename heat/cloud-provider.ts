@@ -18,7 +18,7 @@ import { PRIVATE_SUBNET, ROUTER } from './network.ts';
  */
 
 /** the placeholders only the bootstrap overlord's user_data holds */
-export const CLOUD_AGENT_PLACEHOLDERS: readonly PlaceholderName[] = ['cloudAuthUrl', 'cloudUserId', 'cloudPassword', 'cloudProjectId', 'cloudStackId'];
+export const CLOUD_AGENT_PLACEHOLDERS: readonly PlaceholderName[] = ['cloudAuthUrl', 'cloudUserId', 'cloudPassword', 'cloudProjectId', 'cloudStackId', 'cloudRegion'];
 
 export const CLOUD_PARAMETER_NAMES = ['openstack_auth_url', 'openstack_region', 'application_credential_id', 'application_credential_secret'] as const;
 
@@ -87,6 +87,7 @@ export function cloudAgentValues(spec: ClusterSpec): Partial<Record<PlaceholderN
     cloudPassword: spec.os === 'flatcar' ? percentEncoded(heat('password')) : heat('password'),
     cloudProjectId: heat('project_id'),
     cloudStackId: heat('stack_id'),
+    cloudRegion: heat('region_name'),
   };
 }
 

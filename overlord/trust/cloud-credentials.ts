@@ -5,6 +5,10 @@ import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import { writeFileAtomic } from '../../core/private-files.ts';
 import { BACKOFF, retry, type Backoff } from '../../core/retry.ts';
+import { parseAuthConfig } from '../../cloud/auth-config.ts';
+import { HeatClient } from '../../cloud/heat-client.ts';
+import type { Transport } from '../../cloud/http.ts';
+import { KeystoneSession } from '../../cloud/keystone.ts';
 import { CLOUD_CREDENTIALS, CLOUD_METADATA_KEY, openStackCloudFields, parseOpenStackCloud, type OpenStackCloud } from '../../contracts/openstack-cloud.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 
@@ -27,6 +31,8 @@ export interface CloudAgent {
   readonly projectId: string;
   /** `<stack name>/<stack id>` */
   readonly stackId: string;
+  /** the region of Heat's endpoint in the catalog (undefined: the only one) */
+  readonly region: string | undefined;
 }
 
 export interface CloudCredentialsDeps {
@@ -35,8 +41,8 @@ export interface CloudCredentialsDeps {
   readonly clock: Clock;
   readonly log: Logger;
   readonly signal?: AbortSignal;
-  /** for tests: the HTTP client */
-  readonly fetch?: typeof fetch;
+  /** for tests: the HTTP transport to Keystone and Heat, by service */
+  readonly transport?: (service: 'Keystone' | 'Heat') => Transport;
   readonly backoff?: Backoff;
   /** attempts before falling back to the kept copy (default: 10) */
   readonly attempts?: number;
@@ -45,15 +51,16 @@ export interface CloudCredentialsDeps {
 /** The agent from the config dir, or undefined when its files are absent or empty (booted by hand, a standby). */
 export async function readCloudAgent(configDir: string): Promise<CloudAgent | undefined> {
   const read = (file: string) => readFile(path.join(configDir, file), 'utf8').then((t) => t.trim(), () => '');
-  const [authUrl, userId, password, projectId, stackId] = await Promise.all([
+  const [authUrl, userId, password, projectId, stackId, region] = await Promise.all([
     read(CONFIG_FILES.cloudAuthUrl),
     read(CONFIG_FILES.cloudUserId),
     read(CONFIG_FILES.cloudPassword),
     read(CONFIG_FILES.cloudProjectId),
     read(CONFIG_FILES.cloudStackId),
+    read(CONFIG_FILES.cloudRegion),
   ]);
   if (!authUrl || !userId || !password || !projectId || !stackId) return undefined;
-  return Object.freeze({ authUrl, userId, password, projectId, stackId });
+  return Object.freeze({ authUrl, userId, password, projectId, stackId, region: region || undefined });
 }
 
 /**
@@ -88,57 +95,25 @@ export async function cloudCredentials(deps: CloudCredentialsDeps): Promise<Open
   }
 }
 
-/** One read: a token from Keystone for the stack user, then the resource's metadata from Heat's public endpoint. */
+/**
+ * One read, through corekube's own OpenStack client (cloud/): a Keystone session as the stack user (password,
+ * scoped to its project), then the resource's metadata from the catalog's public Heat endpoint in its region.
+ */
 async function readFromHeat(agent: CloudAgent, deps: CloudCredentialsDeps): Promise<OpenStackCloud> {
-  const http = deps.fetch ?? fetch;
-  const request = async (url: string, init: RequestInit, what: string): Promise<Response> => {
-    const timeout = AbortSignal.timeout(30_000);
-    try {
-      return await http(url, { ...init, signal: deps.signal ? AbortSignal.any([deps.signal, timeout]) : timeout });
-    } catch (err) {
-      if (deps.signal?.aborted) throw deps.signal.reason;
-      throw new CorekubeError('E_HEAT', `cannot reach ${what} at ${url}: ${(err as Error).message ?? String(err)}`, { retryable: true, hint: 'check that the overlord reaches Keystone and Heat (the URLs of the cloud\'s catalog)' });
-    }
-  };
-  const keystone = `${agent.authUrl.replace(/\/+$/, '')}/auth/tokens`;
-  const auth = await request(
-    keystone,
-    {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify({ auth: { identity: { methods: ['password'], password: { user: { id: agent.userId, password: agent.password } } }, scope: { project: { id: agent.projectId } } } }),
-    },
-    'Keystone',
-  );
-  const token = auth.headers.get('x-subject-token');
-  if (!auth.ok || !token) {
-    await auth.body?.cancel();
-    throw new CorekubeError('E_HEAT', `Keystone at ${keystone} refused the cloud_credentials stack user (HTTP ${auth.status})`, {
-      retryable: auth.status >= 500 || auth.status === 429,
-      hint: 'the stack user is Heat\'s: if the stack was deleted and created again, the overlord server must be the new stack\'s',
-    });
-  }
-  const heat = heatEndpoint(await auth.json().catch(() => undefined));
-  if (heat === undefined) throw new CorekubeError('E_HEAT', 'Keystone\'s catalog names no public orchestration (Heat) endpoint', { hint: 'the cloud\'s catalog must list Heat; check `openstack catalog show orchestration`' });
-  const url = `${heat.replace(/\/+$/, '')}/stacks/${agent.stackId}/resources/${CLOUD_CREDENTIALS}/metadata`;
-  const res = await request(url, { headers: { Accept: 'application/json', 'X-Auth-Token': token } }, 'Heat');
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw new CorekubeError('E_HEAT', `Heat refused to show the ${CLOUD_CREDENTIALS} metadata (HTTP ${res.status})`, { retryable: res.status >= 500 || res.status === 429, hint: `run \`openstack stack resource metadata <stack> ${CLOUD_CREDENTIALS}\` as the project to see it` });
-  }
-  const body = (await res.json().catch(() => undefined)) as { metadata?: Record<string, unknown> } | undefined;
+  const config = parseAuthConfig({
+    OS_AUTH_URL: agent.authUrl,
+    OS_USER_ID: agent.userId,
+    OS_PASSWORD: agent.password,
+    OS_PROJECT_ID: agent.projectId,
+    OS_REGION_NAME: agent.region,
+    OS_INTERFACE: 'public',
+  });
+  const session = await KeystoneSession.open(config, ...(deps.transport ? [deps.transport('Keystone')] : []));
+  const heat = new HeatClient(session, deps.transport ? { transport: deps.transport('Heat') } : {});
+  const body = await heat.call<{ metadata?: Record<string, unknown> }>('GET', `/stacks/${agent.stackId}/resources/${CLOUD_CREDENTIALS}/metadata`, {
+    hints: { 403: 'the stack user may read cloud_credentials\' metadata only: the overlord server must belong to this stack', 404: `run \`openstack stack resource show <stack> ${CLOUD_CREDENTIALS}\` as the project` },
+  });
   return parseOpenStackCloud(body?.metadata?.[CLOUD_METADATA_KEY], `the ${CLOUD_CREDENTIALS} metadata`);
-}
-
-/** The public orchestration endpoint of a Keystone v3 token's catalog. */
-export function heatEndpoint(tokenBody: unknown): string | undefined {
-  const catalog = (tokenBody as { token?: { catalog?: { type?: string; endpoints?: { interface?: string; url?: string }[] }[] } } | undefined)?.token?.catalog ?? [];
-  for (const service of catalog) {
-    if (service.type !== 'orchestration') continue;
-    const url = service.endpoints?.find((e) => e.interface === 'public')?.url;
-    if (typeof url === 'string' && /^https?:\/\//.test(url)) return url;
-  }
-  return undefined;
 }
 
 async function readKept(stateDir: string): Promise<OpenStackCloud | undefined> {

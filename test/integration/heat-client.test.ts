@@ -333,6 +333,7 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
           [CONFIG_FILES.cloudPassword]: decodeURIComponent(String(agent.cloudPassword)),
           [CONFIG_FILES.cloudProjectId]: agent.cloudProjectId,
           [CONFIG_FILES.cloudStackId]: agent.cloudStackId,
+          [CONFIG_FILES.cloudRegion]: agent.cloudRegion,
         };
         for (const [f, v] of Object.entries(files)) {
           mkdirSync(join(dir, 'etc', f, '..'), { recursive: true });

@@ -40,6 +40,7 @@ export const FILLED: Record<PlaceholderName, string> = {
   cloudPassword: 'qx#t@V3TQe%ZPX^DY1JD!n7z&jDlc6*x',
   cloudProjectId: 'c2be9e343ef945dfa3387dc3d68d3cd9',
   cloudStackId: 'demo/ebe9735d-3b42-4734-af7f-6ed51c976f10',
+  cloudRegion: 'RegionOne',
   masterCount: '3',
   minionCount: '50',
 };

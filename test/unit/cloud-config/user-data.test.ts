@@ -12,7 +12,7 @@ import { CA_PEM, CASES, fileAt, FILLED, machineView, OSES, parse11, parse12, spe
 const EXPECTED_PLACEHOLDERS: Record<BootRole, PlaceholderName[]> = {
   discovery: ['overlordSshKey', 'readyUrl', 'readyToken'],
   // with the OpenStack cloud provider (the default): the stack user that reads the cloud credentials from Heat
-  overlord: ['joinToken', 'overlordSecret', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'cloudAuthUrl', 'cloudUserId', 'cloudPassword', 'cloudProjectId', 'cloudStackId', 'masterCount', 'minionCount'],
+  overlord: ['joinToken', 'overlordSecret', 'readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', 'cloudAuthUrl', 'cloudUserId', 'cloudPassword', 'cloudProjectId', 'cloudStackId', 'cloudRegion', 'masterCount', 'minionCount'],
   'overlord-standby': ['joinToken', 'overlordSecret', 'discoveryCa', 'masterCount', 'minionCount'],
   master: ['joinToken', 'overlordSshKey', 'discoveryCa'],
   minion: ['joinToken', 'overlordSshKey', 'discoveryCa'],

@@ -7,7 +7,8 @@ import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { CONFIG_FILES } from '../../../cloud-config/machine-paths.ts';
 import { openStackCloudFields, parseOpenStackCloud, type OpenStackCloud } from '../../../contracts/openstack-cloud.ts';
 import type { Clock } from '../../../core/clock.ts';
-import { InvalidInputError } from '../../../core/errors.ts';
+import { CorekubeError, InvalidInputError } from '../../../core/errors.ts';
+import type { HttpRequest, Transport } from '../../../cloud/http.ts';
 import { createLogger } from '../../../overlord/edges/log.ts';
 import { CCM, CINDER_CSI, CLOUD_CONFIG_SECRET, cloudConf, cloudProviderAddons, UNINITIALIZED_TAINT } from '../../../overlord/kubernetes/cloud-provider.ts';
 import { CLOUD_STATE_FILE, cloudCredentials } from '../../../overlord/trust/cloud-credentials.ts';
@@ -132,20 +133,22 @@ describe('the overlord reads the credentials from Heat', () => {
   const clock: Clock = { now: () => Date.now(), sleep: async () => {} };
   const PASSWORD = 'qx#t@V3TQe%ZPX^DY1JD!n7z&jDlc6*x';
   const metadata = { corekube_cloud: openStackCloudFields(cloud), 'os-collect-config': { heat: { password: PASSWORD } } };
-  const calls: { url: string; init?: RequestInit }[] = [];
+  const calls: HttpRequest[] = [];
   let heatUp = true;
-  const fakeFetch = (async (url: string | URL, init?: RequestInit) => {
-    calls.push({ url: String(url), ...(init ? { init } : {}) });
-    if (!heatUp) throw new TypeError('fetch failed: ECONNREFUSED');
-    if (String(url) === 'https://keystone.example:5000/v3/auth/tokens') {
-      return new Response(JSON.stringify({ token: { catalog: [{ type: 'orchestration', endpoints: [{ interface: 'internal', url: 'http://internal:8004/v1/p' }, { interface: 'public', url: 'https://heat.example:8004/v1/p' }] }] } }), { status: 201, headers: { 'X-Subject-Token': 'tok123' } });
+  const transport = (service: string): Transport => async (req) => {
+    calls.push(req);
+    if (!heatUp) throw new CorekubeError('E_HEAT', `${service} ${req.method} ${req.url} failed: ECONNREFUSED`, { retryable: true });
+    const json = (status: number, body: unknown, headers: Record<string, string> = {}) => ({ status, headers: new Headers(headers), body });
+    if (req.url === 'https://keystone.example:5000/v3/auth/tokens') {
+      const catalog = [{ type: 'orchestration', endpoints: [{ interface: 'internal', region_id: 'RegionOne', url: 'http://internal:8004/v1/p' }, { interface: 'public', region_id: 'RegionOne', url: 'https://heat.example:8004/v1/p' }] }];
+      return json(201, { token: { project: { id: 'p1' }, catalog } }, { 'X-Subject-Token': 'tok123' });
     }
-    if (String(url) === 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/cloud_credentials/metadata') {
-      return new Response(JSON.stringify({ metadata }), { status: (init?.headers as Record<string, string>)['X-Auth-Token'] === 'tok123' ? 200 : 403 });
+    if (req.url === 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/cloud_credentials/metadata') {
+      return req.headers?.['X-Auth-Token'] === 'tok123' ? json(200, { metadata }) : json(403, { error: { message: 'no' } });
     }
-    return new Response('no', { status: 404 });
-  }) as typeof fetch;
-  const deps = () => ({ configDir, stateDir, clock, log, fetch: fakeFetch, backoff: { initialMs: 1, maxMs: 1 }, attempts: 2 });
+    return json(404, null);
+  };
+  const deps = () => ({ configDir, stateDir, clock, log, transport, backoff: { initialMs: 1, maxMs: 1 }, attempts: 2 });
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'corekube-cloud-'));
@@ -170,7 +173,7 @@ describe('the overlord reads the credentials from Heat', () => {
   it('asks Keystone for a token as the stack user, reads cloud_credentials\' metadata from Heat\'s public endpoint, and keeps it 0600', async () => {
     expect(await cloudCredentials(deps())).toEqual(cloud);
     expect(calls.map((c) => c.url)).toEqual(['https://keystone.example:5000/v3/auth/tokens', 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/cloud_credentials/metadata']);
-    expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ auth: { identity: { methods: ['password'], password: { user: { id: 'u1', password: PASSWORD } } }, scope: { project: { id: 'p1' } } } });
+    expect(calls[0]!.body).toEqual({ auth: { identity: { methods: ['password'], password: { user: { id: 'u1', password: PASSWORD } } }, scope: { project: { id: 'p1' } } } });
     const kept = path.join(stateDir, CLOUD_STATE_FILE);
     expect((await stat(kept)).mode & 0o777).toBe(0o600);
     expect(JSON.parse(await readFile(kept, 'utf8'))).toEqual(openStackCloudFields(cloud));
