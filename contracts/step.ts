@@ -25,7 +25,7 @@ export interface RenderedUnits {
   readonly node?: string;
   /** sha256 (hex) over every file's path, mode and content, in path order: a change redeploys the machine */
   readonly hash: string;
-  /** the earliest expiry (ISO 8601) of the certificates among the files; absent when they hold none */
+  /** the earliest expiry (ISO 8601) of the machine's own certificates among the files; absent when they hold none */
   readonly certificatesExpire?: string;
 }
 

@@ -139,7 +139,7 @@ async function termOptions(
   const republisher = secret === undefined ? undefined : new StateRepublisher({ etcd: booted.etcd, keys: booted.keys, stateDir: booted.stateDir, secret, log: deps.log });
   return {
     ...common,
-    unitsFor: unitsForSpec(spec, { machineFiles: (record, view) => files.filesFor(record, view), nodeReady: true }),
+    unitsFor: unitsForSpec(spec, { machineFiles: (record, view) => files.filesFor(record, view), certificatesExpire: (record) => files.expiresOf(record.id), nodeReady: true }),
     machinePki: new SharedMachinePki(files, booted.pkiWrites, republisher),
     // booted, only at addresses of the private network (by hand, records name whatever addresses the operator's machines have)
     addresses: machineAddresses(spec),

@@ -24,7 +24,7 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
  * - `node`: the machine's Kubernetes Node as the overlord last saw it (overlord/kubernetes/node-states.ts):
  *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
- * - `certificatesExpire`: the earliest expiry (ISO 8601) of the certificates the overlord last deployed to the
+ * - `certificatesExpire`: the earliest expiry (ISO 8601) of the machine's own certificates the overlord last deployed to the
  *   machine (the ledger records it with the deployment), null before its first deployment.
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */

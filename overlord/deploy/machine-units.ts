@@ -1,4 +1,3 @@
-import { X509Certificate } from 'node:crypto';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { buildUnitContext, hashFiles, PKI_PATHS, renderUnits } from '../../units/index.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
@@ -19,6 +18,8 @@ import type { RemoteFile } from '../../contracts/step.ts';
  */
 export interface UnitsWiring {
   readonly machineFiles?: (record: MachineRecord, view: ClusterView) => readonly RemoteFile[];
+  /** when the earliest of those certificates expires (ISO 8601; MachinePkiFiles.expiresOf), recorded in the ledger */
+  readonly certificatesExpire?: (record: MachineRecord) => string | undefined;
   /**
    * true: a machine that runs a kubelet is deployed once its Node is Ready (the `node-ready` step, which needs
    * the overlord's Kubernetes side); false (default): the units alone — an overlord without the cluster's PKI
@@ -37,28 +38,7 @@ export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (reco
     const rendered = wiring.nodeReady && node !== undefined ? units : withoutNode;
     if (!wiring.machineFiles) return rendered;
     const files = [...rendered.files, ...wiring.machineFiles(record, view)];
-    const expire = certificatesExpire(files);
+    const expire = wiring.certificatesExpire?.(record);
     return { ...rendered, files, hash: hashFiles(files), ...(expire === undefined ? {} : { certificatesExpire: expire }) };
   };
 }
-
-/** The earliest notAfter (ISO 8601) of the PEM certificates among `files`, or undefined when there are none. */
-export function certificatesExpire(files: readonly RemoteFile[]): string | undefined {
-  let earliest: number | undefined;
-  for (const f of files) {
-    if (!f.content.includes(PEM_CERTIFICATE)) continue;
-    for (const pem of f.content.match(PEM_BLOCKS) ?? []) {
-      let at: number;
-      try {
-        at = Date.parse(new X509Certificate(pem).validTo);
-      } catch {
-        continue; // not a certificate its consumer could load either: not this function's to judge
-      }
-      if (earliest === undefined || at < earliest) earliest = at;
-    }
-  }
-  return earliest === undefined ? undefined : new Date(earliest).toISOString();
-}
-
-const PEM_CERTIFICATE = '-----BEGIN CERTIFICATE-----';
-const PEM_BLOCKS = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;

@@ -47,8 +47,8 @@ export interface MachinePkiOptions {
   readonly clock?: Pick<Clock, 'now'>;
 }
 
-/** `renewAt`: when the machine's earliest certificate is due for renewal (its notAfter less renewBeforeMs) */
-type Prepared = { readonly key: string; readonly files: readonly RemoteFile[]; readonly renewAt: number } | { readonly key: string; readonly error: CorekubeError };
+/** `expires`: the earliest notAfter (ms) of the machine's own certificates; due for renewal renewBeforeMs before */
+type Prepared = { readonly key: string; readonly files: readonly RemoteFile[]; readonly expires: number } | { readonly key: string; readonly error: CorekubeError };
 
 export class MachinePkiFiles {
   private readonly prepared = new Map<string, Prepared>();
@@ -73,11 +73,10 @@ export class MachinePkiFiles {
       const key = keyOf(record);
       const had = this.prepared.get(record.id);
       // due when it expires within renewBeforeMs (strictly, as the authority's plan says 'expiring')
-      if (had?.key === key && !('renewAt' in had && now > had.renewAt)) continue;
+      if (had?.key === key && !('expires' in had && now > had.expires - this.options.authority.renewBeforeMs)) continue;
       try {
         const pki = await this.options.authority.issueFor(this.options.spec, record, this.options.catalog);
-        const renewAt = earliestNotAfter(pki) - this.options.authority.renewBeforeMs;
-        this.prepared.set(record.id, Object.freeze({ key, renewAt, files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
+        this.prepared.set(record.id, Object.freeze({ key, expires: earliestNotAfter(pki), files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
         this.versions.set(record.id, (this.versions.get(record.id) ?? 0) + 1);
       } catch (err) {
         const e = asCorekubeError(err, 'E_PKI');
@@ -85,6 +84,12 @@ export class MachinePkiFiles {
         this.prepared.set(record.id, Object.freeze({ key, error: e }));
       }
     }
+  }
+
+  /** When the machine's earliest certificate expires (ISO 8601), once prepared. */
+  expiresOf(id: string): string | undefined {
+    const p = this.prepared.get(id);
+    return p && 'expires' in p ? new Date(p.expires).toISOString() : undefined;
   }
 
   /** How often the machine's files were prepared anew. */

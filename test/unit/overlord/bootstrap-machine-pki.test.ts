@@ -49,7 +49,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
       {
         cluster: 't',
         sshUser: 'corekube',
-        unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v) }),
+        unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v), certificatesExpire: (r) => files.expiresOf(r.id) }),
         expected: { masters: 1, minions: 1 },
         machinePki: { prepare: prepareMachines, versionOf: (id) => files.versionOf(id) },
         retry: { retries: 1, initialMs: 1_000, factor: 2, maxMs: 1_000 },
