@@ -160,6 +160,7 @@ function countingCredentials(credentials: MachineCredentials): { credentials: Ma
   return {
     credentials: {
       fileFor: (id) => credentials.fileFor(id),
+      remove: (id) => credentials.remove(id),
       ensure: async (id, subnet) => {
         const changes = await credentials.ensure(id, subnet);
         authChanges += changes.length;

@@ -29,16 +29,13 @@ export function overlordPlan(spec: ClusterSpec, options: { standby?: boolean } =
         placeholderFile(configPath('readyHeader'), `X-Auth-Token: ${PLACEHOLDERS.readyToken}`, '0600'),
         placeholderFile(configPath('clusterReadyUrl'), PLACEHOLDERS.clusterReadyUrl, '0644'),
         placeholderFile(configPath('clusterReadyHeader'), `X-Auth-Token: ${PLACEHOLDERS.clusterReadyToken}`, '0600'),
-        ...(spec.cloudProvider === 'openstack'
-          ? [
-              placeholderFile(configPath('cloudAuthUrl'), PLACEHOLDERS.cloudAuthUrl, '0644'),
-              placeholderFile(configPath('cloudUserId'), PLACEHOLDERS.cloudUserId, '0644'),
-              placeholderFile(configPath('cloudPassword'), PLACEHOLDERS.cloudPassword, '0600'),
-              placeholderFile(configPath('cloudProjectId'), PLACEHOLDERS.cloudProjectId, '0644'),
-              placeholderFile(configPath('cloudStackId'), PLACEHOLDERS.cloudStackId, '0644'),
-              placeholderFile(configPath('cloudRegion'), PLACEHOLDERS.cloudRegion, '0644'),
-            ]
-          : []),
+        // the stack user of the stack's overlord_channel (heat/overlord-channel.ts): the counts, the cloud credentials
+        placeholderFile(configPath('cloudAuthUrl'), PLACEHOLDERS.cloudAuthUrl, '0644'),
+        placeholderFile(configPath('cloudUserId'), PLACEHOLDERS.cloudUserId, '0644'),
+        placeholderFile(configPath('cloudPassword'), PLACEHOLDERS.cloudPassword, '0600'),
+        placeholderFile(configPath('cloudProjectId'), PLACEHOLDERS.cloudProjectId, '0644'),
+        placeholderFile(configPath('cloudStackId'), PLACEHOLDERS.cloudStackId, '0644'),
+        placeholderFile(configPath('cloudRegion'), PLACEHOLDERS.cloudRegion, '0644'),
       ];
   const trust: BootFile[] = standby ? [placeholderFile(configPath('discoveryCa'), PLACEHOLDERS.discoveryCa, '0644', true)] : [];
   const files = [{ path: configPath('overlordConfig'), content: renderOverlordConfig(spec), mode: '0644' } as const, ...secrets, ...trust, ...heat];

@@ -30,9 +30,9 @@ export const PLACEHOLDERS = {
   clusterReadyUrl: '%%COREKUBE_CLUSTER_READY_URL%%',
   clusterReadyToken: '%%COREKUBE_CLUSTER_READY_TOKEN%%',
   /**
-   * bootstrap overlord only, with the OpenStack cloud provider: the stack user of Heat's cloud_credentials
-   * resource (heat/cloud-provider.ts), which may read that resource's metadata — the application credential —
-   * and nothing else: Keystone's URL, the user's id, password and project, the stack path, the region
+   * bootstrap overlord only: the stack user of Heat's overlord_channel resource (heat/overlord-channel.ts), which
+   * may read that resource's metadata — the stack's counts and, with the OpenStack cloud provider, the application
+   * credential — and nothing else: Keystone's URL, the user's id, password and project, the stack path, the region
    */
   cloudAuthUrl: '%%COREKUBE_CLOUD_AUTH_URL%%',
   cloudUserId: '%%COREKUBE_CLOUD_USER_ID%%',

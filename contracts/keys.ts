@@ -22,6 +22,10 @@
  *   <prefix>/network/config     flannel's network config (flanneld --etcd-prefix=<prefix>/network)
  *   <prefix>/network/subnets/…  flannel's subnet leases; the overlord writes one reservation (no TTL) a machine
  *   <prefix>/subnets/<id>       which subnet a machine holds: the allocation index, written with its reservation
+ *   <prefix>/removals/<id>      a machine to remove from the cluster and how far its removal went (JSON, contracts/removal.ts):
+ *                               asked by `corekube node remove` or by the overlord when the stack's count drops; carried
+ *                               out and deleted by the leading overlord (overlord/lifecycle/removals.ts)
+ *   <prefix>/removed/<id>       a removed machine's tombstone: its id is never admitted or deployed again
  */
 export const SCHEMA_VERSION = 1;
 
@@ -42,12 +46,16 @@ export interface ClusterKeys {
   readonly overlordState: string;
   readonly network: string;
   readonly subnets: string;
+  readonly removals: string;
+  readonly removed: string;
   machine(id: string): string;
   joinOf(id: string): string;
   ledgerOf(id: string): string;
   hostkeyOf(id: string): string;
   admittedOf(id: string): string;
   subnetOf(id: string): string;
+  removalOf(id: string): string;
+  removedOf(id: string): string;
 }
 
 export function clusterKeys(cluster: string): ClusterKeys {
@@ -65,11 +73,15 @@ export function clusterKeys(cluster: string): ClusterKeys {
     overlordState: `${prefix}overlord/state`,
     network: `${prefix}network/`,
     subnets: `${prefix}subnets/`,
+    removals: `${prefix}removals/`,
+    removed: `${prefix}removed/`,
     machine: (id: string) => `${prefix}machines/${id}`,
     joinOf: (id: string) => `${prefix}join/${id}`,
     ledgerOf: (id: string) => `${prefix}ledger/${id}`,
     hostkeyOf: (id: string) => `${prefix}hostkeys/${id}`,
     admittedOf: (id: string) => `${prefix}admitted/${id}`,
     subnetOf: (id: string) => `${prefix}subnets/${id}`,
+    removalOf: (id: string) => `${prefix}removals/${id}`,
+    removedOf: (id: string) => `${prefix}removed/${id}`,
   });
 }

@@ -2,11 +2,10 @@ import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 
 /**
  * The OpenStack cloud provider's credentials between the Heat template and the overlord: the template puts them
- * into the metadata of its `cloud_credentials` resource under `corekube_cloud` (heat/cloud-provider.ts), the
+ * into the metadata of its `overlord_channel` resource under `corekube_cloud` (contracts/overlord-channel.ts), the
  * overlord reads them from there (overlord/trust/cloud-credentials.ts) and writes cloud.conf for the cluster
  * (overlord/kubernetes/cloud-provider.ts). Parsed once, here, into a validated value.
  */
-export const CLOUD_CREDENTIALS = 'cloud_credentials';
 /** the metadata key the template writes and the overlord reads */
 export const CLOUD_METADATA_KEY = 'corekube_cloud';
 

@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'E_KUBERNETES'
   | 'E_NODE_NOT_READY'
   | 'E_JOIN_REFUSED'
+  | 'E_DRAIN_TIMEOUT'
+  | 'E_REMOVAL_REFUSED'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

@@ -2,7 +2,8 @@ import { toYaml } from '../core/yaml.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { apiLoadBalancerResources } from './api-load-balancer.ts';
-import { cloudProviderParameterGroup, cloudProviderParameters, cloudProviderResources } from './cloud-provider.ts';
+import { cloudProviderParameterGroup, cloudProviderParameters } from './cloud-provider.ts';
+import { overlordChannelResources } from './overlord-channel.ts';
 import { HOT_VERSION, type Template } from './hot.ts';
 import { JOIN_TOKEN, joinTokenResource } from './join-token.ts';
 import { OVERLORD_SECRET, overlordSecretResource } from './overlord-secret.ts';
@@ -38,7 +39,7 @@ export function clusterTemplate(spec: ClusterSpec, render: RenderUserData): Temp
       ...waitConditionResources({ clusterReadyAfter: [MASTERS, MINIONS] }),
       ...serverResources(spec, plan, render),
       ...apiLoadBalancerResources(spec, plan),
-      ...cloudProviderResources(spec),
+      ...overlordChannelResources(spec),
     },
     outputs: clusterOutputs(spec),
   };

@@ -4,7 +4,7 @@ import type { AddressPlan } from '../clusterspec/address-plan.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import { getAttr, getParam, getResource, type HeatValue, type Resource } from './hot.ts';
 import { joinTokenValue } from './join-token.ts';
-import { cloudAgentValues, CLOUD_AGENT_PLACEHOLDERS } from './cloud-provider.ts';
+import { channelAgentValues, CHANNEL_AGENT_PLACEHOLDERS } from './overlord-channel.ts';
 import { overlordSecretValue } from './overlord-secret.ts';
 import { PRIVATE_NET, PRIVATE_SUBNET, ROUTER_INTERFACE } from './network.ts';
 import { CLUSTER_SECGROUP, MASTER_SECGROUP, MINION_SECGROUP, OVERLORD_SECGROUP } from './security.ts';
@@ -113,7 +113,7 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
       clusterReadyToken: signalToken(CLUSTER_READY),
       masterCount: getParam('master_count'),
       minionCount: getParam('minion_count'),
-      ...cloudAgentValues(spec),
+      ...channelAgentValues(spec),
     },
     // the overlord makes these itself; taking them from overlord_ready would wait on its own signal
     ['overlordSshKey', 'discoveryCa'],
@@ -128,8 +128,8 @@ export function serverResources(spec: ClusterSpec, plan: AddressPlan, render: Re
       masterCount: getParam('master_count'),
       minionCount: getParam('minion_count'),
     },
-    // a standby signals nothing: it holds no wait-condition handle (and takes the cloud credentials from the sealed state)
-    ['readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', ...CLOUD_AGENT_PLACEHOLDERS],
+    // a standby signals nothing: it holds no wait-condition handle (and takes the channel's stack user from the sealed state)
+    ['readyUrl', 'readyToken', 'clusterReadyUrl', 'clusterReadyToken', ...CHANNEL_AGENT_PLACEHOLDERS],
   );
   const discoveryUserData = userDataProperty(
     'discovery',

@@ -21,6 +21,7 @@ import { podNetworkGrants, podNetworkOf } from './pod-network/registry.ts';
 import { overlordTerms, type Overlord, type OverlordOptions } from './term.ts';
 import { bootOverlord, handleDeps, type Booted } from './trust/bootstrap.ts';
 import { cloudCredentials } from './trust/cloud-credentials.ts';
+import { readChannelAgent, StackChannel } from './edges/stack-channel.ts';
 import { signalClusterReady } from './trust/heat-handles.ts';
 import { DiscoveryMachineCredentials } from './trust/machine-credentials.ts';
 import { MachinePkiFiles, SharedMachinePki } from './trust/machine-pki.ts';
@@ -35,7 +36,8 @@ import { followSharedState, StateRepublisher, type Follower } from './trust/shar
  *   2. edges      discovery's etcd as root, observed by the health; SSH to the machines, host keys pinned in etcd
  *   3. a term     what the elected overlord runs (term.ts): the units of the spec, each machine's certificates
  *                 (booted), the pod network, admission with the machines' own users (booted), the Kubernetes
- *                 side and cluster_ready (booted)
+ *                 side and cluster_ready (booted), the stack's counts through its overlord_channel (booted by Heat),
+ *                 removals
  *   4. leadership the election, one term a lead won, /healthz (availability/leader-service.ts); a booted
  *                 overlord that does not lead follows the state the leader publishes
  *
@@ -136,6 +138,9 @@ async function termOptions(
   if (!booted || !credentials) return { ...common, unitsFor: unitsForSpec(spec) };
   const files = new MachinePkiFiles({ authority: booted.authority, spec, discoveryCa: booted.discovery.ca, credentials, log: deps.log, clock: deps.clock });
   const secret = booted.overlordSecret;
+  // the stack's channel (edges/stack-channel.ts): its stack user was kept with the state at boot, a standby's came sealed
+  const agent = await readChannelAgent(booted.stateDir);
+  const channel = agent ? new StackChannel(agent) : undefined;
   const republisher = secret === undefined ? undefined : new StateRepublisher({ etcd: booted.etcd, keys: booted.keys, stateDir: booted.stateDir, secret, log: deps.log });
   return {
     ...common,
@@ -145,6 +150,7 @@ async function termOptions(
     addresses: machineAddresses(spec),
     admission: { credentials },
     kubernetes: await kubernetes(spec, booted, deps),
+    ...(channel ? { stack: { read: () => channel.metadata(), cluster: spec.name } } : {}),
     onClusterReady: () => signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`, booted.standby, handleDeps(booted, deps)),
   };
 }

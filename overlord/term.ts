@@ -23,6 +23,10 @@ import { KubernetesSide, type KubernetesOptions } from './kubernetes/cluster-sid
 import type { PodNetwork } from './pod-network/pod-network.ts';
 import { createPodNetwork, type PodNetworkSpec } from './pod-network/registry.ts';
 import type { MachineCredentials } from './trust/machine-credentials.ts';
+import { Removals } from './lifecycle/removals.ts';
+import { followStackMembers, STACK_POLL_MS } from './lifecycle/stack-members.ts';
+import type { DrainOptions } from './kubernetes/drain.ts';
+import type { HostTarget } from './edges/host-runner.ts';
 
 /**
  * One term of the overlord: what runs while it leads — `runOverlord(ports, options)`. The composition root
@@ -128,6 +132,13 @@ export interface OverlordOptions {
    * the cluster-ready hook held until the add-ons are available. Absent = the overlord deploys units only.
    */
   readonly kubernetes?: KubernetesOptions;
+  /**
+   * The stack's counts (lifecycle/stack-members.ts): read every `pollMs` (default 15 s) through the stack's
+   * overlord_channel; a dropped minion_count removes the minions beyond it. Absent = no stack (booted by hand).
+   */
+  readonly stack?: { readonly read: () => Promise<Readonly<Record<string, unknown>>>; readonly cluster: string; readonly pollMs?: number };
+  /** how removals run (lifecycle/removals.ts): between looks at the requests, the drain's timeout and poll */
+  readonly removals?: { readonly backoff?: Backoff; readonly drain?: Omit<DrainOptions, 'machineGone'> };
 }
 
 /** How often a term prepares the machines again for certificate renewals (OverlordOptions.renewalCheckMs). */
@@ -173,6 +184,7 @@ class Term {
   private readonly admission: Admission | undefined;
   private readonly podNetwork: PodNetwork | undefined;
   private readonly kube: KubernetesSide | undefined;
+  private readonly removals: Removals;
   private readonly reconciler: Reconciler;
   /** the startup reads: aborted with the term */
   private readonly startup = new AbortController();
@@ -193,10 +205,23 @@ class Term {
     this.ledger = new Ledger(store, keys, options.fence);
     // discovery's records → the identity rules and liveness (machines) → prepared (certificates) → the reconciler
     this.discovery = new Discovery({ store, keys, log, clock, onChange: () => this.machines.invalidate() });
+    this.removals = new Removals(
+      {
+        store, keys, hosts, clock, log, ledger: this.ledger,
+        ...(options.fence ? { fence: options.fence } : {}),
+        api: () => this.kube?.api,
+        podNetwork: () => this.podNetwork,
+        ...(options.admission ? { credentials: options.admission.credentials } : {}),
+        announced: (id) => this.announced(id),
+        onChange: () => this.machines.invalidate(),
+      },
+      { remote: { user: options.sshUser }, ...options.removals },
+    );
     this.liveness = options.liveness ? new Liveness({ hosts, clock, log, onChange: () => this.machines.invalidate(), ...options.liveness }) : undefined;
     this.machines = new AdmittedDiscovery({
       source: this.discovery,
       rules: { book: this.book, requireAdmission: options.admission !== undefined, ...(options.addresses ? { addresses: options.addresses } : {}) },
+      removals: this.removals,
       ...(this.liveness ? { liveness: this.liveness } : {}),
       log,
       onChange: () => this.machinesChanged(),
@@ -255,6 +280,7 @@ class Term {
       await this.untilItWorks('loading the ledger', () => this.ledger.load());
       const podNetwork = this.podNetwork;
       if (podNetwork) await this.untilItWorks(`writing the ${podNetwork.name} network config`, () => podNetwork.ensureConfig(options.fence?.()));
+      await this.untilItWorks('reading the removals', () => this.removals.load());
       await this.untilItWorks('reading admitted identities', () => this.book.start({ store: ports.store, keys: this.keys, log: ports.log, clock: ports.clock }));
       await this.untilItWorks('listing machine records', () => this.discovery.start());
       await this.prepared?.refresh();
@@ -266,6 +292,7 @@ class Term {
       await this.admission?.stop();
       await this.discovery.stop();
       await this.book.stop();
+      await this.removals.stop();
       throw err;
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -279,6 +306,39 @@ class Term {
     this.admission?.pass();
     this.kube?.start();
     void this.checkRenewals();
+    void this.removals.run(this.tasks.signal);
+    void this.followStack();
+  }
+
+  /** Until the term stops: the stack's counts followed (lifecycle/stack-members.ts), when the overlord has a stack. */
+  private async followStack(): Promise<void> {
+    const stack = this.options.stack;
+    if (!stack) return;
+    const ledger = this.ledger;
+    const view = () => this.discovery.snapshot().records;
+    const machines = function* () {
+      const seen = new Set<string>();
+      for (const [id, e] of ledger.entries()) {
+        seen.add(id);
+        yield { id, role: e.role, hostname: e.hostname, ip: e.ip };
+      }
+      for (const r of view().values()) if (!seen.has(r.id)) yield r;
+    };
+    await followStackMembers({ read: stack.read, clock: this.ports.clock, log: this.ports.log, cluster: stack.cluster, machines, removals: this.removals }, this.tasks.signal, stack.pollMs ?? STACK_POLL_MS).catch((err: unknown) => {
+      if (err instanceof CorekubeError && err.code === 'E_NOT_LEADER') {
+        this.fatal = err;
+        void this.stop();
+      }
+    });
+  }
+
+  /** Where a machine that still announces itself is reached: its admitted address and key. */
+  private announced(id: string): HostTarget | undefined {
+    const record = this.discovery.snapshot().records.get(id);
+    if (!record) return undefined;
+    const identity = this.book.get(id);
+    const hostKey = identity?.hostKey ?? this.book.keyOf(id);
+    return { id, ip: identity?.ip ?? record.ip, ...(hostKey ? { hostKey } : {}) };
   }
 
   /** Until the term stops: prepare the machines again every renewalCheckMs (certificates due for renewal). */
@@ -356,6 +416,7 @@ class Term {
         remote: { user: o.sshUser },
         ...(o.fence ? { fence: o.fence } : {}),
         ...(o.addresses ? { addresses: o.addresses } : {}),
+        removed: (id) => this.removals.excluded(id),
         ...(a.concurrency ? { concurrency: a.concurrency } : {}),
         ...(a.backoff ? { backoff: a.backoff } : {}),
         ...(a.maxPending ? { maxPending: a.maxPending } : {}),

@@ -61,6 +61,20 @@ export class Ledger {
     }
   }
 
+  /** Deletes a removed machine's entry (overlord/lifecycle/removals.ts); compared like a write, fenced. */
+  async forget(id: string): Promise<void> {
+    const cached = this.cache.get(id);
+    if (cached && cached.modRevision === '0') return;
+    const fence = this.fence();
+    try {
+      await this.store.delete(this.keys.ledgerOf(id), { ...(cached ? { expectModRevision: cached.modRevision } : {}), ...(fence ? { fence } : {}) });
+      this.remember(id, { entry: null, modRevision: '0' });
+    } catch (err) {
+      if (err instanceof CorekubeError && err.code === 'E_ETCD_CONFLICT') await this.reread(id);
+      throw err;
+    }
+  }
+
   async reread(id: string): Promise<LedgerEntry | null> {
     const kv = await this.store.get(this.keys.ledgerOf(id));
     const cached: Cached = kv ? { entry: parseLedgerEntry(kv.value), modRevision: kv.modRevision } : { entry: null, modRevision: '0' };

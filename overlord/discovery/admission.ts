@@ -77,6 +77,8 @@ export interface AdmissionOptions {
   readonly maxPending?: number;
   /** attempts started a second, and the burst (default 20, 40) */
   readonly rate?: { readonly perSecond: number; readonly burst: number };
+  /** a machine removed from the cluster (overlord/lifecycle/removals.ts): its join requests are refused */
+  readonly removed?: (id: string) => boolean;
 }
 
 /** A request refused for what it says (terminal until it changes): names the field. */
@@ -333,6 +335,9 @@ export class Admission {
   /** The checks of a join request before anything leaves the overlord; returns the host key to prove. */
   private checkJoin(request: MachineRecord): string {
     const { book, keys } = this.deps;
+    if (this.options.removed?.(request.id)) {
+      throw new JoinRefusedError('id', `machine ${request.id} was removed from the cluster`, `a removed machine does not come back under its machine id: rebuild it (a new /etc/machine-id), or delete ${keys.removedOf(request.id)} in etcd to admit it again`);
+    }
     const key = request.sshHostKey;
     if (key === undefined) throw new JoinRefusedError('sshHostKey', 'is missing', 'a join request carries the machine\'s SSH host key: corekube-announce waits for sshd\'s key before it asks');
     if (request.nonceDigest === undefined) throw new JoinRefusedError('nonceDigest', 'is missing', 'the machine\'s corekube-announce predates identity proofs: boot it with this version\'s cloud-config');

@@ -21,6 +21,8 @@ export interface AdmittedDiscoveryOptions {
   readonly source: { snapshot(): DiscoverySnapshot };
   readonly rules: IdentityRules;
   readonly liveness?: Liveness;
+  /** machines being removed or removed (overlord/lifecycle/removals.ts): never deployed */
+  readonly removals?: { excluded(id: string): boolean; readonly version: number };
   readonly log: Logger;
   /** called after every change of the view (the reconciler's trigger) */
   readonly onChange: () => void;
@@ -30,6 +32,7 @@ interface Built {
   readonly source: DiscoverySnapshot;
   readonly book: number;
   readonly live: number;
+  readonly removals: number;
   readonly view: DiscoverySnapshot;
   readonly moved: ReadonlyMap<string, MachineRecord>;
 }
@@ -69,10 +72,10 @@ export class AdmittedDiscovery {
   }
 
   private build(): Built {
-    const { source, rules, liveness, log } = this.options;
+    const { source, rules, liveness, removals, log } = this.options;
     const snapshot = source.snapshot();
     const b = this.built;
-    if (b && b.source === snapshot && b.book === rules.book.version && b.live === (liveness?.version ?? 0)) return b;
+    if (b && b.source === snapshot && b.book === rules.book.version && b.live === (liveness?.version ?? 0) && b.removals === (removals?.version ?? 0)) return b;
 
     const claims = addressClaims(snapshot.records.values());
     const records = new Map<string, MachineRecord>();
@@ -80,6 +83,10 @@ export class AdmittedDiscovery {
     const moved = new Map<string, MachineRecord>();
     const deployable: MachineRecord[] = [];
     for (const record of snapshot.records.values()) {
+      if (removals?.excluded(record.id)) {
+        invalid.set(record.id, Object.freeze({ id: record.id, field: 'removal', reason: 'the machine is being removed from the cluster, or was', role: record.role, ip: record.ip }));
+        continue;
+      }
       const r = resolveRecord(record, rules, claims);
       if (r.ok) {
         deployable.push(this.withKey(record, r.hostKey));
@@ -103,7 +110,7 @@ export class AdmittedDiscovery {
       }
     }
     const view: DiscoverySnapshot = Object.freeze({ records, invalid, overflow: snapshot.overflow });
-    this.built = { source: snapshot, book: rules.book.version, live: liveness?.version ?? 0, view, moved };
+    this.built = { source: snapshot, book: rules.book.version, live: liveness?.version ?? 0, removals: removals?.version ?? 0, view, moved };
     return this.built;
   }
 

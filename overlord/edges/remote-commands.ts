@@ -95,6 +95,11 @@ export function restartUnit(ctx: RemoteContext, unit: string): Argv {
   return privileged(ctx, ['systemctl', 'restart', checkUnitName(unit)]);
 }
 
+/** Stops the units and keeps them from starting at the next boot (a machine removed from the cluster). */
+export function stopUnits(ctx: RemoteContext, units: readonly string[]): Argv {
+  return privileged(ctx, ['systemctl', 'disable', '--now', '--quiet', ...units.map(checkUnitName)]);
+}
+
 /** A question any machine answers at once, whatever its exit code: is the host there (overlord/availability/liveness.ts)? */
 export function probe(): Argv {
   return ['true'];

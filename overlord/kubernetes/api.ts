@@ -40,6 +40,23 @@ export interface DeploymentView {
   readonly updated: number;
 }
 
+/** What a drain needs to know of a pod. */
+export interface PodView {
+  readonly namespace: string;
+  readonly name: string;
+  /** kinds of its controllers (ownerReferences with controller: true), e.g. ['DaemonSet'] */
+  readonly controllers: readonly string[];
+  /** a static pod's mirror (annotation kubernetes.io/config.mirror): the kubelet owns it, the API cannot evict it */
+  readonly mirror: boolean;
+  /** Succeeded or Failed: nothing runs */
+  readonly finished: boolean;
+  /** deletion requested (deletionTimestamp set) */
+  readonly terminating: boolean;
+}
+
+/** The answer to an eviction: done, refused for now (a PodDisruptionBudget: 429), or the pod is gone (404). */
+export type EvictionResult = 'evicted' | 'blocked' | 'gone';
+
 export interface KubernetesApi {
   /** true once an API server answers /readyz with ok */
   ready(signal?: AbortSignal): Promise<boolean>;
@@ -50,6 +67,12 @@ export interface KubernetesApi {
   /** a JSON merge patch of a Node */
   patchNode(name: string, patch: object): Promise<NodeView>;
   deployment(namespace: string, name: string): Promise<DeploymentView | undefined>;
+  /** every pod bound to the Node */
+  podsOnNode(node: string): Promise<PodView[]>;
+  /** the Eviction API (policy/v1): what `kubectl drain` asks, PodDisruptionBudgets respected by the API server */
+  evict(namespace: string, name: string): Promise<EvictionResult>;
+  /** deletes the Node; false when there was none */
+  deleteNode(name: string): Promise<boolean>;
   /** the server the last successful call went to */
   readonly server: string | undefined;
 }
@@ -96,6 +119,29 @@ export function createKubernetesApi(servers: () => readonly string[], credential
           kc.makeApiClient(k8s.CoreV1Api).patchNode({ name, body: patch, fieldManager: FIELD_MANAGER }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch)),
         ),
       ),
+    podsOnNode: async (node) =>
+      (await call(`list pods on ${node}`, (kc) => kc.makeApiClient(k8s.CoreV1Api).listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` }))).items.map(podView),
+    evict: async (namespace, name) => {
+      try {
+        await call(`evict pod ${namespace}/${name}`, (kc) =>
+          kc.makeApiClient(k8s.CoreV1Api).createNamespacedPodEviction({ namespace, name, body: { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { namespace, name } } }),
+        );
+        return 'evicted';
+      } catch (err) {
+        if (err instanceof CorekubeError && /\(404\)/.test(err.message)) return 'gone';
+        if (err instanceof CorekubeError && /\(429\)/.test(err.message)) return 'blocked';
+        throw err;
+      }
+    },
+    deleteNode: async (name) => {
+      try {
+        await call(`delete node ${name}`, (kc) => kc.makeApiClient(k8s.CoreV1Api).deleteNode({ name }));
+        return true;
+      } catch (err) {
+        if (err instanceof CorekubeError && /\(404\)/.test(err.message)) return false;
+        throw err;
+      }
+    },
     deployment: async (namespace, name) => {
       try {
         const d = await call(`GET deployment ${namespace}/${name}`, (kc) => kc.makeApiClient(k8s.AppsV1Api).readNamespacedDeployment({ namespace, name }));
@@ -169,6 +215,18 @@ export function nodeView(n: k8s.V1Node): NodeView {
     kubeletVersion: n.status?.nodeInfo?.kubeletVersion ?? '',
     internalIp: n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address,
     unschedulable: n.spec?.unschedulable === true,
+  });
+}
+
+/** PURE: the view of a Pod object. */
+export function podView(p: k8s.V1Pod): PodView {
+  return Object.freeze({
+    namespace: p.metadata?.namespace ?? '',
+    name: p.metadata?.name ?? '',
+    controllers: Object.freeze((p.metadata?.ownerReferences ?? []).filter((o) => o.controller).map((o) => o.kind)),
+    mirror: p.metadata?.annotations?.['kubernetes.io/config.mirror'] !== undefined,
+    finished: p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed',
+    terminating: p.metadata?.deletionTimestamp !== undefined && p.metadata?.deletionTimestamp !== null,
   });
 }
 

@@ -55,7 +55,7 @@ export interface KubernetesSidePorts {
 export class KubernetesSide {
   readonly nodes: NodeReadiness;
   private readonly applier: AddonApplier;
-  private readonly api: KubernetesApi;
+  readonly api: KubernetesApi;
 
   constructor(
     private readonly options: KubernetesOptions,

@@ -52,6 +52,19 @@ export class FlannelNetwork implements PodNetwork {
     const kv = await this.ports.store.get(this.ports.keys.subnetOf(machineId));
     return kv ? subnetCidr(kv.value) : undefined;
   }
+
+  async release(machineId: string, fence?: Fence): Promise<string | undefined> {
+    const { store, keys, log } = this.ports;
+    const index = await store.get(keys.subnetOf(machineId));
+    if (!index) return undefined;
+    const fenced = fence ? { fence } : {};
+    // flannel's reservation first: a crash between the two deletes leaves the index, and the next attempt ends the job
+    await store.delete(`${keys.network}subnets/${index.value}`, fenced);
+    await store.delete(keys.subnetOf(machineId), { expectModRevision: index.modRevision, ...fenced });
+    this.book.reset();
+    log.info({ event: 'subnet.released', machine: machineId, subnet: subnetCidr(index.value) }, `pod subnet ${subnetCidr(index.value)} released`);
+    return subnetCidr(index.value);
+  }
 }
 
 /** a flannel subnet lease name: `10.244.3.0-24` */

@@ -23,6 +23,11 @@ export interface PodNetwork {
   reserve(record: MachineRecord, fence?: Fence): Promise<string>;
   /** the CIDR of the subnet a machine holds, if any */
   subnetOf(machineId: string): Promise<string | undefined>;
+  /**
+   * Frees the subnet a removed machine held (overlord/lifecycle/removals.ts): its reservation and index gone, the
+   * subnet free for the next machine. Resolves with the CIDR released, or undefined when it held none; idempotent.
+   */
+  release(machineId: string, fence?: Fence): Promise<string | undefined>;
 }
 
 /** What a machine's credentials are given for the pod network: its own grants, once it holds `subnet` (the network's name of it). */

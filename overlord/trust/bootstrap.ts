@@ -18,6 +18,7 @@ import { discoveryPkiFiles } from './pki/delivery.ts';
 import { DirectoryPkiStore, type PkiStore } from './pki/store.ts';
 import { overlordDiscoveryPassword, readOverlordSecret } from './sealed-state.ts';
 import { fetchSharedState, publishSharedState } from './shared-state.ts';
+import { keepChannelAgent } from '../edges/stack-channel.ts';
 import { ensureSshIdentity, type SshIdentity } from './ssh-identity.ts';
 
 /**
@@ -122,6 +123,8 @@ export async function bootOverlord(inputs: BootInputs, deps: BootDeps): Promise<
   await b.discoveryTls(identity, pki.discovery); // 4.
   const conn = await b.discoveryUp(pki.discovery); // 5.
   await b.discoveryAuth(conn, pki, secret); // 6.
+  // the stack channel's user (user_data), kept with the state so standbys poll the stack too (edges/stack-channel.ts)
+  if (!b.standby) await keepChannelAgent(inputs.configDir, inputs.stateDir);
   const etcd = await b.publish(identity, pki, secret); // 7., 8.
   b.log.info({ event: 'boot.done', fingerprint: identity.fingerprint }, 'overlord boot done');
   return Object.freeze({

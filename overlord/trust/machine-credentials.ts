@@ -56,6 +56,8 @@ export interface MachineCredentials {
    * is given. Idempotent; resolves with what it changed (one phrase each, never a password).
    */
   ensure(id: string, subnet?: string): Promise<readonly string[]>;
+  /** Deletes the machine's etcd user and role (a removed machine: overlord/lifecycle/removals.ts); false when neither was there. */
+  remove(id: string): Promise<boolean>;
 }
 
 /** The etcd edge: discovery's etcd as `root`, one client for the overlord's life. */
@@ -97,9 +99,28 @@ export class DiscoveryMachineCredentials implements MachineCredentials {
     return Object.freeze(changes);
   }
 
+  async remove(id: string): Promise<boolean> {
+    const name = machineUser(id);
+    this.synced.delete(id);
+    const user = await gone(() => this.admin.user(name).delete(), EtcdUserNotFoundError, this.call, `deleting user ${name}`);
+    const role = await gone(() => this.admin.role(name).delete(), EtcdRoleNotFoundError, this.call, `deleting role ${name}`);
+    return user || role;
+  }
+
   close(): void {
     this.admin.close();
     this.checker.close();
+  }
+}
+
+/** Runs a delete; false when there was nothing to delete. */
+async function gone(del: () => Promise<unknown>, notFound: new (...args: never[]) => Error, call: EtcdCall, what: string): Promise<boolean> {
+  try {
+    await call(what, del);
+    return true;
+  } catch (err) {
+    if (err instanceof CorekubeError && err.cause instanceof notFound) return false;
+    throw err;
   }
 }
 

@@ -23,7 +23,10 @@ import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { systemClock } from '../../core/clock.ts';
-import { cloudAgentValues, cloudProviderParameters, cloudProviderResources } from '../../heat/cloud-provider.ts';
+import { cloudProviderParameters } from '../../heat/cloud-provider.ts';
+import { channelAgentValues, overlordChannelResources } from '../../heat/overlord-channel.ts';
+import { parseStackMembers } from '../../contracts/overlord-channel.ts';
+import { readChannelAgent, StackChannel } from '../../overlord/edges/stack-channel.ts';
 import { createLogger } from '../../overlord/edges/log.ts';
 import { cloudCredentials } from '../../overlord/trust/cloud-credentials.ts';
 
@@ -305,13 +308,14 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     }
   });
 
-  it('hands the OpenStack cloud credentials to the overlord only through cloud_credentials\' stack user: a Keystone token, then the resource\'s metadata', async () => {
+  it('hands the overlord the stack\'s counts and the OpenStack cloud credentials only through overlord_channel\'s stack user (a Keystone token, then the resource\'s metadata), and the new count after a stack update with the same user', async () => {
     const spec = parseClusterSpec({ flags: { name: 'cred' } });
+    const channel = overlordChannelResources(spec).overlord_channel!;
     const template = {
       heat_template_version: '2021-04-16',
-      parameters: { ...cloudProviderParameters(spec), subnet: { type: 'string', default: 'subnet-1' } },
-      resources: Object.fromEntries(Object.entries(cloudProviderResources(spec)).map(([k, r]) => [k, { ...r, metadata: { corekube_cloud: { ...(r.metadata!.corekube_cloud as Record<string, unknown>), subnet_id: { get_param: 'subnet' }, floating_network_id: 'ext-1' } } }])),
-      outputs: Object.fromEntries(Object.entries(cloudAgentValues(spec)).map(([k, v]) => [k, { value: v }])),
+      parameters: { ...cloudProviderParameters(spec), subnet: { type: 'string', default: 'subnet-1' }, master_count: { type: 'number', default: 1 }, minion_count: { type: 'number', default: 2 } },
+      resources: { overlord_channel: { ...channel, metadata: { ...channel.metadata, corekube_cloud: { ...(channel.metadata!.corekube_cloud as Record<string, unknown>), subnet_id: { get_param: 'subnet' }, floating_network_id: 'ext-1' } } } },
+      outputs: Object.fromEntries(Object.entries(channelAgentValues(spec)).map(([k, v]) => [k, { value: v }])),
     };
     const secret = `appcred-${Date.now()}-Secret_value`;
     const ref = await heat.createStack({
@@ -349,6 +353,15 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
         const token = await keystoneToken(String(agent.cloudAuthUrl), String(agent.cloudUserId), decodeURIComponent(String(agent.cloudPassword)), String(agent.cloudProjectId));
         const other = await fetch(`${service.heatBaseUrl}/stacks/${String(agent.cloudStackId)}`, { headers: { 'X-Auth-Token': token } });
         expect([401, 403, 404]).toContain(other.status); // refused (Heat answers 404 for a stack the token's project cannot see)
+        // the counts: kept stack user (as a standby gets it), read, stack update, read again with the same user
+        const kept = await readChannelAgent(join(dir, 'state'));
+        expect(kept?.userId).toBe(String(agent.cloudUserId));
+        const reader = new StackChannel(kept!);
+        expect(parseStackMembers((await reader.metadata()).corekube_members, 'metadata')).toEqual({ masterCount: 1, minionCount: 2 });
+        const { sinceEventId } = await heat.updateStack(ref, { parameters: { minion_count: 1 } });
+        expect((await heat.waitForStack(ref, 'UPDATE', { sinceEventId, timeoutMs: 60_000 })).status).toBe('UPDATE_COMPLETE');
+        expect(parseStackMembers((await reader.metadata()).corekube_members, 'metadata')).toEqual({ masterCount: 1, minionCount: 1 });
+        expect((await new StackChannel(kept!).metadata()).corekube_cloud).toMatchObject({ application_credential_id: 'c0ffee12' });
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

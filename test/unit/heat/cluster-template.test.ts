@@ -379,10 +379,11 @@ describe('the OpenStack cloud provider\'s credentials', () => {
   it('takes the application credential as hidden parameters, into the metadata of one resource whose stack user alone may read it', () => {
     expect(t.parameters.application_credential_id).toMatchObject({ hidden: true });
     expect(t.parameters.application_credential_secret).toMatchObject({ hidden: true });
-    expect(t.resources.cloud_credentials).toEqual({
+    expect(t.resources.overlord_channel).toEqual({
       type: 'OS::Heat::DeployedServer',
       properties: { software_config_transport: 'POLL_SERVER_HEAT' },
       metadata: {
+        corekube_members: { master_count: { get_param: 'master_count' }, minion_count: { get_param: 'minion_count' } },
         corekube_cloud: {
           auth_url: { get_param: 'openstack_auth_url' },
           region: { get_param: 'openstack_region' },
@@ -398,20 +399,22 @@ describe('the OpenStack cloud provider\'s credentials', () => {
 
   it('never puts the credential in user_data or an output: the bootstrap overlord gets the stack user, percent-encoded for Ignition', () => {
     const credential = (v: unknown) => JSON.stringify(v).includes('application_credential');
-    for (const [name, r] of Object.entries(t.resources)) if (name !== 'cloud_credentials') expect(credential(r), name).toBe(false);
+    for (const [name, r] of Object.entries(t.resources)) if (name !== 'overlord_channel') expect(credential(r), name).toBe(false);
     expect(credential(t.outputs)).toBe(false);
     const overlord = paramsOf(t.resources.overlord!.properties!.user_data!);
-    expect(overlord[PLACEHOLDERS.cloudUserId]).toEqual({ get_attr: ['cloud_credentials', 'os_collect_config', 'heat', 'user_id'] });
+    expect(overlord[PLACEHOLDERS.cloudUserId]).toEqual({ get_attr: ['overlord_channel', 'os_collect_config', 'heat', 'user_id'] });
     expect(JSON.stringify(overlord[PLACEHOLDERS.cloudPassword])).toContain(".replace('#', '%23')");
-    expect(paramsOf(generate({ os: 'ubuntu' }).resources.overlord!.properties!.user_data!)[PLACEHOLDERS.cloudPassword]).toEqual({ get_attr: ['cloud_credentials', 'os_collect_config', 'heat', 'password'] });
-    for (const role of ['discovery', 'masters', 'minions', 'overlord_standbys']) expect(JSON.stringify(t.resources[role] ?? {}), role).not.toContain('cloud_credentials');
+    expect(paramsOf(generate({ os: 'ubuntu' }).resources.overlord!.properties!.user_data!)[PLACEHOLDERS.cloudPassword]).toEqual({ get_attr: ['overlord_channel', 'os_collect_config', 'heat', 'password'] });
+    for (const role of ['discovery', 'masters', 'minions', 'overlord_standbys']) expect(JSON.stringify(t.resources[role] ?? {}), role).not.toContain('overlord_channel');
     expect(text.match(/application_credential_secret/g)).toHaveLength(4); // the parameter, its group, the metadata's key and value
   });
 
-  it('has neither with --cloud-provider none', () => {
+  it('has neither with --cloud-provider none: the channel carries the counts only, and the bootstrap overlord still gets its stack user', () => {
     const none = generate({ 'cloud-provider': 'none' });
-    expect(none.resources.cloud_credentials).toBeUndefined();
+    expect(none.resources.overlord_channel!.metadata).toEqual({ corekube_members: { master_count: { get_param: 'master_count' }, minion_count: { get_param: 'minion_count' } } });
     expect(Object.keys(none.parameters).filter((p) => p.includes('credential') || p.startsWith('openstack_'))).toEqual([]);
-    expect(JSON.stringify(none.resources.overlord)).not.toContain('cloud_credentials');
+    expect(JSON.stringify(none.resources.overlord)).toContain('overlord_channel');
+    // nothing waits for the channel but the bootstrap overlord: it depends on parameters alone
+    expect(JSON.stringify(none.resources.overlord_channel)).not.toMatch(/get_attr|get_resource|depends_on/);
   });
 });

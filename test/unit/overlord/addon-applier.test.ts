@@ -27,6 +27,9 @@ function fakeApi() {
       throw new Error('not here');
     },
     deployment: async (): Promise<DeploymentView> => ({ desired: 1, available: 1, updated: 1 }) as DeploymentView,
+    podsOnNode: async () => [],
+    evict: async () => 'gone' as const,
+    deleteNode: async () => false,
     server: 'https://10.240.0.20:6443',
   };
   return { api, applied };

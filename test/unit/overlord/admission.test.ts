@@ -34,6 +34,9 @@ class FakeCredentials implements MachineCredentials {
     this.users.set(id, subnet ?? '');
     return [`created user machine-${id}`];
   }
+  async remove(id: string) {
+    return this.users.delete(id);
+  }
 }
 
 let admission: Admission | undefined;

@@ -12,6 +12,7 @@ import type { HttpRequest, Transport } from '../../../cloud/http.ts';
 import { createLogger } from '../../../overlord/edges/log.ts';
 import { CCM, CINDER_CSI, CLOUD_CONFIG_SECRET, cloudConf, cloudProviderAddons, UNINITIALIZED_TAINT } from '../../../overlord/kubernetes/cloud-provider.ts';
 import { CLOUD_STATE_FILE, cloudCredentials } from '../../../overlord/trust/cloud-credentials.ts';
+import { CHANNEL_AGENT_FILE } from '../../../overlord/edges/stack-channel.ts';
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; [k: string]: any };
 
@@ -143,7 +144,7 @@ describe('the overlord reads the credentials from Heat', () => {
       const catalog = [{ type: 'orchestration', endpoints: [{ interface: 'internal', region_id: 'RegionOne', url: 'http://internal:8004/v1/p' }, { interface: 'public', region_id: 'RegionOne', url: 'https://heat.example:8004/v1/p' }] }];
       return json(201, { token: { project: { id: 'p1' }, catalog } }, { 'X-Subject-Token': 'tok123' });
     }
-    if (req.url === 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/cloud_credentials/metadata') {
+    if (req.url === 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/overlord_channel/metadata') {
       return req.headers?.['X-Auth-Token'] === 'tok123' ? json(200, { metadata }) : json(403, { error: { message: 'no' } });
     }
     return json(404, null);
@@ -170,9 +171,9 @@ describe('the overlord reads the credentials from Heat', () => {
   });
   afterEach(async () => rm(dir, { recursive: true, force: true }));
 
-  it('asks Keystone for a token as the stack user, reads cloud_credentials\' metadata from Heat\'s public endpoint, and keeps it 0600', async () => {
+  it('asks Keystone for a token as the stack user, reads overlord_channel\' metadata from Heat\'s public endpoint, and keeps it 0600', async () => {
     expect(await cloudCredentials(deps())).toEqual(cloud);
-    expect(calls.map((c) => c.url)).toEqual(['https://keystone.example:5000/v3/auth/tokens', 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/cloud_credentials/metadata']);
+    expect(calls.map((c) => c.url)).toEqual(['https://keystone.example:5000/v3/auth/tokens', 'https://heat.example:8004/v1/p/stacks/demo/5678/resources/overlord_channel/metadata']);
     expect(calls[0]!.body).toEqual({ auth: { identity: { methods: ['password'], password: { user: { id: 'u1', password: PASSWORD } } }, scope: { project: { id: 'p1' } } } });
     const kept = path.join(stateDir, CLOUD_STATE_FILE);
     expect((await stat(kept)).mode & 0o777).toBe(0o600);
@@ -195,6 +196,7 @@ describe('the overlord reads the credentials from Heat', () => {
     heatUp = false;
     await expect(cloudCredentials(deps())).rejects.toMatchObject({ code: 'E_HEAT' });
     await rm(path.join(configDir, 'heat'), { recursive: true });
+    await rm(path.join(stateDir, CHANNEL_AGENT_FILE));
     await expect(cloudCredentials(deps())).rejects.toMatchObject({ code: 'E_HEAT', hint: expect.stringContaining('--cloud-provider none') });
   });
 });

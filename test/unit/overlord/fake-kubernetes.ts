@@ -5,7 +5,7 @@
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { CorekubeError } from '../../../core/errors.ts';
-import type { DeploymentView, KubernetesApi, NodeView } from '../../../overlord/kubernetes/api.ts';
+import type { DeploymentView, EvictionResult, KubernetesApi, NodeView, PodView } from '../../../overlord/kubernetes/api.ts';
 
 export interface FakeNode {
   name: string;
@@ -14,6 +14,13 @@ export interface FakeNode {
   podCIDR: string | undefined;
   labels: Record<string, string>;
   kubeletVersion: string;
+  unschedulable?: boolean;
+}
+
+/** A pod on a Node; `budget`: evictions refused (429) while it is true, as a PodDisruptionBudget would. */
+export interface FakePod extends PodView {
+  node: string;
+  budget?: boolean;
 }
 
 export class FakeKubernetesApi implements KubernetesApi {
@@ -21,6 +28,10 @@ export class FakeKubernetesApi implements KubernetesApi {
   readonly patches: { name: string; patch: object }[] = [];
   readonly applied: KubernetesObject[] = [];
   readonly deployments = new Map<string, DeploymentView>();
+  readonly pods: FakePod[] = [];
+  readonly evictions: string[] = [];
+  /** evicted pods disappear at once (a live kubelet); false: they stay terminating (a dead machine) */
+  podsTerminate = true;
   /** errors the next calls throw, in order (then the calls work again) */
   readonly failures: CorekubeError[] = [];
   calls = 0;
@@ -68,9 +79,33 @@ export class FakeKubernetesApi implements KubernetesApi {
     this.patches.push({ name, patch });
     const p = patch as { metadata?: { labels?: Record<string, string> }; spec?: { podCIDR?: string } };
     Object.assign(n.labels, p.metadata?.labels ?? {});
+    const unschedulable = (patch as { spec?: { unschedulable?: boolean } }).spec?.unschedulable;
+    if (unschedulable !== undefined) n.unschedulable = unschedulable;
     if (p.spec?.podCIDR !== undefined) n.podCIDR = p.spec.podCIDR;
     this.onPatch(n);
     return view(n);
+  }
+
+  async podsOnNode(node: string): Promise<PodView[]> {
+    this.call();
+    return this.pods.filter((p) => p.node === node).map((p) => ({ ...p }));
+  }
+
+  async evict(namespace: string, name: string): Promise<EvictionResult> {
+    this.call();
+    const i = this.pods.findIndex((p) => p.namespace === namespace && p.name === name);
+    if (i < 0) return 'gone';
+    if (this.pods[i]!.budget) return 'blocked';
+    this.evictions.push(`${namespace}/${name}`);
+    if (this.podsTerminate) this.pods.splice(i, 1);
+    else this.pods[i] = { ...this.pods[i]!, terminating: true };
+    return 'evicted';
+  }
+
+  async deleteNode(name: string): Promise<boolean> {
+    this.call();
+    for (let i = this.pods.length - 1; i >= 0; i--) if (this.pods[i]!.node === name) this.pods.splice(i, 1);
+    return this.nodes.delete(name);
   }
 
   async deployment(namespace: string, name: string): Promise<DeploymentView | undefined> {
@@ -88,7 +123,7 @@ function view(n: FakeNode): NodeView {
     labels: Object.freeze({ ...n.labels }),
     kubeletVersion: n.kubeletVersion,
     internalIp: undefined,
-    unschedulable: false,
+    unschedulable: n.unschedulable === true,
   });
 }
 

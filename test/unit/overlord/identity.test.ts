@@ -21,7 +21,7 @@ import { FakeClock, FakeMachines, fakeUnits, flush, makeRecord, MemoryStore } fr
 const keys = clusterKeys('t');
 const ADDRESSES = machineAddresses(parseClusterSpec({ flags: {} }));
 
-const credentials: MachineCredentials = { fileFor: (id) => credentialsFile(id, 'ab'.repeat(32)), ensure: async () => [] };
+const credentials: MachineCredentials = { fileFor: (id) => credentialsFile(id, 'ab'.repeat(32)), ensure: async () => [], remove: async () => false };
 
 /** A node at 10.240.0.(32+n) with its own key and nonce; `admitted`: its identity recorded at its address. */
 async function node(w: ReturnType<typeof world>, n: number, role: 'master' | 'minion', admitted = true) {
