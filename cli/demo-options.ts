@@ -3,7 +3,7 @@ import type { OverlordMode } from '../localcloud/overlord-runner.ts';
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -31,6 +31,10 @@ Options:
                        show a standby taking over within the lease TTL; with --scale, the standby deploys it
   --scale              once deployed, raise minion_count by one with a Heat stack update (PATCH): one more
                        machine boots, becomes a Ready Node and runs the workload; the others are left alone
+  --scale-down         once deployed (and scaled), lower minion_count by one with a Heat stack update: Heat deletes
+                       the minion with the highest index and the overlord removes it from the cluster (drain, Node,
+                       pod subnet, discovery user, its keys); --json adds "lifecycle": {"scaleDown": {removed,
+                       nodeGone, subnetReleased, discoveryUserGone}}
   --json               print progress on stderr and, as the last line on stdout, the final status object (the
                        shape of \`corekube status --json\`) with "kubernetes": {nodes, checks}
   --keep               leave the cloud running (machines, Heat, Keystone, the cluster) and print the admin
@@ -43,7 +47,8 @@ Options:
   --net K              the cloud's network 10.200.K.0/24, bridge ckbrK (default 60)
 
 Exit status: 0 when every machine is deployed, every minion's Node is Ready and every check passed (and, with
---scale, the new minion too; with --fail-master, the API answered through the loss); 1 otherwise; 2 on bad options; 130 when interrupted.`;
+--scale, the new minion too; with --fail-master, the API answered through the loss; with --scale-down, the
+removed minion's Node, subnet and discovery user gone); 1 otherwise; 2 on bad options; 130 when interrupted.`;
 
 const usage = DEMO_USAGE;
 
@@ -54,6 +59,7 @@ export interface DemoOptions {
   readonly failover: boolean;
   readonly failMaster: boolean;
   readonly scale: boolean;
+  readonly scaleDown: boolean;
   readonly json: boolean;
   readonly keep: boolean;
   readonly down: boolean;
@@ -76,6 +82,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       failover: { type: 'boolean' },
       'fail-master': { type: 'boolean' },
       scale: { type: 'boolean' },
+      'scale-down': { type: 'boolean' },
       json: { type: 'boolean' },
       overlord: { type: 'string' },
       net: { type: 'string' },
@@ -99,6 +106,8 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
   const failMaster = values['fail-master'] ?? false;
   if (failMaster && masters < 3) problems.push(`--fail-master needs masters that survive one's loss behind a load balancer: give --masters 3 or 5 (got ${masters})`);
+  const scaleDown = values['scale-down'] ?? false;
+  if (scaleDown && minions + (values.scale ? 1 : 0) < 2) problems.push(`--scale-down needs a minion left afterwards: give --minions 2 or more (got ${minions})`);
   const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
   const overlord = values.overlord;
   if (overlord !== undefined && overlord !== 'docker' && overlord !== 'process') problems.push(`--overlord must be docker or process (got ${JSON.stringify(overlord)})`);
@@ -109,6 +118,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, scaleDown, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 

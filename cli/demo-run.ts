@@ -15,6 +15,7 @@ type ChecksModule = typeof import('../localcloud/cluster-checks.ts');
 type Kubectl = InstanceType<ChecksModule['Kubectl']>;
 type CheckResults = Awaited<ReturnType<ChecksModule['runClusterChecks']>>;
 type MasterLoss = import('../localcloud/master-loss.ts').MasterLoss;
+type ScaleDown = import('../localcloud/scale-down.ts').ScaleDown;
 
 const STACK_NAME = 'demo';
 
@@ -71,8 +72,9 @@ class DemoRun {
       if (options.failover) await this.failover(cloud);
       const loss = options.failMaster ? await this.failMaster(cloud, kubectl) : undefined;
       const scaled = options.scale ? await this.scale(cloud, kubectl) : { report, untouched: true, ready: true };
-      report = loss ? await cloud.status() : scaled.report;
-      exit = await this.verdict(report, kubectl, results, scaled, loss);
+      const shrunk = options.scaleDown ? await this.scaleDown(cloud, kubectl) : undefined;
+      report = loss || shrunk ? await cloud.status() : scaled.report;
+      exit = await this.verdict(report, kubectl, results, scaled, loss, shrunk);
       if (options.keep) {
         kept = true;
         await keep(cloud, kubeconfig, options, (t) => this.say(t));
@@ -179,24 +181,37 @@ class DemoRun {
     return { report, untouched: touched.length === 0, ready };
   }
 
+  /** `--scale-down`: one minion fewer through a stack update; the overlord must remove it from the cluster. */
+  private async scaleDown(cloud: LocalCloud, kubectl: Kubectl): Promise<ScaleDown> {
+    const { scaleDownOne } = await import('../localcloud/scale-down.ts');
+    const out = await scaleDownOne(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
+    this.say(`\n[kubectl]   kubectl get nodes -o wide\n${await this.checks.nodesWide(kubectl)}`);
+    return out;
+  }
+
   /** 0 when every machine is deployed, every Node Ready and every check passed; with --json, the status and the Nodes. */
-  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined): Promise<number> {
+  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined, shrunk: ScaleDown | undefined): Promise<number> {
     const { options } = this;
     const nodes = await this.checks.nodeRows(kubectl);
-    const expected = options.masters + options.minions + (options.scale ? 1 : 0);
+    const minions = options.minions + (options.scale ? 1 : 0) - (options.scaleDown ? 1 : 0);
+    const expected = options.masters + minions;
     // a master powered off by --fail-master still counts: it was deployed, then lost on purpose
     const deployed = report.machines.filter((m) => m.state === 'deployed' || m.ip === loss?.lost.ip).length;
-    const minionsReady = nodes.length === options.minions + (options.scale ? 1 : 0) && nodes.every((n) => n.ready);
+    const minionsReady = nodes.length === minions && nodes.every((n) => n.ready);
     const checked = results.podNetwork.ok && results.service.ok && results.dns.ok && results.metadataBlocked.ok;
     const survived = loss === undefined || loss.survivedMasterLoss;
-    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived ? 0 : 1;
+    const removed = shrunk === undefined || (shrunk.nodeGone && shrunk.subnetReleased && shrunk.discoveryUserGone);
+    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived && removed ? 0 : 1;
     this.say(exit === 0 ? `[cloud]     done: ${deployed}/${expected} machines deployed, ${nodes.length} Nodes Ready, every check passed` : `[cloud]     not done: ${deployed}/${expected} machines deployed, Nodes ${nodes.map((n) => `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`).join(', ')}, checks ${checked ? 'passed' : 'FAILED'}`);
     if (options.json) {
       const kubernetes = { nodes: nodes.map((n) => ({ name: n.name, ready: n.ready, podCIDR: n.podCIDR })), checks: { podNetwork: results.podNetwork.ok, service: results.service.ok, dns: results.dns.ok } };
       const apiEndpoint = loss
         ? { address: loss.address, survivedMasterLoss: loss.survivedMasterLoss, lostMaster: loss.lost, requests: loss.requests, failedRequests: loss.failedRequests, markedDownMs: loss.markedDownMs ?? null, nodesAlwaysReady: loss.nodesAlwaysReady }
         : undefined;
-      process.stdout.write(`${JSON.stringify({ ...report, kubernetes, ...(apiEndpoint ? { apiEndpoint } : {}) })}\n`);
+      const lifecycle = shrunk
+        ? { scaleDown: { removed: shrunk.removed, nodeGone: shrunk.nodeGone, subnetReleased: shrunk.subnetReleased, discoveryUserGone: shrunk.discoveryUserGone, updateMs: shrunk.updateMs, removedMs: shrunk.removedMs ?? null } }
+        : undefined;
+      process.stdout.write(`${JSON.stringify({ ...report, kubernetes, ...(apiEndpoint ? { apiEndpoint } : {}), ...(lifecycle ? { lifecycle } : {}) })}\n`);
     }
     return exit;
   }

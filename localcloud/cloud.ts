@@ -129,6 +129,8 @@ export interface LocalCloud {
   machineTimings(): Promise<MachineTiming[]>;
   /** the discovery etcd store (root), for reading what the overlord wrote */
   store(): Promise<Store>;
+  /** discovery's etcd users (as root): each admitted machine has its own */
+  discoveryUsers(): Promise<string[]>;
   /**
    * Writes the admin kubeconfig corekube issues (the overlord's PKI; `corekube kubeconfig`) to `file` (mode
    * 0600; default: in the cloud's work dir), for the API endpoint (apiUrl()); returns its path.
@@ -314,6 +316,23 @@ export class Cloud implements LocalCloud {
     const password = (await readFile(path.join(pki, ROOT_PASSWORD_NAME), 'utf8')).trim();
     this.#store = createEtcdStore({ endpoints: [addressPlan(this.spec).discoveryEndpoint], tls: { ca }, auth: { username: ROOT_USER, password } });
     return this.#store;
+  }
+
+  async discoveryUsers(): Promise<string[]> {
+    const root = this.#overlordMachine()?.root;
+    if (!root) throw new Error('the overlord server has not booted');
+    const pki = path.join(root, MACHINE_PATHS.overlordState, 'pki');
+    const { Etcd3 } = await import('etcd3');
+    const client = new Etcd3({
+      hosts: addressPlan(this.spec).discoveryEndpoint,
+      credentials: { rootCertificate: await readFile(path.join(pki, 'ca/discovery.crt')) },
+      auth: { username: ROOT_USER, password: (await readFile(path.join(pki, ROOT_PASSWORD_NAME), 'utf8')).trim() },
+    });
+    try {
+      return (await client.getUsers()).map((u) => u.name);
+    } finally {
+      client.close();
+    }
   }
 
   async status(): Promise<StatusReport> {

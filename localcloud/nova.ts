@@ -6,10 +6,10 @@
  * soon as it runs with its network up (the server becomes CREATE_COMPLETE, `first_address` resolves).
  * A machine that fails to boot is reported failed (Heat fails the server, like Nova's ERROR).
  */
-import type { HeatClient, StackRef } from '../cloud/heat-client.ts';
+import type { HeatClient, StackRef, StackResource } from '../cloud/heat-client.ts';
 import { formatIpv4, parseIpv4 } from '../clusterspec/cidr.ts';
 import { BOOT_HANDLE } from './heat/providers/compute.ts';
-import { pendingServers, reportBooted, type LocalServer } from './heat/servers.ts';
+import { liveServerStacks, pendingServers, reportBooted, type LocalServer } from './heat/servers.ts';
 import type { Fleet, Machine } from './machines/machines.ts';
 
 export interface ServerBoot {
@@ -23,6 +23,8 @@ export interface ServerBoot {
   readyAt: number | undefined;
   machine: Machine | undefined;
   error: string | undefined;
+  /** epoch ms: Heat deleted the server and its machine was powered off (Nova's delete) */
+  deletedAt: number | undefined;
   /** resolves once the machine is ready (systemd running, sshd answering); rejects when its boot failed */
   readonly ready: Promise<Machine>;
 }
@@ -32,6 +34,7 @@ export type NovaEvent =
   | { readonly kind: 'boot.reported'; readonly boot: ServerBoot }
   | { readonly kind: 'boot.ready'; readonly boot: ServerBoot }
   | { readonly kind: 'boot.failed'; readonly boot: ServerBoot; readonly reason: string }
+  | { readonly kind: 'server.deleted'; readonly boot: ServerBoot }
   | { readonly kind: 'poll.failed'; readonly reason: string };
 
 export interface NovaOptions {
@@ -49,6 +52,8 @@ export class Nova {
   #pools: { start: number; end: number }[] | undefined;
   readonly #options: NovaOptions;
   #stopped = false;
+  /** server stand-ins missing from Heat's listing, and in how many listings in a row */
+  readonly #missing = new Map<string, number>();
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
 
@@ -84,7 +89,9 @@ export class Nova {
     const { onEvent } = this.#options;
     while (!this.#stopped) {
       try {
-        const pending = await pendingServers(heat, stack, { except: new Set(this.boots.keys()) });
+        const resources = await heat.resources(stack, { nestedDepth: 5 });
+        await this.#deleteGone(resources);
+        const pending = await pendingServers(heat, stack, { except: new Set(this.boots.keys()), resources });
         for (const server of pending) {
           if (this.#stopped) break;
           const ip = server.requestedAddress || (await this.#lease(heat, stack));
@@ -104,6 +111,27 @@ export class Nova {
     }
   }
 
+  /**
+   * Nova's delete: a machine whose server Heat deleted (a stack update lowered a count) is powered off, seen
+   * missing twice in a row (one listing taken mid-update must not power off a machine). Its disk and address
+   * stay with the fleet until teardown, and its address is not leased again.
+   */
+  async #deleteGone(resources: readonly StackResource[]): Promise<void> {
+    const live = liveServerStacks(resources);
+    for (const [id, boot] of this.boots) {
+      if (live.has(id) || boot.deletedAt !== undefined || !boot.machine || boot.readyAt === undefined) {
+        this.#missing.delete(id);
+        continue;
+      }
+      const seen = (this.#missing.get(id) ?? 0) + 1;
+      this.#missing.set(id, seen);
+      if (seen < 2) continue;
+      boot.deletedAt = Date.now();
+      await boot.machine.stop('SIGTERM').catch(() => undefined);
+      this.#options.onEvent?.({ kind: 'server.deleted', boot });
+    }
+  }
+
   #startBoot(heat: HeatClient, server: LocalServer, ip: string): void {
     const { fleet, onEvent } = this.#options;
     let resolveReady!: (m: Machine) => void;
@@ -115,7 +143,7 @@ export class Nova {
     ready.catch(() => undefined); // observed through the event and by whoever awaits it
     const boot: ServerBoot = {
       server, ip, role: String(server.metadata.corekube_role ?? 'unknown'), seenAt: Date.now(),
-      startedAt: undefined, readyAt: undefined, machine: undefined, error: undefined, ready,
+      startedAt: undefined, readyAt: undefined, machine: undefined, error: undefined, deletedAt: undefined, ready,
     };
     this.boots.set(server.stack.id, boot);
     onEvent?.({ kind: 'boot.start', boot });

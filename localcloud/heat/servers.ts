@@ -38,11 +38,16 @@ export async function listServers(heat: HeatClient, stack: StackRef, nestedDepth
  * server stand-in stacks the caller already handles (booting them): not described again, which saves a
  * few Heat calls per server on every poll.
  */
-export async function pendingServers(heat: HeatClient, stack: StackRef, options: { except?: ReadonlySet<string> } = {}): Promise<LocalServer[]> {
-  const resources = await heat.resources(stack, { nestedDepth: 5 });
+export async function pendingServers(heat: HeatClient, stack: StackRef, options: { except?: ReadonlySet<string>; resources?: readonly StackResource[] } = {}): Promise<LocalServer[]> {
+  const resources = options.resources ?? (await heat.resources(stack, { nestedDepth: 5 }));
   const waiting = resources.filter((r) =>
     r.type === 'OS::Nova::Server' && r.nested !== undefined && r.status.endsWith('_IN_PROGRESS') && !options.except?.has(r.nested.id) && !bootDone(r, resources));
   return Promise.all(waiting.map((r) => describeServer(heat, r, resources)));
+}
+
+/** The ids of the server stand-ins Heat still has (not being deleted): a server missing here was deleted. */
+export function liveServerStacks(resources: readonly StackResource[]): Set<string> {
+  return new Set(resources.filter((r) => r.type === 'OS::Nova::Server' && r.nested !== undefined && !r.status.startsWith('DELETE')).map((r) => r.nested!.id));
 }
 
 /** The stand-in's boot wait condition completed: the boot was reported. */

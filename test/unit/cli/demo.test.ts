@@ -6,9 +6,15 @@ import { formatEvent, formatTimings, touchedMachines } from '../../../cli/demo-o
 
 describe('corekube demo options', () => {
   it('defaults to 1 master, 2 minions, no scale-up, human output, net 60, torn down at the end', () => {
-    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, scale: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
+    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, scale: false, scaleDown: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
     expect(parseDemoArgs(['--masters', '3', '--fail-master', '--minions', '1', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70', '--keep', '--keeper-log', '/tmp/keeper.log']))
-      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, scale: true, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
+      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, scale: true, scaleDown: false, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
+  });
+
+  it('scales down only where a minion is left afterwards', () => {
+    expect(parseDemoArgs(['--scale-down', '--json'])).toMatchObject({ scaleDown: true, minions: 2 });
+    expect(parseDemoArgs(['--scale-down', '--scale', '--minions', '1'])).toMatchObject({ scaleDown: true, scale: true });
+    expect(() => parseDemoArgs(['--scale-down', '--minions', '1'])).toThrow(/--scale-down needs a minion left afterwards: give --minions 2 or more \(got 1\)/);
   });
 
   it('loses a master only where the API survives it: 3 or 5 masters behind the load balancer', () => {
