@@ -42,7 +42,7 @@ const SCRYPT = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
 const MAX_N = 2 ** 17;
 /** discovery's etcd refuses requests above DISCOVERY_MAX_REQUEST_BYTES (1 MiB): keep room for the request itself. */
 export const MAX_SEALED_BYTES = DISCOVERY_MAX_REQUEST_BYTES - 32 * 1024;
-const REL_PATH = /^(ssh|pki|handles)(\/[A-Za-z0-9_][A-Za-z0-9._-]*)+$/;
+const REL_PATH = new RegExp(`^(${SHARED_STATE_DIRS.join('|')})(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$`);
 
 export interface StateFile {
   /** relative to the state directory, slash-separated: `ssh/id_ed25519`, `pki/ca/cluster.key` */

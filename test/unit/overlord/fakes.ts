@@ -365,6 +365,13 @@ export class FakeMachine {
       this.settle(name, u);
       return u.activeState === 'failed' ? fail(1, `Job for ${name} failed because the control process exited with error code.`) : ok();
     }
+    if (a[0] === 'systemctl' && a[1] === 'disable' && a[2] === '--now') {
+      for (const name of a.slice(3).filter((x) => !x.startsWith('--'))) {
+        this.enabled.delete(name);
+        Object.assign(this.unit(name), { activeState: 'inactive', subState: 'dead', result: 'success' });
+      }
+      return ok();
+    }
     if (a[0] === 'systemctl' && a[1] === 'show') {
       const name = a[4]!;
       const u = this.unit(name);

@@ -79,7 +79,7 @@ describe('packing and sealing the overlord state', () => {
     expect(errorOf(() => openState(JSON.stringify({ ...env, kdf: { name: 'scrypt', N: 2 ** 24, r: 8, p: 1, salt: 'AAAAAAAAAAAAAAAAAAAAAA==' } }), SECRET, keys.overlordState)).message).toMatch(/envelope/);
   });
 
-  it('refuses paths outside ssh/ and pki/, and `..`', () => {
+  it('refuses paths outside its directories, and `..`', () => {
     for (const p of ['heat/overlord-ready.sent', 'ssh/../heat/x', '/etc/passwd', 'pki', 'pki//x']) {
       expect(() => packState([{ path: p, content: 'x' }]), p).toThrow(/not a state file path/);
       const forged = Buffer.from(JSON.stringify({ schema: 1, files: [{ path: p, content: 'x' }] }));
@@ -127,10 +127,15 @@ describe('publishing and fetching the state', () => {
     return d;
   }
 
-  it('reads ssh/ and pki/ only, skipping heat/ markers and temporary files', async () => {
+  it('reads ssh/, pki/, handles/ and cloud/ only, skipping heat/ markers and temporary files', async () => {
     const d = await stateDir('a', [...FILES, { path: 'heat/overlord-ready.sent', content: 'x' } as StateFile]);
     await writeFile(path.join(d, 'pki', '.root.password.1.ab.tmp'), 'partial');
     expect((await readStateFiles(d)).map((f) => f.path).sort()).toEqual(FILES.map((f) => f.path).sort());
+  });
+
+  it('packs what the stack channel and the cloud provider keep (cloud/): a standby gets the stack user and the credentials', () => {
+    const files = [{ path: 'cloud/channel-agent.json', content: '{}' }, { path: 'cloud/openstack.json', content: '{}' }];
+    expect(unpackState(packState(files)).map((f) => f.path).sort()).toEqual(['cloud/channel-agent.json', 'cloud/openstack.json']);
   });
 
   it('publishes once, changes nothing the second time, and again when a file is added', async () => {
