@@ -12,9 +12,9 @@ export interface Command {
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /** node:util parseArgs, with unknown options reported as usage errors (exit 2) naming the option. */
-export function parseOptions<O extends Options>(argv: readonly string[], options: O, usage: string) {
+export function parseOptions<O extends Options>(argv: readonly string[], options: O, usage: string, extra: { allowPositionals?: boolean } = {}) {
   try {
-    return parseArgs({ args: [...argv], options, allowPositionals: false, strict: true });
+    return parseArgs({ args: [...argv], options, allowPositionals: extra.allowPositionals ?? false, strict: true });
   } catch (cause) {
     throw new CorekubeError('E_USAGE', (cause as Error).message, { hint: `usage:\n${usage}`, cause });
   }

@@ -8,6 +8,7 @@ import { kubeconfigCommand } from './kubeconfig.ts';
 import { downCommand, stackStatusCommand, upCommand } from './cloud.ts';
 import { demoCommand } from './demo.ts';
 import { mirrorBuildCommand } from './mirror.ts';
+import { nodeRemoveCommand } from './node.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
@@ -18,6 +19,7 @@ export const commands: readonly Command[] = [
   stackStatusCommand(),
   overlordCommand,
   statusCommand,
+  nodeRemoveCommand,
   unitsRenderCommand,
   kubeconfigCommand,
   cloudConfigRenderCommand,

@@ -5,20 +5,23 @@ import { parseMachineRecord, type MachineRecord, type ParsedRecord } from '../co
 import type { KeyValue, Store } from './edges/store.ts';
 import { podSubnets } from './pod-network/registry.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
+import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contracts/removal.ts';
 
 /**
  * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
  * works from anywhere that reaches etcd and needs no running overlord. The shape is an interface that
  * scripts rely on (`corekube status --json`, `corekube demo --json`):
  *
- *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed","step","error","subnet","node","certificatesExpire"}…],"leader":"<id>"}
+ *   {"machines":[{"id","role","ip","state":"pending|deploying|deployed|failed|unreachable|removing","step","error","subnet","node","certificatesExpire"}…],"leader":"<id>"}
  *
  * - pending: announced, nothing done yet (or waiting for a master) — with step `join` while the machine has
  *   only asked to join (`join/<id>`) and waits for the overlord to admit it (overlord/discovery/admission.ts); deploying: a deployment is under way
  *   (or was, when an overlord stopped mid-deploy); deployed: every step done for the current boot and units;
  *   failed: `error` says the step and the reason. A record that does not parse is listed as failed with
  *   the reason. unreachable: the overlord deployed (or tried) it, but its record expired — powered off,
- *   rebooting or cut off; it is listed from the ledger and never removed by that alone.
+ *   rebooting or cut off; it is listed from the ledger and never removed by that alone. removing: the overlord is
+ *   removing it from the cluster (`corekube node remove`, or the stack's count dropped: overlord/lifecycle/): `step`
+ *   is the phase it is at, `error` the last failure of that phase (retried).
  * - A machine admitted with an identity (overlord/discovery/identity.ts) is shown at its admitted address and role; a record
  *   that names another address, key or role is listed as failed with what differs (the overlord ignores it).
  * - `subnet`: the machine's flannel pod subnet (CIDR) once the overlord reserved one, else null.
@@ -28,7 +31,7 @@ import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
  *   machine (the ledger records it with the deployment), null before its first deployment.
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
-export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable';
+export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable' | 'removing';
 
 export interface MachineStatus {
   readonly id: string;
@@ -58,7 +61,7 @@ export function leaderOf(candidates: readonly KeyValue[]): string | undefined {
 export type RecordInput = { readonly id: string; readonly record: MachineRecord } | { readonly id: string; readonly invalid: string; readonly role: string | null; readonly ip: string | null };
 
 /** PURE: records and ledger entries → one row per machine, masters first, then by id. */
-export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map(), joining: readonly MachineRecord[] = [], nodes: ReadonlyMap<string, NodeState> = new Map()): StatusReport {
+export function machineStatuses(records: readonly RecordInput[], ledger: ReadonlyMap<string, LedgerEntry>, subnets: ReadonlyMap<string, string> = new Map(), joining: readonly MachineRecord[] = [], nodes: ReadonlyMap<string, NodeState> = new Map(), removals: ReadonlyMap<string, RemovalRequest> = new Map()): StatusReport {
   const rows = new Map<string, MachineStatus>();
   for (const r of records) {
     if ('invalid' in r) {
@@ -72,6 +75,10 @@ export function machineStatuses(records: readonly RecordInput[], ledger: Readonl
   }
   for (const r of joining) {
     if (!rows.has(r.id)) rows.set(r.id, { id: r.id, role: r.role, ip: r.ip, state: 'pending', step: 'join', error: null, subnet: null, node: null, certificatesExpire: null });
+  }
+  for (const [id, r] of removals) {
+    const row = rows.get(id) ?? { id, role: r.role, ip: r.ip, state: 'removing' as const, step: null, error: null, subnet: null, node: null, certificatesExpire: null };
+    rows.set(id, { ...row, state: 'removing', step: nextPhase(r) ?? 'records', error: r.error });
   }
   for (const [id, row] of rows) rows.set(id, { ...row, subnet: subnets.get(id) ?? null, node: nodes.get(id) ?? null });
   const rank = (role: string | null) => (role === 'master' ? 0 : role === 'minion' ? 1 : 2);
@@ -100,7 +107,8 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
   const parsedRecords: ParsedRecord[] = [];
   const joining: MachineRecord[] = [];
   const admitted = new Map<string, AdmittedIdentity>();
-  const [, , , ledger, subnets, candidates, nodes] = await Promise.all([
+  const removals = new Map<string, RemovalRequest>();
+  const [, , , ledger, subnets, candidates, nodes, removalKvs] = await Promise.all([
     store.scan(keys.machines, (kvs) => {
       for (const kv of kvs) parsedRecords.push(parseMachineRecord(kv.key.slice(keys.machines.length), kv.value));
     }),
@@ -120,7 +128,12 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     podSubnets(store, keys),
     store.list(keys.leaderCandidates),
     readNodeStates(store, keys),
+    store.list(keys.removals),
   ]);
+  for (const kv of removalKvs.kvs) {
+    const r = parseRemovalRequest(kv.key.slice(keys.removals.length), kv.value);
+    if (r) removals.set(r.id, r);
+  }
   // a machine is shown as it was admitted; a record that says otherwise is shown as what the overlord makes of it
   const records = parsedRecords.map((parsed): RecordInput => {
     if (!parsed.ok) return { id: parsed.id, invalid: `record ${parsed.reason}`, role: parsed.role, ip: parsed.ip };
@@ -134,7 +147,7 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
   const leader = leaderOf(candidates.kvs);
-  return { ...machineStatuses(records, entries, subnets, joining, nodes), ...(leader === undefined ? {} : { leader }) };
+  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }) };
 }
 
 /** The table `corekube status` prints without --json. */
@@ -146,7 +159,7 @@ export function formatStatusTable(report: StatusReport): string {
   const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.certificatesExpire?.slice(0, 10) ?? '-', m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  const states = ['deployed', 'deploying', 'pending', 'failed', ...(report.machines.some((m) => m.state === 'unreachable') ? (['unreachable'] as const) : [])] as const;
+  const states = ['deployed', 'deploying', 'pending', 'failed', ...(['unreachable', 'removing'] as const).filter((s) => report.machines.some((m) => m.state === s))] as const;
   const counts = states.map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
   return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${leader}`;
 }

@@ -114,6 +114,13 @@ describe('status rows', () => {
     expect(formatStatusTable(report)).toContain('2 machines: 0 deployed, 1 deploying, 0 pending, 0 failed, 1 unreachable');
   });
 
+  it('shows a machine being removed as removing, at the phase it is at, with the last failure', () => {
+    const removal = { schema: 1 as const, id: minion.id, hostname: minion.hostname, ip: minion.ip, role: 'minion' as const, reason: 'stack' as const, requestedAt: T, done: ['cordon' as const], error: 'drain: draining Node minion-10 did not finish' };
+    const report = machineStatuses([{ id: master.id, record: master }], new Map([[master.id, deployed], [minion.id, deploying]]), new Map(), [], new Map(), new Map([[minion.id, removal]]));
+    expect(report.machines[1]).toMatchObject({ id: minion.id, state: 'removing', step: 'drain', error: 'drain: draining Node minion-10 did not finish' });
+    expect(formatStatusTable(report)).toContain('2 machines: 1 deployed, 0 deploying, 0 pending, 0 failed, 1 removing');
+  });
+
   it('shows the earliest expiry of the certificates the overlord deployed to a machine, from its ledger', () => {
     const report = machineStatuses([{ id: master.id, record: master }, { id: minion.id, record: minion }], new Map([[master.id, { ...deployed, certificatesExpire: '2027-12-06T18:43:17.000Z' }]]));
     expect(report.machines.map((m) => m.certificatesExpire)).toEqual(['2027-12-06T18:43:17.000Z', null]);

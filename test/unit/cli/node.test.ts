@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+import { machineNamed, removalRequestFor } from '../../../cli/node.ts';
+import type { StatusReport } from '../../../overlord/status.ts';
+
+const row = (id: string, role: 'master' | 'minion', ip: string, name: string) => ({ id, role, ip, state: 'deployed' as const, step: null, error: null, subnet: null, certificatesExpire: null, node: { name, ready: true, reason: null, podCIDR: null, kubeletVersion: 'v1.36.5', since: '2026-12-06T00:00:00Z' } });
+const report = { machines: [row('a'.repeat(32), 'master', '10.240.0.20', 'c-master-0'), row('b'.repeat(32), 'minion', '10.240.0.33', 'c-minion-0'), row(`${'b'.repeat(8)}${'c'.repeat(24)}`, 'minion', '10.240.0.34', 'c-minion-1')] } as unknown as StatusReport;
+
+describe('corekube node remove', () => {
+  it('finds the machine by id, address or hostname, and says which value names none or several', () => {
+    expect(machineNamed(report, '10.240.0.34').id).toBe(`${'b'.repeat(8)}${'c'.repeat(24)}`);
+    expect(machineNamed(report, 'c-minion-0').id).toBe('b'.repeat(32));
+    expect(machineNamed(report, 'b'.repeat(32)).ip).toBe('10.240.0.33');
+    expect(() => machineNamed(report, '10.240.0.99')).toThrow(/MACHINE "10.240.0.99" is no machine of this cluster/);
+    expect(() => machineNamed(report, 'b'.repeat(8))).toThrow(/names 2 machines/);
+  });
+
+  it('asks for a minion\'s removal, and refuses a master with what to do instead', () => {
+    const now = new Date('2026-12-06T12:00:00Z');
+    expect(removalRequestFor(machineNamed(report, 'c-minion-0'), 'c-minion-0', now)).toEqual({ schema: 1, id: 'b'.repeat(32), hostname: 'c-minion-0', ip: '10.240.0.33', role: 'minion', reason: 'command', requestedAt: '2026-12-06T12:00:00.000Z', done: [], error: null });
+    expect(() => removalRequestFor(machineNamed(report, 'c-master-0'), 'c-master-0', now)).toThrow(expect.objectContaining({ code: 'E_REMOVAL_REFUSED', hint: expect.stringContaining('same index') }));
+  });
+});
