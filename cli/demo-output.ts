@@ -42,7 +42,7 @@ export function formatEvent(e: LocalCloudEvent, stackName: string): string[] {
       if (n.kind === 'boot.start') return [`[nova]      ${who}: booting an nspawn machine with the user_data Heat resolved (cloud-init)`];
       if (n.kind === 'boot.reported') return [`[nova]      ${who}: running, network up: reported to Heat`];
       if (n.kind === 'boot.ready') return [`[nova]      ${who}: systemd and cloud-init done, sshd up (${seconds((n.boot.readyAt ?? 0) - n.boot.seenAt)} after Heat asked)`];
-      if (n.kind === 'server.deleted') return [`[nova]      ${who}: Heat deleted the server: the machine is powered off (Nova's delete)`];
+      if (n.kind === 'server.deleted') return [`[nova]      ${who}: Heat deleted the server: powering the machine off (Nova's delete)`];
       return [`[nova]      ${who}: did not boot: ${n.reason.split('\n')[0]}`];
     }
   }

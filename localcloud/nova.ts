@@ -127,8 +127,8 @@ export class Nova {
       this.#missing.set(id, seen);
       if (seen < 2) continue;
       boot.deletedAt = Date.now();
-      await boot.machine.stop('SIGTERM').catch(() => undefined);
       this.#options.onEvent?.({ kind: 'server.deleted', boot });
+      await boot.machine.stop('SIGTERM').catch(() => undefined);
     }
   }
 

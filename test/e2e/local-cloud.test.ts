@@ -35,6 +35,7 @@ import type { Machine } from '../../localcloud/machines/machines.ts';
 import { netFromEnv } from '../harness/machines.ts';
 import { missingParts } from '../harness/requirements.ts';
 import { until } from '../../localcloud/until.ts';
+import { scaleDownOne } from '../../localcloud/scale-down.ts';
 import { parseClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { cloudProviderAddons } from '../../overlord/kubernetes/cloud-provider.ts';
 import { parseOpenStackCloud } from '../../contracts/openstack-cloud.ts';
@@ -348,6 +349,18 @@ describe.skipIf(skip)('the local cloud: a real Heat creates the generated templa
     expect(standbyJson().filter((l) => l.event === 'machine.admitted').map((l) => l.hostname)).toEqual([added.hostname]);
     expect(standbyJson().filter((l) => l.event === 'reconcile.summary').map((l) => l.msg)).toContain('4/4 machines deployed');
   }, 360_000);
+
+  it('scales down with a Heat stack update, removed by the standby now leading (the stack channel\'s user came in the sealed state): the minion Heat deletes loses its Node, subnet and discovery user, the others are left alone', async () => {
+    const before = await cloud!.ledger();
+    const out = await scaleDownOne(cloud!, kubectl, { timeoutMs: 180_000 });
+    expect(out).toMatchObject({ nodeGone: true, subnetReleased: true, discoveryUserGone: true, othersReady: true });
+    expect(out.removedMs).toBeLessThan(60_000);
+    const after = await cloud!.ledger();
+    expect(after.size).toBe(before.size - 1);
+    for (const [id, entry] of after) expect(entry, `ledger of ${entry.hostname}`).toEqual(before.get(id));
+    expect(standbyJson().filter((l) => l.event === 'machine.removed').map((l) => l.hostname)).toEqual([out.removed]);
+    expect((await cloud!.status()).machines.map((m) => m.state)).toEqual(['deployed', 'deployed', 'deployed']);
+  }, 240_000);
 
   it('tears everything down: no machine, mount, namespace, bridge, cgroup, container, Heat or engine process left', async () => {
     const heatDir = cloud!.heatService.stateDir;
