@@ -51,7 +51,8 @@ export function etcdStoreOptions(values: EtcdFlags): EtcdStoreOptions {
 
 const usage = `Usage: corekube status --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE] [--cluster NAME] [--json]
 
-Shows every machine of a cluster — role, IP, state (pending, deploying, deployed, failed), the current
+Shows every machine of a cluster — role, IP, state (pending, deploying, deployed, failed, unreachable,
+removing), the current
 step and the last error — read from the discovery etcd (machine records and the overlord's ledger),
 and which overlord leads.
 

@@ -285,7 +285,7 @@ export async function reserveSubnet(store: Store, keys: ClusterKeys, config: Fla
       }
       if (free === undefined) {
         throw new CorekubeError('E_SUBNET_EXHAUSTED', `the pod network ${config.Network} has no free /${config.SubnetLen} subnet: all ${net.size} are reserved`, {
-          hint: `delete the reservations of machines gone for good (${keys.subnets}<id> and its ${keys.network}subnets/ lease), or create the cluster with a larger podCidr`,
+          hint: `remove machines gone for good (\`corekube node remove\`, or a lower minion_count: their subnets are released), or create the cluster with a larger podCidr`,
         });
       }
       taken.add(free);
