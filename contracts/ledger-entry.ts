@@ -33,6 +33,11 @@ export interface StepRecord {
   readonly startedAt: string | null;
   readonly finishedAt: string | null;
   readonly lastError: string | null;
+  /**
+   * a restart's unit invocation before it, recorded just before the restart is asked for: an overlord stopped
+   * while the restart was under way finds a newer invocation and does not restart the unit a second time
+   */
+  readonly from?: string;
 }
 
 export interface LedgerEntry {
@@ -105,10 +110,12 @@ export function beginDeployment(
   const steps: Record<string, StepRecord> = {};
   for (const id of units.stepIds) {
     const old = same ? prev.steps[id] : undefined;
-    steps[id] = remaining.includes(id) || old === undefined ? PENDING : old;
+    // a restart asked for before a stop keeps what it replaced (StepRecord `from`): it is not asked for twice
+    const from = old?.from !== undefined && old.state !== 'done' ? { from: old.from } : {};
+    steps[id] = remaining.includes(id) || old === undefined ? { ...PENDING, ...from } : old;
   }
   const first = units.stepIds.find((id) => steps[id]!.state !== 'done');
-  if (first !== undefined) steps[first] = { state: 'in-flight', attempts: 1, startedAt: now, finishedAt: null, lastError: null };
+  if (first !== undefined) steps[first] = { state: 'in-flight', attempts: 1, startedAt: now, finishedAt: null, lastError: null, ...(steps[first]!.from ? { from: steps[first]!.from } : {}) };
   return freeze({
     ...identityOf(record),
     unitsHash: units.hash,
@@ -153,7 +160,12 @@ export function stepDone(entry: LedgerEntry, step: StepId, now: string, options:
 /** An attempt failed and the step will be tried again after a backoff: one more attempt, the reason kept. */
 export function stepRetrying(entry: LedgerEntry, step: StepId, reason: string, now: string): LedgerEntry {
   const old = stepOf(entry, step);
-  return withStep(entry, step, { state: 'in-flight', attempts: old.attempts + 1, startedAt: now, finishedAt: null, lastError: clip(reason) }, now);
+  return withStep(entry, step, { state: 'in-flight', attempts: old.attempts + 1, startedAt: now, finishedAt: null, lastError: clip(reason), ...(old.from ? { from: old.from } : {}) }, now);
+}
+
+/** A restart step is about to ask for the restart: the unit's invocation before it (StepRecord `from`). */
+export function stepRestarting(entry: LedgerEntry, step: StepId, from: string, now: string): LedgerEntry {
+  return withStep(entry, step, { ...stepOf(entry, step), from }, now);
 }
 
 /** The step is out of attempts (or failed terminally): the machine is failed with the step's reason. */
@@ -220,7 +232,7 @@ export function parseLedgerEntry(text: string): LedgerEntry | null {
   if (!Array.isArray(v.plan) || !v.plan.every(str) || !isObject(v.steps)) return null;
   for (const s of Object.values(v.steps)) {
     if (!isObject(s) || !STEP_STATES.includes(s.state as string) || typeof s.attempts !== 'number') return null;
-    if (!strOrNull(s.startedAt) || !strOrNull(s.finishedAt) || !strOrNull(s.lastError)) return null;
+    if (!strOrNull(s.startedAt) || !strOrNull(s.finishedAt) || !strOrNull(s.lastError) || (s.from !== undefined && !str(s.from))) return null;
   }
   if (!(v.plan as string[]).every((id) => isObject((v.steps as Record<string, unknown>)[id]))) return null;
   if (v.certificatesExpire !== undefined && !strOrNull(v.certificatesExpire)) return null;

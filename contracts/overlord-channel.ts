@@ -11,6 +11,8 @@ import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 export const OVERLORD_CHANNEL = 'overlord_channel';
 /** the metadata key of the counts */
 export const MEMBERS_METADATA_KEY = 'corekube_members';
+/** the metadata key of the versions the stack asks for (`kubernetes_version`) */
+export const VERSIONS_METADATA_KEY = 'corekube_versions';
 
 /** The machines the stack asks for, as its parameters say now. */
 export interface StackMembers {
@@ -52,4 +54,39 @@ export function memberIndex(cluster: string, role: 'master' | 'minion', hostname
   if (!head.startsWith(prefix)) return undefined;
   const rest = head.slice(prefix.length);
   return /^(0|[1-9]\d{0,3})$/.test(rest) ? Number(rest) : undefined;
+}
+
+/** The versions the stack asks for, as its parameters say now. */
+export interface StackVersions {
+  readonly kubernetes: string;
+}
+
+const RELEASE_TAG = /^v(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/** Parses `corekube_versions` (untrusted shape) into StackVersions, or throws an InvalidInputError naming the field. */
+export function parseStackVersions(value: unknown, where: string): StackVersions {
+  const v = (value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {}) as Record<string, unknown>;
+  const k = typeof v.kubernetes === 'string' ? v.kubernetes.trim() : '';
+  if (!RELEASE_TAG.test(k)) {
+    throw new InvalidInputError('the stack\'s versions do not parse', [{ field: `${where}.kubernetes`, value: v.kubernetes, message: 'is not a release tag vMAJOR.MINOR.PATCH', fix: 'pass e.g. --parameter kubernetes_version=v1.36.5 to openstack stack update' }]);
+  }
+  return Object.freeze({ kubernetes: k });
+}
+
+/**
+ * PURE: why a running cluster cannot go from Kubernetes `from` to `to` (undefined: it can) — upstream's version
+ * skew policy: one minor at a time, upwards (kube-apiserver first, then the kubelets: the rollout's order); any
+ * patch of the same minor, down too (a rollback of a patch release); never a minor back (the API's storage
+ * versions may have moved).
+ */
+export function skewProblem(from: string, to: string, supportedMinors: readonly string[]): string | undefined {
+  const a = RELEASE_TAG.exec(from);
+  const b = RELEASE_TAG.exec(to);
+  if (!a || !b) return `${!a ? from : to} is not a release tag vMAJOR.MINOR.PATCH`;
+  if (!supportedMinors.includes(`${b[1]}.${b[2]}`)) return `Kubernetes ${b[1]}.${b[2]} is not supported (supported minors: ${supportedMinors.join(', ')})`;
+  if (a[1] !== b[1]) return `${from} to ${to} changes the major version`;
+  const step = Number(b[2]) - Number(a[2]);
+  if (step > 1) return `${from} to ${to} skips a minor: upgrade one minor at a time (first to v${a[1]}.${Number(a[2]) + 1}.x)`;
+  if (step < 0) return `${from} to ${to} goes back a minor: only a patch release of the same minor can be rolled back`;
+  return undefined;
 }

@@ -50,13 +50,21 @@ export type Step =
    * Start a unit and wait: `exited` = a oneshot that must finish successfully (the download);
    * `active` = a service that must be running. A unit that reaches `failed` fails the step at once.
    * `inputs`: a hash of the files the unit reads (overlord/deploy/unit-inputs.ts), recorded in the ledger once
-   * the unit runs on them; `restart`: it runs on older inputs — restart it, and wait for a new invocation.
+   * the unit runs on them; `restart`: it runs on older inputs — restart it, and wait for a new invocation;
+   * `replaces`: the invocation a stopped overlord recorded before asking for this restart (a newer one = done).
    */
-  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: Until; readonly inputs: string; readonly restart?: boolean }
+  | { readonly kind: 'start'; readonly id: `start:${string}`; readonly unit: string; readonly until: Until; readonly inputs: string; readonly restart?: boolean; readonly replaces?: string }
   /**
    * The machine's kubelet registered its Node, which has its pod subnet as podCIDR and is Ready (run through the
    * Kubernetes API, not SSH: overlord/kubernetes/node-ready.ts). The last step of a machine that runs a kubelet.
    */
-  | { readonly kind: 'node-ready'; readonly id: 'node-ready'; readonly node: string };
+  | { readonly kind: 'node-ready'; readonly id: 'node-ready'; readonly node: string }
+  /**
+   * A change of a minion that ran before (new release, flags or certificates): its Node cordoned and drained
+   * through the Eviction API before anything restarts (the first step), made schedulable again once Ready (the
+   * last) — overlord/kubernetes/node-ready.ts, overlord/kubernetes/drain.ts.
+   */
+  | { readonly kind: 'drain'; readonly id: 'drain'; readonly node: string }
+  | { readonly kind: 'uncordon'; readonly id: 'uncordon'; readonly node: string };
 
 export type StepId = Step['id'];

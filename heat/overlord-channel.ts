@@ -1,6 +1,6 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { PlaceholderName } from '../cloud-config/placeholders.ts';
-import { MEMBERS_METADATA_KEY, OVERLORD_CHANNEL } from '../contracts/overlord-channel.ts';
+import { MEMBERS_METADATA_KEY, OVERLORD_CHANNEL, VERSIONS_METADATA_KEY } from '../contracts/overlord-channel.ts';
 import { CLOUD_METADATA_KEY } from '../contracts/openstack-cloud.ts';
 import { cloudMetadata } from './cloud-provider.ts';
 import { getAttr, getParam, type HeatValue, type Resource } from './hot.ts';
@@ -28,6 +28,7 @@ export function overlordChannelResources(spec: ClusterSpec): Record<string, Reso
       properties: { software_config_transport: 'POLL_SERVER_HEAT' },
       metadata: {
         [MEMBERS_METADATA_KEY]: { master_count: getParam('master_count'), minion_count: getParam('minion_count') },
+        [VERSIONS_METADATA_KEY]: { kubernetes: getParam('kubernetes_version') },
         ...(cloud ? { [CLOUD_METADATA_KEY]: cloud } : {}),
       },
     },

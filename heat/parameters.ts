@@ -1,5 +1,5 @@
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
-import { MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS } from '../clusterspec/fields.ts';
+import { KUBERNETES_MINORS, MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS } from '../clusterspec/fields.ts';
 import type { Parameter, Template } from './hot.ts';
 import { clusterReadyTimeoutParameter } from './wait-conditions.ts';
 
@@ -87,6 +87,13 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
       default: spec.overlords,
       constraints: [{ range: { min: MIN_OVERLORDS, max: MAX_OVERLORDS }, description: `between ${MIN_OVERLORDS} and ${MAX_OVERLORDS}` }],
     },
+    kubernetes_version: {
+      type: 'string',
+      label: 'Kubernetes version',
+      description: `The Kubernetes release the cluster runs. Change it with \`openstack stack update --existing --parameter kubernetes_version=v1.36.5\`: the overlord rolls it out — masters one at a time, then each minion drained (PodDisruptionBudgets respected), changed, Ready and uncordoned — one minor at a time (supported: ${KUBERNETES_MINORS.join(', ')}); a patch release can be rolled back the same way. No server is replaced.`,
+      default: spec.versions.kubernetes,
+      constraints: [{ allowed_pattern: 'v1\\.[0-9]{1,3}\\.[0-9]{1,3}', description: 'must be a Kubernetes release tag such as v1.36.5' }],
+    },
     discovery_flavor: flavorParameter('discovery server', f.discovery),
     overlord_flavor: flavorParameter('overlord servers', f.overlord),
     master_flavor: flavorParameter('masters', f.master),
@@ -121,6 +128,7 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
 export const clusterParameterGroups: NonNullable<Template['parameter_groups']> = [
   { label: 'Required', description: 'No default fits every cloud: give these.', parameters: ['key_name', 'image', 'external_network'] },
   { label: 'Size', description: 'How many machines (minion_count and overlord_count may change on stack update).', parameters: ['master_count', 'minion_count', 'overlord_count'] },
+  { label: 'Release', description: 'What the cluster runs (kubernetes_version may change on stack update: a rolling upgrade).', parameters: ['kubernetes_version'] },
   { label: 'Flavors', description: 'Nova flavors per role.', parameters: ['discovery_flavor', 'overlord_flavor', 'master_flavor', 'minion_flavor'] },
   { label: 'Access', description: 'Who may reach the cluster from outside.', parameters: ['admin_cidr', 'node_port_cidr', 'dns_nameservers'] },
   { label: 'Timeouts', description: 'How long stack create waits.', parameters: ['cluster_ready_timeout'] },

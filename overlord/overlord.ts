@@ -22,6 +22,7 @@ import { overlordTerms, type Overlord, type OverlordOptions } from './term.ts';
 import { bootOverlord, handleDeps, type Booted } from './trust/bootstrap.ts';
 import { cloudCredentials } from './trust/cloud-credentials.ts';
 import { readChannelAgent, StackChannel } from './edges/stack-channel.ts';
+import { DesiredSpec } from './lifecycle/desired-spec.ts';
 import { signalClusterReady } from './trust/heat-handles.ts';
 import { DiscoveryMachineCredentials } from './trust/machine-credentials.ts';
 import { MachinePkiFiles, SharedMachinePki } from './trust/machine-pki.ts';
@@ -84,7 +85,8 @@ export async function serveOverlord(config: OverlordConfig, deps: OverlordDeps):
   let follower: Follower | undefined;
   try {
     // 3. what a term runs; 4. leadership
-    const overlord = await termOptions(config, booted, credentials, deps);
+    const desired = new DesiredSpec(config.spec, { store, keys, log: deps.log });
+    const overlord = await termOptions(config, booted, credentials, desired, deps);
     const ports = { store, hosts, clock: deps.clock, log: deps.log };
     service = await startLeaderService({ config: config.leader, etcd, keys, health, ports, term: overlordTerms(ports, overlord), signal: deps.signal });
     const leadership = service.leadership;
@@ -123,6 +125,7 @@ async function termOptions(
   config: OverlordConfig,
   booted: Booted | undefined,
   credentials: DiscoveryMachineCredentials | undefined,
+  desired: DesiredSpec,
   deps: OverlordDeps,
 ): Promise<Omit<OverlordOptions, 'signal' | 'fence'>> {
   const { spec } = config;
@@ -136,6 +139,7 @@ async function termOptions(
     liveness: DEFAULT_LIVENESS,
   };
   if (!booted || !credentials) return { ...common, unitsFor: unitsForSpec(spec) };
+  const current = () => desired.current();
   const files = new MachinePkiFiles({ authority: booted.authority, spec, discoveryCa: booted.discovery.ca, credentials, log: deps.log, clock: deps.clock });
   const secret = booted.overlordSecret;
   // the stack's channel (edges/stack-channel.ts): its stack user was kept with the state at boot, a standby's came sealed
@@ -144,13 +148,13 @@ async function termOptions(
   const republisher = secret === undefined ? undefined : new StateRepublisher({ etcd: booted.etcd, keys: booted.keys, stateDir: booted.stateDir, secret, log: deps.log });
   return {
     ...common,
-    unitsFor: unitsForSpec(spec, { machineFiles: (record, view) => files.filesFor(record, view), certificatesExpire: (record) => files.expiresOf(record.id), nodeReady: true }),
+    unitsFor: unitsForSpec(current, { machineFiles: (record, view) => files.filesFor(record, view), certificatesExpire: (record) => files.expiresOf(record.id), nodeReady: true }),
     machinePki: new SharedMachinePki(files, booted.pkiWrites, republisher),
     // booted, only at addresses of the private network (by hand, records name whatever addresses the operator's machines have)
     addresses: machineAddresses(spec),
     admission: { credentials },
     kubernetes: await kubernetes(spec, booted, deps),
-    ...(channel ? { stack: { read: () => channel.metadata(), cluster: spec.name } } : {}),
+    ...(channel ? { stack: { read: () => channel.metadata(), cluster: spec.name }, desired } : {}),
     onClusterReady: () => signalClusterReady(`${spec.masters} masters and ${spec.minions} minions deployed, every Node Ready, the add-ons available`, booted.standby, handleDeps(booted, deps)),
   };
 }

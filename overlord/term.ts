@@ -25,6 +25,8 @@ import { createPodNetwork, type PodNetworkSpec } from './pod-network/registry.ts
 import type { MachineCredentials } from './trust/machine-credentials.ts';
 import { Removals } from './lifecycle/removals.ts';
 import { followStackMembers, STACK_POLL_MS } from './lifecycle/stack-members.ts';
+import type { DesiredSpec } from './lifecycle/desired-spec.ts';
+import type { StackVersions } from '../contracts/overlord-channel.ts';
 import type { DrainOptions } from './kubernetes/drain.ts';
 import type { HostTarget } from './edges/host-runner.ts';
 
@@ -137,6 +139,13 @@ export interface OverlordOptions {
    * overlord_channel; a dropped minion_count removes the minions beyond it. Absent = no stack (booted by hand).
    */
   readonly stack?: { readonly read: () => Promise<Readonly<Record<string, unknown>>>; readonly cluster: string; readonly pollMs?: number };
+  /**
+   * The spec as the stack asks for it (lifecycle/desired-spec.ts): the Kubernetes version the stack's channel
+   * says, accepted under the skew policy; `unitsFor` must render from its current(). Absent = the spec is fixed.
+   */
+  readonly desired?: DesiredSpec;
+  /** minions drained for a change at once (planner rule 11; default 1) */
+  readonly maxUnavailable?: number;
   /** how removals run (lifecycle/removals.ts): between looks at the requests, the drain's timeout and poll */
   readonly removals?: { readonly backoff?: Backoff; readonly drain?: Omit<DrainOptions, 'machineGone'> };
 }
@@ -254,7 +263,9 @@ class Term {
       },
       {
         unitsFor: options.unitsFor,
-        ...(options.machinePki?.versionOf ? { filesVersion: (id: string) => options.machinePki!.versionOf!(id) } : {}),
+        // a machine is rendered again when its certificates are re-issued or the desired spec changes (one number: both small)
+        filesVersion: (id: string) => (options.machinePki?.versionOf?.(id) ?? 0) * 1_000_003 + (options.desired?.generation ?? 0),
+        ...(options.maxUnavailable ? { maxUnavailable: options.maxUnavailable } : {}),
         expected: options.expected,
         concurrency,
         executor: { ...DEFAULT_EXECUTOR_OPTIONS, ...options.executor, remote: { user: options.sshUser } },
@@ -281,6 +292,11 @@ class Term {
       const podNetwork = this.podNetwork;
       if (podNetwork) await this.untilItWorks(`writing the ${podNetwork.name} network config`, () => podNetwork.ensureConfig(options.fence?.()));
       await this.untilItWorks('reading the removals', () => this.removals.load());
+      const desired = options.desired;
+      if (desired) {
+        await this.untilItWorks('reading the desired versions', () => desired.load());
+        desired.onChange = () => this.reconciler.trigger();
+      }
       await this.untilItWorks('reading admitted identities', () => this.book.start({ store: ports.store, keys: this.keys, log: ports.log, clock: ports.clock }));
       await this.untilItWorks('listing machine records', () => this.discovery.start());
       await this.prepared?.refresh();
@@ -324,7 +340,10 @@ class Term {
       }
       for (const r of view().values()) if (!seen.has(r.id)) yield r;
     };
-    await followStackMembers({ read: stack.read, clock: this.ports.clock, log: this.ports.log, cluster: stack.cluster, machines, removals: this.removals }, this.tasks.signal, stack.pollMs ?? STACK_POLL_MS).catch((err: unknown) => {
+    const desired = this.options.desired;
+    const fence = this.options.fence;
+    const offerVersions = desired ? (v: StackVersions) => desired.offer(v, fence?.()) : undefined;
+    await followStackMembers({ read: stack.read, clock: this.ports.clock, log: this.ports.log, cluster: stack.cluster, machines, removals: this.removals, ...(offerVersions ? { offerVersions } : {}) }, this.tasks.signal, stack.pollMs ?? STACK_POLL_MS).catch((err: unknown) => {
       if (err instanceof CorekubeError && err.code === 'E_NOT_LEADER') {
         this.fatal = err;
         void this.stop();

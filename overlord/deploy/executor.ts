@@ -52,6 +52,8 @@ export interface ExecutorPorts {
   readonly clock: Clock;
   /** the Kubernetes side of `node-ready` steps (overlord/kubernetes/node-ready.ts); absent = none are planned */
   readonly nodes?: NodeReadiness;
+  /** a restart is about to be asked for: the unit's invocation before it, recorded (the ledger's step `from`) */
+  readonly beforeRestart?: (invocation: string) => Promise<void>;
 }
 
 export async function runStep(ports: ExecutorPorts, target: HostTarget, step: Step, options: ExecutorOptions, signal?: AbortSignal): Promise<StepResult> {
@@ -82,10 +84,14 @@ export async function runStep(ports: ExecutorPorts, target: HostTarget, step: St
       await mustSucceed('systemctl daemon-reload', remote.daemonReload(options.remote));
       return { changed: true };
     case 'start':
-      return startAndWait(ports, target, step.unit, step.until, step.restart === true, options, run, mustSucceed, signal);
+      return startAndWait(ports, target, step.unit, step.until, step.restart === true, step.replaces, options, run, mustSucceed, signal);
     case 'node-ready':
       if (!ports.nodes) throw new CorekubeError('E_INTERNAL', `a node-ready step for ${step.node}, but this overlord has no Kubernetes API`, { hint: 'runOverlord needs its kubernetes option to deploy machines that run a kubelet' });
       return ports.nodes.ensureReady(target, step.node, signal);
+    case 'drain':
+    case 'uncordon':
+      if (!ports.nodes) throw new CorekubeError('E_INTERNAL', `a ${step.kind} step for ${step.node}, but this overlord has no Kubernetes API`, { hint: 'runOverlord needs its kubernetes option to change machines that run a kubelet' });
+      return step.kind === 'drain' ? ports.nodes.drain(step.node, signal) : ports.nodes.uncordon(step.node);
   }
 }
 
@@ -97,6 +103,7 @@ async function startAndWait(
   unit: string,
   until: Until,
   restart: boolean,
+  replaces: string | undefined,
   options: ExecutorOptions,
   run: Run,
   mustSucceed: (what: string, argv: readonly string[]) => Promise<unknown>,
@@ -107,30 +114,36 @@ async function startAndWait(
   // starts it at every boot by itself, in its dependency order, whether or not an overlord is running
   await mustSucceed(`systemctl enable ${unit}`, remote.enableUnit(options.remote, unit));
   const before = await read();
+  // a restart a stopped overlord asked for already (the unit has a newer invocation than it recorded): wait for
+  // it, never restart twice
+  const already = restart && replaces !== undefined && replaces !== '' && before.invocationId !== replaces;
   // a restart (the unit runs on older inputs) is never skipped: it is done once a new invocation is up
-  const fresh = restart ? before.invocationId : null;
+  const fresh = already ? replaces : restart ? before.invocationId : null;
   if (!restart && reached(before, until, null)) return { changed: false };
-  if (before.activeState === 'failed') await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));
+  if (before.activeState === 'failed' && !already) await mustSucceed(`systemctl reset-failed ${unit}`, remote.resetFailed(options.remote, unit));
 
   const verb = restart ? 'restart' : 'start';
   const started = ports.clock.now();
   const deadline = started + options.startTimeoutMs[until];
-  try {
-    const job = await run(restart ? remote.restartUnit(options.remote, unit) : remote.startUnit(options.remote, unit), undefined, options.startTimeoutMs[until]);
-    if (job.code !== 0) {
-      // a failed job is read below (failed, or restarting: E_UNIT_FAILED with the journal); anything else
-      // (no such unit, no privilege) is the command's own failure
-      const state = await read();
-      if (!hasFailed(state) && !reached(state, until, before.invocationId, fresh)) {
-        throw new CorekubeError('E_COMMAND_FAILED', `systemctl ${verb} ${unit} on ${target.ip} exited ${job.code}: ${excerpt(job.stderr || job.stdout)}`, {
-          hint: `run 'systemctl ${verb} ${unit}' on ${target.ip} to see why`,
-          retryable: true,
-        });
+  if (restart && !already) await ports.beforeRestart?.(before.invocationId);
+  if (!already) {
+    try {
+      const job = await run(restart ? remote.restartUnit(options.remote, unit) : remote.startUnit(options.remote, unit), undefined, options.startTimeoutMs[until]);
+      if (job.code !== 0) {
+        // a failed job is read below (failed, or restarting: E_UNIT_FAILED with the journal); anything else
+        // (no such unit, no privilege) is the command's own failure
+        const state = await read();
+        if (!hasFailed(state) && !reached(state, until, before.invocationId, fresh)) {
+          throw new CorekubeError('E_COMMAND_FAILED', `systemctl ${verb} ${unit} on ${target.ip} exited ${job.code}: ${excerpt(job.stderr || job.stdout)}`, {
+            hint: `run 'systemctl ${verb} ${unit}' on ${target.ip} to see why`,
+            retryable: true,
+          });
+        }
       }
+    } catch (err) {
+      // past the deadline the job may still run: stop waiting for it and report the unit's state below
+      if (!(err instanceof CorekubeError && err.code === 'E_SSH' && ports.clock.now() >= deadline - 1_000)) throw err;
     }
-  } catch (err) {
-    // past the deadline the job may still run: stop waiting for it and report the unit's state below
-    if (!(err instanceof CorekubeError && err.code === 'E_SSH' && ports.clock.now() >= deadline - 1_000)) throw err;
   }
   if (until === 'active') {
     const settle = started + options.poll.initialMs - ports.clock.now();
@@ -182,7 +195,7 @@ function describe(s: remote.UnitState): string {
 }
 
 async function journalOf(run: Run, options: ExecutorOptions, unit: string): Promise<string> {
-  try {
+    try {
     const res = await run(remote.journalExcerpt(options.remote, unit));
     const text = res.stdout.trimEnd();
     if (res.code !== 0) return `\n(journal unavailable: exit ${res.code} ${excerpt(res.stderr)})`;

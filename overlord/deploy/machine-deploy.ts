@@ -1,4 +1,4 @@
-import { beginDeployment, machineFailed, stepDone, stepFailed, stepRetrying, type LedgerEntry } from '../../contracts/ledger-entry.ts';
+import { beginDeployment, machineFailed, stepDone, stepFailed, stepRestarting, stepRetrying, type LedgerEntry } from '../../contracts/ledger-entry.ts';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import type { Step } from '../../contracts/step.ts';
 import type { Clock } from '../../core/clock.ts';
@@ -163,7 +163,13 @@ class Deployment {
     const target: HostTarget = { id: this.record.id, ip: this.record.ip, ...(this.record.sshHostKey ? { hostKey: this.record.sshHostKey } : {}) };
     for (let failures = 1; ; failures++) {
       try {
-        return await runStep({ hosts, clock, ...(nodes ? { nodes } : {}) }, target, step, this.options.executor, this.signal);
+        const from = this.entry.steps[step.id]?.from;
+        const restarting = step.kind === 'start' && step.restart === true;
+        const beforeRestart = async (invocation: string) => {
+          this.entry = stepRestarting(this.entry, step.id, invocation, this.now());
+          await this.write(this.entry);
+        };
+        return await runStep({ hosts, clock, ...(nodes ? { nodes } : {}), ...(restarting ? { beforeRestart } : {}) }, target, restarting && from ? { ...step, replaces: from } : step, this.options.executor, this.signal);
       } catch (err) {
         if (this.signal.aborted) return 'stopped';
         const e = asCorekubeError(err);

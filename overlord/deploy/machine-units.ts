@@ -28,8 +28,10 @@ export interface UnitsWiring {
   readonly nodeReady?: boolean;
 }
 
-export function unitsForSpec(spec: ClusterSpec, wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
+export function unitsForSpec(specOf: ClusterSpec | (() => ClusterSpec), wiring: UnitsWiring = {}): (record: MachineRecord, view: ClusterView) => RenderedUnits {
   return (record, view) => {
+    // the spec as the stack asks for it now (overlord/lifecycle/desired-spec.ts), or a fixed one
+    const spec = typeof specOf === 'function' ? specOf() : specOf;
     const masterIps = record.role === 'master' ? view.masterIps : view.deployedMasters.map((m) => m.ip);
     const units = renderUnits(
       buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps }, PKI_PATHS),

@@ -32,6 +32,10 @@ import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/s
  * 10. A deployed master whose units change (or whose change was left half done) waits while another
  *    deployed master changes: one master at a time, so etcd keeps its quorum and the API its servers. New
  *    masters (the initial cluster) start together.
+ * 11. A machine that runs a kubelet and was deployed once is drained before its units change (its Node cordoned,
+ *    its pods evicted with PodDisruptionBudgets respected) and uncordoned once Ready again: steps `drain` first and
+ *    `uncordon` last. At most `maxUnavailable` minions are drained at once (the reconciler holds the others), and
+ *    minions change only while no master does (rule 9): kubelets are never newer than the API servers.
  * Order: masters first, then minions, each by id.
  */
 export type DesiredMachine =
@@ -80,15 +84,28 @@ export type MachinePlan =
   | (PlanBase & { readonly action: 'fail'; readonly reason: string })
   | (PlanBase & { readonly action: 'none'; readonly state: 'deployed' | 'failed' });
 
-/** The steps of one machine's units, in order. */
-export function stepsOf(units: RenderedUnits): Step[] {
+/** The steps of one machine's units, in order; `drain`: a change of a machine that runs a kubelet (rule 11). */
+export function stepsOf(units: RenderedUnits, options: { readonly drain?: boolean } = {}): Step[] {
   const inputs = unitInputs(units);
+  const node = units.node;
+  const drain = options.drain === true && node !== undefined;
   return [
+    ...(drain ? [{ kind: 'drain', id: 'drain', node } as const] : []),
     { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
     { kind: 'daemon-reload', id: 'daemon-reload' },
     ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until, inputs: inputs.get(s.unit)! })),
-    ...(units.node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node: units.node } as const]),
+    ...(node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node } as const]),
+    ...(drain ? [{ kind: 'uncordon', id: 'uncordon', node } as const] : []),
   ];
+}
+
+/**
+ * PURE: rule 11 — a machine that runs a kubelet and ran before (deployed once) is drained before a change and
+ * uncordoned after it; a change under way keeps its drain (the ledger's plan has it) until it is done.
+ */
+export function drainsFor(units: RenderedUnits, entry: LedgerEntry | null): boolean {
+  if (units.node === undefined || entry === null || entry.deployedAt === null) return false;
+  return entry.unitsHash !== units.hash || entry.plan.includes('drain');
 }
 
 export function plan(desired: Desired, observed: Observed): MachinePlan[] {
@@ -205,7 +222,7 @@ export function planOne(m: DesiredMachine, entry: LedgerEntry | null): MachinePl
     const recorded = entry?.state === 'failed' && entry.error === m.renderError && entry.bootId === m.record.bootId;
     return recorded ? { ...base, action: 'none', state: 'failed' } : { ...base, action: 'fail', reason: m.renderError };
   }
-  const steps = withRestarts(stepsOf(m.units), entry);
+  const steps = withRestarts(stepsOf(m.units, { drain: drainsFor(m.units, entry) }), entry);
   const stepIds = steps.map((s) => s.id);
   const deploy = (reason: DeployReason, remaining: readonly Step[]): MachinePlan => ({ ...base, action: 'deploy', reason, steps: remaining, stepIds, unitsHash: m.units.hash, certificatesExpire: m.units.certificatesExpire ?? null });
   if (entry === null) return deploy('new', steps);

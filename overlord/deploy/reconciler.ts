@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
-import { machineFailed } from '../../contracts/ledger-entry.ts';
+import { machineFailed, type LedgerEntry } from '../../contracts/ledger-entry.ts';
 import type { RenderedUnits } from '../../contracts/step.ts';
 import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
@@ -65,6 +65,23 @@ export interface ReconcilerOptions {
   readonly onClusterReady?: () => void | Promise<void>;
   /** a fatal error (E_NOT_LEADER): the overlord must stop */
   readonly onFatal?: (err: CorekubeError) => void;
+  /** minions drained for a change at once (planner rule 11; default 1) */
+  readonly maxUnavailable?: number;
+}
+
+/**
+ * PURE: the minions out of service for a change — drained (or draining) and not yet uncordoned, by the ledger —
+ * plus those whose change was started (`changing`: their ledger may not say so yet).
+ */
+export function outOfService(ledger: ReadonlyMap<string, LedgerEntry>, changing: Iterable<string>): Set<string> {
+  const out = new Set<string>();
+  for (const [id, e] of ledger) {
+    if (!e.plan.includes('drain')) continue;
+    const drain = e.steps.drain?.state;
+    if ((drain === 'done' || drain === 'in-flight' || drain === 'failed') && e.steps.uncordon?.state !== 'done') out.add(id);
+  }
+  for (const id of changing) out.add(id);
+  return out;
 }
 
 /** longest stretch of a pass without yielding to the event loop (the steps of running machines wait meanwhile) */
@@ -74,6 +91,8 @@ export class Reconciler {
   private readonly semaphore: Semaphore;
   private readonly abort = new AbortController();
   private readonly running = new Map<string, Promise<void>>();
+  /** minions whose change (with a drain) a worker runs now (rule 11) */
+  private readonly changing = new Set<string>();
   private readonly requeued = new Map<string, { readonly failures: Backoffs; notBefore: number }>();
   private readonly cache: MachinePlans;
   private readonly machines: MachineDeploy;
@@ -212,7 +231,21 @@ export class Reconciler {
         // a machine requeued for its surroundings waits out its backoff, unless it changed since
         const backoff = this.requeued.get(p.id);
         if (backoff && backoff.notBefore > clock.now() && (p.reason === 'retry' || p.reason === 'resume')) continue;
+        // rule 11: at most maxUnavailable minions drained at once (those out of service now hold their places)
+        if (p.steps.some((s) => s.kind === 'drain')) {
+          const out = outOfService(ledger.entries(), this.changing);
+          const max = this.options.maxUnavailable ?? 1;
+          if (!out.has(p.id) && out.size >= max) {
+            const reason = `waiting: ${out.size} of ${max} minion${max === 1 ? '' : 's'} allowed out of service at once ${out.size === 1 ? 'is' : 'are'} being changed (${[...out].map((id) => this.hostnameOf(id) ?? id).join(', ')})`;
+            if (this.waitingReported.get(p.id) !== reason) {
+              this.waitingReported.set(p.id, reason);
+              log.info({ event: 'machine.waiting', machine: p.id, role: p.role, hostname: record.hostname, reason }, reason);
+            }
+            continue;
+          }
+        }
         this.waitingReported.delete(p.id);
+        if (p.steps.some((s) => s.kind === 'drain')) this.changing.add(p.id);
         this.startWorker(p.id);
       }
     }
@@ -247,6 +280,7 @@ export class Reconciler {
       } finally {
         release?.();
         this.running.delete(id);
+        this.changing.delete(id);
         this.trigger();
         this.notifyIdle();
       }

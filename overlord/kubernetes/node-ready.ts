@@ -11,6 +11,7 @@
  * `failed` with that reason meanwhile). A Node whose podCIDR differs from its flannel subnet is a terminal
  * failure: the two allocations disagree and only an operator can say which is right.
  */
+import { DEFAULT_DRAIN, drainNode } from './drain.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
@@ -32,12 +33,18 @@ export interface NodeReadinessOptions {
   /** how long the Node may take to register and become Ready */
   readonly timeoutMs: number;
   readonly pollMs: number;
+  /** a drain's timeout and poll (default DEFAULT_DRAIN) */
+  readonly drain?: { readonly timeoutMs: number; readonly pollMs: number };
 }
 
 export const DEFAULT_NODE_READINESS = Object.freeze({ timeoutMs: 180_000, pollMs: 1_000 });
 
 export interface NodeReadiness {
   ensureReady(target: HostTarget, node: string, signal?: AbortSignal): Promise<{ changed: boolean }>;
+  /** cordons the Node and drains it (kubernetes/drain.ts): a minion's change starts with it; no Node: nothing to do */
+  drain(node: string, signal?: AbortSignal): Promise<{ changed: boolean }>;
+  /** makes the Node schedulable again: a minion's change ends with it */
+  uncordon(node: string): Promise<{ changed: boolean }>;
 }
 
 /** PURE: what a Node lacks of what the overlord gives it (a merge patch), or undefined when nothing. */
@@ -50,6 +57,19 @@ export function nodePatch(node: NodeView, podCidr: string): object | undefined {
 
 export function createNodeReadiness(ports: NodeReadinessPorts, options: NodeReadinessOptions): NodeReadiness {
   return {
+    async drain(name, signal) {
+      const node = await ports.api.node(name);
+      if (!node) return { changed: false };
+      if (!node.unschedulable) await ports.api.patchNode(name, { spec: { unschedulable: true } });
+      const r = await drainNode(ports.api, ports.clock, name, { ...DEFAULT_DRAIN, ...options.drain, machineGone: false }, signal);
+      return { changed: !node.unschedulable || r.evicted.length > 0 };
+    },
+    async uncordon(name) {
+      const node = await ports.api.node(name);
+      if (!node?.unschedulable) return { changed: false };
+      await ports.api.patchNode(name, { spec: { unschedulable: false } });
+      return { changed: true };
+    },
     async ensureReady(target, name, signal) {
       const deadline = ports.clock.now() + options.timeoutMs;
       const podCidr = await ports.podCidrOf(target.id);

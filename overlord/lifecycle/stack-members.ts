@@ -1,4 +1,4 @@
-import { memberIndex, MEMBERS_METADATA_KEY, OVERLORD_CHANNEL, parseStackMembers, type StackMembers } from '../../contracts/overlord-channel.ts';
+import { memberIndex, MEMBERS_METADATA_KEY, OVERLORD_CHANNEL, parseStackMembers, parseStackVersions, VERSIONS_METADATA_KEY, type StackMembers, type StackVersions } from '../../contracts/overlord-channel.ts';
 import type { Role } from '../../contracts/roles.ts';
 import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError } from '../../core/errors.ts';
@@ -26,6 +26,8 @@ export interface StackMembersPorts {
   /** every machine the overlord knows (the ledger's and the announced ones) */
   readonly machines: () => Iterable<{ readonly id: string; readonly role: Role; readonly hostname: string; readonly ip: string }>;
   readonly removals: Pick<Removals, 'request' | 'excluded'>;
+  /** the versions the stack asks for (lifecycle/desired-spec.ts offer); absent = versions are not followed */
+  readonly offerVersions?: (versions: StackVersions) => Promise<boolean>;
 }
 
 /** PURE: the machines a count leaves out — minions Heat named with an index at or beyond `minionCount`. */
@@ -51,8 +53,11 @@ export async function followStackMembers(ports: StackMembersPorts, signal: Abort
   let warnedMasters = '';
   while (!signal.aborted) {
     try {
-      const members = parseStackMembers((await ports.read())[MEMBERS_METADATA_KEY], `the ${OVERLORD_CHANNEL} metadata`);
+      const metadata = await ports.read();
+      const members = parseStackMembers(metadata[MEMBERS_METADATA_KEY], `the ${OVERLORD_CHANNEL} metadata`);
       failure = '';
+      const metadataVersions = ports.offerVersions ? metadata[VERSIONS_METADATA_KEY] : undefined;
+      if (ports.offerVersions && metadataVersions !== undefined) await ports.offerVersions(parseStackVersions(metadataVersions, `the ${OVERLORD_CHANNEL} metadata`));
       const seen = JSON.stringify(members);
       if (seen !== last) log.info({ event: 'stack.members', masterCount: members.masterCount, minionCount: members.minionCount }, `the stack counts ${members.masterCount} masters and ${members.minionCount} minions`);
       last = seen;

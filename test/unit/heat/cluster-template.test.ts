@@ -384,6 +384,7 @@ describe('the OpenStack cloud provider\'s credentials', () => {
       properties: { software_config_transport: 'POLL_SERVER_HEAT' },
       metadata: {
         corekube_members: { master_count: { get_param: 'master_count' }, minion_count: { get_param: 'minion_count' } },
+        corekube_versions: { kubernetes: { get_param: 'kubernetes_version' } },
         corekube_cloud: {
           auth_url: { get_param: 'openstack_auth_url' },
           region: { get_param: 'openstack_region' },
@@ -409,9 +410,9 @@ describe('the OpenStack cloud provider\'s credentials', () => {
     expect(text.match(/application_credential_secret/g)).toHaveLength(4); // the parameter, its group, the metadata's key and value
   });
 
-  it('has neither with --cloud-provider none: the channel carries the counts only, and the bootstrap overlord still gets its stack user', () => {
+  it('has neither with --cloud-provider none: the channel carries the counts and versions only, and the bootstrap overlord still gets its stack user', () => {
     const none = generate({ 'cloud-provider': 'none' });
-    expect(none.resources.overlord_channel!.metadata).toEqual({ corekube_members: { master_count: { get_param: 'master_count' }, minion_count: { get_param: 'minion_count' } } });
+    expect(none.resources.overlord_channel!.metadata).toEqual({ corekube_members: { master_count: { get_param: 'master_count' }, minion_count: { get_param: 'minion_count' } }, corekube_versions: { kubernetes: { get_param: 'kubernetes_version' } } });
     expect(Object.keys(none.parameters).filter((p) => p.includes('credential') || p.startsWith('openstack_'))).toEqual([]);
     expect(JSON.stringify(none.resources.overlord)).toContain('overlord_channel');
     // nothing waits for the channel but the bootstrap overlord: it depends on parameters alone
