@@ -3,7 +3,7 @@ import type { OverlordMode } from '../localcloud/overlord-runner.ts';
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -35,6 +35,12 @@ Options:
                        the minion with the highest index and the overlord removes it from the cluster (drain, Node,
                        pod subnet, discovery user, its keys); --json adds "lifecycle": {"scaleDown": {removed,
                        nodeGone, subnetReleased, discoveryUserGone}}
+  --upgrade            create the cluster at the previous Kubernetes patch release (UPGRADE_FROM, built the same
+                       way), then raise kubernetes_version to the pinned one with a Heat stack update: the overlord
+                       rolls it out (masters one at a time, each minion drained and uncordoned) while a workload
+                       behind a PodDisruptionBudget keeps answering; the overlord's container is killed mid-rollout
+                       and started again; --json adds "lifecycle": {"upgrade": {machines, restartedUnits,
+                       workloadAvailableThroughout, resumedAfterKill}}
   --json               print progress on stderr and, as the last line on stdout, the final status object (the
                        shape of \`corekube status --json\`) with "kubernetes": {nodes, checks}
   --keep               leave the cloud running (machines, Heat, Keystone, the cluster) and print the admin
@@ -48,7 +54,8 @@ Options:
 
 Exit status: 0 when every machine is deployed, every minion's Node is Ready and every check passed (and, with
 --scale, the new minion too; with --fail-master, the API answered through the loss; with --scale-down, the
-removed minion's Node, subnet and discovery user gone); 1 otherwise; 2 on bad options; 130 when interrupted.`;
+removed minion's Node, subnet and discovery user gone; with --upgrade, every machine at the new release, the
+workload answering throughout and the rollout finished after the kill with no restart asked twice); 1 otherwise; 2 on bad options; 130 when interrupted.`;
 
 const usage = DEMO_USAGE;
 
@@ -60,6 +67,7 @@ export interface DemoOptions {
   readonly failMaster: boolean;
   readonly scale: boolean;
   readonly scaleDown: boolean;
+  readonly upgrade: boolean;
   readonly json: boolean;
   readonly keep: boolean;
   readonly down: boolean;
@@ -70,6 +78,9 @@ export interface DemoOptions {
 }
 
 const MAX_DEMO_MINIONS = 20;
+
+/** where `--upgrade` starts: the patch release before the pinned one (built from its Go module like the rest) */
+export const UPGRADE_FROM = 'v1.36.3';
 
 /** PURE: the demo's flags, each checked, every problem reported at once. */
 export function parseDemoArgs(argv: readonly string[]): DemoOptions {
@@ -83,6 +94,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       'fail-master': { type: 'boolean' },
       scale: { type: 'boolean' },
       'scale-down': { type: 'boolean' },
+      upgrade: { type: 'boolean' },
       json: { type: 'boolean' },
       overlord: { type: 'string' },
       net: { type: 'string' },
@@ -118,6 +130,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, scaleDown, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 

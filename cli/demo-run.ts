@@ -6,7 +6,7 @@ import { prettyLogLines } from '../overlord/edges/log.ts';
 import { formatStatusTable, type StatusReport } from '../overlord/status.ts';
 import type { LocalCloud } from '../localcloud/cloud.ts';
 import { formatStack } from './cloud.ts';
-import type { DemoOptions } from './demo-options.ts';
+import { UPGRADE_FROM, type DemoOptions } from './demo-options.ts';
 import { formatEvent, formatTimings, seconds, touchedMachines } from './demo-output.ts';
 import { keep, keptDir } from './demo-keep.ts';
 
@@ -16,6 +16,7 @@ type Kubectl = InstanceType<ChecksModule['Kubectl']>;
 type CheckResults = Awaited<ReturnType<ChecksModule['runClusterChecks']>>;
 type MasterLoss = import('../localcloud/master-loss.ts').MasterLoss;
 type ScaleDown = import('../localcloud/scale-down.ts').ScaleDown;
+type Upgrade = import('../localcloud/upgrade.ts').Upgrade;
 
 const STACK_NAME = 'demo';
 
@@ -73,8 +74,9 @@ class DemoRun {
       const loss = options.failMaster ? await this.failMaster(cloud, kubectl) : undefined;
       const scaled = options.scale ? await this.scale(cloud, kubectl) : { report, untouched: true, ready: true };
       const shrunk = options.scaleDown ? await this.scaleDown(cloud, kubectl) : undefined;
-      report = loss || shrunk ? await cloud.status() : scaled.report;
-      exit = await this.verdict(report, kubectl, results, scaled, loss, shrunk);
+      const upgraded = options.upgrade ? await this.upgrade(cloud, kubectl) : undefined;
+      report = loss || shrunk || upgraded ? await cloud.status() : scaled.report;
+      exit = await this.verdict(report, kubectl, results, scaled, loss, shrunk, upgraded);
       if (options.keep) {
         kept = true;
         await keep(cloud, kubeconfig, options, (t) => this.say(t));
@@ -100,6 +102,7 @@ class DemoRun {
       net: options.net,
       name: STACK_NAME,
       ...(options.overlord ? { overlord: options.overlord } : {}),
+      ...(options.upgrade ? { kubernetesVersion: UPGRADE_FROM } : {}),
       ...(options.overlords > 1 ? { overlords: options.overlords } : {}),
       onEvent: (e) => formatEvent(e, STACK_NAME).forEach((l) => this.say(l)),
       onOverlordLine: (line) => this.say(`[overlord]  ${pretty(line)}`),
@@ -189,8 +192,16 @@ class DemoRun {
     return out;
   }
 
+  /** `--upgrade`: the pinned Kubernetes release rolled through the cluster by a stack update, the overlord killed mid-way. */
+  private async upgrade(cloud: LocalCloud, kubectl: Kubectl): Promise<Upgrade> {
+    const { rollUpgrade } = await import('../localcloud/upgrade.ts');
+    const out = await rollUpgrade(cloud, kubectl, { to: this.local.pinnedKubernetes(), signal: this.signal, say: (t) => this.say(t) });
+    this.say(`\n[kubectl]   kubectl get nodes -o wide\n${await this.checks.nodesWide(kubectl)}`);
+    return out;
+  }
+
   /** 0 when every machine is deployed, every Node Ready and every check passed; with --json, the status and the Nodes. */
-  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined, shrunk: ScaleDown | undefined): Promise<number> {
+  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined, shrunk: ScaleDown | undefined, upgraded: Upgrade | undefined): Promise<number> {
     const { options } = this;
     const nodes = await this.checks.nodeRows(kubectl);
     const minions = options.minions + (options.scale ? 1 : 0) - (options.scaleDown ? 1 : 0);
@@ -201,15 +212,19 @@ class DemoRun {
     const checked = results.podNetwork.ok && results.service.ok && results.dns.ok && results.metadataBlocked.ok;
     const survived = loss === undefined || loss.survivedMasterLoss;
     const removed = shrunk === undefined || (shrunk.nodeGone && shrunk.subnetReleased && shrunk.discoveryUserGone);
-    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived && removed ? 0 : 1;
+    const rolled = upgraded === undefined || (upgraded.machines === expected && upgraded.workloadAvailableThroughout && upgraded.resumedAfterKill);
+    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived && removed && rolled ? 0 : 1;
     this.say(exit === 0 ? `[cloud]     done: ${deployed}/${expected} machines deployed, ${nodes.length} Nodes Ready, every check passed` : `[cloud]     not done: ${deployed}/${expected} machines deployed, Nodes ${nodes.map((n) => `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`).join(', ')}, checks ${checked ? 'passed' : 'FAILED'}`);
     if (options.json) {
       const kubernetes = { nodes: nodes.map((n) => ({ name: n.name, ready: n.ready, podCIDR: n.podCIDR })), checks: { podNetwork: results.podNetwork.ok, service: results.service.ok, dns: results.dns.ok } };
       const apiEndpoint = loss
         ? { address: loss.address, survivedMasterLoss: loss.survivedMasterLoss, lostMaster: loss.lost, requests: loss.requests, failedRequests: loss.failedRequests, markedDownMs: loss.markedDownMs ?? null, nodesAlwaysReady: loss.nodesAlwaysReady }
         : undefined;
-      const lifecycle = shrunk
-        ? { scaleDown: { removed: shrunk.removed, nodeGone: shrunk.nodeGone, subnetReleased: shrunk.subnetReleased, discoveryUserGone: shrunk.discoveryUserGone, updateMs: shrunk.updateMs, removedMs: shrunk.removedMs ?? null } }
+      const lifecycle = shrunk || upgraded
+        ? {
+            ...(shrunk ? { scaleDown: { removed: shrunk.removed, nodeGone: shrunk.nodeGone, subnetReleased: shrunk.subnetReleased, discoveryUserGone: shrunk.discoveryUserGone, updateMs: shrunk.updateMs, removedMs: shrunk.removedMs ?? null } } : {}),
+            ...(upgraded ? { upgrade: upgraded } : {}),
+          }
         : undefined;
       process.stdout.write(`${JSON.stringify({ ...report, kubernetes, ...(apiEndpoint ? { apiEndpoint } : {}), ...(lifecycle ? { lifecycle } : {}) })}\n`);
     }

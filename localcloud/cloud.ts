@@ -119,6 +119,13 @@ export interface LocalCloud {
   create(options?: { signal?: AbortSignal }): Promise<Stack>;
   /** PATCHes minion_count and waits for UPDATE_COMPLETE and for every machine to be deployed */
   scaleMinions(count: number, options?: { signal?: AbortSignal }): Promise<Stack>;
+  /** PATCHes the stack's parameters (`openstack stack update --existing --parameter …`) and waits for UPDATE_COMPLETE */
+  updateStack(parameters: Readonly<Record<string, string | number>>, options?: { signal?: AbortSignal }): Promise<Stack>;
+  /**
+   * Starts the bootstrap overlord's container again after it was killed, as its server's systemd would
+   * (overlord.service Restart=always, RestartSec=10): the container runs on the host's engine here.
+   */
+  restartOverlord(): Promise<void>;
   /** the status `corekube status` shows, read from discovery's etcd as the overlord's root user */
   status(): Promise<StatusReport>;
   /** the overlord's ledger, by machine id */
@@ -289,13 +296,24 @@ export class Cloud implements LocalCloud {
     return stack;
   }
 
-  async scaleMinions(count: number, options: { signal?: AbortSignal } = {}): Promise<Stack> {
+  scaleMinions(count: number, options: { signal?: AbortSignal } = {}): Promise<Stack> {
+    return this.updateStack({ minion_count: count }, options);
+  }
+
+  async restartOverlord(): Promise<void> {
+    const machine = this.#overlordMachine();
+    if (!machine) throw new Error('the overlord server has not booted');
+    this.overlord = await this.overlordHost.start(machine, this.onOverlordLine ? { onLine: this.onOverlordLine } : {});
+    this.emit({ kind: 'overlord.started', mode: this.overlord.mode, command: this.overlord.command });
+  }
+
+  async updateStack(parameters: Readonly<Record<string, string | number>>, options: { signal?: AbortSignal } = {}): Promise<Stack> {
     const heat = this.#heat ?? (await this.heat());
     const ref = this.stack;
     if (!ref) throw new Error('create the stack first');
     const t0 = Date.now();
     this.#updatedAt = t0;
-    const { sinceEventId } = await heat.updateStack(ref, { parameters: { minion_count: count } });
+    const { sinceEventId } = await heat.updateStack(ref, { parameters: { ...parameters } });
     const stack = await heat.waitForStack(ref, 'UPDATE', { sinceEventId, ...(options.signal ? { signal: options.signal } : {}), onEvent: (event) => this.emit({ kind: 'heat', event }) });
     this.timings.update = Date.now() - t0;
     this.emit({ kind: 'phase', name: 'update', ms: this.timings.update, detail: `stack ${ref.name} ${stack.status}` });

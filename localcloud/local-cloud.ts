@@ -56,6 +56,11 @@ export interface LocalCloudOptions {
   readonly onOverlordLine?: (line: string) => void;
   /** each line a standby overlord logs, with its container name */
   readonly onStandbyLine?: (name: string, line: string) => void;
+  /**
+   * the Kubernetes release the cluster is created at (default: the pinned one); the mirror serves the pinned one
+   * too, so the stack can be upgraded to it (`corekube demo --upgrade`)
+   */
+  readonly kubernetesVersion?: string;
 }
 
 /** Why the local cloud cannot run here, or undefined (the Docker engine is checked by its own mode). */
@@ -66,7 +71,7 @@ export function localCloudMissing(): string | undefined {
 }
 
 /** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
-export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; releaseDigests: Readonly<Record<string, string>>; registryMirror: string }): ClusterSpec {
+export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; releaseDigests: Readonly<Record<string, string>>; registryMirror: string; kubernetesVersion?: string }): ClusterSpec {
   return parseClusterSpec({
     flags: {
       name: options.name,
@@ -81,6 +86,7 @@ export function localCloudSpec(options: { name: string; masters: number; minions
       'release-digests': options.releaseDigests,
       'registry-mirror': options.registryMirror,
       'overlord-image': overlordImageTag(),
+      ...(options.kubernetesVersion ? { 'kubernetes-version': options.kubernetesVersion } : {}),
     },
   });
 }
@@ -129,6 +135,11 @@ export async function cleanupLocalCloud(net: number, traces?: Partial<LocalCloud
   return left;
 }
 
+/** The Kubernetes release corekube pins (what `corekube demo --upgrade` upgrades to). */
+export function pinnedKubernetes(): string {
+  return defaultVersions().kubernetes;
+}
+
 /** The versions the local cloud runs: the spec's defaults, the pins corekube is tested with. */
 function defaultVersions(): ClusterSpec['versions'] {
   return parseClusterSpec({}).versions;
@@ -170,11 +181,12 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
     undoWork();
   };
   try {
-    const p = await startParts(parts, { net, workDir, heatDir, mode: options.overlord ?? defaultOverlordMode(), phase, emit });
+    const p = await startParts(parts, { net, workDir, heatDir, mode: options.overlord ?? defaultOverlordMode(), phase, emit, ...(options.kubernetesVersion ? { kubernetesVersion: options.kubernetesVersion } : {}) });
     const workloadImage = await phase('images', () => pushLocalCloudImages(p.release, p.registry), () => `pause, CoreDNS and the test workload's image pushed to ${p.registry.host}`);
     const spec = localCloudSpec({
       name: options.name ?? 'demo', masters: options.masters, minions: options.minions, ...(options.overlords ? { overlords: options.overlords } : {}), net,
       releaseBaseUrl: p.mirror.urlOn(p.fleet.gateway), releaseDigests: p.release.digests, registryMirror: p.registry.url,
+      ...(options.kubernetesVersion ? { kubernetesVersion: options.kubernetesVersion } : {}),
     });
     return new Cloud(spec, net, workDir, p.fleet, p.heatService, p.mirror, p.release, p.registry, workloadImage, p.overlordHost, timings, emit, options.onOverlordLine, options.onStandbyLine, closeAll);
   } catch (err) {
@@ -197,7 +209,7 @@ interface Parts {
 type Phase = <T>(label: string, fn: () => Promise<T>, detail?: (v: T) => string) => Promise<T>;
 
 /** Starts every part, the bridge first (Heat and the mirror listen on its host address), then the others in parallel, keeping each in `parts`. */
-async function startParts(parts: { -readonly [K in keyof Parts]?: Parts[K] }, c: { net: number; workDir: string; heatDir: string; mode: OverlordMode; phase: Phase; emit: (e: LocalCloudEvent) => void }): Promise<Parts> {
+async function startParts(parts: { -readonly [K in keyof Parts]?: Parts[K] }, c: { net: number; workDir: string; heatDir: string; mode: OverlordMode; phase: Phase; emit: (e: LocalCloudEvent) => void; kubernetesVersion?: string }): Promise<Parts> {
   const { phase } = c;
   const fleet = (parts.fleet = await phase(
     'bridge',
@@ -213,7 +225,7 @@ async function startParts(parts: { -readonly [K in keyof Parts]?: Parts[K] }, c:
       .then((h) => (parts.overlordHost = h)),
     phase('registry', () => startRegistry({ listenOn: gateway, dir: path.join(c.workDir, 'registry') }), (r) => `docker-registry on ${r.host}`).then((r) => (parts.registry = r)),
     phase('metadata', () => startMetadataStandIn(fleet.bridge), (m) => `metadata service stand-in at ${m.url}`).then((m) => (parts.metadata = m)),
-    phase('release', () => buildLocalCloudRelease(defaultVersions(), path.join(c.workDir, 'mirror'), (event) => c.emit({ kind: 'release', event })), (r) => {
+    phase('release', () => buildLocalCloudRelease(defaultVersions(), path.join(c.workDir, 'mirror'), (event) => c.emit({ kind: 'release', event }), c.kubernetesVersion ? [c.kubernetesVersion] : []), (r) => {
       const fresh = [...r.built.values()].filter((b) => !b.cached);
       return `${r.manifest.artifacts.length} artifacts built from source${fresh.length > 0 ? ` (built now: ${fresh.map((b) => `${b.project} ${b.seconds} s`).join(', ')})` : ' (all cached)'}`;
     }).then((r) => (parts.release = r)),

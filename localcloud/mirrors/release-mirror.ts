@@ -7,6 +7,7 @@
  * test workload's busybox) go to the local registry (registry.ts).
  */
 import { spawnSync } from 'node:child_process';
+import { cp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import type { BuiltProject } from '../../release/build.ts';
@@ -37,19 +38,26 @@ export function releaseMirrorMissing(): string | undefined {
   return undefined;
 }
 
-/** Builds (or finds in the cache) every program, lays out the mirror tree under `dir`, adds the apt repository. */
-export async function buildLocalCloudRelease(versions: ClusterSpec['versions'], dir: string, onEvent?: (e: MirrorEvent) => void): Promise<LocalCloudRelease> {
+/**
+ * Builds (or finds in the cache) every program, lays out the mirror tree under `dir`, adds the apt repository.
+ * `alsoKubernetes`: more Kubernetes releases the mirror serves beside the spec's (a cluster created at one and
+ * upgraded to the other): each is built the same way, its `release/<version>/` tree copied in, its digests added.
+ */
+export async function buildLocalCloudRelease(versions: ClusterSpec['versions'], dir: string, onEvent?: (e: MirrorEvent) => void, alsoKubernetes: readonly string[] = []): Promise<LocalCloudRelease> {
   const mirror = await buildMirror({ versions, outDir: dir, fromSource: true, ...(onEvent ? { onEvent } : {}) });
+  const digests: Record<string, string> = Object.fromEntries(mirror.manifest.artifacts.map((a) => [a.path, a.sha256]));
+  const built = new Map(mirror.built);
+  for (const kubernetes of alsoKubernetes.filter((v) => v !== versions.kubernetes)) {
+    const other = await buildMirror({ versions: { ...versions, kubernetes }, outDir: `${dir}-${kubernetes}`, fromSource: true, ...(onEvent ? { onEvent } : {}) });
+    const tree = `release/${kubernetes}/`;
+    await cp(path.join(other.dir, tree), path.join(dir, tree), { recursive: true });
+    for (const a of other.manifest.artifacts) if (a.path.startsWith(tree)) digests[a.path] = a.sha256;
+    await rm(other.dir, { recursive: true, force: true });
+  }
   await buildAptRepo(dir);
   const kubectl = mirror.built.get('kubernetes')?.programs.get('kubectl');
   if (!kubectl) throw new Error('the Kubernetes build made no kubectl');
-  return {
-    dir,
-    manifest: mirror.manifest,
-    digests: Object.fromEntries(mirror.manifest.artifacts.map((a) => [a.path, a.sha256])),
-    kubectl,
-    built: mirror.built,
-  };
+  return { dir, manifest: mirror.manifest, digests, kubectl, built };
 }
 
 /**

@@ -1,0 +1,202 @@
+/**
+ * A rolling Kubernetes upgrade of a running local-cloud cluster, watched from outside: a workload behind a
+ * PodDisruptionBudget (a Deployment of two replicas, minAvailable 1, a Service), then `openstack stack update
+ * --existing --parameter kubernetes_version=<to>` through the real Heat; the overlord follows the stack's channel
+ * and rolls the release out (masters one at a time, then each minion drained, changed, Ready, uncordoned). Once
+ * the first minion is being drained, the overlord's container is killed (docker kill: SIGKILL) and started again
+ * as its server's systemd would; the rollout must finish with nothing asked twice. What is measured:
+ *
+ * - the workload through its Service, every second, from a minion's host network (kube-proxy's rules): every
+ *   answer must come (workloadAvailableThroughout)
+ * - the API (/readyz) every second: how long it did not answer (one master: its API server restarts)
+ * - every machine at the new version (kubelets, API server), Nodes schedulable again
+ * - each unit restart asked once: sudo's journal on each machine lists every `systemctl restart` the overlord
+ *   ran since the update; a unit restarted twice (the killed overlord's restart asked again) fails resumedAfterKill
+ */
+import { clusterKeys } from '../contracts/keys.ts';
+import { parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
+import { toYaml } from '../core/yaml.ts';
+import type { LocalCloud } from './cloud.ts';
+import type { Kubectl } from './cluster-checks.ts';
+
+export interface Upgrade {
+  readonly from: string;
+  readonly to: string;
+  /** machines that took the new release */
+  readonly machines: number;
+  /** units restarted for it, over every machine (the ledger's `applied` that changed) */
+  readonly restartedUnits: number;
+  readonly workloadAvailableThroughout: boolean;
+  readonly resumedAfterKill: boolean;
+  readonly totalMs: number;
+  /** per machine: from its change's first step to its last (the ledger) */
+  readonly perMachineMs: readonly { readonly name: string; readonly ms: number }[];
+  readonly probes: number;
+  readonly failedProbes: number;
+  /** ms the API did not answer /readyz, summed over the rollout */
+  readonly apiUnavailableMs: number;
+  /** `systemctl restart` the overlord ran more than once for a unit of a machine (machine/unit), if any */
+  readonly restartedTwice: readonly string[];
+}
+
+const APP = Object.freeze({ namespace: 'default', name: 'corekube-upgrade', port: 8080 });
+
+/** PURE: the workload the rollout must keep answering: two replicas, a budget that allows one down, a Service. */
+export function upgradeWorkloadManifest(image: string): string {
+  const labels = { app: APP.name };
+  const objects = [
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: APP.name, namespace: APP.namespace, labels },
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels },
+          spec: {
+            terminationGracePeriodSeconds: 2,
+            topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: labels } }],
+            containers: [{
+              name: 'httpd',
+              image,
+              command: ['/bin/sh', '-c', `hostname > /tmp/index.html && exec httpd -f -p ${APP.port} -h /tmp`],
+              ports: [{ containerPort: APP.port, name: 'http' }],
+              readinessProbe: { tcpSocket: { port: APP.port }, periodSeconds: 1 },
+              securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+            }],
+          },
+        },
+      },
+    },
+    { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: { name: APP.name, namespace: APP.namespace }, spec: { minAvailable: 1, selector: { matchLabels: labels } } },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: APP.name, namespace: APP.namespace, labels }, spec: { selector: labels, ports: [{ name: 'http', port: 80, targetPort: APP.port }] } },
+  ];
+  return objects.map((o) => toYaml(o)).join('---\n');
+}
+
+export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: { to: string; timeoutMs?: number; signal?: AbortSignal; say?: (line: string) => void }): Promise<Upgrade> {
+  const say = options.say ?? (() => undefined);
+  const { to } = options;
+  const from = cloud.spec.versions.kubernetes;
+  const keys = clusterKeys(cloud.spec.name);
+  const store = await cloud.store();
+  const ledger = async () => {
+    const out = new Map<string, LedgerEntry>();
+    for (const kv of (await store.list(keys.ledger)).kvs) {
+      const e = parseLedgerEntry(kv.value);
+      if (e) out.set(e.id, e);
+    }
+    return out;
+  };
+
+  // the workload behind its budget, answering through its Service
+  const applied = await kubectl.run(['apply', '-f', '-'], { stdin: upgradeWorkloadManifest(cloud.workloadImage) });
+  if (applied.code !== 0) throw new Error(`kubectl apply of the upgrade workload failed: ${applied.stderr.trim()}`);
+  const rolled = await kubectl.run(['-n', APP.namespace, 'rollout', 'status', `deployment/${APP.name}`, '--timeout=180s'], { timeoutMs: 200_000 });
+  if (rolled.code !== 0) throw new Error(`the upgrade workload did not become available: ${rolled.stderr.trim()}`);
+  const clusterIp = (await kubectl.run(['-n', APP.namespace, 'get', 'service', APP.name, '-o', 'jsonpath={.spec.clusterIP}'])).stdout.trim();
+  const before = await ledger();
+  const minions = [...before.values()].filter((e) => e.role === 'minion').map((e) => e.hostname).sort();
+  const prober = minions[0];
+  if (!prober) throw new Error('the upgrade needs a minion');
+  say(`[upgrade]   Deployment ${APP.name} (2 replicas, PodDisruptionBudget minAvailable 1) answers at ${clusterIp}; asked every second from ${prober}, the API's /readyz too`);
+
+  // probes, every second, until the rollout is over
+  let probing = true;
+  let probes = 0;
+  let failedProbes = 0;
+  let apiDownSince: number | undefined;
+  let apiUnavailableMs = 0;
+  const probeLoop = (async () => {
+    while (probing) {
+      const t = Date.now();
+      const [svc, api] = await Promise.all([
+        cloud.exec(prober, ['curl', '--silent', '--fail', '--max-time', '2', `http://${clusterIp}/`]).catch(() => ({ code: 1 })),
+        kubectl.run(['get', '--raw', '/readyz'], { timeoutMs: 3000 }).catch(() => ({ code: 1 })),
+      ]);
+      probes++;
+      if (svc.code !== 0) failedProbes++;
+      if (api.code !== 0) apiDownSince ??= t;
+      else if (apiDownSince !== undefined) {
+        apiUnavailableMs += Date.now() - apiDownSince;
+        apiDownSince = undefined;
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - t))));
+    }
+  })();
+
+  const t0 = Date.now();
+  const since = Math.floor(t0 / 1000);
+  say(`[upgrade]   stack update (PATCH) kubernetes_version ${from} -> ${to}`);
+  await cloud.updateStack({ kubernetes_version: to }, options.signal ? { signal: options.signal } : {});
+  const deadline = t0 + (options.timeoutMs ?? 900_000);
+
+  // kill -9 of the overlord once a minion is being drained, then started again as systemd would (RestartSec=10)
+  let killedAt: number | undefined;
+  while (Date.now() < deadline) {
+    options.signal?.throwIfAborted();
+    const drained = [...(await ledger()).values()].find((e) => e.plan.includes('drain') && e.unitsHash !== before.get(e.id)?.unitsHash && (e.steps.drain?.state === 'in-flight' || e.steps.drain?.state === 'done'));
+    if (drained) {
+      await cloud.overlord?.kill();
+      killedAt = Date.now();
+      say(`[upgrade]   kill -9 of the overlord's container while ${drained.hostname} is being drained (${((killedAt - t0) / 1000).toFixed(1)} s into the rollout); started again in 10 s, as overlord.service's Restart=always would`);
+      await new Promise((r) => setTimeout(r, 10_000));
+      await cloud.restartOverlord();
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+
+  // done: every machine deployed with new units, every kubelet and the API server at `to`, no Node cordoned
+  let after = await ledger();
+  let done = false;
+  while (Date.now() < deadline) {
+    options.signal?.throwIfAborted();
+    after = await ledger();
+    const changed = [...after.values()].every((e) => e.state === 'deployed' && e.unitsHash !== before.get(e.id)?.unitsHash);
+    if (changed) {
+      const nodes = JSON.parse((await kubectl.run(['get', 'nodes', '-o', 'json'])).stdout || '{"items":[]}') as { items: { status?: { nodeInfo?: { kubeletVersion?: string } }; spec?: { unschedulable?: boolean } }[] };
+      const server = JSON.parse((await kubectl.run(['version', '-o', 'json'])).stdout || '{}') as { serverVersion?: { gitVersion?: string } };
+      if (nodes.items.length > 0 && nodes.items.every((n) => n.status?.nodeInfo?.kubeletVersion === to && n.spec?.unschedulable !== true) && server.serverVersion?.gitVersion === to) {
+        done = true;
+        break;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  const totalMs = Date.now() - t0;
+  probing = false;
+  await probeLoop;
+  if (apiDownSince !== undefined) apiUnavailableMs += Date.now() - apiDownSince;
+
+  let restartedUnits = 0;
+  const perMachineMs: { name: string; ms: number }[] = [];
+  for (const e of after.values()) {
+    const was = before.get(e.id);
+    restartedUnits += Object.entries(e.applied).filter(([unit, inputs]) => was?.applied[unit] !== undefined && was.applied[unit] !== inputs).length;
+    const times = Object.values(e.steps).flatMap((s) => [s.startedAt, s.finishedAt]).filter((x): x is string => x !== null).map(Date.parse).filter((x) => x >= t0);
+    if (times.length > 0) perMachineMs.push({ name: e.hostname, ms: Math.max(...times) - Math.min(...times) });
+  }
+  const restartedTwice = await restartsAskedTwice(cloud, [...after.values()].map((e) => e.hostname), since);
+  const machines = [...after.values()].filter((e) => e.state === 'deployed' && e.unitsHash !== before.get(e.id)?.unitsHash).length;
+  const resumedAfterKill = done && killedAt !== undefined && restartedTwice.length === 0;
+  const upgrade: Upgrade = { from, to, machines, restartedUnits, workloadAvailableThroughout: probes > 0 && failedProbes === 0, resumedAfterKill, totalMs, perMachineMs: perMachineMs.sort((a, b) => a.name.localeCompare(b.name)), probes, failedProbes, apiUnavailableMs, restartedTwice };
+  say(done
+    ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
+    : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
+  say(`[upgrade]   the workload answered ${probes - failedProbes}/${probes} requests through its Service; the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
+  return upgrade;
+}
+
+/** machine/unit pairs the overlord asked to restart more than once since `since` (epoch s): sudo's journal on each machine. */
+async function restartsAskedTwice(cloud: LocalCloud, machines: readonly string[], since: number): Promise<string[]> {
+  const twice: string[] = [];
+  for (const name of machines) {
+    const r = await cloud.exec(name, ['journalctl', '--no-pager', '-o', 'cat', '_COMM=sudo', '--since', `@${since}`]).catch(() => ({ stdout: '' }));
+    const counts = new Map<string, number>();
+    for (const m of r.stdout.matchAll(/COMMAND=\S*systemctl restart (\S+)/g)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+    for (const [unit, n] of counts) if (n > 1) twice.push(`${name}/${unit}`);
+  }
+  return twice;
+}
