@@ -29,6 +29,8 @@ import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contract
  *   name, ready, reason (when not Ready), podCIDR, kubelet version, since when; null for a machine with none.
  * - `certificatesExpire`: the earliest expiry (ISO 8601) of the machine's own certificates the overlord last deployed to the
  *   machine (the ledger records it with the deployment), null before its first deployment.
+ * - `desired`: the Kubernetes release the stack asked for and the overlord accepted (absent: the config's); a
+ *   machine rolling it out is `deploying` at its step (`drain`, a restart, `node-ready`, `uncordon`).
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable' | 'removing';
@@ -47,6 +49,8 @@ export interface MachineStatus {
 
 export interface StatusReport {
   readonly machines: readonly MachineStatus[];
+  /** the Kubernetes release the stack asked for and the overlord accepted (overlord/lifecycle/desired-spec.ts); absent: the config's */
+  readonly desired?: { readonly kubernetes: string };
   /** the id of the overlord that leads (oldest election key), present only while one does */
   readonly leader?: string;
 }
@@ -108,7 +112,7 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
   const joining: MachineRecord[] = [];
   const admitted = new Map<string, AdmittedIdentity>();
   const removals = new Map<string, RemovalRequest>();
-  const [, , , ledger, subnets, candidates, nodes, removalKvs] = await Promise.all([
+  const [, , , ledger, subnets, candidates, nodes, removalKvs, desiredKv] = await Promise.all([
     store.scan(keys.machines, (kvs) => {
       for (const kv of kvs) parsedRecords.push(parseMachineRecord(kv.key.slice(keys.machines.length), kv.value));
     }),
@@ -129,7 +133,9 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     store.list(keys.leaderCandidates),
     readNodeStates(store, keys),
     store.list(keys.removals),
+    store.get(`${keys.prefix}desired/versions`),
   ]);
+  const desired = desiredOf(desiredKv?.value);
   for (const kv of removalKvs.kvs) {
     const r = parseRemovalRequest(kv.key.slice(keys.removals.length), kv.value);
     if (r) removals.set(r.id, r);
@@ -147,7 +153,17 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
   const leader = leaderOf(candidates.kvs);
-  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }) };
+  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }), ...(desired ? { desired } : {}) };
+}
+
+function desiredOf(text: string | undefined): { kubernetes: string } | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as { kubernetes?: unknown };
+    return typeof v.kubernetes === 'string' && /^v\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v.kubernetes) ? { kubernetes: v.kubernetes } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The table `corekube status` prints without --json. */
@@ -161,5 +177,7 @@ export function formatStatusTable(report: StatusReport): string {
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const states = ['deployed', 'deploying', 'pending', 'failed', ...(['unreachable', 'removing'] as const).filter((s) => report.machines.some((m) => m.state === s))] as const;
   const counts = states.map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
-  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${leader}`;
+  const changing = report.machines.filter((m) => m.state === 'deploying').map((m) => `${m.node?.name ?? m.id.slice(0, 12)} at ${m.step ?? '?'}`);
+  const rollout = report.desired ? `Kubernetes ${report.desired.kubernetes} (the stack's kubernetes_version)${changing.length ? `: rolling out — ${changing.join(', ')}` : ''}\n` : '';
+  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${rollout}${leader}`;
 }
