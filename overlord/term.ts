@@ -402,6 +402,7 @@ class Term {
       const livenessStopped = this.liveness?.stop();
       await this.discovery.stop();
       await this.book.stop();
+      await this.removals.stop();
       await admissionStopped;
       await livenessStopped;
       await reconcilerStopped;
@@ -412,8 +413,9 @@ class Term {
     return this.stopping;
   }
 
-  /** The admitted machines changed: prepare them (then the reconciler looks), and look at the join requests. */
+  /** The admitted machines changed: prepare them (then the reconciler looks), and look at the join requests and removals. */
   private machinesChanged(): void {
+    void this.removals.refresh().catch((err: unknown) => this.ports.log.warn({ event: 'removal.pass-failed', ...errorFields(err) }, 'reading the removal requests failed; next time the machines or the stack change'));
     if (this.prepared) void this.prepared.refresh();
     else this.reconciler?.trigger();
     this.admission?.pass();

@@ -130,12 +130,17 @@ class EtcdStore implements Store {
       const reason = err.message.replace(/^Watcher canceled:\s*/, '');
       lose(reason === '' ? 'etcd cancelled the watch: the revision it started from was compacted' : `etcd cancelled the watch: ${reason}`);
     });
-    // an answer larger than the receive limit (a burst of large values caught up at once): etcd3 would reconnect
-    // from the same revision and get the same answer again; a fresh listing (paged) and watch starts past it
+    // The watch stream was lost (etcd restarted, the connection cut, an answer larger than the receive limit). etcd3
+    // would re-attach every watcher from the revision it last delivered — the same oversized answer again, or,
+    // after a compaction, several watchers cancelled at once, which etcd3 matches to the wrong ones and then
+    // throws "Failed to find watcher" from inside its stream, leaving every watch of the client dead. Instead the
+    // watch is given up here: the follower lists (paged, retried while etcd is away) and watches afresh.
     watcher.on('disconnected', (err: unknown) => {
       if (err instanceof GRPCResourceExhastedError || (err instanceof Error && /RESOURCE_EXHAUSTED|larger than max/i.test(err.message))) {
         lose(`an answer of etcd's was larger than the overlord accepts (${ETCD_RECEIVE_LIMIT_BYTES} bytes)`);
+        return;
       }
+      lose(`the watch stream to etcd was lost (${err instanceof Error ? err.message.split('\n')[0]!.slice(0, 200) : 'unknown error'})`);
     });
     return {
       cancel: async () => {

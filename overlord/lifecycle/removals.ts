@@ -3,7 +3,6 @@ import { nextPhase, parseRemovalRequest, type RemovalPhase, type RemovalRequest,
 import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
 import { BACKOFF, Backoffs, type Backoff } from '../../core/retry.ts';
-import { PrefixWatch } from '../edges/prefix-watch.ts';
 import type { Ledger } from '../deploy/ledger.ts';
 import { ANNOUNCE_UNIT } from '../discovery/admission.ts';
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
@@ -20,7 +19,8 @@ import type { MachineCredentials } from '../trust/machine-credentials.ts';
  * stop, delete the Node, release the pod subnet, delete the discovery user, delete its keys and leave a tombstone
  * — recording each phase done in its request (`removals/<id>`), so a killed overlord's successor goes on where it
  * stopped and nothing is done twice. Requests come from `corekube node remove` or from the stack's count
- * (lifecycle/stack-members.ts); the leader follows them (a watch: nothing polls while there is none).
+ * (lifecycle/stack-members.ts); the leader reads them when the stack is read, when the machines change and at its
+ * start (`refresh`), and carries out a request of its own at once.
  *
  * While a machine is being removed, and for ever after, the reconciler does not see it (`excluded`: the view of
  * discovery/admitted-discovery.ts leaves it out) and admission refuses its join requests. A failed phase is
@@ -62,55 +62,48 @@ export class Removals {
   /** ids being removed or removed: left out of the reconciler's view */
   private readonly excludedIds = new Set<string>();
   private readonly tombstones = new Set<string>();
-  /** the requests as etcd has them (followed: a watch, no polling) */
+  /** the requests as etcd had them at the last read */
   private pending = new Map<string, Pending>();
   /** bumped when excludedIds grows (the view's cache key) */
   version = 0;
   private dirty = true;
   private wake: (() => void) | undefined;
   private readonly reported = new Map<string, string>();
-  private watch: PrefixWatch | undefined;
 
   constructor(
     private readonly ports: RemovalsPorts,
     private readonly options: RemovalsOptions,
   ) {}
 
-  /** Reads the tombstones and follows the requests (before the reconciler's first look). */
+  /** Reads the tombstones and the requests (before the reconciler's first look). */
   async load(): Promise<void> {
-    const { store, keys, clock, log } = this.ports;
+    const { store, keys } = this.ports;
     const removed = await store.list(keys.removed);
     for (const kv of removed.kvs) this.tombstones.add(kv.key.slice(keys.removed.length));
     for (const id of this.tombstones) this.exclude(id);
-    await this.watch?.stop();
-    this.watch = new PrefixWatch({ store, prefix: keys.removals, clock, log, what: 'removal requests' }, {
-      begin: () => {
-        const next = new Map<string, Pending>();
-        return {
-          page: (kvs) => {
-            for (const kv of kvs) next.set(kv.key.slice(keys.removals.length), { value: kv.value, modRevision: kv.modRevision });
-          },
-          end: () => {
-            this.pending = next;
-            this.changed();
-          },
-        };
-      },
-      events: (events) => {
-        for (const e of events) {
-          if (e.type === 'put') this.pending.set(e.kv.key.slice(keys.removals.length), { value: e.kv.value, modRevision: e.kv.modRevision });
-          else this.pending.delete(e.key.slice(keys.removals.length));
-        }
-        this.changed();
-      },
-    });
-    await this.watch.start();
+    await this.refresh();
   }
 
-  /** Stops following the requests (run() does it when its signal ends). */
-  async stop(): Promise<void> {
-    await this.watch?.stop();
+  /**
+   * Reads the requests again (one range read) and carries out what is new. Not a watch: the etcd client loses
+   * track of its watchers when several are re-attached at once after a compaction (etcd3's "Failed to find
+   * watcher"), and discovery's watches matter more. The term calls it when the stack is read (every 15 s), when
+   * the machines change, and at its start; a request made in this process is carried out at once.
+   */
+  async refresh(): Promise<void> {
+    const { store, keys } = this.ports;
+    // scanned page by page: `corekube node remove` writes here too, not only the overlord
+    const next = new Map<string, Pending>();
+    await store.scan(keys.removals, (kvs) => {
+      for (const kv of kvs) next.set(kv.key.slice(keys.removals.length), { value: kv.value, modRevision: kv.modRevision });
+    });
+    const changed = next.size !== this.pending.size || [...next].some(([id, p]) => this.pending.get(id)?.modRevision !== p.modRevision);
+    this.pending = next;
+    if (changed) this.changed();
   }
+
+  /** Nothing to close (kept for the term's symmetry: run() ends with its signal). */
+  async stop(): Promise<void> {}
 
   excluded(id: string): boolean {
     return this.excludedIds.has(id);
@@ -133,6 +126,7 @@ export class Removals {
     }
     log.info({ event: 'removal.requested', machine: request.id, hostname: request.hostname, ip: request.ip, reason: request.reason }, `removing ${request.hostname} (${request.ip}) from the cluster: ${request.reason === 'stack' ? 'the stack no longer counts it' : 'asked by corekube node remove'}`);
     this.exclude(request.id);
+    await this.refresh();
     return true;
   }
 
@@ -156,7 +150,7 @@ export class Removals {
         this.dirty = true;
       }
     } finally {
-      await this.watch?.stop();
+      this.wake = undefined;
     }
   }
 

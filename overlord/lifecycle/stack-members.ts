@@ -25,7 +25,7 @@ export interface StackMembersPorts {
   readonly cluster: string;
   /** every machine the overlord knows (the ledger's and the announced ones) */
   readonly machines: () => Iterable<{ readonly id: string; readonly role: Role; readonly hostname: string; readonly ip: string }>;
-  readonly removals: Pick<Removals, 'request' | 'excluded'>;
+  readonly removals: Pick<Removals, 'request' | 'excluded' | 'refresh'>;
   /** the versions the stack asks for (lifecycle/desired-spec.ts offer); absent = versions are not followed */
   readonly offerVersions?: (versions: StackVersions) => Promise<boolean>;
 }
@@ -61,6 +61,8 @@ export async function followStackMembers(ports: StackMembersPorts, signal: Abort
       const seen = JSON.stringify(members);
       if (seen !== last) log.info({ event: 'stack.members', masterCount: members.masterCount, minionCount: members.minionCount }, `the stack counts ${members.masterCount} masters and ${members.minionCount} minions`);
       last = seen;
+      // requests from `corekube node remove` are read here too (Removals.refresh: no watch of their own)
+      await ports.removals.refresh();
       const out = beyondCount(ports.cluster, members, ports.machines());
       for (const m of out.minions) if (!ports.removals.excluded(m.id)) await ports.removals.request({ id: m.id, hostname: m.hostname, ip: m.ip, role: m.role, reason: 'stack' });
       const masters = out.masters.map((m) => m.hostname).sort().join(', ');

@@ -128,8 +128,12 @@ export class MemoryStore implements Store {
     return s ? this.kv(key, s) : null;
   }
 
+  /** the prefix of each range read, in order */
+  readonly listed: string[] = [];
+
   async list(prefix: string): Promise<Listing> {
     this.requests.list++;
+    this.listed.push(prefix);
     this.check();
     const kvs = [...this.data.entries()].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, s]) => this.kv(k, s));
     return { revision: String(this.revision), kvs };
