@@ -25,7 +25,7 @@ import { CONFIG_FILES } from '../../cloud-config/machine-paths.ts';
 import { systemClock } from '../../core/clock.ts';
 import { cloudProviderParameters } from '../../heat/cloud-provider.ts';
 import { channelAgentValues, overlordChannelResources } from '../../heat/overlord-channel.ts';
-import { parseStackMembers } from '../../contracts/overlord-channel.ts';
+import { parseStackMembers, parseStackVersions } from '../../contracts/overlord-channel.ts';
 import { readChannelAgent, StackChannel } from '../../overlord/edges/stack-channel.ts';
 import { createLogger } from '../../overlord/edges/log.ts';
 import { cloudCredentials } from '../../overlord/trust/cloud-credentials.ts';
@@ -308,12 +308,12 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     }
   });
 
-  it('hands the overlord the stack\'s counts and the OpenStack cloud credentials only through overlord_channel\'s stack user (a Keystone token, then the resource\'s metadata), and the new count after a stack update with the same user', async () => {
+  it('hands the overlord the stack\'s counts and the OpenStack cloud credentials only through overlord_channel\'s stack user (a Keystone token, then the resource\'s metadata), and the new count and version after a stack update with the same user', async () => {
     const spec = parseClusterSpec({ flags: { name: 'cred' } });
     const channel = overlordChannelResources(spec).overlord_channel!;
     const template = {
       heat_template_version: '2021-04-16',
-      parameters: { ...cloudProviderParameters(spec), subnet: { type: 'string', default: 'subnet-1' }, master_count: { type: 'number', default: 1 }, minion_count: { type: 'number', default: 2 } },
+      parameters: { ...cloudProviderParameters(spec), subnet: { type: 'string', default: 'subnet-1' }, master_count: { type: 'number', default: 1 }, minion_count: { type: 'number', default: 2 }, kubernetes_version: { type: 'string', default: 'v1.36.3' } },
       resources: { overlord_channel: { ...channel, metadata: { ...channel.metadata, corekube_cloud: { ...(channel.metadata!.corekube_cloud as Record<string, unknown>), subnet_id: { get_param: 'subnet' }, floating_network_id: 'ext-1' } } } },
       outputs: Object.fromEntries(Object.entries(channelAgentValues(spec)).map(([k, v]) => [k, { value: v }])),
     };
@@ -358,9 +358,11 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
         expect(kept?.userId).toBe(String(agent.cloudUserId));
         const reader = new StackChannel(kept!);
         expect(parseStackMembers((await reader.metadata()).corekube_members, 'metadata')).toEqual({ masterCount: 1, minionCount: 2 });
-        const { sinceEventId } = await heat.updateStack(ref, { parameters: { minion_count: 1 } });
+        expect(parseStackVersions((await reader.metadata()).corekube_versions, 'metadata')).toEqual({ kubernetes: 'v1.36.3' });
+        const { sinceEventId } = await heat.updateStack(ref, { parameters: { minion_count: 1, kubernetes_version: 'v1.36.5' } });
         expect((await heat.waitForStack(ref, 'UPDATE', { sinceEventId, timeoutMs: 60_000 })).status).toBe('UPDATE_COMPLETE');
         expect(parseStackMembers((await reader.metadata()).corekube_members, 'metadata')).toEqual({ masterCount: 1, minionCount: 1 });
+        expect(parseStackVersions((await reader.metadata()).corekube_versions, 'metadata')).toEqual({ kubernetes: 'v1.36.5' });
         expect((await new StackChannel(kept!).metadata()).corekube_cloud).toMatchObject({ application_credential_id: 'c0ffee12' });
       } finally {
         rmSync(dir, { recursive: true, force: true });
