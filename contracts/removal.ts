@@ -37,15 +37,8 @@ export interface RemovalRequest {
   readonly error: string | null;
 }
 
-export interface Tombstone {
-  readonly schema: 1;
-  readonly id: string;
-  readonly hostname: string;
-  readonly ip: string;
-  readonly role: Role;
-  readonly reason: RemovalReason;
-  readonly removedAt: string;
-}
+/** A removed machine: who it was, why, and when the removal ended. */
+export type Tombstone = Pick<RemovalRequest, 'schema' | 'id' | 'hostname' | 'ip' | 'role' | 'reason'> & { readonly removedAt: string };
 
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;

@@ -72,6 +72,18 @@ export async function nodeRows(kubectl: Kubectl): Promise<NodeRow[]> {
 }
 
 /** The test workload: a DaemonSet of busybox httpd answering with its pod's name, and a ClusterIP Service. */
+/** PURE: the test workloads' one container: busybox's httpd answering its pod's hostname, as an unprivileged user. */
+export function httpdContainer(image: string, port: number, probeSeconds: number): object {
+  return {
+    name: 'httpd',
+    image,
+    command: ['/bin/sh', '-c', `hostname > /tmp/index.html && exec httpd -f -p ${port} -h /tmp`],
+    ports: [{ containerPort: port, name: 'http' }],
+    readinessProbe: { tcpSocket: { port }, periodSeconds: probeSeconds },
+    securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+  };
+}
+
 export function workloadManifest(image: string): string {
   const labels = { app: WORKLOAD.name };
   const objects = [
@@ -85,14 +97,7 @@ export function workloadManifest(image: string): string {
           metadata: { labels },
           spec: {
             terminationGracePeriodSeconds: 1,
-            containers: [{
-              name: 'httpd',
-              image,
-              command: ['/bin/sh', '-c', `hostname > /tmp/index.html && exec httpd -f -p ${WORKLOAD.port} -h /tmp`],
-              ports: [{ containerPort: WORKLOAD.port, name: 'http' }],
-              readinessProbe: { tcpSocket: { port: WORKLOAD.port }, periodSeconds: 2 },
-              securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
-            }],
+            containers: [httpdContainer(image, WORKLOAD.port, 2)],
           },
         },
       },

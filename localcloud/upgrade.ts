@@ -17,7 +17,7 @@ import { clusterKeys } from '../contracts/keys.ts';
 import { parseLedgerEntry, type LedgerEntry } from '../contracts/ledger-entry.ts';
 import { toYaml } from '../core/yaml.ts';
 import type { LocalCloud } from './cloud.ts';
-import type { Kubectl } from './cluster-checks.ts';
+import { httpdContainer, type Kubectl } from './cluster-checks.ts';
 
 export interface Upgrade {
   readonly from: string;
@@ -57,14 +57,7 @@ export function upgradeWorkloadManifest(image: string): string {
           spec: {
             terminationGracePeriodSeconds: 2,
             topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: labels } }],
-            containers: [{
-              name: 'httpd',
-              image,
-              command: ['/bin/sh', '-c', `hostname > /tmp/index.html && exec httpd -f -p ${APP.port} -h /tmp`],
-              ports: [{ containerPort: APP.port, name: 'http' }],
-              readinessProbe: { tcpSocket: { port: APP.port }, periodSeconds: 1 },
-              securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
-            }],
+            containers: [httpdContainer(image, APP.port, 1)],
           },
         },
       },

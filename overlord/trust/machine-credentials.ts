@@ -102,8 +102,8 @@ export class DiscoveryMachineCredentials implements MachineCredentials {
   async remove(id: string): Promise<boolean> {
     const name = machineUser(id);
     this.synced.delete(id);
-    const user = await gone(() => this.admin.user(name).delete(), EtcdUserNotFoundError, this.call, `deleting user ${name}`);
-    const role = await gone(() => this.admin.role(name).delete(), EtcdRoleNotFoundError, this.call, `deleting role ${name}`);
+    const user = await exists(() => this.admin.user(name).delete(), EtcdUserNotFoundError, this.call, `deleting user ${name}`);
+    const role = await exists(() => this.admin.role(name).delete(), EtcdRoleNotFoundError, this.call, `deleting role ${name}`);
     return user || role;
   }
 
@@ -113,17 +113,7 @@ export class DiscoveryMachineCredentials implements MachineCredentials {
   }
 }
 
-/** Runs a delete; false when there was nothing to delete. */
-async function gone(del: () => Promise<unknown>, notFound: new (...args: never[]) => Error, call: EtcdCall, what: string): Promise<boolean> {
-  try {
-    await call(what, del);
-    return true;
-  } catch (err) {
-    if (err instanceof CorekubeError && err.cause instanceof notFound) return false;
-    throw err;
-  }
-}
-
+/** Runs a read (does it exist?) or a delete (was there one?): false when etcd says there is none. */
 async function exists(read: () => Promise<unknown>, notFound: new (...args: never[]) => Error, call: EtcdCall, what: string): Promise<boolean> {
   try {
     await call(what, read);
