@@ -55,9 +55,11 @@ export function upgradeWorkloadManifest(image: string): string {
         template: {
           metadata: { labels },
           spec: {
-            terminationGracePeriodSeconds: 2,
+            terminationGracePeriodSeconds: 10,
             topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: labels } }],
-            containers: [httpdContainer(image, APP.port, 1)],
+            // an evicted pod keeps answering for a few seconds while every kube-proxy drops it from the Service (the
+            // usual preStop of a workload that must not lose a request when its pods move)
+            containers: [{ ...httpdContainer(image, APP.port, 1), lifecycle: { preStop: { exec: { command: ['sleep', '5'] } } } }],
           },
         },
       },

@@ -85,7 +85,9 @@ describe('renderUnits', () => {
         expect(f.content, f.path).not.toMatch(/\{\{|\}\}/);
         if (!f.path.endsWith('/corekube-download.service')) {
           expect(f.content, f.path).toMatch(/^After=.*\bcorekube-download\.service\b/m);
-          expect(f.content, f.path).toMatch(/^Requires=.*\bcorekube-download\.service\b/m);
+          // wanted, not required: a new release's download runs while the unit keeps running (a rolling upgrade)
+          expect(f.content, f.path).toMatch(/^Wants=.*\bcorekube-download\.service\b/m);
+          expect(f.content, f.path).not.toMatch(/^(Requires|BindsTo)=.*\bcorekube-download\.service\b/m);
         }
       }
     }
