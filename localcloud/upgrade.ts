@@ -6,8 +6,10 @@
  * the first minion is being drained, the overlord's container is killed (docker kill: SIGKILL) and started again
  * as its server's systemd would; the rollout must finish with nothing asked twice. What is measured:
  *
- * - the workload through its Service, every second, from a minion's host network (kube-proxy's rules): every
- *   answer must come (workloadAvailableThroughout)
+ * - the workload through its Service, every second, from every minion's host network (kube-proxy's rules): in
+ *   every second at least one minion must get its answer (workloadAvailableThroughout) — a minion whose own
+ *   flanneld and kube-proxy are being restarted is no client to judge the workload by; what each minion saw is
+ *   reported (probeFailuresByNode)
  * - the API (/readyz) every second: how long it did not answer (one master: its API server restarts)
  * - every machine at the new version (kubelets, API server), Nodes schedulable again
  * - each unit restart asked once: sudo's journal on each machine lists every `systemctl restart` the overlord
@@ -32,7 +34,10 @@ export interface Upgrade {
   /** per machine: from its change's first step to its last (the ledger) */
   readonly perMachineMs: readonly { readonly name: string; readonly ms: number }[];
   readonly probes: number;
+  /** seconds in which no minion got an answer from the workload */
   readonly failedProbes: number;
+  /** per minion, the seconds in which it got no answer (its own network restarting counts here) */
+  readonly probeFailuresByNode: Readonly<Record<string, number>>;
   /** ms the API did not answer /readyz, summed over the rollout */
   readonly apiUnavailableMs: number;
   /** `systemctl restart` the overlord ran more than once for a unit of a machine (machine/unit), if any */
@@ -93,25 +98,28 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   const clusterIp = (await kubectl.run(['-n', APP.namespace, 'get', 'service', APP.name, '-o', 'jsonpath={.spec.clusterIP}'])).stdout.trim();
   const before = await ledger();
   const minions = [...before.values()].filter((e) => e.role === 'minion').map((e) => e.hostname).sort();
-  const prober = minions[0];
-  if (!prober) throw new Error('the upgrade needs a minion');
-  say(`[upgrade]   Deployment ${APP.name} (2 replicas, PodDisruptionBudget minAvailable 1) answers at ${clusterIp}; asked every second from ${prober}, the API's /readyz too`);
+  if (minions.length === 0) throw new Error('the upgrade needs a minion');
+  say(`[upgrade]   Deployment ${APP.name} (2 replicas, PodDisruptionBudget minAvailable 1) answers at ${clusterIp}; asked every second from ${minions.join(' and ')}, the API's /readyz too`);
 
   // probes, every second, until the rollout is over
   let probing = true;
   let probes = 0;
   let failedProbes = 0;
+  const probeFailuresByNode: Record<string, number> = Object.fromEntries(minions.map((m) => [m, 0]));
   let apiDownSince: number | undefined;
   let apiUnavailableMs = 0;
   const probeLoop = (async () => {
     while (probing) {
       const t = Date.now();
-      const [svc, api] = await Promise.all([
-        cloud.exec(prober, ['curl', '--silent', '--fail', '--max-time', '2', `http://${clusterIp}/`]).catch(() => ({ code: 1 })),
+      const [api, ...answers] = await Promise.all([
         kubectl.run(['get', '--raw', '/readyz'], { timeoutMs: 3000 }).catch(() => ({ code: 1 })),
+        ...minions.map((m) => cloud.exec(m, ['curl', '--silent', '--fail', '--max-time', '2', `http://${clusterIp}/`]).catch(() => ({ code: 1 }))),
       ]);
       probes++;
-      if (svc.code !== 0) failedProbes++;
+      answers.forEach((a, i) => {
+        if (a.code !== 0) probeFailuresByNode[minions[i]!]! += 1;
+      });
+      if (answers.every((a) => a.code !== 0)) failedProbes++;
       if (api.code !== 0) apiDownSince ??= t;
       else if (apiDownSince !== undefined) {
         apiUnavailableMs += Date.now() - apiDownSince;
@@ -176,11 +184,11 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   const restartedTwice = await restartsAskedTwice(cloud, [...after.values()].map((e) => e.hostname), since);
   const machines = [...after.values()].filter((e) => e.state === 'deployed' && e.unitsHash !== before.get(e.id)?.unitsHash).length;
   const resumedAfterKill = done && killedAt !== undefined && restartedTwice.length === 0;
-  const upgrade: Upgrade = { from, to, machines, restartedUnits, workloadAvailableThroughout: probes > 0 && failedProbes === 0, resumedAfterKill, totalMs, perMachineMs: perMachineMs.sort((a, b) => a.name.localeCompare(b.name)), probes, failedProbes, apiUnavailableMs, restartedTwice };
+  const upgrade: Upgrade = { from, to, machines, restartedUnits, workloadAvailableThroughout: probes > 0 && failedProbes === 0, resumedAfterKill, totalMs, perMachineMs: perMachineMs.sort((a, b) => a.name.localeCompare(b.name)), probes, failedProbes, probeFailuresByNode, apiUnavailableMs, restartedTwice };
   say(done
     ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
     : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
-  say(`[upgrade]   the workload answered ${probes - failedProbes}/${probes} requests through its Service; the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
+  say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
   return upgrade;
 }
 
