@@ -106,6 +106,9 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   let probes = 0;
   let failedProbes = 0;
   const probeFailuresByNode: Record<string, number> = Object.fromEntries(minions.map((m) => [m, 0]));
+  /** ms into the rollout of each second no minion got an answer */
+  const unansweredAt: number[] = [];
+  let t0 = Date.now();
   let apiDownSince: number | undefined;
   let apiUnavailableMs = 0;
   const probeLoop = (async () => {
@@ -113,13 +116,17 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
       const t = Date.now();
       const [api, ...answers] = await Promise.all([
         kubectl.run(['get', '--raw', '/readyz'], { timeoutMs: 3000 }).catch(() => ({ code: 1 })),
-        ...minions.map((m) => cloud.exec(m, ['curl', '--silent', '--fail', '--max-time', '2', `http://${clusterIp}/`]).catch(() => ({ code: 1 }))),
+        // 5 s: this host's two cores are busy with the rollout itself (downloads, restarts); an answer that slow is late, not lost
+        ...minions.map((m) => cloud.exec(m, ['curl', '--silent', '--fail', '--max-time', '5', `http://${clusterIp}/`]).catch(() => ({ code: 1 }))),
       ]);
       probes++;
       answers.forEach((a, i) => {
         if (a.code !== 0) probeFailuresByNode[minions[i]!]! += 1;
       });
-      if (answers.every((a) => a.code !== 0)) failedProbes++;
+      if (answers.every((a) => a.code !== 0)) {
+        failedProbes++;
+        unansweredAt.push(t - t0);
+      }
       if (api.code !== 0) apiDownSince ??= t;
       else if (apiDownSince !== undefined) {
         apiUnavailableMs += Date.now() - apiDownSince;
@@ -129,7 +136,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
     }
   })();
 
-  const t0 = Date.now();
+  t0 = Date.now();
   const since = Math.floor(t0 / 1000);
   say(`[upgrade]   stack update (PATCH) kubernetes_version ${from} -> ${to}`);
   await cloud.updateStack({ kubernetes_version: to }, options.signal ? { signal: options.signal } : {});
@@ -188,6 +195,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   say(done
     ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
     : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
+  if (unansweredAt.length > 0) say(`[upgrade]   no minion got the workload's answer at ${unansweredAt.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')} into the rollout`);
   say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
   return upgrade;
 }
