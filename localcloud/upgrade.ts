@@ -106,8 +106,8 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   let probes = 0;
   let failedProbes = 0;
   const probeFailuresByNode: Record<string, number> = Object.fromEntries(minions.map((m) => [m, 0]));
-  /** ms into the rollout of each second no minion got an answer */
-  const unansweredAt: number[] = [];
+  /** when into the rollout no minion got an answer, and how each failed */
+  const unansweredAt: string[] = [];
   let t0 = Date.now();
   let apiDownSince: number | undefined;
   let apiUnavailableMs = 0;
@@ -125,7 +125,8 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
       });
       if (answers.every((a) => a.code !== 0)) {
         failedProbes++;
-        unansweredAt.push(t - t0);
+        // curl's exit code says how: 7 refused, 28 timed out, 22 an HTTP error
+        unansweredAt.push(`${((t - t0) / 1000).toFixed(1)} s (curl ${answers.map((a, i) => `${minions[i]} ${a.code}`).join(', ')})`);
       }
       if (api.code !== 0) apiDownSince ??= t;
       else if (apiDownSince !== undefined) {
@@ -195,7 +196,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   say(done
     ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
     : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
-  if (unansweredAt.length > 0) say(`[upgrade]   no minion got the workload's answer at ${unansweredAt.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')} into the rollout`);
+  if (unansweredAt.length > 0) say(`[upgrade]   no minion got the workload's answer at ${unansweredAt.join('; ')} into the rollout`);
   say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
   return upgrade;
 }
