@@ -99,6 +99,13 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   const before = await ledger();
   const minions = [...before.values()].filter((e) => e.role === 'minion').map((e) => e.hostname).sort();
   if (minions.length === 0) throw new Error('the upgrade needs a minion');
+  // the Service is new: every kube-proxy must have its rules before the measure starts (curl: 7, refused, until then)
+  const ask = (m: string) => cloud.exec(m, ['curl', '--silent', '--fail', '--max-time', '5', `http://${clusterIp}/`]).catch(() => ({ code: 1 }));
+  const warm = Date.now() + 60_000;
+  while (!(await Promise.all(minions.map(ask))).every((a) => a.code === 0)) {
+    if (Date.now() > warm) throw new Error(`the upgrade workload's Service ${clusterIp} does not answer on every minion within 60 s`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
   say(`[upgrade]   Deployment ${APP.name} (2 replicas, PodDisruptionBudget minAvailable 1) answers at ${clusterIp}; asked every second from ${minions.join(' and ')}, the API's /readyz too`);
 
   // probes, every second, until the rollout is over
@@ -117,7 +124,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
       const [api, ...answers] = await Promise.all([
         kubectl.run(['get', '--raw', '/readyz'], { timeoutMs: 3000 }).catch(() => ({ code: 1 })),
         // 5 s: this host's two cores are busy with the rollout itself (downloads, restarts); an answer that slow is late, not lost
-        ...minions.map((m) => cloud.exec(m, ['curl', '--silent', '--fail', '--max-time', '5', `http://${clusterIp}/`]).catch(() => ({ code: 1 }))),
+        ...minions.map(ask),
       ]);
       probes++;
       answers.forEach((a, i) => {
