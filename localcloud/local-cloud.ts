@@ -102,7 +102,7 @@ export const LOCAL_CLOUD_DEVIATIONS: readonly string[] = [
   'the host has cgroup v1: the kubelet gets failCgroupV1: false from a drop-in of the machine image (real clouds\' images are cgroup v2)',
   'the kernel settings the kubelet and kube-proxy set on a real node (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, nf_conntrack_max) are the host\'s: the local cloud sets them while it runs and puts them back',
   'machines cannot lower a process\'s OOM score (this host lacks CAP_SYS_RESOURCE): containerd gets restrict_oom_score_adj from a drop-in of the machine image',
-  'Docker on the overlord server is a stand-in package: the overlord container runs on the host\'s Docker engine, on that server\'s directories',
+  'Docker on the overlord server is a stand-in package: the overlord container runs on the host\'s Docker engine, on that server\'s directories (after a kill, the demo starts it again as overlord.service\'s Restart=always would)',
   'no OpenStack cloud provider (cloud controller manager, Cinder CSI): the local cloud has no Nova, Neutron or Cinder API for them to call, so its clusters run with cloudProvider none; the add-ons pass the real API server\'s server-side dry run in the e2e test',
   'the metadata service at 169.254.169.254 is a stand-in on the bridge (it serves no user_data: machines boot from a NoCloud seed)',
   'release artifacts and images are built from their Go modules (upstream downloads are unreachable here) and served by a local mirror and registry',

@@ -204,7 +204,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
     ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
     : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
   if (unansweredAt.length > 0) say(`[upgrade]   no minion got the workload's answer at ${unansweredAt.join('; ')} into the rollout`);
-  say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all (one master: its API server restarts)`);
+  say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all${[...before.values()].filter((e) => e.role === 'master').length === 1 ? ' (one master: its API server restarts)' : ' (the masters behind the load balancer changed one at a time)'}`);
   return upgrade;
 }
 
