@@ -1,6 +1,6 @@
 import type { FieldProblem } from '../core/errors.ts';
 import { cidrSize, cidrsOverlap, isCidr, parseCidr, type Cidr } from './cidr.ts';
-import { API_LOAD_BALANCERS, CLOUD_PROVIDERS, RENEW_BEFORE_DAYS, KUBERNETES_MINORS, MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, OS_PROFILES, RESERVED_HOSTS, SPEC_FIELDS } from './fields.ts';
+import { API_LOAD_BALANCERS, CLOUD_PROVIDERS, MAX_UNAVAILABLE, RENEW_BEFORE_DAYS, KUBERNETES_MINORS, MASTER_COUNTS, MAX_MINIONS, MAX_OVERLORDS, MIN_OVERLORDS, OS_PROFILES, RESERVED_HOSTS, SPEC_FIELDS } from './fields.ts';
 import type { Gathered } from './sources.ts';
 
 /**
@@ -67,6 +67,10 @@ function checkCounts(spec: SpecValues): void {
   const renew = spec.get<number | undefined>('certificates.renewBeforeDays');
   if (renew !== undefined && (renew < RENEW_BEFORE_DAYS.min || renew > RENEW_BEFORE_DAYS.max)) {
     spec.bad('certificates.renewBeforeDays', `must be between ${RENEW_BEFORE_DAYS.min} and ${RENEW_BEFORE_DAYS.max} days (certificates are valid 365 days)`, 'use --cert-renew-before-days 30 (the default)');
+  }
+  const unavailable = spec.get<number | undefined>('rollout.maxUnavailable');
+  if (unavailable !== undefined && (unavailable < MAX_UNAVAILABLE.min || unavailable > MAX_UNAVAILABLE.max)) {
+    spec.bad('rollout.maxUnavailable', `must be between ${MAX_UNAVAILABLE.min} and ${MAX_UNAVAILABLE.max} minions`, 'use --max-unavailable 1 (the default: one minion drained at a time)');
   }
   const cloud = spec.get<string | undefined>('cloudProvider');
   if (cloud !== undefined && !(CLOUD_PROVIDERS as readonly string[]).includes(cloud)) {

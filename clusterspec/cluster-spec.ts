@@ -62,6 +62,10 @@ export interface ClusterSpec {
     /** the overlord issues a machine's certificate again this many days before it expires, and rolls it out */
     readonly renewBeforeDays: number;
   };
+  readonly rollout: {
+    /** minions drained at once by a rolling change (an upgrade, renewed certificates): the rest keep serving */
+    readonly maxUnavailable: number;
+  };
   /**
    * Where machines download release artifacts from: undefined = each project's upstream home (dl.k8s.io,
    * GitHub releases); a URL = a corekube mirror (release/catalog.ts's layout, `corekube mirror build`).
@@ -139,6 +143,7 @@ export function parseClusterSpec(sources: SpecSources): ClusterSpec {
     },
     overlord: { image: get('overlord.image') },
     certificates: { renewBeforeDays: get('certificates.renewBeforeDays') },
+    rollout: { maxUnavailable: get('rollout.maxUnavailable') },
     releaseBaseUrl: get('releaseBaseUrl'),
     releaseDigests: { ...(get<Record<string, string> | undefined>('releaseDigests') ?? {}) },
     registryMirror: get('registryMirror'),

@@ -25,6 +25,8 @@ export type CloudProvider = 'openstack' | 'none';
 export const CLOUD_PROVIDERS: readonly CloudProvider[] = ['openstack', 'none'];
 /** Machine certificates are valid a year; the overlord issues one again this many days before it expires. */
 export const RENEW_BEFORE_DAYS = { min: 1, max: 180 } as const;
+/** minions drained at once by a rolling change */
+export const MAX_UNAVAILABLE = { min: 1, max: 50 } as const;
 /** Kubernetes minors corekube's units are written and tested for. */
 export const KUBERNETES_MINORS = ['1.34', '1.35', '1.36'] as const;
 
@@ -74,6 +76,7 @@ export const SPEC_FIELDS: readonly Field[] = [
   { path: 'openstack.flavors.minion', flag: 'minion-flavor', kind: 'string', default: 'm1.medium' },
   { path: 'overlord.image', flag: 'overlord-image', kind: 'string', default: 'corekube/overlord:0.1.0' },
   { path: 'certificates.renewBeforeDays', flag: 'cert-renew-before-days', kind: 'int', default: 30 },
+  { path: 'rollout.maxUnavailable', flag: 'max-unavailable', kind: 'int', default: 1 },
   { path: 'releaseBaseUrl', flag: 'release-base-url', kind: 'string', default: undefined },
   { path: 'releaseDigests', flag: 'release-digests', kind: 'digests', default: {} },
   { path: 'registryMirror', flag: 'registry-mirror', kind: 'string', default: undefined },

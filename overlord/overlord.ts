@@ -137,6 +137,7 @@ async function termOptions(
     podNetwork: podNetworkOf(spec),
     // machines are deployed only while they answer over SSH
     liveness: DEFAULT_LIVENESS,
+    maxUnavailable: spec.rollout.maxUnavailable,
   };
   if (!booted || !credentials) return { ...common, unitsFor: unitsForSpec(spec) };
   const current = () => desired.current();

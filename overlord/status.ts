@@ -31,6 +31,7 @@ import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contract
  *   machine (the ledger records it with the deployment), null before its first deployment.
  * - `desired`: the Kubernetes release the stack asked for and the overlord accepted (absent: the config's); a
  *   machine rolling it out is `deploying` at its step (`drain`, a restart, `node-ready`, `uncordon`).
+ * - `changing`: every machine being deployed or changed now — hostname, step, since when (from the ledger).
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable' | 'removing';
@@ -51,6 +52,8 @@ export interface StatusReport {
   readonly machines: readonly MachineStatus[];
   /** the Kubernetes release the stack asked for and the overlord accepted (overlord/lifecycle/desired-spec.ts); absent: the config's */
   readonly desired?: { readonly kubernetes: string };
+  /** machines being deployed or changed now (a rollout): at which step, since when (ISO 8601); absent when none */
+  readonly changing?: readonly { readonly id: string; readonly hostname: string; readonly step: string; readonly since: string }[];
   /** the id of the overlord that leads (oldest election key), present only while one does */
   readonly leader?: string;
 }
@@ -153,7 +156,13 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     if (entry) entries.set(kv.key.slice(keys.ledger.length), entry);
   }
   const leader = leaderOf(candidates.kvs);
-  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }), ...(desired ? { desired } : {}) };
+  const changing = [...entries.values()]
+    .filter((e) => e.state === 'deploying')
+    .map((e) => {
+      const step = currentStep(e) ?? e.plan[0] ?? '';
+      return { id: e.id, hostname: e.hostname, step, since: e.steps[step]?.startedAt ?? e.startedAt };
+    });
+  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }), ...(desired ? { desired } : {}), ...(changing.length ? { changing } : {}) };
 }
 
 function desiredOf(text: string | undefined): { kubernetes: string } | undefined {
@@ -177,7 +186,7 @@ export function formatStatusTable(report: StatusReport): string {
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const states = ['deployed', 'deploying', 'pending', 'failed', ...(['unreachable', 'removing'] as const).filter((s) => report.machines.some((m) => m.state === s))] as const;
   const counts = states.map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
-  const changing = report.machines.filter((m) => m.state === 'deploying').map((m) => `${m.node?.name ?? m.id.slice(0, 12)} at ${m.step ?? '?'}`);
+  const changing = (report.changing ?? []).map((c) => `${c.hostname} at ${c.step} since ${c.since.slice(11, 19)}`);
   const rollout = report.desired ? `Kubernetes ${report.desired.kubernetes} (the stack's kubernetes_version)${changing.length ? `: rolling out — ${changing.join(', ')}` : ''}\n` : '';
   return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${rollout}${leader}`;
 }

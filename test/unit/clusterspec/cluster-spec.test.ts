@@ -26,6 +26,13 @@ describe('cluster spec', () => {
     expect(spec.network.externalNetwork).toBeUndefined();
   });
 
+  it('drains one minion at a time by default, and refuses a rollout that would drain none or too many', () => {
+    expect(parseClusterSpec({}).rollout.maxUnavailable).toBe(1);
+    expect(parseClusterSpec({ flags: { 'max-unavailable': '3' } }).rollout.maxUnavailable).toBe(3);
+    const [p] = problemsOf({ flags: { 'max-unavailable': '0' } });
+    expect(p).toMatchObject({ field: '--max-unavailable', value: '0', fix: expect.stringContaining('--max-unavailable 1') });
+  });
+
   it('is frozen all the way down', () => {
     const spec = parseClusterSpec({});
     expect(Object.isFrozen(spec)).toBe(true);
