@@ -154,6 +154,15 @@ describe('rolling a change through the minions (planner rule 11)', () => {
   });
 });
 
+describe('maxUnavailable', () => {
+  it('lets that many drained minions be out of service at once, and no more', () => {
+    const entry = (id: string, drain: 'done' | 'in-flight' | 'pending', uncordon: 'done' | 'pending') => [id, { plan: ['drain', 'write-units', 'uncordon'], steps: { drain: { state: drain }, uncordon: { state: uncordon } } }] as const;
+    const ledger = new Map([entry('a', 'done', 'pending'), entry('b', 'in-flight', 'pending'), entry('c', 'done', 'done'), entry('d', 'pending', 'pending')]) as unknown as Parameters<typeof outOfService>[0];
+    expect([...outOfService(ledger, [])].sort()).toEqual(['a', 'b']);
+    expect([...outOfService(ledger, ['e'])].sort()).toEqual(['a', 'b', 'e']);
+  });
+});
+
 function planEntry(record: MachineRecord, u: RenderedUnits) {
   const steps = stepsOf(u);
   return {
