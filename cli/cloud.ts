@@ -6,6 +6,8 @@ import { KeystoneSession } from '../cloud/keystone.ts';
 import { isSuccessFor } from '../cloud/stack-status.ts';
 import { CorekubeError, InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { clusterTemplate } from '../heat/cluster-template.ts';
+import { skewProblem } from '../contracts/overlord-channel.ts';
+import { KUBERNETES_MINORS } from '../clusterspec/fields.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
@@ -91,6 +93,22 @@ const UP_OPTIONS = {
   'no-wait': { type: 'boolean' },
 } as const;
 const DOWN_OPTIONS = { stack: { type: 'string' }, 'no-wait': { type: 'boolean' } } as const;
+const UPGRADE_OPTIONS = { stack: { type: 'string' }, 'kubernetes-version': { type: 'string' }, rollback: { type: 'boolean' }, 'no-wait': { type: 'boolean' } } as const;
+
+const upgradeUsage = `Usage: corekube upgrade (--kubernetes-version vX.Y.Z | --rollback) [--stack NAME] [--no-wait] [spec options]
+
+Changes the Kubernetes release of a running cluster through its Heat stack: a stack update of kubernetes_version
+(and previous_kubernetes_version, the release it replaces, so that --rollback knows where to go back). The
+overlord reads it from the stack within 15 s and rolls it out — masters one at a time, then each minion drained
+(PodDisruptionBudgets respected), changed, Ready and uncordoned; follow it with corekube status. No server is
+replaced. The same as openstack stack update --existing --parameter kubernetes_version=…, with the skew policy
+checked first: one minor at a time upwards, any patch of the same minor (down too), never a minor back.
+
+Options:
+  --kubernetes-version V  the release to go to (vMAJOR.MINOR.PATCH)
+  --rollback              go back to the release the last corekube upgrade replaced
+  --stack NAME            stack name (default: the cluster name of the spec: --name, COREKUBE_NAME or -c file)
+  --no-wait               return once Heat accepted the update`;
 const STATUS_OPTIONS = { stack: { type: 'string' }, json: { type: 'boolean' } } as const;
 
 export function upCommand(io: CloudIo = processCloudIo()): Command {
@@ -124,6 +142,46 @@ export function downCommand(io: CloudIo = processCloudIo()): Command {
       return interruptible(io, (io2) => down(io2, values.stack ?? spec.name, !values['no-wait']));
     },
   };
+}
+
+export function upgradeCommand(io: CloudIo = processCloudIo()): Command {
+  return {
+    path: ['upgrade'],
+    summary: 'change a running cluster\'s Kubernetes release (or roll it back) through its Heat stack',
+    usage: upgradeUsage,
+    async run(argv) {
+      const { spec, values } = parseSpecArgs(argv, UPGRADE_OPTIONS, upgradeUsage);
+      const to = values['kubernetes-version'];
+      if ((to === undefined) === (values.rollback !== true)) {
+        throw new CorekubeError('E_USAGE', 'corekube upgrade takes either --kubernetes-version or --rollback', { hint: 'for example: corekube upgrade --kubernetes-version v1.36.5 --stack corekube' });
+      }
+      return interruptible(io, (io2) => upgrade(io2, { name: values.stack ?? spec.name, to, wait: !values['no-wait'] }));
+    },
+  };
+}
+
+/** The stack update behind `corekube upgrade`: kubernetes_version (and the release it replaces), the skew policy checked first. */
+export async function upgrade(io: CloudIo, opts: { name: string; to: string | undefined; wait: boolean }): Promise<number> {
+  const heat = await io.connect();
+  const stack = await heat.showStack(opts.name, { outputs: false });
+  const from = stack.parameters.kubernetes_version;
+  if (from === undefined) throw new CorekubeError('E_USAGE', `stack ${stack.name} has no kubernetes_version parameter`, { hint: 'regenerate its template with this corekube (corekube heat generate) and update the stack with it first' });
+  const previous = stack.parameters.previous_kubernetes_version ?? '';
+  const to = opts.to ?? previous;
+  if (to === '') throw new CorekubeError('E_USAGE', `--rollback: stack ${stack.name} records no release to go back to`, { hint: 'a rollback goes back to what the last corekube upgrade replaced; give --kubernetes-version instead' });
+  const problem = skewProblem(from, to, KUBERNETES_MINORS.concat());
+  if (problem) throw new InvalidInputError('corekube upgrade', [{ field: opts.to === undefined ? '--rollback' : '--kubernetes-version', value: to, message: problem, fix: `the cluster runs ${from}: go one minor at a time, or to a patch release of ${from.replace(/\.\d+$/, '.x')}` }], 'E_USAGE');
+  if (to === from) {
+    io.out(`stack ${stack.name} is at ${from} already\n`);
+    return 0;
+  }
+  const { sinceEventId } = await heat.updateStack(stack, { parameters: { kubernetes_version: to, previous_kubernetes_version: from } });
+  io.out(`stack ${stack.name}: kubernetes_version ${from} -> ${to} (UPDATE_IN_PROGRESS); the overlord rolls it out: follow it with corekube status\n`);
+  if (!opts.wait) return 0;
+  const updated = await follow(io, heat, stack, 'UPDATE', sinceEventId);
+  if (updated === undefined) return 130;
+  if (isSuccessFor(updated.status, 'UPDATE')) return 0;
+  throw new CorekubeError('E_HEAT', `stack ${stack.name} ended ${updated.status}: ${updated.statusReason}`, { hint: 'the events above name the failed resource' });
 }
 
 export function stackStatusCommand(io: CloudIo = processCloudIo()): Command {
@@ -203,7 +261,7 @@ async function interruptible(io: CloudIo, fn: (io: CloudIo) => Promise<number>):
 }
 
 /** Follows a stack action, printing events; undefined when the user stopped following (Ctrl-C). */
-async function follow(io: CloudIo, heat: HeatClient, ref: StackRef, action: 'CREATE' | 'DELETE', sinceEventId?: string): Promise<Stack | undefined> {
+async function follow(io: CloudIo, heat: HeatClient, ref: StackRef, action: 'CREATE' | 'UPDATE' | 'DELETE', sinceEventId?: string): Promise<Stack | undefined> {
   try {
     return await heat.waitForStack(ref, action, {
       sinceEventId,

@@ -5,7 +5,7 @@ import { overlordCommand } from './overlord.ts';
 import { statusCommand } from './status.ts';
 import { unitsRenderCommand } from './units.ts';
 import { kubeconfigCommand } from './kubeconfig.ts';
-import { downCommand, stackStatusCommand, upCommand } from './cloud.ts';
+import { downCommand, stackStatusCommand, upCommand, upgradeCommand } from './cloud.ts';
 import { demoCommand } from './demo.ts';
 import { mirrorBuildCommand } from './mirror.ts';
 import { nodeRemoveCommand } from './node.ts';
@@ -17,6 +17,7 @@ export const commands: readonly Command[] = [
   upCommand(),
   downCommand(),
   stackStatusCommand(),
+  upgradeCommand(),
   overlordCommand,
   statusCommand,
   nodeRemoveCommand,

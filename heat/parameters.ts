@@ -94,6 +94,12 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
       default: spec.versions.kubernetes,
       constraints: [{ allowed_pattern: 'v1\\.[0-9]{1,3}\\.[0-9]{1,3}', description: 'must be a Kubernetes release tag such as v1.36.5' }],
     },
+    previous_kubernetes_version: {
+      type: 'string',
+      label: 'Previous Kubernetes version',
+      description: 'Set by `corekube upgrade`: the release the last upgrade replaced, where `corekube upgrade --rollback` goes back to. Nothing reads it but that command.',
+      default: '',
+    },
     discovery_flavor: flavorParameter('discovery server', f.discovery),
     overlord_flavor: flavorParameter('overlord servers', f.overlord),
     master_flavor: flavorParameter('masters', f.master),
@@ -128,7 +134,7 @@ export function clusterParameters(spec: ClusterSpec): Record<string, Parameter> 
 export const clusterParameterGroups: NonNullable<Template['parameter_groups']> = [
   { label: 'Required', description: 'No default fits every cloud: give these.', parameters: ['key_name', 'image', 'external_network'] },
   { label: 'Size', description: 'How many machines (minion_count and overlord_count may change on stack update).', parameters: ['master_count', 'minion_count', 'overlord_count'] },
-  { label: 'Release', description: 'What the cluster runs (kubernetes_version may change on stack update: a rolling upgrade).', parameters: ['kubernetes_version'] },
+  { label: 'Release', description: 'What the cluster runs (kubernetes_version may change on stack update: a rolling upgrade).', parameters: ['kubernetes_version', 'previous_kubernetes_version'] },
   { label: 'Flavors', description: 'Nova flavors per role.', parameters: ['discovery_flavor', 'overlord_flavor', 'master_flavor', 'minion_flavor'] },
   { label: 'Access', description: 'Who may reach the cluster from outside.', parameters: ['admin_cidr', 'node_port_cidr', 'dns_nameservers'] },
   { label: 'Timeouts', description: 'How long stack create waits.', parameters: ['cluster_ready_timeout'] },

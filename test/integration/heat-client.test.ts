@@ -10,7 +10,7 @@ import { OpenStackError } from '../../cloud/errors.ts';
 import { HeatClient, signalWaitConditionHandle, type StackEvent } from '../../cloud/heat-client.ts';
 import { fetchTransport } from '../../cloud/http.ts';
 import { KeystoneSession } from '../../cloud/keystone.ts';
-import { downCommand, stackStatusCommand, upCommand, type CloudIo } from '../../cli/cloud.ts';
+import { downCommand, stackStatusCommand, upCommand, upgradeCommand, type CloudIo } from '../../cli/cloud.ts';
 import { clusterTemplate } from '../../heat/cluster-template.ts';
 import { failPendingServers, listServers, pendingServers, reportBooted, type LocalServer } from '../../localcloud/heat/servers.ts';
 import { startLocalHeat } from '../../localcloud/heat/local-heat.ts';
@@ -412,6 +412,38 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     expect(await downCommand(io).run(['--stack', name])).toBe(0);
     expect(out.join('')).toMatch(/nothing to delete/);
   });
+
+  it('corekube upgrade changes kubernetes_version through a stack update, refuses a skipped minor, and rolls back to the release it replaced', async () => {
+    const out: string[] = [];
+    const release = { type: 'string', default: '' };
+    const io: CloudIo = {
+      connect: () => service.adminClient(),
+      template: () => ({
+        template: {
+          heat_template_version: '2021-04-16',
+          parameters: { kubernetes_version: { type: 'string', default: 'v1.36.3' }, previous_kubernetes_version: release },
+          resources: { channel: { type: 'OS::Heat::None', properties: {} } },
+          outputs: { version: { value: { get_param: 'kubernetes_version' } } },
+        },
+      }),
+      out: (t) => void out.push(t),
+      err: (t) => void out.push(t),
+    };
+    const name = `upgrade-${Date.now()}`;
+    expect(await upCommand(io).run(['--stack', name])).toBe(0);
+    try {
+      const params = async () => (await (await service.adminClient()).showStack(name, { outputs: false })).parameters;
+      expect(await timed('corekube upgrade', () => upgradeCommand(io).run(['--stack', name, '--kubernetes-version', 'v1.36.5']))).toBe(0);
+      expect(await params()).toMatchObject({ kubernetes_version: 'v1.36.5', previous_kubernetes_version: 'v1.36.3' });
+      const skipped = await upgradeCommand(io).run(['--stack', name, '--kubernetes-version', 'v1.34.2']).catch((e: unknown) => e);
+      expect(skipped).toMatchObject({ code: 'E_USAGE', problems: [{ field: '--kubernetes-version', value: 'v1.34.2', message: expect.stringContaining('goes back a minor') }] });
+      expect(await upgradeCommand(io).run(['--stack', name, '--rollback'])).toBe(0);
+      expect(await params()).toMatchObject({ kubernetes_version: 'v1.36.3', previous_kubernetes_version: 'v1.36.5' });
+      expect(out.join('')).toContain('kubernetes_version v1.36.5 -> v1.36.3');
+    } finally {
+      await downCommand(io).run(['--stack', name]);
+    }
+  }, 120_000);
 
   it('refuses a second local Heat on the same ports, naming the running one', async () => {
     const err = await startLocalHeat({ stateDir: `${service.stateDir}-second` }).catch((e: unknown) => e);
