@@ -93,9 +93,9 @@ const UP_OPTIONS = {
   'no-wait': { type: 'boolean' },
 } as const;
 const DOWN_OPTIONS = { stack: { type: 'string' }, 'no-wait': { type: 'boolean' } } as const;
-const UPGRADE_OPTIONS = { stack: { type: 'string' }, 'kubernetes-version': { type: 'string' }, rollback: { type: 'boolean' }, 'no-wait': { type: 'boolean' } } as const;
+const UPGRADE_OPTIONS = { stack: { type: 'string' }, to: { type: 'string' }, rollback: { type: 'boolean' }, 'no-wait': { type: 'boolean' } } as const;
 
-const upgradeUsage = `Usage: corekube upgrade (--kubernetes-version vX.Y.Z | --rollback) [--stack NAME] [--no-wait] [spec options]
+const upgradeUsage = `Usage: corekube upgrade (--to vX.Y.Z | --rollback) [--stack NAME] [--no-wait] [spec options]
 
 Changes the Kubernetes release of a running cluster through its Heat stack: a stack update of kubernetes_version
 (and previous_kubernetes_version, the release it replaces, so that --rollback knows where to go back). The
@@ -105,7 +105,7 @@ replaced. The same as openstack stack update --existing --parameter kubernetes_v
 checked first: one minor at a time upwards, any patch of the same minor (down too), never a minor back.
 
 Options:
-  --kubernetes-version V  the release to go to (vMAJOR.MINOR.PATCH)
+  --to V                  the Kubernetes release to go to (vMAJOR.MINOR.PATCH)
   --rollback              go back to the release the last corekube upgrade replaced
   --stack NAME            stack name (default: the cluster name of the spec: --name, COREKUBE_NAME or -c file)
   --no-wait               return once Heat accepted the update`;
@@ -151,9 +151,9 @@ export function upgradeCommand(io: CloudIo = processCloudIo()): Command {
     usage: upgradeUsage,
     async run(argv) {
       const { spec, values } = parseSpecArgs(argv, UPGRADE_OPTIONS, upgradeUsage);
-      const to = values['kubernetes-version'];
+      const to = values.to;
       if ((to === undefined) === (values.rollback !== true)) {
-        throw new CorekubeError('E_USAGE', 'corekube upgrade takes either --kubernetes-version or --rollback', { hint: 'for example: corekube upgrade --kubernetes-version v1.36.5 --stack corekube' });
+        throw new CorekubeError('E_USAGE', 'corekube upgrade takes either --to or --rollback', { hint: 'for example: corekube upgrade --to v1.36.5 --stack corekube' });
       }
       return interruptible(io, (io2) => upgrade(io2, { name: values.stack ?? spec.name, to, wait: !values['no-wait'] }));
     },
@@ -168,9 +168,9 @@ export async function upgrade(io: CloudIo, opts: { name: string; to: string | un
   if (from === undefined) throw new CorekubeError('E_USAGE', `stack ${stack.name} has no kubernetes_version parameter`, { hint: 'regenerate its template with this corekube (corekube heat generate) and update the stack with it first' });
   const previous = stack.parameters.previous_kubernetes_version ?? '';
   const to = opts.to ?? previous;
-  if (to === '') throw new CorekubeError('E_USAGE', `--rollback: stack ${stack.name} records no release to go back to`, { hint: 'a rollback goes back to what the last corekube upgrade replaced; give --kubernetes-version instead' });
+  if (to === '') throw new CorekubeError('E_USAGE', `--rollback: stack ${stack.name} records no release to go back to`, { hint: 'a rollback goes back to what the last corekube upgrade replaced; give --to instead' });
   const problem = skewProblem(from, to, KUBERNETES_MINORS.concat());
-  if (problem) throw new InvalidInputError('corekube upgrade', [{ field: opts.to === undefined ? '--rollback' : '--kubernetes-version', value: to, message: problem, fix: `the cluster runs ${from}: go one minor at a time, or to a patch release of ${from.replace(/\.\d+$/, '.x')}` }], 'E_USAGE');
+  if (problem) throw new InvalidInputError('corekube upgrade', [{ field: opts.to === undefined ? '--rollback' : '--to', value: to, message: problem, fix: `the cluster runs ${from}: go one minor at a time, or to a patch release of ${from.replace(/\.\d+$/, '.x')}` }], 'E_USAGE');
   if (to === from) {
     io.out(`stack ${stack.name} is at ${from} already\n`);
     return 0;

@@ -433,10 +433,10 @@ describe.skipIf(skip)('Keystone + Heat client against a real local Heat', () => 
     expect(await upCommand(io).run(['--stack', name])).toBe(0);
     try {
       const params = async () => (await (await service.adminClient()).showStack(name, { outputs: false })).parameters;
-      expect(await timed('corekube upgrade', () => upgradeCommand(io).run(['--stack', name, '--kubernetes-version', 'v1.36.5']))).toBe(0);
+      expect(await timed('corekube upgrade', () => upgradeCommand(io).run(['--stack', name, '--to', 'v1.36.5']))).toBe(0);
       expect(await params()).toMatchObject({ kubernetes_version: 'v1.36.5', previous_kubernetes_version: 'v1.36.3' });
-      const skipped = await upgradeCommand(io).run(['--stack', name, '--kubernetes-version', 'v1.34.2']).catch((e: unknown) => e);
-      expect(skipped).toMatchObject({ code: 'E_USAGE', problems: [{ field: '--kubernetes-version', value: 'v1.34.2', message: expect.stringContaining('goes back a minor') }] });
+      const skipped = await upgradeCommand(io).run(['--stack', name, '--to', 'v1.34.2']).catch((e: unknown) => e);
+      expect(skipped).toMatchObject({ code: 'E_USAGE', problems: [{ field: '--to', value: 'v1.34.2', message: expect.stringContaining('goes back a minor') }] });
       expect(await upgradeCommand(io).run(['--stack', name, '--rollback'])).toBe(0);
       expect(await params()).toMatchObject({ kubernetes_version: 'v1.36.3', previous_kubernetes_version: 'v1.36.5' });
       expect(out.join('')).toContain('kubernetes_version v1.36.5 -> v1.36.3');
