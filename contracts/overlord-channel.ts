@@ -63,6 +63,11 @@ export interface StackVersions {
 
 const RELEASE_TAG = /^v(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
+/** PURE: a release tag vMAJOR.MINOR.PATCH (what kubernetes_version holds). */
+export function isReleaseTag(value: unknown): value is string {
+  return typeof value === 'string' && RELEASE_TAG.test(value);
+}
+
 /** Parses `corekube_versions` (untrusted shape) into StackVersions, or throws an InvalidInputError naming the field. */
 export function parseStackVersions(value: unknown, where: string): StackVersions {
   const v = (value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {}) as Record<string, unknown>;

@@ -6,6 +6,7 @@ import type { KeyValue, Store } from './edges/store.ts';
 import { podSubnets } from './pod-network/registry.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
 import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contracts/removal.ts';
+import { isReleaseTag } from '../contracts/overlord-channel.ts';
 
 /**
  * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
@@ -169,7 +170,7 @@ function desiredOf(text: string | undefined): { kubernetes: string } | undefined
   if (text === undefined) return undefined;
   try {
     const v = JSON.parse(text) as { kubernetes?: unknown };
-    return typeof v.kubernetes === 'string' && /^v\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v.kubernetes) ? { kubernetes: v.kubernetes } : undefined;
+    return isReleaseTag(v.kubernetes) ? { kubernetes: v.kubernetes } : undefined;
   } catch {
     return undefined;
   }

@@ -308,7 +308,6 @@ class Term {
       await this.admission?.stop();
       await this.discovery.stop();
       await this.book.stop();
-      await this.removals.stop();
       throw err;
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -402,7 +401,6 @@ class Term {
       const livenessStopped = this.liveness?.stop();
       await this.discovery.stop();
       await this.book.stop();
-      await this.removals.stop();
       await admissionStopped;
       await livenessStopped;
       await reconcilerStopped;

@@ -1,7 +1,7 @@
 import type { ClusterSpec } from '../../clusterspec/cluster-spec.ts';
 import { KUBERNETES_MINORS } from '../../clusterspec/fields.ts';
 import type { ClusterKeys } from '../../contracts/keys.ts';
-import { skewProblem, type StackVersions } from '../../contracts/overlord-channel.ts';
+import { isReleaseTag, skewProblem, type StackVersions } from '../../contracts/overlord-channel.ts';
 import type { Logger } from '../edges/log.ts';
 import type { Fence, Store } from '../edges/store.ts';
 
@@ -41,7 +41,7 @@ export class DesiredSpec {
     if (!kv) return;
     try {
       const v = JSON.parse(kv.value) as { kubernetes?: unknown };
-      if (typeof v.kubernetes === 'string' && /^v\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v.kubernetes)) this.set(v.kubernetes);
+      if (isReleaseTag(v.kubernetes)) this.set(v.kubernetes);
     } catch {
       this.ports.log.warn({ event: 'desired.malformed', key: this.key() }, `${this.key()} is not JSON: the config's versions stand`);
     }

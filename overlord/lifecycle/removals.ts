@@ -61,7 +61,6 @@ interface Pending {
 export class Removals {
   /** ids being removed or removed: left out of the reconciler's view */
   private readonly excludedIds = new Set<string>();
-  private readonly tombstones = new Set<string>();
   /** the requests as etcd had them at the last read */
   private pending = new Map<string, Pending>();
   /** bumped when excludedIds grows (the view's cache key) */
@@ -79,8 +78,7 @@ export class Removals {
   async load(): Promise<void> {
     const { store, keys } = this.ports;
     const removed = await store.list(keys.removed);
-    for (const kv of removed.kvs) this.tombstones.add(kv.key.slice(keys.removed.length));
-    for (const id of this.tombstones) this.exclude(id);
+    for (const kv of removed.kvs) this.exclude(kv.key.slice(keys.removed.length));
     await this.refresh();
   }
 
@@ -102,15 +100,8 @@ export class Removals {
     if (changed) this.changed();
   }
 
-  /** Nothing to close (kept for the term's symmetry: run() ends with its signal). */
-  async stop(): Promise<void> {}
-
   excluded(id: string): boolean {
     return this.excludedIds.has(id);
-  }
-
-  removed(id: string): boolean {
-    return this.tombstones.has(id);
   }
 
   /** Asks for a removal (create-if-absent: a request under way keeps its progress); true when it was new. */
@@ -276,7 +267,6 @@ export class Removals {
     const { store, keys, clock, ledger } = this.ports;
     const tombstone: Tombstone = { schema: 1, id: request.id, hostname: request.hostname, ip: request.ip, role: request.role, reason: request.reason, removedAt: new Date(clock.now()).toISOString() };
     await store.put(keys.removedOf(request.id), JSON.stringify(tombstone), this.fenced());
-    this.tombstones.add(request.id);
     await ledger.forget(request.id);
     for (const key of [keys.admittedOf(request.id), keys.hostkeyOf(request.id), keys.joinOf(request.id), keys.machine(request.id), keys.removalOf(request.id)]) {
       await store.delete(key, this.fenced());
