@@ -59,7 +59,16 @@ export class EtcdMembers {
       return { changed: true };
     }
     let { via, members } = await this.list(peers, signal);
-    if (!memberByPeerUrl(members, member.peerUrl)) {
+    const stale = memberByPeerUrl(members, member.peerUrl);
+    if (stale && stale.name !== '') {
+      // a member at this address ran before, and this machine has no data for it: the server was rebuilt (a new
+      // disk) without its member removed — joining as that member with an empty log is not something etcd supports
+      throw new CorekubeError('E_ETCD', `etcd still has member ${stale.name} (${stale.id}) at ${member.peerUrl}, from the machine this one replaced`, {
+        hint: `remove the machine it replaced first (corekube node remove ${urlHostOf(member.peerUrl)}): this one joins by itself after`,
+        retryable: true,
+      });
+    }
+    if (!stale) {
       const health = await this.health(via, signal);
       const problem = additionProblem(members, healthyMembers(members, health));
       if (problem) {
@@ -172,6 +181,10 @@ export class EtcdMembers {
   private execOptions(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
     return { timeoutMs: this.options.commandTimeoutMs ?? 30_000, ...(signal ? { signal } : {}) };
   }
+}
+
+function urlHostOf(url: string): string {
+  return url.replace(/^https?:\/\//, '').replace(/:\d+$/, '');
 }
 
 function firstLine(text: string): string {

@@ -149,4 +149,14 @@ describe('masters joining and leaving etcd', () => {
     expect(await members.ensureMember(c!, spec)).toEqual({ changed: false });
     void b;
   });
+
+  it('refuses to join as a member that ran before on a rebuilt machine, and says to remove the one it replaced', async () => {
+    const hosts = new FakeMachines();
+    hosts.etcd.started('ETCD_INITIAL_CLUSTER=etcd-10-240-0-20=https://10.240.0.20:2380,etcd-10-240-0-22=https://10.240.0.22:2380');
+    const members = new EtcdMembers({ hosts, log: silentLogger(), running: () => [{ id: masters[0]!.id, ip: masters[0]!.ip }] }, { remote: { user: 'corekube' } });
+    const rebuilt = { id: 'f'.repeat(32), ip: '10.240.0.22' };
+    const spec = { unit: 'corekube-etcd.service', name: 'etcd-10-240-0-22', peerUrl: 'https://10.240.0.22:2380', initialCluster: '', bootstrapEnv: '/etc/corekube/etcd/bootstrap.env', dataDir: '/var/lib/corekube/etcd' };
+    await expect(members.ensureMember(rebuilt, spec)).rejects.toMatchObject({ code: 'E_ETCD', retryable: true, hint: expect.stringContaining('corekube node remove 10.240.0.22') });
+    expect(hosts.machine(rebuilt.id).files.has('/etc/corekube/etcd/bootstrap.env')).toBe(false);
+  });
 });
