@@ -26,6 +26,9 @@
  *                               asked by `corekube node remove` or by the overlord when the stack's count drops; carried
  *                               out and deleted by the leading overlord (overlord/lifecycle/removals.ts)
  *   <prefix>/removed/<id>       a removed machine's tombstone: its id is never admitted or deployed again
+ *   <prefix>/pki/rotation       the rotation of a cluster CA (JSON, contracts/ca-rotation.ts): the phase asked for by
+ *                               `corekube pki rotate-ca` (as root), and the phase the leading overlord's authority is in
+ *                               with how far its rollout went (written by the leader, overlord/trust/ca-rotation.ts)
  */
 export const SCHEMA_VERSION = 1;
 
@@ -48,6 +51,8 @@ export interface ClusterKeys {
   readonly subnets: string;
   readonly removals: string;
   readonly removed: string;
+  /** the CA rotation asked for and how far it went (contracts/ca-rotation.ts) */
+  readonly caRotation: string;
   machine(id: string): string;
   joinOf(id: string): string;
   ledgerOf(id: string): string;
@@ -75,6 +80,7 @@ export function clusterKeys(cluster: string): ClusterKeys {
     subnets: `${prefix}subnets/`,
     removals: `${prefix}removals/`,
     removed: `${prefix}removed/`,
+    caRotation: `${prefix}pki/rotation`,
     machine: (id: string) => `${prefix}machines/${id}`,
     joinOf: (id: string) => `${prefix}join/${id}`,
     ledgerOf: (id: string) => `${prefix}ledger/${id}`,

@@ -33,6 +33,9 @@ import type { Fence } from '../edges/store.ts';
  * the term asks for one every `renewalCheckMs` (overlord/term.ts) — and the authority issues it new pairs; their new
  * content changes the units hash, so the machine is redeployed and the units that read them restart (one master
  * at a time: overlord/deploy/planner.ts rule 10). Also checked when a machine's record changes and at every start.
+ *
+ * A CA rotation's phase (overlord/trust/pki/rotation.ts) prepares every machine again: its CA files become a bundle
+ * (trust), its leaves are re-issued by the next CA (sign), its bundle becomes the new CA alone (finish).
  */
 export interface MachinePkiOptions {
   readonly authority: CertificateAuthority;
@@ -48,7 +51,10 @@ export interface MachinePkiOptions {
 }
 
 /** `expires`: the earliest notAfter (ms) of the machine's own certificates; due for renewal renewBeforeMs before */
-type Prepared = { readonly key: string; readonly files: readonly RemoteFile[]; readonly expires: number } | { readonly key: string; readonly error: CorekubeError };
+type Prepared = ({ readonly key: string; readonly files: readonly RemoteFile[]; readonly expires: number } | { readonly key: string; readonly error: CorekubeError }) & {
+  /** the CA rotation state it was prepared under (authority.rotation()): a new phase prepares every machine again */
+  readonly epoch: string;
+};
 
 export class MachinePkiFiles {
   private readonly prepared = new Map<string, Prepared>();
@@ -69,19 +75,21 @@ export class MachinePkiFiles {
     const ids = new Set(records.map((r) => r.id));
     for (const id of this.prepared.keys()) if (!ids.has(id)) this.prepared.delete(id);
     const now = (this.options.clock ?? systemClock).now();
+    // a CA rotation's new phase changes every machine's CA bundle or leaves (also under a standby that took over)
+    const epoch = JSON.stringify((await this.options.authority.rotation()) ?? null);
     for (const record of records) {
       const key = keyOf(record);
       const had = this.prepared.get(record.id);
       // due when it expires within renewBeforeMs (strictly, as the authority's plan says 'expiring')
-      if (had?.key === key && !('expires' in had && now > had.expires - this.options.authority.renewBeforeMs)) continue;
+      if (had?.key === key && had.epoch === epoch && !('expires' in had && now > had.expires - this.options.authority.renewBeforeMs)) continue;
       try {
         const pki = await this.options.authority.issueFor(this.options.spec, record, this.options.catalog);
-        this.prepared.set(record.id, Object.freeze({ key, expires: earliestNotAfter(pki), files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
+        this.prepared.set(record.id, Object.freeze({ key, epoch, expires: earliestNotAfter(pki), files: Object.freeze([...machinePkiFiles(pki), ...this.shared, this.options.credentials.fileFor(record.id)]) }));
         this.versions.set(record.id, (this.versions.get(record.id) ?? 0) + 1);
       } catch (err) {
         const e = asCorekubeError(err, 'E_PKI');
         this.options.log.error({ event: 'pki.machine-failed', machine: record.id, hostname: record.hostname, ...errorFields(e) }, 'cannot issue the machine\'s certificates');
-        this.prepared.set(record.id, Object.freeze({ key, error: e }));
+        this.prepared.set(record.id, Object.freeze({ key, epoch, error: e }));
       }
     }
   }
