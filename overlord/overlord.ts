@@ -27,6 +27,7 @@ import { signalClusterReady } from './trust/heat-handles.ts';
 import { DiscoveryMachineCredentials } from './trust/machine-credentials.ts';
 import { MachinePkiFiles, SharedMachinePki } from './trust/machine-pki.ts';
 import { followSharedState, StateRepublisher, type Follower } from './trust/shared-state.ts';
+import { CaRotations } from './trust/ca-rotation.ts';
 
 /**
  * The composition root: the one place the overlord is wired, read top-down. `corekube overlord` parses its flags
@@ -151,6 +152,8 @@ async function termOptions(
     ...common,
     unitsFor: unitsForSpec(current, { machineFiles: (record, view) => files.filesFor(record, view), certificatesExpire: (record) => files.expiresOf(record.id), nodeReady: true }),
     machinePki: new SharedMachinePki(files, booted.pkiWrites, republisher),
+    // `corekube pki rotate-ca`: the leader moves its CA rotation on, published for standbys, rolled out
+    caRotation: new CaRotations({ authority: booted.authority, ...(republisher ? { publish: (fence) => republisher.publish(fence) } : {}) }),
     // booted, only at addresses of the private network (by hand, records name whatever addresses the operator's machines have)
     addresses: machineAddresses(spec),
     admission: { credentials },
@@ -165,8 +168,12 @@ async function termOptions(
  * with the OpenStack cloud provider's when the spec has it (their credentials read from Heat, or kept).
  */
 async function kubernetes(spec: ClusterSpec, booted: Booted, deps: OverlordDeps): Promise<KubernetesOptions> {
-  const admin = await booted.authority.ensureAdmin();
-  const credentials = { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
+  const first = await booted.authority.ensureAdmin();
+  // read at each call: a CA rotation changes the CA the API servers are trusted by and, in phase sign, the admin's certificate
+  const credentials = () => {
+    const admin = booted.authority.currentAdmin() ?? first;
+    return { ca: admin.ca, cert: admin.client.cert, key: admin.client.key };
+  };
   return {
     api: (servers) => createKubernetesApi(servers, credentials),
     addons: clusterAddons(spec),

@@ -30,6 +30,7 @@ import type { DesiredSpec } from './lifecycle/desired-spec.ts';
 import type { StackVersions } from '../contracts/overlord-channel.ts';
 import type { DrainOptions } from './kubernetes/drain.ts';
 import type { HostTarget } from './edges/host-runner.ts';
+import { waitingMachines, type CaRotations } from './trust/ca-rotation.ts';
 
 /**
  * One term of the overlord: what runs while it leads — `runOverlord(ports, options)`. The composition root
@@ -149,6 +150,11 @@ export interface OverlordOptions {
   readonly maxUnavailable?: number;
   /** how removals run (lifecycle/removals.ts): between looks at the requests, the drain's timeout and poll */
   readonly removals?: { readonly backoff?: Backoff; readonly drain?: Omit<DrainOptions, 'machineGone'> };
+  /**
+   * CA rotations (trust/ca-rotation.ts): the leader carries out `corekube pki rotate-ca`, its new files rolled out
+   * like any change of files. Only with `machinePki`.
+   */
+  readonly caRotation?: Pick<CaRotations, 'run'>;
 }
 
 /** How often a term prepares the machines again for certificate renewals (OverlordOptions.renewalCheckMs). */
@@ -331,6 +337,40 @@ class Term {
     void this.checkRenewals();
     void this.removals.run(this.tasks.signal);
     void this.followStack();
+    void this.followCaRotation();
+  }
+
+  /** Until the term stops: CA rotations asked for (trust/ca-rotation.ts), when the overlord issues certificates. */
+  private async followCaRotation(): Promise<void> {
+    const rotation = this.options.caRotation;
+    const prepared = this.prepared;
+    if (!rotation || !prepared) return;
+    const { store, clock, log } = this.ports;
+    const { reconciler, ledger } = this;
+    let mark = reconciler.passes;
+    const hooks = {
+      refresh: async () => {
+        await prepared.refresh();
+        mark = reconciler.passes;
+      },
+      rollout: () => {
+        // the last plans count once a pass begun after the files were prepared has ended: two passes since
+        if (reconciler.passes < mark + 2) {
+          reconciler.trigger();
+          return undefined;
+        }
+        const records = prepared.snapshot().records;
+        const gone = [...ledger.entries().keys()].filter((id) => !records.has(id) && !this.removals.excluded(id));
+        return waitingMachines(reconciler.lastPlans(), (id) => records.get(id)?.hostname ?? ledger.entries().get(id)?.hostname, gone);
+      },
+    };
+    const fence = this.options.fence;
+    await rotation.run({ store, keys: this.keys, clock, log, ...(fence ? { fence } : {}) }, hooks, this.tasks.signal).catch((err: unknown) => {
+      if (err instanceof CorekubeError && err.code === 'E_NOT_LEADER') {
+        this.fatal = err;
+        void this.stop();
+      }
+    });
   }
 
   /** Until the term stops: the stack's counts followed (lifecycle/stack-members.ts), when the overlord has a stack. */

@@ -81,9 +81,10 @@ export const FIELD_MANAGER = 'corekube';
 
 /**
  * The API of the cluster at `servers()` (https URLs, re-read at each call: masters come and go), as admin.
+ * `credentials` may be a function, read at each call: a CA rotation changes them (overlord/trust/pki/rotation.ts).
  * `timeoutMs` bounds each request.
  */
-export function createKubernetesApi(servers: () => readonly string[], credentials: AdminCredentials, options: { timeoutMs?: number } = {}): KubernetesApi {
+export function createKubernetesApi(servers: () => readonly string[], credentials: AdminCredentials | (() => AdminCredentials), options: { timeoutMs?: number } = {}): KubernetesApi {
   const timeoutMs = options.timeoutMs ?? 15_000;
   const api = new ApiServers(servers, credentials, timeoutMs);
   const call = <T>(what: string, fn: (kc: k8s.KubeConfig, server: string) => Promise<T>) => api.call(what, fn);
@@ -161,9 +162,12 @@ class ApiServers {
 
   constructor(
     private readonly servers: () => readonly string[],
-    private readonly credentials: AdminCredentials,
+    private readonly credentials: AdminCredentials | (() => AdminCredentials),
     private readonly timeoutMs: number,
   ) {}
+
+  /** the credentials the cached configs were made with */
+  private made: AdminCredentials | undefined;
 
   /** Runs `fn` against the last good server first, then the others; the first non-connection error ends it. */
   async call<T>(what: string, fn: (kc: k8s.KubeConfig, server: string) => Promise<T>): Promise<T> {
@@ -187,13 +191,17 @@ class ApiServers {
   }
 
   private configFor(server: string): k8s.KubeConfig {
+    const credentials = typeof this.credentials === 'function' ? this.credentials() : this.credentials;
+    const made = this.made;
+    if (made !== undefined && (made.ca !== credentials.ca || made.cert !== credentials.cert || made.key !== credentials.key)) this.configs.clear();
+    this.made = credentials;
     let kc = this.configs.get(server);
     if (!kc) {
       const b64 = (s: string) => Buffer.from(s).toString('base64');
       kc = new k8s.KubeConfig();
       kc.loadFromOptions({
-        clusters: [{ name: 'corekube', server, caData: b64(this.credentials.ca), skipTLSVerify: false }],
-        users: [{ name: 'admin', certData: b64(this.credentials.cert), keyData: b64(this.credentials.key) }],
+        clusters: [{ name: 'corekube', server, caData: b64(credentials.ca), skipTLSVerify: false }],
+        users: [{ name: 'admin', certData: b64(credentials.cert), keyData: b64(credentials.key) }],
         contexts: [{ name: 'corekube', cluster: 'corekube', user: 'admin' }],
         currentContext: 'corekube',
       });
