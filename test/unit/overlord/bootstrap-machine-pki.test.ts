@@ -22,6 +22,8 @@ import { readCertificate } from '../../../overlord/trust/pki/x509.ts';
 import { PreparedDiscovery } from '../../../overlord/deploy/prepared-discovery.ts';
 import { unitsForSpec } from '../../../overlord/deploy/machine-units.ts';
 import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
+import { CaRotations } from '../../../overlord/trust/ca-rotation.ts';
+import { parseRotationRecord } from '../../../contracts/ca-rotation.ts';
 
 const spec = parseClusterSpec({ flags: { name: 't', masters: '1', minions: '1' } });
 const keys = clusterKeys('t');
@@ -43,7 +45,8 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
     void p.finally(() => inflight.delete(p));
     return p;
   };
-  const start = () =>
+  // rotation: the leader's CA rotation loop too (it looks every 10 s: not in the tests that jump months ahead)
+  const start = (options: { rotation?: boolean } = {}) =>
     runOverlord(
       { store: etcd, hosts, clock, log: silentLogger() },
       {
@@ -52,6 +55,7 @@ function world(pkiStore: PkiStore = new MemoryPkiStore(), etcd = new MemoryStore
         unitsFor: unitsForSpec(spec, { machineFiles: (r, v) => files.filesFor(r, v), certificatesExpire: (r) => files.expiresOf(r.id) }),
         expected: { masters: 1, minions: 1 },
         machinePki: { prepare: prepareMachines, versionOf: (id) => files.versionOf(id) },
+        ...(options.rotation ? { caRotation: new CaRotations({ authority }) } : {}),
         retry: { retries: 1, initialMs: 1_000, factor: 2, maxMs: 1_000 },
       },
     );
@@ -205,6 +209,51 @@ describe('machine PKI in the write-units step', () => {
     expect(w.ledger(minion.id).unitsHash).not.toBe(before.hash);
     expect(Date.parse(w.ledger(minion.id).certificatesExpire!)).toBeGreaterThan(Date.parse(before.expires));
     expect(starts()).toEqual({ ...startsBefore, 'flanneld.service': startsBefore['flanneld.service']! + 1, 'kubelet.service': startsBefore['kubelet.service']! + 1, 'kube-proxy.service': startsBefore['kube-proxy.service']! + 1 });
+    await o.stop();
+  });
+
+  it('rotates the cluster CA through the leader, phase by phase, each rolled out before the next is taken', async () => {
+    const w = world();
+    await w.announce(master1);
+    await w.announce(minion);
+    const o = await w.start({ rotation: true });
+    await w.settle(o);
+    const m = w.hosts.machine(master1.id);
+    const n = w.hosts.machine(minion.id);
+    const old = (await w.authority.ensureCa('cluster')).cert;
+    const kubeletStarts = () => n.unit('kubelet.service').starts;
+    const record = () => parseRotationRecord(w.etcd.data.get(keys.caRotation)?.value ?? '{}');
+    /** asks for a phase as `corekube pki rotate-ca` does, and runs the overlord until it is rolled out */
+    const rotate = async (phase: 'trust' | 'sign' | 'finish') => {
+      await w.etcd.put(keys.caRotation, JSON.stringify({ ...(record() ?? { schema: 1 }), request: { ca: 'cluster', phase, requestedAt: new Date(w.clock.now()).toISOString() } }));
+      for (let i = 0; i < 200 && !(record()?.progress?.phase === phase && record()?.progress?.rolledOut); i++) {
+        await w.settle(o);
+        await w.clock.next();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(record()?.progress).toMatchObject({ ca: 'cluster', phase, waiting: [] });
+      expect(record()?.refused).toBeNull();
+    };
+    const certs = (pem: string) => pem.match(/-----BEGIN CERTIFICATE-----/g)?.length;
+
+    const before = { kubelet: n.files.get(PKI_PATHS.kubelet.cert)!.content, starts: kubeletStarts() };
+    await rotate('trust');
+    expect(certs(m.files.get(PKI_PATHS.ca)!.content)).toBe(2);
+    expect(n.files.get(PKI_PATHS.ca)!.content).toBe(m.files.get(PKI_PATHS.ca)!.content);
+    expect(n.files.get(PKI_PATHS.kubelet.cert)!.content).toBe(before.kubelet);
+    expect(certs(m.files.get(PKI_PATHS.etcdCa)!.content)).toBe(1);
+    expect(kubeletStarts()).toBe(before.starts + 1);
+
+    await rotate('sign');
+    const next = m.files.get(PKI_PATHS.ca)!.content.split(/(?<=-----END CERTIFICATE-----\n)/)[1]!;
+    expect(readCertificate(n.files.get(PKI_PATHS.kubelet.cert)!.content, 'kubelet').authorityKeyId).toBe(readCertificate(next, 'next').subjectKeyId);
+    expect(kubeletStarts()).toBe(before.starts + 2);
+
+    await rotate('finish');
+    expect(m.files.get(PKI_PATHS.ca)!.content).toBe(next);
+    expect(n.files.get(PKI_PATHS.ca)!.content).toBe(next);
+    expect(next).not.toBe(old);
+    expect(w.ledger(minion.id).state).toBe('deployed');
     await o.stop();
   });
 
