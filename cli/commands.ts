@@ -9,6 +9,7 @@ import { downCommand, stackStatusCommand, upCommand, upgradeCommand } from './cl
 import { demoCommand } from './demo.ts';
 import { mirrorBuildCommand } from './mirror.ts';
 import { nodeRemoveCommand } from './node.ts';
+import { pkiRotateCaCommand } from './pki.ts';
 
 /** Every command, in the order `corekube --help` lists them. Rooms register theirs here. */
 export const commands: readonly Command[] = [
@@ -23,6 +24,7 @@ export const commands: readonly Command[] = [
   nodeRemoveCommand,
   unitsRenderCommand,
   kubeconfigCommand,
+  pkiRotateCaCommand,
   cloudConfigRenderCommand,
   mirrorBuildCommand,
   demoCommand,

@@ -59,7 +59,7 @@ and which overlord leads.
 ${ETCD_USAGE}
   --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
   --json                 print one JSON object: {"machines":[{"id","role","ip","state","step","error","subnet"}…],"leader":"ID"}
-                         ("leader" is absent while no overlord leads)`;
+                         ("leader" is absent while no overlord leads; "rotation": a CA rotation, corekube pki rotate-ca)`;
 
 export const statusCommand: Command = {
   path: ['status'],

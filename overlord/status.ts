@@ -7,6 +7,7 @@ import { podSubnets } from './pod-network/registry.ts';
 import { readNodeStates, type NodeState } from './kubernetes/node-states.ts';
 import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contracts/removal.ts';
 import { isReleaseTag } from '../contracts/overlord-channel.ts';
+import { parseRotationRecord, type RotationProgress, type RotationRequest } from '../contracts/ca-rotation.ts';
 
 /**
  * The status of every machine, read from etcd alone (machine records + ledger), so `corekube status`
@@ -34,6 +35,10 @@ import { isReleaseTag } from '../contracts/overlord-channel.ts';
  *   machine rolling it out is `deploying` at its step (`drain`, a restart, `node-ready`, `uncordon`).
  * - `changing`: every machine being deployed or changed now — hostname, step, since when (from the ledger).
  * - `leader`: the id of the overlord that leads (overlord/availability/leader.ts); the field is absent while none does.
+ * - `rotation`: a CA rotation (`corekube pki rotate-ca`, contracts/ca-rotation.ts), absent when none was ever asked for:
+ *   the CA and the phase the overlord's authority is in, since when, when it was rolled out to every machine (null
+ *   while not yet) and the machines it waits for; `requested` while a phase asked for is not carried out yet,
+ *   `refused` when the overlord refused the last one (why).
  */
 export type MachineState = 'pending' | 'deploying' | 'deployed' | 'failed' | 'unreachable' | 'removing';
 
@@ -57,6 +62,29 @@ export interface StatusReport {
   readonly changing?: readonly { readonly id: string; readonly hostname: string; readonly step: string; readonly since: string }[];
   /** the id of the overlord that leads (oldest election key), present only while one does */
   readonly leader?: string;
+  /** a CA rotation asked for or under way (contracts/ca-rotation.ts); absent when none ever was */
+  readonly rotation?: RotationStatus;
+}
+
+export type RotationStatus = Partial<RotationProgress> & {
+  /** a phase asked for that the overlord has not carried out (nor refused) yet */
+  readonly requested?: RotationRequest;
+  /** why the overlord refused the last phase asked for */
+  readonly refused?: string;
+};
+
+/** PURE: the rotation as `corekube status` shows it, from the record at `<prefix>pki/rotation`. */
+export function rotationStatus(text: string | undefined): RotationStatus | undefined {
+  const record = text === undefined ? undefined : parseRotationRecord(text);
+  if (!record || (!record.progress && !record.request)) return undefined;
+  const { progress, request, refused } = record;
+  const carried = request && progress && progress.ca === request.ca && progress.phase === request.phase;
+  const refusedNow = request && refused?.requestedAt === request.requestedAt;
+  return {
+    ...(progress ?? {}),
+    ...(request && !carried && !refusedNow ? { requested: request } : {}),
+    ...(refusedNow ? { refused: refused.reason } : {}),
+  };
 }
 
 /** PURE: the leader among the election's candidate keys: the oldest (etcd3 Election's rule). */
@@ -116,7 +144,7 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
   const joining: MachineRecord[] = [];
   const admitted = new Map<string, AdmittedIdentity>();
   const removals = new Map<string, RemovalRequest>();
-  const [, , , ledger, subnets, candidates, nodes, removalKvs, desiredKv] = await Promise.all([
+  const [, , , ledger, subnets, candidates, nodes, removalKvs, desiredKv, rotationKv] = await Promise.all([
     store.scan(keys.machines, (kvs) => {
       for (const kv of kvs) parsedRecords.push(parseMachineRecord(kv.key.slice(keys.machines.length), kv.value));
     }),
@@ -138,7 +166,9 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
     readNodeStates(store, keys),
     store.list(keys.removals),
     store.get(`${keys.prefix}desired/versions`),
+    store.get(keys.caRotation),
   ]);
+  const rotation = rotationStatus(rotationKv?.value);
   const desired = desiredOf(desiredKv?.value);
   for (const kv of removalKvs.kvs) {
     const r = parseRemovalRequest(kv.key.slice(keys.removals.length), kv.value);
@@ -163,7 +193,7 @@ export async function readStatus(store: Store, keys: ClusterKeys): Promise<Statu
       const step = currentStep(e) ?? e.plan[0] ?? '';
       return { id: e.id, hostname: e.hostname, step, since: e.steps[step]?.startedAt ?? e.startedAt };
     });
-  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }), ...(desired ? { desired } : {}), ...(changing.length ? { changing } : {}) };
+  return { ...machineStatuses(records, entries, subnets, joining, nodes, removals), ...(leader === undefined ? {} : { leader }), ...(desired ? { desired } : {}), ...(changing.length ? { changing } : {}), ...(rotation ? { rotation } : {}) };
 }
 
 function desiredOf(text: string | undefined): { kubernetes: string } | undefined {
@@ -189,5 +219,14 @@ export function formatStatusTable(report: StatusReport): string {
   const counts = states.map((s) => `${report.machines.filter((m) => m.state === s).length} ${s}`).join(', ');
   const changing = (report.changing ?? []).map((c) => `${c.hostname} at ${c.step} since ${c.since.slice(11, 19)}`);
   const rollout = report.desired ? `Kubernetes ${report.desired.kubernetes} (the stack's kubernetes_version)${changing.length ? `: rolling out — ${changing.join(', ')}` : ''}\n` : '';
-  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${rollout}${leader}`;
+  return `${[line(header), ...rows.map(line)].join('\n')}\n\n${report.machines.length} machines: ${counts}\n${rollout}${rotationLine(report.rotation)}${leader}`;
+}
+
+/** `CA rotation: cluster CA in phase trust since …, rolled out …` — one line, or none. */
+function rotationLine(r: RotationStatus | undefined): string {
+  if (r === undefined) return '';
+  const at = r.phase ? `the ${r.ca} CA in phase ${r.phase} since ${r.since}${r.phase === 'finish' && r.rolledOut ? ' (done)' : ''}, ${r.rolledOut ? `rolled out ${r.rolledOut}` : `rolling out${r.waiting?.length ? ` — waiting for ${r.waiting.join(', ')}` : ''}`}` : 'none under way';
+  const asked = r.requested ? `; asked: --ca ${r.requested.ca} --phase ${r.requested.phase} (${r.requested.requestedAt})` : '';
+  const refused = r.refused ? `; refused: ${r.refused}` : '';
+  return `CA rotation: ${at}${asked}${refused}\n`;
 }
