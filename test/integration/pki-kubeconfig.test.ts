@@ -118,4 +118,27 @@ describe.skipIf(skip)('corekube kubeconfig', () => {
       expect(r.stderr).toMatch(/--server/);
     }
   });
+
+  it('after a rotation of the cluster CA reaches phase sign, issues the admin certificate by the next CA and embeds both CAs', async () => {
+    const authority = new CertificateAuthority({ store: new DirectoryPkiStore(pkiDir), clock: { now: () => Date.now() }, cluster: 'demo' });
+    await authority.rotate('cluster', 'trust');
+    await authority.rotate('cluster', 'sign');
+    const r = await corekube('kubeconfig', '--pki-dir', pkiDir, '--server', 'https://203.0.113.7:6443', '--name', 'demo');
+    expect(r.code).toBe(0);
+    const doc = parseYaml(r.stdout) as Record<string, any>;
+    const bundle = Buffer.from(doc.clusters[0].cluster['certificate-authority-data'], 'base64').toString();
+    const [old, next] = bundle.split(/(?<=-----END CERTIFICATE-----\n)/);
+    expect(old).toBe(clusterCa);
+    expect(next).toMatch(/^-----BEGIN CERTIFICATE-----/);
+    const cert = path.join(dir, 'admin-next.crt');
+    await writeFile(cert, Buffer.from(doc.users[0].user['client-certificate-data'], 'base64').toString());
+    const files = { old: path.join(dir, 'old-ca.crt'), next: path.join(dir, 'next-ca.crt'), bundle: path.join(dir, 'bundle.crt') };
+    await writeFile(files.old, old!);
+    await writeFile(files.next, next!);
+    await writeFile(files.bundle, bundle);
+    const verify = (caFile: string) => run('openssl', ['verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', caFile, cert]).then((o) => o.stdout, (e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+    expect(await verify(files.next)).toMatch(/: OK/);
+    expect(await verify(files.bundle)).toMatch(/: OK/);
+    expect(await verify(files.old)).not.toMatch(/: OK/);
+  });
 });

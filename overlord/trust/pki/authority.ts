@@ -367,7 +367,7 @@ export class CertificateAuthority {
     let storedKey = keyPem;
     if (storedKey === undefined) {
       if (!create) {
-        throw new CorekubeError('E_PKI', `there is no ${kind} CA ${name}.key in the PKI store`, {
+        throw new CorekubeError('E_PKI', name === CA_NAMES[kind] ? `there is no ${kind} CA in the PKI store` : `there is no next ${kind} CA ${name}.key in the PKI store`, {
           hint: name === CA_NAMES[kind]
             ? "point --pki-dir at the overlord's PKI directory (/var/lib/corekube/pki in the overlord container)"
             : `restore ${name}.key from the overlord's backup: a rotation of the ${kind} CA is under way (${ROTATION_STATE})`,
