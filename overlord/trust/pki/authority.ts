@@ -189,13 +189,13 @@ export class CertificateAuthority {
   issueFor(spec: ClusterSpec, machine: MachineRecord, options: CatalogOptions = {}): Promise<MachinePki> {
     return this.exclusive(async () => {
       const profiles = machineProfiles(spec, machine, options);
-      const { pairs, issued } = await this.ensureProfiles(profiles);
+      const trust = await this.trusts();
+      const { pairs, issued } = await this.ensureProfiles(profiles, trust);
       const byEntry: Partial<Record<CertEntry, IssuedPair>> = {};
       for (const p of profiles) {
         if (p.owner.kind === 'machine') byEntry[p.owner.entry] = pairs.get(p.name)!;
       }
-      const state = await this.rotationState();
-      const [cluster, etcd, frontProxy] = [await this.trustOf('cluster', state), await this.trustOf('etcd', state), await this.trustOf('front-proxy', state)];
+      const [cluster, etcd, frontProxy] = [await trust('cluster'), await trust('etcd'), await trust('front-proxy')];
       return Object.freeze({
         machineId: machine.id,
         role: machine.role,
@@ -267,8 +267,9 @@ export class CertificateAuthority {
 
   private async loadAdmin(): Promise<AdminPki> {
     const profile = adminProfile();
-    const { pairs, issued } = await this.ensureProfiles([profile]);
-    const admin: AdminPki = Object.freeze({ ca: (await this.trustOf('cluster', await this.rotationState())).bundle, client: pairs.get(profile.name)!, issued });
+    const trust = await this.trusts();
+    const { pairs, issued } = await this.ensureProfiles([profile], trust);
+    const admin: AdminPki = Object.freeze({ ca: (await trust('cluster')).bundle, client: pairs.get(profile.name)!, issued });
     const last = this.lastAdmin;
     if (last === undefined || last.ca !== admin.ca || last.client.cert !== admin.client.cert || last.client.key !== admin.client.key) this.lastAdmin = admin;
     return admin;
@@ -277,6 +278,17 @@ export class CertificateAuthority {
   /** The current CA of `kind`. */
   private loadCa(kind: CaKind): Promise<LoadedCa> {
     return this.loadCaAt(kind, CA_NAMES[kind], this.createCas);
+  }
+
+  /** Each kind's Trust under the rotation state as stored now, loaded once for one call. */
+  private async trusts(): Promise<(kind: CaKind) => Promise<Trust>> {
+    const state = await this.rotationState();
+    const loaded = new Map<CaKind, Promise<Trust>>();
+    return (kind) => {
+      let t = loaded.get(kind);
+      if (t === undefined) loaded.set(kind, (t = this.trustOf(kind, state)));
+      return t;
+    };
   }
 
   /** Who signs `kind`'s leaves and what its machines trust, under the rotation `state`. */
@@ -414,11 +426,11 @@ export class CertificateAuthority {
     return { publicKey: await publicKeyPem(key), privateKey };
   }
 
-  private async ensureProfiles(profiles: readonly CertProfile[]): Promise<{ pairs: ReadonlyMap<string, IssuedPair>; issued: Issued[] }> {
+  private async ensureProfiles(profiles: readonly CertProfile[], given?: (kind: CaKind) => Promise<Trust>): Promise<{ pairs: ReadonlyMap<string, IssuedPair>; issued: Issued[] }> {
     // each kind's leaves are signed by its signer of the rotation phase (the next CA in phase sign)
-    const state = await this.rotationState();
+    const trust = given ?? (await this.trusts());
     const cas = new Map<CaKind, LoadedCa>();
-    for (const kind of new Set(profiles.map((p) => p.ca))) cas.set(kind, (await this.trustOf(kind, state)).signer);
+    for (const kind of new Set(profiles.map((p) => p.ca))) cas.set(kind, (await trust(kind)).signer);
 
     const stored = new Map<string, { cert?: string; key?: string; handle?: KeyPairHandle }>();
     const existing = new Map<string, Existing>();
