@@ -104,11 +104,20 @@ export class CaRotations {
         refused = Object.freeze({ requestedAt: request.requestedAt, reason: `${problem.message}${problem.hint ? ` — ${problem.hint}` : ''}` });
         log.warn({ event: 'pki.rotation-refused', ca: request.ca, phase: request.phase, reason: problem.message }, `CA rotation refused: ${problem.message}`);
       } else {
-        const result = await this.options.authority.rotate(request.ca, request.phase);
-        state = result.state;
-        log.info({ event: 'pki.rotation-applied', ca: request.ca, phase: request.phase, changed: result.changed }, `${request.ca} CA rotation: phase ${request.phase}; rolling it out to every machine`);
-        await this.options.publish?.(ports.fence?.());
-        await hooks.refresh();
+        try {
+          const result = await this.options.authority.rotate(request.ca, request.phase);
+          state = result.state;
+          log.info({ event: 'pki.rotation-applied', ca: request.ca, phase: request.phase, changed: result.changed }, `${request.ca} CA rotation: phase ${request.phase}; rolling it out to every machine`);
+          // published before the rollout starts: a standby that takes over knows every CA a machine may trust
+          await this.options.publish?.(ports.fence?.());
+          await hooks.refresh();
+        } catch (err) {
+          // a terminal failure (the next CA's files missing from the store) is the operator's to fix: said in the record
+          if (!(err instanceof CorekubeError) || err.retryable || err.code === 'E_NOT_LEADER') throw err;
+          refused = Object.freeze({ requestedAt: request.requestedAt, reason: `${err.message}${err.hint ? ` — ${err.hint}` : ''}` });
+          log.error({ event: 'pki.rotation-failed', ca: request.ca, phase: request.phase, ...errorFields(err) }, `CA rotation failed: ${err.message}`);
+          state = await this.options.authority.rotation();
+        }
       }
     }
     const progress = state ? progressOf(state, record.progress, hooks.rollout(), new Date(clock.now()).toISOString()) : record.progress;

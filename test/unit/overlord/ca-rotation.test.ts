@@ -4,17 +4,17 @@ import { clusterKeys } from '../../../contracts/keys.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import { CaRotations, progressOf, waitingMachines, type CaRotationHooks } from '../../../overlord/trust/ca-rotation.ts';
 import { CertificateAuthority } from '../../../overlord/trust/pki/authority.ts';
-import { MemoryPkiStore } from '../../../overlord/trust/pki/store.ts';
+import { MemoryPkiStore, type PkiStore } from '../../../overlord/trust/pki/store.ts';
 import { master1, spec } from '../pki/fixtures.ts';
 import { FakeClock, MemoryStore } from './fakes.ts';
 
 const keys = clusterKeys('demo');
 
 /** The leader's loop over a real authority; the term's hooks faked: `waiting` is what the rollout reports. */
-async function leader() {
+async function leader(pki: PkiStore = new MemoryPkiStore()) {
   const store = new MemoryStore();
   const clock = new FakeClock();
-  const authority = new CertificateAuthority({ store: new MemoryPkiStore(), clock, cluster: 'demo' });
+  const authority = new CertificateAuthority({ store: pki, clock, cluster: 'demo' });
   await authority.issueFor(spec, master1);
   let published = 0;
   const rotations = new CaRotations({ authority, publish: async () => void published++ });
@@ -108,6 +108,19 @@ describe("the leader's CA rotation", () => {
     await l.look();
     expect((await l.record())?.refused?.reason).toBe('--ca cluster --phase finish: no CA rotation was ever started — start with: corekube pki rotate-ca --ca cluster --phase trust');
     expect(await l.authority.rotation()).toBeUndefined();
+  });
+
+  it('records a phase it cannot carry out (the next CA lost from the store) with what to restore, and changes nothing', async () => {
+    const inner = new MemoryPkiStore();
+    let lost = false;
+    const l = await leader({ read: (n) => (lost && n.includes('.next.') ? Promise.resolve(undefined) : inner.read(n)), write: (n, c) => inner.write(n, c) });
+    await l.ask('cluster', 'trust');
+    await l.look();
+    lost = true;
+    await l.ask('cluster', 'sign');
+    await l.look();
+    expect((await l.record())?.refused?.reason).toContain('restore ca/cluster.next.key from the overlord\'s backup');
+    expect(await l.authority.rotation()).toMatchObject({ phase: 'trust' });
   });
 
   it('goes through trust, sign and finish, then lets another CA start', async () => {
