@@ -225,3 +225,21 @@ describe('the certificates a rotation re-issues', () => {
     expect(m.clusterCa).toBe(master.clusterCa);
   });
 });
+
+describe('a CA close to its end', () => {
+  it('is reported with the command that rotates it (the discovery CA: by hand)', async () => {
+    const store = new MemoryPkiStore();
+    const clock = manualClock();
+    await cluster(store, clock);
+    await new CertificateAuthority({ store, clock, cluster: 'demo' }).ensureDiscovery(spec);
+    clock.advance(3640 * DAY);
+    const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
+    const log = { info: () => undefined, warn: (obj: object, msg: string) => void warnings.push({ obj: obj as Record<string, unknown>, msg }) };
+    const later = new CertificateAuthority({ store, clock, cluster: 'demo', log });
+    await later.ensureCa('etcd');
+    await later.ensureCa('discovery');
+    expect(warnings.map((w) => [w.obj.event, w.obj.ca])).toEqual([['pki.ca.expiring', 'etcd'], ['pki.ca.expiring', 'discovery']]);
+    expect(warnings[0]!.msg).toContain('corekube pki rotate-ca --ca etcd --phase trust');
+    expect(warnings[1]!.msg).toContain('corekube does not rotate the discovery CA');
+  });
+});
