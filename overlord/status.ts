@@ -209,7 +209,7 @@ function desiredOf(text: string | undefined): { kubernetes: string } | undefined
 /** The table `corekube status` prints without --json. */
 export function formatStatusTable(report: StatusReport): string {
   const leader = `leader: ${report.leader ?? 'none (no overlord is running, or none has been elected yet)'}\n`;
-  if (report.machines.length === 0) return `no machines have announced themselves yet\n${leader}`;
+  if (report.machines.length === 0) return `no machines have announced themselves yet\n${rotationLine(report.rotation)}${leader}`;
   const header = ['ID', 'ROLE', 'IP', 'SUBNET', 'STATE', 'NODE', 'CERTS EXPIRE', 'STEP', 'ERROR'];
   const node = (n: NodeState | null) => (n === null ? '-' : `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`);
   const rows = report.machines.map((m) => [m.id.slice(0, 12), m.role ?? '-', m.ip ?? '-', m.subnet ?? '-', m.state, node(m.node), m.certificatesExpire?.slice(0, 10) ?? '-', m.step ?? '-', m.error ? (m.error.split('\n')[0] ?? '') : m.node && !m.node.ready && m.node.reason ? m.node.reason : '-']);
