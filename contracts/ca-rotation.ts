@@ -1,4 +1,5 @@
 import { CorekubeError } from '../core/errors.ts';
+import { parseBoundedJson } from '../core/untrusted.ts';
 
 /**
  * The rotation of one cluster CA, between the operator (`corekube pki rotate-ca`, as discovery's root) and the
@@ -64,13 +65,10 @@ export function isRotationPhase(v: unknown): v is RotationPhase {
 
 /** PURE: parses `pki/rotation`; undefined when malformed (the command and the leader then treat it as absent). */
 export function parseRotationRecord(text: string): RotationRecord | undefined {
-  if (text.length > MAX_VALUE) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
+  // record → progress → waiting: three levels
+  const parsed = parseBoundedJson(text, { maxBytes: MAX_VALUE, maxDepth: 3 });
+  if (!parsed.ok) return undefined;
+  const v = parsed.value;
   if (!isObject(v) || v.schema !== 1) return undefined;
   const request = v.request === null || v.request === undefined ? null : parseRequest(v.request);
   const progress = v.progress === null || v.progress === undefined ? null : parseProgress(v.progress);

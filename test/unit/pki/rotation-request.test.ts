@@ -25,6 +25,7 @@ describe('the rotation record at <prefix>pki/rotation', () => {
     expect(parseRotationRecord(JSON.stringify({ ...ok, progress: { ca: 'cluster', phase: 'trust', since: at, rolledOut: 5, waiting: [] } }))).toBeUndefined();
     expect(parseRotationRecord(JSON.stringify({ ...ok, pad: 'x'.repeat(20_000) }))).toBeUndefined();
     expect(parseRotationRecord('[]')).toBeUndefined();
+    expect(parseRotationRecord(JSON.stringify({ ...ok, request: { ...ok.request, x: [[[1]]] } }))).toBeUndefined();
   });
 
   it('keeps at most 20 waiting machines', () => {
