@@ -349,7 +349,7 @@ describe('the API endpoint', () => {
   });
 
   it('refuses an unknown load balancer kind, naming the field and what to use', () => {
-    expect(() => spec({ 'api-load-balancer': 'f5' })).toThrow(/api-load-balancer.*must be one of octavia, none/s);
+    expect(() => spec({ 'api-load-balancer': 'f5' })).toThrow(/api-load-balancer.*must be one of octavia, node-local, none/s);
   });
 });
 
