@@ -1,9 +1,10 @@
 import { CorekubeError } from '../core/errors.ts';
 import type { OverlordMode } from '../localcloud/overlord-runner.ts';
+import { API_LOAD_BALANCERS, type ApiLoadBalancer } from '../clusterspec/fields.ts';
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--api-load-balancer octavia|node-local|none] [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -21,9 +22,15 @@ where the local cloud departs from a real one; the demo prints that list too.
 Options:
   --masters N          masters (1, 3 or 5; default 1); with 3 or 5 the API is behind the stack's Octavia load
                        balancer (haproxy on this host plays it) and every kubeconfig names its VIP
+  --api-load-balancer LB
+                       how the minions reach the API (the spec's apiLoadBalancer): octavia (the default with 3 or 5
+                       masters), node-local (a proxy on every minion at 127.0.0.1:6443 in front of every master,
+                       etcd's gateway) or none (the first master; the default with 1)
   --fail-master        (with --masters 3 or 5) once deployed, power off the master the load balancer used last
                        and keep asking the API through the VIP for a minute: it must answer every time and every
-                       Node stay Ready; --json adds "apiEndpoint": {address, survivedMasterLoss}
+                       Node stay Ready; with --api-load-balancer node-local, power off the last master and have
+                       every minion ask the API through its own proxy instead; --json adds "apiEndpoint":
+                       {address, survivedMasterLoss}
   --minions M          minions (1-20; default 2)
   --overlords O        overlord servers (1-3; default 1): the bootstrap overlord and O - 1 standbys, booted by
                        Heat from the stack's overlord_count, each fetching the bootstrap overlord's sealed state
@@ -65,6 +72,8 @@ export interface DemoOptions {
   readonly overlords: number;
   readonly failover: boolean;
   readonly failMaster: boolean;
+  /** the spec's apiLoadBalancer, or undefined for the spec's default */
+  readonly apiLoadBalancer: ApiLoadBalancer | undefined;
   readonly scale: boolean;
   readonly scaleDown: boolean;
   readonly upgrade: boolean;
@@ -98,6 +107,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       json: { type: 'boolean' },
       overlord: { type: 'string' },
       net: { type: 'string' },
+      'api-load-balancer': { type: 'string' },
       keep: { type: 'boolean' },
       down: { type: 'boolean' },
       'keeper-log': { type: 'string' },
@@ -118,6 +128,9 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
   const failMaster = values['fail-master'] ?? false;
   if (failMaster && masters < 3) problems.push(`--fail-master needs masters that survive one's loss behind a load balancer: give --masters 3 or 5 (got ${masters})`);
+  const lb = values['api-load-balancer'];
+  if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) problems.push(`--api-load-balancer must be one of ${API_LOAD_BALANCERS.join(', ')} (got ${JSON.stringify(lb)})`);
+  if (failMaster && lb === 'none') problems.push('--fail-master needs a load balancer or the node-local proxy in front of the masters: leave out --api-load-balancer none');
   const scaleDown = values['scale-down'] ?? false;
   if (scaleDown && minions + (values.scale ? 1 : 0) < 2) problems.push(`--scale-down needs a minion left afterwards: give --minions 2 or more (got ${minions})`);
   const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
@@ -130,6 +143,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, failMaster, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, apiLoadBalancer: lb as ApiLoadBalancer | undefined, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 
