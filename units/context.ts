@@ -99,7 +99,7 @@ export interface UnitContext {
 export interface ApiProxyContext {
   /** `127.0.0.1:6443`: loopback only, so nothing off the machine reaches the masters through it */
   readonly listenAddr: string;
-  /** `ip:6443,…` over masterIps (sorted): a master added or gone changes the unit, and the overlord restarts it */
+  /** `ip:6443,…` over masterIps (sorted): a master at a new address changes the unit, and the overlord restarts it */
   readonly endpoints: string;
   /** how long the gateway leaves a master it failed to dial before dialling it again (`--retry-delay`) */
   readonly retryDelay: string;

@@ -290,7 +290,7 @@ describe('renderUnits', () => {
     expect(master('node-local').files.find((f) => f.path.endsWith('kube-controller-manager.kubeconfig'))!.content).toContain('server: https://127.0.0.1:6443');
   });
 
-  it("restarts only the node-local minion's proxy when a master is added or goes: kubelet and kube-proxy keep their inputs", () => {
+  it("restarts only the node-local minion's proxy when the masters' addresses change: kubelet and kube-proxy keep their inputs", () => {
     const nodeLocal = spec({ 'api-load-balancer': 'node-local' });
     const before = unitInputs(renderUnits(context('minion', nodeLocal, ['10.240.0.32', '10.240.0.33', '10.240.0.34'])));
     const after = unitInputs(renderUnits(context('minion', nodeLocal, ['10.240.0.32', '10.240.0.34', '10.240.0.35'])));
