@@ -5,6 +5,7 @@ import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { parseRemovalRequest, type RemovalRequest } from '../../../contracts/removal.ts';
 import type { ClusterView, RenderedUnits } from '../../../contracts/step.ts';
 import { EtcdMembers } from '../../../overlord/edges/etcd-members.ts';
+import { etcdctl } from '../../../overlord/edges/remote-commands.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import { runOverlord } from '../../../overlord/term.ts';
 import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
@@ -34,6 +35,15 @@ describe('etcd membership rules', () => {
     );
     expect(bootstrapEnv('existing', 'etcd-10-240-0-20=https://10.240.0.20:2380')).toContain('\nETCD_INITIAL_CLUSTER_STATE=existing\nETCD_INITIAL_CLUSTER=etcd-10-240-0-20=https://10.240.0.20:2380\n');
     expect(() => bootstrapEnv('new', 'a=b\nETCD_X=1')).toThrow(/environment file/);
+  });
+
+  it("asks a master's own etcd with the API server's client certificate, adds learners, and takes no value that is not one", () => {
+    const base = ['/opt/corekube/bin/etcdctl', '--endpoints=https://127.0.0.1:2379', '--cacert=/etc/corekube/pki/etcd-ca.crt', '--cert=/etc/corekube/pki/apiserver-etcd-client.crt', '--key=/etc/corekube/pki/apiserver-etcd-client.key'];
+    expect(etcdctl({ user: 'corekube' }, { op: 'member-add', name: 'etcd-10-240-0-22', peerUrl: 'https://10.240.0.22:2380' })).toEqual(['sudo', '-n', ...base, '--command-timeout=15s', '-w', 'json', 'member', 'add', 'etcd-10-240-0-22', '--peer-urls=https://10.240.0.22:2380', '--learner']);
+    expect(etcdctl({ user: 'root' }, { op: 'endpoint-health' })).toEqual([...base, '--command-timeout=5s', '-w', 'json', 'endpoint', 'health', '--cluster']);
+    expect(etcdctl({ user: 'root' }, { op: 'member-promote', id: '17623f0b7e0d5700' }).slice(-3)).toEqual(['member', 'promote', '17623f0b7e0d5700']);
+    expect(() => etcdctl({ user: 'root' }, { op: 'member-remove', id: '1; rm -rf /' })).toThrow(/not a hex member id/);
+    expect(() => etcdctl({ user: 'root' }, { op: 'member-add', name: 'x', peerUrl: 'https://10.0.0.1:2380 --x' })).toThrow(/not a peer URL/);
   });
 
   it('refuses a removal that leaves etcd without a quorum of healthy members, or without members', () => {
