@@ -4,7 +4,7 @@ import { API_LOAD_BALANCERS, type ApiLoadBalancer } from '../clusterspec/fields.
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N [--api-load-balancer octavia|node-local|none] [--fail-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--api-load-balancer octavia|node-local|none] [--fail-master] [--replace-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -31,6 +31,12 @@ Options:
                        Node stay Ready; with --api-load-balancer node-local, power off the last master and have
                        every minion ask the API through its own proxy instead; --json adds "apiEndpoint":
                        {address, survivedMasterLoss}
+  --replace-master     (with --masters 3 or 5) once deployed, power off the master at the highest index, remove it
+                       as \`corekube node remove\` asks (its etcd member first), then rebuild its server in place
+                       (a new machine id, the same address): the overlord adds it to etcd as a learner, starts
+                       and promotes it, while the API is asked through the load balancer every second; --json adds
+                       "lifecycle": {"replaceMaster": {removed, replacement, removeMs, replaceMs, etcdMembers,
+                       requests, failedRequests, apiUnavailableMs, replaced}}
   --minions M          minions (1-20; default 2)
   --overlords O        overlord servers (1-3; default 1): the bootstrap overlord and O - 1 standbys, booted by
                        Heat from the stack's overlord_count, each fetching the bootstrap overlord's sealed state
@@ -60,7 +66,9 @@ Options:
   --net K              the cloud's network 10.200.K.0/24, bridge ckbrK (default 60)
 
 Exit status: 0 when every machine is deployed, every minion's Node is Ready and every check passed (and, with
---scale, the new minion too; with --fail-master, the API answered through the loss; with --scale-down, the
+--scale, the new minion too; with --fail-master, the API answered through the loss; with --replace-master, the
+replacement deployed, every etcd member started, healthy and voting, no surviving member restarted and every
+request through the load balancer answered; with --scale-down, the
 removed minion's Node, subnet and discovery user gone; with --upgrade, every machine at the new release, the
 workload answering throughout and the rollout finished after the kill with no restart asked twice); 1 otherwise; 2 on bad options; 130 when interrupted.`;
 
@@ -74,6 +82,7 @@ export interface DemoOptions {
   readonly failMaster: boolean;
   /** the spec's apiLoadBalancer, or undefined for the spec's default */
   readonly apiLoadBalancer: ApiLoadBalancer | undefined;
+  readonly replaceMaster: boolean;
   readonly scale: boolean;
   readonly scaleDown: boolean;
   readonly upgrade: boolean;
@@ -101,6 +110,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       overlords: { type: 'string' },
       failover: { type: 'boolean' },
       'fail-master': { type: 'boolean' },
+      'replace-master': { type: 'boolean' },
       scale: { type: 'boolean' },
       'scale-down': { type: 'boolean' },
       upgrade: { type: 'boolean' },
@@ -131,6 +141,9 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   const lb = values['api-load-balancer'];
   if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) problems.push(`--api-load-balancer must be one of ${API_LOAD_BALANCERS.join(', ')} (got ${JSON.stringify(lb)})`);
   if (failMaster && lb === 'none') problems.push('--fail-master needs a load balancer or the node-local proxy in front of the masters: leave out --api-load-balancer none');
+  const replaceMaster = values['replace-master'] ?? false;
+  if (replaceMaster && masters < 3) problems.push(`--replace-master needs masters that keep etcd's quorum while one is replaced: give --masters 3 or 5 (got ${masters})`);
+  if (replaceMaster && failMaster) problems.push('--replace-master and --fail-master each power off a master: give one of them');
   const scaleDown = values['scale-down'] ?? false;
   if (scaleDown && minions + (values.scale ? 1 : 0) < 2) problems.push(`--scale-down needs a minion left afterwards: give --minions 2 or more (got ${minions})`);
   const net = whole('net', values.net, 60, (n) => n >= 1 && n <= 254, 'a whole number from 1 to 254');
@@ -143,6 +156,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, failMaster, apiLoadBalancer: lb as ApiLoadBalancer | undefined, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, replaceMaster, apiLoadBalancer: lb as ApiLoadBalancer | undefined, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 

@@ -17,6 +17,7 @@ type CheckResults = Awaited<ReturnType<ChecksModule['runClusterChecks']>>;
 type MasterLoss = import('../localcloud/master-loss.ts').MasterLoss;
 type ScaleDown = import('../localcloud/scale-down.ts').ScaleDown;
 type Upgrade = import('../localcloud/upgrade.ts').Upgrade;
+type MasterReplacement = import('../localcloud/replace-master.ts').MasterReplacement;
 
 const STACK_NAME = 'demo';
 
@@ -72,11 +73,12 @@ class DemoRun {
       const results = await this.check(cloud, kubectl);
       if (options.failover) await this.failover(cloud);
       const loss = options.failMaster ? await this.failMaster(cloud, kubectl) : undefined;
+      const replaced = options.replaceMaster ? await this.replaceMaster(cloud, kubectl) : undefined;
       const scaled = options.scale ? await this.scale(cloud, kubectl) : { report, untouched: true, ready: true };
       const shrunk = options.scaleDown ? await this.scaleDown(cloud, kubectl) : undefined;
       const upgraded = options.upgrade ? await this.upgrade(cloud, kubectl) : undefined;
-      report = loss || shrunk || upgraded ? await cloud.status() : scaled.report;
-      exit = await this.verdict(report, kubectl, results, scaled, loss, shrunk, upgraded);
+      report = loss || replaced || shrunk || upgraded ? await cloud.status() : scaled.report;
+      exit = await this.verdict(report, kubectl, results, scaled, loss, shrunk, upgraded, replaced);
       if (options.keep) {
         kept = true;
         await keep(cloud, kubeconfig, options, (t) => this.say(t));
@@ -167,6 +169,14 @@ class DemoRun {
     return lose(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
   }
 
+  /** `--replace-master`: a master lost, removed (its etcd member first) and its server rebuilt; the API asked throughout. */
+  private async replaceMaster(cloud: LocalCloud, kubectl: Kubectl): Promise<MasterReplacement> {
+    const { replaceMaster } = await import('../localcloud/replace-master.ts');
+    const out = await replaceMaster(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
+    this.say(`\n${formatStatusTable(await cloud.status())}`);
+    return out;
+  }
+
   /** `--scale`: one more minion through a stack update; it must become a Ready Node, and nothing deployed before be touched. */
   private async scale(cloud: LocalCloud, kubectl: Kubectl): Promise<{ report: StatusReport; untouched: boolean; ready: boolean }> {
     const { options, checks, signal } = this;
@@ -206,7 +216,7 @@ class DemoRun {
   }
 
   /** 0 when every machine is deployed, every Node Ready and every check passed; with --json, the status and the Nodes. */
-  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined, shrunk: ScaleDown | undefined, upgraded: Upgrade | undefined): Promise<number> {
+  private async verdict(report: StatusReport, kubectl: Kubectl, results: CheckResults, scaled: { untouched: boolean; ready: boolean }, loss: MasterLoss | undefined, shrunk: ScaleDown | undefined, upgraded: Upgrade | undefined, replaced?: MasterReplacement): Promise<number> {
     const { options } = this;
     const nodes = await this.checks.nodeRows(kubectl);
     const minions = options.minions + (options.scale ? 1 : 0) - (options.scaleDown ? 1 : 0);
@@ -217,16 +227,18 @@ class DemoRun {
     const checked = results.podNetwork.ok && results.service.ok && results.dns.ok && results.metadataBlocked.ok;
     const survived = loss === undefined || loss.survivedMasterLoss;
     const removed = shrunk === undefined || (shrunk.nodeGone && shrunk.subnetReleased && shrunk.discoveryUserGone);
+    const rebuilt = replaced === undefined || (replaced.replaced && replaced.failedRequests === 0);
     const rolled = upgraded === undefined || (upgraded.machines === expected && upgraded.workloadAvailableThroughout && upgraded.resumedAfterKill);
-    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived && removed && rolled ? 0 : 1;
+    const exit = deployed === expected && report.machines.length === expected && scaled.untouched && scaled.ready && minionsReady && checked && survived && removed && rolled && rebuilt ? 0 : 1;
     this.say(exit === 0 ? `[cloud]     done: ${deployed}/${expected} machines deployed, ${nodes.length} Nodes Ready, every check passed` : `[cloud]     not done: ${deployed}/${expected} machines deployed, Nodes ${nodes.map((n) => `${n.name} ${n.ready ? 'Ready' : 'NotReady'}`).join(', ')}, checks ${checked ? 'passed' : 'FAILED'}`);
     if (options.json) {
       const kubernetes = { nodes: nodes.map((n) => ({ name: n.name, ready: n.ready, podCIDR: n.podCIDR })), checks: { podNetwork: results.podNetwork.ok, service: results.service.ok, dns: results.dns.ok } };
       const apiEndpoint = loss
         ? { address: loss.address, survivedMasterLoss: loss.survivedMasterLoss, lostMaster: loss.lost, requests: loss.requests, failedRequests: loss.failedRequests, markedDownMs: loss.markedDownMs ?? null, nodesAlwaysReady: loss.nodesAlwaysReady }
         : undefined;
-      const lifecycle = shrunk || upgraded
+      const lifecycle = shrunk || upgraded || replaced
         ? {
+            ...(replaced ? { replaceMaster: replaced } : {}),
             ...(shrunk ? { scaleDown: { removed: shrunk.removed, nodeGone: shrunk.nodeGone, subnetReleased: shrunk.subnetReleased, discoveryUserGone: shrunk.discoveryUserGone, updateMs: shrunk.updateMs, removedMs: shrunk.removedMs ?? null } } : {}),
             ...(upgraded ? { upgrade: upgraded } : {}),
           }

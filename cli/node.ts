@@ -1,23 +1,29 @@
 import { clusterKeys } from '../contracts/keys.ts';
-import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contracts/removal.ts';
+import { nextPhase, parseRemovalRequest } from '../contracts/removal.ts';
+import { machineNamed, removalRequestFor } from '../overlord/lifecycle/removal-request.ts';
 import { CorekubeError } from '../core/errors.ts';
-import { readStatus, type MachineStatus, type StatusReport } from '../overlord/status.ts';
+import { readStatus } from '../overlord/status.ts';
 import { parseOptions, type Command } from './command.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
 
 const usage = `Usage: corekube node remove MACHINE --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
                            [--cluster NAME] [--wait] [--timeout SECONDS]
 
-Removes a minion from the cluster: asks the leading overlord, through discovery's etcd, to cordon its Node, drain
-it through the Eviction API (PodDisruptionBudgets respected), stop its units, delete the Node, release its pod
-subnet, delete its discovery etcd user and its keys, and keep its machine id from ever joining again. The overlord
+Removes a machine from the cluster: asks the leading overlord, through discovery's etcd, to cordon its Node, drain
+it through the Eviction API (PodDisruptionBudgets respected), remove a master's etcd member (asked on another master),
+stop its units, delete the Node, release its pod subnet, delete its discovery etcd user and its keys, and keep its
+machine id from ever joining again. The overlord
 records each phase, so a restarted overlord goes on where the last one stopped. \`corekube status\` shows the
 machine as \`removing\` with the phase it is at.
 
 A machine Heat created is removed the same way when \`openstack stack update --existing --parameter
 minion_count=N\` drops its index out of the count (Heat deletes the servers with the highest indexes): use this
-command for a machine booted by hand, or to drain a minion before its server is deleted. Masters are refused:
-removing one needs its etcd member removed first, which corekube does not do yet.
+command for a machine booted by hand, or to drain a minion before its server is deleted.
+
+A master's etcd member is removed only while the members left keep a quorum of healthy ones (3 masters, one
+lost: its removal leaves 2 healthy of 2); otherwise the request waits, saying why, until it is safe. The last
+master is refused. A replacement master (the server rebuilt, a new machine id) joins etcd by itself: the overlord
+adds its member before its etcd first starts. Remove one master at a time.
 
   MACHINE                the machine's id, IP address or hostname (as \`corekube status\` shows them)
 ${ETCD_USAGE}
@@ -25,28 +31,9 @@ ${ETCD_USAGE}
   --wait                 wait until the overlord has removed it, printing each phase
   --timeout SECONDS      with --wait: give up after this long (default 600)`;
 
-/** PURE: the machine MACHINE names in the status, or an error naming the value and the fix. */
-export function machineNamed(report: StatusReport, name: string): MachineStatus {
-  const found = report.machines.filter((m) => m.id === name || m.ip === name || m.node?.name === name || (name.length >= 8 && m.id.startsWith(name)));
-  if (found.length === 0) throw new CorekubeError('E_USAGE', `MACHINE ${JSON.stringify(name)} is no machine of this cluster`, { hint: 'give an id, IP address or hostname `corekube status` lists' });
-  if (found.length > 1) throw new CorekubeError('E_USAGE', `MACHINE ${JSON.stringify(name)} names ${found.length} machines (${found.map((m) => m.id.slice(0, 12)).join(', ')})`, { hint: 'give the full machine id' });
-  return found[0]!;
-}
-
-/** PURE: the request for a machine of the status (a master refused). */
-export function removalRequestFor(machine: MachineStatus, hostname: string, now: Date): RemovalRequest {
-  if (machine.role === 'master') {
-    throw new CorekubeError('E_REMOVAL_REFUSED', `${hostname} (${machine.ip}) is a master: removing a master needs its etcd member removed first, which corekube does not do yet`, {
-      hint: 'replace a master by rebuilding its server at the same index: it keeps its address and its etcd member',
-    });
-  }
-  if (machine.role !== 'minion' || machine.ip === null) throw new CorekubeError('E_USAGE', `machine ${machine.id} has no role or address the overlord knows (state ${machine.state})`, { hint: 'only a machine that announced itself can be removed' });
-  return { schema: 1, id: machine.id, hostname, ip: machine.ip, role: 'minion', reason: 'command', requestedAt: now.toISOString(), done: [], error: null };
-}
-
 export const nodeRemoveCommand: Command = {
   path: ['node', 'remove'],
-  summary: 'remove a minion from the cluster: drain, delete its Node, free its subnet and credentials',
+  summary: 'remove a machine from the cluster: drain, remove its etcd member, delete its Node, free its subnet and credentials',
   usage,
   async run(argv) {
     const { values, positionals } = parseOptions(argv, { ...ETCD_OPTIONS, cluster: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, usage, { allowPositionals: true });
@@ -58,11 +45,12 @@ export const nodeRemoveCommand: Command = {
     const keys = clusterKeys(cluster);
     const store = openEtcdStore(values);
     try {
-      const machine = machineNamed(await readStatus(store, keys), positionals[0]!);
+      const report = await readStatus(store, keys);
+      const machine = machineNamed(report, positionals[0]!);
       const ledger = await store.get(keys.ledgerOf(machine.id));
       const hostname = machine.node?.name ?? ((ledger ? (JSON.parse(ledger.value) as { hostname?: string }).hostname : undefined) ?? machine.id);
       if (machine.state !== 'removing') {
-        const request = removalRequestFor(machine, hostname, new Date());
+        const request = removalRequestFor(machine, hostname, new Date(), report);
         await store.put(keys.removalOf(machine.id), JSON.stringify(request), { expectModRevision: '0' }).catch((err: unknown) => {
           if (!(err instanceof CorekubeError && err.code === 'E_ETCD_CONFLICT')) throw err;
         });

@@ -4,6 +4,7 @@ import { CorekubeError } from '../core/errors.ts';
 import { ROLES, type Role } from '../contracts/roles.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { buildUnitContext, PKI_PATHS, renderUnits } from '../units/index.ts';
+import { bootstrapEnv } from '../contracts/etcd-members.ts';
 import type { Command } from './command.ts';
 import { parseSpecArgs, specUsage } from './spec-options.ts';
 
@@ -11,7 +12,8 @@ const usage = `Usage: corekube units render --role master|minion -o DIR [--ip IP
                              [--master-ips A,B,…] [spec options]
 
 Writes every file a machine of that role gets from the overlord — systemd units, config files, the
-download script and its release manifest — under DIR, at their paths on the machine (DIR/etc/systemd/…).
+download script and its release manifest — under DIR, at their paths on the machine (DIR/etc/systemd/…); for a
+master also the etcd bootstrap file the overlord writes before its first start (the initial cluster of --master-ips).
 Prints the files, the start order and the units hash.
 
   --role ROLE          master or minion (required)
@@ -57,14 +59,17 @@ export const unitsRenderCommand: Command = {
     );
     const rendered = renderUnits(ctx);
     const out = path.resolve(values.output);
-    for (const f of rendered.files) {
+    // a master also gets what the overlord writes before its etcd first starts: here, the initial cluster of --master-ips
+    const member = rendered.etcdMember;
+    const bootstrap = member ? [{ path: member.bootstrapEnv, content: bootstrapEnv('new', member.initialCluster), mode: '0644' }] : [];
+    for (const f of [...rendered.files, ...bootstrap]) {
       const target = path.join(out, f.path);
       await mkdir(path.dirname(target), { recursive: true });
       await writeFile(target, f.content);
       await chmod(target, parseInt(f.mode, 8));
     }
     const lines = [
-      ...rendered.files.map((f) => `${f.mode} ${path.join(out, f.path)}`),
+      ...[...rendered.files, ...bootstrap].map((f) => `${f.mode} ${path.join(out, f.path)}`),
       `start: ${rendered.start.map((s) => `${s.unit} (${s.until})`).join(' → ')}`,
       `hash: ${rendered.hash}`,
     ];

@@ -11,13 +11,15 @@ import type { Role } from './roles.ts';
  * The phases, in order — each one safe to run again:
  *   cordon       the Node unschedulable
  *   drain        its pods evicted through the Eviction API, PodDisruptionBudgets respected (kubernetes/drain.ts)
+ *   member       a master's etcd member removed, asked on another master — refused while that would leave etcd
+ *                without a quorum of healthy members, or without members (contracts/etcd-members.ts)
  *   stop         a machine still up stops its units (its kubelet would register the Node again)
  *   node         the Node deleted
  *   subnet       its pod subnet released (the pod network's reservation and index)
  *   credentials  its own discovery etcd user and role deleted
  *   records      its ledger entry, admitted identity, pinned host key, record and join request deleted; the tombstone
  */
-export const REMOVAL_PHASES = ['cordon', 'drain', 'stop', 'node', 'subnet', 'credentials', 'records'] as const;
+export const REMOVAL_PHASES = ['cordon', 'drain', 'member', 'stop', 'node', 'subnet', 'credentials', 'records'] as const;
 export type RemovalPhase = (typeof REMOVAL_PHASES)[number];
 
 export type RemovalReason = 'stack' | 'command';

@@ -23,10 +23,29 @@ export interface RenderedUnits {
   readonly start: readonly { readonly unit: string; readonly until: Until }[];
   /** the Node the machine's kubelet registers as, when it runs one: its last step waits for it to be Ready */
   readonly node?: string;
+  /**
+   * the etcd member the machine runs, when it is a master: its first start waits for the `etcd-member` step (the
+   * overlord adds it to a running cluster, or writes the initial cluster). Not part of `hash`: `initialCluster`
+   * (every master's address) matters only before the member first starts.
+   */
+  readonly etcdMember?: EtcdMemberSpec;
   /** sha256 (hex) over every file's path, mode and content, in path order: a change redeploys the machine */
   readonly hash: string;
   /** the earliest expiry (ISO 8601) of the machine's own certificates among the files; absent when they hold none */
   readonly certificatesExpire?: string;
+}
+
+/** A master's etcd member: its name and peer URL, the initial cluster of masters that form it together, its env file. */
+export interface EtcdMemberSpec {
+  /** the unit that runs it: the step comes right before its start (a member added long before it runs weakens the quorum) */
+  readonly unit: string;
+  readonly name: string;
+  readonly peerUrl: string;
+  readonly initialCluster: string;
+  /** where its bootstrap values go (contracts/etcd-members.ts ETCD_BOOTSTRAP_ENV) */
+  readonly bootstrapEnv: string;
+  /** its data directory: once it holds a member, the bootstrap values no longer matter */
+  readonly dataDir: string;
 }
 
 /** What a machine's units are rendered against beyond the machine itself. */
@@ -65,6 +84,16 @@ export type Step =
    * last) — overlord/kubernetes/node-ready.ts, overlord/kubernetes/drain.ts.
    */
   | { readonly kind: 'drain'; readonly id: 'drain'; readonly node: string }
+  /**
+   * Before a master's etcd first starts: the initial cluster written to its bootstrap file (masters that form the
+   * cluster together), or — once a master runs — the member added to the running cluster as a learner (`member add
+   * --learner`, waiting while etcd lacks a quorum or another learner joins) and the member list written with state
+   * `existing`. Nothing once its data
+   * directory holds a member (overlord/edges/etcd-members.ts).
+   */
+  | { readonly kind: 'etcd-member'; readonly id: 'etcd-member'; readonly member: EtcdMemberSpec }
+  /** After a master's etcd started: a member that joined as a learner promoted to a voting member (nothing for a voter). */
+  | { readonly kind: 'etcd-promote'; readonly id: 'etcd-promote'; readonly member: EtcdMemberSpec }
   | { readonly kind: 'uncordon'; readonly id: 'uncordon'; readonly node: string };
 
 export type StepId = Step['id'];

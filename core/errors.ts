@@ -27,6 +27,7 @@ export type ErrorCode =
   | 'E_JOIN_REFUSED'
   | 'E_DRAIN_TIMEOUT'
   | 'E_REMOVAL_REFUSED'
+  | 'E_ETCD_QUORUM'
   | 'E_INTERNAL';
 
 export interface ErrorOptions {

@@ -151,6 +151,11 @@ export interface LocalCloud {
   exec(hostname: string, argv: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** stops the machine of a server by its address: SIGTERM a clean poweroff, SIGKILL a power cut (a lost server) */
   stopMachine(ip: string, how: 'SIGTERM' | 'SIGKILL'): Promise<{ readonly name: string; readonly role: string }>;
+  /**
+   * Nova's rebuild of the server at `ip` (`openstack server rebuild`): a fresh disk from the image — a new machine
+   * id and host key — the same address, port and user_data; resolves once it runs again
+   */
+  rebuildMachine(ip: string): Promise<{ readonly name: string; readonly role: string }>;
   /** the memory each machine uses now */
   machineMemory(): Promise<{ readonly name: string; readonly role: string; readonly bytes: number }[]>;
   /** what cleanupLocalCloud needs to remove the cloud after its process was killed */
@@ -214,6 +219,13 @@ export class Cloud implements LocalCloud {
     const boot = [...this.nova.boots.values()].find((b) => b.ip === ip && b.machine !== undefined);
     if (!boot) throw new CorekubeError('E_USAGE', `no machine of this cloud has the address ${ip}`);
     await boot.machine!.stop(how);
+    return { name: boot.server.name, role: boot.role };
+  }
+
+  async rebuildMachine(ip: string): Promise<{ name: string; role: string }> {
+    const boot = [...this.nova.boots.values()].find((b) => b.ip === ip && b.machine !== undefined && b.deletedAt === undefined);
+    if (!boot) throw new CorekubeError('E_USAGE', `no server of this cloud has the address ${ip}`);
+    await boot.machine!.rebuild();
     return { name: boot.server.name, role: boot.role };
   }
 

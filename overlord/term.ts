@@ -24,6 +24,7 @@ import type { PodNetwork } from './pod-network/pod-network.ts';
 import { createPodNetwork, type PodNetworkSpec } from './pod-network/registry.ts';
 import type { MachineCredentials } from './trust/machine-credentials.ts';
 import { Removals } from './lifecycle/removals.ts';
+import { EtcdMembers } from './edges/etcd-members.ts';
 import { followStackMembers, STACK_POLL_MS } from './lifecycle/stack-members.ts';
 import type { DesiredSpec } from './lifecycle/desired-spec.ts';
 import type { StackVersions } from '../contracts/overlord-channel.ts';
@@ -194,6 +195,7 @@ class Term {
   private readonly podNetwork: PodNetwork | undefined;
   private readonly kube: KubernetesSide | undefined;
   private readonly removals: Removals;
+  private readonly etcd: EtcdMembers;
   private readonly reconciler: Reconciler;
   /** the startup reads: aborted with the term */
   private readonly startup = new AbortController();
@@ -214,12 +216,18 @@ class Term {
     this.ledger = new Ledger(store, keys, options.fence);
     // discovery's records → the identity rules and liveness (machines) → prepared (certificates) → the reconciler
     this.discovery = new Discovery({ store, keys, log, clock, onChange: () => this.machines.invalidate() });
+    // the masters' etcd, changed through a running master: the ones deployed that still announce (removed ones left out)
+    this.etcd = new EtcdMembers(
+      { hosts, log, running: () => this.runningMasters() },
+      { remote: { user: options.sshUser } },
+    );
     this.removals = new Removals(
       {
         store, keys, hosts, clock, log, ledger: this.ledger,
         ...(options.fence ? { fence: options.fence } : {}),
         api: () => this.kube?.api,
         podNetwork: () => this.podNetwork,
+        etcd: this.etcd,
         ...(options.admission ? { credentials: options.admission.credentials } : {}),
         announced: (id) => this.announced(id),
         onChange: () => this.machines.invalidate(),
@@ -256,7 +264,7 @@ class Term {
       : undefined;
     this.reconciler = new Reconciler(
       {
-        hosts, clock, log, discovery: view, ledger: this.ledger,
+        hosts, clock, log, discovery: view, ledger: this.ledger, etcd: this.etcd,
         ...(this.kube ? { nodes: this.kube.nodes } : {}),
         ...(this.podNetwork ? { podNetwork: this.podNetwork } : {}),
         ...(options.fence ? { fence: options.fence } : {}),
@@ -348,6 +356,13 @@ class Term {
         void this.stop();
       }
     });
+  }
+
+  /** The masters whose etcd runs: deployed, still announcing, not being removed — where etcdctl is asked. */
+  private runningMasters(): HostTarget[] {
+    const view = this.prepared ?? this.machines;
+    const masters = clusterView(view.snapshot().records.values(), this.ledger.entries()).deployedMasters;
+    return masters.map((m) => this.announced(m.id)).filter((t): t is HostTarget => t !== undefined);
   }
 
   /** Where a machine that still announces itself is reached: its admitted address and key. */

@@ -1,5 +1,6 @@
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { isRole, ROLES, type Role } from '../contracts/roles.ts';
+import { ETCD_BOOTSTRAP_ENV, etcdMemberName } from '../contracts/etcd-members.ts';
 import { addressPlan } from '../clusterspec/address-plan.ts';
 import { parseIpv4 } from '../clusterspec/cidr.ts';
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
@@ -52,8 +53,15 @@ export interface UnitContext {
     readonly listenClientUrls: string;
     readonly advertiseClientUrl: string;
     readonly peerUrl: string;
-    /** `name=https://ip:2380,…` over masterIps */
+    /**
+     * `name=https://ip:2380,…` over masterIps: the initial cluster of masters that form it together. Not in the
+     * unit: the overlord writes it, or the member list of a cluster it joins, to `bootstrapEnv` before the
+     * member's first start (its `etcd-member` step) — so masters that come and go change no running member's unit.
+     */
     readonly initialCluster: string;
+    /** the environment file with ETCD_INITIAL_CLUSTER and ETCD_INITIAL_CLUSTER_STATE (contracts/etcd-members.ts) */
+    readonly bootstrapEnv: string;
+    readonly dataDir: string;
     readonly initialClusterToken: string;
     /** `https://ip:2379,…` over masterIps: what the API server connects to */
     readonly servers: string;
@@ -119,10 +127,7 @@ export function etcdTakesTlsMinVersion(version: string): boolean {
   return major > 3 || (major === 3 && minor >= 6);
 }
 
-/** etcd member name of a master: `etcd-10-240-0-32`. */
-export function etcdMemberName(ip: string): string {
-  return `etcd-${ip.replace(/\./g, '-')}`;
-}
+export { etcdMemberName };
 
 /**
  * Builds and validates the context of one machine. Throws InvalidInputError (E_RECORD_INVALID) listing every
@@ -178,6 +183,8 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
       advertiseClientUrl: `https://${machine.ip}:${PORTS.etcdClient}`,
       peerUrl: `https://${machine.ip}:${PORTS.etcdPeer}`,
       initialCluster: masterIps.map((ip) => `${etcdMemberName(ip)}=https://${ip}:${PORTS.etcdPeer}`).join(','),
+      bootstrapEnv: ETCD_BOOTSTRAP_ENV,
+      dataDir: `${LAYOUT.stateDir}/etcd`,
       initialClusterToken: `corekube-${spec.name}`,
       servers: etcdServers,
       tlsMinVersionFlag: etcdTakesTlsMinVersion(spec.versions.etcd),

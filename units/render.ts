@@ -21,10 +21,13 @@ interface UnitDef {
   readonly until: Until;
 }
 
+/** The masters' etcd member (its first start waits for the overlord's `etcd-member` step). */
+export const ETCD_UNIT = 'corekube-etcd.service';
+
 /** Every unit, in start order (dependency order within each role): the pod network's between the two. */
 const CONTROL_PLANE: readonly UnitDef[] = [
   { unit: 'corekube-download.service', roles: ['master', 'minion'], until: 'exited' },
-  { unit: 'corekube-etcd.service', roles: ['master'], until: 'active' },
+  { unit: ETCD_UNIT, roles: ['master'], until: 'active' },
   { unit: 'kube-apiserver.service', roles: ['master'], until: 'active' },
   { unit: 'kube-controller-manager.service', roles: ['master'], until: 'active' },
   { unit: 'kube-scheduler.service', roles: ['master'], until: 'active' },
@@ -114,6 +117,7 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
     files: Object.freeze(files),
     start: Object.freeze(units.map((u) => Object.freeze({ unit: u.unit, until: u.until }))),
     ...(ctx.role === 'minion' ? { node: ctx.machine.hostname } : {}),
+    ...(ctx.isMaster ? { etcdMember: Object.freeze({ unit: ETCD_UNIT, name: ctx.etcd.name, peerUrl: ctx.etcd.peerUrl, initialCluster: ctx.etcd.initialCluster, bootstrapEnv: ctx.etcd.bootstrapEnv, dataDir: ctx.etcd.dataDir }) } : {}),
     hash: hashFiles(files),
   });
 }

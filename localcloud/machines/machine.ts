@@ -102,6 +102,11 @@ export interface Machine {
   stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
   /** boots the machine again (a new boot id, same disk) and waits until it is ready */
   boot(): Promise<void>;
+  /**
+   * Nova's rebuild: powered off, a fresh disk from the image (a new machine id and host key, the same user_data),
+   * the same address; booted and waited for. A lost server replaced in place.
+   */
+  rebuild(): Promise<void>;
   /** the console log (nspawn's stdout) */
   console(): string;
   /** bytes of memory the machine uses (its memory cgroup's usage, without inactive page cache); undefined when unknown */
@@ -144,7 +149,31 @@ export class MachineImpl implements Machine {
 
   /** disk, identity, user and network; no processes yet */
   async create(): Promise<void> {
-    const { dir, netns, veth } = this.n;
+    this.createDisk();
+    const { netns, veth } = this.n;
+    sh(['ip', 'netns', 'add', netns]);
+    sh(['ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', 'host0', 'netns', netns]);
+    sh(['ip', 'link', 'set', veth, 'master', this.bridge, 'up']);
+    sh(['ip', '-n', netns, 'addr', 'add', `${this.ip}/24`, 'dev', 'host0']);
+    sh(['ip', '-n', netns, 'link', 'set', 'host0', 'up']);
+    sh(['ip', '-n', netns, 'link', 'set', 'lo', 'up']);
+    sh(['ip', '-n', netns, 'route', 'add', 'default', 'via', this.gateway]);
+    createCgroup(this.n.cgroup);
+  }
+
+  async rebuild(): Promise<void> {
+    await this.stop('SIGKILL');
+    sh(['umount', '-l', this.root]);
+    // the disk is new: its upper layer and the state directories bound into it (containerd's) alike
+    rmSync(path.join(this.n.dir, 'rw'), { recursive: true, force: true });
+    rmSync(path.join(this.n.dir, 'state'), { recursive: true, force: true });
+    this.createDisk();
+    await this.boot();
+  }
+
+  /** the disk (an overlay on the shared rootfs) and the machine's identity, files, user and cloud-init seed */
+  private createDisk(): void {
+    const { dir } = this.n;
     const rw = path.join(dir, 'rw');
     mkdirSync(this.root, { recursive: true });
     // the upper layer on the host's disk: a machine's binaries and images cost disk, not memory
@@ -183,15 +212,6 @@ export class MachineImpl implements Machine {
     } else if (existsSync(etc('cloud'))) {
       writeFileSync(etc('cloud/cloud-init.disabled'), '');
     }
-
-    sh(['ip', 'netns', 'add', netns]);
-    sh(['ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', 'host0', 'netns', netns]);
-    sh(['ip', 'link', 'set', veth, 'master', this.bridge, 'up']);
-    sh(['ip', '-n', netns, 'addr', 'add', `${this.ip}/24`, 'dev', 'host0']);
-    sh(['ip', '-n', netns, 'link', 'set', 'host0', 'up']);
-    sh(['ip', '-n', netns, 'link', 'set', 'lo', 'up']);
-    sh(['ip', '-n', netns, 'route', 'add', 'default', 'via', this.gateway]);
-    createCgroup(this.n.cgroup);
   }
 
   private addUser(authorizedKey: string): void {

@@ -6,6 +6,7 @@ import type { Until } from '../../contracts/step.ts';
 import * as remote from '../edges/remote-commands.ts';
 import type { Step } from '../../contracts/step.ts';
 import type { NodeReadiness } from '../kubernetes/node-ready.ts';
+import type { EtcdMembers } from '../edges/etcd-members.ts';
 
 /**
  * The executor: runs ONE attempt of one step on one machine through HostRunner and the argv builders of
@@ -52,6 +53,8 @@ export interface ExecutorPorts {
   readonly clock: Clock;
   /** the Kubernetes side of `node-ready` steps (overlord/kubernetes/node-ready.ts); absent = none are planned */
   readonly nodes?: NodeReadiness;
+  /** a master's etcd member made before its first start (overlord/edges/etcd-members.ts); absent = no masters deployed */
+  readonly etcd?: Pick<EtcdMembers, 'ensureMember' | 'promote'>;
   /** a restart is about to be asked for: the unit's invocation before it, recorded (the ledger's step `from`) */
   readonly beforeRestart?: (invocation: string) => Promise<void>;
 }
@@ -92,6 +95,10 @@ export async function runStep(ports: ExecutorPorts, target: HostTarget, step: St
     case 'uncordon':
       if (!ports.nodes) throw new CorekubeError('E_INTERNAL', `a ${step.kind} step for ${step.node}, but this overlord has no Kubernetes API`, { hint: 'runOverlord needs its kubernetes option to change machines that run a kubelet' });
       return step.kind === 'drain' ? ports.nodes.drain(step.node, signal) : ports.nodes.uncordon(step.node);
+    case 'etcd-member':
+    case 'etcd-promote':
+      if (!ports.etcd) throw new CorekubeError('E_INTERNAL', `an ${step.kind} step for ${step.member.name}, but this overlord does not manage etcd members`, { hint: 'runOverlord makes one for every term: this is a bug' });
+      return step.kind === 'etcd-member' ? ports.etcd.ensureMember(target, step.member, signal) : ports.etcd.promote(target, step.member, signal);
   }
 }
 

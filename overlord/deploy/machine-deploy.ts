@@ -7,6 +7,7 @@ import { decide, retry, type Backoff, type RetryPolicy } from '../../core/retry.
 import type { HostRunner, HostTarget } from '../edges/host-runner.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { Fence } from '../edges/store.ts';
+import type { EtcdMembers } from '../edges/etcd-members.ts';
 import type { NodeReadiness } from '../kubernetes/node-ready.ts';
 import type { PodNetwork } from '../pod-network/pod-network.ts';
 import { runStep, type ExecutorOptions, type StepResult } from './executor.ts';
@@ -31,6 +32,8 @@ export interface MachineDeployDeps {
   readonly ledger: Ledger;
   /** the Kubernetes side of `node-ready` steps; absent = the overlord deploys no kubelet (tests of the deploy mechanics) */
   readonly nodes?: NodeReadiness;
+  /** a master's etcd member before its first start (`etcd-member` steps); absent = none are run (tests of the deploy mechanics) */
+  readonly etcd?: Pick<EtcdMembers, 'ensureMember' | 'promote'>;
   /** reserves each machine's pod subnet before its steps; absent = the overlord leaves the pod network alone */
   readonly podNetwork?: PodNetwork;
   readonly fence?: () => Fence | undefined;
@@ -159,7 +162,7 @@ class Deployment {
 
   /** A step's attempts under the retry policy: its result, `stopped`, or the failure and whether it requeues. */
   private async attempts(step: Step, slog: Logger): Promise<StepResult | 'stopped' | { readonly failed: CorekubeError; readonly requeue: boolean }> {
-    const { hosts, clock, nodes } = this.deps;
+    const { hosts, clock, nodes, etcd } = this.deps;
     const target: HostTarget = { id: this.record.id, ip: this.record.ip, ...(this.record.sshHostKey ? { hostKey: this.record.sshHostKey } : {}) };
     for (let failures = 1; ; failures++) {
       try {
@@ -169,7 +172,7 @@ class Deployment {
           this.entry = stepRestarting(this.entry, step.id, invocation, this.now());
           await this.write(this.entry);
         };
-        return await runStep({ hosts, clock, ...(nodes ? { nodes } : {}), ...(restarting ? { beforeRestart } : {}) }, target, restarting && from ? { ...step, replaces: from } : step, this.options.executor, this.signal);
+        return await runStep({ hosts, clock, ...(nodes ? { nodes } : {}), ...(etcd ? { etcd } : {}), ...(restarting ? { beforeRestart } : {}) }, target, restarting && from ? { ...step, replaces: from } : step, this.options.executor, this.signal);
       } catch (err) {
         if (this.signal.aborted) return 'stopped';
         const e = asCorekubeError(err);

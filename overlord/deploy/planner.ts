@@ -11,7 +11,9 @@ import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/s
  *
  * Rules, in order of precedence (each is a test in test/unit/overlord/planner.test.ts):
  * 1. Steps of a machine: write-units → daemon-reload → start each unit in the order units/ gives
- *    (the download oneshot first, `until: exited`, then services `until: active`) → node-ready, when the
+ *    (the download oneshot first, `until: exited`, then services `until: active`; a master's etcd member made
+ *    first — `etcd-member`: added to the running cluster as a learner, or the initial cluster written — and
+ *    promoted once it runs, `etcd-promote`) → node-ready, when the
  *    machine runs a kubelet (its Node registered, with its pod subnet, Ready).
  * 2. Units that do not render: the machine fails (terminal) with the reason; nothing runs.
  * 3. No ledger entry, or a different units hash (templates changed): every step, from the start.
@@ -93,7 +95,11 @@ export function stepsOf(units: RenderedUnits, options: { readonly drain?: boolea
     ...(drain ? [{ kind: 'drain', id: 'drain', node } as const] : []),
     { kind: 'write-units', id: 'write-units', files: units.files, hash: units.hash },
     { kind: 'daemon-reload', id: 'daemon-reload' },
-    ...units.start.map((s): Step => ({ kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until, inputs: inputs.get(s.unit)! })),
+    ...units.start.flatMap((s): Step[] => [
+      ...(units.etcdMember?.unit === s.unit ? [{ kind: 'etcd-member', id: 'etcd-member', member: units.etcdMember } as const] : []),
+      { kind: 'start', id: `start:${s.unit}`, unit: s.unit, until: s.until, inputs: inputs.get(s.unit)! },
+      ...(units.etcdMember?.unit === s.unit ? [{ kind: 'etcd-promote', id: 'etcd-promote', member: units.etcdMember } as const] : []),
+    ]),
     ...(node === undefined ? [] : [{ kind: 'node-ready', id: 'node-ready', node } as const]),
     ...(drain ? [{ kind: 'uncordon', id: 'uncordon', node } as const] : []),
   ];

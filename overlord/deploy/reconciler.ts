@@ -11,6 +11,7 @@ import type { DiscoverySnapshot } from '../discovery/discovery.ts';
 import type { HostRunner } from '../edges/host-runner.ts';
 import { errorFields, type Logger } from '../edges/log.ts';
 import type { Fence } from '../edges/store.ts';
+import type { EtcdMembers } from '../edges/etcd-members.ts';
 import type { NodeReadiness } from '../kubernetes/node-ready.ts';
 import type { PodNetwork } from '../pod-network/pod-network.ts';
 import type { ExecutorOptions } from './executor.ts';
@@ -40,6 +41,8 @@ export interface ReconcilerDeps {
   readonly hosts: HostRunner;
   /** the Kubernetes side of `node-ready` steps; absent = the overlord deploys no kubelet (tests of the deploy mechanics) */
   readonly nodes?: NodeReadiness;
+  /** a master's etcd member before its first start (`etcd-member` steps); absent = none are run (tests of the deploy mechanics) */
+  readonly etcd?: Pick<EtcdMembers, 'ensureMember' | 'promote'>;
   /** reserves each machine's pod subnet before its steps; absent = the pod network is left alone */
   readonly podNetwork?: PodNetwork;
   readonly fence?: () => Fence | undefined;

@@ -1,6 +1,8 @@
 import { JOIN_NONCE_FILE } from '../../cloud-config/machine-paths.ts';
 import { CorekubeError } from '../../core/errors.ts';
 import type { RemoteFile } from '../../contracts/step.ts';
+import { LAYOUT, PORTS } from '../../units/layout.ts';
+import { PKI_PATHS } from '../../units/pki-paths.ts';
 
 /**
  * Every command the overlord runs on a machine, as a fixed argv array. This is the whole vocabulary of the
@@ -98,6 +100,57 @@ export function restartUnit(ctx: RemoteContext, unit: string): Argv {
 /** Stops the units and keeps them from starting at the next boot (a machine removed from the cluster). */
 export function stopUnits(ctx: RemoteContext, units: readonly string[]): Argv {
   return privileged(ctx, ['systemctl', 'disable', '--now', '--quiet', ...units.map(checkUnitName)]);
+}
+
+/**
+ * The masters' etcd asked on a master, through its own client port, with the API server's etcd client certificate
+ * (the only etcd client credential a master holds): `etcdctl member list|add --learner|promote|remove`, `endpoint health`. JSON
+ * output — not `--hex`, whose member list leaves out `isLearner`: its ids are read as text (contracts/etcd-members.ts).
+ */
+export type EtcdctlCommand =
+  | { readonly op: 'member-list' }
+  | { readonly op: 'endpoint-health' }
+  | { readonly op: 'member-add'; readonly name: string; readonly peerUrl: string }
+  | { readonly op: 'member-remove'; readonly id: string }
+  | { readonly op: 'member-promote'; readonly id: string };
+
+const MEMBER_NAME = /^[a-z0-9-]{1,63}$/;
+const PEER_URL = /^https:\/\/[0-9.]{7,15}:\d{1,5}$/;
+const MEMBER_ID = /^[0-9a-f]{1,16}$/;
+
+export function etcdctl(ctx: RemoteContext, command: EtcdctlCommand): Argv {
+  const bad = (what: string) => new CorekubeError('E_INTERNAL', `etcdctl ${command.op}: ${what}`, { hint: 'member names, peer URLs and ids come from units/ and etcd itself' });
+  const base = [
+    `${LAYOUT.binDir}/etcdctl`,
+    `--endpoints=https://127.0.0.1:${PORTS.etcdClient}`,
+    `--cacert=${PKI_PATHS.etcdCa}`,
+    `--cert=${PKI_PATHS.apiServerEtcdClient.cert}`,
+    `--key=${PKI_PATHS.apiServerEtcdClient.key}`,
+    // a health check of a lost member should not hold a removal for long
+    `--command-timeout=${command.op === 'endpoint-health' ? 5 : 15}s`,
+    '-w',
+    'json',
+  ];
+  switch (command.op) {
+    case 'member-list':
+      return privileged(ctx, [...base, 'member', 'list']);
+    case 'endpoint-health':
+      return privileged(ctx, [...base, 'endpoint', 'health', '--cluster']);
+    case 'member-add':
+      if (!MEMBER_NAME.test(command.name)) throw bad(`${JSON.stringify(command.name)} is not a member name`);
+      if (!PEER_URL.test(command.peerUrl)) throw bad(`${JSON.stringify(command.peerUrl)} is not a peer URL`);
+      return privileged(ctx, [...base, 'member', 'add', command.name, `--peer-urls=${command.peerUrl}`, '--learner']);
+    case 'member-remove':
+    case 'member-promote':
+      if (!MEMBER_ID.test(command.id)) throw bad(`${JSON.stringify(command.id)} is not a hex member id`);
+      return privileged(ctx, [...base, 'member', command.op === 'member-remove' ? 'remove' : 'promote', command.id]);
+  }
+}
+
+/** Exits 0 when `path` is a directory (read with privilege: state directories are root's, mode 0700). */
+export function isDirectory(ctx: RemoteContext, path: string): Argv {
+  if (!path.startsWith('/') || path.split('/').includes('..') || /[\0\n]/.test(path)) throw new CorekubeError('E_INTERNAL', `${JSON.stringify(path)} is not an absolute path`, { hint: 'paths come from units/' });
+  return privileged(ctx, ['test', '-d', path]);
 }
 
 /** A question any machine answers at once, whatever its exit code: is the host there (overlord/availability/liveness.ts)? */

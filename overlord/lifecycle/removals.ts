@@ -13,6 +13,7 @@ import type { KubernetesApi } from '../kubernetes/api.ts';
 import { DEFAULT_DRAIN, drainNode, type DrainOptions } from '../kubernetes/drain.ts';
 import type { PodNetwork } from '../pod-network/pod-network.ts';
 import type { MachineCredentials } from '../trust/machine-credentials.ts';
+import type { EtcdMembers } from '../edges/etcd-members.ts';
 
 /**
  * Removes machines from the cluster, one at a time, each through the phases of contracts/removal.ts — cordon, drain,
@@ -25,8 +26,9 @@ import type { MachineCredentials } from '../trust/machine-credentials.ts';
  * While a machine is being removed, and for ever after, the reconciler does not see it (`excluded`: the view of
  * discovery/admitted-discovery.ts leaves it out) and admission refuses its join requests. A failed phase is
  * recorded in the request's `error` and tried again at the next look (a drain blocked by a budget, the API away).
- * Masters are refused (E_REMOVAL_REFUSED): removing one needs its etcd member removed first, which corekube does
- * not do yet.
+ * A master's etcd member is removed before its units stop (the `member` phase, asked on another running master):
+ * never the last member, never while the members left would lack a quorum of healthy ones — then the request waits,
+ * its error saying why, and goes on by itself once it is safe (a stopped master back, another one removed).
  */
 export interface RemovalsPorts {
   readonly store: Store;
@@ -39,6 +41,8 @@ export interface RemovalsPorts {
   /** the cluster's API (undefined: the overlord has no Kubernetes side; the Node phases are skipped) */
   readonly api: () => KubernetesApi | undefined;
   readonly podNetwork: () => PodNetwork | undefined;
+  /** the masters' etcd membership (overlord/edges/etcd-members.ts) */
+  readonly etcd?: Pick<EtcdMembers, 'remove'>;
   readonly credentials?: MachineCredentials;
   /** where to reach the machine if it still announces itself (then it is up: drained and stopped properly) */
   readonly announced: (id: string) => HostTarget | undefined;
@@ -208,7 +212,10 @@ export class Removals {
         if (this.reported.get(request.id) !== message) {
           this.reported.set(request.id, message);
           log.warn({ event: 'removal.failed', machine: request.id, hostname: request.hostname, phase, ...errorFields(e) }, `removing ${request.hostname} stopped at ${phase}: ${e.message}; tried again`);
-          await store.put(keys.removalOf(request.id), JSON.stringify({ ...request, error: message }), { expectModRevision: revision, ...this.fenced() }).catch(() => undefined);
+          const failed = JSON.stringify({ ...request, error: message });
+          // the request's new revision kept: the next attempt writes its progress over this one, not over the last
+          const written = await store.put(keys.removalOf(request.id), failed, { expectModRevision: revision, ...this.fenced() }).catch(() => undefined);
+          if (written !== undefined) this.pending.set(request.id, { value: failed, modRevision: written });
         }
         return false;
       }
@@ -224,11 +231,6 @@ export class Removals {
     const node = request.hostname;
     switch (phase) {
       case 'cordon': {
-        if (request.role === 'master') {
-          throw new CorekubeError('E_REMOVAL_REFUSED', `${request.hostname} is a master: removing a master needs its etcd member removed first, which corekube does not do yet`, {
-            hint: `delete ${this.ports.keys.removalOf(request.id)} in etcd; replace a master by rebuilding it at the same index (it keeps its address and etcd member)`,
-          });
-        }
         if (!api || !(await api.node(node))) return 'no Node';
         await api.patchNode(node, { spec: { unschedulable: true } });
         return undefined;
@@ -238,6 +240,11 @@ export class Removals {
         const gone = this.ports.announced(request.id) === undefined;
         const r = await drainNode(api, clock, node, { ...DEFAULT_DRAIN, ...this.options.drain, machineGone: gone }, signal);
         return `${r.evicted.length} pods evicted, ${r.left.length} DaemonSet or static pods left${r.blocked.length ? `, ${r.blocked.length} left to the pod garbage collector (the machine is gone)` : ''}`;
+      }
+      case 'member': {
+        if (request.role !== 'master') return 'no etcd member';
+        if (!this.ports.etcd) throw new CorekubeError('E_INTERNAL', `removing master ${request.hostname}, but this overlord does not manage etcd members`, { hint: 'runOverlord gives Removals its etcd port: this is a bug' });
+        return this.ports.etcd.remove(request.ip, signal);
       }
       case 'stop': {
         const target = this.ports.announced(request.id);

@@ -66,7 +66,7 @@ export async function followStackMembers(ports: StackMembersPorts, signal: Abort
       const out = beyondCount(ports.cluster, members, ports.machines());
       for (const m of out.minions) if (!ports.removals.excluded(m.id)) await ports.removals.request({ id: m.id, hostname: m.hostname, ip: m.ip, role: m.role, reason: 'stack' });
       const masters = out.masters.map((m) => m.hostname).sort().join(', ');
-      if (masters && masters !== warnedMasters) log.warn({ event: 'stack.masters-not-removed', masters }, `the stack counts ${members.masterCount} masters but ${masters} ${out.masters.length === 1 ? 'is' : 'are'} deployed beyond it: corekube does not remove masters (etcd membership); raise master_count back`);
+      if (masters && masters !== warnedMasters) log.warn({ event: 'stack.masters-not-removed', masters }, `the stack counts ${members.masterCount} masters but ${masters} ${out.masters.length === 1 ? 'is' : 'are'} deployed beyond it: masters are not removed by a count (Heat deletes them together, which can cost etcd its quorum); raise master_count back, and remove a master with corekube node remove, one at a time`);
       warnedMasters = masters;
     } catch (err) {
       if (signal.aborted) return;

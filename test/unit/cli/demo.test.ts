@@ -6,9 +6,9 @@ import { formatEvent, formatTimings, touchedMachines } from '../../../cli/demo-o
 
 describe('corekube demo options', () => {
   it('defaults to 1 master, 2 minions, no scale-up, human output, net 60, torn down at the end', () => {
-    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, apiLoadBalancer: undefined, scale: false, scaleDown: false, upgrade: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
+    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, replaceMaster: false, apiLoadBalancer: undefined, scale: false, scaleDown: false, upgrade: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
     expect(parseDemoArgs(['--masters', '3', '--fail-master', '--minions', '1', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70', '--keep', '--keeper-log', '/tmp/keeper.log']))
-      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, apiLoadBalancer: undefined, scale: true, scaleDown: false, upgrade: false, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
+      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, replaceMaster: false, apiLoadBalancer: undefined, scale: true, scaleDown: false, upgrade: false, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
   });
 
   it('scales down only where a minion is left afterwards', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { machineNamed, removalRequestFor } from '../../../cli/node.ts';
+import { machineNamed, removalRequestFor } from '../../../overlord/lifecycle/removal-request.ts';
 import type { StatusReport } from '../../../overlord/status.ts';
 
 const row = (id: string, role: 'master' | 'minion', ip: string, name: string) => ({ id, role, ip, state: 'deployed' as const, step: null, error: null, subnet: null, certificatesExpire: null, node: { name, ready: true, reason: null, podCIDR: null, kubeletVersion: 'v1.36.5', since: '2026-12-06T00:00:00Z' } });
@@ -14,9 +14,11 @@ describe('corekube node remove', () => {
     expect(() => machineNamed(report, 'b'.repeat(8))).toThrow(/names 2 machines/);
   });
 
-  it('asks for a minion\'s removal, and refuses a master with what to do instead', () => {
+  it('asks for a minion\'s or a master\'s removal, and refuses the only master with what to do instead', () => {
     const now = new Date('2026-12-06T12:00:00Z');
-    expect(removalRequestFor(machineNamed(report, 'c-minion-0'), 'c-minion-0', now)).toEqual({ schema: 1, id: 'b'.repeat(32), hostname: 'c-minion-0', ip: '10.240.0.33', role: 'minion', reason: 'command', requestedAt: '2026-12-06T12:00:00.000Z', done: [], error: null });
-    expect(() => removalRequestFor(machineNamed(report, 'c-master-0'), 'c-master-0', now)).toThrow(expect.objectContaining({ code: 'E_REMOVAL_REFUSED', hint: expect.stringContaining('same index') }));
+    expect(removalRequestFor(machineNamed(report, 'c-minion-0'), 'c-minion-0', now, report)).toEqual({ schema: 1, id: 'b'.repeat(32), hostname: 'c-minion-0', ip: '10.240.0.33', role: 'minion', reason: 'command', requestedAt: '2026-12-06T12:00:00.000Z', done: [], error: null });
+    expect(() => removalRequestFor(machineNamed(report, 'c-master-0'), 'c-master-0', now, report)).toThrow(expect.objectContaining({ code: 'E_REMOVAL_REFUSED', message: expect.stringContaining("the cluster's only master"), hint: expect.stringContaining('bring up another master first') }));
+    const three = { machines: [...report.machines, row('d'.repeat(32), 'master', '10.240.0.21', 'c-master-1')] } as unknown as StatusReport;
+    expect(removalRequestFor(machineNamed(three, 'c-master-1'), 'c-master-1', now, three)).toMatchObject({ id: 'd'.repeat(32), role: 'master', ip: '10.240.0.21' });
   });
 });

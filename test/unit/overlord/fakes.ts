@@ -271,7 +271,74 @@ interface UnitSim {
   starts: number;
 }
 
+/**
+ * The masters' etcd as `etcdctl` on any master sees it (one per FakeMachines): members formed from the bootstrap
+ * files the overlord writes (state new), added by `member add`, removed by `member remove`; `down` members answer
+ * no health check.
+ */
+export class FakeEtcd {
+  readonly members: { id: string; name: string; peerURLs: string[]; clientURLs: string[]; isLearner?: boolean }[] = [];
+  readonly down = new Set<string>();
+  readonly log: string[] = [];
+  private next = 0xa1;
+
+  command(a: readonly string[]): ExecResult {
+    const ok = (v: unknown): ExecResult => ({ code: 0, stdout: JSON.stringify(v), stderr: '' });
+    const words = a.filter((x, i) => (!x.startsWith('-') && a[i - 1] !== '-w') || x.startsWith('--peer-urls='));
+    const [op, sub, arg] = words.slice(1);
+    this.log.push(`${op} ${sub}${arg ? ` ${arg}` : ''}`);
+    // as etcdctl prints it without --hex: ids as (64-bit) numbers, the learner flag only when set
+    if (op === 'member' && sub === 'list') return ok({ members: this.members.map((m) => ({ ID: Number.parseInt(m.id, 16), name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs.length ? m.clientURLs : null, ...(m.isLearner ? { isLearner: true } : {}) })) });
+    if (op === 'member' && sub === 'promote') {
+      const m = this.members.find((x) => x.id === arg);
+      if (!m || !m.isLearner || m.clientURLs.length === 0) return { code: 1, stdout: '', stderr: 'Error: etcdserver: can only promote a learner member which is in sync with leader' };
+      m.isLearner = false;
+      return ok({});
+    }
+    if (op === 'endpoint' && sub === 'health') {
+      const started = this.members.filter((m) => m.clientURLs.length > 0);
+      const health = started.map((m) => ({ endpoint: m.clientURLs[0], health: !this.down.has(m.name) }));
+      return { code: health.every((h) => h.health) ? 0 : 1, stdout: JSON.stringify(health), stderr: '' };
+    }
+    if (op === 'member' && sub === 'add') {
+      const url = words.find((w) => w.startsWith('--peer-urls='))!.slice('--peer-urls='.length);
+      this.members.push({ id: (this.next++).toString(16), name: '', peerURLs: [url], clientURLs: [], isLearner: a.includes('--learner') });
+      return ok({});
+    }
+    if (op === 'member' && sub === 'remove') {
+      const i = this.members.findIndex((m) => m.id === arg);
+      if (i < 0) return { code: 1, stdout: '', stderr: 'Error: etcdserver: member not found' };
+      this.members.splice(i, 1);
+      return ok({});
+    }
+    return { code: 1, stdout: '', stderr: `unknown etcdctl ${a.join(' ')}` };
+  }
+
+  /** A member's first start with its bootstrap file: formed members appear, an added one gets its name and runs. */
+  started(env: string): void {
+    const cluster = /ETCD_INITIAL_CLUSTER=(\S+)/.exec(env)?.[1] ?? '';
+    for (const pair of cluster.split(',').filter(Boolean)) {
+      const [name, url] = pair.split('=') as [string, string];
+      const client = url.replace(':2380', ':2379');
+      const m = this.members.find((x) => x.peerURLs.includes(url));
+      if (!m) this.members.push({ id: (this.next++).toString(16), name, peerURLs: [url], clientURLs: [client] });
+    }
+  }
+
+  /** The member at `ip` runs (its etcd started): named, with its client URL. */
+  run(ip: string): void {
+    const m = this.members.find((x) => x.peerURLs.includes(`https://${ip}:2380`));
+    if (m && !m.name) Object.assign(m, { name: `etcd-${ip.replace(/\./g, '-')}`, clientURLs: [`https://${ip}:2379`] });
+  }
+}
+
 export class FakeMachine {
+  /** the cluster's etcd, as etcdctl on this machine reaches it (FakeMachines gives every machine the same one) */
+  etcd: FakeEtcd | undefined;
+  /** directories that exist (`test -d`) */
+  readonly dirs = new Set<string>();
+  /** its address, once placed (for the etcd member it runs) */
+  ip: string | undefined;
   /** placed machines: their host key line and announce script's join nonce (absent = none on the machine) */
   hostKey: string | undefined;
   nonce: string | undefined;
@@ -322,8 +389,11 @@ export class FakeMachine {
     const fail = (code: number, stderr: string): ExecResult => ({ code, stdout: '', stderr });
     if (a[0] === 'sh' && a[1] === '-c' && a[3] === 'corekube-write-file') {
       this.files.set(a[4]!, { content: stdin ?? '', mode: a[5]! });
+      if (a[4]!.endsWith('/etcd/bootstrap.env')) this.etcd?.started(stdin ?? '');
       return ok();
     }
+    if (a[0] === 'test' && a[1] === '-d') return this.dirs.has(a[2]!) ? ok() : fail(1, '');
+    if (a[0]?.endsWith('/etcdctl')) return this.etcd ? this.etcd.command(a) : fail(127, 'etcdctl: not found');
     if (a[0] === 'systemctl' && a[1] === 'daemon-reload') {
       this.reloads++;
       this.loaded = new Set([...this.files.keys()].filter((p) => p.startsWith('/etc/systemd/system/')).map((p) => p.slice('/etc/systemd/system/'.length)));
@@ -335,6 +405,7 @@ export class FakeMachine {
       return ok();
     }
     if (a[0] === 'systemctl' && a[1] === 'start') {
+      if (a.at(-1) === 'corekube-etcd.service') this.etcdRuns();
       // --no-block queues the job; without it, the start returns once the job is done: the unit settles now
       // (a unit that hangs stays activating — the fake's job ends anyway; the executor's timeout catches it)
       const noBlock = a[2] === '--no-block';
@@ -390,6 +461,13 @@ export class FakeMachine {
     return fail(127, `unknown command ${a[0]}`);
   }
 
+  /** its etcd member starts: an added member gets its name, and its data directory holds the member */
+  private etcdRuns(): void {
+    const env = this.files.get('/etc/corekube/etcd/bootstrap.env');
+    if (env && this.ip) this.etcd?.run(this.ip);
+    if (env) this.dirs.add('/var/lib/corekube/etcd/member');
+  }
+
   private settle(name: string, u: UnitSim): void {
     const b = this.behaviour.get(name) ?? {};
     const failing = b.outcome === 'fail' || (b.failTimes !== undefined && u.starts <= b.failTimes);
@@ -413,10 +491,14 @@ export class FakeMachines implements HostRunner {
 
   constructor(private readonly latency?: { clock: FakeClock; ms: number }) {}
 
+  /** the masters' etcd, shared by every machine's etcdctl */
+  readonly etcd = new FakeEtcd();
+
   machine(id: string): FakeMachine {
     let m = this.machines.get(id);
     if (!m) {
       m = new FakeMachine(id);
+      m.etcd = this.etcd;
       this.machines.set(id, m);
     }
     return m;
@@ -437,6 +519,7 @@ export class FakeMachines implements HostRunner {
     if (m.hostKey !== undefined && target.hostKey !== undefined && m.hostKey !== target.hostKey) {
       throw new CorekubeError('E_SSH_HOSTKEY', `machine ${target.id} (${target.ip}) presented another host key`);
     }
+    m.ip ??= target.ip;
     this.running++;
     this.peak = Math.max(this.peak, this.running);
     try {

@@ -40,7 +40,7 @@ describe('corekube units render', () => {
 
   it('renders a master against its own IP when no masters are given', async () => {
     const { dir } = await render(['--role', 'master', '--ip', '10.240.0.32']);
-    expect(await readFile(path.join(dir, 'etc/systemd/system/corekube-etcd.service'), 'utf8')).toContain('--initial-cluster=etcd-10-240-0-32=https://10.240.0.32:2380 ');
+    expect(await readFile(path.join(dir, 'etc/corekube/etcd/bootstrap.env'), 'utf8')).toContain('\nETCD_INITIAL_CLUSTER_STATE=new\nETCD_INITIAL_CLUSTER=etcd-10-240-0-32=https://10.240.0.32:2380\n');
   });
 
   it('refuses an unknown role and a minion without masters as usage errors', async () => {

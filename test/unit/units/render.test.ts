@@ -137,12 +137,23 @@ describe('renderUnits', () => {
     }
   });
 
-  it('builds the etcd initial cluster from every deployed master, named by IP', () => {
+  it('builds the etcd initial cluster from every deployed master, named by IP, outside the unit: masters that come and go change no running member', () => {
     const etcd = fileOf('master', '/etc/systemd/system/corekube-etcd.service');
     expect(etcd).toContain('--name=etcd-10-240-0-32 ');
-    expect(etcd).toContain(
-      '--initial-cluster=etcd-10-240-0-32=https://10.240.0.32:2380,etcd-10-240-0-33=https://10.240.0.33:2380,etcd-10-240-0-34=https://10.240.0.34:2380 ',
-    );
+    expect(etcd).toContain('EnvironmentFile=-/etc/corekube/etcd/bootstrap.env\n');
+    expect(etcd).not.toContain('--initial-cluster=');
+    expect(etcd).not.toContain('--initial-cluster-state');
+    const rendered = renderUnits(context('master'));
+    expect(rendered.etcdMember).toEqual({
+      unit: 'corekube-etcd.service', name: 'etcd-10-240-0-32', peerUrl: 'https://10.240.0.32:2380', bootstrapEnv: '/etc/corekube/etcd/bootstrap.env', dataDir: '/var/lib/corekube/etcd',
+      initialCluster: 'etcd-10-240-0-32=https://10.240.0.32:2380,etcd-10-240-0-33=https://10.240.0.33:2380,etcd-10-240-0-34=https://10.240.0.34:2380',
+    });
+    // a fourth master: the same etcd unit on this one (its API server's etcd list grows)
+    const more = renderUnits(context('master', spec(), ['10.240.0.32', '10.240.0.33', '10.240.0.34', '10.240.0.35']));
+    const unit = (u: typeof rendered, p: string) => u.files.find((f) => f.path === p)!.content;
+    expect(unit(more, '/etc/systemd/system/corekube-etcd.service')).toBe(etcd);
+    expect(unit(more, '/etc/systemd/system/kube-apiserver.service')).toContain('https://10.240.0.35:2379');
+    expect(renderUnits(context('minion')).etcdMember).toBeUndefined();
   });
 
   it('sets the TLS floor with --tls-min-version only for etcd v3.6 and later (v3.4 has no such flag, and 1.2 is its fixed minimum)', () => {
