@@ -1,9 +1,10 @@
 import { CorekubeError } from '../core/errors.ts';
 import type { OverlordMode } from '../localcloud/overlord-runner.ts';
+import { API_LOAD_BALANCERS, type ApiLoadBalancer } from '../clusterspec/fields.ts';
 import { parseOptions } from './command.ts';
 
 /** `corekube demo`'s flags (cli/demo.ts), parsed and checked. */
-export const DEMO_USAGE = `Usage: corekube demo [--masters N [--fail-master] [--replace-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
+export const DEMO_USAGE = `Usage: corekube demo [--masters N [--api-load-balancer octavia|node-local|none] [--fail-master] [--replace-master]] [--minions M] [--overlords O [--failover]] [--scale] [--scale-down] [--upgrade] [--json] [--keep]
                      [--overlord docker|process] [--net K]
        corekube demo --down [--net K]
 
@@ -21,9 +22,15 @@ where the local cloud departs from a real one; the demo prints that list too.
 Options:
   --masters N          masters (1, 3 or 5; default 1); with 3 or 5 the API is behind the stack's Octavia load
                        balancer (haproxy on this host plays it) and every kubeconfig names its VIP
+  --api-load-balancer LB
+                       how the minions reach the API (the spec's apiLoadBalancer): octavia (the default with 3 or 5
+                       masters), node-local (a proxy on every minion at 127.0.0.1:6443 in front of every master,
+                       etcd's gateway) or none (the first master; the default with 1)
   --fail-master        (with --masters 3 or 5) once deployed, power off the master the load balancer used last
                        and keep asking the API through the VIP for a minute: it must answer every time and every
-                       Node stay Ready; --json adds "apiEndpoint": {address, survivedMasterLoss}
+                       Node stay Ready; with --api-load-balancer node-local, power off the last master and have
+                       every minion ask the API through its own proxy instead; --json adds "apiEndpoint":
+                       {address, survivedMasterLoss}
   --replace-master     (with --masters 3 or 5) once deployed, power off the master at the highest index, remove it
                        as \`corekube node remove\` asks (its etcd member first), then rebuild its server in place
                        (a new machine id, the same address): the overlord adds it to etcd as a learner, starts
@@ -73,6 +80,8 @@ export interface DemoOptions {
   readonly overlords: number;
   readonly failover: boolean;
   readonly failMaster: boolean;
+  /** the spec's apiLoadBalancer, or undefined for the spec's default */
+  readonly apiLoadBalancer: ApiLoadBalancer | undefined;
   readonly replaceMaster: boolean;
   readonly scale: boolean;
   readonly scaleDown: boolean;
@@ -108,6 +117,7 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
       json: { type: 'boolean' },
       overlord: { type: 'string' },
       net: { type: 'string' },
+      'api-load-balancer': { type: 'string' },
       keep: { type: 'boolean' },
       down: { type: 'boolean' },
       'keeper-log': { type: 'string' },
@@ -128,6 +138,9 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
   if (failover && overlords < 2) problems.push(`--failover needs a standby to take over: give --overlords 2 or 3 (got ${overlords})`);
   const failMaster = values['fail-master'] ?? false;
   if (failMaster && masters < 3) problems.push(`--fail-master needs masters that survive one's loss behind a load balancer: give --masters 3 or 5 (got ${masters})`);
+  const lb = values['api-load-balancer'];
+  if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) problems.push(`--api-load-balancer must be one of ${API_LOAD_BALANCERS.join(', ')} (got ${JSON.stringify(lb)})`);
+  if (failMaster && lb === 'none') problems.push('--fail-master needs a load balancer or the node-local proxy in front of the masters: leave out --api-load-balancer none');
   const replaceMaster = values['replace-master'] ?? false;
   if (replaceMaster && masters < 3) problems.push(`--replace-master needs masters that keep etcd's quorum while one is replaced: give --masters 3 or 5 (got ${masters})`);
   if (replaceMaster && failMaster) problems.push('--replace-master and --fail-master each power off a master: give one of them');
@@ -143,6 +156,6 @@ export function parseDemoArgs(argv: readonly string[]): DemoOptions {
     if (others.length > 0) problems.push(`--down takes only --net (got ${others.map((o) => `--${o}`).join(', ')})`);
   }
   if (problems.length > 0) throw new CorekubeError('E_USAGE', problems.join('; '), { hint: 'for example: corekube demo --masters 1 --minions 2' });
-  return Object.freeze({ masters, minions, overlords, failover, failMaster, replaceMaster, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
+  return Object.freeze({ masters, minions, overlords, failover, failMaster, replaceMaster, apiLoadBalancer: lb as ApiLoadBalancer | undefined, scale: values.scale ?? false, scaleDown, upgrade: values.upgrade ?? false, json: values.json ?? false, keep, down, overlord: overlord as OverlordMode | undefined, net, keeperLog: values['keeper-log'] });
 }
 

@@ -103,6 +103,7 @@ class DemoRun {
       minions: options.minions,
       net: options.net,
       name: STACK_NAME,
+      ...(options.apiLoadBalancer ? { apiLoadBalancer: options.apiLoadBalancer } : {}),
       ...(options.overlord ? { overlord: options.overlord } : {}),
       ...(options.upgrade ? { kubernetesVersion: UPGRADE_FROM } : {}),
       ...(options.overlords > 1 ? { overlords: options.overlords } : {}),
@@ -158,10 +159,14 @@ class DemoRun {
     this.say(`[cloud]     ${lead.name} leads ${((lead.at - killedAt) / 1000).toFixed(1)} s after the bootstrap overlord died (lease TTL 15 s)`);
   }
 
-  /** `--fail-master`: the master the load balancer used last powered off; the API must answer through the VIP. */
+  /**
+   * `--fail-master`: the master the load balancer used last powered off, the API must answer through the VIP; with
+   * node-local, the last master powered off, the API must answer through every minion's proxy.
+   */
   private async failMaster(cloud: LocalCloud, kubectl: Kubectl): Promise<MasterLoss> {
-    const { loseMaster } = await import('../localcloud/master-loss.ts');
-    return loseMaster(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
+    const { loseMaster, loseMasterBehindNodeProxies } = await import('../localcloud/master-loss.ts');
+    const lose = cloud.spec.apiLoadBalancer === 'node-local' ? loseMasterBehindNodeProxies : loseMaster;
+    return lose(cloud, kubectl, { signal: this.signal, say: (t) => this.say(t) });
   }
 
   /** `--replace-master`: a master lost, removed (its etcd member first) and its server rebuilt; the API asked throughout. */

@@ -1,7 +1,8 @@
 import { clusterKeys } from '../contracts/keys.ts';
-import { nextPhase, parseRemovalRequest, type RemovalRequest } from '../contracts/removal.ts';
+import { nextPhase, parseRemovalRequest } from '../contracts/removal.ts';
+import { machineNamed, removalRequestFor } from '../overlord/lifecycle/removal-request.ts';
 import { CorekubeError } from '../core/errors.ts';
-import { readStatus, type MachineStatus, type StatusReport } from '../overlord/status.ts';
+import { readStatus } from '../overlord/status.ts';
 import { parseOptions, type Command } from './command.ts';
 import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
 
@@ -29,28 +30,6 @@ ${ETCD_USAGE}
   --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
   --wait                 wait until the overlord has removed it, printing each phase
   --timeout SECONDS      with --wait: give up after this long (default 600)`;
-
-/** PURE: the machine MACHINE names in the status, or an error naming the value and the fix. */
-export function machineNamed(report: StatusReport, name: string): MachineStatus {
-  const found = report.machines.filter((m) => m.id === name || m.ip === name || m.node?.name === name || (name.length >= 8 && m.id.startsWith(name)));
-  if (found.length === 0) throw new CorekubeError('E_USAGE', `MACHINE ${JSON.stringify(name)} is no machine of this cluster`, { hint: 'give an id, IP address or hostname `corekube status` lists' });
-  if (found.length > 1) throw new CorekubeError('E_USAGE', `MACHINE ${JSON.stringify(name)} names ${found.length} machines (${found.map((m) => m.id.slice(0, 12)).join(', ')})`, { hint: 'give the full machine id' });
-  return found[0]!;
-}
-
-/** PURE: the request for a machine of the status (the last master refused: the cluster would have no store). */
-export function removalRequestFor(machine: MachineStatus, hostname: string, now: Date, report: StatusReport): RemovalRequest {
-  if ((machine.role !== 'minion' && machine.role !== 'master') || machine.ip === null) throw new CorekubeError('E_USAGE', `machine ${machine.id} has no role or address the overlord knows (state ${machine.state})`, { hint: 'only a machine that announced itself can be removed' });
-  if (machine.role === 'master') {
-    const others = report.machines.filter((m) => m.role === 'master' && m.id !== machine.id && m.state !== 'removing');
-    if (others.length === 0) {
-      throw new CorekubeError('E_REMOVAL_REFUSED', `${hostname} (${machine.ip}) is the cluster's only master: without it there is no etcd and no API`, {
-        hint: 'bring up another master first (a replacement joins etcd by itself), then remove this one',
-      });
-    }
-  }
-  return { schema: 1, id: machine.id, hostname, ip: machine.ip, role: machine.role, reason: 'command', requestedAt: now.toISOString(), done: [], error: null };
-}
 
 export const nodeRemoveCommand: Command = {
   path: ['node', 'remove'],

@@ -33,7 +33,7 @@ const DESCRIPTIONS: Readonly<Record<string, string>> = {
   masters: 'number of masters: 1, 3 or 5',
   minions: 'number of minions: 0..500',
   os: 'OS profile of the image: flatcar or ubuntu',
-  'api-load-balancer': 'API endpoint: octavia (a load balancer in front of the masters; default with 3 or 5) or none',
+  'api-load-balancer': 'API endpoint: octavia (a load balancer in front of the masters; default with 3 or 5), node-local (a proxy on every minion in front of every master) or none (the first master)',
   'cert-renew-before-days': 'the overlord issues a machine certificate again this many days before it expires (1..180)',
   'cloud-provider': 'openstack (cloud controller manager + Cinder CSI, from an application credential given to the stack; default) or none',
   'kubernetes-version': 'Kubernetes release tag',

@@ -62,7 +62,7 @@ function checkCounts(spec: SpecValues): void {
   }
   const lb = spec.get<string | undefined>('apiLoadBalancer');
   if (lb !== undefined && !(API_LOAD_BALANCERS as readonly string[]).includes(lb)) {
-    spec.bad('apiLoadBalancer', `must be one of ${API_LOAD_BALANCERS.join(', ')}`, 'use octavia (an OpenStack load balancer in front of the masters) or none (nodes use the first master)');
+    spec.bad('apiLoadBalancer', `must be one of ${API_LOAD_BALANCERS.join(', ')}`, 'use octavia (an OpenStack load balancer in front of the masters), node-local (a proxy on every minion in front of every master, for clouds without Octavia) or none (nodes use the first master)');
   }
   const renew = spec.get<number | undefined>('certificates.renewBeforeDays');
   if (renew !== undefined && (renew < RENEW_BEFORE_DAYS.min || renew > RENEW_BEFORE_DAYS.max)) {

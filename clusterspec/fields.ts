@@ -11,10 +11,12 @@ export const MIN_OVERLORDS = 1;
 export const MAX_OVERLORDS = 5;
 /**
  * How nodes reach the Kubernetes API: `octavia` = an OpenStack load balancer (listener 6443, a pool of the
- * masters, a health monitor) whose fixed VIP every kubeconfig names; `none` = the first master's address.
+ * masters, a health monitor) whose fixed VIP every kubeconfig names; `node-local` = a TCP proxy on every minion
+ * (127.0.0.1:6443, etcd's gateway) in front of every master, which the minion's kubeconfigs name — for clouds
+ * without Octavia; `none` = the first master's address.
  */
-export type ApiLoadBalancer = 'octavia' | 'none';
-export const API_LOAD_BALANCERS: readonly ApiLoadBalancer[] = ['octavia', 'none'];
+export type ApiLoadBalancer = 'octavia' | 'node-local' | 'none';
+export const API_LOAD_BALANCERS: readonly ApiLoadBalancer[] = ['octavia', 'node-local', 'none'];
 /**
  * The cloud integration: `openstack` = the OpenStack cloud controller manager and the Cinder CSI driver as
  * add-ons (LoadBalancer Services through Octavia, PersistentVolumes on Cinder), kubelets with

@@ -16,7 +16,7 @@ import { parseIpv4 } from '../clusterspec/cidr.ts';
  * derived from a member's peer URL — also for a member added but not started yet, which etcd lists without one.
  */
 export interface EtcdMember {
-  /** hex member id, as `etcdctl --hex` prints it */
+  /** the member id in hex, as `etcdctl member promote|remove` take it */
   readonly id: string;
   /** empty for a member added but not started yet */
   readonly name: string;
@@ -45,20 +45,26 @@ export function urlHost(url: string): string | undefined {
   return m && parseIpv4(m[1]!) !== undefined ? m[1] : undefined;
 }
 
-/** Parses `etcdctl member list -w json --hex`; undefined when it is not that. */
+/**
+ * Parses `etcdctl member list -w json`; undefined when it is not that. Member ids are 64-bit numbers, more than a
+ * JavaScript number holds: they are quoted before parsing and kept in hex, as etcdctl's other commands take them.
+ * (`--hex` would print them as text, but its member list leaves out `isLearner`.)
+ */
 export function parseMemberList(stdout: string): EtcdMember[] | undefined {
   let v: { members?: unknown };
   try {
-    v = JSON.parse(stdout) as { members?: unknown };
+    v = JSON.parse(stdout.replace(/"(ID|cluster_id|member_id)":(\d{1,20})([,}])/g, '"$1":"$2"$3')) as { members?: unknown };
   } catch {
     return undefined;
   }
   if (v === null || typeof v !== 'object' || !Array.isArray(v.members)) return undefined;
   const out: EtcdMember[] = [];
   for (const m of v.members as Record<string, unknown>[]) {
-    if (m === null || typeof m !== 'object' || typeof m.ID !== 'string' || !/^[0-9a-f]{1,16}$/.test(m.ID)) return undefined;
+    if (m === null || typeof m !== 'object' || typeof m.ID !== 'string' || !/^\d{1,20}$/.test(m.ID)) return undefined;
+    const id = BigInt(m.ID);
+    if (id >= 1n << 64n) return undefined;
     const strings = (x: unknown) => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : []);
-    out.push(Object.freeze({ id: m.ID, name: typeof m.name === 'string' ? m.name : '', peerUrls: Object.freeze(strings(m.peerURLs)), clientUrls: Object.freeze(strings(m.clientURLs)), isLearner: m.isLearner === true }));
+    out.push(Object.freeze({ id: id.toString(16), name: typeof m.name === 'string' ? m.name : '', peerUrls: Object.freeze(strings(m.peerURLs)), clientUrls: Object.freeze(strings(m.clientURLs)), isLearner: m.isLearner === true }));
   }
   return out;
 }

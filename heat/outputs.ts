@@ -40,7 +40,9 @@ export function clusterOutputs(spec: ClusterSpec): Record<string, Output> {
     api_endpoint: {
       description: lb
         ? `Kubernetes API behind the load balancer (VIP ${addressPlan(spec).apiVip}, every master; private address: reach it from admin_cidr or through the overlord, see api_tunnel).`
-        : 'Kubernetes API of the first master (private address: reach it from admin_cidr or through the overlord, see api_tunnel).',
+        : spec.apiLoadBalancer === 'node-local'
+          ? "Kubernetes API of the first master, for the admin (the nodes reach every master through their node-local proxy; any master's address serves; private address: reach it from admin_cidr or through the overlord, see api_tunnel)."
+          : 'Kubernetes API of the first master (private address: reach it from admin_cidr or through the overlord, see api_tunnel).',
       value: strReplace(`https://HOST:${PORTS.apiserver}`, { HOST: apiHost }),
     },
     api_tunnel: {

@@ -24,6 +24,7 @@ import path from 'node:path';
 import { CorekubeError } from '../core/errors.ts';
 import { killLocalHeatNow, missingPrerequisites, startLocalHeat, type LocalHeat } from './heat/local-heat.ts';
 import { parseClusterSpec, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { ApiLoadBalancer } from '../clusterspec/fields.ts';
 import { onExit } from './cleanup.ts';
 import { overlordImageTag } from './docker.ts';
 import { bootMachines, cleanupNet, machinesMissing, netsInUse, type Fleet } from './machines/machines.ts';
@@ -44,6 +45,8 @@ export interface LocalCloudOptions {
   readonly minions: number;
   /** overlord servers: the bootstrap one and overlords - 1 standbys (default 1) */
   readonly overlords?: number;
+  /** how the minions reach the API (spec.apiLoadBalancer; default: the spec's, octavia with 3 or 5 masters) */
+  readonly apiLoadBalancer?: ApiLoadBalancer;
   /** net index k: 10.200.k.0/24 on bridge ckbr<k> (default 60) */
   readonly net?: number;
   /** cluster and stack name (default `demo`) */
@@ -71,7 +74,7 @@ export function localCloudMissing(): string | undefined {
 }
 
 /** The cluster spec of the local cloud: ubuntu profile, its private net, the mirror, the real etcd's version. */
-export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; net: number; releaseBaseUrl: string; releaseDigests: Readonly<Record<string, string>>; registryMirror: string; kubernetesVersion?: string }): ClusterSpec {
+export function localCloudSpec(options: { name: string; masters: number; minions: number; overlords?: number; apiLoadBalancer?: ApiLoadBalancer; net: number; releaseBaseUrl: string; releaseDigests: Readonly<Record<string, string>>; registryMirror: string; kubernetesVersion?: string }): ClusterSpec {
   return parseClusterSpec({
     flags: {
       name: options.name,
@@ -81,6 +84,7 @@ export function localCloudSpec(options: { name: string; masters: number; minions
       masters: String(options.masters),
       minions: String(options.minions),
       overlords: String(options.overlords ?? 1),
+      ...(options.apiLoadBalancer ? { 'api-load-balancer': options.apiLoadBalancer } : {}),
       'private-cidr': `10.200.${options.net}.0/24`,
       'release-base-url': options.releaseBaseUrl,
       'release-digests': options.releaseDigests,
@@ -185,6 +189,7 @@ export async function openLocalCloud(options: LocalCloudOptions): Promise<LocalC
     const workloadImage = await phase('images', () => pushLocalCloudImages(p.release, p.registry), () => `pause, CoreDNS and the test workload's image pushed to ${p.registry.host}`);
     const spec = localCloudSpec({
       name: options.name ?? 'demo', masters: options.masters, minions: options.minions, ...(options.overlords ? { overlords: options.overlords } : {}), net,
+      ...(options.apiLoadBalancer ? { apiLoadBalancer: options.apiLoadBalancer } : {}),
       releaseBaseUrl: p.mirror.urlOn(p.fleet.gateway), releaseDigests: p.release.digests, registryMirror: p.registry.url,
       ...(options.kubernetesVersion ? { kubernetesVersion: options.kubernetesVersion } : {}),
     });

@@ -10,7 +10,7 @@
  */
 import { clusterKeys } from '../contracts/keys.ts';
 import { healthyMembers, parseEndpointHealth, parseMemberList } from '../contracts/etcd-members.ts';
-import { machineNamed, removalRequestFor } from '../cli/node.ts';
+import { machineNamed, removalRequestFor } from '../overlord/lifecycle/removal-request.ts';
 import { etcdctl } from '../overlord/edges/remote-commands.ts';
 import type { LocalCloud } from './cloud.ts';
 import type { Kubectl } from './cluster-checks.ts';

@@ -114,7 +114,18 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   let failedProbes = 0;
   const probeFailuresByNode: Record<string, number> = Object.fromEntries(minions.map((m) => [m, 0]));
   /** when into the rollout no minion got an answer, and how each failed */
-  const unansweredAt: string[] = [];
+  const diagnoses: Promise<string>[] = [];
+  const diagnose = async (): Promise<string> => {
+    const [entries, slices] = await Promise.all([
+      ledger(),
+      kubectl.run(['-n', APP.namespace, 'get', 'endpointslices', '-l', `kubernetes.io/service-name=${APP.name}`, '-o', 'json'], { timeoutMs: 5000 }),
+    ]);
+    const inFlight = [...entries.values()].flatMap((e) => Object.entries(e.steps).filter(([, st]) => st.state === 'in-flight').map(([id]) => `${e.hostname} ${id}`));
+    const endpoints = (JSON.parse(slices.stdout || '{"items":[]}') as { items: { endpoints?: { addresses: string[]; nodeName?: string; conditions?: { ready?: boolean; terminating?: boolean } }[] }[] }).items
+      .flatMap((i) => i.endpoints ?? [])
+      .map((e) => `${e.addresses[0]}@${e.nodeName ?? '?'}${e.conditions?.ready ? '' : ' not-ready'}${e.conditions?.terminating ? ' terminating' : ''}`);
+    return `in flight: ${inFlight.join(', ') || 'nothing'}; endpoints: ${endpoints.join(', ') || 'none'}`;
+  };
   let t0 = Date.now();
   let apiDownSince: number | undefined;
   let apiUnavailableMs = 0;
@@ -133,7 +144,10 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
       if (answers.every((a) => a.code !== 0)) {
         failedProbes++;
         // curl's exit code says how: 7 refused, 28 timed out, 22 an HTTP error
-        unansweredAt.push(`${((t - t0) / 1000).toFixed(1)} s (curl ${answers.map((a, i) => `${minions[i]} ${a.code}`).join(', ')})`);
+        const at = `${((t - t0) / 1000).toFixed(1)} s (curl ${answers.map((a, i) => `${minions[i]} ${a.code}`).join(', ')})`;
+        // what explains it, read at once: the steps in flight on every machine, and the Service's endpoints as the
+        // API has them (ready or not, and where) — the one run in four that lost a second left no clue
+        diagnoses.push(diagnose().then((d) => `${at} — ${d}`, () => at));
       }
       if (api.code !== 0) apiDownSince ??= t;
       else if (apiDownSince !== undefined) {
@@ -203,6 +217,7 @@ export async function rollUpgrade(cloud: LocalCloud, kubectl: Kubectl, options: 
   say(done
     ? `[upgrade]   ${machines} machines at ${to} in ${(totalMs / 1000).toFixed(1)} s (${perMachineMs.map((m) => `${m.name} ${(m.ms / 1000).toFixed(1)} s`).join(', ')}); ${restartedUnits} units restarted${restartedTwice.length ? `, restarted twice: ${restartedTwice.join(', ')}` : ', none twice'}`
     : `[upgrade]   the rollout did not finish within ${Math.round((deadline - t0) / 1000)} s`);
+  const unansweredAt = await Promise.all(diagnoses);
   if (unansweredAt.length > 0) say(`[upgrade]   no minion got the workload's answer at ${unansweredAt.join('; ')} into the rollout`);
   say(`[upgrade]   the workload answered through its Service in ${probes - failedProbes}/${probes} seconds (unanswered per minion: ${Object.entries(probeFailuresByNode).map(([m, n]) => `${m} ${n}`).join(', ')}); the API did not answer for ${(apiUnavailableMs / 1000).toFixed(1)} s in all${[...before.values()].filter((e) => e.role === 'master').length === 1 ? ' (one master: its API server restarts)' : ' (the masters behind the load balancer changed one at a time)'}`);
   return upgrade;

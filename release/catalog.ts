@@ -17,8 +17,12 @@
  */
 import type { ClusterSpec } from '../clusterspec/cluster-spec.ts';
 
-/** Who installs an artifact: a machine role, or the container images the mirror builds. */
-export type Consumer = 'discovery' | 'master' | 'minion' | 'image';
+/**
+ * Who installs an artifact: a machine role; `api-proxy`, the node-local API proxy a minion runs when the spec
+ * asks for one (spec.apiLoadBalancer `node-local`: etcd's gateway, sources.ts consumersOf); or the container
+ * images the mirror builds.
+ */
+export type Consumer = 'discovery' | 'master' | 'minion' | 'api-proxy' | 'image';
 
 /** How an upstream lets a download be checked. */
 export type UpstreamChecksum =
@@ -104,7 +108,8 @@ export function releaseCatalog(versions: ClusterSpec['versions']): readonly Arti
     upstream: { url: gh('etcd-io/etcd', v.etcd, `${etcdDir}.tar.gz`), checksum: { kind: 'sums-file', url: gh('etcd-io/etcd', v.etcd, 'SHA256SUMS') } },
     kind: 'tar',
     members: ['etcd', 'etcdctl', 'etcdutl'].map((p) => ({ member: `${etcdDir}/${p}`, program: p, installDir: 'bin' as const })),
-    consumers: ['discovery', 'master'],
+    // etcd's gateway (`etcd gateway start`) is the minions' node-local API proxy
+    consumers: ['discovery', 'master', 'api-proxy'],
   });
 
   const flannelFile = `flannel-${v.flannel}-linux-amd64.tar.gz`;

@@ -8,6 +8,7 @@
  */
 import { InvalidInputError, type FieldProblem } from '../core/errors.ts';
 import { usesUpstreamReleases, type ClusterSpec } from '../clusterspec/cluster-spec.ts';
+import type { Role } from '../contracts/roles.ts';
 import { releaseCatalog, type Artifact, type Consumer, type UpstreamChecksum } from './catalog.ts';
 
 /** How a machine checks a download: a digest pinned in the spec, or what upstream publishes (catalog.ts). */
@@ -19,14 +20,26 @@ export interface ResolvedArtifact {
   readonly verify: Verification;
 }
 
-type SpecRelease = Pick<ClusterSpec, 'versions' | 'releaseBaseUrl' | 'releaseDigests'>;
+type SpecRelease = Pick<ClusterSpec, 'versions' | 'releaseBaseUrl' | 'releaseDigests' | 'apiLoadBalancer'>;
+
+/** A kind of machine that downloads artifacts. */
+export type Machine = 'discovery' | Role;
 
 /**
- * The artifacts machines download (every consumer but `image`, or only `consumer`'s), resolved. Throws
- * InvalidInputError naming every artifact a mirror has no digest for.
+ * What a machine installs for: its role, and on a minion the node-local API proxy when the spec asks for one
+ * (apiLoadBalancer `node-local`). Pure.
  */
-export function resolveRelease(spec: SpecRelease, consumer?: Exclude<Consumer, 'image'>): ResolvedArtifact[] {
-  const wanted = releaseCatalog(spec.versions).filter((a) => (consumer ? a.consumers.includes(consumer) : a.consumers.some((c) => c !== 'image')));
+export function consumersOf(spec: Pick<ClusterSpec, 'apiLoadBalancer'>, machine: Machine): readonly Exclude<Consumer, 'image'>[] {
+  return machine === 'minion' && spec.apiLoadBalancer === 'node-local' ? ['minion', 'api-proxy'] : [machine];
+}
+
+/**
+ * The artifacts machines download (every consumer but `image`, or only what `machine` installs, consumersOf),
+ * resolved, in catalog order. Throws InvalidInputError naming every artifact a mirror has no digest for.
+ */
+export function resolveRelease(spec: SpecRelease, machine?: Machine): ResolvedArtifact[] {
+  const consumers: readonly Consumer[] = machine ? consumersOf(spec, machine) : ['discovery', 'master', 'minion', 'api-proxy'];
+  const wanted = releaseCatalog(spec.versions).filter((a) => a.consumers.some((c) => consumers.includes(c)));
   const upstream = usesUpstreamReleases(spec);
   const problems: FieldProblem[] = [];
   const out: ResolvedArtifact[] = [];

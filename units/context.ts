@@ -74,8 +74,9 @@ export interface UnitContext {
   readonly apiServer: {
     readonly port: number;
     /**
-     * the URL this machine's clients use: 127.0.0.1 on masters; on minions the API load balancer's VIP
-     * (spec.apiLoadBalancer `octavia`), else the first deployed master
+     * the URL this machine's clients use: 127.0.0.1 on masters (their own API server); on minions the API load
+     * balancer's VIP (spec.apiLoadBalancer `octavia`), their node-local proxy at 127.0.0.1 (`node-local`), else
+     * the first deployed master (`none`)
      */
     readonly url: string;
     /** the AuthenticationConfiguration file: anonymous requests only to the health endpoints (a load balancer's monitor) */
@@ -84,6 +85,12 @@ export interface UnitContext {
     /** the CN of the front-proxy client certificate the API server accepts request headers from */
     readonly frontProxyClientName: string;
   };
+  /**
+   * A minion's node-local API proxy (spec.apiLoadBalancer `node-local`), undefined on masters and with `octavia`
+   * or `none`: etcd's gateway, a TCP proxy listening where the minion's kubeconfigs point, in front of every
+   * deployed master's API server (TLS passes through: the API server's certificate carries 127.0.0.1).
+   */
+  readonly apiProxy: ApiProxyContext | undefined;
   /** the pod network's units (units/pod-network.ts) and what its templates read */
   readonly podNetworkUnits: PodNetworkUnits;
   readonly podNetwork: PodNetworkContext;
@@ -95,6 +102,19 @@ export interface UnitContext {
   /** the registry mirror containerd pulls through (spec.registryMirror), or undefined */
   readonly registryMirror: { readonly url: string; readonly host: string } | undefined;
 }
+
+/** What corekube-api-proxy.service.hbs reads. */
+export interface ApiProxyContext {
+  /** `127.0.0.1:6443`: loopback only, so nothing off the machine reaches the masters through it */
+  readonly listenAddr: string;
+  /** `ip:6443,…` over masterIps (sorted): a master at a new address changes the unit, and the overlord restarts it */
+  readonly endpoints: string;
+  /** how long the gateway leaves a master it failed to dial before dialling it again (`--retry-delay`) */
+  readonly retryDelay: string;
+}
+
+/** How long the node-local API proxy leaves a master it could not dial (etcd's default is a minute). */
+export const API_PROXY_RETRY_DELAY = '10s';
 
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/;
@@ -134,6 +154,11 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
   const podNetworkUnits = podNetworkUnitsOf(spec);
   const isMaster = machine.role === 'master';
   const etcdServers = masterIps.map((ip) => `https://${ip}:${PORTS.etcdClient}`).join(',');
+  const loopbackApi = `127.0.0.1:${PORTS.apiServer}`;
+  const apiProxy: ApiProxyContext | undefined = !isMaster && spec.apiLoadBalancer === 'node-local'
+    ? { listenAddr: loopbackApi, endpoints: masterIps.map((ip) => `${ip}:${PORTS.apiServer}`).join(','), retryDelay: API_PROXY_RETRY_DELAY }
+    : undefined;
+  const minionApiHost = spec.apiLoadBalancer === 'octavia' ? `${plan.apiVip}:${PORTS.apiServer}` : apiProxy ? loopbackApi : `${masterIps[0]}:${PORTS.apiServer}`;
   const ctx: UnitContext = {
     cluster: spec.name,
     role: machine.role,
@@ -166,11 +191,12 @@ export function buildUnitContext(spec: ClusterSpec, machine: UnitMachine, cluste
     },
     apiServer: {
       port: PORTS.apiServer,
-      url: isMaster ? `https://127.0.0.1:${PORTS.apiServer}` : `https://${spec.apiLoadBalancer === 'octavia' ? plan.apiVip : masterIps[0]}:${PORTS.apiServer}`,
+      url: `https://${isMaster ? loopbackApi : minionApiHost}`,
       authenticationConfig: `${LAYOUT.configDir}/kube-apiserver/authentication.yaml`,
       serviceAccountIssuer: `https://kubernetes.default.svc.${CLUSTER_DOMAIN}`,
       frontProxyClientName: FRONT_PROXY_CLIENT_NAME,
     },
+    apiProxy,
     podNetworkUnits,
     podNetwork: podNetworkUnits.context(spec, machine),
     kubeProxy: { mode: 'iptables', healthzPort: PORTS.kubeProxyHealthz },

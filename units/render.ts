@@ -32,18 +32,20 @@ const CONTROL_PLANE: readonly UnitDef[] = [
   { unit: 'kube-controller-manager.service', roles: ['master'], until: 'active' },
   { unit: 'kube-scheduler.service', roles: ['master'], until: 'active' },
 ];
+/** A minion's node-local API proxy (spec.apiLoadBalancer `node-local`), first of the node's units: kubelet and kube-proxy dial it. */
+export const API_PROXY_UNIT: UnitDef = { unit: 'corekube-api-proxy.service', roles: ['minion'], until: 'active' };
 const NODE: readonly UnitDef[] = [
   { unit: 'corekube-containerd.service', roles: ['minion'], until: 'active' },
   { unit: 'kubelet.service', roles: ['minion'], until: 'active' },
   { unit: 'kube-proxy.service', roles: ['minion'], until: 'active' },
 ];
 
-/** Every unit of a cluster whose pod network is `podNetwork`, in start order. */
-export function unitsOf(podNetwork: PodNetworkUnits): readonly UnitDef[] {
-  return [...CONTROL_PLANE, ...podNetwork.units, ...NODE];
+/** Every unit of a cluster whose pod network is `podNetwork`, in start order; with the node-local API proxy when `apiProxy`. */
+export function unitsOf(podNetwork: PodNetworkUnits, apiProxy = false): readonly UnitDef[] {
+  return [...CONTROL_PLANE, ...podNetwork.units, ...(apiProxy ? [API_PROXY_UNIT] : []), ...NODE];
 }
 
-/** Every unit of a cluster whose pod network is flannel (every cluster today), in start order. */
+/** Every unit of a cluster whose pod network is flannel (every cluster today) and whose minions run no API proxy, in start order. */
 export const UNITS: readonly UnitDef[] = unitsOf(FLANNEL_UNITS);
 
 /** Helper scripts installed into LAYOUT.libexecDir, per role (the pod network's come with it). */
@@ -85,7 +87,7 @@ export function renderUnits(ctx: UnitContext): RenderedUnits {
   const add = (path: string, content: string, mode = '0644') => files.push(Object.freeze({ path, content, mode }));
   const template = (name: string) => renderTemplate(source(templateDir, `${name}.hbs`), ctx, `units/templates/${name}.hbs`);
 
-  const units = unitsOf(ctx.podNetworkUnits).filter((u) => u.roles.includes(ctx.role));
+  const units = unitsOf(ctx.podNetworkUnits, ctx.apiProxy !== undefined).filter((u) => u.roles.includes(ctx.role));
   for (const u of units) add(`${LAYOUT.unitDir}/${u.unit}`, template(u.unit));
   for (const s of [...SCRIPTS, ...ctx.podNetworkUnits.scripts].filter((x) => x.roles.includes(ctx.role))) add(`${LAYOUT.libexecDir}/${s.name}`, source(scriptDir, s.name), '0755');
   add(LAYOUT.releaseManifest, releaseManifest(ctx.artifacts));

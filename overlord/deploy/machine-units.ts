@@ -8,7 +8,8 @@ import type { RemoteFile } from '../../contracts/step.ts';
 /**
  * The overlord's wiring of units/: what `unitsFor` renders for one machine of a cluster spec. A master's
  * units name every master (ClusterView.masterIps: its etcd member joins one initial cluster); a minion's name the
- * deployed masters (the API it joins — the planner holds minions until one exists). TLS files sit at
+ * deployed masters (the API it joins — the planner holds minions until one exists), except with the node-local
+ * API proxy (minionMasterIps). TLS files sit at
  * PKI_PATHS; the PKI room delivers them. A throw (e.g. no deployed master yet) fails only that machine,
  * and only once the planner's gates let it run.
  *
@@ -32,7 +33,7 @@ export function unitsForSpec(specOf: ClusterSpec | (() => ClusterSpec), wiring: 
   return (record, view) => {
     // the spec as the stack asks for it now (overlord/lifecycle/desired-spec.ts), or a fixed one
     const spec = typeof specOf === 'function' ? specOf() : specOf;
-    const masterIps = record.role === 'master' ? view.masterIps : view.deployedMasters.map((m) => m.ip);
+    const masterIps = record.role === 'master' ? view.masterIps : minionMasterIps(spec, view);
     const units = renderUnits(
       buildUnitContext(spec, { id: record.id, role: record.role, ip: record.ip, hostname: record.hostname }, { masterIps }, PKI_PATHS),
     );
@@ -43,4 +44,15 @@ export function unitsForSpec(specOf: ClusterSpec | (() => ClusterSpec), wiring: 
     const expire = wiring.certificatesExpire?.(record);
     return { ...rendered, files, hash: hashFiles(files), ...(expire === undefined ? {} : { certificatesExpire: expire }) };
   };
+}
+
+/**
+ * The masters a minion's units name. Its node-local API proxy (apiLoadBalancer `node-local`) names every master the
+ * masters' own units name (ClusterView.masterIps: also a deployed master that stopped announcing — rebooting, powered
+ * off — which stays an etcd member until removed): the proxy leaves a master it cannot dial out by itself, and a
+ * master lost or back must not change every minion's units (each change drains the minion). Otherwise the deployed
+ * masters, of which `none` names the first.
+ */
+export function minionMasterIps(spec: Pick<ClusterSpec, 'apiLoadBalancer'>, view: ClusterView): readonly string[] {
+  return spec.apiLoadBalancer === 'node-local' ? view.masterIps : view.deployedMasters.map((m) => m.ip);
 }

@@ -1,7 +1,7 @@
 /**
  * The rendered units against the REAL programs they run, built from source at the spec's versions
  * (release/build.ts; cached by version, so this file finds them built) — no stand-ins:
- * - `systemd-analyze verify` of every unit of both roles under a --root that holds the real programs at their
+ * - `systemd-analyze verify` of every unit of both roles (and of a minion with the node-local API proxy) under a --root that holds the real programs at their
  *   install paths, failing on any output;
  * - command lines: each program parses its unit's ExecStart (`PROGRAM ARGS… --help`: every Kubernetes
  *   component, etcd, containerd and flanneld parse all their flags before they print help, so an unknown flag or
@@ -46,6 +46,8 @@ const NOBODY = 65534;
 
 const MASTER_IPS = ['10.240.0.32', '10.240.0.33', '10.240.0.34'];
 const spec = parseClusterSpec({ flags: { name: 'verify', masters: '3' } });
+/** the same cluster with the node-local API proxy on its minions (apiLoadBalancer node-local) */
+const nodeLocal = parseClusterSpec({ flags: { name: 'verify', masters: '3', 'api-load-balancer': 'node-local' } });
 
 function render(s: ClusterSpec, role: Role): RenderedUnits {
   const ip = role === 'master' ? MASTER_IPS[0]! : '10.240.0.40';
@@ -112,9 +114,9 @@ function release(): Promise<{ mirror: MirrorResult; programs: Map<string, string
 }
 
 /** The real programs a role's machines install, at their install paths under `root` (hard links into the build cache). */
-async function installPrograms(root: string, role: Role, programs: ReadonlyMap<string, string>): Promise<string[]> {
+async function installPrograms(root: string, role: Role, programs: ReadonlyMap<string, string>, s: ClusterSpec = spec): Promise<string[]> {
   const installed: string[] = [];
-  for (const a of artifactsFor(spec, role)) {
+  for (const a of artifactsFor(s, role)) {
     for (const p of a.archive ? a.archive.map((m) => m.installPath) : [a.installPath]) {
       const source = programs.get(path.basename(p));
       if (!source) throw new Error(`no program ${path.basename(p)} was built`);
@@ -134,17 +136,18 @@ const releaseSkip = buildToolsMissing(true).then((m) => m && `the release cannot
 const verifySkip = missingParts(...need('systemd-analyze'), SYSTEM_UNIT_DIR ? undefined : 'no systemd unit directory with multi-user.target', await releaseSkip);
 
 describe.skipIf(verifySkip)('systemd-analyze verify, with the real programs at their install paths', () => {
-  const roots = new Map<Role, { root: string; units: string[] }>();
+  const roots = new Map<string, { root: string; units: string[] }>();
+  const machines = [['master', 'master', spec], ['minion', 'minion', spec], ['node-local minion', 'minion', nodeLocal]] as const;
 
   beforeAll(async () => {
     const { programs } = await release();
-    for (const role of ['master', 'minion'] as const) {
-      const root = await tmp(`verify-${role}`);
+    for (const [name, role, s] of machines) {
+      const root = await tmp(`verify-${name.replace(' ', '-')}`);
       await cp(SYSTEM_UNIT_DIR!, path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
-      await writeRendered(root, render(spec, role));
-      await installPrograms(root, role, programs);
-      const units = render(spec, role).files.filter((f) => f.path.startsWith('/etc/systemd/system/')).map((f) => path.join(root, f.path));
-      roots.set(role, { root, units });
+      await writeRendered(root, render(s, role));
+      await installPrograms(root, role, programs, s);
+      const units = render(s, role).files.filter((f) => f.path.startsWith('/etc/systemd/system/')).map((f) => path.join(root, f.path));
+      roots.set(name, { root, units });
     }
   }, BUILD_TIMEOUT_MS);
 
@@ -154,9 +157,9 @@ describe.skipIf(verifySkip)('systemd-analyze verify, with the real programs at t
     return `${r.stdout}${r.stderr}`.trim() + (r.code !== 0 ? `\n(exit ${r.code})` : '');
   }
 
-  for (const role of ['master', 'minion'] as const) {
-    it(`accepts every ${role} unit without a single line of output`, async () => {
-      const { root, units } = roots.get(role)!;
+  for (const [name] of machines) {
+    it(`accepts every ${name} unit without a single line of output`, async () => {
+      const { root, units } = roots.get(name)!;
       expect(units.length).toBeGreaterThanOrEqual(5);
       for (const unit of units) expect(await verify(root, unit), path.basename(unit)).toBe('');
     });
@@ -179,6 +182,7 @@ const programsSkip = missingParts(...need('setpriv', 'bash', 'sed'), await relea
 describe.skipIf(programsSkip)('the real programs accept what the units give them', () => {
   const master = render(spec, 'master');
   const minion = render(spec, 'minion');
+  const nodeLocalMinion = render(nodeLocal, 'minion');
   let programs: Map<string, string>;
   beforeAll(async () => {
     programs = (await release()).programs;
@@ -188,20 +192,22 @@ describe.skipIf(programsSkip)('the real programs accept what the units give them
   /** what a program prints when it does not know a flag (cobra, Go's flag package, urfave/cli) */
   const UNKNOWN_FLAG = /unknown flag|unknown shorthand|flag provided but not defined/;
 
-  const commandLines: [Role, string][] = [
-    ['master', 'corekube-etcd.service'],
-    ['master', 'kube-apiserver.service'],
-    ['master', 'kube-controller-manager.service'],
-    ['master', 'kube-scheduler.service'],
-    ['master', 'flanneld.service'],
-    ['minion', 'corekube-containerd.service'],
-    ['minion', 'kubelet.service'],
-    ['minion', 'kube-proxy.service'],
+  const commandLines: [RenderedUnits, string][] = [
+    [master, 'corekube-etcd.service'],
+    [master, 'kube-apiserver.service'],
+    [master, 'kube-controller-manager.service'],
+    [master, 'kube-scheduler.service'],
+    [master, 'flanneld.service'],
+    [minion, 'corekube-containerd.service'],
+    [minion, 'kubelet.service'],
+    [minion, 'kube-proxy.service'],
+    // the node-local API proxy: `etcd gateway start` (cobra)
+    [nodeLocalMinion, 'corekube-api-proxy.service'],
   ];
-  for (const [role, unit] of commandLines) {
+  for (const [rendered, unit] of commandLines) {
     it(`${unit}: the real program parses its ExecStart (and refuses a flag it does not know)`, async () => {
       // flanneld runs through corekube-redact: the program is its first argument
-      const argv = execStart(role === 'master' ? master : minion, unit).filter((a) => !a.endsWith('/corekube-redact'));
+      const argv = execStart(rendered, unit).filter((a) => !a.endsWith('/corekube-redact'));
       const [bin, ...args] = argv as [string, ...string[]];
       const good = await unprivileged(program(bin), [...args, '--help']);
       expect(`${good.stdout}${good.stderr}`, unit).not.toMatch(UNKNOWN_FLAG);

@@ -6,9 +6,9 @@ import { formatEvent, formatTimings, touchedMachines } from '../../../cli/demo-o
 
 describe('corekube demo options', () => {
   it('defaults to 1 master, 2 minions, no scale-up, human output, net 60, torn down at the end', () => {
-    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, replaceMaster: false, scale: false, scaleDown: false, upgrade: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
+    expect(parseDemoArgs([])).toEqual({ masters: 1, minions: 2, overlords: 1, failover: false, failMaster: false, replaceMaster: false, apiLoadBalancer: undefined, scale: false, scaleDown: false, upgrade: false, json: false, keep: false, down: false, overlord: undefined, net: 60, keeperLog: undefined });
     expect(parseDemoArgs(['--masters', '3', '--fail-master', '--minions', '1', '--overlords', '2', '--failover', '--scale', '--json', '--overlord', 'process', '--net', '70', '--keep', '--keeper-log', '/tmp/keeper.log']))
-      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, replaceMaster: false, scale: true, scaleDown: false, upgrade: false, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
+      .toEqual({ masters: 3, minions: 1, overlords: 2, failover: true, failMaster: true, replaceMaster: false, apiLoadBalancer: undefined, scale: true, scaleDown: false, upgrade: false, json: true, keep: true, down: false, overlord: 'process', net: 70, keeperLog: '/tmp/keeper.log' });
   });
 
   it('scales down only where a minion is left afterwards', () => {
@@ -19,6 +19,13 @@ describe('corekube demo options', () => {
 
   it('loses a master only where the API survives it: 3 or 5 masters behind the load balancer', () => {
     expect(() => parseDemoArgs(['--fail-master'])).toThrow(/--fail-master needs masters that survive one's loss behind a load balancer: give --masters 3 or 5 \(got 1\)/);
+  });
+
+  it("passes --api-load-balancer to the cluster's spec, and loses a master only behind octavia or the node-local proxies", () => {
+    expect(parseDemoArgs(['--masters', '3', '--api-load-balancer', 'node-local', '--fail-master'])).toMatchObject({ masters: 3, apiLoadBalancer: 'node-local', failMaster: true });
+    expect(parseDemoArgs(['--masters', '3', '--api-load-balancer', 'octavia'])).toMatchObject({ apiLoadBalancer: 'octavia' });
+    expect(() => parseDemoArgs(['--api-load-balancer', 'f5'])).toThrow(/--api-load-balancer must be one of octavia, node-local, none \(got "f5"\)/);
+    expect(() => parseDemoArgs(['--masters', '3', '--api-load-balancer', 'none', '--fail-master'])).toThrow(/--fail-master needs a load balancer or the node-local proxy/);
   });
 
   it('tears a kept cloud down with --down, which takes only --net (and --json)', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { machineNamed, removalRequestFor } from '../../../cli/node.ts';
+import { machineNamed, removalRequestFor } from '../../../overlord/lifecycle/removal-request.ts';
 import type { StatusReport } from '../../../overlord/status.ts';
 
 const row = (id: string, role: 'master' | 'minion', ip: string, name: string) => ({ id, role, ip, state: 'deployed' as const, step: null, error: null, subnet: null, certificatesExpire: null, node: { name, ready: true, reason: null, podCIDR: null, kubeletVersion: 'v1.36.5', since: '2026-12-06T00:00:00Z' } });

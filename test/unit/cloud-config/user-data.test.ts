@@ -173,7 +173,7 @@ describe('filling the placeholders', () => {
 describe('user_data and the counts', () => {
   it.each(BOOT_ROLES)('the %s user_data does not change when only the master or minion count changes', (role) => {
     for (const os of OSES) {
-      for (const lb of ['octavia', 'none']) {
+      for (const lb of ['octavia', 'node-local', 'none']) {
         const small = renderUserData(role, specFor(os, { masters: '1', minions: '0', 'api-load-balancer': lb }));
         const large = renderUserData(role, specFor(os, { masters: '5', minions: '500', 'api-load-balancer': lb }));
         expect(large).toBe(small);

@@ -116,6 +116,24 @@ describe('cluster spec', () => {
     expect(problems[0]!.message).toMatch(message);
   });
 
+  it('takes node-local as the API load balancer (a proxy on every minion), with 3 masters or with 1, from the flag, env or file', () => {
+    expect(parseClusterSpec({ flags: { masters: '3', 'api-load-balancer': 'node-local' } }).apiLoadBalancer).toBe('node-local');
+    // one master behind a proxy of one endpoint: pointless, harmless
+    expect(parseClusterSpec({ flags: { masters: '1', 'api-load-balancer': 'node-local' } }).apiLoadBalancer).toBe('node-local');
+    expect(parseClusterSpec({ env: { COREKUBE_API_LOAD_BALANCER: 'node-local' } }).apiLoadBalancer).toBe('node-local');
+    expect(parseClusterSpec({ file: { masters: 3, apiLoadBalancer: 'node-local' } }).apiLoadBalancer).toBe('node-local');
+    // the defaults are unchanged: octavia with more than one master, none with one
+    expect(parseClusterSpec({ flags: { masters: '3' } }).apiLoadBalancer).toBe('octavia');
+    expect(parseClusterSpec({ flags: { masters: '1' } }).apiLoadBalancer).toBe('none');
+  });
+
+  it('refuses an unknown API load balancer, naming the field, the value, every choice and what each does', () => {
+    const problems = problemsOf({ flags: { masters: '3', 'api-load-balancer': 'haproxy' } });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatchObject({ field: '--api-load-balancer', value: 'haproxy', message: 'must be one of octavia, node-local, none' });
+    expect(problems[0]!.fix).toMatch(/^use octavia \(.+\), node-local \(a proxy on every minion .+\) or none \(.+\)$/);
+  });
+
   it('rejects a pod network too small for the machines, saying what size would fit', () => {
     const [p] = problemsOf({ flags: { minions: '300', 'pod-cidr': '10.244.0.0/16' } });
     expect(p!.message).toMatch(/holds 256 \/24 pod subnets, fewer than the 301 machines/);

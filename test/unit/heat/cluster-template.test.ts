@@ -348,8 +348,30 @@ describe('the API endpoint', () => {
     expect(JSON.stringify(generate({ masters: '1' }).outputs.api_endpoint!.value)).toContain('"resource.0"');
   });
 
+  it("builds no load balancer for node-local and opens nothing new: minions reach every master's 6443 as members of the cluster group", () => {
+    const t = generate({ masters: '3', 'api-load-balancer': 'node-local' });
+    expect(lbResources(t)).toEqual([]);
+    // the cluster group (masters and minions both) lets members reach each other's 6443 (no remote_group_id: the group itself)
+    const cluster = t.resources.cluster_secgroup!.properties!.rules as Record<string, unknown>[];
+    const api = cluster.find((r) => r.port_range_min === 6443)!;
+    expect(api).toMatchObject({ direction: 'ingress', protocol: 'tcp', port_range_max: 6443, remote_mode: 'remote_group_id' });
+    expect(api.remote_group_id).toBeUndefined();
+    expect(groupServer(t, 'minions').security_groups).toEqual(expect.arrayContaining([{ get_resource: 'cluster_secgroup' }]));
+    expect(groupServer(t, 'masters').security_groups).toEqual(expect.arrayContaining([{ get_resource: 'cluster_secgroup' }]));
+    // no rule for the whole private network: that was the load balancer's
+    expect(rules(t).filter((r) => r.remote_ip_prefix === '10.240.0.0/16' && r.port_range_min === 6443)).toEqual([]);
+  });
+
+  it("gives the first master as api_endpoint and api_tunnel's target with node-local, saying the nodes reach every master", () => {
+    const outputs = generate({ masters: '3', 'api-load-balancer': 'node-local' }).outputs;
+    expect(outputs.api_endpoint!.value).toEqual(generate({ masters: '3', 'api-load-balancer': 'none' }).outputs.api_endpoint!.value);
+    expect(JSON.stringify(outputs.api_endpoint!.value)).toContain('"resource.0"');
+    expect(outputs.api_endpoint!.description).toMatch(/first master.*node-local proxy/);
+    expect(JSON.stringify(outputs.api_tunnel!.value)).toContain('"resource.0"');
+  });
+
   it('refuses an unknown load balancer kind, naming the field and what to use', () => {
-    expect(() => spec({ 'api-load-balancer': 'f5' })).toThrow(/api-load-balancer.*must be one of octavia, none/s);
+    expect(() => spec({ 'api-load-balancer': 'f5' })).toThrow(/api-load-balancer.*must be one of octavia, node-local, none/s);
   });
 });
 

@@ -5,6 +5,7 @@ import type { MachineRecord } from '../../../contracts/machine-record.ts';
 import { parseRemovalRequest, type RemovalRequest } from '../../../contracts/removal.ts';
 import type { ClusterView, RenderedUnits } from '../../../contracts/step.ts';
 import { EtcdMembers } from '../../../overlord/edges/etcd-members.ts';
+import { etcdctl } from '../../../overlord/edges/remote-commands.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import { runOverlord } from '../../../overlord/term.ts';
 import { FakeClock, FakeMachines, flush, makeRecord, MemoryStore } from './fakes.ts';
@@ -16,14 +17,15 @@ const member = (n: number, extra: Partial<EtcdMember> = {}): EtcdMember => ({
 const health = (...up: EtcdMember[]) => up.map((m) => ({ endpoint: m.clientUrls[0]!, health: true }));
 
 describe('etcd membership rules', () => {
-  it('reads etcdctl\'s member list with hex ids, an unstarted member without name or client URL', () => {
-    const out = '{"header":{"cluster_id":"48276a8f75b6a87"},"members":[{"ID":"2e1259d415f2a040","name":"etcd-10-240-0-20","peerURLs":["https://10.240.0.20:2380"],"clientURLs":["https://10.240.0.20:2379"]},{"ID":"bc3a9f50b8e3f95c","peerURLs":["https://10.240.0.21:2380"],"isLearner":true}]}';
+  it('reads etcdctl\'s member list, its 64-bit ids exactly (in hex), a learner, an unstarted member without name or client URL', () => {
+    // what etcd v3.6.17's etcdctl printed for a cluster with a learner added and not started yet
+    const out = '{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"raft_term":2},"members":[{"ID":1684978529181980416,"name":"","peerURLs":["https://10.240.0.21:2380"],"clientURLs":null,"isLearner":true},{"ID":3319814642761637952,"name":"etcd-10-240-0-20","peerURLs":["https://10.240.0.20:2380"],"clientURLs":["https://10.240.0.20:2379"]}]}';
     expect(parseMemberList(out)).toEqual([
+      { id: '17623f0b7e0d5700', name: '', peerUrls: ['https://10.240.0.21:2380'], clientUrls: [], isLearner: true },
       { id: '2e1259d415f2a040', name: 'etcd-10-240-0-20', peerUrls: ['https://10.240.0.20:2380'], clientUrls: ['https://10.240.0.20:2379'], isLearner: false },
-      { id: 'bc3a9f50b8e3f95c', name: '', peerUrls: ['https://10.240.0.21:2380'], clientUrls: [], isLearner: true },
     ]);
-    // ids printed as numbers (no --hex) lose digits in JavaScript: refused
-    expect(parseMemberList('{"members":[{"ID":13563238525856666716}]}')).toBeUndefined();
+    expect(parseMemberList('{"members":[{"ID":13563238525856666716,"name":"x"}]}')?.[0]?.id).toBe('bc3a4d940194545c');
+    expect(parseMemberList('{"members":[{"ID":"2e1259d415f2a040"}]}')).toBeUndefined(); // --hex output: no learner flag, refused
     expect(parseMemberList('Error: context deadline exceeded')).toBeUndefined();
   });
 
@@ -33,6 +35,15 @@ describe('etcd membership rules', () => {
     );
     expect(bootstrapEnv('existing', 'etcd-10-240-0-20=https://10.240.0.20:2380')).toContain('\nETCD_INITIAL_CLUSTER_STATE=existing\nETCD_INITIAL_CLUSTER=etcd-10-240-0-20=https://10.240.0.20:2380\n');
     expect(() => bootstrapEnv('new', 'a=b\nETCD_X=1')).toThrow(/environment file/);
+  });
+
+  it("asks a master's own etcd with the API server's client certificate, adds learners, and takes no value that is not one", () => {
+    const base = ['/opt/corekube/bin/etcdctl', '--endpoints=https://127.0.0.1:2379', '--cacert=/etc/corekube/pki/etcd-ca.crt', '--cert=/etc/corekube/pki/apiserver-etcd-client.crt', '--key=/etc/corekube/pki/apiserver-etcd-client.key'];
+    expect(etcdctl({ user: 'corekube' }, { op: 'member-add', name: 'etcd-10-240-0-22', peerUrl: 'https://10.240.0.22:2380' })).toEqual(['sudo', '-n', ...base, '--command-timeout=15s', '-w', 'json', 'member', 'add', 'etcd-10-240-0-22', '--peer-urls=https://10.240.0.22:2380', '--learner']);
+    expect(etcdctl({ user: 'root' }, { op: 'endpoint-health' })).toEqual([...base, '--command-timeout=5s', '-w', 'json', 'endpoint', 'health', '--cluster']);
+    expect(etcdctl({ user: 'root' }, { op: 'member-promote', id: '17623f0b7e0d5700' }).slice(-3)).toEqual(['member', 'promote', '17623f0b7e0d5700']);
+    expect(() => etcdctl({ user: 'root' }, { op: 'member-remove', id: '1; rm -rf /' })).toThrow(/not a hex member id/);
+    expect(() => etcdctl({ user: 'root' }, { op: 'member-add', name: 'x', peerUrl: 'https://10.0.0.1:2380 --x' })).toThrow(/not a peer URL/);
   });
 
   it('refuses a removal that leaves etcd without a quorum of healthy members, or without members', () => {

@@ -287,7 +287,8 @@ export class FakeEtcd {
     const words = a.filter((x, i) => (!x.startsWith('-') && a[i - 1] !== '-w') || x.startsWith('--peer-urls='));
     const [op, sub, arg] = words.slice(1);
     this.log.push(`${op} ${sub}${arg ? ` ${arg}` : ''}`);
-    if (op === 'member' && sub === 'list') return ok({ members: this.members.map((m) => ({ ID: m.id, ...(m.name ? { name: m.name } : {}), peerURLs: m.peerURLs, ...(m.clientURLs.length ? { clientURLs: m.clientURLs } : {}), ...(m.isLearner ? { isLearner: true } : {}) })) });
+    // as etcdctl prints it without --hex: ids as (64-bit) numbers, the learner flag only when set
+    if (op === 'member' && sub === 'list') return ok({ members: this.members.map((m) => ({ ID: Number.parseInt(m.id, 16), name: m.name, peerURLs: m.peerURLs, clientURLs: m.clientURLs.length ? m.clientURLs : null, ...(m.isLearner ? { isLearner: true } : {}) })) });
     if (op === 'member' && sub === 'promote') {
       const m = this.members.find((x) => x.id === arg);
       if (!m || !m.isLearner || m.clientURLs.length === 0) return { code: 1, stdout: '', stderr: 'Error: etcdserver: can only promote a learner member which is in sync with leader' };

@@ -40,6 +40,16 @@ describe('plan: the steps of a machine', () => {
     ]);
   });
 
+  it("makes a master's etcd member right before its etcd first starts and promotes it right after, outside the units hash", () => {
+    const units = fakeUnits()(master);
+    const member = { unit: 'etcd.service', name: 'etcd-10-240-0-33', peerUrl: 'https://10.240.0.33:2380', initialCluster: 'etcd-10-240-0-33=https://10.240.0.33:2380', bootstrapEnv: '/etc/corekube/etcd/bootstrap.env', dataDir: '/var/lib/corekube/etcd' };
+    const steps = stepsOf({ ...units, etcdMember: member });
+    expect(steps.map((s) => s.id)).toEqual(['write-units', 'daemon-reload', 'start:corekube-download.service', 'etcd-member', 'start:etcd.service', 'etcd-promote', 'start:kube-apiserver.service']);
+    // another master's address in the initial cluster changes no step a deployed master would run again
+    const more = stepsOf({ ...units, etcdMember: { ...member, initialCluster: `${member.initialCluster},etcd-10-240-0-34=https://10.240.0.34:2380` } });
+    expect(more.find((s) => s.kind === 'write-units')).toEqual(steps.find((s) => s.kind === 'write-units'));
+  });
+
   it('plans nothing for a machine deployed in this boot with these units', () => {
     const plans = plan({ machines: [desired(master)], expectedMasters: 1 }, { ledger: new Map([[master.id, ledgerOf(master)]]) });
     expect(find(plans, master)).toMatchObject({ action: 'none', state: 'deployed' });

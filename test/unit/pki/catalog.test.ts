@@ -30,6 +30,14 @@ describe('the certificate catalog', () => {
     expect(entry(machineProfiles(direct, master2), 'apiServer').ipAddresses).not.toContain('10.240.0.12');
   });
 
+  it("carries 127.0.0.1 in every master's API server cert with node-local: the minions' proxy passes TLS through to whichever master it picks", () => {
+    const nodeLocal = parseClusterSpec({ flags: { name: spec.name, masters: '3', 'api-load-balancer': 'node-local' } });
+    for (const m of [master1, master2, master3]) {
+      const api = entry(machineProfiles(nodeLocal, m), 'apiServer');
+      expect(api.ipAddresses).toEqual(['10.96.0.1', m.ip, '127.0.0.1']);
+    }
+  });
+
   it('adds the API endpoint to the API server SANs as an IP or a DNS name', () => {
     const api = entry(machineProfiles(spec, master1, { apiEndpoints: ['203.0.113.7', 'api.example.org'] }), 'apiServer');
     expect(api.ipAddresses).toContain('203.0.113.7');

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../../core/errors.ts';
 import { clusterImages, releaseCatalog } from '../../../release/catalog.ts';
 import { digestFor } from '../../../release/download.ts';
-import { resolveRelease } from '../../../release/sources.ts';
+import { consumersOf, resolveRelease } from '../../../release/sources.ts';
 import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 
 const spec = (flags: Record<string, unknown> = {}) => parseClusterSpec({ flags: { name: 'demo', ...flags } });
@@ -88,6 +88,30 @@ describe('resolveRelease', () => {
       'cni-plugins/v1.10.0/cni-plugins-linux-amd64-v1.10.0.tgz',
     ]);
     expect(problems.every((p) => p.field === 'releaseDigests' && /corekube mirror build/.test(p.fix))).toBe(true);
+  });
+});
+
+describe('consumersOf', () => {
+  it("adds the node-local API proxy's artifacts to a minion's only with apiLoadBalancer node-local", () => {
+    expect(consumersOf(spec({ masters: '3', 'api-load-balancer': 'node-local' }), 'minion')).toEqual(['minion', 'api-proxy']);
+    expect(consumersOf(spec({ masters: '3', 'api-load-balancer': 'node-local' }), 'master')).toEqual(['master']);
+    expect(consumersOf(spec({ masters: '3', 'api-load-balancer': 'node-local' }), 'discovery')).toEqual(['discovery']);
+    expect(consumersOf(spec({ masters: '3' }), 'minion')).toEqual(['minion']);
+    expect(consumersOf(spec(), 'minion')).toEqual(['minion']);
+  });
+
+  it("makes a node-local minion's mirror need etcd's digest too, naming it", () => {
+    const digests = Object.fromEntries(releaseCatalog(spec().versions).filter((a) => a.project !== 'etcd').map((a) => [a.mirrorPath, hex('d')]));
+    const mirror = { 'release-base-url': 'https://mirror.example/ck', 'release-digests': digests };
+    expect(resolveRelease(spec({ ...mirror, masters: '3', 'api-load-balancer': 'octavia' }), 'minion').map((r) => r.artifact.name)).not.toContain('etcd');
+    let err: unknown;
+    try {
+      resolveRelease(spec({ ...mirror, masters: '3', 'api-load-balancer': 'node-local' }), 'minion');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InvalidInputError);
+    expect((err as InvalidInputError).problems.map((p) => p.value)).toEqual(['etcd/v3.6.17/etcd-v3.6.17-linux-amd64.tar.gz']);
   });
 });
 

@@ -12,6 +12,17 @@ describe('artifactsFor', () => {
     expect(names('minion')).toEqual(['kubelet', 'kube-proxy', 'flannel', 'containerd', 'runc', 'cni-plugins']);
   });
 
+  it("gives a minion etcd (its gateway is the node-local API proxy) only when the spec asks for node-local, and changes no master's", () => {
+    const names = (lb: string, role: 'master' | 'minion') => artifactsFor(spec({ 'api-load-balancer': lb }), role).map((a) => a.name);
+    expect(names('node-local', 'minion')).toEqual(['kubelet', 'kube-proxy', 'etcd', 'flannel', 'containerd', 'runc', 'cni-plugins']);
+    expect(names('octavia', 'minion')).not.toContain('etcd');
+    expect(names('none', 'minion')).not.toContain('etcd');
+    for (const lb of ['node-local', 'octavia', 'none']) expect(names(lb, 'master')).toEqual(names('octavia', 'master'));
+    const etcd = artifactsFor(spec({ 'api-load-balancer': 'node-local' }), 'minion').find((a) => a.name === 'etcd')!;
+    expect(etcd.archive!.map((m) => m.installPath)).toContain('/opt/corekube/bin/etcd');
+    expect(releaseManifest([etcd])).toContain('\tetcd-v3.6.17-linux-amd64/etcd=/opt/corekube/bin/etcd');
+  });
+
   it('installs the CNI plugins the minion\'s config uses into their own directory, everything else into /opt/corekube/bin', () => {
     const paths = artifactsFor(spec(), 'minion').flatMap((a) => (a.archive ? a.archive.map((m) => m.installPath) : [a.installPath]));
     expect(paths.filter((p) => p.startsWith('/opt/corekube/cni/bin/')).sort()).toEqual(

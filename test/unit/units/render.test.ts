@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CorekubeError } from '../../../core/errors.ts';
 import { parseYaml } from '../../../core/yaml.ts';
 import { clusterImages } from '../../../release/catalog.ts';
+import { unitInputs } from '../../../overlord/deploy/unit-inputs.ts';
 import { hashFiles, renderUnits, type UnitContext } from '../../../units/index.ts';
 import { context, spec } from './fixtures.ts';
 
@@ -259,6 +260,53 @@ describe('renderUnits', () => {
     expect(kubelet.users[0]).toEqual({ name: 'system:node:demo-minion-0', user: { 'client-certificate': '/etc/corekube/pki/kubelet.crt', 'client-key': '/etc/corekube/pki/kubelet.key' } });
     const cm = parseYaml(fileOf('master', '/etc/corekube/kubeconfigs/kube-controller-manager.kubeconfig')) as Record<string, any>;
     expect(cm.clusters[0].cluster.server).toBe('https://127.0.0.1:6443');
+  });
+
+  it('gives a node-local minion its API proxy (etcd gateway on 127.0.0.1:6443 in front of every master), started before kubelet and kube-proxy, whose kubeconfigs name it', () => {
+    const r = renderUnits(context('minion', spec({ 'api-load-balancer': 'node-local' }), ['10.240.0.34', '10.240.0.32', '10.240.0.33']));
+    expect(r.start.map((s) => s.unit)).toEqual(['corekube-download.service', 'flanneld.service', 'corekube-api-proxy.service', 'corekube-containerd.service', 'kubelet.service', 'kube-proxy.service']);
+    expect(r.start.find((s) => s.unit === 'corekube-api-proxy.service')!.until).toBe('active');
+    const file = (path: string) => r.files.find((f) => f.path === path)!.content;
+    const proxy = file('/etc/systemd/system/corekube-api-proxy.service');
+    const execStart = proxy.replace(/\\\n\s*/g, '').split('\n').find((l) => l.startsWith('ExecStart='));
+    // every master, sorted, so the unit changes exactly when the masters do
+    expect(execStart).toBe('ExecStart=/opt/corekube/bin/etcd gateway start --listen-addr=127.0.0.1:6443 --endpoints=10.240.0.32:6443,10.240.0.33:6443,10.240.0.34:6443 --retry-delay=10s');
+    expect(proxy).toMatch(/^Type=notify$/m);
+    expect(proxy).toMatch(/^DynamicUser=yes$/m);
+    for (const f of r.files.filter((x) => x.path.endsWith('.kubeconfig'))) {
+      expect((parseYaml(f.content) as Record<string, any>).clusters[0].cluster.server, f.path).toBe('https://127.0.0.1:6443');
+    }
+    for (const unit of ['kubelet.service', 'kube-proxy.service']) {
+      const text = file(`/etc/systemd/system/${unit}`);
+      expect(text, unit).toMatch(/^Wants=corekube-api-proxy\.service$/m);
+      expect(text, unit).toMatch(/^After=corekube-api-proxy\.service$/m);
+      // a proxy restarted for a changed master must not restart them
+      expect(text, unit).not.toMatch(/^(Requires|BindsTo|PartOf)=.*corekube-api-proxy/m);
+    }
+    // the gateway is etcd's: the minion downloads it
+    expect(file('/etc/corekube/release.manifest')).toMatch(/^tar\tetcd\t.*etcd-v3\.6\.17-linux-amd64\/etcd=\/opt\/corekube\/bin\/etcd\t/m);
+  });
+
+  it('gives no API proxy to minions with octavia or none, nor to any master: their units are as before', () => {
+    for (const lb of ['octavia', 'none']) {
+      const r = renderUnits(context('minion', spec({ 'api-load-balancer': lb })));
+      expect(r.start.map((s) => s.unit), lb).not.toContain('corekube-api-proxy.service');
+      expect(r.files.map((f) => f.path).filter((p) => /api-proxy/.test(p)), lb).toEqual([]);
+      expect(r.files.filter((f) => f.path.startsWith('/etc/systemd/system/')).every((f) => !f.content.includes('corekube-api-proxy')), lb).toBe(true);
+      expect(r.files.find((f) => f.path === '/etc/corekube/release.manifest')!.content, lb).not.toMatch(/\tetcd\t/);
+    }
+    // a master's units do not depend on how minions reach the API
+    const master = (lb: string) => renderUnits(context('master', spec({ 'api-load-balancer': lb })));
+    expect(master('node-local').hash).toBe(master('octavia').hash);
+    expect(master('node-local').files.find((f) => f.path.endsWith('kube-controller-manager.kubeconfig'))!.content).toContain('server: https://127.0.0.1:6443');
+  });
+
+  it("restarts only the node-local minion's proxy when the masters' addresses change: kubelet and kube-proxy keep their inputs", () => {
+    const nodeLocal = spec({ 'api-load-balancer': 'node-local' });
+    const before = unitInputs(renderUnits(context('minion', nodeLocal, ['10.240.0.32', '10.240.0.33', '10.240.0.34'])));
+    const after = unitInputs(renderUnits(context('minion', nodeLocal, ['10.240.0.32', '10.240.0.34', '10.240.0.35'])));
+    const changed = [...before.keys()].filter((unit) => before.get(unit) !== after.get(unit));
+    expect(changed).toEqual(['corekube-api-proxy.service']);
   });
 
   it('throws E_TEMPLATE naming the template when the context lacks a value (strict rendering)', () => {
