@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { MachineRecord } from '../../contracts/machine-record.ts';
 import { machineFailed, type LedgerEntry } from '../../contracts/ledger-entry.ts';
+import { ROLE_TRAITS } from '../../contracts/roles.ts';
 import type { RenderedUnits } from '../../contracts/step.ts';
 import type { Clock } from '../../core/clock.ts';
 import { asCorekubeError, CorekubeError } from '../../core/errors.ts';
@@ -70,6 +71,32 @@ export interface ReconcilerOptions {
   readonly onFatal?: (err: CorekubeError) => void;
   /** minions drained for a change at once (planner rule 11; default 1) */
   readonly maxUnavailable?: number;
+  /** how long after a master's change minions wait before one is drained (default CONTROL_PLANE_SETTLE_MS) */
+  readonly controlPlaneSettleMs?: number;
+}
+
+/**
+ * After a master's change (its API server restarted), minions wait this long before one is drained. Every client of
+ * the API — every node's kube-proxy among them — retries a broken watch with client-go's backoff, at most 30 s apart:
+ * a minion drained sooner moves pods while a kube-proxy may still route to the old ones, and requests time out
+ * (found on the local cloud: one rollout in four with a single master lost every request for a second, its
+ * Service's endpoints already elsewhere). With the API behind a load balancer its watches hardly break; the wait is
+ * the same, and costs a rollout 30 s once.
+ */
+export const CONTROL_PLANE_SETTLE_MS = 30_000;
+
+/**
+ * PURE: until when minions must wait after the masters' last change (a master redeployed — its last deploy finished
+ * after its first), and which master it was; undefined when none changed within `settleMs` of `now`.
+ */
+export function controlPlaneSettling(ledger: ReadonlyMap<string, LedgerEntry>, now: number, settleMs: number): { readonly until: number; readonly master: string } | undefined {
+  let latest: { until: number; master: string } | undefined;
+  for (const e of ledger.values()) {
+    if (!ROLE_TRAITS[e.role].controlPlane || e.state !== 'deployed' || e.finishedAt === null || e.deployedAt === null || e.finishedAt === e.deployedAt) continue;
+    const until = Date.parse(e.finishedAt) + settleMs;
+    if (until > now && (!latest || until > latest.until)) latest = { until, master: e.hostname };
+  }
+  return latest;
 }
 
 /**
@@ -234,9 +261,20 @@ export class Reconciler {
         // a machine requeued for its surroundings waits out its backoff, unless it changed since
         const backoff = this.requeued.get(p.id);
         if (backoff && backoff.notBefore > clock.now() && (p.reason === 'retry' || p.reason === 'resume')) continue;
-        // rule 11: at most maxUnavailable minions drained at once (those out of service now hold their places)
+        // rule 11: at most maxUnavailable minions drained at once (those out of service now hold their places), and
+        // none newly drained while the API's clients may still be catching up with a master's change
         if (p.steps.some((s) => s.kind === 'drain')) {
           const out = outOfService(ledger.entries(), this.changing);
+          const settling = out.has(p.id) ? undefined : controlPlaneSettling(ledger.entries(), clock.now(), this.options.controlPlaneSettleMs ?? CONTROL_PLANE_SETTLE_MS);
+          if (settling) {
+            const reason = `waiting until ${new Date(settling.until).toISOString()}: ${settling.master} changed, and every node's watches of the API come back first (client-go retries a broken watch at most 30 s apart)`;
+            if (this.waitingReported.get(p.id) !== reason) {
+              this.waitingReported.set(p.id, reason);
+              log.info({ event: 'machine.waiting', machine: p.id, role: p.role, hostname: record.hostname, reason }, reason);
+              this.after(settling.until - clock.now());
+            }
+            continue;
+          }
           const max = this.options.maxUnavailable ?? 1;
           if (!out.has(p.id) && out.size >= max) {
             const reason = `waiting: ${out.size} of ${max} minion${max === 1 ? '' : 's'} allowed out of service at once ${out.size === 1 ? 'is' : 'are'} being changed (${[...out].map((id) => this.hostnameOf(id) ?? id).join(', ')})`;

@@ -8,7 +8,7 @@ import { parseClusterSpec } from '../../../clusterspec/cluster-spec.ts';
 import { DEFAULT_EXECUTOR_OPTIONS } from '../../../overlord/deploy/executor.ts';
 import { Ledger } from '../../../overlord/deploy/ledger.ts';
 import { planOne, stepsOf } from '../../../overlord/deploy/planner.ts';
-import { outOfService, Reconciler } from '../../../overlord/deploy/reconciler.ts';
+import { CONTROL_PLANE_SETTLE_MS, controlPlaneSettling, outOfService, Reconciler } from '../../../overlord/deploy/reconciler.ts';
 import { silentLogger } from '../../../overlord/edges/log.ts';
 import type { NodeReadiness } from '../../../overlord/kubernetes/node-ready.ts';
 import { DesiredSpec } from '../../../overlord/lifecycle/desired-spec.ts';
@@ -149,8 +149,26 @@ describe('rolling a change through the minions (planner rule 11)', () => {
     const masterDone = Date.parse(parseLedgerEntry(store.data.get(keys.ledgerOf(master.id))!.value)!.finishedAt!);
     const firstDrain = Date.parse(parseLedgerEntry(store.data.get(keys.ledgerOf(minions.find((m) => m.hostname === drainedFirst)!.id))!.value)!.steps.drain!.startedAt!);
     expect(firstDrain).toBeGreaterThanOrEqual(masterDone);
+    // and the first drain waited until every node's watches of the API could be back (client-go: at most 30 s)
+    expect(firstDrain - masterDone).toBeGreaterThanOrEqual(CONTROL_PLANE_SETTLE_MS);
     await second.r.stop();
     await flush();
+  });
+});
+
+describe('after a master changed', () => {
+  it('holds drains for 30 s after the last master change finished, not after a first deploy', () => {
+    const at = (iso: string) => Date.parse(iso);
+    const entry = (hostname: string, role: 'master' | 'minion', deployedAt: string, finishedAt: string) => [hostname, { hostname, role, state: 'deployed', deployedAt, finishedAt }] as const;
+    const ledger = new Map([
+      entry('m0', 'master', '2026-12-07T00:00:00.000Z', '2026-12-07T01:00:00.000Z'),
+      entry('m1', 'master', '2026-12-07T00:00:00.000Z', '2026-12-07T01:00:10.000Z'),
+      entry('n0', 'minion', '2026-12-07T00:00:00.000Z', '2026-12-07T01:00:20.000Z'),
+    ]) as unknown as Parameters<typeof controlPlaneSettling>[0];
+    expect(controlPlaneSettling(ledger, at('2026-12-07T01:00:15.000Z'), 30_000)).toEqual({ until: at('2026-12-07T01:00:40.000Z'), master: 'm1' });
+    expect(controlPlaneSettling(ledger, at('2026-12-07T01:00:40.000Z'), 30_000)).toBeUndefined();
+    const fresh = new Map([entry('m0', 'master', '2026-12-07T01:00:00.000Z', '2026-12-07T01:00:00.000Z')]) as unknown as Parameters<typeof controlPlaneSettling>[0];
+    expect(controlPlaneSettling(fresh, at('2026-12-07T01:00:05.000Z'), 30_000)).toBeUndefined();
   });
 });
 
