@@ -4,9 +4,9 @@ import { machineNamed, removalRequestFor } from '../overlord/lifecycle/removal-r
 import { CorekubeError } from '../core/errors.ts';
 import { readStatus } from '../overlord/status.ts';
 import { parseOptions, type Command } from './command.ts';
-import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+import { OPERATOR_ETCD_OPTIONS, OPERATOR_ETCD_USAGE, openEtcdStore } from './status.ts';
 
-const usage = `Usage: corekube node remove MACHINE --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
+const usage = `Usage: corekube node remove MACHINE --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE | --state-dir DIR]
                            [--cluster NAME] [--wait] [--timeout SECONDS]
 
 Removes a machine from the cluster: asks the leading overlord, through discovery's etcd, to cordon its Node, drain
@@ -26,7 +26,7 @@ master is refused. A replacement master (the server rebuilt, a new machine id) j
 adds its member before its etcd first starts. Remove one master at a time.
 
   MACHINE                the machine's id, IP address or hostname (as \`corekube status\` shows them)
-${ETCD_USAGE}
+${OPERATOR_ETCD_USAGE}
   --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
   --wait                 wait until the overlord has removed it, printing each phase
   --timeout SECONDS      with --wait: give up after this long (default 600)`;
@@ -36,7 +36,7 @@ export const nodeRemoveCommand: Command = {
   summary: 'remove a machine from the cluster: drain, remove its etcd member, delete its Node, free its subnet and credentials',
   usage,
   async run(argv) {
-    const { values, positionals } = parseOptions(argv, { ...ETCD_OPTIONS, cluster: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, usage, { allowPositionals: true });
+    const { values, positionals } = parseOptions(argv, { ...OPERATOR_ETCD_OPTIONS, cluster: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, usage, { allowPositionals: true });
     if (positionals.length !== 1) throw new CorekubeError('E_USAGE', `corekube node remove takes one MACHINE (got ${positionals.length})`, { hint: 'for example: corekube node remove 10.240.0.33 --etcd-endpoints https://10.240.0.10:2379' });
     const cluster = values.cluster ?? 'corekube';
     if (!/^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/.test(cluster)) throw new CorekubeError('E_USAGE', `--cluster ${JSON.stringify(cluster)} is not a cluster name`, { hint: 'the name given to corekube heat generate --name' });

@@ -16,10 +16,10 @@ import { CorekubeError } from '../core/errors.ts';
 import type { Store } from '../overlord/edges/store.ts';
 import { readStatus, type StatusReport } from '../overlord/status.ts';
 import { parseOptions, type Command } from './command.ts';
-import { ETCD_OPTIONS, ETCD_USAGE, openEtcdStore } from './status.ts';
+import { OPERATOR_ETCD_OPTIONS, OPERATOR_ETCD_USAGE, openEtcdStore } from './status.ts';
 
 const usage = `Usage: corekube pki rotate-ca --ca cluster|etcd|front-proxy --phase trust|sign|finish
-                            --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
+                            --etcd-endpoints URLS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE | --state-dir DIR]
                             [--cluster NAME] [--wait] [--timeout SECONDS]
 
 Rotates one of the cluster's CAs in three phases, each asked for once the previous one is rolled out to every
@@ -38,7 +38,7 @@ The discovery CA is not rotated by corekube. See overlord/trust/pki/README.md, "
   --ca KIND              cluster (Kubernetes API, kubelets, kubeconfigs), etcd (the masters' etcd) or
                          front-proxy (the API server's aggregation layer)
   --phase PHASE          trust, sign or finish, in that order
-${ETCD_USAGE}
+${OPERATOR_ETCD_USAGE}
   --cluster NAME         cluster name, the etcd key prefix /corekube/NAME/ (default corekube)
   --wait                 wait until the phase is rolled out to every machine, printing the machines it waits for
   --timeout SECONDS      with --wait: give up after this long (default 3600)`;
@@ -81,7 +81,7 @@ export const pkiRotateCaCommand: Command = {
   summary: 'rotate the cluster, etcd or front-proxy CA: phases trust, sign, finish, each rolled out before the next',
   usage,
   async run(argv) {
-    const { values } = parseOptions(argv, { ...ETCD_OPTIONS, ca: { type: 'string' }, phase: { type: 'string' }, cluster: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, usage);
+    const { values } = parseOptions(argv, { ...OPERATOR_ETCD_OPTIONS, ca: { type: 'string' }, phase: { type: 'string' }, cluster: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' } }, usage);
     const problems: string[] = [];
     if (!isRotatedCa(values.ca)) problems.push(`--ca ${JSON.stringify(values.ca ?? null)} is not one of ${ROTATED_CAS.join(', ')} (the discovery CA is not rotated by corekube)`);
     if (!isRotationPhase(values.phase)) problems.push(`--phase ${JSON.stringify(values.phase ?? null)} is not one of ${ROTATION_PHASES.join(', ')}`);
