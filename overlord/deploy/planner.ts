@@ -36,8 +36,10 @@ import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/s
  *    masters (the initial cluster) start together.
  * 11. A machine that runs a kubelet and was deployed once is drained before its units change (its Node cordoned,
  *    its pods evicted with PodDisruptionBudgets respected) and uncordoned once Ready again: steps `drain` first and
- *    `uncordon` last. At most `maxUnavailable` minions are drained at once (the reconciler holds the others), and
- *    minions change only while no master does (rule 9): kubelets are never newer than the API servers.
+ *    `uncordon` last. At most `maxUnavailable` minions are drained at once (the reconciler holds the others), none
+ *    is newly drained within 30 s of a master's change (the reconciler's CONTROL_PLANE_SETTLE_MS: every node's
+ *    watches of the API back first), and minions change only while no master does (rule 9): kubelets are never
+ *    newer than the API servers.
  * Order: masters first, then minions, each by id.
  */
 export type DesiredMachine =
