@@ -40,6 +40,8 @@ import type { ClusterView, RenderedUnits, Step, StepId } from '../../contracts/s
  *    is newly drained within 30 s of a master's change (the reconciler's CONTROL_PLANE_SETTLE_MS: every node's
  *    watches of the API back first), and minions change only while no master does (rule 9): kubelets are never
  *    newer than the API servers.
+ * 12. A running master that failed its change for good stops the rollout: no other master and no minion that ran
+ *    before changes (a new machine still joins), until it is fixed (a new units hash, a reboot, or its ledger entry deleted).
  * Order: masters first, then minions, each by id.
  */
 export type DesiredMachine =
@@ -147,6 +149,12 @@ export interface Gates {
    * order, with a change to apply; undefined when none has one
    */
   readonly changingMaster: string | undefined;
+  /**
+   * a running master whose last change failed for good (its ledger `failed`, not retried): the rollout stops — no
+   * other master changes and no minion is drained — until it is fixed, so a second master is never taken down
+   * beside a broken one
+   */
+  readonly failedMaster: string | undefined;
   /** the masters deployed once (ledger `deployedAt`): their control plane runs */
   readonly runningMasters: ReadonlySet<string>;
 }
@@ -183,22 +191,24 @@ export function planGated(machine: DesiredMachine, gates: Gates, observed: Obser
 /** PURE: a plan under the gates: a machine with work to do waits while its role's gate is closed. */
 export function gated(p: MachinePlan, g: Gates): MachinePlan {
   if (p.action !== 'deploy' && p.action !== 'fail') return p;
-  const reason = gateReason(p.role, g) ?? oneMasterAtATime(p, g);
+  const reason = gateReason(p.role, g) ?? oneMasterAtATime(p, g) ?? rolloutStopped(p, g);
   return reason === undefined ? p : { id: p.id, role: p.role, action: 'wait', reason };
 }
 
 /** Deploy reasons that change a running control plane (a deployed master's units, or a change left half done). */
 const CHANGES: readonly DeployReason[] = ['units-changed', 'resume', 'retry'];
 
-function runningChange(masterPlans: readonly MachinePlan[], observed: Observed): Pick<Gates, 'changingMaster' | 'runningMasters'> {
+function runningChange(masterPlans: readonly MachinePlan[], observed: Observed): Pick<Gates, 'changingMaster' | 'runningMasters' | 'failedMaster'> {
   const runningMasters = new Set(masterPlans.filter((p) => (observed.ledger.get(p.id)?.deployedAt ?? null) !== null).map((p) => p.id));
   const changing = masterPlans.find((p) => p.action === 'deploy' && CHANGES.includes(p.reason) && runningMasters.has(p.id));
-  return { changingMaster: changing?.id, runningMasters };
+  const failed = masterPlans.find((p) => p.action === 'none' && p.state === 'failed' && runningMasters.has(p.id));
+  return { changingMaster: changing?.id, runningMasters, failedMaster: failed?.id };
 }
 
 /** Rule 10: a running master changes only while no other master does (etcd keeps its quorum, the API its servers). */
 function oneMasterAtATime(p: MachinePlan & { action: 'deploy' | 'fail' }, g: Gates): string | undefined {
   if (p.action !== 'deploy' || !g.runningMasters.has(p.id) || !CHANGES.includes(p.reason)) return undefined;
+  if (g.failedMaster !== undefined && g.failedMaster !== p.id) return `waiting: master ${g.failedMaster} failed its change — fix it (corekube status shows why) before another master changes`;
   return g.changingMaster === undefined || g.changingMaster === p.id ? undefined : `waiting for master ${g.changingMaster} to finish its change (masters change one at a time)`;
 }
 
@@ -210,6 +220,12 @@ export function gateReason(role: Role, g: Gates): string | undefined {
   if (!g.masterDeployed) return 'waiting for a master to be deployed';
   if (g.mastersBusy) return 'waiting for the masters being deployed';
   return undefined;
+}
+
+/** Rule 12: a running master that failed its change stops the change of the minions (a new minion still joins). */
+function rolloutStopped(p: MachinePlan & { action: 'deploy' | 'fail' }, g: Gates): string | undefined {
+  if (g.failedMaster === undefined || p.action !== 'deploy' || ROLE_TRAITS[p.role].controlPlane || !CHANGES.includes(p.reason)) return undefined;
+  return `waiting: master ${g.failedMaster} failed its change — the rollout stops until it is fixed (corekube status shows why)`;
 }
 
 /**

@@ -206,6 +206,28 @@ describe('plan: gates', () => {
     expect(plan({ machines: all.map((m) => desired(m)), expectedMasters: 3 }, { ledger: new Map() }).map((p) => p.action)).toEqual(['deploy', 'deploy', 'deploy']);
   });
 
+  it('stops the rollout when a running master failed its change: no other master changes, no minion that ran before is drained', () => {
+    const master3 = makeRecord(3, 'master');
+    const all = [master, master2, master3];
+    const v2 = fakeUnits('v2');
+    // master 1 took the change and failed for good (not retried) at its download; the others still run v1
+    const failed = stepFailed(beginDeployment(ledgerOf(master), master, { hash: v2(master).hash, stepIds: stepsOf(v2(master)).map((s) => s.id) }, stepsOf(v2(master)).map((s) => s.id), NOW), 'write-units', 'boom', false, NOW);
+    const ledger = new Map<string, LedgerEntry>([[master.id, failed], [master2.id, ledgerOf(master2)], [master3.id, ledgerOf(master3)], [minion.id, ledgerOf(minion)]]);
+    const plans = plan({ machines: [...all, minion].map((m) => desired(m, v2)), expectedMasters: 3 }, { ledger });
+    expect(plans.map((p) => [p.id, p.action, p.action === 'wait' ? p.reason : ''])).toEqual([
+      [master.id, 'none', ''],
+      [master2.id, 'wait', `waiting: master ${master.id} failed its change — fix it (corekube status shows why) before another master changes`],
+      [master3.id, 'wait', `waiting: master ${master.id} failed its change — fix it (corekube status shows why) before another master changes`],
+      [minion.id, 'wait', 'waiting for the masters being deployed'],
+    ]);
+    // the other masters changed before master 1 failed: the minions still wait, not drained beside a broken master
+    ledger.set(master2.id, ledgerOf(master2, undefined, v2));
+    ledger.set(master3.id, ledgerOf(master3, undefined, v2));
+    expect(find(plan({ machines: [...all, minion].map((m) => desired(m, v2)), expectedMasters: 3 }, { ledger }), minion)).toEqual({
+      id: minion.id, role: 'minion', action: 'wait', reason: `waiting: master ${master.id} failed its change — the rollout stops until it is fixed (corekube status shows why)`,
+    });
+  });
+
   it('gives units the announced masters, and the deployed ones apart', () => {
     const view = clusterView([minion, master2, master], new Map([[master2.id, ledgerOf(master2)]]));
     expect(view.masters.map((m) => m.id)).toEqual([master.id, master2.id]);
