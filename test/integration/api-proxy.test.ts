@@ -20,6 +20,7 @@ import { until } from '../../localcloud/until.ts';
 import { buildToolsMissing, ensureBuilt } from '../../release/build.ts';
 import { buildUnitContext, PKI_PATHS, renderUnits } from '../../units/index.ts';
 import { missingParts } from '../harness/requirements.ts';
+import { killAll } from '../harness/processes.ts';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const skip = missingParts(await buildToolsMissing(false), has('openssl') ? undefined : 'openssl is not installed');
@@ -100,11 +101,7 @@ describe.skipIf(skip)('the node-local API proxy: the real etcd gateway on its un
   }, 10 * 60_000);
 
   afterAll(async () => {
-    if (gateway && gateway.exitCode === null) {
-      const exited = new Promise((r) => gateway!.once('exit', r));
-      gateway.kill('SIGTERM');
-      await exited;
-    }
+    await killAll([gateway], 'SIGTERM');
     unregister();
     await Promise.all(backends.filter((b) => b.server.listening).map(stop));
     rmSync(dir, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -9,8 +9,9 @@ import { CertificateAuthority, type AdminPki, type DiscoveryPki, type IssuedPair
 import { MemoryPkiStore } from '../../overlord/trust/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
-import { missingParts } from '../harness/requirements.ts';
+import { etcdMissing, missingParts } from '../harness/requirements.ts';
 import { machine, manualClock, minion1, spec } from '../unit/pki/fixtures.ts';
+import { killAll } from '../harness/processes.ts';
 
 /**
  * The certificates in a real etcd (Debian's etcd 3.4): a 3-member cluster on 127.0.0.1 runs on the masters'
@@ -19,11 +20,7 @@ import { machine, manualClock, minion1, spec } from '../unit/pki/fixtures.ts';
  * discovery server cert and accepts the overlord's root cert, not an etcd-CA client.
  */
 const run = promisify(execFile);
-const has = (bin: string, ...args: string[]) => spawnSync(bin, args, { stdio: 'ignore' }).status === 0;
-const skip = missingParts(
-  has('etcd', '--version') ? undefined : 'etcd is not installed (bash scripts/setup builds the pinned one and installs it into /usr/local/bin)',
-  has('etcdctl', 'version') ? undefined : 'etcdctl is not installed (bash scripts/setup installs the pinned one into /usr/local/bin)',
-);
+const skip = missingParts(etcdMissing());
 
 interface Member {
   readonly name: string;
@@ -142,15 +139,7 @@ describe.skipIf(skip)('issued certificates in a real etcd with client-cert auth'
   });
 
   afterAll(async () => {
-    await Promise.all(
-      [...members, discoveryMember].map(async (m) => {
-        if (!m?.proc || m.proc.exitCode !== null) return;
-        const exited = new Promise((r) => m.proc!.once('exit', r));
-        // the data is thrown away: no need for a graceful stop (a member's SIGTERM waits seconds on its peers)
-        m.proc.kill('SIGKILL');
-        await exited;
-      }),
-    );
+    await killAll([...members, discoveryMember].map((m) => m?.proc));
     await rm(dir, { recursive: true, force: true });
     unregister();
   });

@@ -1,4 +1,4 @@
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -9,8 +9,9 @@ import { CertificateAuthority, type MachinePki } from '../../overlord/trust/pki/
 import { MemoryPkiStore } from '../../overlord/trust/pki/store.ts';
 import { onExit } from '../harness/cleanup.ts';
 import { freePort } from '../harness/ports.ts';
-import { missingParts } from '../harness/requirements.ts';
+import { etcdMissing, missingParts } from '../harness/requirements.ts';
 import { machine, manualClock, spec } from '../unit/pki/fixtures.ts';
+import { killAll } from '../harness/processes.ts';
 
 /**
  * The etcd CA rotated under a real 3-member etcd (Go's TLS, client-cert auth on the client and peer ports), the way
@@ -20,11 +21,7 @@ import { machine, manualClock, spec } from '../unit/pki/fixtures.ts';
  * the cluster never loses its quorum nor any member its peers.
  */
 const run = promisify(execFile);
-const has = (bin: string, ...args: string[]) => spawnSync(bin, args, { stdio: 'ignore' }).status === 0;
-const skip = missingParts(
-  has('etcd', '--version') ? undefined : 'etcd is not installed (bash scripts/setup builds the pinned one and installs it into /usr/local/bin)',
-  has('etcdctl', 'version') ? undefined : 'etcdctl is not installed (bash scripts/setup installs the pinned one into /usr/local/bin)',
-);
+const skip = missingParts(etcdMissing());
 
 type Phase = 'before' | 'trust' | 'sign' | 'finish';
 interface Member {
@@ -134,12 +131,7 @@ describe.skipIf(skip)('rotating the etcd CA under a running etcd cluster', () =>
   }, 60_000);
 
   afterAll(async () => {
-    await Promise.all(members.map(async (m) => {
-      if (!m.proc || m.proc.exitCode !== null) return;
-      const exited = new Promise((r) => m.proc!.once('exit', r));
-      m.proc.kill('SIGKILL');
-      await exited;
-    }));
+    await killAll(members.map((m) => m.proc));
     await rm(dir, { recursive: true, force: true });
     unregister();
   });
