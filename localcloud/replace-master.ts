@@ -47,13 +47,14 @@ export async function replaceMaster(cloud: LocalCloud, kubectl: Kubectl, options
   const etcdInvocation = async (hostname: string) => (await cloud.exec(hostname, ['systemctl', 'show', '-p', 'InvocationID', '--value', 'corekube-etcd.service'])).stdout.trim();
   const before = new Map(await Promise.all(survivors.map(async (m) => [m.hostname, await etcdInvocation(m.hostname)] as const)));
 
-  // the API through the load balancer, every second, until the end
+  // the API through the load balancer, every second, from the power cut to the end (a request in flight to the master
+  // at the very moment it loses power dies with it — EOF — as it would on any cloud: counted are the ones after)
   let requests = 0;
   let failedRequests = 0;
   let apiUnavailableMs = 0;
   let failingSince: number | undefined;
   let probing = true;
-  const probe = (async () => {
+  const probeLoop = async () => {
     while (probing) {
       const t = Date.now();
       const r = await kubectl.run(['get', '--raw', '/readyz', '--request-timeout=5s'], { timeoutMs: 8_000 }).catch(() => ({ code: 1, stdout: '', stderr: 'kubectl did not answer' }));
@@ -68,7 +69,8 @@ export async function replaceMaster(cloud: LocalCloud, kubectl: Kubectl, options
       }
       await new Promise((res) => setTimeout(res, Math.max(0, 1000 - (Date.now() - t))));
     }
-  })();
+  };
+  let probe: Promise<void> = Promise.resolve();
 
   const deadline = Date.now() + (options.timeoutMs ?? 600_000);
   const until = async (what: string, done: () => Promise<boolean>): Promise<number | null> => {
@@ -86,6 +88,7 @@ export async function replaceMaster(cloud: LocalCloud, kubectl: Kubectl, options
   let replacement: string | null = null;
   try {
     await cloud.stopMachine(lost.ip, 'SIGKILL');
+    probe = probeLoop();
     say(`[cloud]     master loss: ${lost.hostname} (${lost.ip}) powered off (a power cut, as a lost server)`);
     const report = await cloud.status();
     const request = removalRequestFor(machineNamed(report, lost.ip), lost.hostname, new Date(), report);
