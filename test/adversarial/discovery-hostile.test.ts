@@ -50,7 +50,7 @@ describe.skipIf(skip)('discovery under attack: hostile inputs against a real ove
       ],
     });
     [master, victim, attacker, stranger] = c.nodes as [Node, Node, Node, Node];
-    await untilDeployed(c, [master, victim, attacker]);
+    await untilDeployed(c, [master, victim, attacker], 200_000);
     // its announce has asked (and made its join nonce): a real machine, never admitted
     await until('the stranger to ask', 60_000, async () => ((await stranger.exec(['test', '-s', '/run/corekube/announce/join-nonce'])).code === 0 ? true : undefined));
     const attackerRecord = JSON.parse((await c.root.get(c.keys.machine(attacker.id)).string())!) as Record<string, unknown>;

@@ -182,10 +182,20 @@ export async function machineState(node: Machine, options: { announce?: boolean 
   return `${node.hostname}\n${r.stdout}`;
 }
 
-/** Waits until the ledger says every node is deployed (for its current boot). */
+/**
+ * Waits until the ledger says every node is deployed (for its current boot). On a timeout it says, per node, what the
+ * overlord knows of it (ledger state, record, join request), not only the overlord's summary.
+ */
 export async function untilDeployed(c: HostileCluster, nodes: readonly Node[], timeoutMs = 120_000): Promise<void> {
+  const ledgerOf = async (n: Node) => JSON.parse((await c.root.get(c.keys.ledgerOf(n.id)).string()) ?? '{}') as { state?: string; unitsHash?: string; error?: string | null };
+  let detail = '';
   await until(`${nodes.map((n) => n.hostname).join(', ')} deployed`, timeoutMs, async () => {
-    const states = await Promise.all(nodes.map(async (n) => JSON.parse((await c.root.get(c.keys.ledgerOf(n.id)).string()) ?? '{}') as { state?: string; unitsHash?: string }));
-    return states.every((s) => s.state === 'deployed') ? true : undefined;
-  }, () => c.overlord.summary().text, 500);
+    const states = await Promise.all(nodes.map(ledgerOf));
+    if (states.every((s) => s.state === 'deployed')) return true;
+    detail = (await Promise.all(nodes.map(async (n, i) => {
+      const [record, join] = await Promise.all([c.root.get(c.keys.machine(n.id)).string(), c.root.get(c.keys.joinOf(n.id)).string()]);
+      return `${n.hostname}: ledger ${states[i]!.state ?? 'none'}${states[i]!.error ? ` (${states[i]!.error})` : ''}, record ${record === null ? 'none' : 'there'}, join request ${join === null ? 'none' : 'there'}`;
+    }))).join('; ');
+    return undefined;
+  }, () => `${c.overlord.summary().text}; ${detail}`, 500);
 }
