@@ -8,6 +8,7 @@ import {
   parseEndpointHealth,
   parseMemberList,
   removalProblem,
+  urlHost,
   type EndpointHealth,
   type EtcdMember,
 } from '../../contracts/etcd-members.ts';
@@ -64,7 +65,7 @@ export class EtcdMembers {
       // a member at this address ran before, and this machine has no data for it: the server was rebuilt (a new
       // disk) without its member removed — joining as that member with an empty log is not something etcd supports
       throw new CorekubeError('E_ETCD', `etcd still has member ${stale.name} (${stale.id}) at ${member.peerUrl}, from the machine this one replaced`, {
-        hint: `remove the machine it replaced first (corekube node remove ${urlHostOf(member.peerUrl)}): this one joins by itself after`,
+        hint: `remove the machine it replaced first (corekube node remove ${urlHost(member.peerUrl) ?? member.peerUrl}): this one joins by itself after`,
         retryable: true,
       });
     }
@@ -156,14 +157,14 @@ export class EtcdMembers {
     // exits non-zero when a member is unhealthy: its JSON still says which
     const r = await this.ports.hosts.exec(via, etcdctl(this.options.remote, { op: 'endpoint-health' }), this.execOptions(signal));
     const health = parseEndpointHealth(r.stdout);
-    if (!health) throw new CorekubeError('E_ETCD', `etcdctl endpoint health on ${via.ip} exited ${r.code}: ${firstLine(r.stderr)}`, { retryable: true });
+    if (!health) throw new CorekubeError('E_ETCD', `etcdctl endpoint health on ${via.ip} exited ${r.code}: ${etcdctlError(r.stderr)}`, { retryable: true });
     return health;
   }
 
   private async run(via: HostTarget, command: EtcdctlCommand, signal?: AbortSignal): Promise<string> {
     const r = await this.ports.hosts.exec(via, etcdctl(this.options.remote, command), this.execOptions(signal));
     if (r.code !== 0) {
-      throw new CorekubeError('E_ETCD', `etcdctl ${command.op} on ${via.ip} exited ${r.code}: ${firstLine(r.stderr)}`, {
+      throw new CorekubeError('E_ETCD', `etcdctl ${command.op} on ${via.ip} exited ${r.code}: ${etcdctlError(r.stderr)}`, {
         hint: `see \`journalctl -u corekube-etcd\` on ${via.ip}`,
         retryable: true,
       });
@@ -174,7 +175,7 @@ export class EtcdMembers {
   private async writeBootstrap(target: HostTarget, member: EtcdMemberSpec, state: 'new' | 'existing', initialCluster: string, signal?: AbortSignal): Promise<void> {
     const { argv, stdin } = writeFile(this.options.remote, { path: member.bootstrapEnv, content: bootstrapEnv(state, initialCluster), mode: '0644' });
     const r = await this.ports.hosts.exec(target, argv, { stdin, ...this.execOptions(signal) });
-    if (r.code !== 0) throw new CorekubeError('E_COMMAND_FAILED', `writing ${member.bootstrapEnv} on ${target.ip} exited ${r.code}: ${firstLine(r.stderr)}`, { retryable: true });
+    if (r.code !== 0) throw new CorekubeError('E_COMMAND_FAILED', `writing ${member.bootstrapEnv} on ${target.ip} exited ${r.code}: ${etcdctlError(r.stderr)}`, { retryable: true });
     this.ports.log.info({ event: 'etcd.bootstrap', machine: target.id, member: member.name, state, members: initialCluster.split(',').length }, `etcd member ${member.name} starts with state ${state}, ${initialCluster.split(',').length} members`);
   }
 
@@ -183,11 +184,8 @@ export class EtcdMembers {
   }
 }
 
-function urlHostOf(url: string): string {
-  return url.replace(/^https?:\/\//, '').replace(/:\d+$/, '');
-}
-
-function firstLine(text: string): string {
+/** etcdctl's own error line: its last line that is not one of the client's JSON log lines. */
+function etcdctlError(text: string): string {
   const lines = text.trim().split('\n').filter((l) => !l.startsWith('{"level"'));
   return (lines.at(-1) ?? '').slice(0, 300);
 }
